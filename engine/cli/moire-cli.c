@@ -1,0 +1,1020 @@
+/* moire-cli.c — the `moire` command: generate images, inspect models and PNGs, and run one
+ * forward pass on a .npy tensor. A client of moire.h only (plus npy.h and metadata.h for
+ * file formats).
+ *
+ * Exit status: 0 success, 1 an error (bad file, bad value for this model, engine failure),
+ * 2 a usage error (unknown option, missing or malformed value), 130 interrupted (Ctrl-C).
+ * Every error is one line on stderr, "moire: error: …", and no output file is left behind:
+ * PNG and .npy files are written atomically, and the output directory is checked before
+ * any long computation starts.
+ */
+#include "metadata.h"
+#include "moire.h"
+#include "npy.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
+
+/* ------------------------------------------------------------------------------------------
+ * Messages
+ * ---------------------------------------------------------------------------------------- */
+
+static void error_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void error_line(const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    fputs("moire: error: ", stderr);
+    vfprintf(stderr, fmt, args);
+    fputc('\n', stderr);
+    va_end(args);
+}
+
+/* The engine's message for a failed call. */
+static int engine_error(const char *context)
+{
+    const char *message = moire_last_error();
+    if (context)
+        error_line("%s: %s", context, message[0] ? message : "unknown error");
+    else
+        error_line("%s", message[0] ? message : "unknown error");
+    return EXIT_ERROR;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Help
+ * ---------------------------------------------------------------------------------------- */
+
+static const char usage_main[] =
+    "Usage: moire COMMAND [OPTIONS]\n"
+    "\n"
+    "Moiré generates images with Mixture-of-Experts diffusion transformers (DiT-MoE).\n"
+    "\n"
+    "Commands:\n"
+    "  generate   make images from a prompt or class and write PNGs with their settings\n"
+    "  info       describe a model (--model) or the settings stored in a PNG (--image)\n"
+    "  forward    run one model evaluation on a .npy tensor (for checking numerics)\n"
+    "  help CMD   show the options of a command\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help     show this help\n"
+    "  -V, --version  show the version\n"
+    "\n"
+    "Example:\n"
+    "  moire generate --model dit_moe_s_8E2A.safetensors --prompt \"golden retriever\" \\\n"
+    "                 --seed 7 --output dog.png\n";
+
+static const char usage_generate[] =
+    "Usage: moire generate --model FILE (--prompt TEXT | --class N) --output FILE.png [OPTIONS]\n"
+    "\n"
+    "Generates images and writes each as a PNG whose \"parameters\" text (A1111 layout) and\n"
+    "\"moire\" text (JSON) record everything needed to make it again.\n"
+    "\n"
+    "  --model FILE        the model (.safetensors)\n"
+    "  --prompt TEXT       what to draw: a class name of the model (closest match), or a number\n"
+    "  --class N           the class number instead of a prompt\n"
+    "  --negative TEXT     a class used as the unconditional branch of guidance (default: none)\n"
+    "  --seed N            random seed (default 42; -1 = a random seed); image i uses seed + i\n"
+    "  --steps N           sampler steps (default: the model's, 250 for DDPM, 50 for flow)\n"
+    "  --cfg X             classifier-free guidance scale (default: the model's; 1 = none)\n"
+    "  --cfg-mode MODE     default, all (every channel) or first3 (the official DiT quirk)\n"
+    "  --sampler NAME      default, ddpm, rf-euler, ddim, euler, euler-a, heun, dpm++2m\n"
+    "                      (A1111 labels and ComfyUI names work too)\n"
+    "  --schedule NAME     default, uniform, karras\n"
+    "  --eta X             DDIM eta (default 0: deterministic)\n"
+    "  --width W, --height H\n"
+    "                      image size in pixels (default: the model's trained size); a\n"
+    "                      multiple of 8 x patch size for latent models, of the patch size\n"
+    "                      for pixel models\n"
+    "  --batch N           images to make (default 1)\n"
+    "  --init FILE.png     start from this image (img2img); needs --strength\n"
+    "  --strength X        0 < X <= 1: how much of the schedule to run from --init\n"
+    "  --mask FILE.png     inpainting mask (white = regenerate, black = keep); needs --init\n"
+    "  --threads N         CPU threads (default 0 = all cores)\n"
+    "  --device DEV        auto (default), cpu or cuda\n"
+    "  --output FILE.png   where to write; with --batch N > 1 the images are FILE-0.png,\n"
+    "                      FILE-1.png, … (the index goes before the extension)\n"
+    "  --quiet             no progress on stderr\n"
+    "\n"
+    "The written paths are printed on stdout, one per line. Ctrl-C stops the run (exit\n"
+    "status 130) and writes nothing.\n";
+
+static const char usage_info[] =
+    "Usage: moire info --model FILE\n"
+    "       moire info --image FILE.png\n"
+    "\n"
+    "  --model FILE   print the model's configuration, size, defaults and classes\n"
+    "  --image FILE   print the generation settings stored in a PNG (\"parameters\" text,\n"
+    "                 its fields, and the \"moire\" JSON); exit status 1 when it has none\n";
+
+static const char usage_forward[] =
+    "Usage: moire forward --model FILE --input X.npy --t T (--class N | --prompt TEXT)\n"
+    "                     --output Y.npy [--threads N] [--device DEV]\n"
+    "\n"
+    "Runs one model evaluation. X is [n, C, h, w] or [C, h, w] (float32; float64/16 and\n"
+    "int32/64 are converted); t and the class apply to all n. Y is [n, C_out, h, w] (or\n"
+    "[C_out, h, w]) float32. T is the DDPM timestep (0..T-1) or the flow time (0..1).\n";
+
+static int print_help(const char *command)
+{
+    if (!command) {
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (strcmp(command, "generate") == 0)
+        fputs(usage_generate, stdout);
+    else if (strcmp(command, "info") == 0)
+        fputs(usage_info, stdout);
+    else if (strcmp(command, "forward") == 0)
+        fputs(usage_forward, stdout);
+    else if (strcmp(command, "help") == 0)
+        fputs(usage_main, stdout);
+    else {
+        error_line("unknown command '%s'; the commands are generate, info and forward "
+                   "(see 'moire --help')",
+                   command);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Options
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct option_spec {
+    const char *name;  /* without "--"                        */
+    bool has_value;
+    const char **value; /* where the value (or "1" for flags) goes */
+} option_spec;
+
+/* Parses argv[first..] against `specs`. Returns 0 or EXIT_USAGE (message printed). */
+static int parse_options(const char *command, int argc, char **argv, int first,
+                         const option_spec *specs, int spec_count)
+{
+    for (int i = first; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            print_help(command);
+            exit(0);
+        }
+        if (strncmp(arg, "--", 2) != 0 || !arg[2]) {
+            error_line("unexpected argument '%s' for 'moire %s'; options start with '--' "
+                       "(see 'moire help %s')",
+                       arg, command, command);
+            return EXIT_USAGE;
+        }
+        const char *name = arg + 2;
+        const char *equals = strchr(name, '=');
+        size_t name_len = equals ? (size_t)(equals - name) : strlen(name);
+        const option_spec *spec = NULL;
+        for (int s = 0; s < spec_count; s++)
+            if (strlen(specs[s].name) == name_len && strncmp(specs[s].name, name, name_len) == 0)
+                spec = &specs[s];
+        if (!spec) {
+            error_line("unknown option '--%.*s' for 'moire %s' (see 'moire help %s')",
+                       (int)name_len, name, command, command);
+            return EXIT_USAGE;
+        }
+        if (!spec->has_value) {
+            if (equals) {
+                error_line("option '--%s' takes no value", spec->name);
+                return EXIT_USAGE;
+            }
+            *spec->value = "1";
+            continue;
+        }
+        const char *value;
+        if (equals) {
+            value = equals + 1;
+        } else {
+            if (i + 1 >= argc) {
+                error_line("option '--%s' needs a value (see 'moire help %s')", spec->name,
+                           command);
+                return EXIT_USAGE;
+            }
+            value = argv[++i];
+        }
+        if (*spec->value) {
+            error_line("option '--%s' is given twice", spec->name);
+            return EXIT_USAGE;
+        }
+        *spec->value = value;
+    }
+    return 0;
+}
+
+static int parse_int(const char *option, const char *text, long min, long max, int *out)
+{
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (end == text || *end || errno == ERANGE) {
+        error_line("--%s: '%s' is not a whole number", option, text);
+        return EXIT_USAGE;
+    }
+    if (value < min || value > max) {
+        error_line("--%s: %ld is out of range; use %ld..%ld", option, value, min, max);
+        return EXIT_USAGE;
+    }
+    *out = (int)value;
+    return 0;
+}
+
+static int parse_float(const char *option, const char *text, double min, double max,
+                       bool min_exclusive, float *out)
+{
+    char *end;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (end == text || *end) {
+        error_line("--%s: '%s' is not a number", option, text);
+        return EXIT_USAGE;
+    }
+    if (!isfinite(value)) {
+        error_line("--%s: '%s' is not a finite number", option, text);
+        return EXIT_USAGE;
+    }
+    if (value < min || value > max || (min_exclusive && value == min)) {
+        error_line("--%s: %s is out of range; use a number %s %g and <= %g", option, text,
+                   min_exclusive ? ">" : ">=", min, max);
+        return EXIT_USAGE;
+    }
+    *out = (float)value;
+    return 0;
+}
+
+static int parse_seed(const char *text, uint64_t *out)
+{
+    if (strcmp(text, "-1") == 0 || strcmp(text, "random") == 0) {
+        uint64_t seed = 0;
+        FILE *f = fopen("/dev/urandom", "rb");
+        if (!f || fread(&seed, sizeof seed, 1, f) != 1) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            seed = (uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 20) ^ (uint64_t)getpid();
+        }
+        if (f)
+            fclose(f);
+        *out = seed % 4294967294ull; /* A1111's range, so the seed fits every UI */
+        fprintf(stderr, "moire: seed %" PRIu64 "\n", *out);
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (end == text || *end || errno == ERANGE || text[0] == '-' || text[0] == '+') {
+        error_line("--seed: '%s' is not a seed; use a whole number 0..%llu, or -1 for a "
+                   "random one",
+                   text, ULLONG_MAX);
+        return EXIT_USAGE;
+    }
+    *out = value;
+    return 0;
+}
+
+static int parse_device(const char *text, moire_device *out)
+{
+    if (!text || strcmp(text, "auto") == 0)
+        *out = MOIRE_DEVICE_AUTO;
+    else if (strcmp(text, "cpu") == 0)
+        *out = MOIRE_DEVICE_CPU;
+    else if (strcmp(text, "cuda") == 0 || strcmp(text, "gpu") == 0)
+        *out = MOIRE_DEVICE_CUDA;
+    else {
+        error_line("--device: unknown device '%s'; use auto, cpu or cuda", text);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Files
+ * ---------------------------------------------------------------------------------------- */
+
+/* Checks, before any long computation, that `path` can be created: its directory exists and
+ * is writable, and the path is not a directory. Returns 0 or EXIT_ERROR (message printed). */
+static int check_output_path(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        error_line("%s is a directory; give a file name for --output, e.g. %s/out.png", path,
+                   path);
+        return EXIT_ERROR;
+    }
+    char *dir = strdup(path);
+    if (!dir) {
+        error_line("out of memory");
+        return EXIT_ERROR;
+    }
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int result = 0;
+    if (stat(dir, &st) != 0) {
+        error_line("cannot write %s: the directory %s does not exist (%s); create it first or "
+                   "choose another --output",
+                   path, dir, strerror(errno));
+        result = EXIT_ERROR;
+    } else if (!S_ISDIR(st.st_mode)) {
+        error_line("cannot write %s: %s is not a directory", path, dir);
+        result = EXIT_ERROR;
+    } else if (access(dir, W_OK | X_OK) != 0) {
+        error_line("cannot write %s: the directory %s is not writable (%s); choose another "
+                   "--output",
+                   path, dir, strerror(errno));
+        result = EXIT_ERROR;
+    }
+    free(dir);
+    return result;
+}
+
+/* "out.png" → "out-3.png"; "out" → "out-3". Caller frees. */
+static char *batch_path(const char *path, int index)
+{
+    const char *slash = strrchr(path, '/');
+    const char *dot = strrchr(path, '.');
+    if (!dot || (slash && dot < slash) || dot == (slash ? slash + 1 : path))
+        dot = path + strlen(path);
+    size_t size = strlen(path) + 16;
+    char *out = malloc(size);
+    if (out)
+        snprintf(out, size, "%.*s-%d%s", (int)(dot - path), path, index, dot);
+    return out;
+}
+
+static int load_model(const char *path, moire_model **model)
+{
+    if (moire_model_load(path, model) != MOIRE_OK)
+        return engine_error(NULL);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Ctrl-C
+ * ---------------------------------------------------------------------------------------- */
+
+static moire_ctx *volatile g_running_ctx;
+static volatile sig_atomic_t g_interrupted;
+
+static void on_sigint(int signal_number)
+{
+    (void)signal_number;
+    g_interrupted = 1;
+    moire_ctx *ctx = g_running_ctx;
+    if (ctx)
+        moire_ctx_cancel(ctx); /* only sets an atomic flag */
+}
+
+static void install_sigint(moire_ctx *ctx)
+{
+    g_running_ctx = ctx;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_sigint;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESETHAND; /* a second Ctrl-C kills at once */
+    sigaction(SIGINT, &action, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * generate
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct progress_state {
+    bool tty;
+    bool quiet;
+    int last_decile; /* non-tty: the last 10 % mark printed */
+    int last_image;
+    bool drawn;      /* tty: a bar is on screen */
+} progress_state;
+
+static bool on_progress(const moire_progress *p, void *user_data)
+{
+    progress_state *state = user_data;
+    if (g_interrupted)
+        return false;
+    if (state->quiet || p->step_count <= 0)
+        return true;
+    /* The engine may run several images of a batch together, so the label counts the
+       batch rather than naming one image. */
+    char image[48] = "";
+    if (p->image_count > 1)
+        snprintf(image, sizeof image, "%d images  ", p->image_count);
+    if (state->tty) {
+        enum { WIDTH = 30 };
+        char bar[WIDTH + 1];
+        int filled = (int)((long)p->step * WIDTH / p->step_count);
+        for (int i = 0; i < WIDTH; i++)
+            bar[i] = i < filled ? '#' : '.';
+        bar[WIDTH] = '\0';
+        char eta[32] = "";
+        if (p->remaining_s >= 0)
+            snprintf(eta, sizeof eta, "  %.1f s left", p->remaining_s);
+        fprintf(stderr, "\r%s[%s] step %d/%d%s\033[K", image, bar, p->step, p->step_count, eta);
+        state->drawn = true;
+    } else {
+        int decile = (int)((long)p->step * 10 / p->step_count);
+        if (p->image_index != state->last_image) { /* the next chunk of the batch */
+            state->last_image = p->image_index;
+            state->last_decile = -1;
+        }
+        if (decile != state->last_decile) {
+            state->last_decile = decile;
+            fprintf(stderr, "%sstep %d/%d\n", image, p->step, p->step_count);
+        }
+    }
+    return true;
+}
+
+static void end_progress(progress_state *state)
+{
+    if (state->drawn) {
+        fputs("\r\033[K", stderr);
+        state->drawn = false;
+    }
+}
+
+/* A mask as 1 channel: the first channel of gray images, luminance of colour ones. */
+static moire_image *mask_to_gray(const moire_image *image)
+{
+    if (image->channels == 1)
+        return NULL; /* use as is */
+    moire_image *gray = moire_image_new(image->width, image->height, 1);
+    if (!gray)
+        return NULL;
+    size_t n = (size_t)image->width * (size_t)image->height;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *px = image->pixels + i * (size_t)image->channels;
+        gray->pixels[i] = (uint8_t)((299 * px[0] + 587 * px[1] + 114 * px[2] + 500) / 1000);
+    }
+    return gray;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    const char *model_path = NULL, *prompt = NULL, *class_text = NULL, *negative = NULL,
+               *seed_text = NULL, *steps_text = NULL, *cfg_text = NULL, *cfg_mode_text = NULL,
+               *sampler_text = NULL, *schedule_text = NULL, *eta_text = NULL,
+               *width_text = NULL, *height_text = NULL, *batch_text = NULL, *init_path = NULL,
+               *strength_text = NULL, *mask_path = NULL, *threads_text = NULL,
+               *device_text = NULL, *output = NULL, *quiet = NULL;
+    const option_spec specs[] = {
+        {"model", true, &model_path},        {"prompt", true, &prompt},
+        {"class", true, &class_text},        {"negative", true, &negative},
+        {"seed", true, &seed_text},          {"steps", true, &steps_text},
+        {"cfg", true, &cfg_text},            {"cfg-mode", true, &cfg_mode_text},
+        {"sampler", true, &sampler_text},    {"schedule", true, &schedule_text},
+        {"eta", true, &eta_text},            {"width", true, &width_text},
+        {"height", true, &height_text},      {"batch", true, &batch_text},
+        {"init", true, &init_path},          {"strength", true, &strength_text},
+        {"mask", true, &mask_path},          {"threads", true, &threads_text},
+        {"device", true, &device_text},      {"output", true, &output},
+        {"quiet", false, &quiet},
+    };
+    int rc = parse_options("generate", argc, argv, 2, specs, (int)(sizeof specs / sizeof *specs));
+    if (rc)
+        return rc;
+
+    /* 1. Everything that needs no file. */
+    if (!model_path) {
+        error_line("generate needs --model FILE (a .safetensors model)");
+        return EXIT_USAGE;
+    }
+    if (!output) {
+        error_line("generate needs --output FILE.png");
+        return EXIT_USAGE;
+    }
+    if (!prompt && !class_text) {
+        error_line("generate needs --prompt TEXT or --class N (what to draw)");
+        return EXIT_USAGE;
+    }
+    if (prompt && class_text) {
+        error_line("give either --prompt or --class, not both");
+        return EXIT_USAGE;
+    }
+    if (prompt && !prompt[0]) {
+        error_line("--prompt is empty; give a class name of the model or use --class N");
+        return EXIT_USAGE;
+    }
+    moire_generate_params params = moire_generate_params_default();
+    params.prompt = prompt;
+    params.negative_prompt = negative;
+    if (class_text && (rc = parse_int("class", class_text, 0, INT_MAX - 1, &params.class_id)))
+        return rc;
+    if (seed_text && (rc = parse_seed(seed_text, &params.seed)))
+        return rc;
+    if (steps_text && (rc = parse_int("steps", steps_text, 1, 10000, &params.steps)))
+        return rc;
+    if (cfg_text && (rc = parse_float("cfg", cfg_text, 0.0, 100.0, false, &params.cfg_scale)))
+        return rc;
+    if (cfg_mode_text) {
+        if (strcmp(cfg_mode_text, "default") == 0)
+            params.cfg_mode = MOIRE_CFG_DEFAULT;
+        else if (strcmp(cfg_mode_text, "all") == 0)
+            params.cfg_mode = MOIRE_CFG_ALL_CHANNELS;
+        else if (strcmp(cfg_mode_text, "first3") == 0)
+            params.cfg_mode = MOIRE_CFG_FIRST_THREE;
+        else {
+            error_line("--cfg-mode: unknown mode '%s'; use default, all or first3",
+                       cfg_mode_text);
+            return EXIT_USAGE;
+        }
+    }
+    if (sampler_text && strcmp(sampler_text, "default") != 0 &&
+        moire_sampler_from_name(sampler_text, &params.sampler) != MOIRE_OK) {
+        engine_error("--sampler");
+        return EXIT_USAGE;
+    }
+    if (schedule_text && moire_schedule_from_name(schedule_text, &params.schedule) != MOIRE_OK) {
+        engine_error("--schedule");
+        return EXIT_USAGE;
+    }
+    if (eta_text && (rc = parse_float("eta", eta_text, 0.0, 1000.0, false, &params.eta)))
+        return rc;
+    if (width_text && (rc = parse_int("width", width_text, 1, 32768, &params.width)))
+        return rc;
+    if (height_text && (rc = parse_int("height", height_text, 1, 32768, &params.height)))
+        return rc;
+    if (batch_text && (rc = parse_int("batch", batch_text, 1, 10000, &params.batch_count)))
+        return rc;
+    if (strength_text && !init_path) {
+        error_line("--strength applies to img2img only; give --init FILE.png too");
+        return EXIT_USAGE;
+    }
+    if (mask_path && !init_path) {
+        error_line("--mask needs --init FILE.png (the image to inpaint)");
+        return EXIT_USAGE;
+    }
+    if (init_path && !strength_text) {
+        error_line("--init needs --strength X (0 < X <= 1: how much to change the image; "
+                   "0.75 is a usual value)");
+        return EXIT_USAGE;
+    }
+    if (strength_text &&
+        (rc = parse_float("strength", strength_text, 0.0, 1.0, true, &params.strength)))
+        return rc;
+    moire_ctx_params ctx_params = moire_ctx_params_default();
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+        return rc;
+    if ((rc = parse_device(device_text, &ctx_params.device)))
+        return rc;
+
+    /* 2. The output paths, before the long run. */
+    int count = params.batch_count;
+    char **paths = calloc((size_t)count, sizeof *paths);
+    if (!paths) {
+        error_line("out of memory");
+        return EXIT_ERROR;
+    }
+    moire_model *model = NULL;
+    moire_ctx *ctx = NULL;
+    moire_image *init = NULL, *mask = NULL, *mask_gray = NULL;
+    moire_image **images = NULL;
+    int image_count = 0;
+    rc = 0;
+    for (int i = 0; i < count && !rc; i++) {
+        paths[i] = count == 1 ? strdup(output) : batch_path(output, i);
+        if (!paths[i]) {
+            error_line("out of memory");
+            rc = EXIT_ERROR;
+        }
+    }
+    if (!rc)
+        rc = check_output_path(paths[0]);
+
+    /* 3. The model and what depends on it. */
+    if (!rc)
+        rc = load_model(model_path, &model);
+    if (!rc) {
+        const moire_model_config *config = moire_model_get_config(model);
+        int scale = config->space == MOIRE_SPACE_LATENT ? 8 : 1;
+        int multiple = scale * config->patch_size;
+        const char *what = config->space == MOIRE_SPACE_LATENT
+                               ? "latent model: 8 x patch size"
+                               : "pixel model: the patch size";
+        if (params.width % multiple || params.height % multiple) {
+            bool bad_width = params.width % multiple != 0;
+            int value = bad_width ? params.width : params.height;
+            int lower = value / multiple * multiple, upper = lower + multiple;
+            char suggestion[64];
+            if (lower > 0)
+                snprintf(suggestion, sizeof suggestion, "%d or %d", lower, upper);
+            else
+                snprintf(suggestion, sizeof suggestion, "%d", upper);
+            error_line("--%s %d is not a multiple of %d (%s); use e.g. %s",
+                       bad_width ? "width" : "height", value, multiple, what, suggestion);
+            rc = EXIT_ERROR;
+        } else if (params.class_id >= config->num_classes) {
+            error_line("--class %d is out of range: this model has classes 0..%d",
+                       params.class_id, config->num_classes - 1);
+            rc = EXIT_ERROR;
+        } else if (prompt) {
+            int class_id;
+            if (moire_model_resolve_class(model, prompt, &class_id) != MOIRE_OK)
+                rc = engine_error("--prompt");
+        }
+        if (!rc && negative && negative[0]) {
+            int class_id;
+            if (moire_model_resolve_class(model, negative, &class_id) != MOIRE_OK)
+                rc = engine_error("--negative");
+        }
+    }
+    if (!rc && init_path) {
+        if (moire_png_load(init_path, &init, NULL, NULL) != MOIRE_OK)
+            rc = engine_error("--init");
+        else
+            params.init_image = init;
+    }
+    if (!rc && mask_path) {
+        if (moire_png_load(mask_path, &mask, NULL, NULL) != MOIRE_OK) {
+            rc = engine_error("--mask");
+        } else {
+            mask_gray = mask_to_gray(mask);
+            if (mask->channels != 1 && !mask_gray)
+                rc = engine_error("--mask");
+            params.mask = mask_gray ? mask_gray : mask;
+        }
+    }
+    if (!rc && moire_ctx_new(&ctx_params, &ctx) != MOIRE_OK)
+        rc = engine_error("--device");
+
+    /* 4. The run. */
+    if (!rc) {
+        progress_state state = {.tty = isatty(2) != 0, .quiet = quiet != NULL,
+                                .last_decile = -1, .last_image = 0};
+        moire_callbacks callbacks;
+        memset(&callbacks, 0, sizeof callbacks);
+        callbacks.progress = on_progress;
+        callbacks.user_data = &state;
+        install_sigint(ctx);
+        moire_status status = moire_generate(ctx, model, &params, &callbacks, &images,
+                                             &image_count);
+        g_running_ctx = NULL;
+        signal(SIGINT, SIG_DFL);
+        end_progress(&state);
+        if (status == MOIRE_ERROR_CANCELLED || g_interrupted) {
+            fprintf(stderr, "moire: interrupted; nothing was written\n");
+            rc = EXIT_INTERRUPTED;
+        } else if (status != MOIRE_OK) {
+            rc = engine_error(NULL);
+        } else if (image_count != count) {
+            error_line("the engine returned %d images instead of %d", image_count, count);
+            rc = EXIT_ERROR;
+        }
+    }
+
+    /* 5. The files. */
+    for (int i = 0; !rc && i < image_count; i++) {
+        char *parameters = moire_format_parameters(model, &params, i);
+        char *json = moire_format_settings_json(model, &params, i);
+        if (!parameters || !json) {
+            error_line("out of memory formatting the metadata");
+            rc = EXIT_ERROR;
+        } else if (moire_png_save(paths[i], images[i], parameters, json) != MOIRE_OK) {
+            rc = engine_error(NULL);
+        } else {
+            printf("%s\n", paths[i]);
+            fflush(stdout);
+        }
+        free(parameters);
+        free(json);
+    }
+
+    moire_images_free(images, image_count);
+    moire_ctx_free(ctx);
+    moire_image_free(init);
+    moire_image_free(mask);
+    moire_image_free(mask_gray);
+    moire_model_free(model);
+    for (int i = 0; i < count; i++)
+        free(paths[i]);
+    free(paths);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * info
+ * ---------------------------------------------------------------------------------------- */
+
+static int info_model(const char *path)
+{
+    moire_model *model = NULL;
+    int rc = load_model(path, &model);
+    if (rc)
+        return rc;
+    const moire_model_config *c = moire_model_get_config(model);
+    moire_sampler sampler;
+    int steps;
+    float cfg;
+    char number[32];
+    moire_model_get_defaults(model, &sampler, &steps, &cfg);
+    int64_t params = moire_model_parameter_count(model);
+    int scale = c->space == MOIRE_SPACE_LATENT ? 8 : 1;
+    printf("model:             %s\n", moire_model_name(model));
+    printf("family:            %s\n", c->family);
+    printf("parameters:        %" PRId64 " (%.2f M)\n", params, (double)params / 1e6);
+    printf("dtype:             %s\n", moire_model_dtype_name(model));
+    printf("depth:             %d\n", c->depth);
+    printf("hidden size:       %d\n", c->hidden_size);
+    printf("heads:             %d (head dim %d)\n", c->num_heads,
+           c->num_heads ? c->hidden_size / c->num_heads : 0);
+    printf("patch size:        %d\n", c->patch_size);
+    printf("channels:          %d in, %d out%s\n", c->in_channels, c->out_channels,
+           c->learn_sigma ? " (learned sigma)" : "");
+    printf("experts:           %d routed, top-%d, width %d; shared width %d\n", c->num_experts,
+           c->top_k, c->expert_hidden, c->shared_expert_hidden);
+    printf("attention layout:  %s\n", c->attention_layout == MOIRE_ATTENTION_QK_NORM
+                                          ? "qk-norm (attn.Wqkv, q_norm/k_norm, out_proj)"
+                                          : "qkv (attn.qkv, attn.proj)");
+    printf("objective:         %s\n", c->objective == MOIRE_OBJECTIVE_RECTIFIED_FLOW
+                                          ? "rectified flow (v-prediction)"
+                                          : "DDPM (epsilon-prediction)");
+    if (c->objective == MOIRE_OBJECTIVE_DDPM_EPS)
+        printf("train timesteps:   %d, beta %g..%g (linear)\n", c->num_train_timesteps,
+               (double)c->beta_start, (double)c->beta_end);
+    printf("space:             %s\n", c->space == MOIRE_SPACE_LATENT ? "latent (SD-VAE, /8)"
+                                                                     : "pixel");
+    printf("input size:        %d (images %dx%d)\n", c->input_size, c->input_size * scale,
+           c->input_size * scale);
+    printf("layernorm eps:     %g\n", (double)c->layernorm_eps);
+    printf("defaults:          sampler %s, %d steps, CFG %s\n", moire_sampler_name(sampler),
+           steps, moire_format_float(cfg, number, sizeof number));
+    printf("classes:           %d\n", c->num_classes);
+    int shown = 0;
+    for (int i = 0; i < c->num_classes && shown < 5; i++) {
+        const char *name = moire_model_class_name(model, i);
+        if (!name)
+            break;
+        printf("  %d: %s\n", i, name);
+        shown++;
+    }
+    if (shown == 0)
+        printf("  (no class names in the file; use --class N)\n");
+    else if (shown < c->num_classes)
+        printf("  …\n");
+    moire_model_free(model);
+    return 0;
+}
+
+static int info_image(const char *path)
+{
+    moire_image *image = NULL;
+    char *parameters = NULL, *json = NULL;
+    if (moire_png_load(path, &image, &parameters, &json) != MOIRE_OK)
+        return engine_error(NULL);
+    int rc = 0;
+    printf("image:             %s (%dx%d, %d channel%s)\n", path, image->width, image->height,
+           image->channels, image->channels == 1 ? "" : "s");
+    if (!parameters && !json) {
+        error_line("%s has no generation settings (no \"parameters\" or \"moire\" text chunk)",
+                   path);
+        rc = EXIT_ERROR;
+    }
+    if (parameters) {
+        printf("parameters:\n%s\n\n", parameters);
+        moire_parameters p;
+        if (moire_parse_parameters(parameters, &p) == MOIRE_OK) {
+            char number[32];
+            printf("prompt:            %s\n", p.prompt ? p.prompt : "");
+            if (p.negative_prompt && p.negative_prompt[0])
+                printf("negative prompt:   %s\n", p.negative_prompt);
+            if (p.steps)
+                printf("steps:             %d\n", p.steps);
+            if (p.sampler)
+                printf("sampler:           %s\n", p.sampler);
+            if (p.schedule)
+                printf("schedule:          %s\n", p.schedule);
+            if (!isnan(p.cfg_scale))
+                printf("cfg scale:         %s\n",
+                       moire_format_float(p.cfg_scale, number, sizeof number));
+            if (p.has_seed)
+                printf("seed:              %" PRIu64 "\n", p.seed);
+            if (p.width)
+                printf("size:              %dx%d\n", p.width, p.height);
+            if (p.model)
+                printf("model:             %s\n", p.model);
+            if (!isnan(p.denoising_strength))
+                printf("denoising strength: %s\n",
+                       moire_format_float(p.denoising_strength, number, sizeof number));
+            if (p.version)
+                printf("version:           %s\n", p.version);
+            moire_parameters_clear(&p);
+        }
+    }
+    if (json)
+        printf("moire:             %s\n", json);
+    free(parameters);
+    free(json);
+    moire_image_free(image);
+    return rc;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    const char *model_path = NULL, *image_path = NULL;
+    const option_spec specs[] = {{"model", true, &model_path}, {"image", true, &image_path}};
+    int rc = parse_options("info", argc, argv, 2, specs, 2);
+    if (rc)
+        return rc;
+    if (!model_path == !image_path) {
+        error_line("info needs exactly one of --model FILE or --image FILE.png");
+        return EXIT_USAGE;
+    }
+    return model_path ? info_model(model_path) : info_image(image_path);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * forward
+ * ---------------------------------------------------------------------------------------- */
+
+static int cmd_forward(int argc, char **argv)
+{
+    const char *model_path = NULL, *input = NULL, *t_text = NULL, *class_text = NULL,
+               *prompt = NULL, *output = NULL, *threads_text = NULL, *device_text = NULL;
+    const option_spec specs[] = {
+        {"model", true, &model_path},     {"input", true, &input},
+        {"t", true, &t_text},             {"class", true, &class_text},
+        {"prompt", true, &prompt},        {"output", true, &output},
+        {"threads", true, &threads_text}, {"device", true, &device_text},
+    };
+    int rc = parse_options("forward", argc, argv, 2, specs, (int)(sizeof specs / sizeof *specs));
+    if (rc)
+        return rc;
+    if (!model_path || !input || !t_text || !output) {
+        error_line("forward needs --model, --input, --t and --output (see 'moire help "
+                   "forward')");
+        return EXIT_USAGE;
+    }
+    if (!class_text == !prompt) {
+        error_line("forward needs exactly one of --class N or --prompt TEXT");
+        return EXIT_USAGE;
+    }
+    float t;
+    if ((rc = parse_float("t", t_text, 0.0, 1e6, false, &t)))
+        return rc;
+    int class_id = -1;
+    if (class_text && (rc = parse_int("class", class_text, 0, INT_MAX, &class_id)))
+        return rc;
+    moire_ctx_params ctx_params = moire_ctx_params_default();
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+        return rc;
+    if ((rc = parse_device(device_text, &ctx_params.device)))
+        return rc;
+    if ((rc = check_output_path(output)))
+        return rc;
+
+    moire_npy x = {0};
+    moire_model *model = NULL;
+    moire_ctx *ctx = NULL;
+    float *t_all = NULL, *out = NULL;
+    int32_t *classes = NULL;
+    if (moire_npy_load(input, &x) != MOIRE_OK) {
+        rc = engine_error("--input");
+        goto done;
+    }
+    if ((rc = load_model(model_path, &model)))
+        goto done;
+    const moire_model_config *c = moire_model_get_config(model);
+    if (x.ndim != 3 && x.ndim != 4) {
+        error_line("--input %s: shape has %d dimensions; expected [n, C, h, w] or [C, h, w]",
+                   input, x.ndim);
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    int64_t n = x.ndim == 4 ? x.shape[0] : 1;
+    int64_t channels = x.shape[x.ndim - 3], h = x.shape[x.ndim - 2], w = x.shape[x.ndim - 1];
+    if (channels != c->in_channels) {
+        error_line("--input %s: %lld channels, but the model takes %d", input,
+                   (long long)channels, c->in_channels);
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    if (n < 1 || h < 1 || w < 1 || n > 4096 || h > 4096 || w > 4096 || h % c->patch_size ||
+        w % c->patch_size) {
+        error_line("--input %s: n=%lld, h=%lld, w=%lld; n must be 1..4096 and h, w positive "
+                   "multiples of the patch size %d",
+                   input, (long long)n, (long long)h, (long long)w, c->patch_size);
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    if (class_text && class_id > c->num_classes) {
+        error_line("--class %d is out of range: use 0..%d (%d = the null class)", class_id,
+                   c->num_classes, c->num_classes);
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    if (prompt && moire_model_resolve_class(model, prompt, &class_id) != MOIRE_OK) {
+        rc = engine_error("--prompt");
+        goto done;
+    }
+    if (c->objective == MOIRE_OBJECTIVE_RECTIFIED_FLOW && t > 1.0f) {
+        error_line("--t %s is out of range for a rectified-flow model: use 0..1", t_text);
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    if (c->objective == MOIRE_OBJECTIVE_DDPM_EPS && t > (float)(c->num_train_timesteps - 1)) {
+        error_line("--t %s is out of range for this DDPM model: use 0..%d", t_text,
+                   c->num_train_timesteps - 1);
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    t_all = malloc((size_t)n * sizeof *t_all);
+    classes = malloc((size_t)n * sizeof *classes);
+    out = malloc((size_t)n * (size_t)c->out_channels * (size_t)h * (size_t)w * sizeof *out);
+    if (!t_all || !classes || !out) {
+        error_line("out of memory");
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        t_all[i] = t;
+        classes[i] = class_id;
+    }
+    if (moire_ctx_new(&ctx_params, &ctx) != MOIRE_OK) {
+        rc = engine_error("--device");
+        goto done;
+    }
+    install_sigint(ctx);
+    moire_status status =
+        moire_forward(ctx, model, (int)n, (int)h, (int)w, x.data, t_all, classes, out);
+    g_running_ctx = NULL;
+    signal(SIGINT, SIG_DFL);
+    if (status == MOIRE_ERROR_CANCELLED || g_interrupted) {
+        fprintf(stderr, "moire: interrupted; nothing was written\n");
+        rc = EXIT_INTERRUPTED;
+        goto done;
+    }
+    if (status != MOIRE_OK) {
+        rc = engine_error(NULL);
+        goto done;
+    }
+    int64_t shape[4] = {n, c->out_channels, h, w};
+    if (x.ndim == 4)
+        status = moire_npy_save(output, 4, shape, out);
+    else
+        status = moire_npy_save(output, 3, shape + 1, out);
+    if (status != MOIRE_OK) {
+        rc = engine_error(NULL);
+        goto done;
+    }
+    printf("%s\n", output);
+done:
+    moire_ctx_free(ctx);
+    moire_model_free(model);
+    moire_npy_free(&x);
+    free(t_all);
+    free(classes);
+    free(out);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_main, stderr);
+        return EXIT_USAGE;
+    }
+    const char *command = argv[1];
+    if (strcmp(command, "-h") == 0 || strcmp(command, "--help") == 0)
+        return print_help(NULL);
+    if (strcmp(command, "-V") == 0 || strcmp(command, "--version") == 0) {
+        printf("moire %s\n", MOIRE_VERSION_STRING);
+        return 0;
+    }
+    if (strcmp(command, "help") == 0) {
+        if (argc > 3) {
+            error_line("'moire help' takes one command name");
+            return EXIT_USAGE;
+        }
+        return print_help(argc == 3 ? argv[2] : NULL);
+    }
+    if (strcmp(command, "generate") == 0)
+        return cmd_generate(argc, argv);
+    if (strcmp(command, "info") == 0)
+        return cmd_info(argc, argv);
+    if (strcmp(command, "forward") == 0)
+        return cmd_forward(argc, argv);
+    error_line("unknown command '%s'; the commands are generate, info and forward (see "
+               "'moire --help')",
+               command);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,27 @@
+/* context.h — the moire_ctx internals shared by forward.c and generate.c. */
+#ifndef MOIRE_CONTEXT_H
+#define MOIRE_CONTEXT_H
+
+#include "moire.h"
+#include "ops.h"
+
+#include <stdatomic.h>
+
+struct moire_ctx {
+    moire_ctx_params params;
+    moire_ops ops;          /* the backend's op table */
+    atomic_int cancel_requested;
+    moire_debug_tensor_fn debug_fn;
+    void *debug_user_data;
+};
+
+/* Logs through the context's callback (no-op when none). */
+void moire_ctx_log(const moire_ctx *ctx, moire_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The DiT-MoE forward pass (forward.c): moire_forward() without argument checks. */
+moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                         const float *x, const float *t, const int32_t *class_ids,
+                         float *out);
+
+#endif /* MOIRE_CONTEXT_H */

@@ -1,0 +1,563 @@
+/* generate.c — moire_generate(): from a prompt and settings to finished 8-bit images.
+ *
+ * It resolves defaults against the model, turns the prompt into conditioning, wraps the
+ * forward pass as the classifier-free-guided model function the samplers call (conditional
+ * and unconditional halves in one batched forward), converts init images and masks into
+ * model space, reports progress and previews, and converts the samples into images.
+ *
+ * Latent-space models (DiT-MoE's SD-VAE latents) are shown through a fixed linear
+ * latent→RGB map until the VAE decoder lands; it gives recognisable colours and layout but
+ * not the real detail, and moire_generate logs a warning saying so.
+ */
+#include "context.h"
+#include "generate.h"
+#include "internal.h"
+#include "model.h"
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Images are made in chunks of this many so memory stays bounded for big batches. */
+#define GENERATE_CHUNK 8
+#define GENERATE_MAX_BATCH 1000
+#define GENERATE_MAX_SIDE 8192
+/* Latent-space models work on SD-VAE latents, 8 pixels per latent pixel. */
+#define LATENT_DOWNSCALE 8
+
+/* The commonly used approximate SD latent → RGB matrix (rows: latent channels 0-3). */
+static const float latent_to_rgb[4][3] = {
+    {0.298f, 0.207f, 0.208f},
+    {0.187f, 0.286f, 0.173f},
+    {-0.158f, 0.189f, 0.264f},
+    {-0.184f, -0.271f, -0.473f},
+};
+
+moire_generate_params moire_generate_params_default(void)
+{
+    moire_generate_params params;
+    memset(&params, 0, sizeof params);
+    params.class_id = -1;
+    params.seed = 42;
+    params.steps = 0;
+    params.cfg_scale = -1.0f;
+    params.cfg_mode = MOIRE_CFG_DEFAULT;
+    params.sampler = MOIRE_SAMPLER_DEFAULT;
+    params.schedule = MOIRE_SCHEDULE_DEFAULT;
+    params.batch_count = 1;
+    params.strength = 0.75f;
+    return params;
+}
+
+static int scale_of(const moire_model *model)
+{
+    return model->config.space == MOIRE_SPACE_LATENT ? LATENT_DOWNSCALE : 1;
+}
+
+moire_status moire_resolve_params(const moire_model *model, const moire_generate_params *params,
+                                  moire_resolved_params *out)
+{
+    const moire_model_config *cfg = &model->config;
+    memset(out, 0, sizeof *out);
+
+    moire_sampler default_sampler;
+    int default_steps;
+    float default_cfg;
+    moire_model_get_defaults(model, &default_sampler, &default_steps, &default_cfg);
+    out->sampler = params->sampler == MOIRE_SAMPLER_DEFAULT ? default_sampler : params->sampler;
+    if ((int)out->sampler < 0 || out->sampler >= MOIRE_SAMPLER_COUNT_)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown sampler %d", (int)out->sampler);
+    out->schedule = params->schedule == MOIRE_SCHEDULE_DEFAULT ? MOIRE_SCHEDULE_UNIFORM
+                                                               : params->schedule;
+    if ((int)out->schedule < 0 || out->schedule >= MOIRE_SCHEDULE_COUNT_)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown schedule %d", (int)out->schedule);
+    out->steps = params->steps > 0 ? params->steps : default_steps;
+    if (params->steps < 0 || out->steps > 10000)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "steps %d is out of range: use 1..10000 (0 = the model default, %d)",
+                          params->steps, default_steps);
+    out->cfg_scale = params->cfg_scale < 0.0f ? default_cfg : params->cfg_scale;
+    if (!isfinite(params->cfg_scale) || out->cfg_scale > 100.0f)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "CFG scale %g is out of range: use 0..100 (1 = no guidance)",
+                          (double)params->cfg_scale);
+
+    out->cfg_mode = params->cfg_mode;
+    if (out->cfg_mode == MOIRE_CFG_DEFAULT)
+        out->cfg_mode = cfg->objective == MOIRE_OBJECTIVE_DDPM_EPS ? MOIRE_CFG_FIRST_THREE
+                                                                   : MOIRE_CFG_ALL_CHANNELS;
+    if (out->cfg_mode != MOIRE_CFG_FIRST_THREE && out->cfg_mode != MOIRE_CFG_ALL_CHANNELS)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown CFG mode %d", (int)params->cfg_mode);
+    out->guided_channels = out->cfg_mode == MOIRE_CFG_FIRST_THREE && cfg->in_channels > 3
+                               ? 3
+                               : cfg->in_channels;
+
+    /* Conditioning. */
+    if (params->class_id >= 0) {
+        if (params->class_id >= cfg->num_classes)
+            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                              "class %d is out of range: this model has classes 0..%d",
+                              params->class_id, cfg->num_classes - 1);
+        out->class_id = params->class_id;
+    } else if (params->prompt && params->prompt[0]) {
+        moire_status status = moire_model_resolve_class(model, params->prompt, &out->class_id);
+        if (status != MOIRE_OK)
+            return status;
+    } else {
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "no prompt: give a prompt (a class name of this model) or a class "
+                          "number");
+    }
+    out->uncond_class_id = cfg->num_classes; /* the null class */
+    if (params->negative_prompt && params->negative_prompt[0]) {
+        moire_status status =
+            moire_model_resolve_class(model, params->negative_prompt, &out->uncond_class_id);
+        if (status != MOIRE_OK) {
+            moire_error_prefix("negative prompt");
+            return status;
+        }
+    }
+
+    /* Size: pixels for the user, the model grid for the sampler. */
+    const int scale = scale_of(model);
+    out->width = params->width > 0 ? params->width : cfg->input_size * scale;
+    out->height = params->height > 0 ? params->height : cfg->input_size * scale;
+    const int multiple = cfg->patch_size * scale;
+    if (params->width < 0 || params->height < 0 || out->width > GENERATE_MAX_SIDE ||
+        out->height > GENERATE_MAX_SIDE)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "size %dx%d is out of range: use 1..%d pixels per side", params->width,
+                          params->height, GENERATE_MAX_SIDE);
+    if (out->width % multiple || out->height % multiple)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "size %dx%d is not a multiple of %d: this model needs width and height "
+                          "divisible by %d (e.g. %dx%d)",
+                          out->width, out->height, multiple, multiple,
+                          (out->width / multiple + 1) * multiple,
+                          (out->height / multiple + 1) * multiple);
+    out->model_w = out->width / scale;
+    out->model_h = out->height / scale;
+
+    if (params->batch_count < 1 || params->batch_count > GENERATE_MAX_BATCH)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch count %d is out of range (1..%d)",
+                          params->batch_count, GENERATE_MAX_BATCH);
+    if (params->mask && !params->init_image)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "a mask needs an init image (inpainting keeps the unmasked part of it)");
+    if (params->init_image) {
+        if (!(params->strength > 0.0f && params->strength <= 1.0f))
+            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                              "strength %g is out of range: use a value in (0, 1]",
+                              (double)params->strength);
+    }
+    if (!(params->eta >= 0.0f && params->eta <= 1.0f))
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "eta %g is out of range (0..1)",
+                          (double)params->eta);
+    return MOIRE_OK;
+}
+
+/* ---- the guided model function ------------------------------------------------------- */
+
+typedef struct guided_model {
+    moire_ctx *ctx;
+    const moire_model *model;
+    const moire_resolved_params *resolved;
+    int n, h, w;
+    float *x2;        /* [2n, C, h, w]  the batched input                 */
+    float *t2;        /* [2n]                                              */
+    int32_t *y2;      /* [2n]          conditional then unconditional ids  */
+    float *out2;      /* [2n, Co, h, w]                                    */
+    int nfe;
+} guided_model;
+
+static moire_status guided_model_call(void *user_data, const float *x_in, const float *t,
+                                      float *out)
+{
+    guided_model *g = user_data;
+    const moire_model_config *cfg = &g->model->config;
+    const size_t in_size = (size_t)cfg->in_channels * g->h * g->w;
+    const size_t out_size = (size_t)cfg->out_channels * g->h * g->w;
+    const bool guided = g->resolved->cfg_scale != 1.0f;
+    const int n = g->n, batch = guided ? 2 * n : n;
+
+    memcpy(g->x2, x_in, n * in_size * sizeof(float));
+    memcpy(g->t2, t, n * sizeof(float));
+    for (int i = 0; i < n; i++)
+        g->y2[i] = g->resolved->class_id;
+    if (guided) {
+        memcpy(g->x2 + n * in_size, x_in, n * in_size * sizeof(float));
+        memcpy(g->t2 + n, t, n * sizeof(float));
+        for (int i = 0; i < n; i++)
+            g->y2[n + i] = g->resolved->uncond_class_id;
+    }
+    g->nfe++;
+    moire_status status = dit_forward(g->ctx, g->model, batch, g->h, g->w, g->x2, g->t2, g->y2,
+                                      g->out2);
+    if (status != MOIRE_OK)
+        return status;
+
+    memcpy(out, g->out2, n * out_size * sizeof(float));
+    if (guided) {
+        /* out = uncond + s·(cond − uncond) on the guided channels; the rest (variance, and
+         * channel 3 in the official DDPM mode) come from the conditional half. */
+        const float s = g->resolved->cfg_scale;
+        const size_t plane = (size_t)g->h * g->w;
+        for (int i = 0; i < n; i++)
+            for (int ch = 0; ch < g->resolved->guided_channels; ch++) {
+                float *o = out + i * out_size + ch * plane;
+                const float *u = g->out2 + (n + i) * out_size + ch * plane;
+                for (size_t j = 0; j < plane; j++)
+                    o[j] = u[j] + s * (o[j] - u[j]);
+            }
+    }
+    return MOIRE_OK;
+}
+
+/* ---- image ↔ model space -------------------------------------------------------------- */
+
+/* Bilinear sample of channel `ch` of an 8-bit image at continuous pixel coordinates
+ * (pixel centres at integer + 0.5), clamped at the border; result in [0, 1]. */
+static float sample_bilinear(const moire_image *img, int ch, float fx, float fy)
+{
+    float x = fx - 0.5f, y = fy - 0.5f;
+    int x0 = (int)floorf(x), y0 = (int)floorf(y);
+    float ax = x - x0, ay = y - y0;
+    int x1 = x0 + 1, y1 = y0 + 1;
+    x0 = x0 < 0 ? 0 : (x0 >= img->width ? img->width - 1 : x0);
+    x1 = x1 < 0 ? 0 : (x1 >= img->width ? img->width - 1 : x1);
+    y0 = y0 < 0 ? 0 : (y0 >= img->height ? img->height - 1 : y0);
+    y1 = y1 < 0 ? 0 : (y1 >= img->height ? img->height - 1 : y1);
+    const int c = img->channels;
+#define PX(xx, yy) (img->pixels[((size_t)(yy) * img->width + (xx)) * c + ch] / 255.0f)
+    return (1 - ay) * ((1 - ax) * PX(x0, y0) + ax * PX(x1, y0)) +
+           ay * ((1 - ax) * PX(x0, y1) + ax * PX(x1, y1));
+#undef PX
+}
+
+/* Mean of channel `ch` over the image area that maps to cell (gx, gy) of a gw × gh grid:
+ * area averaging, so downscaling a mask or image does not alias. Result in [0, 1]. */
+static float sample_area(const moire_image *img, int ch, int gx, int gy, int gw, int gh)
+{
+    const float sx = (float)img->width / gw, sy = (float)img->height / gh;
+    const int steps = 4; /* 4×4 bilinear taps per cell */
+    float sum = 0.0f;
+    for (int j = 0; j < steps; j++)
+        for (int i = 0; i < steps; i++)
+            sum += sample_bilinear(img, ch, (gx + (i + 0.5f) / steps) * sx,
+                                   (gy + (j + 0.5f) / steps) * sy);
+    return sum / (steps * steps);
+}
+
+/* RGB value of image pixel area (gx, gy) in [-1, 1] for channel rgb (0..2); gray images
+ * repeat their one channel; alpha is composited over mid-gray for models without alpha. */
+static float image_channel(const moire_image *img, int rgb, int gx, int gy, int gw, int gh,
+                           bool model_has_alpha)
+{
+    int src = img->channels >= 3 ? rgb : 0;
+    float v = sample_area(img, src, gx, gy, gw, gh);
+    if (!model_has_alpha && (img->channels == 4 || img->channels == 2)) {
+        float a = sample_area(img, img->channels - 1, gx, gy, gw, gh);
+        v = a * v + (1 - a) * 0.5f;
+    }
+    return 2.0f * v - 1.0f;
+}
+
+/* Converts the init image into model space: x[C, h, w]. Pixel models take the image
+ * directly; latent models get the least-squares inverse of the latent→RGB preview map
+ * applied to the image averaged over 8×8 blocks (an approximation until the VAE encoder). */
+static void encode_image(const moire_model *model, const moire_image *img, float *x, int h,
+                         int w)
+{
+    const moire_model_config *cfg = &model->config;
+    const size_t plane = (size_t)h * w;
+    if (cfg->space == MOIRE_SPACE_PIXEL) {
+        const bool has_alpha = cfg->in_channels == 4;
+        for (int gy = 0; gy < h; gy++)
+            for (int gx = 0; gx < w; gx++)
+                for (int ch = 0; ch < cfg->in_channels; ch++) {
+                    float v;
+                    if (ch < 3)
+                        v = image_channel(img, cfg->in_channels == 1 ? 0 : ch, gx, gy, w, h,
+                                          has_alpha);
+                    else
+                        v = (img->channels == 4 || img->channels == 2)
+                                ? 2.0f * sample_area(img, img->channels - 1, gx, gy, w, h) - 1.0f
+                                : 1.0f;
+                    x[ch * plane + (size_t)gy * w + gx] = v;
+                }
+        return;
+    }
+    /* pinv(M) for M = latent_to_rgb (4×3): latent = M (MᵀM)⁻¹ rgb. */
+    double mtm[3][3] = {{0}};
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++)
+            for (int l = 0; l < 4; l++)
+                mtm[a][b] += (double)latent_to_rgb[l][a] * latent_to_rgb[l][b];
+    double det = mtm[0][0] * (mtm[1][1] * mtm[2][2] - mtm[1][2] * mtm[2][1]) -
+                 mtm[0][1] * (mtm[1][0] * mtm[2][2] - mtm[1][2] * mtm[2][0]) +
+                 mtm[0][2] * (mtm[1][0] * mtm[2][1] - mtm[1][1] * mtm[2][0]);
+    double inv[3][3];
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) {
+            int a1 = (b + 1) % 3, a2 = (b + 2) % 3, b1 = (a + 1) % 3, b2 = (a + 2) % 3;
+            inv[a][b] = (mtm[a1][b1] * mtm[a2][b2] - mtm[a1][b2] * mtm[a2][b1]) / det;
+        }
+    for (int gy = 0; gy < h; gy++)
+        for (int gx = 0; gx < w; gx++) {
+            float rgb[3];
+            for (int c = 0; c < 3; c++)
+                rgb[c] = image_channel(img, c, gx, gy, w, h, false);
+            for (int l = 0; l < cfg->in_channels; l++) {
+                double v = 0.0;
+                if (l < 4)
+                    for (int a = 0; a < 3; a++)
+                        for (int b = 0; b < 3; b++)
+                            v += latent_to_rgb[l][a] * inv[a][b] * rgb[b];
+                x[l * plane + (size_t)gy * w + gx] = (float)v;
+            }
+        }
+}
+
+static uint8_t to_byte(float v) /* v in [-1, 1] */
+{
+    float u = (v + 1.0f) * 127.5f + 0.5f;
+    return (uint8_t)(u < 0.0f ? 0.0f : (u > 255.0f ? 255.0f : u));
+}
+
+moire_image *moire_decode_to_image(const moire_model *model, const float *x, int model_h,
+                                   int model_w, int width, int height)
+{
+    const moire_model_config *cfg = &model->config;
+    const size_t plane = (size_t)model_h * model_w;
+    if (cfg->space == MOIRE_SPACE_PIXEL) {
+        int channels = cfg->in_channels >= 4 ? 4 : (cfg->in_channels == 3 ? 3 : 1);
+        moire_image *img = moire_image_new(model_w, model_h, channels);
+        if (!img)
+            return NULL;
+        for (size_t j = 0; j < plane; j++)
+            for (int c = 0; c < channels; c++)
+                img->pixels[j * channels + c] = to_byte(x[c * plane + j]);
+        return img;
+    }
+    /* Latent: RGB at the latent grid, then bilinear upsampling to the requested size. */
+    moire_image *small = moire_image_new(model_w, model_h, 3);
+    moire_image *img = moire_image_new(width, height, 3);
+    if (!small || !img) {
+        moire_image_free(small), moire_image_free(img);
+        return NULL;
+    }
+    for (size_t j = 0; j < plane; j++)
+        for (int c = 0; c < 3; c++) {
+            float v = 0.0f;
+            for (int l = 0; l < 4 && l < cfg->in_channels; l++)
+                v += latent_to_rgb[l][c] * x[l * plane + j];
+            small->pixels[j * 3 + c] = to_byte(v);
+        }
+    for (int y = 0; y < height; y++)
+        for (int xx = 0; xx < width; xx++)
+            for (int c = 0; c < 3; c++) {
+                float v = sample_bilinear(small, c, (xx + 0.5f) * model_w / width,
+                                          (y + 0.5f) * model_h / height);
+                img->pixels[((size_t)y * width + xx) * 3 + c] = (uint8_t)(v * 255.0f + 0.5f);
+            }
+    moire_image_free(small);
+    return img;
+}
+
+/* ---- the sampling run ------------------------------------------------------------------ */
+
+typedef struct step_reporter {
+    moire_ctx *ctx;
+    const moire_model *model;
+    const moire_callbacks *callbacks;
+    const moire_resolved_params *resolved;
+    int first, count, batch_count;
+    int steps_done_before; /* steps of earlier chunks, for the time estimate */
+    int total_steps;
+    double started;
+} step_reporter;
+
+static bool on_step(void *user_data, int step, int step_count, int nfe, const float *x0)
+{
+    step_reporter *r = user_data;
+    if (atomic_load(&r->ctx->cancel_requested))
+        return false;
+    const moire_callbacks *cb = r->callbacks;
+    if (!cb)
+        return true;
+    moire_progress progress = {
+        .image_index = r->first,
+        .image_count = r->batch_count,
+        .step = step,
+        .step_count = step_count,
+        .nfe = nfe,
+        .elapsed_s = moire_now_seconds() - r->started,
+        .remaining_s = -1.0,
+    };
+    const int done = r->steps_done_before + step;
+    if (done > 0)
+        progress.remaining_s = progress.elapsed_s / done * (r->total_steps - done);
+    if (cb->preview && cb->preview_interval > 0 &&
+        (step % cb->preview_interval == 0 || step == step_count)) {
+        moire_image *img = moire_decode_to_image(r->model, x0, r->resolved->model_h,
+                                                 r->resolved->model_w, r->resolved->width,
+                                                 r->resolved->height);
+        if (img) {
+            cb->preview(&progress, img, cb->user_data);
+            moire_image_free(img);
+        }
+    }
+    if (cb->progress && !cb->progress(&progress, cb->user_data))
+        return false;
+    return !atomic_load(&r->ctx->cancel_requested);
+}
+
+static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
+                              const moire_generate_params *params,
+                              const moire_resolved_params *resolved, int first, int count,
+                              step_reporter *reporter, float *out)
+{
+    const moire_model_config *cfg = &model->config;
+    const int h = resolved->model_h, w = resolved->model_w;
+    const size_t in_size = (size_t)cfg->in_channels * h * w;
+    const size_t out_size = (size_t)cfg->out_channels * h * w;
+    const int batch = 2 * count;
+
+    guided_model g = {.ctx = ctx, .model = model, .resolved = resolved, .n = count, .h = h, .w = w};
+    g.x2 = moire_malloc_array(batch * in_size, sizeof(float));
+    g.t2 = moire_malloc_array(batch, sizeof(float));
+    g.y2 = moire_malloc_array(batch, sizeof(int32_t));
+    g.out2 = moire_malloc_array(batch * out_size, sizeof(float));
+    uint64_t *seeds = moire_malloc_array(count, sizeof(uint64_t));
+    float *init = params->init_image ? moire_malloc_array(count * in_size, sizeof(float)) : NULL;
+    float *mask = params->mask ? moire_malloc_array((size_t)h * w, sizeof(float)) : NULL;
+    moire_status status = MOIRE_OK;
+    if (!g.x2 || !g.t2 || !g.y2 || !g.out2 || !seeds || (params->init_image && !init) ||
+        (params->mask && !mask)) {
+        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                            "out of memory for %d image(s) of %dx%d; use a smaller batch or size",
+                            count, resolved->width, resolved->height);
+        goto done;
+    }
+    for (int i = 0; i < count; i++)
+        seeds[i] = params->seed + (uint64_t)(first + i);
+    if (init) {
+        encode_image(model, params->init_image, init, h, w);
+        for (int i = 1; i < count; i++)
+            memcpy(init + i * in_size, init, in_size * sizeof(float));
+    }
+    if (mask) {
+        for (int gy = 0; gy < h; gy++)
+            for (int gx = 0; gx < w; gx++)
+                mask[(size_t)gy * w + gx] = sample_area(params->mask, 0, gx, gy, w, h);
+    }
+
+    moire_sample_request request = {
+        .config = cfg,
+        .sampler = resolved->sampler,
+        .schedule = resolved->schedule,
+        .steps = resolved->steps,
+        .eta = params->eta,
+        .n = count,
+        .h = h,
+        .w = w,
+        .seeds = seeds,
+        .init = init,
+        .strength = params->strength,
+        .mask = mask,
+        .model = guided_model_call,
+        .model_user_data = &g,
+        .on_step = reporter ? on_step : NULL,
+        .on_step_user_data = reporter,
+    };
+    status = moire_sample(&request, out, NULL);
+done:
+    free(g.x2), free(g.t2), free(g.y2), free(g.out2), free(seeds), free(init), free(mask);
+    return status;
+}
+
+moire_status moire_generate_samples(moire_ctx *ctx, const moire_model *model,
+                                    const moire_generate_params *params, int first, int count,
+                                    const moire_callbacks *callbacks, float *out)
+{
+    if (!ctx || !model || !params || !out)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "a required pointer is NULL");
+    moire_resolved_params resolved;
+    moire_status status = moire_resolve_params(model, params, &resolved);
+    if (status != MOIRE_OK)
+        return status;
+    atomic_store(&ctx->cancel_requested, 0);
+    step_reporter reporter = {.ctx = ctx, .model = model, .callbacks = callbacks,
+                              .resolved = &resolved, .first = first, .count = count,
+                              .batch_count = count, .total_steps = resolved.steps,
+                              .started = moire_now_seconds()};
+    return run_chunk(ctx, model, params, &resolved, first, count, &reporter, out);
+}
+
+moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
+                            const moire_generate_params *params,
+                            const moire_callbacks *callbacks, moire_image ***out_images,
+                            int *out_count)
+{
+    if (!ctx || !model || !params || !out_images || !out_count)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_generate: a required pointer is NULL");
+    *out_images = NULL;
+    *out_count = 0;
+    moire_resolved_params resolved;
+    moire_status status = moire_resolve_params(model, params, &resolved);
+    if (status != MOIRE_OK)
+        return status;
+    atomic_store(&ctx->cancel_requested, 0);
+    if (model->config.space == MOIRE_SPACE_LATENT)
+        moire_ctx_log(ctx, MOIRE_LOG_WARNING,
+                      "%s works in SD-VAE latent space; without the VAE decoder the image is an "
+                      "approximate colour preview of the latents",
+                      model->name);
+
+    const moire_model_config *cfg = &model->config;
+    const int batch = params->batch_count;
+    const size_t in_size = (size_t)cfg->in_channels * resolved.model_h * resolved.model_w;
+    const int chunk_max = batch < GENERATE_CHUNK ? batch : GENERATE_CHUNK;
+    float *samples = moire_malloc_array(chunk_max * in_size, sizeof(float));
+    moire_image **images = calloc((size_t)batch, sizeof *images);
+    if (!samples || !images) {
+        free(samples), free(images);
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a batch of %d", batch);
+    }
+    step_reporter reporter = {.ctx = ctx, .model = model, .callbacks = callbacks,
+                              .resolved = &resolved, .batch_count = batch,
+                              .total_steps = resolved.steps * ((batch + chunk_max - 1) / chunk_max),
+                              .started = moire_now_seconds()};
+    for (int first = 0; first < batch && status == MOIRE_OK; first += chunk_max) {
+        const int count = batch - first < chunk_max ? batch - first : chunk_max;
+        reporter.first = first;
+        reporter.count = count;
+        status = run_chunk(ctx, model, params, &resolved, first, count, &reporter, samples);
+        reporter.steps_done_before += resolved.steps;
+        for (int i = 0; i < count && status == MOIRE_OK; i++) {
+            images[first + i] = moire_decode_to_image(model, samples + i * in_size,
+                                                      resolved.model_h, resolved.model_w,
+                                                      resolved.width, resolved.height);
+            if (!images[first + i])
+                status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
+        }
+    }
+    free(samples);
+    if (status != MOIRE_OK) {
+        moire_images_free(images, batch);
+        return status;
+    }
+    *out_images = images;
+    *out_count = batch;
+    return MOIRE_OK;
+}
+
+void moire_images_free(moire_image **images, int count)
+{
+    if (!images)
+        return;
+    for (int i = 0; i < count; i++)
+        moire_image_free(images[i]);
+    free(images);
+}

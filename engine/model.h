@@ -1,0 +1,90 @@
+/* model.h — a DiT-MoE model as plain data: the config and fp32 weight pointers named after
+ * the checkpoint keys (blocks.{i}.attn.qkv.weight → blocks[i].attn.qkv_weight).
+ *
+ * Weights stored as F32 in the file point straight into the mmapped safetensors file; F16
+ * and BF16 ones are converted once into an owned arena at load. Shapes use the legend
+ *   D hidden, H heads, hd = D/H head_dim, E experts, F expert width, S shared width,
+ *   C in channels, Co out channels, p patch, K num_classes (+1 null row), T tokens.
+ * Linear weights are [out, in] (PyTorch), so y = x·Wᵀ + b.
+ */
+#ifndef MOIRE_MODEL_H
+#define MOIRE_MODEL_H
+
+#include "moire.h"
+#include "safetensors.h"
+
+typedef struct dit_attention_weights {
+    const float *qkv_weight;    /* attn.qkv.weight | attn.Wqkv.weight        [3D, D] */
+    const float *qkv_bias;      /* attn.qkv.bias   | attn.Wqkv.bias          [3D]    */
+    const float *q_norm_weight; /* attn.q_norm.weight (QK_NORM layout only)  [hd]    */
+    const float *q_norm_bias;   /* attn.q_norm.bias                          [hd]    */
+    const float *k_norm_weight; /* attn.k_norm.weight                        [hd]    */
+    const float *k_norm_bias;   /* attn.k_norm.bias                          [hd]    */
+    const float *proj_weight;   /* attn.proj.weight | attn.out_proj.weight   [D, D]  */
+    const float *proj_bias;     /* attn.proj.bias   | attn.out_proj.bias     [D]     */
+} dit_attention_weights;
+
+/* SwiGLU MLP without biases: down(SiLU(gate(x)) ⊙ up(x)). */
+typedef struct dit_swiglu_weights {
+    const float *gate_proj_weight; /* gate_proj.weight [F, D] */
+    const float *up_proj_weight;   /* up_proj.weight   [F, D] */
+    const float *down_proj_weight; /* down_proj.weight [D, F] */
+    int hidden;                    /* F                        */
+} dit_swiglu_weights;
+
+typedef struct dit_block_weights {
+    const float *adaLN_modulation_weight; /* adaLN_modulation.1.weight [6D, D] */
+    const float *adaLN_modulation_bias;   /* adaLN_modulation.1.bias   [6D]    */
+    dit_attention_weights attn;
+    const float *moe_gate_weight;         /* moe.gate.weight (router, no bias) [E, D] */
+    dit_swiglu_weights *experts;          /* moe.experts.{e}.*  [E]                    */
+    dit_swiglu_weights shared_experts;    /* moe.shared_experts.* (hidden 0 = absent)  */
+} dit_block_weights;
+
+typedef struct dit_weights {
+    const float *pos_embed;                /* pos_embed [1, T, D] (optional: recomputed)   */
+    const float *x_embedder_proj_weight;   /* x_embedder.proj.weight [D, C, p, p]           */
+    const float *x_embedder_proj_bias;     /* x_embedder.proj.bias   [D]                    */
+    const float *t_embedder_mlp0_weight;   /* t_embedder.mlp.0.weight [D, 256]              */
+    const float *t_embedder_mlp0_bias;     /* t_embedder.mlp.0.bias   [D]                   */
+    const float *t_embedder_mlp2_weight;   /* t_embedder.mlp.2.weight [D, D]                */
+    const float *t_embedder_mlp2_bias;     /* t_embedder.mlp.2.bias   [D]                   */
+    const float *y_embedder_table;         /* y_embedder.embedding_table.weight [K+1, D]    */
+    dit_block_weights *blocks;             /* [depth]                                       */
+    const float *final_adaLN_modulation_weight; /* final_layer.adaLN_modulation.1.weight [2D, D] */
+    const float *final_adaLN_modulation_bias;   /* final_layer.adaLN_modulation.1.bias   [2D]    */
+    const float *final_linear_weight;      /* final_layer.linear.weight [p·p·Co, D]         */
+    const float *final_linear_bias;        /* final_layer.linear.bias   [p·p·Co]            */
+} dit_weights;
+
+#define DIT_TIMESTEP_FREQ_DIM 256
+
+struct moire_model {
+    moire_model_config config;
+    dit_weights weights;
+    st_file *file;            /* the mapping F32 weights point into                       */
+    float *arena;             /* converted F16/BF16 weights                              */
+    size_t arena_floats;
+    char *path;
+    char *name;               /* basename                                               */
+    char dtype_name[8];       /* "F32", "F16", "BF16", "mixed"                            */
+    int64_t parameter_count;
+    int unused_tensor_count;  /* tensors in the file that no weight binds (ignored)       */
+    char **class_names;       /* [num_classes] or NULL; from metadata "moire.class_names" */
+    /* Official defaults of the family (docs/SAMPLERS.md). */
+    moire_sampler default_sampler;
+    int default_steps;
+    float default_cfg;
+};
+
+/* Fills `config` from the metadata JSON object string (key "moire.config"); unknown keys
+ * are ignored, missing ones keep the values already in `config`. */
+moire_status dit_config_from_json(moire_model_config *config, const char *json);
+/* Writes the config as a JSON object string (caller frees with free()). */
+char *dit_config_to_json(const moire_model_config *config);
+/* Infers the config from key names and shapes of a DiT-MoE state dict. */
+moire_status dit_config_infer(moire_model_config *config, const st_file *file);
+/* Checks the config is self-consistent and within sane limits (message on failure). */
+moire_status dit_config_validate(const moire_model_config *config);
+
+#endif /* MOIRE_MODEL_H */

@@ -1,0 +1,301 @@
+/* moire.h — the public C API of libmoire, the Moiré image-generation engine.
+ *
+ * libmoire runs Mixture-of-Experts diffusion transformers (DiT-MoE; EC-DiT later) on a CPU
+ * reference backend (always built; it is the spec) and, when built with CUDA, on a GPU.
+ * It is plain C11 and depends on nothing graphical: the CLI, the GTK app and the GIMP
+ * plug-in are all clients of this header.
+ *
+ * Conventions
+ *  - Every fallible call returns a moire_status. On failure, moire_last_error() returns a
+ *    message for the calling thread that names the problem and, where there is one, the fix.
+ *    The library never calls exit() or abort().
+ *  - Objects are opaque and created/freed in pairs (moire_X_new/_load … moire_X_free).
+ *  - Thread safety: a moire_model is immutable once loaded and may be shared by threads.
+ *    A moire_ctx runs one call at a time; moire_ctx_cancel() may be called from any thread.
+ *  - Images are 8-bit, interleaved, row-major, top row first.
+ */
+#ifndef MOIRE_H
+#define MOIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOIRE_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------------------------------
+ * Status codes
+ * ---------------------------------------------------------------------------------------- */
+
+typedef enum moire_status {
+    MOIRE_OK = 0,
+    MOIRE_ERROR_INVALID_ARGUMENT, /* a parameter is out of range or inconsistent          */
+    MOIRE_ERROR_IO,               /* a file could not be opened, read or written            */
+    MOIRE_ERROR_FORMAT,           /* a file is corrupt, truncated or not what it claims     */
+    MOIRE_ERROR_UNSUPPORTED,      /* well-formed but not supported (dtype, layout, family)  */
+    MOIRE_ERROR_OUT_OF_MEMORY,    /* an allocation failed (host or device)                  */
+    MOIRE_ERROR_CANCELLED,        /* moire_ctx_cancel() stopped the call                    */
+    MOIRE_ERROR_BACKEND,          /* the compute backend failed (driver, kernel launch)     */
+} moire_status;
+
+/* "ok", "invalid argument", … — never NULL. */
+const char *moire_status_to_string(moire_status status);
+
+/* The message of the last failure on the calling thread ("" if none). Valid until the next
+ * libmoire call on this thread. */
+const char *moire_last_error(void);
+
+/* ------------------------------------------------------------------------------------------
+ * Models
+ * ---------------------------------------------------------------------------------------- */
+
+typedef enum moire_attention_layout {
+    MOIRE_ATTENTION_QKV = 0,     /* timm: attn.qkv, attn.proj (DiT-MoE S/B)                    */
+    MOIRE_ATTENTION_QK_NORM = 1, /* attn.Wqkv, per-head LayerNorm q_norm/k_norm, attn.out_proj
+                                    (DiT-MoE XL/G)                                            */
+} moire_attention_layout;
+
+typedef enum moire_objective {
+    MOIRE_OBJECTIVE_DDPM_EPS = 0,       /* ε-prediction, discrete t ∈ [0, T-1], linear β      */
+    MOIRE_OBJECTIVE_RECTIFIED_FLOW = 1, /* v = ε − x0 at x_t = (1−t)·x0 + t·ε, float t ∈ (0,1] */
+} moire_objective;
+
+typedef enum moire_space {
+    MOIRE_SPACE_LATENT = 0, /* SD-VAE latents (4 channels, /8); decoded approximately until
+                               the VAE lands                                                 */
+    MOIRE_SPACE_PIXEL = 1,  /* pixels in [-1, 1]: 3 channels = RGB, 4 = RGBA                 */
+} moire_space;
+
+#define MOIRE_FAMILY_MAX 32
+
+typedef struct moire_model_config {
+    char family[MOIRE_FAMILY_MAX]; /* "dit-moe"                                             */
+    int depth;                     /* number of transformer blocks                          */
+    int hidden_size;               /* D                                                     */
+    int num_heads;                 /* H; head_dim = D / H                                   */
+    int patch_size;                /* p                                                     */
+    int in_channels;               /* C_in                                                  */
+    int out_channels;              /* C_out = 2·C_in when learn_sigma                       */
+    int num_experts;               /* E routed experts per block                            */
+    int top_k;                     /* experts per token                                     */
+    int expert_hidden;             /* F: routed SwiGLU width (4·D in DiT-MoE)               */
+    int shared_expert_hidden;      /* shared SwiGLU width (2·D in DiT-MoE); 0 = none        */
+    moire_attention_layout attention_layout;
+    int num_classes;               /* real classes; the CFG null class id is num_classes    */
+    bool learn_sigma;              /* output carries variance-interpolation channels        */
+    int input_size;                /* trained spatial size of the model input (H = W)       */
+    moire_objective objective;
+    int num_train_timesteps;       /* DDPM T (1000)                                         */
+    float beta_start, beta_end;    /* DDPM linear β schedule (1e-4, 0.02)                   */
+    moire_space space;
+    float layernorm_eps;           /* 1e-6 in DiT-MoE                                       */
+} moire_model_config;
+
+typedef struct moire_model moire_model;
+
+/* Loads a model file (.safetensors). The configuration comes from the file's __metadata__
+ * (key "moire.config", JSON) when present, otherwise it is inferred from key names and
+ * shapes. Every tensor is checked for presence, shape and finiteness. */
+moire_status moire_model_load(const char *path, moire_model **out_model);
+void         moire_model_free(moire_model *model);
+
+const moire_model_config *moire_model_get_config(const moire_model *model);
+int64_t     moire_model_parameter_count(const moire_model *model);
+/* Storage dtype of the weights in the file: "F32", "F16", "BF16" or "mixed". */
+const char *moire_model_dtype_name(const moire_model *model);
+/* File name without directory, e.g. "dit_moe_s_8E2A.safetensors". */
+const char *moire_model_name(const moire_model *model);
+/* Human-readable name of class `class_id`, or NULL when the model ships no names. */
+const char *moire_model_class_name(const moire_model *model, int class_id);
+/* Resolves a prompt for a class-conditional model: a number ("207"), an exact class name,
+ * or the closest one (case-insensitive, any of a class's comma-separated synonyms).
+ * Fails with a message listing the nearest names when nothing matches well. */
+moire_status moire_model_resolve_class(const moire_model *model, const char *prompt,
+                                       int *out_class_id);
+
+/* ------------------------------------------------------------------------------------------
+ * Contexts: a backend, its threads and a cancel flag
+ * ---------------------------------------------------------------------------------------- */
+
+typedef enum moire_device {
+    MOIRE_DEVICE_AUTO = 0, /* CUDA when built with it and a GPU is present, otherwise CPU */
+    MOIRE_DEVICE_CPU = 1,
+    MOIRE_DEVICE_CUDA = 2,
+} moire_device;
+
+typedef enum moire_log_level {
+    MOIRE_LOG_DEBUG = 0,
+    MOIRE_LOG_INFO = 1,
+    MOIRE_LOG_WARNING = 2,
+} moire_log_level;
+
+typedef void (*moire_log_fn)(moire_log_level level, const char *message, void *user_data);
+
+/* Called with a named intermediate tensor during a forward pass (for bisecting numerical
+ * differences against a reference). `data` is host memory, valid only during the call.
+ * layer is the block index, or -1 outside blocks. Names are listed in docs/ENGINE.md. */
+typedef void (*moire_debug_tensor_fn)(const char *name, int layer, const float *data,
+                                      int ndim, const int64_t *shape, void *user_data);
+
+typedef struct moire_ctx_params {
+    moire_device device;
+    int n_threads;       /* 0 = all cores                                                   */
+    moire_log_fn log;    /* NULL = silent                                                   */
+    void *log_user_data;
+} moire_ctx_params;
+
+typedef struct moire_ctx moire_ctx;
+
+moire_ctx_params moire_ctx_params_default(void);
+moire_status     moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx);
+void             moire_ctx_free(moire_ctx *ctx);
+/* The backend actually in use: "cpu" or "cuda". */
+const char      *moire_ctx_backend_name(const moire_ctx *ctx);
+/* Thread-safe: asks the call in progress on `ctx` to stop at the next step boundary; it
+ * then returns MOIRE_ERROR_CANCELLED and produces no output. A call that starts after the
+ * cancel runs normally. */
+void             moire_ctx_cancel(moire_ctx *ctx);
+void             moire_ctx_set_debug_callback(moire_ctx *ctx, moire_debug_tensor_fn fn,
+                                              void *user_data);
+
+/* One model evaluation. x: [n, C_in, h, w] (h, w multiples of the patch size), t: [n]
+ * (DDPM: timestep in [0, T-1], may be fractional; RF: t ∈ [0, 1]), class_ids: [n]
+ * (num_classes = the null class). out: [n, C_out, h, w]. */
+moire_status moire_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                           const float *x, const float *t, const int32_t *class_ids,
+                           float *out);
+
+/* ------------------------------------------------------------------------------------------
+ * Images
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct moire_image {
+    int width, height;
+    int channels;       /* 1 (gray / mask), 3 (RGB) or 4 (RGBA)                           */
+    uint8_t *pixels;    /* width·height·channels bytes                                   */
+} moire_image;
+
+moire_image *moire_image_new(int width, int height, int channels);
+void         moire_image_free(moire_image *image);
+
+/* PNG with a UTF-8 iTXt "parameters" chunk (A1111 layout, docs/METADATA.md) and an iTXt
+ * "moire" chunk holding the exact settings as JSON. Written to a temporary file and renamed,
+ * so a failure never leaves a partial file. Either text may be NULL. */
+moire_status moire_png_save(const char *path, const moire_image *image,
+                            const char *parameters, const char *moire_json);
+/* Reads a PNG (any bit depth / colour type, converted to 8-bit gray/RGB/RGBA) and, when
+ * asked, its "parameters" (tEXt, zTXt or iTXt) and "moire" texts (NULL if absent; free()). */
+moire_status moire_png_load(const char *path, moire_image **out_image, char **out_parameters,
+                            char **out_moire_json);
+
+/* ------------------------------------------------------------------------------------------
+ * Sampling
+ * ---------------------------------------------------------------------------------------- */
+
+typedef enum moire_sampler {
+    MOIRE_SAMPLER_DEFAULT = 0,     /* the model's official sampler                           */
+    MOIRE_SAMPLER_DDPM,            /* official DiT ancestral DDPM, respaced, learned variance */
+    MOIRE_SAMPLER_RF_EULER,        /* official rectified-flow Euler, t = 1 → 0                */
+    MOIRE_SAMPLER_DDIM,
+    MOIRE_SAMPLER_EULER,
+    MOIRE_SAMPLER_EULER_ANCESTRAL,
+    MOIRE_SAMPLER_HEUN,
+    MOIRE_SAMPLER_DPMPP_2M,
+    MOIRE_SAMPLER_COUNT_
+} moire_sampler;
+
+typedef enum moire_schedule {
+    MOIRE_SCHEDULE_DEFAULT = 0, /* uniform for every sampler                                 */
+    MOIRE_SCHEDULE_UNIFORM,     /* evenly spaced in the model's own time (t)                 */
+    MOIRE_SCHEDULE_KARRAS,      /* Karras et al. ρ = 7 in σ                                  */
+    MOIRE_SCHEDULE_COUNT_
+} moire_schedule;
+
+typedef enum moire_cfg_mode {
+    MOIRE_CFG_DEFAULT = 0,   /* official: DDPM-ε models guide channels 0-2, RF all channels  */
+    MOIRE_CFG_ALL_CHANNELS,  /* standard CFG on every predicted channel                     */
+    MOIRE_CFG_FIRST_THREE,   /* the official DiT quirk: channels 0-2 only                   */
+} moire_cfg_mode;
+
+/* The official settings of the model's family: DDPM-ε: ddpm, 250 steps, CFG 4.0;
+ * rectified flow: rf-euler, 50 steps, CFG 7.0 (docs/SAMPLERS.md). */
+void moire_model_get_defaults(const moire_model *model, moire_sampler *sampler, int *steps,
+                              float *cfg_scale);
+
+/* Accepts our names (ddpm, rf-euler, ddim, euler, euler-a, heun, dpm++2m), A1111 labels
+ * ("Euler a", "DPM++ 2M") and ComfyUI names (euler_ancestral, dpmpp_2m). */
+moire_status moire_sampler_from_name(const char *name, moire_sampler *out);
+const char  *moire_sampler_name(moire_sampler sampler);  /* our CLI name            */
+const char  *moire_sampler_label(moire_sampler sampler); /* A1111 label, "Euler a"  */
+moire_status moire_schedule_from_name(const char *name, moire_schedule *out);
+const char  *moire_schedule_name(moire_schedule schedule);   /* "uniform", "karras" */
+const char  *moire_schedule_label(moire_schedule schedule);  /* "Uniform", "Karras" */
+
+typedef struct moire_generate_params {
+    const char *prompt;          /* class-conditional: resolved with moire_model_resolve_class
+                                    unless class_id >= 0                                    */
+    int class_id;                /* -1 = from the prompt                                    */
+    const char *negative_prompt; /* class-conditional: a class used as the unconditional
+                                    branch of CFG; NULL or "" = the null class              */
+    uint64_t seed;               /* image i of the batch uses seed + i                      */
+    int steps;                   /* 0 = model default                                       */
+    float cfg_scale;             /* < 0 = model default; 1 = no guidance (one forward)      */
+    moire_cfg_mode cfg_mode;
+    moire_sampler sampler;
+    moire_schedule schedule;
+    float eta;                   /* DDIM η (0 = deterministic)                              */
+    int width, height;           /* output size in pixels; 0 = the model's trained size     */
+    int batch_count;             /* images to make (≥ 1)                                    */
+    /* img2img / inpainting (optional). The init image is resized to width×height. */
+    const moire_image *init_image;
+    float strength;              /* 0..1: how much of the schedule to run from the init    */
+    const moire_image *mask;     /* soft mask, 1 channel: 255 = regenerate, 0 = keep         */
+} moire_generate_params;
+
+/* Defaults: class_id −1, seed 42, model-default steps/cfg/sampler, batch 1, strength 0.75. */
+moire_generate_params moire_generate_params_default(void);
+
+typedef struct moire_progress {
+    int image_index, image_count; /* 0-based image of the batch                            */
+    int step, step_count;         /* steps done of this image                              */
+    int nfe;                      /* model evaluations so far for this image               */
+    double elapsed_s;             /* since the call started                                */
+    double remaining_s;           /* estimate for the whole call; < 0 = unknown            */
+} moire_progress;
+
+typedef struct moire_callbacks {
+    /* After every sampler step. Return false to cancel (same as moire_ctx_cancel). */
+    bool (*progress)(const moire_progress *progress, void *user_data);
+    /* The current denoised estimate x̂0 as an image, every `preview_interval` steps
+       (0 = never). The image is valid only during the call. */
+    void (*preview)(const moire_progress *progress, const moire_image *preview,
+                    void *user_data);
+    int preview_interval;
+    void *user_data;
+} moire_callbacks;
+
+/* Generates params->batch_count images. On success *out_images is an array of
+ * *out_count images (free with moire_images_free). On failure or cancel nothing is returned. */
+moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
+                            const moire_generate_params *params,
+                            const moire_callbacks *callbacks,
+                            moire_image ***out_images, int *out_count);
+void         moire_images_free(moire_image **images, int count);
+
+/* The A1111-layout "parameters" text for image `image_index` of a run (its seed is
+ * seed + image_index). Caller frees with free(). */
+char *moire_format_parameters(const moire_model *model, const moire_generate_params *params,
+                              int image_index);
+/* The exact settings as JSON (the "moire" PNG chunk). Caller frees with free(). */
+char *moire_format_settings_json(const moire_model *model, const moire_generate_params *params,
+                                 int image_index);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOIRE_H */

@@ -1,0 +1,232 @@
+#!/bin/bash
+# cli_test.sh — the `moire` command end to end: generation, metadata, reproducibility,
+# batches, forward on .npy, and bad inputs (each must fail with a clear message, a non-zero
+# status and no output file).
+#
+# Usage: tests/cli_test.sh path/to/moire
+# Uses tests/golden/tiny_qkv.safetensors (DDPM, latent, 10 named classes) and
+# tests/golden/tiny_qknorm.safetensors (rectified flow). Needs python3 (standard library only)
+# to craft .npy files and broken models.
+set -u
+
+MOIRE=${1:?usage: cli_test.sh path/to/moire}
+case $MOIRE in /*) ;; *) MOIRE=$PWD/$MOIRE ;; esac
+DATA=${MOIRE_TEST_DATA:-$(cd "$(dirname "$0")" && pwd)}
+QKV=$DATA/golden/tiny_qkv.safetensors
+QKNORM=$DATA/golden/tiny_qknorm.safetensors
+TMP=$(mktemp -d /tmp/moire-cli-test-XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+cd "$TMP" || exit 1
+
+checks=0
+failures=0
+
+pass() { checks=$((checks + 1)); echo "OK     $1"; }
+fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "NOT OK $1"; }
+check() { # check NAME CONDITION-COMMAND...
+    local name=$1
+    shift
+    if "$@"; then pass "$name"; else fail "$name"; fi
+}
+
+# expect_fail NAME WORDS OUTPUT-FILE CMD... — CMD must exit non-zero, print WORDS (a grep -E
+# pattern, case-insensitive) on stderr, print one "moire: error:" line and leave no OUTPUT-FILE.
+expect_fail() {
+    local name=$1 words=$2 output=$3
+    shift 3
+    rm -f "$output"
+    "$@" >stdout.txt 2>stderr.txt
+    local rc=$?
+    if [ $rc -eq 0 ]; then
+        fail "$name: exit status 0"
+    elif [ $rc -gt 2 ]; then
+        fail "$name: exit status $rc (crash?): $(cat stderr.txt)"
+    elif ! grep -qiE -- "$words" stderr.txt; then
+        fail "$name: stderr lacks '$words': $(cat stderr.txt)"
+    elif ! grep -q '^moire: error: ' stderr.txt; then
+        fail "$name: no 'moire: error:' line: $(cat stderr.txt)"
+    elif [ -e "$output" ]; then
+        fail "$name: output file $output was left behind"
+    elif ls "$output".* >/dev/null 2>&1; then
+        fail "$name: temporary file $output.* was left behind"
+    else
+        pass "$name (exit $rc): $(head -n 1 stderr.txt)"
+    fi
+}
+
+is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
+
+# ---- help and version ------------------------------------------------------------------
+check "--version" bash -c "'$MOIRE' --version | grep -q '^moire 0\.1\.0'"
+check "--help" bash -c "'$MOIRE' --help | grep -q 'generate'"
+check "help generate" bash -c "'$MOIRE' help generate | grep -q -- '--output'"
+check "generate --help" bash -c "'$MOIRE' generate --help | grep -q -- '--batch'"
+expect_fail "unknown command" "unknown command" none "$MOIRE" paint
+check "no arguments → usage, exit 2" bash -c "'$MOIRE' >/dev/null 2>&1; [ \$? -eq 2 ]"
+
+if [ ! -f "$QKV" ] || [ ! -f "$QKNORM" ]; then
+    fail "test models missing: $QKV / $QKNORM"
+    echo "cli: checks: $checks, failures: $failures"
+    exit 1
+fi
+
+# ---- generate and info -----------------------------------------------------------------
+GEN=("$MOIRE" generate --model "$QKV" --steps 10 --quiet)
+"${GEN[@]}" --prompt goldfish --seed 7 --output a.png >stdout.txt 2>stderr.txt
+check "generate exits 0" test $? -eq 0
+check "generate prints the path" grep -qx 'a.png' stdout.txt
+check "generate writes a PNG" is_png a.png
+
+"$MOIRE" info --image a.png >info.txt 2>&1
+check "info --image exits 0" test $? -eq 0
+check "info shows the prompt" grep -q '^goldfish$' info.txt
+check "info shows the parameter line" \
+    grep -q '^Steps: 10, Sampler: DDPM, Schedule type: Uniform, CFG scale: 4, Seed: 7, Size: 64x64, Model: tiny_qkv, Version: Moiré 0.1.0$' info.txt
+check "info shows parsed fields" grep -q '^seed: *7$' info.txt
+check "info shows the moire JSON" grep -q '"seed": 7' info.txt
+
+"${GEN[@]}" --prompt goldfish --seed 7 --output a2.png >/dev/null 2>&1
+check "same seed → identical PNG" cmp -s a.png a2.png
+"${GEN[@]}" --prompt goldfish --seed 8 --output c.png >/dev/null 2>&1
+check "different seed → different PNG" bash -c '! cmp -s a.png c.png'
+
+"${GEN[@]}" --prompt goldfish --seed 7 --batch 2 --output b.png >stdout.txt 2>/dev/null
+check "batch 2 prints two paths" bash -c "[ \"\$(cat stdout.txt)\" = \"$(printf 'b-0.png\nb-1.png')\" ]"
+check "batch 2 writes b-0.png and b-1.png" bash -c '[ -s b-0.png ] && [ -s b-1.png ] && [ ! -e b.png ]'
+check "batch image 0 = single run with the seed" cmp -s b-0.png a.png
+check "batch image 1 = single run with seed + 1" cmp -s b-1.png c.png
+
+"$MOIRE" generate --model "$QKNORM" --class 3 --seed 1 --steps 5 --output rf.png >/dev/null 2>stderr.txt
+check "rectified-flow model generates" is_png rf.png
+check "progress lines when stderr is not a terminal" grep -q '^step 5/5$' stderr.txt
+"$MOIRE" info --image rf.png >info.txt 2>&1
+check "class without prompt → class name as prompt" grep -q '^tiger shark$' info.txt
+check "rectified flow sampler label" grep -q 'Sampler: Euler (RF), ' info.txt
+
+"${GEN[@]}" --prompt goldfish --negative tench --cfg 4.5 --sampler euler-a --schedule karras \
+    --width 32 --height 48 --seed 3 --output opts.png >/dev/null 2>&1
+"$MOIRE" info --image opts.png >info.txt 2>&1
+check "options reach the metadata" grep -q '^Steps: 10, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, Seed: 3, Size: 32x48, ' info.txt
+check "negative prompt line" grep -q '^Negative prompt: tench$' info.txt
+
+"${GEN[@]}" --prompt goldfish --init a.png --strength 0.5 --seed 2 --output i2i.png >/dev/null 2>&1
+check "img2img writes a PNG" is_png i2i.png
+check "img2img records the strength" bash -c "'$MOIRE' info --image i2i.png | grep -q 'Denoising strength: 0.5, '"
+"${GEN[@]}" --prompt goldfish --init a.png --strength 1 --mask c.png --seed 2 --output inp.png >/dev/null 2>&1
+check "inpainting writes a PNG" is_png inp.png
+
+# ---- forward ---------------------------------------------------------------------------
+python3 - <<'EOF'
+import struct
+def save(path, shape, values):
+    d = "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }" % (
+        ", ".join(map(str, shape)) + ("," if len(shape) == 1 else ""))
+    pad = 64 - (10 + len(d) + 1) % 64
+    d = d + " " * (pad % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(d)) + d.encode())
+        f.write(struct.pack("<%df" % len(values), *values))
+import math
+n = 2 * 4 * 8 * 8
+save("x4.npy", (2, 4, 8, 8), [math.sin(i * 0.37) for i in range(n)])
+save("x3.npy", (4, 8, 8), [math.cos(i * 0.11) for i in range(n // 2)])
+save("x5c.npy", (1, 5, 8, 8), [0.5] * (5 * 64))
+EOF
+npy_shape() { python3 -c "
+import ast,sys
+b=open(sys.argv[1],'rb').read(); n=b[8]|b[9]<<8; h=ast.literal_eval(b[10:10+n].decode())
+import struct; vals=struct.unpack('<%df'%((len(b)-10-n)//4), b[10+n:])
+ok=all(v==v and abs(v)<1e30 for v in vals)
+print(h['descr'], h['shape'], 'finite' if ok else 'NONFINITE')" "$1"; }
+"$MOIRE" forward --model "$QKV" --input x4.npy --t 500 --class 1 --output y4.npy >/dev/null 2>stderr.txt
+check "forward 4-D exits 0" test -f y4.npy
+check "forward 4-D output shape" bash -c "$(declare -f npy_shape); [ \"\$(npy_shape y4.npy)\" = \"<f4 (2, 8, 8, 8) finite\" ]"
+"$MOIRE" forward --model "$QKNORM" --input x3.npy --t 0.5 --prompt "tiger shark" --output y3.npy >/dev/null 2>stderr.txt
+check "forward 3-D output shape" bash -c "$(declare -f npy_shape); [ \"\$(npy_shape y3.npy)\" = \"<f4 (8, 8, 8) finite\" ]"
+expect_fail "forward: wrong channel count" "channels" y5.npy \
+    "$MOIRE" forward --model "$QKV" --input x5c.npy --t 1 --class 1 --output y5.npy
+expect_fail "forward: t out of range for RF" "out of range" y6.npy \
+    "$MOIRE" forward --model "$QKNORM" --input x4.npy --t 5 --class 1 --output y6.npy
+expect_fail "forward: corrupt npy" "npy" y7.npy \
+    "$MOIRE" forward --model "$QKV" --input a.png --t 1 --class 1 --output y7.npy
+
+# ---- bad inputs ------------------------------------------------------------------------
+mkdir -p bad
+head -c 100 "$QKV" >bad/truncated.safetensors
+python3 - "$QKV" <<'EOF'
+import json, struct, sys
+src = sys.argv[1]
+data = open(src, 'rb').read()
+n = struct.unpack('<Q', data[:8])[0]
+header = json.loads(data[8:8 + n])
+body = data[8 + n:]
+def write(dst, h, b):
+    raw = json.dumps(h).encode()
+    raw += b' ' * ((8 - len(raw) % 8) % 8)
+    open(dst, 'wb').write(struct.pack('<Q', len(raw)) + raw + b)
+open('bad/header_past_end.safetensors', 'wb').write(struct.pack('<Q', len(data) * 4) + data[8:])
+names = [k for k in header if k != '__metadata__']
+h = json.loads(json.dumps(header)); h[names[0]]['dtype'] = 'Q7'
+write('bad/unknown_dtype.safetensors', h, body)
+h = json.loads(json.dumps(header)); del h['final_layer.linear.bias']
+write('bad/missing_tensor.safetensors', h, body)
+t = header['final_layer.linear.weight']
+assert t['dtype'] == 'F32'
+off = t['data_offsets'][0] + 4 * 5
+write('bad/nan.safetensors', header, body[:off] + struct.pack('<f', float('nan')) + body[off + 4:])
+EOF
+printf 'this is not a png at all' >bad/notpng.png
+head -c 300 a.png >bad/truncated.png
+
+B=("$MOIRE" generate --quiet)  # bad inputs fail before sampling; no --steps so tests may set it
+expect_fail "truncated model" "truncated" out.png "${B[@]}" --model bad/truncated.safetensors --class 1 --output out.png
+expect_fail "header length past the end" "past the end" out.png "${B[@]}" --model bad/header_past_end.safetensors --class 1 --output out.png
+expect_fail "unknown dtype" "dtype" out.png "${B[@]}" --model bad/unknown_dtype.safetensors --class 1 --output out.png
+expect_fail "missing tensor" "missing" out.png "${B[@]}" --model bad/missing_tensor.safetensors --class 1 --output out.png
+expect_fail "non-finite weights" "non-finite|nan" out.png "${B[@]}" --model bad/nan.safetensors --class 1 --output out.png
+expect_fail "model file does not exist" "no such file|cannot open" out.png "${B[@]}" --model bad/nope.safetensors --class 1 --output out.png
+expect_fail "unknown sampler" "unknown sampler" out.png "${B[@]}" --model "$QKV" --class 1 --sampler magic --output out.png
+expect_fail "unknown schedule" "unknown schedule" out.png "${B[@]}" --model "$QKV" --class 1 --schedule wavy --output out.png
+expect_fail "steps 0" "steps.*out of range" out.png "${B[@]}" --model "$QKV" --class 1 --steps 0 --output out.png
+expect_fail "steps not a number" "not a whole number" out.png "${B[@]}" --model "$QKV" --class 1 --steps ten --output out.png
+expect_fail "width 13" "multiple of 16" out.png "${B[@]}" --model "$QKV" --class 1 --width 13 --output out.png
+expect_fail "batch 0" "batch.*out of range" out.png "${B[@]}" --model "$QKV" --class 1 --batch 0 --output out.png
+expect_fail "cfg NaN" "cfg.*not a finite number" out.png "${B[@]}" --model "$QKV" --class 1 --cfg nan --output out.png
+expect_fail "seed not a number" "seed" out.png "${B[@]}" --model "$QKV" --class 1 --seed abc --output out.png
+expect_fail "class out of range" "out of range" out.png "${B[@]}" --model "$QKV" --class 10 --output out.png
+expect_fail "unknown class name" "goldfisch|class|match" out.png "${B[@]}" --model "$QKV" --prompt "zebra crossing" --output out.png
+expect_fail "unknown option" "unknown option '--colour'" out.png "${B[@]}" --model "$QKV" --class 1 --colour red --output out.png
+expect_fail "option without value" "needs a value" out.png "${B[@]}" --model "$QKV" --class 1 --output
+expect_fail "missing --output" "--output" out.png "${B[@]}" --model "$QKV" --class 1
+expect_fail "missing prompt" "--prompt|--class" out.png "${B[@]}" --model "$QKV" --output out.png
+expect_fail "unwritable output" "does not exist" /nonexistent/dir/x.png "${B[@]}" --model "$QKV" --class 1 --output /nonexistent/dir/x.png
+expect_fail "output is a directory" "is a directory" none "${B[@]}" --model "$QKV" --class 1 --output bad
+check "output is a directory: left untouched" test -d bad
+expect_fail "init without strength" "strength" out.png "${B[@]}" --model "$QKV" --class 1 --init a.png --output out.png
+expect_fail "strength without init" "--init" out.png "${B[@]}" --model "$QKV" --class 1 --strength 0.5 --output out.png
+expect_fail "strength out of range" "strength.*out of range" out.png "${B[@]}" --model "$QKV" --class 1 --init a.png --strength 1.5 --output out.png
+expect_fail "corrupt init PNG" "corrupt|truncated" out.png "${B[@]}" --model "$QKV" --class 1 --init bad/truncated.png --strength 0.5 --output out.png
+expect_fail "init is not a PNG" "not a PNG" out.png "${B[@]}" --model "$QKV" --class 1 --init bad/notpng.png --strength 0.5 --output out.png
+expect_fail "info: PNG without metadata" "no generation settings" none \
+    bash -c "python3 -c \"
+import zlib,struct
+def chunk(t,d): return struct.pack('>I',len(d))+t+d+struct.pack('>I',zlib.crc32(t+d))
+raw=b''.join(b'\\x00'+b'\\x80'*3*4 for _ in range(4))
+open('plain.png','wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+chunk(b'IHDR',struct.pack('>IIBBBBB',4,4,8,2,0,0,0))+chunk(b'IDAT',zlib.compress(raw))+chunk(b'IEND',b''))
+\" && '$MOIRE' info --image plain.png"
+expect_fail "info: not a PNG" "not a PNG" none "$MOIRE" info --image bad/notpng.png
+expect_fail "info: neither --model nor --image" "exactly one" none "$MOIRE" info
+
+# ---- Ctrl-C ----------------------------------------------------------------------------
+"$MOIRE" generate --model "$QKNORM" --class 1 --steps 10000 --quiet --output int.png >/dev/null 2>int.txt &
+pid=$!
+sleep 1
+kill -INT $pid
+wait $pid
+rc=$?
+check "Ctrl-C → exit 130" test $rc -eq 130
+check "Ctrl-C → no output file" bash -c '[ ! -e int.png ] && ! ls int.png.* >/dev/null 2>&1'
+check "Ctrl-C → message" grep -q 'interrupted' int.txt
+
+echo "cli: checks: $checks, failures: $failures"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,39 @@
+/* test_util.h — tiny test harness shared by the C tests: CHECK macros that count failures,
+ * relative-error comparison and fresh random data (never zeros). */
+#ifndef MOIRE_TEST_UTIL_H
+#define MOIRE_TEST_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+extern int test_failures;
+extern int test_checks;
+
+#define CHECK(cond, ...)                                                                   \
+    do {                                                                                   \
+        test_checks++;                                                                     \
+        if (!(cond)) {                                                                     \
+            test_failures++;                                                               \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fputc('\n', stderr);                                                           \
+        }                                                                                  \
+    } while (0)
+
+/* ‖a − b‖₂ / max(‖b‖₂, tiny) */
+double test_rel_error(const float *a, const float *b, int64_t n);
+double test_max_abs_diff(const float *a, const float *b, int64_t n);
+/* Uniform in [lo, hi) from a small xorshift generator seeded by `seed`. */
+void test_fill_random(float *x, int64_t n, uint64_t seed, float lo, float hi);
+/* Compares and prints "OK name rel=… maxabs=…" or "NOT OK …"; counts a check. */
+bool test_check_tensor(const char *name, const float *got, const float *want, int64_t n,
+                       double tolerance);
+/* Prints "checks: N, failures: M" and returns the exit code (0 or 1). */
+int test_finish(const char *test_name);
+/* Path under the tests/ source directory (static buffer). */
+const char *test_data_path(const char *relative);
+/* A fresh temporary directory for this test (created once). */
+const char *test_tmp_dir(void);
+
+#endif
