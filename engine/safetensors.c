@@ -528,12 +528,17 @@ moire_status st_open(const char *path, st_file **out)
                           "it is truncated or not a safetensors file: download or export it "
                           "again", path, file_size);
     }
+    /* No MAP_POPULATE: a 33 GB checkpoint must not be forced into memory at open time (a
+       header-only reader such as `moire info` touches a few pages). The loader, which does
+       read every byte, asks for read-ahead with MADV_WILLNEED / MADV_SEQUENTIAL instead. */
     void *map = mmap(NULL, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
     close(fd); /* the mapping keeps the file alive */
     if (map == MAP_FAILED)
         return moire_fail(MOIRE_ERROR_IO, "%s: cannot map the file (%zu bytes): %s", path,
                           file_size, strerror(map_errno));
+    madvise(map, file_size, MADV_SEQUENTIAL);
+    madvise(map, file_size, MADV_WILLNEED);
 
     st_file *file = calloc(1, sizeof *file);
     char *path_copy = strdup(path);

@@ -220,7 +220,7 @@ expect_fail "info: neither --model nor --image" "exactly one" none "$MOIRE" info
 # ---- Ctrl-C ----------------------------------------------------------------------------
 "$MOIRE" generate --model "$QKNORM" --class 1 --steps 10000 --quiet --output int.png >/dev/null 2>int.txt &
 pid=$!
-sleep 1
+sleep 2
 kill -INT $pid
 wait $pid
 rc=$?

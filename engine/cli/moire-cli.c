@@ -403,6 +403,7 @@ typedef struct progress_state {
     int last_decile; /* non-tty: the last 10 % mark printed */
     int last_image;
     bool drawn;      /* tty: a bar is on screen */
+    double last_draw; /* tty: elapsed_s of the last redraw (at most ~20 a second) */
 } progress_state;
 
 static bool on_progress(const moire_progress *p, void *user_data)
@@ -418,6 +419,9 @@ static bool on_progress(const moire_progress *p, void *user_data)
     if (p->image_count > 1)
         snprintf(image, sizeof image, "%d images  ", p->image_count);
     if (state->tty) {
+        if (state->drawn && p->step < p->step_count && p->elapsed_s - state->last_draw < 0.05)
+            return true;
+        state->last_draw = p->elapsed_s;
         enum { WIDTH = 30 };
         char bar[WIDTH + 1];
         int filled = (int)((long)p->step * WIDTH / p->step_count);
@@ -425,7 +429,10 @@ static bool on_progress(const moire_progress *p, void *user_data)
             bar[i] = i < filled ? '#' : '.';
         bar[WIDTH] = '\0';
         char eta[32] = "";
-        if (p->remaining_s >= 0)
+        if (p->remaining_s >= 60)
+            snprintf(eta, sizeof eta, "  %d min %02d s left", (int)(p->remaining_s / 60),
+                     (int)p->remaining_s % 60);
+        else if (p->remaining_s >= 0)
             snprintf(eta, sizeof eta, "  %.1f s left", p->remaining_s);
         fprintf(stderr, "\r%s[%s] step %d/%d%s\033[K", image, bar, p->step, p->step_count, eta);
         state->drawn = true;
