@@ -21,6 +21,10 @@
 #include <omp.h>
 #endif
 
+/* Below this many elements a loop runs on the calling thread: a parallel region costs
+ * microseconds even when idle threads are ready, far more when they have to be woken. */
+#define PARALLEL_MIN_WORK 32768
+
 static float silu(float x)
 {
     return x / (1.0f + expf(-x));
@@ -69,7 +73,7 @@ static moire_status cpu_linear(const moire_ops *ops, float *y, const float *x, c
         return MOIRE_OK;
     gemm(ops, true, M, N, K, 1.0f, x, K, w, K, y, N);
     if (b) {
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)M * N > 65536)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)M * N > PARALLEL_MIN_WORK)
         for (int m = 0; m < M; m++) {
             float *row = y + (size_t)m * N;
             for (int n = 0; n < N; n++)
@@ -101,7 +105,7 @@ static moire_status cpu_layernorm_modulate(const moire_ops *ops, float *y, const
                                            const float *shift, const float *scale, int T,
                                            int D, float eps)
 {
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * D > PARALLEL_MIN_WORK)
     for (int t = 0; t < T; t++) {
         float *out = y + (size_t)t * D;
         layernorm_row(out, x + (size_t)t * D, D, eps);
@@ -115,7 +119,7 @@ static moire_status cpu_layernorm_modulate(const moire_ops *ops, float *y, const
 static moire_status cpu_gate_residual(const moire_ops *ops, float *x, const float *y,
                                       const float *gate, int T, int D)
 {
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * D > PARALLEL_MIN_WORK)
     for (int t = 0; t < T; t++) {
         float *xr = x + (size_t)t * D;
         const float *yr = y + (size_t)t * D;
@@ -146,7 +150,7 @@ static moire_status cpu_attention(const moire_ops *ops, float *out, const float 
                           ((double)T * T + 4.0 * T * hd) * 4 / 1e6);
     }
     for (int h = 0; h < H; h++) {
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * hd > PARALLEL_MIN_WORK)
         for (int t = 0; t < T; t++) {
             const float *row = qkv + (size_t)t * 3 * D;
             float *qt = q + (size_t)t * hd, *kt = k + (size_t)t * hd, *vt = v + (size_t)t * hd;
@@ -163,7 +167,7 @@ static moire_status cpu_attention(const moire_ops *ops, float *out, const float 
             }
         }
         gemm(ops, true, T, T, hd, scale, q, hd, k, hd, scores, T);
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * T > PARALLEL_MIN_WORK)
         for (int t = 0; t < T; t++) {
             float *row = scores + (size_t)t * T;
             float max = -FLT_MAX;
@@ -179,7 +183,7 @@ static moire_status cpu_attention(const moire_ops *ops, float *out, const float 
                 row[j] *= inv;
         }
         gemm(ops, false, T, hd, T, 1.0f, scores, T, v, hd, o, hd);
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * hd > PARALLEL_MIN_WORK)
         for (int t = 0; t < T; t++)
             memcpy(out + (size_t)t * D + h * hd, o + (size_t)t * hd, hd * sizeof(float));
     }
@@ -194,7 +198,7 @@ static moire_status cpu_router_topk(const moire_ops *ops, float *logits, int32_t
                                     int D, int E, int k)
 {
     gemm(ops, true, T, E, D, 1.0f, h, D, w, D, logits, E);
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * E > PARALLEL_MIN_WORK)
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * E;
         float probs[1024];
@@ -234,7 +238,7 @@ static void swiglu_rows(const moire_ops *ops, float *out, const float *x, int m,
     gemm(ops, true, m, F, D, 1.0f, x, D, mlp->gate_proj_weight, D, gate, F);
     gemm(ops, true, m, F, D, 1.0f, x, D, mlp->up_proj_weight, D, up, F);
     const int64_t count = (int64_t)m * F;
-#pragma omp parallel for num_threads(ops->n_threads) if (count > 65536)
+#pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
     for (int64_t i = 0; i < count; i++)
         gate[i] = silu(gate[i]) * up[i];
     gemm(ops, true, m, D, F, 1.0f, gate, F, mlp->down_proj_weight, F, out, D);
@@ -275,12 +279,12 @@ static moire_status cpu_moe_experts(const moire_ops *ops, float *y, const float 
                 }
         if (m == 0)
             continue;
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)m * D > PARALLEL_MIN_WORK)
         for (int i = 0; i < m; i++)
             memcpy(gathered + (size_t)i * D, h + (size_t)token_of[i] * D, D * sizeof(float));
         swiglu_rows(ops, expert_out, gathered, m, D, &block->experts[e], scratch);
         /* A token appears at most once per expert, so rows never collide. */
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)m * D > PARALLEL_MIN_WORK)
         for (int i = 0; i < m; i++) {
             float *dst = y + (size_t)token_of[i] * D;
             const float *src = expert_out + (size_t)i * D;
@@ -291,7 +295,7 @@ static moire_status cpu_moe_experts(const moire_ops *ops, float *y, const float 
     if (block->shared_experts.hidden > 0) {
         swiglu_rows(ops, expert_out, h, T, D, &block->shared_experts, scratch);
         const int64_t count = (int64_t)T * D;
-#pragma omp parallel for num_threads(ops->n_threads)
+#pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
         for (int64_t i = 0; i < count; i++)
             y[i] += expert_out[i];
     }

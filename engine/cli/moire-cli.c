@@ -474,6 +474,17 @@ static moire_image *mask_to_gray(const moire_image *image)
     return gray;
 }
 
+/* Engine warnings (e.g. "latent model shown without the VAE") go to stderr; info and debug
+ * messages only with MOIRE_VERBOSE set. */
+static void print_engine_log(moire_log_level level, const char *message, void *user_data)
+{
+    (void)user_data;
+    if (level >= MOIRE_LOG_WARNING)
+        fprintf(stderr, "moire: warning: %s\n", message);
+    else if (getenv("MOIRE_VERBOSE"))
+        fprintf(stderr, "moire: %s\n", message);
+}
+
 static int cmd_generate(int argc, char **argv)
 {
     const char *model_path = NULL, *prompt = NULL, *class_text = NULL, *negative = NULL,
@@ -578,6 +589,7 @@ static int cmd_generate(int argc, char **argv)
         (rc = parse_float("strength", strength_text, 0.0, 1.0, true, &params.strength)))
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
+    ctx_params.log = print_engine_log;
     if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
@@ -880,6 +892,7 @@ static int cmd_forward(int argc, char **argv)
     if (class_text && (rc = parse_int("class", class_text, 0, INT_MAX, &class_id)))
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
+    ctx_params.log = print_engine_log;
     if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
