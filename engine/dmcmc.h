@@ -1,0 +1,98 @@
+/* dmcmc.h — Denoising Langevin Gibbs (Kim & Ye 2023), the DMCMC sampler, over the same model
+ * interface as the other samplers (sampler.h: one CFG-guided model evaluation per call).
+ *
+ * Each chain c carries a state (y_c, s_c) in the variance-exploding form y = x0 + s·ε, the
+ * k-diffusion convention of sampler.h for DDPM-ε models; rectified-flow models are wrapped as
+ * the same VE denoiser (t = s/(1+s), x_t = y/(1+s)). A sweep is one unadjusted Langevin step at
+ * the chain's level followed by a noise-level update; every `skip` sweeps the lowest-level state
+ * of the window goes to a short integrator that starts at that state's own level, and a final
+ * Tweedie step gives the emitted sample. The chains persist, so a stream of new variations
+ * costs skip + integrator + 1 model evaluations each (docs/DMCMC.md).
+ */
+#ifndef MOIRE_DMCMC_H
+#define MOIRE_DMCMC_H
+
+#include "moire.h"
+#include "sampler.h"
+
+typedef enum moire_dmcmc_integrator {
+    MOIRE_DMCMC_EULER = 0,       /* N NFE                                                */
+    MOIRE_DMCMC_HEUN,            /* EDM Alg. 1, 2N − 1 NFE                               */
+    MOIRE_DMCMC_STOCHASTIC_HEUN, /* EDM Alg. 2 with churn, 2N − 1 NFE                    */
+    MOIRE_DMCMC_DDIM,            /* deterministic DDIM, N NFE (the same update as Euler
+                                    in the VE form: listed for the paper's comparison)   */
+    MOIRE_DMCMC_DPMPP_2M,        /* DPM-Solver++(2M), N NFE                              */
+    MOIRE_DMCMC_INTEGRATOR_COUNT_
+} moire_dmcmc_integrator;
+
+typedef struct moire_dmcmc_params {
+    float eta;                /* Langevin step size (absolute, VE units)                     */
+    int skip;                 /* Langevin sweeps per emitted sample                          */
+    moire_dmcmc_integrator integrator;
+    int integrator_steps;     /* N                                                          */
+    bool tweedie;             /* final Tweedie step D(x; tweedie_sigma) (+1 NFE)             */
+    float tweedie_sigma;
+    float churn;              /* EDM S_churn for the stochastic Heun integrator              */
+    /* Burn-in: a plain integrator run from pure noise (burn_in_steps of DPM++ 2M), the clean
+     * result re-noised to sigma_init, then burn_in sweeps. Paid once per chain. */
+    int burn_in_steps;
+    int burn_in;
+    float sigma_init;
+    /* Guard band for the chain's level: a chain whose level leaves [sigma_low, sigma_high]
+     * (or turns non-finite) is re-seeded with a fresh burn-in. */
+    float sigma_low, sigma_high;
+    /* Noise-level estimator damping in log σ: log s ← damping·log s + (1−damping)·log ŝ. */
+    float damping;
+} moire_dmcmc_params;
+
+/* Defaults that work for the data scale of DiT latents and [-1, 1] pixels:
+ * eta 0.08, skip 4, DPM++ 2M with 5 steps, burn-in 24 steps + 8 sweeps, Tweedie at 0.02 → 4 + 5 + 1 = 10 NFE per sample. */
+moire_dmcmc_params moire_dmcmc_params_default(void);
+
+const char  *moire_dmcmc_integrator_name(moire_dmcmc_integrator integrator);
+moire_status moire_dmcmc_integrator_from_name(const char *name, moire_dmcmc_integrator *out);
+/* Model evaluations per emitted sample, as the paper counts them: skip + integrator + Tweedie. */
+int moire_dmcmc_nfe_per_sample(const moire_dmcmc_params *params);
+
+typedef struct moire_dmcmc_stats {
+    int nfe_per_sample;    /* skip + integrator NFE + Tweedie, for the last emission      */
+    int nfe_burn_in;       /* one-off: initial integrator, calibration, burn-in sweeps      */
+    int nfe_reseed;        /* spent re-seeding chains that left the band                   */
+    int reseeds;           /* chains re-seeded so far                                       */
+    int emitted;           /* samples emitted per chain so far                              */
+    double mean_start_sigma; /* mean level (VE) the integrator started from, last emission */
+} moire_dmcmc_stats;
+
+typedef struct moire_dmcmc moire_dmcmc;
+
+/* Creates n chains of shape [C, h, w] (C = config->in_channels) with seeds[c], runs the
+ * burn-in. The model function is called with batches of up to n images, each with its own t. */
+moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc_params *params,
+                             int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
+                             void *model_user_data, moire_dmcmc **out);
+/* Emits one new sample per chain into out[n, C, h, w]. */
+moire_status moire_dmcmc_next(moire_dmcmc *chains, float *out);
+const moire_dmcmc_stats *moire_dmcmc_get_stats(const moire_dmcmc *chains);
+/* Current level of chain c (VE σ) and its state y_c [C, h, w] (VE form, double). */
+double moire_dmcmc_chain_sigma(const moire_dmcmc *chains, int c);
+const double *moire_dmcmc_chain_state(const moire_dmcmc *chains, int c);
+void moire_dmcmc_free(moire_dmcmc *chains);
+
+/* ---- exposed for the unit tests --------------------------------------------------------- */
+
+/* One Langevin step on one chain: y ← y + ½·η_eff·(D − y)/s² + √η_eff·z, with
+ * η_eff = min(η, s²) so the contraction a = η_eff/(2s²) never exceeds ½ (docs/DMCMC.md).
+ * Returns the a used. */
+double moire_dmcmc_langevin_update(double *y, const double *denoised, const float *noise,
+                                   size_t count, double s, double eta);
+/* The training-free level estimate after that step. m = mean((y − D(y; s))²) is measured on
+ * the pre-step state; with the calibration f(s) = E‖y − D(y;s)‖²/(d s²) read as a shrinkage
+ * denoiser of effective data variance v = s²(1 − f)/f, the true pre-step level solves
+ * m = s⁴(v + σ²)/(v + s²)², i.e. σ̂² = m(v + s²)²/s⁴ − v (exact for Gaussian data, σ̂² = m for
+ * data on a low-dimensional manifold where f → 1); where v > 4s² that inversion amplifies
+ * the measurement noise too much and the plain m/f is used. It is then propagated through the step:
+ * s'² = (1 − a)²·σ̂² + η_eff. */
+double moire_dmcmc_estimate_sigma(const double *y_before, const double *denoised, size_t count,
+                                  double s, double calibration, double a, double eta_eff);
+
+#endif /* MOIRE_DMCMC_H */
