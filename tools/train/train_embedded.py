@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""train_embedded.py — trains Moiré's embedded default model: a small text-to-image EC-DiT
+(expert-choice MoE diffusion transformer, tools/golden/ecdit_ref.py) in pixel space on the
+emoji dataset (tools/dataset/build_emoji_dataset.py), with the rectified-flow objective.
+
+    python3 tools/train/train_embedded.py --data ~/.cache/moire/emoji32.npz \
+        --out data/models/moire-emoji.safetensors --minutes 20 --seed 0
+
+Everything is seeded (torch, numpy, caption choice); on the same device and PyTorch version
+the same command gives the same weights. Runs on CUDA when available (bf16 autocast), else CPU.
+
+Recipe (docs/EMBEDDED_MODEL.md): x0 = RGBA in [-1, 1] (straight alpha; transparent results are
+useful GIMP layers); t ~ sigmoid(N(0, 1)) (logit-normal, as SD3 and the EC-DiT paper); x_t =
+(1 − t)·x0 + t·ε; target v = ε − x0; MSE. Captions: a random variant per sample; 10 % empty
+(the CFG null condition). AdamW, linear warm-up, cosine decay, EMA of the weights (exported).
+Horizontal flips are NOT used (emoji are not mirror-symmetric: text, arrows, hands).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "golden"))
+import ecdit_ref as R  # noqa: E402
+
+MODEL_CONFIGS = {
+    # ~8 M parameters; 256 tokens of 2×2 pixels at 32×32
+    "small": dict(depth=8, hidden_size=256, num_heads=8, patch_size=2, num_experts=8,
+                  expert_hidden=512, dense_hidden=768, text_layers=3, text_hidden=192,
+                  text_heads=4, text_mlp_hidden=512, text_max_tokens=16),
+    # for smoke tests and CPU runs
+    "tiny": dict(depth=4, hidden_size=96, num_heads=4, patch_size=2, num_experts=4,
+                 expert_hidden=192, dense_hidden=256, text_layers=2, text_hidden=64,
+                 text_heads=2, text_mlp_hidden=128, text_max_tokens=12),
+}
+
+
+def build_vocab(captions, min_count=1):
+    counts = {}
+    for variants in captions:
+        for cap in variants:
+            for w in R.words_of(cap):
+                w = w.decode("utf-8")
+                counts[w] = counts.get(w, 0) + 1
+    words = sorted(w for w, c in counts.items() if c >= min_count)
+    return R.SPECIAL_TOKENS + words
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.path.expanduser("~/.cache/moire/emoji32.npz"))
+    ap.add_argument("--out", default="data/models/moire-emoji.safetensors")
+    ap.add_argument("--model", default="small", choices=sorted(MODEL_CONFIGS))
+    ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget")
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = time only)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="export dtype")
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    data = np.load(args.data)
+    images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    captions = json.loads(data["captions"].tobytes())
+    meta = json.loads(data["meta"].tobytes())
+    N, C, S, _ = images.shape
+    vocab = build_vocab(captions)
+    cfg = dict(MODEL_CONFIGS[args.model], in_channels=C, out_channels=C, input_size=S,
+               text_vocab_size=len(vocab), space="pixel", objective="rectified_flow")
+    model = R.ECDiT(cfg).to(device)
+    ema = R.ECDiT(cfg).to(device)
+    ema.load_state_dict(model.state_dict())
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{N} images {S}×{S}×{C}, vocab {len(vocab)}, model {args.model}: {n_params / 1e6:.2f} M "
+          f"parameters, device {device}", flush=True)
+
+    # Pre-tokenise every caption variant once (ecdit_ref.tokenize's rule, with the word index
+    # built once instead of per call).
+    max_tokens = cfg["text_max_tokens"]
+    index = {w.encode("utf-8"): i for i, w in enumerate(vocab)}
+
+    def tokenize(text):
+        ids = [R.BOS] + [index.get(w, R.UNK) for w in R.words_of(text)][:max_tokens - 2] + [R.EOS]
+        return ids + [R.PAD] * (max_tokens - len(ids))
+
+    assert tokenize("red apple") == R.tokenize("red apple", vocab, max_tokens)
+    variant_ids = [torch.tensor([tokenize(c) for c in v], dtype=torch.long) for v in captions]
+    empty_ids = torch.tensor(tokenize(""), dtype=torch.long)
+    images = images.to(device)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    warmup = 500
+    budget = args.minutes * 60.0
+    started = time.time()
+    step = 0
+    losses = []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    while True:
+        elapsed = time.time() - started
+        if elapsed > budget or (args.max_steps and step >= args.max_steps):
+            break
+        # Cosine decay over the time budget (or the step budget).
+        progress = step / args.max_steps if args.max_steps else elapsed / budget
+        lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = rng.integers(0, N, args.batch)
+        ids = torch.stack([empty_ids if rng.random() < 0.1 else
+                           variant_ids[i][rng.integers(0, len(variant_ids[i]))] for i in idx]).to(device)
+        x0 = images[torch.from_numpy(idx).to(device)]
+        t = torch.sigmoid(torch.randn(args.batch, device=device))
+        eps = torch.randn_like(x0)
+        xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * eps
+        with autocast:
+            v = model(xt, t, ids)
+        loss = (v.float() - (eps - x0)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(args.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
+        losses.append(loss.item())
+        step += 1
+        if step % 200 == 0 or step == 1:
+            print(f"step {step:6d}  {time.time() - started:7.1f} s  loss {np.mean(losses[-200:]):.4f}  lr {lr:.2e}",
+                  flush=True)
+
+    ema = ema.cpu().float()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
+    tmp = args.out + ".tmp"
+    R.export(ema, vocab, tmp, dtype=np.float16 if args.dtype == "float16" else np.float32,
+             defaults={"sampler": "euler", "steps": 24, "cfg": 4.0})
+    os.replace(tmp, args.out)
+    report = dict(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-200:])),
+                  parameters=n_params, device=device, seed=args.seed, batch=args.batch, lr=args.lr,
+                  data=meta, model=args.model)
+    with open(os.path.splitext(args.out)[0] + ".train.json", "w") as f:
+        json.dump(report, f, indent=1)
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
