@@ -1,6 +1,7 @@
 /* context.c — moire_ctx: picks the backend, holds the cancel flag and the debug callback,
  * and checks the arguments of moire_forward() before handing over to forward.c. */
 #include "context.h"
+#include "ecdit.h"
 #include "internal.h"
 #include "model.h"
 
@@ -96,12 +97,10 @@ void moire_ctx_set_debug_callback(moire_ctx *ctx, moire_debug_tensor_fn fn, void
  * counts and index arithmetic far from overflow. */
 #define FORWARD_MAX_SIDE 4096
 
-moire_status moire_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
-                           const float *x, const float *t, const int32_t *class_ids,
-                           float *out)
+/* The checks moire_forward and moire_forward_text share. */
+static moire_status check_forward_input(const moire_model *model, int n, int h, int w,
+                                        const float *t)
 {
-    if (!ctx || !model || !x || !t || !class_ids || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_forward: a required pointer is NULL");
     const moire_model_config *cfg = &model->config;
     if (n < 1 || n > 4096)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
@@ -113,9 +112,27 @@ moire_status moire_forward(moire_ctx *ctx, const moire_model *model, int n, int 
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "input size %dx%d is not a multiple of the patch size %d", w, h,
                           cfg->patch_size);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         if (!isfinite(t[i]))
             return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "timestep %d is not finite", i);
+    return MOIRE_OK;
+}
+
+moire_status moire_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                           const float *x, const float *t, const int32_t *class_ids,
+                           float *out)
+{
+    if (!ctx || !model || !x || !t || !class_ids || !out)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_forward: a required pointer is NULL");
+    const moire_model_config *cfg = &model->config;
+    if (model->family == MOIRE_FAMILY_EC_DIT)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "model %s is text-conditioned (EC-DiT): give prompts "
+                          "(moire_forward_text), not class ids", model->name);
+    moire_status status = check_forward_input(model, n, h, w, t);
+    if (status != MOIRE_OK)
+        return status;
+    for (int i = 0; i < n; i++) {
         if (class_ids[i] < 0 || class_ids[i] > cfg->num_classes)
             return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "class id %d is out of range: this model has classes 0..%d and "
@@ -124,4 +141,33 @@ moire_status moire_forward(moire_ctx *ctx, const moire_model *model, int n, int 
     }
     atomic_store(&ctx->cancel_requested, 0);
     return dit_forward(ctx, model, n, h, w, x, t, class_ids, out);
+}
+
+moire_status moire_forward_text(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                                const float *x, const float *t, const char *const *prompts,
+                                float *out)
+{
+    if (!ctx || !model || !x || !t || !prompts || !out)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "moire_forward_text: a required pointer is NULL");
+    if (model->family != MOIRE_FAMILY_EC_DIT)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "model %s is class-conditional: give class ids (moire_forward)",
+                          model->name);
+    moire_status status = check_forward_input(model, n, h, w, t);
+    if (status != MOIRE_OK)
+        return status;
+    atomic_store(&ctx->cancel_requested, 0);
+    int *prompt_of = moire_malloc_array((size_t)n, sizeof(int));
+    if (!prompt_of)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+    for (int i = 0; i < n; i++)
+        prompt_of[i] = i;
+    ecdit_text_cond text;
+    status = ecdit_text_encode(ctx, model, n, prompts, &text);
+    if (status == MOIRE_OK)
+        status = ecdit_forward(ctx, model, n, h, w, x, t, &text, prompt_of, out);
+    ecdit_text_cond_free(&text);
+    free(prompt_of);
+    return status;
 }

@@ -13,6 +13,8 @@ struct moire_ctx {
     atomic_int cancel_requested;
     moire_debug_tensor_fn debug_fn;
     void *debug_user_data;
+    struct routing_recorder *routing; /* set by generate.c for a run with a routing map;
+                                         the forward passes report to it (routing_map.h) */
 };
 
 /* Logs through the context's callback (no-op when none). */

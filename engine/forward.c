@@ -13,6 +13,7 @@
 #include "context.h"
 #include "internal.h"
 #include "model.h"
+#include "routing_map.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -259,6 +260,8 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
         emit(ctx, "router_logits", layer, buf.logits, 2, N, E, 0);
         emit_ids(ctx, "topk_ids", layer, buf.top_ids, N, k);
         emit(ctx, "topk_weights", layer, buf.top_w, 2, N, k, 0);
+        if (ctx->routing)
+            routing_record_topk(ctx->routing, layer, T, buf.top_ids, k);
         TRY(ops->moe_experts(ops, buf.branch, buf.normed, N, D, B, E, k, buf.top_ids,
                              buf.top_w));
         emit(ctx, "moe_out", layer, buf.branch, 3, n, T, D);

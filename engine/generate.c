@@ -5,15 +5,19 @@
  * and unconditional halves in one batched forward), converts init images and masks into
  * model space, reports progress and previews, and converts the samples into images.
  *
- * Latent-space models (DiT-MoE's SD-VAE latents) are shown through a fixed linear
- * latent→RGB map until the VAE decoder lands; it gives recognisable colours and layout but
- * not the real detail, and moire_generate logs a warning saying so.
+ * Latent-space models (DiT-MoE's SD-VAE latents) are decoded with the SD-VAE when
+ * params->vae is set (vae.c; init images are encoded with it). Without one, and for per-step
+ * previews, a fixed linear latent→RGB map is used; it gives recognisable colours and layout
+ * but not the real detail, and moire_generate logs a warning saying so.
  */
 #include "context.h"
+#include "ecdit.h"
 #include "generate.h"
 #include "internal.h"
 #include "model.h"
+#include "routing_map.h"
 #include "sampler.h"
+#include "vae.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -93,8 +97,15 @@ moire_status moire_resolve_params(const moire_model *model, const moire_generate
                                ? 3
                                : cfg->in_channels;
 
-    /* Conditioning. */
-    if (params->class_id >= 0) {
+    /* Conditioning. Text models (EC-DiT) take the prompt and the negative prompt as they are
+       (run_chunk encodes them; the empty prompt is the unconditional one); class models
+       resolve them to class ids. */
+    if (model->family == MOIRE_FAMILY_EC_DIT) {
+        if (params->class_id >= 0)
+            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                              "model %s is text-conditioned: give a prompt, not a class number",
+                              model->name);
+    } else if (params->class_id >= 0) {
         if (params->class_id >= cfg->num_classes)
             return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "class %d is out of range: this model has classes 0..%d",
@@ -110,7 +121,8 @@ moire_status moire_resolve_params(const moire_model *model, const moire_generate
                           "number");
     }
     out->uncond_class_id = cfg->num_classes; /* the null class */
-    if (params->negative_prompt && params->negative_prompt[0]) {
+    if (model->family != MOIRE_FAMILY_EC_DIT && params->negative_prompt &&
+        params->negative_prompt[0]) {
         moire_status status =
             moire_model_resolve_class(model, params->negative_prompt, &out->uncond_class_id);
         if (status != MOIRE_OK) {
@@ -169,6 +181,9 @@ typedef struct guided_model {
     int32_t *y2;      /* [2n]          conditional then unconditional ids  */
     float *out2;      /* [2n, Co, h, w]                                    */
     int nfe;
+    /* text models: prompt 0 = the prompt, 1 = the negative (or empty) one */
+    const ecdit_text_cond *text;
+    int *prompt_of;   /* [2n]          0 for the conditional half, then 1  */
 } guided_model;
 
 static moire_status guided_model_call(void *user_data, const float *x_in, const float *t,
@@ -192,8 +207,12 @@ static moire_status guided_model_call(void *user_data, const float *x_in, const 
             g->y2[n + i] = g->resolved->uncond_class_id;
     }
     g->nfe++;
-    moire_status status = dit_forward(g->ctx, g->model, batch, g->h, g->w, g->x2, g->t2, g->y2,
-                                      g->out2);
+    if (g->ctx->routing)
+        routing_recorder_count_evaluation(g->ctx->routing);
+    moire_status status = g->text ? ecdit_forward(g->ctx, g->model, batch, g->h, g->w, g->x2,
+                                                  g->t2, g->text, g->prompt_of, g->out2)
+                                  : dit_forward(g->ctx, g->model, batch, g->h, g->w, g->x2,
+                                                g->t2, g->y2, g->out2);
     if (status != MOIRE_OK)
         return status;
 
@@ -264,13 +283,29 @@ static float image_channel(const moire_image *img, int rgb, int gx, int gy, int 
 }
 
 /* Converts the init image into model space: x[C, h, w]. Pixel models take the image
- * directly; latent models get the least-squares inverse of the latent→RGB preview map
- * applied to the image averaged over 8×8 blocks (an approximation until the VAE encoder). */
-static void encode_image(const moire_model *model, const moire_image *img, float *x, int h,
-                         int w)
+ * directly; latent models go through the SD-VAE encoder when one is given (the image is
+ * area-resampled to the VAE's f·h × f·w grid first), otherwise they get the least-squares
+ * inverse of the latent→RGB preview map applied to the image averaged over 8×8 blocks. */
+static moire_status encode_image(moire_ctx *ctx, const moire_model *model, const moire_vae *vae,
+                                 const moire_image *img, float *x, int h, int w)
 {
     const moire_model_config *cfg = &model->config;
     const size_t plane = (size_t)h * w;
+    if (vae && cfg->space == MOIRE_SPACE_LATENT) {
+        const int f = moire_vae_get_info(vae)->downscale, H = f * h, W = f * w;
+        float *rgb = moire_malloc_array((size_t)3 * H * W, sizeof(float));
+        if (!rgb)
+            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the init image");
+        for (int c = 0; c < 3; c++)
+            for (int gy = 0; gy < H; gy++)
+                for (int gx = 0; gx < W; gx++)
+                    rgb[((size_t)c * H + gy) * W + gx] = image_channel(img, c, gx, gy, W, H, false);
+        moire_status status = vae_encode_image(ctx, vae, H, W, rgb, x);
+        free(rgb);
+        if (status != MOIRE_OK)
+            moire_error_prefix("init image");
+        return status;
+    }
     if (cfg->space == MOIRE_SPACE_PIXEL) {
         const bool has_alpha = cfg->in_channels == 4;
         for (int gy = 0; gy < h; gy++)
@@ -286,7 +321,7 @@ static void encode_image(const moire_model *model, const moire_image *img, float
                                 : 1.0f;
                     x[ch * plane + (size_t)gy * w + gx] = v;
                 }
-        return;
+        return MOIRE_OK;
     }
     /* pinv(M) for M = latent_to_rgb (4×3): latent = M (MᵀM)⁻¹ rgb. */
     double mtm[3][3] = {{0}};
@@ -317,6 +352,7 @@ static void encode_image(const moire_model *model, const moire_image *img, float
                 x[l * plane + (size_t)gy * w + gx] = (float)v;
             }
         }
+    return MOIRE_OK;
 }
 
 static uint8_t to_byte(float v) /* v in [-1, 1] */
@@ -363,6 +399,71 @@ moire_image *moire_decode_to_image(const moire_model *model, const float *x, int
             }
     moire_image_free(small);
     return img;
+}
+
+/* The final image of a sample: through the SD-VAE decoder when one is given for a latent
+ * model (tiled above MOIRE_VAE_TILE latent pixels; resampled to width × height when the VAE's
+ * downscale is not the model's 8), otherwise moire_decode_to_image. x: [C, model_h, model_w]. */
+static moire_status decode_result(moire_ctx *ctx, const moire_model *model, const moire_vae *vae,
+                                  const float *x, const moire_resolved_params *resolved,
+                                  moire_image **out)
+{
+    const int h = resolved->model_h, w = resolved->model_w;
+    *out = NULL;
+    if (!vae || model->config.space != MOIRE_SPACE_LATENT) {
+        *out = moire_decode_to_image(model, x, h, w, resolved->width, resolved->height);
+        return *out ? MOIRE_OK
+                    : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
+    }
+    const int f = moire_vae_get_info(vae)->downscale, H = f * h, W = f * w;
+    const size_t plane = (size_t)H * W;
+    float *rgb = moire_malloc_array(3 * plane, sizeof(float));
+    moire_image *img = moire_image_new(W, H, 3);
+    moire_status status = rgb && img ? MOIRE_OK
+                                     : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                                                  "out of memory for the VAE decode of %dx%d", W, H);
+    if (status == MOIRE_OK)
+        status = vae_decode_image(ctx, vae, h, w, x, rgb, MOIRE_VAE_TILE, MOIRE_VAE_TILE_OVERLAP);
+    if (status == MOIRE_OK)
+        for (size_t j = 0; j < plane; j++)
+            for (int c = 0; c < 3; c++)
+                img->pixels[j * 3 + c] = to_byte(rgb[c * plane + j]);
+    free(rgb);
+    if (status == MOIRE_OK && (W != resolved->width || H != resolved->height)) {
+        moire_image *sized = moire_image_new(resolved->width, resolved->height, 3);
+        if (!sized)
+            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
+        for (int y = 0; sized && y < sized->height; y++)
+            for (int xx = 0; xx < sized->width; xx++)
+                for (int c = 0; c < 3; c++) {
+                    float v = sample_bilinear(img, c, (xx + 0.5f) * W / sized->width,
+                                              (y + 0.5f) * H / sized->height);
+                    sized->pixels[((size_t)y * sized->width + xx) * 3 + c] =
+                        (uint8_t)(v * 255.0f + 0.5f);
+                }
+        moire_image_free(img);
+        img = sized;
+    }
+    if (status != MOIRE_OK) {
+        moire_image_free(img);
+        return status;
+    }
+    *out = img;
+    return MOIRE_OK;
+}
+
+/* A VAE must produce the model's latent channels. */
+static moire_status check_vae(const moire_model *model, const moire_vae *vae)
+{
+    if (!vae || model->config.space != MOIRE_SPACE_LATENT)
+        return MOIRE_OK;
+    const moire_vae_info *info = moire_vae_get_info(vae);
+    if (info->latent_channels != model->config.in_channels)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "the VAE has %d latent channels but %s works on %d; use the SD KL-f8 "
+                          "VAE (sd-vae-ft-mse) the model was trained with",
+                          info->latent_channels, model->name, model->config.in_channels);
+    return MOIRE_OK;
 }
 
 /* ---- the sampling run ------------------------------------------------------------------ */
@@ -425,6 +526,7 @@ static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
     const int batch = 2 * count;
 
     guided_model g = {.ctx = ctx, .model = model, .resolved = resolved, .n = count, .h = h, .w = w};
+    ecdit_text_cond text = {0};
     g.x2 = moire_malloc_array(batch * in_size, sizeof(float));
     g.t2 = moire_malloc_array(batch, sizeof(float));
     g.y2 = moire_malloc_array(batch, sizeof(int32_t));
@@ -442,8 +544,33 @@ static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
     }
     for (int i = 0; i < count; i++)
         seeds[i] = params->seed + (uint64_t)(first + i);
+    if (ctx->routing)
+        routing_recorder_set_chunk(ctx->routing, first, count);
+    if (model->family == MOIRE_FAMILY_EC_DIT) {
+        /* the text does not change between steps: encode the two prompts once */
+        const char *texts[2] = {params->prompt ? params->prompt : "",
+                                params->negative_prompt ? params->negative_prompt : ""};
+        g.prompt_of = moire_malloc_array(batch, sizeof(int));
+        status = g.prompt_of ? ecdit_text_encode(ctx, model, 2, texts, &text)
+                             : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+        if (status != MOIRE_OK)
+            goto done;
+        for (int i = 0; i < batch; i++)
+            g.prompt_of[i] = i < count ? 0 : 1;
+        g.text = &text;
+        if (first == 0 && (text.unknown_words || text.dropped_words))
+            moire_ctx_log(ctx, MOIRE_LOG_WARNING,
+                          "%d word(s) of the prompts are not in the vocabulary of %s (they "
+                          "count as [UNK]) and %d are past its %d-token limit (dropped)",
+                          text.unknown_words, model->name, text.dropped_words,
+                          model->config.text_max_tokens);
+    }
     if (init) {
-        encode_image(model, params->init_image, init, h, w);
+        status = check_vae(model, params->vae);
+        if (status == MOIRE_OK)
+            status = encode_image(ctx, model, params->vae, params->init_image, init, h, w);
+        if (status != MOIRE_OK)
+            goto done;
         for (int i = 1; i < count; i++)
             memcpy(init + i * in_size, init, in_size * sizeof(float));
     }
@@ -474,6 +601,8 @@ static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
     status = moire_sample(&request, out, NULL);
 done:
     free(g.x2), free(g.t2), free(g.y2), free(g.out2), free(seeds), free(init), free(mask);
+    free(g.prompt_of);
+    ecdit_text_cond_free(&text);
     return status;
 }
 
@@ -509,7 +638,10 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
     if (status != MOIRE_OK)
         return status;
     atomic_store(&ctx->cancel_requested, 0);
-    if (model->config.space == MOIRE_SPACE_LATENT)
+    status = check_vae(model, params->vae);
+    if (status != MOIRE_OK)
+        return status;
+    if (model->config.space == MOIRE_SPACE_LATENT && !params->vae)
         moire_ctx_log(ctx, MOIRE_LOG_WARNING,
                       "%s works in SD-VAE latent space; without the VAE decoder the image is an "
                       "approximate colour preview of the latents",
@@ -529,21 +661,38 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
                               .resolved = &resolved, .batch_count = batch,
                               .total_steps = resolved.steps * ((batch + chunk_max - 1) / chunk_max),
                               .started = moire_now_seconds()};
+    /* The routing map (moire.h, "Routing maps"): the forward passes report to the recorder
+       while it hangs on the context. */
+    routing_recorder *recorder = NULL;
+    if (params->routing_map) {
+        *params->routing_map = NULL;
+        recorder = routing_recorder_new(model, batch, resolved.model_h / cfg->patch_size,
+                                        resolved.model_w / cfg->patch_size);
+        if (!recorder) {
+            free(samples), free(images);
+            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the routing map");
+        }
+    }
+    ctx->routing = recorder;
     for (int first = 0; first < batch && status == MOIRE_OK; first += chunk_max) {
         const int count = batch - first < chunk_max ? batch - first : chunk_max;
         reporter.first = first;
         reporter.count = count;
         status = run_chunk(ctx, model, params, &resolved, first, count, &reporter, samples);
         reporter.steps_done_before += resolved.steps;
-        for (int i = 0; i < count && status == MOIRE_OK; i++) {
-            images[first + i] = moire_decode_to_image(model, samples + i * in_size,
-                                                      resolved.model_h, resolved.model_w,
-                                                      resolved.width, resolved.height);
-            if (!images[first + i])
-                status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
-        }
+        for (int i = 0; i < count && status == MOIRE_OK; i++)
+            status = decode_result(ctx, model, params->vae, samples + i * in_size, &resolved,
+                                   &images[first + i]);
     }
     free(samples);
+    ctx->routing = NULL;
+    if (recorder && status == MOIRE_OK) {
+        *params->routing_map = routing_recorder_finish(recorder);
+        if (!*params->routing_map)
+            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the routing map");
+    } else {
+        routing_recorder_free(recorder);
+    }
     if (status != MOIRE_OK) {
         moire_images_free(images, batch);
         return status;

@@ -9,7 +9,10 @@
  */
 #include "model.h"
 
+#include "class_names.h"
+#include "ecdit.h"
 #include "internal.h"
+#include "pt_reader.h"
 
 #include <ctype.h>
 #include <glib.h>
@@ -285,11 +288,11 @@ static moire_status check_range(const char *field, int value, int low, int high)
 
 static moire_status check_family(const moire_model_config *config)
 {
-    if (strcmp(config->family, "dit-moe") == 0)
+    if (strcmp(config->family, "dit-moe") == 0 || strcmp(config->family, "ec-dit") == 0)
         return MOIRE_OK;
     return moire_fail(MOIRE_ERROR_UNSUPPORTED,
-                      "model config: family \"%s\" is not supported (supported: dit-moe)",
-                      config->family);
+                      "model config: family \"%s\" is not supported (supported: dit-moe, "
+                      "ec-dit)", config->family);
 }
 
 moire_status dit_config_validate(const moire_model_config *config)
@@ -988,6 +991,13 @@ static moire_status load_config(moire_model *model)
             moire_error_prefix("%s", model->path);
             return status;
         }
+        if (strcmp(model->config.family, "ec-dit") == 0) {
+            model->family = MOIRE_FAMILY_EC_DIT;
+            if ((status = ecdit_config_from_json(&model->config, json)) != MOIRE_OK) {
+                moire_error_prefix("%s", model->path);
+                return status;
+            }
+        }
         /* geometry has no default: name the first missing key rather than fail later */
         for (int i = 0; i < CONFIG_FIELD_COUNT; i++) {
             const struct config_field *field = &config_fields[i];
@@ -1003,7 +1013,8 @@ static moire_status load_config(moire_model *model)
             return status;
         }
     }
-    status = dit_config_validate(&model->config);
+    status = model->family == MOIRE_FAMILY_EC_DIT ? ecdit_config_validate(&model->config)
+                                                  : dit_config_validate(&model->config);
     if (status != MOIRE_OK)
         moire_error_prefix("%s", model->path);
     return status;
@@ -1012,8 +1023,13 @@ static moire_status load_config(moire_model *model)
 static moire_status load_class_names(moire_model *model)
 {
     const char *json = st_metadata_get(model->file, METADATA_CLASS_NAMES_KEY);
-    if (!json)
+    if (!json) {
+        /* an ImageNet model without names of its own: data/imagenet_classes.txt if found
+           (class_names.h); numbers work either way */
+        if (model->config.num_classes == CLASS_NAMES_IMAGENET_COUNT)
+            model->class_names = class_names_load_imagenet(CLASS_NAMES_IMAGENET_COUNT);
         return MOIRE_OK;
+    }
     int expected = model->config.num_classes;
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
@@ -1147,7 +1163,8 @@ moire_status moire_model_load(const char *path, moire_model **out_model)
     moire_model *model = calloc(1, sizeof *model);
     if (!model)
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
-    moire_status status = st_open(path, &model->file);
+    /* by content: a zip is a torch.save checkpoint (pt_reader.h), else safetensors */
+    moire_status status = model_file_open(path, &model->file);
     if (status == MOIRE_OK) {
         const char *slash = strrchr(path, '/');
         model->path = strdup(path);
@@ -1162,7 +1179,8 @@ moire_status moire_model_load(const char *path, moire_model **out_model)
     if (status == MOIRE_OK)
         status = load_defaults(model);
     if (status == MOIRE_OK)
-        status = bind_weights(model);
+        status = model->family == MOIRE_FAMILY_EC_DIT ? ecdit_model_bind(model)
+                                                      : bind_weights(model);
     if (status != MOIRE_OK) {
         moire_model_free(model);
         return status;
@@ -1185,6 +1203,7 @@ void moire_model_free(moire_model *model)
             free(model->class_names[i]);
         free(model->class_names);
     }
+    ecdit_model_free(model->ecdit, model->config.depth);
     free(model->arena);
     st_close(model->file);
     free(model->path);
@@ -1449,11 +1468,16 @@ moire_status moire_model_resolve_class(const moire_model *model, const char *pro
         *out_class_id = (int)number;
         return MOIRE_OK;
     }
-    if (!model->class_names)
+    if (!model->class_names) {
+        char where[512] = "";
+        if (classes == CLASS_NAMES_IMAGENET_COUNT)
+            class_names_describe_search(where, sizeof where);
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "model %s ships no class names, so \"%.*s\" cannot be looked up; use "
-                          "a class number 0..%d (--class N)", model->name, (int)prompt.length,
-                          prompt.start, classes - 1);
+                          "a class number 0..%d (--class N)%s%s", model->name,
+                          (int)prompt.length, prompt.start, classes - 1, where[0] ? "; " : "",
+                          where);
+    }
 
     /* 1. exact name or synonym, case-insensitive */
     for (int k = 0; k < classes; k++) {

@@ -59,6 +59,14 @@ typedef struct dit_weights {
 
 #define DIT_TIMESTEP_FREQ_DIM 256
 
+/* Which forward pass a model runs: config.family as an enum. */
+typedef enum moire_family_tag {
+    MOIRE_FAMILY_DIT_MOE = 0, /* "dit-moe": class-conditional, token choice (forward.c)    */
+    MOIRE_FAMILY_EC_DIT = 1,  /* "ec-dit": text-conditional, expert choice (ecdit.c)       */
+} moire_family_tag;
+
+struct ecdit_model; /* ecdit.h */
+
 struct moire_model {
     moire_model_config config;
     dit_weights weights;
@@ -75,6 +83,9 @@ struct moire_model {
     moire_sampler default_sampler;
     int default_steps;
     float default_cfg;
+    moire_family_tag family;
+    struct ecdit_model *ecdit; /* EC-DiT weights and vocabulary (NULL for DiT-MoE; then
+                                  `weights` above is used)                              */
 };
 
 /* Fills `config` from the metadata JSON object string (key "moire.config"); unknown keys

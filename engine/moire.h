@@ -65,15 +65,15 @@ typedef enum moire_objective {
 } moire_objective;
 
 typedef enum moire_space {
-    MOIRE_SPACE_LATENT = 0, /* SD-VAE latents (4 channels, /8); decoded approximately until
-                               the VAE lands                                                 */
+    MOIRE_SPACE_LATENT = 0, /* SD-VAE latents (4 channels, /8); decoded with a moire_vae, or
+                               approximately without one                                     */
     MOIRE_SPACE_PIXEL = 1,  /* pixels in [-1, 1]: 3 channels = RGB, 4 = RGBA                 */
 } moire_space;
 
 #define MOIRE_FAMILY_MAX 32
 
 typedef struct moire_model_config {
-    char family[MOIRE_FAMILY_MAX]; /* "dit-moe"                                             */
+    char family[MOIRE_FAMILY_MAX]; /* "dit-moe" or "ec-dit"                                 */
     int depth;                     /* number of transformer blocks                          */
     int hidden_size;               /* D                                                     */
     int num_heads;                 /* H; head_dim = D / H                                   */
@@ -93,6 +93,18 @@ typedef struct moire_model_config {
     float beta_start, beta_end;    /* DDPM linear β schedule (1e-4, 0.02)                   */
     moire_space space;
     float layernorm_eps;           /* 1e-6 in DiT-MoE                                       */
+    /* EC-DiT (family "ec-dit", docs/ECDIT.md); 0 for DiT-MoE. Routing is expert choice:
+       top_k is unused, each expert takes C = ⌈S·f_c/E⌉ tokens of every routing group.    */
+    int moe_every;                 /* block i is MoE when i % moe_every == moe_every − 1     */
+    float capacity_factor;         /* f_c (2.0)                                             */
+    int routing_group_tokens;      /* S; 0 = one image per group (groups never span images) */
+    int dense_hidden;              /* SwiGLU width of the blocks that are not MoE           */
+    int text_vocab_size;           /* V; the words ship in metadata "moire.vocab"           */
+    int text_layers;               /* text encoder transformer layers                      */
+    int text_hidden;               /* Dt                                                    */
+    int text_heads;
+    int text_mlp_hidden;           /* GELU MLP width of the text layers                    */
+    int text_max_tokens;           /* L, [BOS] and [EOS] included                           */
 } moire_model_config;
 
 typedef struct moire_model moire_model;
@@ -168,6 +180,12 @@ void             moire_ctx_set_debug_callback(moire_ctx *ctx, moire_debug_tensor
 moire_status moire_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
                            const float *x, const float *t, const int32_t *class_ids,
                            float *out);
+/* The same for a text-conditioned model (EC-DiT): prompts[n] are the texts of the n images
+ * ("" = the unconditional prompt). Fails on class-conditional models, and moire_forward fails
+ * on text models. */
+moire_status moire_forward_text(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                                const float *x, const float *t, const char *const *prompts,
+                                float *out);
 
 /* ------------------------------------------------------------------------------------------
  * Images
@@ -254,6 +272,10 @@ typedef struct moire_generate_params {
     const moire_image *init_image;
     float strength;              /* 0..1: how much of the schedule to run from the init    */
     const moire_image *mask;     /* soft mask, 1 channel: 255 = regenerate, 0 = keep         */
+    const struct moire_vae *vae; /* latent models: decode results and encode the init image
+                                    with this SD-VAE; NULL = the approximate linear map      */
+    struct moire_routing_map **routing_map; /* optional out: the run's routing map (see
+                                    "Routing maps"; free with moire_routing_map_free)      */
 } moire_generate_params;
 
 /* Defaults: class_id −1, seed 42, model-default steps/cfg/sampler, batch 1, strength 0.75. */
@@ -293,6 +315,103 @@ char *moire_format_parameters(const moire_model *model, const moire_generate_par
 /* The exact settings as JSON (the "moire" PNG chunk). Caller frees with free(). */
 char *moire_format_settings_json(const moire_model *model, const moire_generate_params *params,
                                  int image_index);
+
+/* ------------------------------------------------------------------------------------------
+ * SD-VAE
+ *
+ * The KL-f8 autoencoder of Stable Diffusion (sd-vae-ft-mse / sd-vae-ft-ema) that maps DiT-MoE
+ * latents to pixels and back, on the CPU in fp32 (docs/VAE.md). Latents are in *model space*:
+ * the VAE's posterior mean multiplied by the scaling factor (0.18215, or config.json's
+ * "scaling_factor"). RGB is planar [n, 3, H, W] in [-1, 1]. A moire_vae is immutable once
+ * loaded and may be shared by threads; calls take a moire_ctx for threads and cancel.
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct moire_vae moire_vae;
+
+#define MOIRE_VAE_SCALING_FACTOR 0.18215f /* SD 1.x/2.x latent scale                        */
+#define MOIRE_VAE_MAX_LEVELS     8
+#define MOIRE_VAE_TILE           64       /* moire_vae_decode tiles latents larger than this  */
+#define MOIRE_VAE_TILE_OVERLAP   16       /* … with this many latent pixels of overlap        */
+
+typedef struct moire_vae_info {
+    const char *layout;          /* "diffusers" or "ldm" (first_stage_model.* / encoder.down…) */
+    int latent_channels;         /* z (4)                                                   */
+    int levels;                  /* resolution levels (4)                                   */
+    int block_out_channels[MOIRE_VAE_MAX_LEVELS]; /* full resolution first (128,256,512,512)  */
+    int layers_per_block;        /* encoder resnets per level; the decoder has one more (2) */
+    int norm_num_groups;         /* GroupNorm groups (32)                                   */
+    int downscale;               /* pixels per latent pixel, 2^(levels−1) (8)               */
+    float scaling_factor;        /* model-space latents = posterior mean × this             */
+    bool has_encoder;            /* decoder-only files load; encoding then fails            */
+} moire_vae_info;
+
+/* Loads an SD-VAE: a diffusers directory (diffusion_pytorch_model.safetensors, optional
+ * config.json, also found under DIR/vae/), such a file directly, or an original LDM/SD
+ * checkpoint (.safetensors; a full SD checkpoint's first_stage_model.* keys are used and the
+ * rest ignored). F32/F16/BF16. The structure is inferred from the shapes; every tensor is
+ * checked for presence, shape and finiteness. */
+moire_status moire_vae_load(const char *path, moire_vae **out_vae);
+void         moire_vae_free(moire_vae *vae);
+const moire_vae_info *moire_vae_get_info(const moire_vae *vae);
+
+/* latents [n, z, h, w] (model space) → rgb [n, 3, h·downscale, w·downscale] in ≈[-1, 1].
+ * Latents larger than MOIRE_VAE_TILE on a side are decoded in overlapping tiles. */
+moire_status moire_vae_decode(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
+                              const float *latents, float *rgb);
+/* The same with explicit tiling: tiles of tile × tile latent pixels overlapping by `overlap`
+ * (0 <= overlap < tile), blended linearly across the overlap; tile 0 = never tile. Tiles see
+ * only their own GroupNorm statistics and attention context, so the result differs slightly
+ * from an untiled decode (docs/VAE.md gives the size of the difference). */
+moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
+                                    int tile, int overlap, const float *latents, float *rgb);
+/* rgb [n, 3, H, W] in [-1, 1] (H, W multiples of downscale) → model-space latents
+ * [n, z, H/downscale, W/downscale]: the posterior mean × scaling factor (no sampling). */
+moire_status moire_vae_encode(moire_ctx *ctx, const moire_vae *vae, int n, int height, int width,
+                              const float *rgb, float *latents);
+
+/* ------------------------------------------------------------------------------------------
+ * Routing maps: which experts processed which token (the adaptive-compute overlay)
+ *
+ * Both families. Set moire_generate_params.routing_map to receive the map of a run: for every
+ * MoE layer and every image token, how often each expert processed it, averaged over all
+ * model evaluations of the run (conditional branch only; docs/ECDIT.md). Expert choice gives
+ * a token 0..E experts; token choice always top_k, so there the interest is which ones.
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct moire_routing_map {
+    int image_count;      /* images of the run                                               */
+    int grid_h, grid_w;   /* token grid of one image (model input size / patch size)         */
+    int layer_count;      /* MoE layers                                                       */
+    int num_experts;      /* E                                                                */
+    bool expert_choice;   /* true: EC-DiT (0..E experts per token); false: top-k per token   */
+    int evaluations;      /* model evaluations averaged per image (the sampler's NFE)        */
+    int *layers;          /* [layer_count] the block index of each MoE layer                 */
+    float *token_experts; /* [layer_count, image_count, grid_h·grid_w, num_experts]: fraction
+                             of the evaluations in which expert e processed the token        */
+    float *expert_load;   /* [layer_count, num_experts]: tokens per image and evaluation that
+                             expert e processed, averaged over the images                    */
+} moire_routing_map;
+
+#define MOIRE_ROUTING_LAYER_MEAN  (-1) /* mean over the MoE layers                           */
+#define MOIRE_ROUTING_LAYER_TILED (-2) /* the mean, then every layer, as tiles of one image  */
+
+typedef enum moire_routing_view {
+    MOIRE_ROUTING_VIEW_DEFAULT = 0, /* COUNT for expert choice, EXPERTS for token choice     */
+    MOIRE_ROUTING_VIEW_COUNT,       /* experts per token as a heat map (viridis)             */
+    MOIRE_ROUTING_VIEW_EXPERTS,     /* each expert a colour, mixed by how often it was chosen */
+} moire_routing_view;
+
+void moire_routing_map_free(moire_routing_map *map);
+/* Experts per token of image `image` (0-based) in `layer` (an index into map->layers, or
+ * MOIRE_ROUTING_LAYER_MEAN): out[grid_h·grid_w], averaged over evaluations. */
+moire_status moire_routing_map_token_counts(const moire_routing_map *map, int image, int layer,
+                                            float *out);
+/* The map as an RGB image: the token grid upsampled (nearest, so every token stays a visible
+ * cell) to tile_width × tile_height; `layer` as above or MOIRE_ROUTING_LAYER_TILED. The COUNT
+ * view maps 0 to dark violet and E (expert choice) or 2·top_k (token choice) to yellow. */
+moire_status moire_routing_map_render(const moire_routing_map *map, int image, int layer,
+                                      moire_routing_view view, int tile_width, int tile_height,
+                                      moire_image **out_image);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,8 @@
 
 #include "model.h"
 
+#include <math.h>
+
 typedef struct moire_ops moire_ops;
 
 struct moire_ops {
@@ -51,10 +53,77 @@ struct moire_ops {
     moire_status (*moe_experts)(const moire_ops *ops, float *y, const float *h, int T, int D,
                         const dit_block_weights *block, int E, int k, const int32_t *top_ids,
                         const float *top_weights);
+
+    /* ---- EC-DiT (docs/ECDIT.md) ---- */
+
+    /* out[Tq,D] = per head h: softmax(q_h k_hᵀ / √hd) v_h over the first Tk keys only (the
+     * rest, text padding, is masked). Rows of q are ldq floats apart and rows of k and v ldkv
+     * apart, heads at column offsets h·hd, so a packed [T, 3D] qkv or [L, 2D] kv is used in
+     * place. Used for cross-attention and the text encoder's self-attention. */
+    moire_status (*cross_attention)(const moire_ops *ops, float *out, const float *q, int ldq,
+                                    const float *k, const float *v, int ldkv, int Tq, int Tk,
+                                    int H, int hd);
+
+    /* Expert-choice router for n images of T tokens, h[n·T, D]:
+     *   scores[n·T, E] = softmax over E of h · wᵀ (per token; logits accumulate in double, one
+     *   token at a time, so identical tokens get identical scores wherever they sit);
+     *   per routing group (moire_ec_groups), expert e takes the C tokens with the largest
+     *   scores[:, e], descending, ties → lower token index; tokens[e, M] holds their global
+     *   row indices (groups in order, image-major) and gates[e, M] their scores, with
+     *   M = n · moire_ec_slots_per_image(T, group, E, capacity_factor). */
+    moire_status (*router_expert_choice)(const moire_ops *ops, float *scores, int32_t *tokens,
+                                         float *gates, const float *h, const float *w, int n,
+                                         int T, int group, int D, int E,
+                                         float capacity_factor);
+
+    /* y[N,D] = Σ_e Σ_j gates[e,j] · Expert_e(h[tokens[e,j]]) + Shared(h) with SwiGLU experts
+     * (experts[E]; shared skipped when NULL or its hidden is 0). A token no expert took gets
+     * only the shared expert (or 0). A token appears at most once per expert. */
+    moire_status (*moe_expert_choice)(const moire_ops *ops, float *y, const float *h, int N,
+                                      int D, const dit_swiglu_weights *experts,
+                                      const dit_swiglu_weights *shared, int E, int M,
+                                      const int32_t *tokens, const float *gates);
+
+    /* y[T,D] = down(SiLU(gate(h)) ⊙ up(h)): a dense SwiGLU MLP. */
+    moire_status (*swiglu)(const moire_ops *ops, float *y, const float *h, int T, int D,
+                           const dit_swiglu_weights *mlp);
 };
+
+/* Expert-choice capacity of a routing group of S tokens: C = ⌈S·f_c/E⌉, clamped to S (an
+ * expert cannot take a token twice). S·f_c is exact in double and a division whose exact
+ * result is an integer is exact, so C is the same everywhere (ecdit_ref.py: capacity). */
+static inline int moire_ec_capacity(int S, int E, float capacity_factor)
+{
+    double c = ceil((double)S * (double)capacity_factor / E);
+    return c >= S ? S : (int)c;
+}
+
+/* The routing groups of one image of T tokens: one group when `group` is 0 or ≥ T, else
+ * consecutive groups of `group` tokens with a shorter last one. Groups never span images. */
+static inline int moire_ec_group_size(int T, int group)
+{
+    return group <= 0 || group >= T ? T : group;
+}
+
+/* Σ over the groups of one image of their capacity C. */
+static inline int moire_ec_slots_per_image(int T, int group, int E, float capacity_factor)
+{
+    const int G = moire_ec_group_size(T, group);
+    int slots = 0;
+    for (int start = 0; start < T; start += G)
+        slots += moire_ec_capacity(T - start < G ? T - start : G, E, capacity_factor);
+    return slots;
+}
 
 /* Fills `ops` with the CPU reference backend (OpenBLAS GEMMs, OpenMP loops).
  * n_threads 0 = all cores. */
 void moire_ops_cpu_init(moire_ops *ops, int n_threads);
+
+/* The CPU backend's GEMM, for other host code (the SD-VAE, vae.c):
+ * C[M,N] = alpha · A[M,K] · op(B), op(B) = Bᵀ for B [N,K] (b_transposed) or B for B [K,N].
+ * Split over ops->n_threads by OpenMP with single-threaded OpenBLAS inside (see ops_cpu.c);
+ * deterministic for a given thread count. */
+void moire_cpu_gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb, float *C, int ldc);
 
 #endif /* MOIRE_OPS_H */

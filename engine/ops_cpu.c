@@ -65,6 +65,12 @@ static void gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, f
     }
 }
 
+void moire_cpu_gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb, float *C, int ldc)
+{
+    gemm(ops, b_transposed, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+}
+
 /* y[M,N] = x[M,K] · w[N,K]ᵀ + b[N] */
 static moire_status cpu_linear(const moire_ops *ops, float *y, const float *x, const float *w,
                                const float *b, int M, int K, int N)
@@ -303,6 +309,211 @@ static moire_status cpu_moe_experts(const moire_ops *ops, float *y, const float 
     return MOIRE_OK;
 }
 
+/* ---- EC-DiT ops ------------------------------------------------------------------------ */
+
+/* Attention of Tq query rows over the first Tk key rows, one head at a time, like
+ * cpu_attention but with separate (strided) q, k and v and no qk-norm. */
+static moire_status cpu_cross_attention(const moire_ops *ops, float *out, const float *q,
+                                        int ldq, const float *k, const float *v, int ldkv,
+                                        int Tq, int Tk, int H, int hd)
+{
+    const int D = H * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (Tq <= 0)
+        return MOIRE_OK;
+    if (Tk <= 0)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "attention over no keys");
+    float *qh = moire_malloc_array((size_t)Tq * hd, sizeof(float));
+    float *kh = moire_malloc_array((size_t)Tk * hd, sizeof(float));
+    float *vh = moire_malloc_array((size_t)Tk * hd, sizeof(float));
+    float *oh = moire_malloc_array((size_t)Tq * hd, sizeof(float));
+    float *scores = moire_malloc_array((size_t)Tq * Tk, sizeof(float));
+    if (!qh || !kh || !vh || !oh || !scores) {
+        free(qh), free(kh), free(vh), free(oh), free(scores);
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                          "attention of %d over %d tokens needs %.1f MB of scratch memory", Tq,
+                          Tk, ((double)Tq * Tk + 2.0 * (Tq + Tk) * hd) * 4 / 1e6);
+    }
+    for (int h = 0; h < H; h++) {
+        for (int t = 0; t < Tq; t++)
+            memcpy(qh + (size_t)t * hd, q + (size_t)t * ldq + h * hd, hd * sizeof(float));
+        for (int t = 0; t < Tk; t++) {
+            memcpy(kh + (size_t)t * hd, k + (size_t)t * ldkv + h * hd, hd * sizeof(float));
+            memcpy(vh + (size_t)t * hd, v + (size_t)t * ldkv + h * hd, hd * sizeof(float));
+        }
+        gemm(ops, true, Tq, Tk, hd, scale, qh, hd, kh, hd, scores, Tk);
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)Tq * Tk > PARALLEL_MIN_WORK)
+        for (int t = 0; t < Tq; t++) {
+            float *row = scores + (size_t)t * Tk;
+            float max = -FLT_MAX;
+            for (int j = 0; j < Tk; j++)
+                max = fmaxf(max, row[j]);
+            double sum = 0.0;
+            for (int j = 0; j < Tk; j++) {
+                row[j] = expf(row[j] - max);
+                sum += row[j];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < Tk; j++)
+                row[j] *= inv;
+        }
+        gemm(ops, false, Tq, hd, Tk, 1.0f, scores, Tk, vh, hd, oh, hd);
+        for (int t = 0; t < Tq; t++)
+            memcpy(out + (size_t)t * D + h * hd, oh + (size_t)t * hd, hd * sizeof(float));
+    }
+    free(qh), free(kh), free(vh), free(oh), free(scores);
+    return MOIRE_OK;
+}
+
+typedef struct ec_candidate {
+    float score;
+    int32_t token;
+} ec_candidate;
+
+/* Descending score, then ascending token: the documented tie rule, and a total order, so
+ * qsort's instability cannot show. */
+static int compare_candidates(const void *a, const void *b)
+{
+    const ec_candidate *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return (x->token > y->token) - (x->token < y->token);
+}
+
+/* 1. scores per token (double dot products and softmax, parallel over tokens);
+ * 2. per (group, expert) pair: sort the group's tokens by the expert's score, keep the top C.
+ *    This is the synchronisation point of expert choice: a whole group's scores are needed
+ *    before any expert can start. */
+static moire_status cpu_router_expert_choice(const moire_ops *ops, float *scores,
+                                             int32_t *tokens, float *gates, const float *h,
+                                             const float *w, int n, int T, int group, int D,
+                                             int E, float capacity_factor)
+{
+    const int64_t N = (int64_t)n * T;
+#pragma omp parallel for num_threads(ops->n_threads) if (N * E * D > PARALLEL_MIN_WORK)
+    for (int64_t t = 0; t < N; t++) {
+        const float *row = h + t * D;
+        double logits[1024];
+        double max = -DBL_MAX;
+        for (int e = 0; e < E; e++) {
+            const float *we = w + (size_t)e * D;
+            double acc = 0.0;
+            for (int d = 0; d < D; d++)
+                acc += (double)row[d] * we[d];
+            logits[e] = acc;
+            max = acc > max ? acc : max;
+        }
+        double sum = 0.0;
+        for (int e = 0; e < E; e++) {
+            logits[e] = exp(logits[e] - max);
+            sum += logits[e];
+        }
+        for (int e = 0; e < E; e++)
+            scores[t * E + e] = (float)(logits[e] / sum);
+    }
+
+    const int G = moire_ec_group_size(T, group);
+    const int groups_per_image = (T + G - 1) / G;
+    const int slots = moire_ec_slots_per_image(T, group, E, capacity_factor);
+    const int64_t M = (int64_t)n * slots;
+    const int64_t pairs = (int64_t)n * groups_per_image * E;
+    int failed = 0;
+#pragma omp parallel for num_threads(ops->n_threads) schedule(dynamic, 1) \
+    if (N * E > PARALLEL_MIN_WORK / 8)
+    for (int64_t pair = 0; pair < pairs; pair++) {
+        const int e = (int)(pair % E);
+        const int64_t g = pair / E;
+        const int image = (int)(g / groups_per_image), j = (int)(g % groups_per_image);
+        const int start = j * G, S = T - start < G ? T - start : G;
+        const int C = moire_ec_capacity(S, E, capacity_factor);
+        int offset = image * slots; /* slots of the earlier groups of this image */
+        for (int jj = 0; jj < j; jj++)
+            offset += moire_ec_capacity(G, E, capacity_factor);
+        ec_candidate *cand = moire_malloc_array((size_t)S, sizeof *cand);
+        if (!cand) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        const int64_t first = (int64_t)image * T + start;
+        for (int s = 0; s < S; s++) {
+            cand[s].score = scores[(first + s) * E + e];
+            cand[s].token = (int32_t)(first + s);
+        }
+        qsort(cand, (size_t)S, sizeof *cand, compare_candidates);
+        for (int c = 0; c < C; c++) {
+            tokens[e * M + offset + c] = cand[c].token;
+            gates[e * M + offset + c] = cand[c].score;
+        }
+        free(cand);
+    }
+    if (failed)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory selecting expert tokens");
+    return MOIRE_OK;
+}
+
+/* Expert by expert in id order (a fixed summation order): gather the expert's M tokens, one
+ * dense SwiGLU on them, weighted scatter-add back. Every expert has exactly M rows, the
+ * static shape that makes expert choice friendly to batched GEMMs. */
+static moire_status cpu_moe_expert_choice(const moire_ops *ops, float *y, const float *h,
+                                          int N, int D, const dit_swiglu_weights *experts,
+                                          const dit_swiglu_weights *shared, int E, int M,
+                                          const int32_t *tokens, const float *gates)
+{
+    const int shared_hidden = shared ? shared->hidden : 0;
+    int max_hidden = shared_hidden;
+    for (int e = 0; e < E; e++)
+        max_hidden = experts[e].hidden > max_hidden ? experts[e].hidden : max_hidden;
+    const size_t rows = (size_t)(M > N ? M : N);
+    float *gathered = moire_malloc_array((size_t)M * D, sizeof(float));
+    float *expert_out = moire_malloc_array(rows * D, sizeof(float));
+    float *scratch = moire_malloc_array(2 * rows * (size_t)max_hidden, sizeof(float));
+    if ((M > 0 && !gathered) || !expert_out || !scratch) {
+        free(gathered), free(expert_out), free(scratch);
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                          "expert-choice MoE over %d tokens needs %.1f MB of scratch memory", N,
+                          ((double)M * D + rows * D + 2.0 * rows * max_hidden) * 4 / 1e6);
+    }
+    memset(y, 0, (size_t)N * D * sizeof(float));
+    for (int e = 0; e < E && M > 0; e++) {
+        const int32_t *tok = tokens + (size_t)e * M;
+        const float *gate = gates + (size_t)e * M;
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)M * D > PARALLEL_MIN_WORK)
+        for (int i = 0; i < M; i++)
+            memcpy(gathered + (size_t)i * D, h + (size_t)tok[i] * D, D * sizeof(float));
+        swiglu_rows(ops, expert_out, gathered, M, D, &experts[e], scratch);
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)M * D > PARALLEL_MIN_WORK)
+        for (int i = 0; i < M; i++) {
+            float *dst = y + (size_t)tok[i] * D;
+            const float *src = expert_out + (size_t)i * D;
+            for (int d = 0; d < D; d++)
+                dst[d] += gate[i] * src[d];
+        }
+    }
+    if (shared_hidden > 0) {
+        swiglu_rows(ops, expert_out, h, N, D, shared, scratch);
+        const int64_t count = (int64_t)N * D;
+#pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
+        for (int64_t i = 0; i < count; i++)
+            y[i] += expert_out[i];
+    }
+    free(gathered), free(expert_out), free(scratch);
+    return MOIRE_OK;
+}
+
+static moire_status cpu_swiglu(const moire_ops *ops, float *y, const float *h, int T, int D,
+                               const dit_swiglu_weights *mlp)
+{
+    float *scratch = moire_malloc_array(2 * (size_t)T * mlp->hidden, sizeof(float));
+    if (!scratch)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                          "an MLP over %d tokens needs %.1f MB of scratch memory", T,
+                          2.0 * T * mlp->hidden * 4 / 1e6);
+    swiglu_rows(ops, y, h, T, D, mlp, scratch);
+    free(scratch);
+    return MOIRE_OK;
+}
+
 static int default_thread_count(void)
 {
 #ifdef _OPENMP
@@ -323,6 +534,10 @@ void moire_ops_cpu_init(moire_ops *ops, int n_threads)
         .attention = cpu_attention,
         .router_topk = cpu_router_topk,
         .moe_experts = cpu_moe_experts,
+        .cross_attention = cpu_cross_attention,
+        .router_expert_choice = cpu_router_expert_choice,
+        .moe_expert_choice = cpu_moe_expert_choice,
+        .swiglu = cpu_swiglu,
     };
     *ops = prototype;
     ops->n_threads = n_threads > 0 ? n_threads : default_thread_count();

@@ -584,6 +584,56 @@ moire_status st_open(const char *path, st_file **out)
     return MOIRE_OK;
 }
 
+moire_status st_file_from_index(const char *path, const void *map, size_t map_size,
+                                st_tensor *tensors, int tensor_count, st_file **out)
+{
+    *out = NULL;
+    st_file *file = calloc(1, sizeof *file);
+    char *path_copy = strdup(path ? path : "");
+    if (!file || !path_copy) {
+        free(file);
+        free(path_copy);
+        for (int i = 0; i < tensor_count; i++)
+            free(tensors[i].name);
+        free(tensors);
+        if (map)
+            munmap((void *)map, map_size);
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    file->path = path_copy;
+    file->map = map;
+    file->map_size = map_size;
+    file->data = map;
+    file->data_size = map_size;
+    file->tensors = tensors;
+    file->tensor_count = tensor_count;
+    moire_status status = MOIRE_OK;
+    for (int i = 0; i < tensor_count && status == MOIRE_OK; i++) {
+        const st_tensor *tensor = &tensors[i];
+        const uint8_t *begin = tensor->data, *base = map;
+        if (tensor->nbytes == 0)
+            continue;
+        if (!begin || begin < base || (size_t)(begin - base) > map_size ||
+            tensor->nbytes > map_size - (size_t)(begin - base) ||
+            tensor->nbytes != (size_t)tensor->numel * st_dtype_size(tensor->dtype))
+            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' lies outside the file; "
+                                "the file is corrupt", path, tensor->name);
+    }
+    if (status == MOIRE_OK && tensor_count > 0)
+        qsort(file->tensors, (size_t)tensor_count, sizeof(st_tensor), compare_tensor_names);
+    for (int i = 1; i < tensor_count && status == MOIRE_OK; i++)
+        if (strcmp(file->tensors[i - 1].name, file->tensors[i].name) == 0)
+            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' appears twice (after "
+                                "removing a 'module.' prefix, if any); the file is corrupt",
+                                path, file->tensors[i].name);
+    if (status != MOIRE_OK) {
+        st_close(file);
+        return status;
+    }
+    *out = file;
+    return MOIRE_OK;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Writer
  * ---------------------------------------------------------------------------------------- */
@@ -595,6 +645,7 @@ typedef struct writer_tensor {
     int64_t shape[ST_MAX_DIMS];
     int64_t numel;
     const float *data;    /* caller's, referenced until st_writer_save     */
+    const void *raw;      /* st_writer_add_raw: bytes written verbatim     */
 } writer_tensor;
 
 typedef struct writer_metadata {
@@ -713,6 +764,25 @@ moire_status st_writer_add_f32(st_writer *writer, const char *name, st_dtype sto
     return MOIRE_OK;
 }
 
+moire_status st_writer_add_raw(st_writer *writer, const char *name, st_dtype dtype,
+                               int ndim, const int64_t *shape, const void *bytes)
+{
+    if (st_dtype_size(dtype) == 0)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "st_writer_add_raw: '%s': unknown dtype %d", name ? name : "(null)",
+                          (int)dtype);
+    /* the F32 path checks the name, shape and duplicates; then the entry becomes raw */
+    moire_status status = st_writer_add_f32(writer, name, ST_F32, ndim, shape,
+                                            (const float *)bytes);
+    if (status != MOIRE_OK)
+        return status;
+    writer_tensor *tensor = &writer->tensors[writer->tensor_count - 1];
+    tensor->dtype = dtype;
+    tensor->data = NULL;
+    tensor->raw = bytes;
+    return MOIRE_OK;
+}
+
 /* Appends `text` as a JSON string literal (quotes and escapes included). */
 static void append_json_string(GString *out, const char *text)
 {
@@ -789,6 +859,9 @@ static bool write_tensor_data(FILE *stream, const writer_tensor *tensor)
 {
     if (tensor->numel == 0) /* data may be NULL for an empty tensor */
         return true;
+    if (tensor->raw)
+        return fwrite(tensor->raw, st_dtype_size(tensor->dtype), (size_t)tensor->numel,
+                      stream) == (size_t)tensor->numel;
     if (tensor->dtype == ST_F32)
         return fwrite(tensor->data, sizeof(float), (size_t)tensor->numel, stream) ==
                (size_t)tensor->numel;

@@ -44,6 +44,14 @@ void         st_close(st_file *file);
 int              st_tensor_count(const st_file *file);
 const st_tensor *st_tensor_at(const st_file *file, int index);
 const st_tensor *st_find(const st_file *file, const char *name); /* NULL if absent */
+
+/* Builds an st_file from a tensor index made by another reader (the .pt checkpoint reader,
+ * pt_reader.h) instead of a safetensors header. Takes over `tensors` (the array and each
+ * name, malloc'd) and the read-only mapping `map` (munmapped by st_close; NULL = none),
+ * also on failure. Every tensor's data must lie inside the mapping (checked); tensors may
+ * share bytes (views of one storage). A duplicate name is refused. No metadata. */
+moire_status st_file_from_index(const char *path, const void *map, size_t map_size,
+                                st_tensor *tensors, int tensor_count, st_file **out);
 /* __metadata__ value for `key`, or NULL. */
 const char      *st_metadata_get(const st_file *file, const char *key);
 int              st_metadata_count(const st_file *file);
@@ -65,6 +73,10 @@ void         st_writer_set_metadata(st_writer *writer, const char *key, const ch
  * (round to nearest even). */
 moire_status st_writer_add_f32(st_writer *writer, const char *name, st_dtype stored_dtype,
                                int ndim, const int64_t *shape, const float *data);
+/* Any dtype, data given as the bytes to store (numel · st_dtype_size, little-endian),
+ * written verbatim: `moire convert` copies checkpoint tensors this way, bit for bit. */
+moire_status st_writer_add_raw(st_writer *writer, const char *name, st_dtype dtype,
+                               int ndim, const int64_t *shape, const void *bytes);
 moire_status st_writer_save(st_writer *writer, const char *path);
 
 #endif /* MOIRE_SAFETENSORS_H */

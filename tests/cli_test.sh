@@ -228,5 +228,27 @@ check "Ctrl-C → exit 130" test $rc -eq 130
 check "Ctrl-C → no output file" bash -c '[ ! -e int.png ] && ! ls int.png.* >/dev/null 2>&1'
 check "Ctrl-C → message" grep -q 'interrupted' int.txt
 
+# ---- PyTorch checkpoints (.pt; tests/fixtures/pt, docs/CHECKPOINTS.md) ----------------
+PT=$DATA/fixtures/pt
+if [ -d "$PT" ]; then
+    "$MOIRE" info --model "$PT/qknorm_raw_f16.pt" >ptinfo.txt 2>&1
+    check "info on a .pt exits 0" test $? -eq 0
+    check "info on a .pt: rectified flow, F16" bash -c "grep -q 'rectified flow' ptinfo.txt && grep -q 'F16' ptinfo.txt"
+    check "info on a .pt: ImageNet names" grep -q '0: tench, Tinca tinca' ptinfo.txt
+    "$MOIRE" generate --model "$PT/qknorm_raw_f16.pt" --prompt "golden retriever" --steps 2 \
+        --seed 3 --quiet --output dog.png >/dev/null 2>&1
+    check "generate from a .pt with an ImageNet prompt" is_png dog.png
+    check "the prompt resolved to class 207" bash -c "'$MOIRE' info --image dog.png | grep -q '\"class_id\": 207'"
+    "$MOIRE" convert "$PT/qkv_train_f16.pt" conv.safetensors >stdout.txt 2>stderr.txt
+    check "convert exits 0 and prints the path" grep -qx 'conv.safetensors' stdout.txt
+    check "convert reports the ema unwrap" grep -q 'unwrapped {"ema"' stderr.txt
+    check "converted file loads" bash -c "'$MOIRE' info --model conv.safetensors | grep -q 'DDPM'"
+    expect_fail "convert: os.system pickle" "calls os\.system" refused.safetensors \
+        "$MOIRE" convert "$PT/hostile_os_system.pt" refused.safetensors
+    expect_fail "generate: zip bomb" "zip bomb" bomb.png \
+        "$MOIRE" generate --model "$PT/hostile_zipbomb.pt" --class 1 --output bomb.png
+    expect_fail "convert: missing output path" "needs an input" none "$MOIRE" convert "$PT/qkv_ema_f32.pt"
+fi
+
 echo "cli: checks: $checks, failures: $failures"
 [ "$failures" -eq 0 ]

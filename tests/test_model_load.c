@@ -556,8 +556,8 @@ static void test_broken_models(void)
     expect_load_failure("config wrong type", &m, MOIRE_ERROR_FORMAT, "hidden_size");
 
     m = tiny_default(MOIRE_ATTENTION_QK_NORM);
-    m.config_json = "{\"family\": \"ec-dit\", \"depth\": 2}";
-    expect_load_failure("unknown family", &m, MOIRE_ERROR_UNSUPPORTED, "ec-dit");
+    m.config_json = "{\"family\": \"mm-dit\", \"depth\": 2}";
+    expect_load_failure("unknown family", &m, MOIRE_ERROR_UNSUPPORTED, "mm-dit");
 
     m = tiny_default(MOIRE_ATTENTION_QK_NORM);
     m.config_json = "not json";

@@ -243,6 +243,160 @@ static void test_moe(int T, int D, int F, int S, int E)
     free(experts), free(h), free(tw), free(ids), free(y), free(want), free(tmp), free(acc);
 }
 
+/* ---- EC-DiT ops ---- */
+
+/* Cross-attention with strided q and kv and only the first Tk keys attended to: a padded
+ * key row (beyond Tk) is filled with huge values, so any leak shows. */
+static void test_cross_attention(int Tq, int Tk, int L, int H, int hd)
+{
+    const int D = H * hd;
+    float *q = rnd((size_t)Tq * 3 * D, 41, 1), *kv = rnd((size_t)L * 2 * D, 42, 1);
+    for (int t = Tk; t < L; t++)
+        for (int d = 0; d < 2 * D; d++)
+            kv[(size_t)t * 2 * D + d] = 1e3f;
+    float *out = malloc((size_t)Tq * D * 4), *want = malloc((size_t)Tq * D * 4);
+    double *s = malloc((size_t)Tk * sizeof(double));
+    ops.cross_attention(&ops, out, q, 3 * D, kv, kv + D, 2 * D, Tq, Tk, H, hd);
+    for (int t = 0; t < Tq; t++)
+        for (int h = 0; h < H; h++) {
+            double max = -1e300, sum = 0;
+            for (int j = 0; j < Tk; j++) {
+                double acc = 0;
+                for (int d = 0; d < hd; d++)
+                    acc += (double)q[(size_t)t * 3 * D + h * hd + d] *
+                           kv[(size_t)j * 2 * D + h * hd + d];
+                s[j] = acc / sqrt((double)hd);
+                max = s[j] > max ? s[j] : max;
+            }
+            for (int j = 0; j < Tk; j++)
+                sum += s[j] = exp(s[j] - max);
+            for (int d = 0; d < hd; d++) {
+                double acc = 0;
+                for (int j = 0; j < Tk; j++)
+                    acc += s[j] / sum * kv[(size_t)j * 2 * D + D + h * hd + d];
+                want[(size_t)t * D + h * hd + d] = (float)acc;
+            }
+        }
+    char name[80];
+    snprintf(name, sizeof name, "cross_attention Tq=%d Tk=%d of %d H=%d hd=%d", Tq, Tk, L, H, hd);
+    test_check_tensor(name, out, want, (int64_t)Tq * D, TOL);
+    free(q), free(kv), free(out), free(want), free(s);
+}
+
+/* Expert choice against a naive selection: for each group and expert, C passes that each
+ * take the best remaining token (lowest index on equal scores). Rows 1 and 2 are duplicated
+ * further on so exact ties occur; capacity factors give C = 1, a fraction, and C > S
+ * (clamped). */
+static void test_expert_choice(int n, int T, int group, int D, int E, float fc)
+{
+    const int64_t N = (int64_t)n * T;
+    float *h = rnd((size_t)N * D, 51, 1), *w = rnd((size_t)E * D, 52, 0.5f);
+    for (int64_t t = 3; t < N; t += 3)
+        memcpy(h + t * D, h + (t % 2 ? 1 : 2) * (int64_t)D, D * sizeof(float));
+    const int slots = moire_ec_slots_per_image(T, group, E, fc);
+    const int64_t M = (int64_t)n * slots;
+    float *scores = malloc((size_t)N * E * 4), *gates = malloc((size_t)(E * M + 1) * 4);
+    int32_t *tokens = malloc((size_t)(E * M + 1) * 4);
+    ops.router_expert_choice(&ops, scores, tokens, gates, h, w, n, T, group, D, E, fc);
+    int bad_scores = 0, bad_picks = 0, zero = 0;
+    double *probs = malloc((size_t)N * E * sizeof(double));
+    for (int64_t t = 0; t < N; t++) {
+        double sum = 0;
+        for (int e = 0; e < E; e++) {
+            double acc = 0;
+            for (int d = 0; d < D; d++)
+                acc += (double)h[t * D + d] * w[(size_t)e * D + d];
+            sum += probs[t * E + e] = exp(acc);
+        }
+        for (int e = 0; e < E; e++) {
+            probs[t * E + e] /= sum;
+            bad_scores += fabs(scores[t * E + e] - probs[t * E + e]) > 1e-6;
+        }
+    }
+    const int G = moire_ec_group_size(T, group);
+    char *taken = malloc((size_t)N);
+    for (int e = 0; e < E; e++) {
+        int64_t slot = 0;
+        for (int i = 0; i < n; i++)
+            for (int start = 0; start < T; start += G) {
+                const int S = T - start < G ? T - start : G, C = moire_ec_capacity(S, E, fc);
+                const int64_t first = (int64_t)i * T + start;
+                memset(taken, 0, (size_t)N);
+                for (int c = 0; c < C; c++, slot++) {
+                    int64_t best = -1;
+                    for (int64_t t = first; t < first + S; t++)
+                        if (!taken[t] && (best < 0 || scores[t * E + e] > scores[best * E + e]))
+                            best = t;
+                    taken[best] = 1;
+                    bad_picks += tokens[e * M + slot] != best ||
+                                 gates[e * M + slot] != scores[best * E + e];
+                }
+            }
+        bad_picks += slot != M;
+    }
+    int *count = calloc((size_t)N, sizeof(int));
+    for (int64_t j = 0; j < E * M; j++)
+        count[tokens[j]]++;
+    for (int64_t t = 0; t < N; t++)
+        zero += count[t] == 0;
+    char name[96];
+    snprintf(name, sizeof name, "expert choice n=%d T=%d group=%d E=%d fc=%g: M=%lld, %d unchosen",
+             n, T, group, E, (double)fc, (long long)M, zero);
+    CHECK(bad_scores == 0 && bad_picks == 0, "%s: %d bad scores, %d bad picks", name, bad_scores,
+          bad_picks);
+    printf("%s %s\n", bad_scores || bad_picks ? "NOT OK" : "OK    ", name);
+    free(h), free(w), free(scores), free(gates), free(tokens), free(probs), free(taken);
+    free(count);
+}
+
+/* The expert-choice combine: M rows per expert, some tokens taken by several experts, some
+ * by none; with and without a shared expert. */
+static void test_moe_expert_choice(int N, int D, int F, int S, int E, int M)
+{
+    dit_swiglu_weights *experts = calloc(E, sizeof *experts);
+    float *to_free[64];
+    int nf = 0;
+    for (int e = 0; e < E; e++) {
+        experts[e].gate_proj_weight = to_free[nf++] = rnd((size_t)F * D, 500 + e, 0.2f);
+        experts[e].up_proj_weight = to_free[nf++] = rnd((size_t)F * D, 600 + e, 0.2f);
+        experts[e].down_proj_weight = to_free[nf++] = rnd((size_t)D * F, 700 + e, 0.1f);
+        experts[e].hidden = F;
+    }
+    dit_swiglu_weights shared = {.hidden = S};
+    if (S) {
+        shared.gate_proj_weight = to_free[nf++] = rnd((size_t)S * D, 800, 0.2f);
+        shared.up_proj_weight = to_free[nf++] = rnd((size_t)S * D, 801, 0.2f);
+        shared.down_proj_weight = to_free[nf++] = rnd((size_t)D * S, 802, 0.1f);
+    }
+    float *h = rnd((size_t)N * D, 61, 1), *gates = rnd((size_t)E * M, 62, 0.5f);
+    int32_t *tokens = malloc((size_t)E * M * 4);
+    for (int e = 0; e < E; e++)
+        for (int j = 0; j < M; j++) /* distinct per expert; token N−1 never taken */
+            tokens[e * M + j] = (int32_t)((j * 5 + e) % (N - 1));
+    float *y = malloc((size_t)N * D * 4), *want = calloc((size_t)N * D, 4);
+    double *tmp = malloc(D * sizeof(double));
+    ops.moe_expert_choice(&ops, y, h, N, D, experts, &shared, E, M, tokens, gates);
+    double *acc = calloc((size_t)N * D, sizeof(double));
+    for (int e = 0; e < E; e++)
+        for (int j = 0; j < M; j++) {
+            naive_swiglu(tmp, h + (size_t)tokens[e * M + j] * D, &experts[e], D);
+            for (int d = 0; d < D; d++)
+                acc[(size_t)tokens[e * M + j] * D + d] += gates[e * M + j] * tmp[d];
+        }
+    for (int t = 0; t < N; t++) {
+        if (S)
+            naive_swiglu(tmp, h + (size_t)t * D, &shared, D);
+        for (int d = 0; d < D; d++)
+            want[(size_t)t * D + d] = (float)(acc[(size_t)t * D + d] + (S ? tmp[d] : 0.0));
+    }
+    char name[80];
+    snprintf(name, sizeof name, "moe expert choice N=%d D=%d E=%d M=%d shared=%d", N, D, E, M, S);
+    test_check_tensor(name, y, want, (int64_t)N * D, TOL);
+    for (int i = 0; i < nf; i++)
+        free(to_free[i]);
+    free(experts), free(h), free(gates), free(tokens), free(y), free(want), free(tmp), free(acc);
+}
+
 int main(void)
 {
     moire_ops_cpu_init(&ops, 2);
@@ -262,5 +416,34 @@ int main(void)
     test_router(7, 64, 4, 1);
     test_moe(23, 96, 64, 48, 8);
     test_moe(1 + 2, 72, 40, 0 + 16, 5);
+    test_cross_attention(64, 5, 8, 4, 16);
+    test_cross_attention(7, 1, 77, 3, 18);
+    test_cross_attention(33, 77, 77, 2, 72);
+    test_expert_choice(2, 64, 0, 72, 4, 2.0f);   /* C = 32                          */
+    test_expert_choice(1, 17, 0, 40, 3, 1.0f);   /* C = 6, odd sizes                */
+    test_expert_choice(3, 16, 6, 24, 4, 1.5f);   /* groups 6, 6, 4                  */
+    test_expert_choice(1, 10, 0, 16, 4, 5.0f);   /* C > S: clamped, every token     */
+    test_expert_choice(2, 9, 0, 16, 8, 0.1f);    /* C = 1                           */
+    test_expert_choice(1, 1, 0, 8, 1, 2.0f);     /* one token, one expert           */
+    test_moe_expert_choice(23, 96, 64, 48, 4, 11);
+    test_moe_expert_choice(9, 72, 40, 0, 3, 1);
+    {
+        float x[2 * 8], y[2 * 8], want[2 * 8];
+        dit_swiglu_weights mlp = {.hidden = 5};
+        double tmp[8];
+        mlp.gate_proj_weight = rnd(40, 71, 0.3f);
+        mlp.up_proj_weight = rnd(40, 72, 0.3f);
+        mlp.down_proj_weight = rnd(40, 73, 0.3f);
+        test_fill_random(x, 16, 74, -1, 1);
+        ops.swiglu(&ops, y, x, 2, 8, &mlp);
+        for (int t = 0; t < 2; t++) {
+            naive_swiglu(tmp, x + t * 8, &mlp, 8);
+            for (int d = 0; d < 8; d++)
+                want[t * 8 + d] = (float)tmp[d];
+        }
+        test_check_tensor("swiglu T=2 D=8 F=5", y, want, 16, TOL);
+        free((void *)mlp.gate_proj_weight), free((void *)mlp.up_proj_weight);
+        free((void *)mlp.down_proj_weight);
+    }
     return test_finish("ops");
 }

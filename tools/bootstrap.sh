@@ -1,7 +1,8 @@
 #!/bin/bash
 # bootstrap.sh — installs what Moiré needs on Debian 12 (apt) and builds it into build/.
 # Idempotent: re-running only rebuilds what changed. Used by the README commands and CI.
-#   tools/bootstrap.sh            CPU-only build (always works)
+#   tools/bootstrap.sh            CPU build with the GTK studio app (gui=auto)
+#   MOIRE_NO_GUI=1 MOIRE_MESON_ARGS="-Dgui=disabled" tools/bootstrap.sh   CPU-only, no GTK
 #   MOIRE_MESON_ARGS="-Dcuda=enabled" tools/bootstrap.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,12 @@ cd "$(dirname "$0")/.."
 PACKAGES=(meson ninja-build pkg-config gcc libc6-dev
           libopenblas-dev libjson-glib-dev libpng-dev libglib2.0-dev
           python3 python3-numpy)
+# Moiré Studio (gui/) and its tests: GTK 4, translations, desktop-data validators, Xvfb for
+# the `gui` suite, fonts and icons for screenshots. MOIRE_NO_GUI=1 skips them (CPU-only).
+if [ -z "${MOIRE_NO_GUI:-}" ]; then
+    PACKAGES+=(libgtk-4-dev gettext appstream desktop-file-utils xvfb xauth
+               fonts-dejavu-core adwaita-icon-theme librsvg2-common)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -24,7 +31,9 @@ fi
 
 BUILD_DIR=${BUILD_DIR:-build}
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+    # -Dgui=auto: the studio app is built when GTK 4 is there (MOIRE_NO_GUI=1 or
+    # MOIRE_MESON_ARGS=-Dgui=disabled for the CPU-only build).
     # shellcheck disable=SC2086
-    meson setup "$BUILD_DIR" -Dcuda=disabled -Dgui=disabled -Dgimp=disabled ${MOIRE_MESON_ARGS:-} >&2
+    meson setup "$BUILD_DIR" -Dcuda=disabled -Dgui=auto -Dgimp=disabled ${MOIRE_MESON_ARGS:-} >&2
 fi
 ninja -C "$BUILD_DIR" >&2

@@ -11,6 +11,7 @@
 #include "metadata.h"
 #include "moire.h"
 #include "npy.h"
+#include "pt_reader.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -65,6 +66,7 @@ static const char usage_main[] =
     "Commands:\n"
     "  generate   make images from a prompt or class and write PNGs with their settings\n"
     "  info       describe a model (--model) or the settings stored in a PNG (--image)\n"
+    "  convert    write a PyTorch checkpoint (.pt) as a safetensors model file\n"
     "  forward    run one model evaluation on a .npy tensor (for checking numerics)\n"
     "  help CMD   show the options of a command\n"
     "\n"
@@ -83,7 +85,8 @@ static const char usage_generate[] =
     "\"moire\" text (JSON) record everything needed to make it again.\n"
     "\n"
     "  --model FILE        the model (.safetensors)\n"
-    "  --prompt TEXT       what to draw: a class name of the model (closest match), or a number\n"
+    "  --prompt TEXT       what to draw: text for text models (EC-DiT); for class models a class\n"
+    "                      name (closest match) or a number\n"
     "  --class N           the class number instead of a prompt\n"
     "  --negative TEXT     a class used as the unconditional branch of guidance (default: none)\n"
     "  --seed N            random seed (default 42; -1 = a random seed); image i uses seed + i\n"
@@ -102,11 +105,18 @@ static const char usage_generate[] =
     "  --init FILE.png     start from this image (img2img); needs --strength\n"
     "  --strength X        0 < X <= 1: how much of the schedule to run from --init\n"
     "  --mask FILE.png     inpainting mask (white = regenerate, black = keep); needs --init\n"
+    "  --vae FILE|DIR      SD-VAE for latent models (sd-vae-ft-mse: a diffusers directory or\n"
+    "                      .safetensors; docs/VAE.md); without it a latent model's image is\n"
+    "                      an approximate colour preview\n"
     "  --threads N         CPU threads (default 0 = all cores)\n"
     "  --device DEV        auto (default), cpu or cuda\n"
     "  --output FILE.png   where to write; with --batch N > 1 the images are FILE-0.png,\n"
     "                      FILE-1.png, … (the index goes before the extension)\n"
     "  --quiet             no progress on stderr\n"
+    "  --routing-map FILE.png\n"
+    "                      also write which experts processed each token, averaged over the\n"
+    "                      steps: mean over the MoE layers, then each layer (experts per\n"
+    "                      token for EC-DiT, expert colours for DiT-MoE; docs/ECDIT.md)\n"
     "\n"
     "The written paths are printed on stdout, one per line. Ctrl-C stops the run (exit\n"
     "status 130) and writes nothing.\n";
@@ -127,6 +137,18 @@ static const char usage_forward[] =
     "int32/64 are converted); t and the class apply to all n. Y is [n, C_out, h, w] (or\n"
     "[C_out, h, w]) float32. T is the DDPM timestep (0..T-1) or the flow time (0..1).\n";
 
+static const char usage_convert[] =
+    "Usage: moire convert IN.pt OUT.safetensors\n"
+    "\n"
+    "Writes the state dict of a PyTorch checkpoint (torch.save, e.g. the released\n"
+    "dit_moe_*.pt) as a safetensors file: the same tensors bit for bit in their own dtype,\n"
+    "with the configuration (inferred from the keys and shapes) in \"moire.config\" and, for\n"
+    "a 1000-class model, the ImageNet class names. {\"ema\": …}, {\"model\": …} and\n"
+    "\"module.\" wrappers are removed. The pickle is read with an allow-list and nothing in\n"
+    "it is executed; see docs/CHECKPOINTS.md. Written atomically: no partial output.\n"
+    "Any command also loads a .pt directly; converting once makes later loads faster and\n"
+    "keeps the class names with the model.\n";
+
 static int print_help(const char *command)
 {
     if (!command) {
@@ -139,11 +161,13 @@ static int print_help(const char *command)
         fputs(usage_info, stdout);
     else if (strcmp(command, "forward") == 0)
         fputs(usage_forward, stdout);
+    else if (strcmp(command, "convert") == 0)
+        fputs(usage_convert, stdout);
     else if (strcmp(command, "help") == 0)
         fputs(usage_main, stdout);
     else {
-        error_line("unknown command '%s'; the commands are generate, info and forward "
-                   "(see 'moire --help')",
+        error_line("unknown command '%s'; the commands are generate, info, forward and "
+                   "convert (see 'moire --help')",
                    command);
         return EXIT_USAGE;
     }
@@ -485,14 +509,47 @@ static void print_engine_log(moire_log_level level, const char *message, void *u
         fprintf(stderr, "moire: %s\n", message);
 }
 
+static bool is_text_model(const moire_model_config *config)
+{
+    return strcmp(config->family, "ec-dit") == 0;
+}
+
+/* The routing map of image `index` as PNG: the mean over the MoE layers, then every layer,
+ * each tile the image's size scaled up to at least 256 pixels on its short side. */
+static int write_routing_map(const moire_routing_map *map, int index, int count,
+                             const char *path, const moire_image *image)
+{
+    const int side = image->width < image->height ? image->width : image->height;
+    const int scale = side >= 256 ? 1 : (256 + side - 1) / side;
+    char *file = count == 1 ? strdup(path) : batch_path(path, index);
+    moire_image *render = NULL;
+    int rc = 0;
+    if (!file) {
+        error_line("out of memory");
+        return EXIT_ERROR;
+    }
+    if (moire_routing_map_render(map, index, MOIRE_ROUTING_LAYER_TILED, MOIRE_ROUTING_VIEW_DEFAULT,
+                                 image->width * scale, image->height * scale,
+                                 &render) != MOIRE_OK ||
+        moire_png_save(file, render, NULL, NULL) != MOIRE_OK) {
+        rc = engine_error("--routing-map");
+    } else {
+        printf("%s\n", file);
+        fflush(stdout);
+    }
+    moire_image_free(render);
+    free(file);
+    return rc;
+}
+
 static int cmd_generate(int argc, char **argv)
 {
     const char *model_path = NULL, *prompt = NULL, *class_text = NULL, *negative = NULL,
                *seed_text = NULL, *steps_text = NULL, *cfg_text = NULL, *cfg_mode_text = NULL,
                *sampler_text = NULL, *schedule_text = NULL, *eta_text = NULL,
                *width_text = NULL, *height_text = NULL, *batch_text = NULL, *init_path = NULL,
-               *strength_text = NULL, *mask_path = NULL, *threads_text = NULL,
-               *device_text = NULL, *output = NULL, *quiet = NULL;
+               *strength_text = NULL, *mask_path = NULL, *threads_text = NULL, *vae_path = NULL,
+               *device_text = NULL, *output = NULL, *quiet = NULL, *routing_path = NULL;
     const option_spec specs[] = {
         {"model", true, &model_path},        {"prompt", true, &prompt},
         {"class", true, &class_text},        {"negative", true, &negative},
@@ -503,8 +560,9 @@ static int cmd_generate(int argc, char **argv)
         {"height", true, &height_text},      {"batch", true, &batch_text},
         {"init", true, &init_path},          {"strength", true, &strength_text},
         {"mask", true, &mask_path},          {"threads", true, &threads_text},
+        {"vae", true, &vae_path},
         {"device", true, &device_text},      {"output", true, &output},
-        {"quiet", false, &quiet},
+        {"quiet", false, &quiet},            {"routing-map", true, &routing_path},
     };
     int rc = parse_options("generate", argc, argv, 2, specs, (int)(sizeof specs / sizeof *specs));
     if (rc)
@@ -603,6 +661,7 @@ static int cmd_generate(int argc, char **argv)
         return EXIT_ERROR;
     }
     moire_model *model = NULL;
+    moire_vae *vae = NULL;
     moire_ctx *ctx = NULL;
     moire_image *init = NULL, *mask = NULL, *mask_gray = NULL;
     moire_image **images = NULL;
@@ -617,6 +676,11 @@ static int cmd_generate(int argc, char **argv)
     }
     if (!rc)
         rc = check_output_path(paths[0]);
+    if (!rc && routing_path)
+        rc = check_output_path(routing_path);
+    moire_routing_map *routing_map = NULL;
+    if (routing_path)
+        params.routing_map = &routing_map;
 
     /* 3. The model and what depends on it. */
     if (!rc)
@@ -640,20 +704,30 @@ static int cmd_generate(int argc, char **argv)
             error_line("--%s %d is not a multiple of %d (%s); use e.g. %s",
                        bad_width ? "width" : "height", value, multiple, what, suggestion);
             rc = EXIT_ERROR;
+        } else if (is_text_model(config) && class_text) {
+            error_line("--class: %s is text-conditioned; describe the image with --prompt",
+                       moire_model_name(model));
+            rc = EXIT_ERROR;
         } else if (params.class_id >= config->num_classes) {
             error_line("--class %d is out of range: this model has classes 0..%d",
                        params.class_id, config->num_classes - 1);
             rc = EXIT_ERROR;
-        } else if (prompt) {
+        } else if (prompt && !is_text_model(config)) {
             int class_id;
             if (moire_model_resolve_class(model, prompt, &class_id) != MOIRE_OK)
                 rc = engine_error("--prompt");
         }
-        if (!rc && negative && negative[0]) {
+        if (!rc && negative && negative[0] && !is_text_model(config)) {
             int class_id;
             if (moire_model_resolve_class(model, negative, &class_id) != MOIRE_OK)
                 rc = engine_error("--negative");
         }
+    }
+    if (!rc && vae_path) {
+        if (moire_vae_load(vae_path, &vae) != MOIRE_OK)
+            rc = engine_error("--vae");
+        else
+            params.vae = vae;
     }
     if (!rc && init_path) {
         if (moire_png_load(init_path, &init, NULL, NULL) != MOIRE_OK)
@@ -715,12 +789,16 @@ static int cmd_generate(int argc, char **argv)
         free(parameters);
         free(json);
     }
+    for (int i = 0; !rc && routing_map && i < image_count; i++)
+        rc = write_routing_map(routing_map, i, count, routing_path, images[i]);
 
+    moire_routing_map_free(routing_map);
     moire_images_free(images, image_count);
     moire_ctx_free(ctx);
     moire_image_free(init);
     moire_image_free(mask);
     moire_image_free(mask_gray);
+    moire_vae_free(vae);
     moire_model_free(model);
     for (int i = 0; i < count; i++)
         free(paths[i]);
@@ -731,6 +809,35 @@ static int cmd_generate(int argc, char **argv)
 /* ------------------------------------------------------------------------------------------
  * info
  * ---------------------------------------------------------------------------------------- */
+
+/* The EC-DiT part of `moire info`: routing, MoE layout, text encoder. */
+static void print_ecdit_info(const moire_model_config *c)
+{
+    const int tokens = (c->input_size / c->patch_size) * (c->input_size / c->patch_size);
+    const int group = c->routing_group_tokens > 0 && c->routing_group_tokens < tokens
+                          ? c->routing_group_tokens : tokens;
+    const double cap = ceil((double)group * c->capacity_factor / c->num_experts);
+    printf("experts:           %d routed, expert choice: capacity factor %g, each expert takes "
+           "%d of every %d tokens; width %d; shared width %d\n", c->num_experts,
+           (double)c->capacity_factor, cap > group ? group : (int)cap, group, c->expert_hidden,
+           c->shared_expert_hidden);
+    if (group == tokens)
+        printf("routing groups:    one image\n");
+    else
+        printf("routing groups:    %d consecutive tokens of one image (the last one shorter)\n",
+               group);
+    printf("MoE blocks:       ");
+    int moe = 0;
+    for (int i = 0; i < c->depth; i++)
+        if (c->moe_every > 0 && i % c->moe_every == c->moe_every - 1) {
+            printf("%s %d", moe ? "," : "", i);
+            moe++;
+        }
+    printf("%s (of %d); dense SwiGLU width %d\n", moe ? "" : " none", c->depth, c->dense_hidden);
+    printf("text encoder:      %d layers, hidden %d, %d heads, MLP %d, up to %d tokens, "
+           "vocabulary of %d words\n", c->text_layers, c->text_hidden, c->text_heads,
+           c->text_mlp_hidden, c->text_max_tokens, c->text_vocab_size);
+}
 
 static int info_model(const char *path)
 {
@@ -757,11 +864,17 @@ static int info_model(const char *path)
     printf("patch size:        %d\n", c->patch_size);
     printf("channels:          %d in, %d out%s\n", c->in_channels, c->out_channels,
            c->learn_sigma ? " (learned sigma)" : "");
-    printf("experts:           %d routed, top-%d, width %d; shared width %d\n", c->num_experts,
-           c->top_k, c->expert_hidden, c->shared_expert_hidden);
-    printf("attention layout:  %s\n", c->attention_layout == MOIRE_ATTENTION_QK_NORM
-                                          ? "qk-norm (attn.Wqkv, q_norm/k_norm, out_proj)"
-                                          : "qkv (attn.qkv, attn.proj)");
+    if (is_text_model(c)) {
+        print_ecdit_info(c);
+    } else {
+        printf("experts:           %d routed, top-%d, width %d; shared width %d\n",
+               c->num_experts, c->top_k, c->expert_hidden, c->shared_expert_hidden);
+    }
+    printf("attention layout:  %s\n", c->attention_layout != MOIRE_ATTENTION_QK_NORM
+                                          ? "qkv (attn.qkv, attn.proj)"
+                                      : is_text_model(c)
+                                          ? "qk-norm (attn.qkv, q_norm/k_norm, attn.proj)"
+                                          : "qk-norm (attn.Wqkv, q_norm/k_norm, out_proj)");
     printf("objective:         %s\n", c->objective == MOIRE_OBJECTIVE_RECTIFIED_FLOW
                                           ? "rectified flow (v-prediction)"
                                           : "DDPM (epsilon-prediction)");
@@ -775,6 +888,11 @@ static int info_model(const char *path)
     printf("layernorm eps:     %g\n", (double)c->layernorm_eps);
     printf("defaults:          sampler %s, %d steps, CFG %s\n", moire_sampler_name(sampler),
            steps, moire_format_float(cfg, number, sizeof number));
+    if (is_text_model(c)) {
+        printf("conditioning:      text prompts (--prompt; \"\" = unconditional, --negative)\n");
+        moire_model_free(model);
+        return 0;
+    }
     printf("classes:           %d\n", c->num_classes);
     int shown = 0;
     for (int i = 0; i < c->num_classes && shown < 5; i++) {
@@ -934,13 +1052,19 @@ static int cmd_forward(int argc, char **argv)
         rc = EXIT_ERROR;
         goto done;
     }
+    if (is_text_model(c) && !prompt) {
+        error_line("--class: %s is text-conditioned; give --prompt TEXT", moire_model_name(model));
+        rc = EXIT_ERROR;
+        goto done;
+    }
     if (class_text && class_id > c->num_classes) {
         error_line("--class %d is out of range: use 0..%d (%d = the null class)", class_id,
                    c->num_classes, c->num_classes);
         rc = EXIT_ERROR;
         goto done;
     }
-    if (prompt && moire_model_resolve_class(model, prompt, &class_id) != MOIRE_OK) {
+    if (prompt && !is_text_model(c) &&
+        moire_model_resolve_class(model, prompt, &class_id) != MOIRE_OK) {
         rc = engine_error("--prompt");
         goto done;
     }
@@ -972,8 +1096,18 @@ static int cmd_forward(int argc, char **argv)
         goto done;
     }
     install_sigint(ctx);
-    moire_status status =
-        moire_forward(ctx, model, (int)n, (int)h, (int)w, x.data, t_all, classes, out);
+    moire_status status = MOIRE_OK;
+    if (is_text_model(c)) {
+        const char **prompts = malloc((size_t)n * sizeof *prompts);
+        for (int64_t i = 0; prompts && i < n; i++)
+            prompts[i] = prompt;
+        status = prompts ? moire_forward_text(ctx, model, (int)n, (int)h, (int)w, x.data, t_all,
+                                              prompts, out)
+                         : MOIRE_ERROR_OUT_OF_MEMORY;
+        free(prompts);
+    } else {
+        status = moire_forward(ctx, model, (int)n, (int)h, (int)w, x.data, t_all, classes, out);
+    }
     g_running_ctx = NULL;
     signal(SIGINT, SIG_DFL);
     if (status == MOIRE_ERROR_CANCELLED || g_interrupted) {
@@ -1007,6 +1141,60 @@ done:
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------------------------
+ * convert
+ * ---------------------------------------------------------------------------------------- */
+
+static int cmd_convert(int argc, char **argv)
+{
+    const char *paths[2] = {NULL, NULL};
+    int count = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(usage_convert, stdout);
+            return 0;
+        }
+        if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            error_line("convert: unknown option '%s' (see 'moire help convert')", argv[i]);
+            return EXIT_USAGE;
+        }
+        if (count == 2) {
+            error_line("convert takes two paths, IN.pt and OUT.safetensors (see 'moire help "
+                       "convert')");
+            return EXIT_USAGE;
+        }
+        paths[count++] = argv[i];
+    }
+    if (count != 2) {
+        error_line("convert needs an input checkpoint and an output path: moire convert IN.pt "
+                   "OUT.safetensors");
+        return EXIT_USAGE;
+    }
+    if (check_output_path(paths[1]) != 0)
+        return EXIT_ERROR;
+    pt_convert_report report;
+    if (pt_convert(paths[0], paths[1], &report) != MOIRE_OK)
+        return engine_error(NULL);
+    const moire_model_config *c = &report.config;
+    printf("%s\n", paths[1]);
+    fprintf(stderr, "moire: wrote %d tensors (%s): dit-moe %s layout, depth %d, hidden %d, "
+            "%d experts (top-%d), %d classes, %s",
+            report.tensor_count, report.dtype_name,
+            c->attention_layout == MOIRE_ATTENTION_QK_NORM ? "qk-norm (XL/G)" : "qkv (S/B)",
+            c->depth, c->hidden_size, c->num_experts, c->top_k, c->num_classes,
+            c->objective == MOIRE_OBJECTIVE_RECTIFIED_FLOW ? "rectified flow" : "DDPM-eps");
+    if (report.info.wrapper[0])
+        fprintf(stderr, "; unwrapped {\"%s\": ...}", report.info.wrapper);
+    if (report.info.stripped_prefix)
+        fprintf(stderr, "; removed the 'module.' key prefix");
+    if (report.info.skipped_entries)
+        fprintf(stderr, "; skipped %d non-tensor entries", report.info.skipped_entries);
+    if (report.class_names_written)
+        fprintf(stderr, "; ImageNet class names included");
+    fputc('\n', stderr);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1033,8 +1221,10 @@ int main(int argc, char **argv)
         return cmd_info(argc, argv);
     if (strcmp(command, "forward") == 0)
         return cmd_forward(argc, argv);
-    error_line("unknown command '%s'; the commands are generate, info and forward (see "
-               "'moire --help')",
+    if (strcmp(command, "convert") == 0)
+        return cmd_convert(argc, argv);
+    error_line("unknown command '%s'; the commands are generate, info, forward and convert "
+               "(see 'moire --help')",
                command);
     return EXIT_USAGE;
 }

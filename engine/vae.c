@@ -1,0 +1,1272 @@
+/* vae.c — the SD-VAE (AutoencoderKL, KL-f8: sd-vae-ft-mse / sd-vae-ft-ema) on the CPU, fp32.
+ *
+ * This is the reference implementation (docs/VAE.md is its spec; tools/golden/vae_ref.py the
+ * float64 PyTorch reference it is tested against). Plain loops plus GEMMs:
+ *  - Conv2d is im2col + one GEMM per band of output rows (the im2col scratch stays ≤ 16 MB
+ *    whatever the image size); 1×1 convolutions are a GEMM on the input directly.
+ *  - GroupNorm statistics accumulate in double, per group, two-pass.
+ *  - The mid-block attention materialises the scores 1024 query rows at a time.
+ * Threads follow ops_cpu.c: OpenMP splits each GEMM (moire_cpu_gemm) and the elementwise loops,
+ * OpenBLAS runs single-threaded inside.
+ *
+ * Weights are plain structs named after the diffusers keys; both key layouts (diffusers and the
+ * original LDM one, optionally under first_stage_model.) bind to the same structs. F32 weights
+ * point into the mmapped file, F16/BF16 ones are converted once into an owned arena.
+ *
+ * Layout of one image's activations: planar [C, H, W], row-major.
+ */
+#include "context.h"
+#include "internal.h"
+#include "ops.h"
+#include "safetensors.h"
+#include "vae.h"
+
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define VAE_MAX_RESNETS (8 + 1)     /* layers_per_block ≤ 8; the decoder has one more     */
+#define VAE_GN_EPS 1e-6             /* GroupNorm ε of the KL-f8 autoencoder               */
+#define VAE_COL_BUDGET ((size_t)4 << 20) /* im2col floats per band (16 MB)                  */
+#define VAE_ATTN_ROWS 1024          /* attention query rows per score block               */
+#define VAE_MAX_SIDE 1024           /* latent pixels per side (8192 image pixels at f8)    */
+#define VAE_MAX_CHANNELS 8192
+#define PARALLEL_MIN_WORK 32768     /* as in ops_cpu.c                                    */
+
+/* ------------------------------------------------------------------------------------------
+ * Weights
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct vae_conv {
+    const float *weight; /* [co, ci, k, k]  (attention projections: [C, C] or [C, C, 1, 1]) */
+    const float *bias;   /* [co]                                                            */
+    int co, ci, k;
+} vae_conv;
+
+typedef struct vae_norm {
+    const float *weight; /* [C] */
+    const float *bias;   /* [C] */
+} vae_norm;
+
+typedef struct vae_resnet {
+    vae_norm norm1;      /* over ci                                                   */
+    vae_conv conv1;      /* 3×3, ci → co                                              */
+    vae_norm norm2;      /* over co                                                   */
+    vae_conv conv2;      /* 3×3, co → co                                              */
+    vae_conv shortcut;   /* 1×1 ci → co when ci ≠ co (conv_shortcut | nin_shortcut)    */
+} vae_resnet;
+
+typedef struct vae_attention {
+    vae_norm norm;          /* group_norm | norm                                       */
+    vae_conv q, k, v, proj; /* to_q … to_out.0 | query … proj_attn | q … proj_out       */
+} vae_attention;
+
+typedef struct vae_mid {
+    vae_resnet resnet1, resnet2; /* mid_block.resnets.0/1 | mid.block_1/2 */
+    vae_attention attn;          /* mid_block.attentions.0 | mid.attn_1   */
+} vae_mid;
+
+/* One resolution level, in execution order: encoder levels[0] is full resolution, decoder
+ * levels[0] the lowest (diffusers up_blocks.0; LDM up.{levels−1}). */
+typedef struct vae_level {
+    vae_resnet resnets[VAE_MAX_RESNETS];
+    int resnet_count;
+    vae_conv resample; /* downsamplers.0.conv / upsamplers.0.conv; weight NULL at the last level */
+} vae_level;
+
+typedef struct vae_coder {
+    vae_conv conv_in;
+    vae_level levels[MOIRE_VAE_MAX_LEVELS];
+    vae_mid mid;
+    vae_norm norm_out; /* conv_norm_out | norm_out */
+    vae_conv conv_out;
+} vae_coder;
+
+struct moire_vae {
+    moire_vae_info info;
+    vae_conv quant_conv;      /* 1×1, 2z → 2z (encoder side)  */
+    vae_conv post_quant_conv; /* 1×1, z → z (decoder side)    */
+    vae_coder encoder, decoder;
+    st_file *file;
+    float *arena;             /* converted F16/BF16 weights   */
+    char *path;
+};
+
+/* ------------------------------------------------------------------------------------------
+ * Loading: key names, structure inference, binding and checks
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct vae_binding {
+    const float **field;
+    char key[192];
+    int ndim;
+    int64_t shape[4];
+    bool linear;           /* attention projection: [C, C] or [C, C, 1, 1] */
+    const st_tensor *tensor;
+    bool converted;
+    size_t arena_offset;
+    int64_t first_nonfinite;
+} vae_binding;
+
+typedef struct vae_loader {
+    moire_vae *vae;
+    const st_file *file;
+    const char *path;
+    const char *prefix;     /* "" or "first_stage_model." */
+    bool ldm;
+    bool old_attention;     /* diffusers query/key/value/proj_attn */
+    vae_binding *bindings;
+    int count, capacity;
+    bool out_of_memory;
+} vae_loader;
+
+static const st_tensor *find_key(const vae_loader *l, const char *fmt, ...) MOIRE_PRINTF(2, 3);
+static const st_tensor *find_key(const vae_loader *l, const char *fmt, ...)
+{
+    char key[192];
+    int used = snprintf(key, sizeof key, "%s", l->prefix);
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(key + used, sizeof key - (size_t)used, fmt, args);
+    va_end(args);
+    return st_find(l->file, key);
+}
+
+static void want(vae_loader *l, const float **field, const char *base, const char *leaf,
+                 bool linear, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    if (l->count == l->capacity) {
+        int capacity = l->capacity ? 2 * l->capacity : 256;
+        vae_binding *grown = realloc(l->bindings, (size_t)capacity * sizeof *grown);
+        if (!grown) {
+            l->out_of_memory = true;
+            return;
+        }
+        l->bindings = grown;
+        l->capacity = capacity;
+    }
+    vae_binding *b = &l->bindings[l->count++];
+    memset(b, 0, sizeof *b);
+    b->field = field;
+    snprintf(b->key, sizeof b->key, "%s%s.%s", l->prefix, base, leaf);
+    b->ndim = ndim;
+    const int64_t dims[4] = {d0, d1, d2, d3};
+    memcpy(b->shape, dims, sizeof dims);
+    b->linear = linear;
+    b->first_nonfinite = -1;
+}
+
+static void want_conv(vae_loader *l, vae_conv *c, const char *base, int co, int ci, int k)
+{
+    c->co = co, c->ci = ci, c->k = k;
+    want(l, &c->weight, base, "weight", false, 4, co, ci, k, k);
+    want(l, &c->bias, base, "bias", false, 1, co, 0, 0, 0);
+}
+
+static void want_linear(vae_loader *l, vae_conv *c, const char *base, int channels)
+{
+    c->co = c->ci = channels, c->k = 1;
+    want(l, &c->weight, base, "weight", true, 2, channels, channels, 0, 0);
+    want(l, &c->bias, base, "bias", false, 1, channels, 0, 0, 0);
+}
+
+static void want_norm(vae_loader *l, vae_norm *n, const char *base, int channels)
+{
+    want(l, &n->weight, base, "weight", false, 1, channels, 0, 0, 0);
+    want(l, &n->bias, base, "bias", false, 1, channels, 0, 0, 0);
+}
+
+static void want_resnet(vae_loader *l, vae_resnet *r, const char *base, int ci, int co)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%s.norm1", base);
+    want_norm(l, &r->norm1, name, ci);
+    snprintf(name, sizeof name, "%s.conv1", base);
+    want_conv(l, &r->conv1, name, co, ci, 3);
+    snprintf(name, sizeof name, "%s.norm2", base);
+    want_norm(l, &r->norm2, name, co);
+    snprintf(name, sizeof name, "%s.conv2", base);
+    want_conv(l, &r->conv2, name, co, co, 3);
+    if (ci != co) {
+        snprintf(name, sizeof name, "%s.%s", base, l->ldm ? "nin_shortcut" : "conv_shortcut");
+        want_conv(l, &r->shortcut, name, co, ci, 1);
+    }
+}
+
+static void want_mid(vae_loader *l, vae_mid *m, const char *part, int channels)
+{
+    char base[160], name[192];
+    snprintf(base, sizeof base, l->ldm ? "%s.mid.block_1" : "%s.mid_block.resnets.0", part);
+    want_resnet(l, &m->resnet1, base, channels, channels);
+    snprintf(base, sizeof base, l->ldm ? "%s.mid.block_2" : "%s.mid_block.resnets.1", part);
+    want_resnet(l, &m->resnet2, base, channels, channels);
+    /* norm, q, k, v, out under each naming */
+    static const char *const names[3][5] = {
+        {"group_norm", "to_q", "to_k", "to_v", "to_out.0"},  /* diffusers           */
+        {"group_norm", "query", "key", "value", "proj_attn"}, /* diffusers before 0.15 */
+        {"norm", "q", "k", "v", "proj_out"},                  /* LDM (1×1 convs)     */
+    };
+    const char *const *n = names[l->ldm ? 2 : l->old_attention ? 1 : 0];
+    snprintf(base, sizeof base, l->ldm ? "%s.mid.attn_1" : "%s.mid_block.attentions.0", part);
+    snprintf(name, sizeof name, "%s.%s", base, n[0]);
+    want_norm(l, &m->attn.norm, name, channels);
+    vae_conv *proj[4] = {&m->attn.q, &m->attn.k, &m->attn.v, &m->attn.proj};
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "%s.%s", base, n[i + 1]);
+        want_linear(l, proj[i], name, channels);
+    }
+}
+
+/* Key base of a level: encoder down level i, or decoder up level i in execution order. */
+static void level_base(const vae_loader *l, char *buf, size_t size, bool up, int i)
+{
+    const int levels = l->vae->info.levels;
+    if (l->ldm)
+        snprintf(buf, size, up ? "decoder.up.%d" : "encoder.down.%d", up ? levels - 1 - i : i);
+    else
+        snprintf(buf, size, up ? "decoder.up_blocks.%d" : "encoder.down_blocks.%d", i);
+}
+
+static void want_coder(vae_loader *l, bool decoder)
+{
+    moire_vae *vae = l->vae;
+    const moire_vae_info *info = &vae->info;
+    const int L = info->levels, z = info->latent_channels, top = info->block_out_channels[L - 1];
+    vae_coder *c = decoder ? &vae->decoder : &vae->encoder;
+    const char *part = decoder ? "decoder" : "encoder";
+    char base[160], name[192];
+
+    snprintf(name, sizeof name, "%s.conv_in", part);
+    want_conv(l, &c->conv_in, name, decoder ? top : info->block_out_channels[0],
+              decoder ? z : 3, 3);
+    int channels = decoder ? top : info->block_out_channels[0];
+    if (decoder)
+        want_mid(l, &c->mid, part, top);
+    for (int i = 0; i < L; i++) {
+        vae_level *level = &c->levels[i];
+        const int out = info->block_out_channels[decoder ? L - 1 - i : i];
+        level_base(l, base, sizeof base, decoder, i);
+        level->resnet_count = info->layers_per_block + (decoder ? 1 : 0);
+        for (int j = 0; j < level->resnet_count; j++) {
+            snprintf(name, sizeof name, l->ldm ? "%s.block.%d" : "%s.resnets.%d", base, j);
+            want_resnet(l, &level->resnets[j], name, channels, out);
+            channels = out;
+        }
+        if (i < L - 1) {
+            if (l->ldm)
+                snprintf(name, sizeof name, "%s.%s.conv", base, decoder ? "upsample" : "downsample");
+            else
+                snprintf(name, sizeof name, "%s.%s.0.conv", base,
+                         decoder ? "upsamplers" : "downsamplers");
+            want_conv(l, &level->resample, name, out, out, 3);
+        }
+    }
+    if (!decoder)
+        want_mid(l, &c->mid, part, top);
+    snprintf(name, sizeof name, "%s.%s", part, l->ldm ? "norm_out" : "conv_norm_out");
+    want_norm(l, &c->norm_out, name, channels);
+    snprintf(name, sizeof name, "%s.conv_out", part);
+    want_conv(l, &c->conv_out, name, decoder ? 3 : 2 * z, channels, 3);
+}
+
+static void format_shape(char *buffer, size_t size, int ndim, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buffer, size, "[");
+    for (int d = 0; d < ndim && used < size; d++)
+        used += (size_t)snprintf(buffer + used, size - used, "%s%lld", d ? ", " : "",
+                                 (long long)shape[d]);
+    if (used < size)
+        snprintf(buffer + used, size - used, "]");
+}
+
+static void format_structure(char *buffer, size_t size, const moire_vae_info *info)
+{
+    size_t used = (size_t)snprintf(buffer, size, "block_out_channels (");
+    for (int i = 0; i < info->levels && used < size; i++)
+        used += (size_t)snprintf(buffer + used, size - used, "%s%d", i ? ", " : "",
+                                 info->block_out_channels[i]);
+    if (used < size)
+        snprintf(buffer + used, size - used, "), layers_per_block %d, %d latent channels",
+                 info->layers_per_block, info->latent_channels);
+}
+
+static moire_status check_binding(const vae_loader *l, vae_binding *b)
+{
+    const st_tensor *t = st_find(l->file, b->key);
+    char structure[160];
+    format_structure(structure, sizeof structure, &l->vae->info);
+    if (!t)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: tensor '%s' is missing; the file is not a complete SD-VAE "
+                          "(%s layout, %s): download the VAE again", l->path, b->key,
+                          l->vae->info.layout, structure);
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: tensor '%s' has dtype %s; VAE weights must be F32, F16 or BF16",
+                          l->path, b->key, st_dtype_name(t->dtype));
+    bool ok = t->ndim == b->ndim;
+    for (int d = 0; ok && d < b->ndim; d++)
+        ok = t->shape[d] == b->shape[d];
+    if (!ok && b->linear) /* LDM-style 1×1 convolution for an attention projection */
+        ok = t->ndim == 4 && t->shape[0] == b->shape[0] && t->shape[1] == b->shape[1] &&
+             t->shape[2] == 1 && t->shape[3] == 1;
+    if (!ok) {
+        char expected[96], found[160];
+        format_shape(expected, sizeof expected, b->ndim, b->shape);
+        format_shape(found, sizeof found, t->ndim, t->shape);
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: tensor '%s' has shape %s but an SD-VAE with %s (inferred from "
+                          "the decoder) needs %s; the file is damaged or not a KL-f8 "
+                          "autoencoder", l->path, b->key, found, structure, expected);
+    }
+    b->tensor = t;
+    return MOIRE_OK;
+}
+
+static bool is_nonfinite(const float *x)
+{
+    uint32_t bits;
+    memcpy(&bits, x, sizeof bits);
+    return (bits & 0x7f800000u) == 0x7f800000u;
+}
+
+/* Tensors under encoder./decoder. that nothing binds mean the inferred structure is wrong
+ * (a level or resnet the inference did not see), which would silently drop layers. */
+static moire_status check_unbound(const vae_loader *l)
+{
+    const size_t plen = strlen(l->prefix);
+    const int count = st_tensor_count(l->file);
+    for (int i = 0; i < count; i++) {
+        const char *name = st_tensor_at(l->file, i)->name;
+        if (strncmp(name, l->prefix, plen) != 0)
+            continue;
+        const char *rest = name + plen;
+        bool decoder = strncmp(rest, "decoder.", 8) == 0;
+        bool encoder = strncmp(rest, "encoder.", 8) == 0;
+        if (!decoder && !encoder)
+            continue;
+        if (encoder && !l->vae->info.has_encoder)
+            continue;
+        bool bound = false;
+        for (int b = 0; b < l->count && !bound; b++)
+            bound = strcmp(l->bindings[b].key, name) == 0;
+        if (!bound) {
+            char structure[160];
+            format_structure(structure, sizeof structure, &l->vae->info);
+            return moire_fail(MOIRE_ERROR_FORMAT,
+                              "%s: tensor '%s' does not fit an SD-VAE with %s (inferred from "
+                              "the decoder); the file has a different structure",
+                              l->path, name, structure);
+        }
+    }
+    return MOIRE_OK;
+}
+
+static int dim_of(const st_tensor *t, int d)
+{
+    return t && t->ndim > d && t->shape[d] > 0 && t->shape[d] <= VAE_MAX_CHANNELS
+               ? (int)t->shape[d]
+               : -1;
+}
+
+/* Finds the key layout and prefix, then levels, channels, layers_per_block and latent
+ * channels from the decoder's shapes. */
+static moire_status infer_structure(vae_loader *l)
+{
+    moire_vae_info *info = &l->vae->info;
+    static const char *const prefixes[] = {"", "first_stage_model."};
+    const st_tensor *conv_in = NULL;
+    for (size_t p = 0; p < sizeof prefixes / sizeof *prefixes && !conv_in; p++) {
+        l->prefix = prefixes[p];
+        conv_in = find_key(l, "decoder.conv_in.weight");
+    }
+    if (!conv_in)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: not an SD-VAE: there is no 'decoder.conv_in.weight' (diffusers "
+                          "AutoencoderKL) or 'first_stage_model.decoder.conv_in.weight' (a "
+                          "Stable Diffusion checkpoint); give the VAE's "
+                          "diffusion_pytorch_model.safetensors or its directory", l->path);
+    if (find_key(l, "decoder.mid_block.resnets.0.conv1.weight")) {
+        l->ldm = false;
+        l->old_attention = find_key(l, "decoder.mid_block.attentions.0.query.weight") != NULL;
+    } else if (find_key(l, "decoder.mid.block_1.conv1.weight")) {
+        l->ldm = true;
+    } else {
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: the decoder has no mid block ('%sdecoder.mid_block.resnets.0.*' "
+                          "or '%sdecoder.mid.block_1.*'); the file is not a complete SD-VAE",
+                          l->path, l->prefix, l->prefix);
+    }
+    info->layout = l->ldm ? "ldm" : "diffusers";
+
+    int levels = 0;
+    while (levels < MOIRE_VAE_MAX_LEVELS + 1 &&
+           (l->ldm ? find_key(l, "decoder.up.%d.block.0.conv1.weight", levels)
+                   : find_key(l, "decoder.up_blocks.%d.resnets.0.conv1.weight", levels)))
+        levels++;
+    if (levels < 1 || levels > MOIRE_VAE_MAX_LEVELS)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: the decoder has %d up levels; an SD-VAE has 1..%d (KL-f8: 4)",
+                          l->path, levels, MOIRE_VAE_MAX_LEVELS);
+    info->levels = levels;
+    for (int i = 0; i < levels; i++) {
+        /* channel index c: LDM up.{c}, diffusers up_blocks.{levels−1−c} */
+        const st_tensor *t = l->ldm
+                                 ? find_key(l, "decoder.up.%d.block.0.conv1.weight", i)
+                                 : find_key(l, "decoder.up_blocks.%d.resnets.0.conv1.weight",
+                                            levels - 1 - i);
+        info->block_out_channels[i] = dim_of(t, 0);
+        if (info->block_out_channels[i] < 1)
+            return moire_fail(MOIRE_ERROR_FORMAT,
+                              "%s: decoder level %d has a malformed conv1 weight", l->path, i);
+    }
+    int resnets = 0;
+    while (resnets < VAE_MAX_RESNETS + 1 &&
+           (l->ldm ? find_key(l, "decoder.up.%d.block.%d.conv1.weight", levels - 1, resnets)
+                   : find_key(l, "decoder.up_blocks.0.resnets.%d.conv1.weight", resnets)))
+        resnets++;
+    if (resnets < 2 || resnets > VAE_MAX_RESNETS)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: the decoder's first up level has %d resnets; an SD-VAE has "
+                          "layers_per_block + 1 = 2..%d (KL-f8: 3)", l->path, resnets,
+                          VAE_MAX_RESNETS);
+    info->layers_per_block = resnets - 1;
+    info->latent_channels = dim_of(conv_in, 1);
+    if (conv_in->ndim != 4 || info->latent_channels < 1 || info->latent_channels > 64)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: '%sdecoder.conv_in.weight' has an unexpected shape; expected "
+                          "[C, z, 3, 3] with z ≤ 64 latent channels", l->path, l->prefix);
+    info->downscale = 1 << (levels - 1);
+    info->has_encoder = find_key(l, "encoder.conv_in.weight") != NULL;
+    return MOIRE_OK;
+}
+
+static moire_status check_groups(const moire_vae *vae)
+{
+    const moire_vae_info *info = &vae->info;
+    for (int i = 0; i < info->levels; i++)
+        if (info->block_out_channels[i] % info->norm_num_groups)
+            return moire_fail(MOIRE_ERROR_FORMAT,
+                              "%s: level %d has %d channels, not a multiple of the %d GroupNorm "
+                              "groups; set norm_num_groups in config.json", vae->path, i,
+                              info->block_out_channels[i], info->norm_num_groups);
+    return MOIRE_OK;
+}
+
+static moire_status bind_all(vae_loader *l)
+{
+    moire_vae *vae = l->vae;
+    const int z = vae->info.latent_channels;
+    want_conv(l, &vae->post_quant_conv, "post_quant_conv", z, z, 1);
+    want_coder(l, true);
+    if (vae->info.has_encoder) {
+        want_conv(l, &vae->quant_conv, "quant_conv", 2 * z, 2 * z, 1);
+        want_coder(l, false);
+    }
+    if (l->out_of_memory)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", l->path);
+
+    moire_status status = MOIRE_OK;
+    size_t arena_floats = 0;
+    for (int i = 0; i < l->count && status == MOIRE_OK; i++) {
+        vae_binding *b = &l->bindings[i];
+        status = check_binding(l, b);
+        if (status != MOIRE_OK)
+            break;
+        b->converted = b->tensor->dtype != ST_F32 || ((uintptr_t)b->tensor->data % 4) != 0;
+        if (b->converted) {
+            b->arena_offset = arena_floats;
+            arena_floats += (size_t)b->tensor->numel;
+        }
+    }
+    if (status == MOIRE_OK)
+        status = check_unbound(l);
+    if (status != MOIRE_OK)
+        return status;
+    if (arena_floats > 0) {
+        vae->arena = moire_malloc_array(arena_floats, sizeof(float));
+        if (!vae->arena)
+            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                              "%s: cannot allocate %zu bytes to convert the VAE to fp32",
+                              l->path, arena_floats * sizeof(float));
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < l->count; i++) {
+        vae_binding *b = &l->bindings[i];
+        const st_tensor *t = b->tensor;
+        if (b->converted) {
+            float *destination = vae->arena + b->arena_offset;
+            st_convert_to_f32(destination, t->data, t->dtype, t->numel);
+            *b->field = destination;
+        } else {
+            *b->field = t->data;
+        }
+        for (int64_t j = 0; j < t->numel; j++)
+            if (is_nonfinite(&(*b->field)[j])) {
+                b->first_nonfinite = j;
+                break;
+            }
+    }
+    for (int i = 0; i < l->count; i++)
+        if (l->bindings[i].first_nonfinite >= 0)
+            return moire_fail(MOIRE_ERROR_FORMAT,
+                              "%s: tensor '%s' holds a non-finite value at index %lld; the VAE "
+                              "file is corrupt: download it again", l->path,
+                              l->bindings[i].key, (long long)l->bindings[i].first_nonfinite);
+    return MOIRE_OK;
+}
+
+/* diffusers config.json: scaling_factor and norm_num_groups. Other AutoencoderKL fields are
+ * checked against the weights so that a mismatched pair is reported, not silently used. */
+static moire_status read_config_json(moire_vae *vae, const char *config_path, bool required)
+{
+    GError *error = NULL;
+    JsonParser *parser = json_parser_new();
+    moire_status status = MOIRE_OK;
+    if (!json_parser_load_from_file(parser, config_path, &error)) {
+        status = moire_fail(MOIRE_ERROR_FORMAT, "%s: %s; fix or remove the file", config_path,
+                            error->message);
+        g_error_free(error);
+        g_object_unref(parser);
+        return status;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+    const char *class_name = o && json_object_has_member(o, "_class_name")
+                                 ? json_object_get_string_member(o, "_class_name")
+                                 : NULL;
+    if (!o || (class_name && strcmp(class_name, "AutoencoderKL") != 0)) {
+        if (required)
+            status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
+                                "%s: _class_name is %s, not AutoencoderKL; Moiré decodes with "
+                                "the SD KL-f8 VAE (sd-vae-ft-mse)", config_path,
+                                class_name ? class_name : "missing");
+        g_object_unref(parser);
+        return status; /* a sibling config.json of something else: not ours */
+    }
+    moire_vae_info *info = &vae->info;
+    if (json_object_has_member(o, "scaling_factor")) {
+        double s = json_object_get_double_member(o, "scaling_factor");
+        if (!(s > 0.0 && s < 1e3))
+            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: scaling_factor %g must be positive",
+                                config_path, s);
+        info->scaling_factor = (float)s;
+    }
+    JsonNode *shift = json_object_get_member(o, "shift_factor");
+    if (status == MOIRE_OK && shift && !JSON_NODE_HOLDS_NULL(shift))
+        status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
+                            "%s: shift_factor is set: this is not the SD 1.x/2.x KL-f8 VAE "
+                            "DiT-MoE was trained with; use sd-vae-ft-mse", config_path);
+    if (status == MOIRE_OK && json_object_has_member(o, "norm_num_groups")) {
+        int64_t g = json_object_get_int_member(o, "norm_num_groups");
+        if (g < 1 || g > 1024)
+            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: norm_num_groups %lld is out of range",
+                                config_path, (long long)g);
+        info->norm_num_groups = (int)g;
+    }
+    if (status == MOIRE_OK && json_object_has_member(o, "layers_per_block") &&
+        json_object_get_int_member(o, "layers_per_block") != info->layers_per_block)
+        status = moire_fail(MOIRE_ERROR_FORMAT,
+                            "%s: layers_per_block %lld does not match the weights (%d); the "
+                            "config and the weights are from different VAEs", config_path,
+                            (long long)json_object_get_int_member(o, "layers_per_block"),
+                            info->layers_per_block);
+    if (status == MOIRE_OK && json_object_has_member(o, "latent_channels") &&
+        json_object_get_int_member(o, "latent_channels") != info->latent_channels)
+        status = moire_fail(MOIRE_ERROR_FORMAT,
+                            "%s: latent_channels %lld does not match the weights (%d); the "
+                            "config and the weights are from different VAEs", config_path,
+                            (long long)json_object_get_int_member(o, "latent_channels"),
+                            info->latent_channels);
+    g_object_unref(parser);
+    return status;
+}
+
+static bool is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* DIR → DIR/diffusion_pytorch_model.safetensors (or DIR/vae/…); the config.json beside the
+ * weights file is read when it exists. `required` says it was found through a directory. */
+static moire_status resolve_paths(const char *path, char **weights, char **config,
+                                  bool *config_required)
+{
+    *weights = *config = NULL;
+    *config_required = false;
+    if (is_directory(path)) {
+        static const char *const subdirs[] = {"", "/vae"};
+        for (size_t i = 0; i < 2 && !*weights; i++) {
+            char *candidate = g_strdup_printf("%s%s/diffusion_pytorch_model.safetensors", path,
+                                              subdirs[i]);
+            if (is_file(candidate)) {
+                *weights = strdup(candidate);
+                char *cfg = g_strdup_printf("%s%s/config.json", path, subdirs[i]);
+                if (is_file(cfg)) {
+                    *config = strdup(cfg);
+                    *config_required = true;
+                }
+                g_free(cfg);
+            }
+            g_free(candidate);
+        }
+        if (!*weights)
+            return moire_fail(MOIRE_ERROR_IO,
+                              "%s: a directory without diffusion_pytorch_model.safetensors (or "
+                              "vae/diffusion_pytorch_model.safetensors); download the VAE as "
+                              "safetensors (docs/VAE.md)", path);
+        return MOIRE_OK;
+    }
+    *weights = strdup(path);
+    char *dir = g_path_get_dirname(path);
+    char *cfg = g_build_filename(dir, "config.json", NULL);
+    if (is_file(cfg))
+        *config = strdup(cfg);
+    g_free(cfg);
+    g_free(dir);
+    return MOIRE_OK;
+}
+
+moire_status moire_vae_load(const char *path, moire_vae **out_vae)
+{
+    if (!out_vae)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_load: out_vae is NULL");
+    *out_vae = NULL;
+    if (!path || !*path)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "moire_vae_load: no path given; pass a VAE directory or .safetensors");
+    char *weights = NULL, *config = NULL;
+    bool config_required = false;
+    moire_status status = resolve_paths(path, &weights, &config, &config_required);
+    moire_vae *vae = status == MOIRE_OK ? calloc(1, sizeof *vae) : NULL;
+    if (status == MOIRE_OK && !vae)
+        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+    if (status == MOIRE_OK) {
+        vae->path = weights;
+        weights = NULL;
+        vae->info.scaling_factor = MOIRE_VAE_SCALING_FACTOR;
+        vae->info.norm_num_groups = 32;
+        status = st_open(vae->path, &vae->file);
+    }
+    vae_loader loader = {.vae = vae, .file = vae ? vae->file : NULL,
+                         .path = vae ? vae->path : NULL};
+    if (status == MOIRE_OK)
+        status = infer_structure(&loader);
+    if (status == MOIRE_OK && config)
+        status = read_config_json(vae, config, config_required);
+    if (status == MOIRE_OK)
+        status = check_groups(vae);
+    if (status == MOIRE_OK)
+        status = bind_all(&loader);
+    free(loader.bindings);
+    free(weights);
+    free(config);
+    if (status != MOIRE_OK) {
+        moire_vae_free(vae);
+        return status;
+    }
+    *out_vae = vae;
+    return MOIRE_OK;
+}
+
+void moire_vae_free(moire_vae *vae)
+{
+    if (!vae)
+        return;
+    free(vae->arena);
+    st_close(vae->file);
+    free(vae->path);
+    free(vae);
+}
+
+const moire_vae_info *moire_vae_get_info(const moire_vae *vae)
+{
+    return vae ? &vae->info : NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Compute
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct vae_run {
+    moire_ctx *ctx;
+    const moire_ops *ops;
+    int threads;
+    int groups;
+    bool emit; /* send intermediates to the debug callback (off for tiles) */
+} vae_run;
+
+static float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+static float *alloc_floats(size_t count, moire_status *status)
+{
+    float *p = moire_malloc_array(count, sizeof(float));
+    if (!p && *status == MOIRE_OK)
+        *status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                             "the VAE needs %.1f MB more memory; decode a smaller image (or "
+                             "let it tile: moire_vae_decode tiles above %d latent pixels)",
+                             (double)count * sizeof(float) / 1e6, MOIRE_VAE_TILE);
+    return p;
+}
+
+static moire_status check_cancel(const vae_run *r)
+{
+    if (atomic_load(&r->ctx->cancel_requested))
+        return moire_fail(MOIRE_ERROR_CANCELLED, "VAE cancelled");
+    return MOIRE_OK;
+}
+
+static void emit(const vae_run *r, const char *name, int layer, const float *x, int C, int H,
+                 int W)
+{
+    if (!r->emit || !r->ctx->debug_fn)
+        return;
+    const int64_t shape[4] = {1, C, H, W};
+    r->ctx->debug_fn(name, layer, x, 4, shape, r->ctx->debug_user_data);
+}
+
+/* out[co, Ho, Wo] = conv(x[ci, H, W]) + bias. Stride 1: k/2 zero padding on every side.
+ * Stride 2 (the encoder's downsampler): one zero row/column on the bottom/right only. */
+static moire_status conv2d(const vae_run *r, const vae_conv *c, const float *x, int H, int W,
+                           int stride, float *out)
+{
+    const int k = c->k, pad_lo = stride == 1 ? k / 2 : 0, pad_hi = stride == 1 ? k / 2 : 1;
+    const int Ho = (H + pad_lo + pad_hi - k) / stride + 1;
+    const int Wo = (W + pad_lo + pad_hi - k) / stride + 1;
+    const size_t plane_in = (size_t)H * W, plane_out = (size_t)Ho * Wo;
+    const int K = c->ci * k * k;
+    if (k == 1 && stride == 1) {
+        moire_cpu_gemm(r->ops, false, c->co, (int)plane_out, c->ci, 1.0f, c->weight, c->ci, x,
+                       (int)plane_in, out, (int)plane_out);
+    } else {
+        size_t band = VAE_COL_BUDGET / ((size_t)K * Wo);
+        band = band < 1 ? 1 : (band > (size_t)Ho ? (size_t)Ho : band);
+        moire_status status = MOIRE_OK;
+        float *col = alloc_floats((size_t)K * band * Wo, &status);
+        if (!col)
+            return status;
+        for (int oy0 = 0; oy0 < Ho; oy0 += (int)band) {
+            const int rows = Ho - oy0 < (int)band ? Ho - oy0 : (int)band;
+            const size_t n = (size_t)rows * Wo;
+            /* col[(ci·k + ky)·k + kx][row·Wo + ox] = x[ci][oy·s − pad + ky][ox·s − pad + kx] */
+#pragma omp parallel for num_threads(r->threads) if ((size_t)K * n > PARALLEL_MIN_WORK)
+            for (int kk = 0; kk < K; kk++) {
+                const int ci = kk / (k * k), ky = kk / k % k, kx = kk % k;
+                const float *src = x + (size_t)ci * plane_in;
+                float *dst = col + (size_t)kk * n;
+                /* output columns whose input column is inside the image */
+                int lo = 0, hi = Wo;
+                while (lo < Wo && lo * stride - pad_lo + kx < 0)
+                    lo++;
+                while (hi > lo && (hi - 1) * stride - pad_lo + kx >= W)
+                    hi--;
+                for (int row = 0; row < rows; row++) {
+                    const int iy = (oy0 + row) * stride - pad_lo + ky;
+                    float *d = dst + (size_t)row * Wo;
+                    if (iy < 0 || iy >= H) {
+                        memset(d, 0, (size_t)Wo * sizeof(float));
+                        continue;
+                    }
+                    const float *s = src + (size_t)iy * W - pad_lo + kx;
+                    for (int ox = 0; ox < lo; ox++)
+                        d[ox] = 0.0f;
+                    if (stride == 1)
+                        memcpy(d + lo, s + lo, (size_t)(hi - lo) * sizeof(float));
+                    else
+                        for (int ox = lo; ox < hi; ox++)
+                            d[ox] = s[(size_t)ox * stride];
+                    for (int ox = hi; ox < Wo; ox++)
+                        d[ox] = 0.0f;
+                }
+            }
+            moire_cpu_gemm(r->ops, false, c->co, (int)n, K, 1.0f, c->weight, K, col, (int)n,
+                           out + (size_t)oy0 * Wo, (int)plane_out);
+        }
+        free(col);
+    }
+#pragma omp parallel for num_threads(r->threads) if ((size_t)c->co * plane_out > PARALLEL_MIN_WORK)
+    for (int o = 0; o < c->co; o++) {
+        float *row = out + (size_t)o * plane_out;
+        const float b = c->bias[o];
+        for (size_t j = 0; j < plane_out; j++)
+            row[j] += b;
+    }
+    return MOIRE_OK;
+}
+
+/* out[C, HW] = GroupNorm(x) · weight + bias, then SiLU when asked. out may be x. */
+static void group_norm(const vae_run *r, const vae_norm *nrm, const float *x, int C, size_t HW,
+                       bool with_silu, float *out)
+{
+    const int G = r->groups, per = C / G;
+#pragma omp parallel for num_threads(r->threads) if ((size_t)C * HW > PARALLEL_MIN_WORK)
+    for (int g = 0; g < G; g++) {
+        const float *xg = x + (size_t)g * per * HW;
+        const size_t count = (size_t)per * HW;
+        double sum = 0.0;
+        for (size_t i = 0; i < count; i++)
+            sum += xg[i];
+        const double mean = sum / count;
+        double sq = 0.0;
+        for (size_t i = 0; i < count; i++) {
+            double d = xg[i] - mean;
+            sq += d * d;
+        }
+        const double inv = 1.0 / sqrt(sq / count + VAE_GN_EPS);
+        for (int cc = g * per; cc < (g + 1) * per; cc++) {
+            const float a = (float)(inv * nrm->weight[cc]);
+            const float b = (float)(nrm->bias[cc] - mean * inv * nrm->weight[cc]);
+            const float *xc = x + (size_t)cc * HW;
+            float *oc = out + (size_t)cc * HW;
+            if (with_silu)
+                for (size_t i = 0; i < HW; i++)
+                    oc[i] = silu(xc[i] * a + b);
+            else
+                for (size_t i = 0; i < HW; i++)
+                    oc[i] = xc[i] * a + b;
+        }
+    }
+}
+
+static void add_into(const vae_run *r, float *y, const float *x, size_t count)
+{
+#pragma omp parallel for num_threads(r->threads) if (count > PARALLEL_MIN_WORK)
+    for (size_t i = 0; i < count; i++)
+        y[i] += x[i];
+}
+
+/* *x [ci, H, W] → [co, H, W]: norm1 → SiLU → conv1 → norm2 → SiLU → conv2, plus the input
+ * (through the 1×1 shortcut when ci ≠ co). Replaces *x. */
+static moire_status resnet(const vae_run *r, const vae_resnet *b, float **x, int H, int W)
+{
+    const int ci = b->conv1.ci, co = b->conv1.co;
+    const size_t HW = (size_t)H * W, widest = (size_t)(ci > co ? ci : co) * HW;
+    moire_status status = MOIRE_OK;
+    float *h = alloc_floats(widest, &status), *t = alloc_floats((size_t)co * HW, &status);
+    float *out = alloc_floats((size_t)co * HW, &status);
+    if (status == MOIRE_OK) {
+        group_norm(r, &b->norm1, *x, ci, HW, true, h);
+        status = conv2d(r, &b->conv1, h, H, W, 1, t);
+    }
+    if (status == MOIRE_OK) {
+        group_norm(r, &b->norm2, t, co, HW, true, h);
+        status = conv2d(r, &b->conv2, h, H, W, 1, out);
+    }
+    if (status == MOIRE_OK && b->shortcut.weight) {
+        status = conv2d(r, &b->shortcut, *x, H, W, 1, t);
+        if (status == MOIRE_OK)
+            add_into(r, out, t, (size_t)co * HW);
+    } else if (status == MOIRE_OK) {
+        add_into(r, out, *x, (size_t)co * HW);
+    }
+    free(h), free(t);
+    if (status != MOIRE_OK) {
+        free(out);
+        return status;
+    }
+    free(*x);
+    *x = out;
+    return check_cancel(r);
+}
+
+/* x[C, T] += proj(softmax(q kᵀ / √C) v) with q, k, v = 1×1 projections of GroupNorm(x):
+ * one head over the T = H·W positions. Scores are formed VAE_ATTN_ROWS query rows at a time. */
+static moire_status attention(const vae_run *r, const vae_attention *a, float *x, int C, int T)
+{
+    const size_t CT = (size_t)C * T;
+    const int rows_max = T < VAE_ATTN_ROWS ? T : VAE_ATTN_ROWS;
+    moire_status status = MOIRE_OK;
+    float *h = alloc_floats(CT, &status), *q = alloc_floats(CT, &status);
+    float *k = alloc_floats(CT, &status), *v = alloc_floats(CT, &status);
+    float *qt = alloc_floats(CT, &status), *o = alloc_floats(CT, &status);
+    float *scores = alloc_floats((size_t)rows_max * T, &status);
+    if (status == MOIRE_OK) {
+        group_norm(r, &a->norm, x, C, (size_t)T, false, h);
+        const vae_conv *proj[3] = {&a->q, &a->k, &a->v};
+        float *dst[3] = {q, k, v};
+        for (int i = 0; i < 3 && status == MOIRE_OK; i++)
+            status = conv2d(r, proj[i], h, 1, T, 1, dst[i]);
+    }
+    if (status == MOIRE_OK) {
+        /* qt[T, C] = qᵀ so that the scores are a plain GEMM */
+#pragma omp parallel for num_threads(r->threads) if (CT > PARALLEL_MIN_WORK)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++)
+                qt[(size_t)t * C + c] = q[(size_t)c * T + t];
+        const float scale = 1.0f / sqrtf((float)C);
+        for (int i0 = 0; i0 < T; i0 += rows_max) {
+            const int rows = T - i0 < rows_max ? T - i0 : rows_max;
+            /* scores[rows, T] = qt[i0.., C] · k[C, T] / √C */
+            moire_cpu_gemm(r->ops, false, rows, T, C, scale, qt + (size_t)i0 * C, C, k, T,
+                           scores, T);
+#pragma omp parallel for num_threads(r->threads) if ((size_t)rows * T > PARALLEL_MIN_WORK)
+            for (int i = 0; i < rows; i++) {
+                float *row = scores + (size_t)i * T;
+                float max = row[0];
+                for (int j = 1; j < T; j++)
+                    max = row[j] > max ? row[j] : max;
+                double sum = 0.0;
+                for (int j = 0; j < T; j++) {
+                    row[j] = expf(row[j] - max);
+                    sum += row[j];
+                }
+                const float inv = (float)(1.0 / sum);
+                for (int j = 0; j < T; j++)
+                    row[j] *= inv;
+            }
+            /* o[C, i0..] = v[C, T] · scores[rows, T]ᵀ */
+            moire_cpu_gemm(r->ops, true, C, rows, T, 1.0f, v, T, scores, T, o + i0, T);
+        }
+        status = conv2d(r, &a->proj, o, 1, T, 1, h);
+    }
+    if (status == MOIRE_OK)
+        add_into(r, x, h, CT);
+    free(h), free(q), free(k), free(v), free(qt), free(o), free(scores);
+    return status == MOIRE_OK ? check_cancel(r) : status;
+}
+
+static moire_status mid_block(const vae_run *r, const vae_mid *m, float **x, int C, int H,
+                              int W)
+{
+    moire_status status = resnet(r, &m->resnet1, x, H, W);
+    if (status == MOIRE_OK)
+        status = attention(r, &m->attn, *x, C, H * W);
+    if (status == MOIRE_OK)
+        status = resnet(r, &m->resnet2, x, H, W);
+    return status;
+}
+
+/* Replaces *x [C, H, W] with conv(*x) (stride 1 or 2). */
+static moire_status conv_replace(const vae_run *r, const vae_conv *c, float **x, int H, int W,
+                                 int stride)
+{
+    const size_t out_plane = stride == 1 ? (size_t)H * W : (size_t)(H / 2) * (W / 2);
+    moire_status status = MOIRE_OK;
+    float *out = alloc_floats((size_t)c->co * out_plane, &status);
+    if (out)
+        status = conv2d(r, c, *x, H, W, stride, out);
+    if (status != MOIRE_OK) {
+        free(out);
+        return status;
+    }
+    free(*x);
+    *x = out;
+    return MOIRE_OK;
+}
+
+static void run_init(vae_run *r, moire_ctx *ctx, const moire_vae *vae, bool emit_tensors)
+{
+    r->ctx = ctx;
+    r->ops = &ctx->ops;
+    r->threads = ctx->ops.n_threads > 0 ? ctx->ops.n_threads : 1;
+    r->groups = vae->info.norm_num_groups;
+    r->emit = emit_tensors;
+}
+
+/* The decoder up to its mid block, at latent resolution: latent [z, h, w] (model space) →
+ * *out [top, h, w] (owned by the caller). */
+static moire_status decode_mid(const vae_run *r, const moire_vae *vae, int h, int w,
+                               const float *latent, float **out)
+{
+    const moire_vae_info *info = &vae->info;
+    const vae_coder *d = &vae->decoder;
+    const int z = info->latent_channels, top = info->block_out_channels[info->levels - 1];
+    moire_status status = MOIRE_OK;
+    float *x = alloc_floats((size_t)z * h * w, &status);
+    if (!x)
+        return status;
+    const float inv_scale = 1.0f / info->scaling_factor;
+    for (size_t i = 0; i < (size_t)z * h * w; i++)
+        x[i] = latent[i] * inv_scale;
+    status = conv_replace(r, &vae->post_quant_conv, &x, h, w, 1);
+    if (status == MOIRE_OK)
+        status = conv_replace(r, &d->conv_in, &x, h, w, 1);
+    if (status == MOIRE_OK)
+        status = mid_block(r, &d->mid, &x, top, h, w);
+    if (status != MOIRE_OK) {
+        free(x);
+        return status;
+    }
+    emit(r, "vae.decoder.mid_out", -1, x, top, h, w);
+    *out = x;
+    return MOIRE_OK;
+}
+
+/* The rest of the decoder: x [top, h, w] (freed here) → rgb [3, f·h, f·w]. */
+static moire_status decode_up(const vae_run *r, const moire_vae *vae, int h, int w, float *x,
+                              float *rgb)
+{
+    const moire_vae_info *info = &vae->info;
+    const vae_coder *d = &vae->decoder;
+    int H = h, W = w, C = info->block_out_channels[info->levels - 1];
+    moire_status status = MOIRE_OK;
+    for (int i = 0; i < info->levels && status == MOIRE_OK; i++) {
+        const vae_level *level = &d->levels[i];
+        for (int j = 0; j < level->resnet_count && status == MOIRE_OK; j++)
+            status = resnet(r, &level->resnets[j], &x, H, W);
+        C = level->resnets[level->resnet_count - 1].conv1.co;
+        if (status == MOIRE_OK && level->resample.weight) {
+            /* nearest-neighbour ×2, then a 3×3 conv */
+            float *up = alloc_floats((size_t)C * 4 * H * W, &status);
+            if (up) {
+                const int W2 = 2 * W;
+#pragma omp parallel for num_threads(r->threads) if ((size_t)C * H * W > PARALLEL_MIN_WORK)
+                for (int c = 0; c < C; c++)
+                    for (int y = 0; y < H; y++) {
+                        const float *src = x + ((size_t)c * H + y) * W;
+                        float *dst = up + ((size_t)c * 2 * H + 2 * y) * W2;
+                        for (int xx = 0; xx < W; xx++)
+                            dst[2 * xx] = dst[2 * xx + 1] = src[xx];
+                        memcpy(dst + W2, dst, (size_t)W2 * sizeof(float));
+                    }
+                free(x);
+                x = up;
+                H *= 2, W *= 2;
+                status = conv_replace(r, &level->resample, &x, H, W, 1);
+            }
+        }
+        if (status == MOIRE_OK)
+            emit(r, "vae.decoder.up_out", i, x, C, H, W);
+    }
+    if (status == MOIRE_OK) {
+        group_norm(r, &d->norm_out, x, C, (size_t)H * W, true, x);
+        status = conv2d(r, &d->conv_out, x, H, W, 1, rgb);
+    }
+    free(x);
+    return status;
+}
+
+/* latent [z, h, w] → rgb [3, f·h, f·w], one image, no tiling. */
+static moire_status decode_one(const vae_run *r, const moire_vae *vae, int h, int w,
+                               const float *latent, float *rgb)
+{
+    float *x = NULL;
+    moire_status status = decode_mid(r, vae, h, w, latent, &x);
+    return status == MOIRE_OK ? decode_up(r, vae, h, w, x, rgb) : status;
+}
+
+/* Tile origins along one axis of n latent pixels: tiles of `size` (≤ n), evenly spread with
+ * at least `overlap` shared pixels between neighbours, the first at 0 and the last at n − size. */
+static int tile_origins(int n, int size, int overlap, int *origins, int max_count)
+{
+    if (n <= size) {
+        origins[0] = 0;
+        return 1;
+    }
+    const int step = size - overlap;
+    int count = (n - overlap + step - 1) / step;
+    count = count < 2 ? 2 : (count > max_count ? max_count : count);
+    for (int i = 0; i < count; i++)
+        origins[i] = (int)((int64_t)i * (n - size) / (count - 1));
+    return count;
+}
+
+/* Linear blending weight of pixel p (0..len) of a tile whose previous neighbour overlaps its
+ * first `before` pixels and whose next neighbour overlaps its last `after` pixels. */
+static float ramp(int p, int len, int before, int after)
+{
+    float wgt = 1.0f;
+    if (before > 0 && p < before)
+        wgt = (p + 0.5f) / before;
+    if (after > 0 && p >= len - after) {
+        float down = (len - p - 0.5f) / after;
+        wgt = down < wgt ? down : wgt;
+    }
+    return wgt;
+}
+
+moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w,
+                              const float *latent, float *rgb, int tile, int overlap)
+{
+    vae_run r;
+    const moire_vae_info *info = &vae->info;
+    if (tile <= 0 || (h <= tile && w <= tile)) {
+        run_init(&r, ctx, vae, true);
+        return decode_one(&r, vae, h, w, latent, rgb);
+    }
+    /* The mid block (with the only attention) runs once on the whole latent: it is cheap at
+     * latent resolution and keeps the global attention exact. Only the up path is tiled. */
+    run_init(&r, ctx, vae, true);
+    float *mid = NULL;
+    moire_status status = decode_mid(&r, vae, h, w, latent, &mid);
+    if (status != MOIRE_OK)
+        return status;
+    r.emit = false;
+    const int f = info->downscale, z = info->block_out_channels[info->levels - 1];
+    const int th = h < tile ? h : tile, tw = w < tile ? w : tile;
+    int ys[VAE_MAX_SIDE], xs[VAE_MAX_SIDE];
+    const int ny = tile_origins(h, th, overlap, ys, VAE_MAX_SIDE);
+    const int nx = tile_origins(w, tw, overlap, xs, VAE_MAX_SIDE);
+    const size_t plane = (size_t)f * h * f * w, tile_plane = (size_t)f * th * f * tw;
+    float *weight_sum = moire_calloc_array(plane, sizeof(float));
+    float *tile_rgb = alloc_floats(3 * tile_plane, &status);
+    float *wy = alloc_floats((size_t)f * th, &status), *wx = alloc_floats((size_t)f * tw, &status);
+    if (!weight_sum && status == MOIRE_OK)
+        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the VAE tiles");
+    if (status == MOIRE_OK)
+        memset(rgb, 0, 3 * plane * sizeof(float));
+    for (int ty = 0; ty < ny && status == MOIRE_OK; ty++) {
+        const int before_y = ty > 0 ? ys[ty - 1] + th - ys[ty] : 0;
+        const int after_y = ty < ny - 1 ? ys[ty] + th - ys[ty + 1] : 0;
+        for (int p = 0; p < f * th; p++)
+            wy[p] = ramp(p, f * th, f * before_y, f * after_y);
+        for (int tx = 0; tx < nx && status == MOIRE_OK; tx++) {
+            const int before_x = tx > 0 ? xs[tx - 1] + tw - xs[tx] : 0;
+            const int after_x = tx < nx - 1 ? xs[tx] + tw - xs[tx + 1] : 0;
+            for (int p = 0; p < f * tw; p++)
+                wx[p] = ramp(p, f * tw, f * before_x, f * after_x);
+            float *tile_in = alloc_floats((size_t)z * th * tw, &status);
+            if (!tile_in)
+                break;
+            for (int c = 0; c < z; c++)
+                for (int y = 0; y < th; y++)
+                    memcpy(tile_in + ((size_t)c * th + y) * tw,
+                           mid + ((size_t)c * h + ys[ty] + y) * w + xs[tx],
+                           (size_t)tw * sizeof(float));
+            status = decode_up(&r, vae, th, tw, tile_in, tile_rgb);
+            if (status != MOIRE_OK)
+                break;
+            const int oy = f * ys[ty], ox = f * xs[tx], W = f * w, TW = f * tw;
+            for (int y = 0; y < f * th; y++)
+                for (int xx = 0; xx < TW; xx++) {
+                    const float wgt = wy[y] * wx[xx];
+                    const size_t dst = (size_t)(oy + y) * W + ox + xx;
+                    weight_sum[dst] += wgt;
+                    for (int c = 0; c < 3; c++)
+                        rgb[c * plane + dst] += wgt * tile_rgb[c * tile_plane + (size_t)y * TW + xx];
+                }
+        }
+    }
+    if (status == MOIRE_OK)
+        for (size_t j = 0; j < plane; j++)
+            for (int c = 0; c < 3; c++)
+                rgb[c * plane + j] /= weight_sum[j];
+    free(mid), free(weight_sum), free(tile_rgb), free(wy), free(wx);
+    return status;
+}
+
+moire_status vae_encode_image(moire_ctx *ctx, const moire_vae *vae, int height, int width,
+                              const float *rgb, float *latent)
+{
+    const moire_vae_info *info = &vae->info;
+    if (!info->has_encoder)
+        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+                          "%s holds only the VAE decoder; encoding an image (img2img) needs "
+                          "the full VAE: use the complete diffusion_pytorch_model.safetensors "
+                          "of sd-vae-ft-mse", vae->path);
+    vae_run r;
+    run_init(&r, ctx, vae, true);
+    const vae_coder *e = &vae->encoder;
+    const int z = info->latent_channels;
+    int H = height, W = width, C = 3;
+    moire_status status = MOIRE_OK;
+    float *x = alloc_floats((size_t)3 * H * W, &status);
+    if (!x)
+        return status;
+    memcpy(x, rgb, (size_t)3 * H * W * sizeof(float));
+    status = conv_replace(&r, &e->conv_in, &x, H, W, 1);
+    for (int i = 0; i < info->levels && status == MOIRE_OK; i++) {
+        const vae_level *level = &e->levels[i];
+        for (int j = 0; j < level->resnet_count && status == MOIRE_OK; j++)
+            status = resnet(&r, &level->resnets[j], &x, H, W);
+        if (status == MOIRE_OK && level->resample.weight) {
+            status = conv_replace(&r, &level->resample, &x, H, W, 2);
+            H /= 2, W /= 2;
+        }
+    }
+    C = info->block_out_channels[info->levels - 1];
+    if (status == MOIRE_OK)
+        status = mid_block(&r, &e->mid, &x, C, H, W);
+    if (status == MOIRE_OK) {
+        emit(&r, "vae.encoder.mid_out", -1, x, C, H, W);
+        group_norm(&r, &e->norm_out, x, C, (size_t)H * W, true, x);
+        status = conv_replace(&r, &e->conv_out, &x, H, W, 1);
+    }
+    if (status == MOIRE_OK)
+        status = conv_replace(&r, &vae->quant_conv, &x, H, W, 1);
+    if (status == MOIRE_OK) {
+        /* moments = mean (first z channels), log-variance; img2img uses the mean */
+        const size_t count = (size_t)z * H * W;
+        for (size_t i = 0; i < count; i++)
+            latent[i] = x[i] * info->scaling_factor;
+    }
+    free(x);
+    return status;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Public entry points: argument checks, batches
+ * ---------------------------------------------------------------------------------------- */
+
+moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
+                                    int tile, int overlap, const float *latents, float *rgb)
+{
+    if (!ctx || !vae || !latents || !rgb)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_decode: a required pointer is NULL");
+    if (n < 1 || n > 4096)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
+    if (h < 1 || w < 1 || h > VAE_MAX_SIDE || w > VAE_MAX_SIDE)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "latent size %dx%d is out of range (1..%d per side)", w, h,
+                          VAE_MAX_SIDE);
+    if (tile < 0 || (tile > 0 && (overlap < 0 || overlap >= tile)))
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "VAE tile %d with overlap %d: use tile > overlap >= 0 (tile 0 = no "
+                          "tiling)", tile, overlap);
+    atomic_store(&ctx->cancel_requested, 0);
+    const moire_vae_info *info = &vae->info;
+    const size_t in = (size_t)info->latent_channels * h * w;
+    const size_t out = (size_t)3 * info->downscale * h * info->downscale * w;
+    for (int i = 0; i < n; i++) {
+        moire_status status =
+            vae_decode_image(ctx, vae, h, w, latents + i * in, rgb + i * out, tile, overlap);
+        if (status != MOIRE_OK)
+            return status;
+    }
+    return MOIRE_OK;
+}
+
+moire_status moire_vae_decode(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
+                              const float *latents, float *rgb)
+{
+    return moire_vae_decode_tiled(ctx, vae, n, h, w, MOIRE_VAE_TILE, MOIRE_VAE_TILE_OVERLAP,
+                                  latents, rgb);
+}
+
+moire_status moire_vae_encode(moire_ctx *ctx, const moire_vae *vae, int n, int height, int width,
+                              const float *rgb, float *latents)
+{
+    if (!ctx || !vae || !rgb || !latents)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_encode: a required pointer is NULL");
+    const int f = vae->info.downscale;
+    if (n < 1 || n > 4096)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
+    if (height < f || width < f || height > f * VAE_MAX_SIDE || width > f * VAE_MAX_SIDE ||
+        height % f || width % f)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "image size %dx%d cannot be encoded: use multiples of %d up to %d "
+                          "pixels per side", width, height, f, f * VAE_MAX_SIDE);
+    atomic_store(&ctx->cancel_requested, 0);
+    const size_t in = (size_t)3 * height * width;
+    const size_t out = (size_t)vae->info.latent_channels * (height / f) * (width / f);
+    for (int i = 0; i < n; i++) {
+        moire_status status = vae_encode_image(ctx, vae, height, width, rgb + i * in,
+                                               latents + i * out);
+        if (status != MOIRE_OK)
+            return status;
+    }
+    return MOIRE_OK;
+}

@@ -1,0 +1,1564 @@
+/* moire-generation-panel.c — the reusable generation panel (see the header). */
+#define G_LOG_DOMAIN "moire-gui"
+
+#include "config.h"
+
+#include <glib/gi18n-lib.h>
+#include <string.h>
+
+#include "moire-generation-panel.h"
+#include "moire-gui-util.h"
+#include "moire-job.h"
+#include "moire-seed.h"
+
+#define THUMBNAIL_SIZE 96
+
+struct _MoireGenerationPanel
+{
+  GtkWidget             parent_instance;
+
+  MoireGenSettings     *settings;
+  MoireHistory         *history;
+  GSettings            *gsettings;
+  GtkStringList        *recent_models;
+  GtkStringList        *sampler_labels;
+  GtkEntryCompletion   *prompt_completion;
+  GtkEntryCompletion   *negative_completion;
+  GtkListStore         *suggestions;
+  GRand                *rand;
+
+  MoireModelHandle     *model;
+  GCancellable         *model_cancellable;
+  gboolean              apply_defaults_on_load;
+  gboolean              updating_model_dropdown;
+
+  MoireJob             *job;
+  gboolean              has_last_seed;
+  guint64               last_seed;
+  gint64                job_started_us;
+  int                   pause_at_step;
+  gboolean              live_preview;
+  int                   preview_interval;
+  GHashTable           *warnings_shown;
+
+  moire_image          *init_image;
+  MoireHistoryItem     *current_item;
+
+  /* Template children */
+  GtkRevealer          *banner_revealer;
+  GtkWidget            *banner;
+  GtkImage             *banner_icon;
+  GtkLabel             *banner_label;
+  GtkButton            *banner_button;
+  GtkEntry             *prompt_entry;
+  GtkEntry             *negative_entry;
+  GtkDropDown          *model_dropdown;
+  GtkLabel             *model_info;
+  GtkDropDown          *sampler_dropdown;
+  GtkDropDown          *schedule_dropdown;
+  GtkSpinButton        *steps_spin;
+  GtkSpinButton        *cfg_spin;
+  GtkSpinButton        *width_spin;
+  GtkSpinButton        *height_spin;
+  GtkSpinButton        *batch_spin;
+  GtkSpinButton        *seed_spin;
+  GtkDropDown          *seed_mode_dropdown;
+  GtkLabel             *init_label;
+  GtkWidget            *strength_box;
+  GtkScale             *strength_scale;
+  GtkCheckButton       *live_preview_check;
+  GtkWidget            *extensions_box;
+  GtkButton            *generate_button;
+  GtkButton            *cancel_button;
+  GtkStack             *preview_stack;
+  GtkPicture           *preview_picture;
+  GtkLabel             *preview_badge;
+  GtkProgressBar       *progress_bar;
+  GtkLabel             *progress_label;
+  GtkWidget            *overlay_toggles_box;
+  GtkListView          *history_view;
+  GtkLabel             *result_label;
+};
+
+G_DEFINE_FINAL_TYPE (MoireGenerationPanel, moire_generation_panel, GTK_TYPE_WIDGET)
+
+enum {
+  PROP_0,
+  PROP_SETTINGS,
+  PROP_HISTORY,
+  PROP_MODEL,
+  PROP_BUSY,
+  PROP_LIVE_PREVIEW,
+  PROP_PREVIEW_INTERVAL,
+  N_PROPS
+};
+
+enum {
+  SIGNAL_GENERATE_REQUESTED,
+  SIGNAL_PREVIEW_FRAME,
+  SIGNAL_RESULT_READY,
+  SIGNAL_FINISHED,
+  SIGNAL_PAUSED,
+  N_SIGNALS
+};
+
+static GParamSpec *properties[N_PROPS];
+static guint signals[N_SIGNALS];
+
+static const char panel_css[] =
+  ".moire-banner { padding: 6px 12px; background-color: alpha(@error_color, 0.18); }\n"
+  ".moire-banner.info { background-color: alpha(@theme_selected_bg_color, 0.18); }\n"
+  ".moire-preview { background-color: alpha(currentColor, 0.04); border-radius: 8px; }\n"
+  ".moire-badge { padding: 2px 8px; border-radius: 99px; color: white;"
+  " background-color: rgba(0, 0, 0, 0.6); }\n"
+  ".moire-history > row { padding: 4px; border-radius: 6px; }\n"
+  ".moire-thumbnail { border-radius: 4px; }\n";
+
+static void update_actions      (MoireGenerationPanel *self);
+static void show_item           (MoireGenerationPanel *self,
+                                 MoireHistoryItem     *item);
+
+/* --- banner -------------------------------------------------------------------------------- */
+
+void
+moire_generation_panel_show_message (MoireGenerationPanel *self,
+                                     GtkMessageType        type,
+                                     const char           *message)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+
+  if (message == NULL)
+    {
+      gtk_revealer_set_reveal_child (self->banner_revealer, FALSE);
+      gtk_label_set_text (self->banner_label, "");
+      return;
+    }
+  if (type == GTK_MESSAGE_ERROR)
+    {
+      gtk_widget_remove_css_class (self->banner, "info");
+      gtk_image_set_from_icon_name (self->banner_icon, "dialog-error-symbolic");
+      g_message ("%s", message);
+    }
+  else
+    {
+      gtk_widget_add_css_class (self->banner, "info");
+      gtk_image_set_from_icon_name (self->banner_icon,
+                                    type == GTK_MESSAGE_WARNING ? "dialog-warning-symbolic"
+                                                                : "dialog-information-symbolic");
+    }
+  gtk_label_set_text (self->banner_label, message);
+  gtk_widget_set_visible (GTK_WIDGET (self->banner_button), FALSE);
+  gtk_revealer_set_reveal_child (self->banner_revealer, TRUE);
+}
+
+const char *
+moire_generation_panel_get_message (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  if (!gtk_revealer_get_reveal_child (self->banner_revealer))
+    return NULL;
+  return gtk_label_get_text (self->banner_label);
+}
+
+/* An error with a button that runs a panel action ("Choose Model…"). */
+static void
+show_error_with_action (MoireGenerationPanel *self,
+                        const char           *message,
+                        const char           *button_label,
+                        const char           *action)
+{
+  moire_generation_panel_show_message (self, GTK_MESSAGE_ERROR, message);
+  gtk_button_set_label (self->banner_button, button_label);
+  gtk_actionable_set_action_name (GTK_ACTIONABLE (self->banner_button), action);
+  gtk_widget_set_visible (GTK_WIDGET (self->banner_button), TRUE);
+}
+
+/* --- model --------------------------------------------------------------------------------- */
+
+static void
+add_recent_model (MoireGenerationPanel *self,
+                  const char           *path)
+{
+  g_autoptr(GStrvBuilder) builder = g_strv_builder_new ();
+  g_auto(GStrv) recent = NULL;
+  guint n = g_list_model_get_n_items (G_LIST_MODEL (self->recent_models));
+
+  g_strv_builder_add (builder, path);
+  for (guint i = 0; i < n && i < 9; i++)
+    {
+      const char *other = gtk_string_list_get_string (self->recent_models, i);
+
+      if (g_strcmp0 (other, path) != 0)
+        g_strv_builder_add (builder, other);
+    }
+  recent = g_strv_builder_end (builder);
+
+  self->updating_model_dropdown = TRUE;
+  gtk_string_list_splice (self->recent_models, 0, n, (const char * const *) recent);
+  gtk_drop_down_set_selected (self->model_dropdown, 0);
+  self->updating_model_dropdown = FALSE;
+
+  if (self->gsettings != NULL)
+    g_settings_set_strv (self->gsettings, "recent-models", (const char * const *) recent);
+}
+
+static void
+update_completion (MoireGenerationPanel *self)
+{
+  const char * const *words = NULL;
+  gboolean class_conditional = FALSE;
+
+  gtk_list_store_clear (self->suggestions);
+  if (self->model != NULL)
+    {
+      words = moire_model_handle_get_prompt_suggestions (self->model);
+      class_conditional = moire_model_handle_is_class_conditional (self->model);
+    }
+  for (guint i = 0; words != NULL && words[i] != NULL; i++)
+    gtk_list_store_insert_with_values (self->suggestions, NULL, -1, 0, words[i], -1);
+
+  if (class_conditional && words != NULL && words[0] != NULL)
+    {
+      g_autofree char *hint = g_strdup_printf (_("A class name, e.g. “%s”"), words[0]);
+
+      gtk_entry_set_placeholder_text (self->prompt_entry, hint);
+    }
+  else
+    gtk_entry_set_placeholder_text (self->prompt_entry, _("Describe the image"));
+}
+
+static void
+model_loaded (GObject      *source,
+              GAsyncResult *result,
+              gpointer      user_data)
+{
+  g_autoptr(MoireGenerationPanel) self = user_data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MoireModelHandle) handle = moire_model_handle_load_finish (result, &error);
+  g_autofree char *description = NULL;
+
+  if (handle == NULL && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  g_clear_object (&self->model_cancellable);
+
+  if (handle == NULL)
+    {
+      g_autofree char *message =
+        g_strdup_printf (_("Could not load the model: %s"), error->message);
+
+      gtk_label_set_text (self->model_info, _("No model loaded"));
+      show_error_with_action (self, message, _("Choose Model…"), "panel.choose-model");
+      /* Still no model, but hosts waiting for one learn that the load is over. */
+      g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_MODEL]);
+    }
+  else
+    {
+      g_set_object (&self->model, handle);
+      if (self->apply_defaults_on_load)
+        moire_gen_settings_apply_model_defaults (self->settings, moire_model_handle_get_model (handle));
+      description = moire_model_handle_describe (handle);
+      gtk_label_set_text (self->model_info, description);
+      gtk_widget_set_tooltip_text (GTK_WIDGET (self->model_info), moire_model_handle_get_path (handle));
+      add_recent_model (self, moire_model_handle_get_path (handle));
+      /* Refresh the "Default (…)" texts of the spin buttons. */
+      gtk_spin_button_update (self->steps_spin);
+      gtk_spin_button_update (self->cfg_spin);
+      g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_MODEL]);
+    }
+  self->apply_defaults_on_load = FALSE;
+  update_completion (self);
+  update_actions (self);
+}
+
+static void
+on_model_path_changed (MoireGenerationPanel *self)
+{
+  const char *path = moire_gen_settings_get_model_path (self->settings);
+
+  if (self->model_cancellable != NULL)
+    {
+      g_cancellable_cancel (self->model_cancellable);
+      g_clear_object (&self->model_cancellable);
+    }
+  if (self->model != NULL && g_strcmp0 (moire_model_handle_get_path (self->model), path) == 0)
+    return;
+  g_clear_object (&self->model);
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_MODEL]);
+  update_completion (self);
+  update_actions (self);
+  if (path == NULL || *path == '\0')
+    {
+      gtk_label_set_text (self->model_info, _("No model loaded"));
+      return;
+    }
+  gtk_label_set_text (self->model_info, _("Loading…"));
+  self->model_cancellable = g_cancellable_new ();
+  moire_model_handle_load_async (path, self->model_cancellable, model_loaded, g_object_ref (self));
+}
+
+void
+moire_generation_panel_set_model_path (MoireGenerationPanel *self,
+                                       const char           *path,
+                                       gboolean              apply_defaults)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+
+  self->apply_defaults_on_load = apply_defaults;
+  if (g_strcmp0 (path, moire_gen_settings_get_model_path (self->settings)) == 0 && self->model == NULL &&
+      self->model_cancellable == NULL)
+    on_model_path_changed (self); /* retry a failed load */
+  else
+    moire_gen_settings_set_model_path (self->settings, path);
+}
+
+static void
+on_model_dropdown_selected (MoireGenerationPanel *self)
+{
+  guint selected = gtk_drop_down_get_selected (self->model_dropdown);
+  const char *path;
+
+  if (self->updating_model_dropdown || selected == GTK_INVALID_LIST_POSITION)
+    return;
+  path = gtk_string_list_get_string (self->recent_models, selected);
+  if (path != NULL && g_strcmp0 (path, moire_gen_settings_get_model_path (self->settings)) != 0)
+    moire_generation_panel_set_model_path (self, path, TRUE);
+}
+
+static char *
+model_display_name (GtkStringObject *item)
+{
+  const char *path = item != NULL ? gtk_string_object_get_string (item) : NULL;
+
+  return path != NULL ? g_path_get_basename (path) : g_strdup ("");
+}
+
+/* --- file choosers ------------------------------------------------------------------------- */
+
+static GtkWindow *
+get_parent_window (MoireGenerationPanel *self)
+{
+  GtkRoot *root = gtk_widget_get_root (GTK_WIDGET (self));
+
+  return GTK_IS_WINDOW (root) ? GTK_WINDOW (root) : NULL;
+}
+
+typedef void (*FileChosenFunc) (MoireGenerationPanel *self, GFile *file);
+
+static void
+on_chooser_response (GtkNativeDialog *dialog,
+                     int              response,
+                     gpointer         user_data)
+{
+  MoireGenerationPanel *self = MOIRE_GENERATION_PANEL (user_data);
+  FileChosenFunc func = g_object_get_data (G_OBJECT (dialog), "moire-func");
+
+  if (response == GTK_RESPONSE_ACCEPT)
+    {
+      g_autoptr(GFile) file = gtk_file_chooser_get_file (GTK_FILE_CHOOSER (dialog));
+
+      if (file != NULL)
+        func (self, file);
+    }
+  gtk_native_dialog_destroy (dialog);
+  g_object_unref (dialog);
+  g_object_unref (self);
+}
+
+static void
+run_file_chooser (MoireGenerationPanel *self,
+                  const char           *title,
+                  GtkFileChooserAction  action,
+                  const char           *filter_name,
+                  const char * const   *patterns,
+                  const char           *suggested_name,
+                  FileChosenFunc        func)
+{
+  GtkFileChooserNative *chooser;
+
+  chooser = gtk_file_chooser_native_new (title, get_parent_window (self), action, NULL, NULL);
+  gtk_native_dialog_set_modal (GTK_NATIVE_DIALOG (chooser), TRUE);
+  if (filter_name != NULL)
+    {
+      g_autoptr(GtkFileFilter) filter = gtk_file_filter_new ();
+
+      gtk_file_filter_set_name (filter, filter_name);
+      for (guint i = 0; patterns[i] != NULL; i++)
+        gtk_file_filter_add_pattern (filter, patterns[i]);
+      gtk_file_chooser_add_filter (GTK_FILE_CHOOSER (chooser), filter);
+    }
+  if (suggested_name != NULL)
+    gtk_file_chooser_set_current_name (GTK_FILE_CHOOSER (chooser), suggested_name);
+  g_object_set_data (G_OBJECT (chooser), "moire-func", func);
+  g_signal_connect (chooser, "response", G_CALLBACK (on_chooser_response), g_object_ref (self));
+  gtk_native_dialog_show (GTK_NATIVE_DIALOG (chooser));
+}
+
+static void
+model_file_chosen (MoireGenerationPanel *self,
+                   GFile                *file)
+{
+  g_autofree char *path = g_file_get_path (file);
+
+  moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, NULL);
+  if (path != NULL)
+    moire_generation_panel_set_model_path (self, path, TRUE);
+}
+
+static void
+init_file_chosen (MoireGenerationPanel *self,
+                  GFile                *file)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *path = g_file_get_path (file);
+  g_autofree char *name = g_file_get_basename (file);
+  g_autoptr(moire_image) image = path != NULL ? moire_gui_image_load (path, &error) : NULL;
+
+  if (image == NULL)
+    {
+      g_autofree char *message = g_strdup_printf (_("Could not open the init image: %s"),
+                                                  error != NULL ? error->message : name);
+
+      moire_generation_panel_show_message (self, GTK_MESSAGE_ERROR, message);
+      return;
+    }
+  moire_generation_panel_set_init_image (self, image, name);
+}
+
+static void
+image_to_restore_chosen (MoireGenerationPanel *self,
+                         GFile                *file)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *path = g_file_get_path (file);
+
+  if (path != NULL && !moire_generation_panel_restore_from_file (self, path, &error))
+    moire_generation_panel_show_message (self,
+                                         g_error_matches (error, MOIRE_GUI_ERROR, MOIRE_GUI_ERROR_FAILED)
+                                           ? GTK_MESSAGE_WARNING : GTK_MESSAGE_ERROR,
+                                         error->message);
+}
+
+static void
+save_file_chosen (MoireGenerationPanel *self,
+                  GFile                *file)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *path = g_file_get_path (file);
+
+  if (self->current_item == NULL || path == NULL)
+    return;
+  if (!moire_history_item_save_png (self->current_item, path, &error))
+    {
+      g_autofree char *message = g_strdup_printf (_("Could not save the image: %s"), error->message);
+
+      moire_generation_panel_show_message (self, GTK_MESSAGE_ERROR, message);
+    }
+  else
+    {
+      g_autofree char *name = g_file_get_basename (file);
+      g_autofree char *message = g_strdup_printf (_("Saved “%s” with its parameters"), name);
+
+      moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, message);
+      if (self->gsettings != NULL)
+        {
+          g_autofree char *folder = g_path_get_dirname (path);
+
+          g_settings_set_string (self->gsettings, "save-folder", folder);
+        }
+    }
+}
+
+/* --- init image ---------------------------------------------------------------------------- */
+
+void
+moire_generation_panel_set_init_image (MoireGenerationPanel *self,
+                                       const moire_image    *image,
+                                       const char           *label)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+
+  g_clear_pointer (&self->init_image, moire_image_free);
+  if (image != NULL)
+    {
+      self->init_image = moire_image_new (image->width, image->height, image->channels);
+      if (self->init_image != NULL)
+        memcpy (self->init_image->pixels, image->pixels,
+                (gsize) image->width * image->height * image->channels);
+    }
+  if (self->init_image != NULL)
+    {
+      g_autofree char *text = g_strdup_printf ("%s (%d×%d)", label != NULL ? label : _("Image"),
+                                               image->width, image->height);
+
+      gtk_label_set_text (self->init_label, text);
+    }
+  else
+    gtk_label_set_text (self->init_label, _("None — choose an image…"));
+  gtk_widget_set_sensitive (self->strength_box, self->init_image != NULL);
+  update_actions (self);
+}
+
+/* --- generation ---------------------------------------------------------------------------- */
+
+static void
+set_busy (MoireGenerationPanel *self,
+          gboolean              busy)
+{
+  gtk_widget_set_visible (GTK_WIDGET (self->generate_button), !busy);
+  gtk_widget_set_visible (GTK_WIDGET (self->cancel_button), busy);
+  update_actions (self);
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_BUSY]);
+}
+
+static void
+on_job_progress (MoireJob             *job,
+                 int                   image_index,
+                 int                   image_count,
+                 int                   step,
+                 int                   step_count,
+                 double                remaining_s,
+                 MoireGenerationPanel *self)
+{
+  g_autoptr(GString) text = g_string_new (NULL);
+  double total = (double) MAX (image_count, 1) * MAX (step_count, 1);
+
+  gtk_progress_bar_set_fraction (self->progress_bar,
+                                 CLAMP (((double) image_index * step_count + step) / total, 0, 1));
+  /* Translators: progress, "Step 12/50" */
+  g_string_printf (text, _("Step %d/%d"), step, step_count);
+  if (image_count > 1)
+    /* Translators: progress, appended to "Step 12/50": " · image 2/4" */
+    g_string_append_printf (text, _(" · image %d/%d"), image_index + 1, image_count);
+  if (remaining_s >= 0)
+    {
+      g_autofree char *left = moire_gui_format_duration (remaining_s);
+
+      /* Translators: progress, appended: " · 3 s left" */
+      g_string_append_printf (text, _(" · %s left"), left);
+    }
+  gtk_label_set_text (self->progress_label, text->str);
+}
+
+static void
+on_job_preview (MoireJob             *job,
+                GdkTexture           *texture,
+                int                   image_index,
+                int                   step,
+                int                   step_count,
+                MoireGenerationPanel *self)
+{
+  g_autofree char *badge = NULL;
+
+  gtk_picture_set_paintable (self->preview_picture, GDK_PAINTABLE (texture));
+  gtk_stack_set_visible_child_name (self->preview_stack, "image");
+  /* Translators: badge on the live preview, "Preview · step 12/50" */
+  badge = g_strdup_printf (_("Preview · step %d/%d"), step, step_count);
+  gtk_label_set_text (self->preview_badge, badge);
+  gtk_widget_set_visible (GTK_WIDGET (self->preview_badge), TRUE);
+  g_signal_emit (self, signals[SIGNAL_PREVIEW_FRAME], 0, texture, step, step_count);
+}
+
+static void
+on_job_paused (MoireJob             *job,
+               int                   step,
+               MoireGenerationPanel *self)
+{
+  g_signal_emit (self, signals[SIGNAL_PAUSED], 0, step);
+}
+
+static void
+job_done (GObject      *source,
+          GAsyncResult *result,
+          gpointer      user_data)
+{
+  g_autoptr(MoireGenerationPanel) self = user_data;
+  MoireJob *job = MOIRE_JOB (source);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) items = moire_job_run_finish (job, result, &error);
+  g_auto(GStrv) warnings = moire_job_dup_warnings (job);
+  double elapsed = (g_get_monotonic_time () - self->job_started_us) / 1e6;
+  guint posted = 0, shown = 0, dropped = 0;
+
+  g_signal_handlers_disconnect_by_data (job, self);
+  moire_job_get_frame_stats (job, &posted, &shown, &dropped);
+  g_debug ("job done: %u preview frames posted, %u shown, %u replaced unseen", posted, shown, dropped);
+  if (self->job == job)
+    g_clear_object (&self->job);
+
+  if (items == NULL)
+    {
+      gtk_progress_bar_set_fraction (self->progress_bar, 0);
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        {
+          gtk_label_set_text (self->progress_label, _("Cancelled"));
+          gtk_widget_set_visible (GTK_WIDGET (self->preview_badge), FALSE);
+          if (self->current_item != NULL)
+            show_item (self, self->current_item);
+        }
+      else
+        {
+          g_autofree char *message = g_strdup_printf (_("Generation failed: %s"), error->message);
+
+          gtk_label_set_text (self->progress_label, _("Failed"));
+          moire_generation_panel_show_message (self, GTK_MESSAGE_ERROR, message);
+        }
+      set_busy (self, FALSE);
+      g_signal_emit (self, signals[SIGNAL_FINISHED], 0, FALSE);
+      return;
+    }
+
+  {
+    g_autofree char *took = moire_gui_format_duration (elapsed);
+    /* Translators: progress after a generation, "Done in 3 s" */
+    g_autofree char *text = g_strdup_printf (_("Done in %s"), took);
+
+    gtk_progress_bar_set_fraction (self->progress_bar, 1.0);
+    gtk_label_set_text (self->progress_label, text);
+  }
+  /* Newest first in the strip, but a batch keeps its order: image 0 leftmost. */
+  for (guint i = items->len; i > 0; i--)
+    moire_history_prepend (self->history, g_ptr_array_index (items, i - 1));
+  if (items->len > 0)
+    {
+      show_item (self, g_ptr_array_index (items, 0));
+    }
+  for (guint i = 0; i < items->len; i++)
+    g_signal_emit (self, signals[SIGNAL_RESULT_READY], 0, g_ptr_array_index (items, i));
+
+  /* Engine notices (e.g. "approximate colour preview of the latents"): once per session. */
+  for (guint i = 0; warnings != NULL && warnings[i] != NULL; i++)
+    if (g_hash_table_add (self->warnings_shown, g_strdup (warnings[i])))
+      moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, warnings[i]);
+
+  set_busy (self, FALSE);
+  g_signal_emit (self, signals[SIGNAL_FINISHED], 0, TRUE);
+}
+
+void
+moire_generation_panel_generate (MoireGenerationPanel *self)
+{
+  g_autoptr(MoireJob) job = NULL;
+  gboolean handled = FALSE;
+  guint64 seed;
+
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+
+  if (self->job != NULL)
+    return;
+  if (self->model == NULL)
+    {
+      if (self->model_cancellable != NULL)
+        moire_generation_panel_show_message (self, GTK_MESSAGE_INFO,
+                                             _("The model is still loading; try again in a moment."));
+      else
+        show_error_with_action (self, _("No model is loaded. Choose a model file (.safetensors)."),
+                                _("Choose Model…"), "panel.choose-model");
+      return;
+    }
+
+  seed = moire_seed_choose (moire_gen_settings_get_seed_mode (self->settings),
+                            moire_gen_settings_get_seed (self->settings),
+                            self->has_last_seed, self->last_seed, self->rand);
+  /* The seed field shows the seed in use, so a result can be pinned by switching to Fixed. */
+  moire_gen_settings_set_seed (self->settings, seed);
+
+  g_signal_emit (self, signals[SIGNAL_GENERATE_REQUESTED], 0, self->settings, seed, &handled);
+  if (handled)
+    return;
+
+  moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, NULL);
+  job = moire_job_new (self->model, self->settings, self->init_image, seed);
+  moire_job_set_preview_interval (job, self->live_preview ? self->preview_interval : 0);
+  moire_job_set_pause_at_step (job, self->pause_at_step);
+  g_signal_connect (job, "progress", G_CALLBACK (on_job_progress), self);
+  g_signal_connect (job, "preview", G_CALLBACK (on_job_preview), self);
+  g_signal_connect (job, "paused", G_CALLBACK (on_job_paused), self);
+
+  self->job = g_object_ref (job);
+  self->has_last_seed = TRUE;
+  self->last_seed = seed;
+  self->job_started_us = g_get_monotonic_time ();
+  gtk_progress_bar_set_fraction (self->progress_bar, 0);
+  gtk_label_set_text (self->progress_label, _("Starting…"));
+  set_busy (self, TRUE);
+  moire_job_run_async (job, NULL, job_done, g_object_ref (self));
+}
+
+void
+moire_generation_panel_cancel (MoireGenerationPanel *self)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  if (self->job == NULL)
+    return;
+  moire_job_cancel (self->job);
+  gtk_label_set_text (self->progress_label, _("Cancelling…"));
+}
+
+void
+moire_generation_panel_set_pause_at_step (MoireGenerationPanel *self,
+                                          int                   step)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  self->pause_at_step = MAX (step, 0);
+}
+
+void
+moire_generation_panel_resume (MoireGenerationPanel *self)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  if (self->job != NULL)
+    moire_job_resume (self->job);
+}
+
+/* --- history ------------------------------------------------------------------------------- */
+
+static void
+show_item (MoireGenerationPanel *self,
+           MoireHistoryItem     *item)
+{
+  g_autofree char *badge = NULL;
+  g_autofree char *seed = NULL;
+
+  g_set_object (&self->current_item, item);
+  gtk_picture_set_paintable (self->preview_picture, GDK_PAINTABLE (moire_history_item_get_texture (item)));
+  gtk_stack_set_visible_child_name (self->preview_stack, "image");
+  /* Translators: badge on a finished image, "Seed 1234 · 64×64" */
+  seed = g_strdup_printf ("%" G_GUINT64_FORMAT, moire_history_item_get_seed (item));
+  badge = g_strdup_printf (_("Seed %s · %d×%d"), seed,
+                           moire_history_item_get_width (item), moire_history_item_get_height (item));
+  gtk_label_set_text (self->preview_badge, badge);
+  gtk_widget_set_visible (GTK_WIDGET (self->preview_badge), TRUE);
+  gtk_label_set_text (self->result_label, moire_history_item_get_parameters (item));
+  gtk_widget_set_tooltip_text (GTK_WIDGET (self->result_label), moire_history_item_get_parameters (item));
+  update_actions (self);
+}
+
+MoireHistoryItem *
+moire_generation_panel_get_current_item (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  return self->current_item;
+}
+
+void
+moire_generation_panel_restore_item (MoireGenerationPanel *self,
+                                     MoireHistoryItem     *item)
+{
+  g_autoptr(MoireGenSettings) restored = NULL;
+
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  g_return_if_fail (MOIRE_IS_HISTORY_ITEM (item));
+
+  restored = moire_gen_settings_copy (moire_history_item_get_settings (item));
+  /* The batch count is how many to make next, not a property of this image. */
+  moire_gen_settings_set_batch_count (restored, moire_gen_settings_get_batch_count (self->settings));
+  moire_gen_settings_assign (self->settings, restored);
+  show_item (self, item);
+}
+
+static void
+on_history_activate (GtkListView          *view,
+                     guint                 position,
+                     MoireGenerationPanel *self)
+{
+  g_autoptr(MoireHistoryItem) item = g_list_model_get_item (G_LIST_MODEL (self->history), position);
+
+  if (item != NULL)
+    moire_generation_panel_restore_item (self, item);
+}
+
+static void
+on_history_changed (MoireGenerationPanel *self)
+{
+  if (g_list_model_get_n_items (G_LIST_MODEL (self->history)) == 0 && self->current_item != NULL)
+    {
+      g_clear_object (&self->current_item);
+      gtk_picture_set_paintable (self->preview_picture, NULL);
+      gtk_stack_set_visible_child_name (self->preview_stack, "empty");
+      gtk_widget_set_visible (GTK_WIDGET (self->preview_badge), FALSE);
+      gtk_label_set_text (self->result_label, "");
+    }
+  update_actions (self);
+}
+
+static void
+setup_history_row (GtkSignalListItemFactory *factory,
+                   GtkListItem              *list_item,
+                   gpointer                  user_data)
+{
+  GtkWidget *picture = gtk_picture_new ();
+
+  gtk_picture_set_can_shrink (GTK_PICTURE (picture), TRUE);
+  gtk_picture_set_content_fit (GTK_PICTURE (picture), GTK_CONTENT_FIT_COVER);
+  gtk_widget_set_size_request (picture, THUMBNAIL_SIZE, THUMBNAIL_SIZE);
+  gtk_widget_add_css_class (picture, "moire-thumbnail");
+  gtk_widget_set_overflow (picture, GTK_OVERFLOW_HIDDEN);
+  gtk_list_item_set_child (list_item, picture);
+}
+
+static void
+bind_history_row (GtkSignalListItemFactory *factory,
+                  GtkListItem              *list_item,
+                  gpointer                  user_data)
+{
+  MoireHistoryItem *item = gtk_list_item_get_item (list_item);
+  GtkWidget *picture = gtk_list_item_get_child (list_item);
+
+  gtk_picture_set_paintable (GTK_PICTURE (picture), GDK_PAINTABLE (moire_history_item_get_texture (item)));
+  gtk_widget_set_tooltip_text (picture, moire_history_item_get_parameters (item));
+}
+
+/* --- restore from a PNG -------------------------------------------------------------------- */
+
+static char *
+find_recent_model (MoireGenerationPanel *self,
+                   const char           *model_name)
+{
+  guint n = g_list_model_get_n_items (G_LIST_MODEL (self->recent_models));
+
+  for (guint i = 0; model_name != NULL && i < n; i++)
+    {
+      const char *path = gtk_string_list_get_string (self->recent_models, i);
+      g_autofree char *base = g_path_get_basename (path);
+      char *dot = strrchr (base, '.');
+
+      if (dot != NULL)
+        *dot = '\0';
+      if (g_strcmp0 (base, model_name) == 0)
+        return g_strdup (path);
+    }
+  return NULL;
+}
+
+gboolean
+moire_generation_panel_restore_from_file (MoireGenerationPanel  *self,
+                                          const char            *path,
+                                          GError               **error)
+{
+  moire_image *image = NULL;
+  char *text = NULL, *json = NULL;
+  moire_parameters parameters = moire_parameters_init ();
+  g_autofree char *model_name = NULL;
+  g_autofree char *model_path = NULL;
+  g_autoptr(GError) partial = NULL;
+  g_autoptr(MoireHistoryItem) item = NULL;
+  g_autofree char *name = NULL;
+  moire_status status;
+
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), FALSE);
+  g_return_val_if_fail (path != NULL, FALSE);
+
+  name = g_filename_display_basename (path);
+  status = moire_png_load (path, &image, &text, &json);
+  if (status != MOIRE_OK)
+    {
+      g_autofree char *what = g_strdup_printf (_("Could not open “%s”"), name);
+
+      g_propagate_error (error, moire_gui_error_from_status (status, what));
+      return FALSE;
+    }
+  if (text == NULL || *text == '\0')
+    {
+      g_set_error (error, MOIRE_GUI_ERROR, MOIRE_ERROR_FORMAT,
+                   _("“%s” has no generation parameters to restore"), name);
+      moire_image_free (image);
+      free (text);
+      free (json);
+      return FALSE;
+    }
+  status = moire_parse_parameters (text, &parameters);
+  if (status != MOIRE_OK)
+    {
+      g_propagate_error (error, moire_gui_error_from_status (status, name));
+      moire_image_free (image);
+      free (text);
+      free (json);
+      return FALSE;
+    }
+
+  moire_gen_settings_apply_parameters (self->settings, &parameters, &model_name, &partial);
+  model_path = find_recent_model (self, model_name);
+  if (model_path != NULL)
+    moire_generation_panel_set_model_path (self, model_path, FALSE);
+
+  item = moire_history_item_new (self->settings, image, text, json);
+  moire_history_prepend (self->history, item);
+  show_item (self, item);
+
+  moire_parameters_clear (&parameters);
+  moire_image_free (image);
+  free (text);
+  free (json);
+
+  if (partial != NULL)
+    {
+      g_propagate_error (error, g_steal_pointer (&partial));
+      return FALSE;
+    }
+  if (model_name != NULL && model_path == NULL && self->model != NULL)
+    {
+      const char *current = moire_model_handle_get_name (self->model);
+
+      if (!g_str_has_prefix (current, model_name))
+        {
+          g_autofree char *message =
+            g_strdup_printf (_("Settings restored. The image was made with the model “%s”, which is not among the recent models."),
+                             model_name);
+
+          moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, message);
+        }
+    }
+  return TRUE;
+}
+
+/* --- actions ------------------------------------------------------------------------------- */
+
+static void
+update_actions (MoireGenerationPanel *self)
+{
+  gboolean busy = self->job != NULL;
+
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.generate", !busy);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.cancel", busy);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.save-image", self->current_item != NULL);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-history",
+                                 g_list_model_get_n_items (G_LIST_MODEL (self->history)) > 0);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-init-image", self->init_image != NULL);
+}
+
+static void
+action_generate (GtkWidget  *widget,
+                 const char *action_name,
+                 GVariant   *parameter)
+{
+  moire_generation_panel_generate (MOIRE_GENERATION_PANEL (widget));
+}
+
+static void
+action_cancel (GtkWidget  *widget,
+               const char *action_name,
+               GVariant   *parameter)
+{
+  moire_generation_panel_cancel (MOIRE_GENERATION_PANEL (widget));
+}
+
+static void
+action_choose_model (GtkWidget  *widget,
+                     const char *action_name,
+                     GVariant   *parameter)
+{
+  static const char * const patterns[] = { "*.safetensors", NULL };
+
+  run_file_chooser (MOIRE_GENERATION_PANEL (widget), _("Open Model"), GTK_FILE_CHOOSER_ACTION_OPEN,
+                    _("Models (.safetensors)"), patterns, NULL, model_file_chosen);
+}
+
+static void
+action_choose_init_image (GtkWidget  *widget,
+                          const char *action_name,
+                          GVariant   *parameter)
+{
+  static const char * const patterns[] = { "*.png", "*.PNG", "*.jpg", "*.jpeg", "*.JPG", "*.tif", "*.tiff", NULL };
+
+  run_file_chooser (MOIRE_GENERATION_PANEL (widget), _("Choose Init Image"), GTK_FILE_CHOOSER_ACTION_OPEN,
+                    _("Images"), patterns, NULL, init_file_chosen);
+}
+
+static void
+action_clear_init_image (GtkWidget  *widget,
+                         const char *action_name,
+                         GVariant   *parameter)
+{
+  moire_generation_panel_set_init_image (MOIRE_GENERATION_PANEL (widget), NULL, NULL);
+}
+
+static void
+action_open_image (GtkWidget  *widget,
+                   const char *action_name,
+                   GVariant   *parameter)
+{
+  static const char * const patterns[] = { "*.png", "*.PNG", NULL };
+
+  run_file_chooser (MOIRE_GENERATION_PANEL (widget), _("Open Image and Restore Its Settings"),
+                    GTK_FILE_CHOOSER_ACTION_OPEN, _("PNG images"), patterns, NULL,
+                    image_to_restore_chosen);
+}
+
+static void
+action_save_image (GtkWidget  *widget,
+                   const char *action_name,
+                   GVariant   *parameter)
+{
+  MoireGenerationPanel *self = MOIRE_GENERATION_PANEL (widget);
+  static const char * const patterns[] = { "*.png", NULL };
+  g_autofree char *suggested = NULL;
+
+  if (self->current_item == NULL)
+    return;
+  suggested = moire_history_item_suggest_filename (self->current_item);
+  run_file_chooser (self, _("Save Image"), GTK_FILE_CHOOSER_ACTION_SAVE, _("PNG images"), patterns,
+                    suggested, save_file_chosen);
+}
+
+static void
+action_clear_history (GtkWidget  *widget,
+                      const char *action_name,
+                      GVariant   *parameter)
+{
+  moire_history_clear (MOIRE_GENERATION_PANEL (widget)->history);
+}
+
+static void
+action_dismiss_banner (GtkWidget  *widget,
+                       const char *action_name,
+                       GVariant   *parameter)
+{
+  moire_generation_panel_show_message (MOIRE_GENERATION_PANEL (widget), GTK_MESSAGE_INFO, NULL);
+}
+
+/* --- bindings between settings and widgets ------------------------------------------------- */
+
+static gboolean
+sampler_to_index (GBinding     *binding,
+                  const GValue *from,
+                  GValue       *to,
+                  gpointer      user_data)
+{
+  g_value_set_uint (to, moire_gen_settings_sampler_index (g_value_get_string (from)));
+  return TRUE;
+}
+
+static gboolean
+index_to_sampler (GBinding     *binding,
+                  const GValue *from,
+                  GValue       *to,
+                  gpointer      user_data)
+{
+  guint index = g_value_get_uint (from);
+
+  if (index == GTK_INVALID_LIST_POSITION)
+    return FALSE;
+  g_value_set_string (to, moire_gen_settings_sampler_at (index));
+  return TRUE;
+}
+
+static gboolean
+schedule_to_index (GBinding     *binding,
+                   const GValue *from,
+                   GValue       *to,
+                   gpointer      user_data)
+{
+  g_value_set_uint (to, moire_gen_settings_schedule_index (g_value_get_string (from)));
+  return TRUE;
+}
+
+static gboolean
+index_to_schedule (GBinding     *binding,
+                   const GValue *from,
+                   GValue       *to,
+                   gpointer      user_data)
+{
+  guint index = g_value_get_uint (from);
+
+  if (index == GTK_INVALID_LIST_POSITION)
+    return FALSE;
+  g_value_set_string (to, moire_gen_settings_schedule_at (index));
+  return TRUE;
+}
+
+static gboolean
+enum_to_index (GBinding     *binding,
+               const GValue *from,
+               GValue       *to,
+               gpointer      user_data)
+{
+  g_value_set_uint (to, (guint) g_value_get_enum (from));
+  return TRUE;
+}
+
+static gboolean
+index_to_enum (GBinding     *binding,
+               const GValue *from,
+               GValue       *to,
+               gpointer      user_data)
+{
+  guint index = g_value_get_uint (from);
+
+  if (index == GTK_INVALID_LIST_POSITION)
+    return FALSE;
+  g_value_set_enum (to, (int) index);
+  return TRUE;
+}
+
+/* Spin buttons show "Default" (with the model's value when known) for 0. */
+static gboolean
+on_spin_output (GtkSpinButton        *spin,
+                MoireGenerationPanel *self)
+{
+  double value = gtk_adjustment_get_value (gtk_spin_button_get_adjustment (spin));
+  g_autofree char *text = NULL;
+
+  if (value != 0)
+    return FALSE;
+  if (self->model != NULL && (spin == self->steps_spin || spin == self->cfg_spin))
+    {
+      moire_sampler sampler;
+      int steps;
+      float cfg;
+
+      moire_model_get_defaults (moire_model_handle_get_model (self->model), &sampler, &steps, &cfg);
+      if (spin == self->steps_spin)
+        /* Translators: a spin button showing the model's default, "Default (250)" */
+        text = g_strdup_printf (_("Default (%d)"), steps);
+      else
+        text = g_strdup_printf (_("Default (%g)"), cfg);
+    }
+  else
+    text = g_strdup (_("Default"));
+  if (g_strcmp0 (gtk_editable_get_text (GTK_EDITABLE (spin)), text) != 0)
+    gtk_editable_set_text (GTK_EDITABLE (spin), text);
+  return TRUE;
+}
+
+static int
+on_spin_input (GtkSpinButton        *spin,
+               double               *new_value,
+               MoireGenerationPanel *self)
+{
+  const char *text = gtk_editable_get_text (GTK_EDITABLE (spin));
+  char *end = NULL;
+  double value = g_strtod (text, &end);
+
+  if (end != text)
+    {
+      *new_value = value;
+      return TRUE;
+    }
+  /* "Default", "Default (250)" or anything else that is not a number. */
+  *new_value = 0;
+  return TRUE;
+}
+
+static void
+bind_spin (MoireGenerationPanel *self,
+           GtkSpinButton        *spin,
+           const char           *property,
+           gboolean              has_default)
+{
+  g_object_bind_property (self->settings, property, spin, "value",
+                          G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+  if (has_default)
+    {
+      g_signal_connect (spin, "output", G_CALLBACK (on_spin_output), self);
+      g_signal_connect (spin, "input", G_CALLBACK (on_spin_input), self);
+    }
+}
+
+static gboolean
+completion_match (GtkEntryCompletion *completion,
+                  const char         *key,
+                  GtkTreeIter        *iter,
+                  gpointer            user_data)
+{
+  GtkTreeModel *model = gtk_entry_completion_get_model (completion);
+  g_autofree char *word = NULL;
+  g_autofree char *folded = NULL;
+  g_autofree char *folded_key = NULL;
+
+  gtk_tree_model_get (model, iter, 0, &word, -1);
+  if (word == NULL || key == NULL || *key == '\0')
+    return FALSE;
+  folded = g_utf8_casefold (word, -1);
+  folded_key = g_utf8_casefold (key, -1);
+  return strstr (folded, folded_key) != NULL;
+}
+
+static GtkEntryCompletion *
+attach_completion (MoireGenerationPanel *self,
+                   GtkEntry             *entry)
+{
+  GtkEntryCompletion *completion = gtk_entry_completion_new ();
+
+  gtk_entry_completion_set_model (completion, GTK_TREE_MODEL (self->suggestions));
+  gtk_entry_completion_set_text_column (completion, 0);
+  gtk_entry_completion_set_minimum_key_length (completion, 1);
+  gtk_entry_completion_set_match_func (completion, completion_match, NULL, NULL);
+  gtk_entry_completion_set_popup_single_match (completion, FALSE);
+  gtk_entry_set_completion (entry, completion);
+  return completion;
+}
+
+void
+moire_generation_panel_bind_gsettings (MoireGenerationPanel *self,
+                                       GSettings            *settings)
+{
+  g_auto(GStrv) recent = NULL;
+
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  g_return_if_fail (G_IS_SETTINGS (settings));
+
+  g_set_object (&self->gsettings, settings);
+  recent = g_settings_get_strv (settings, "recent-models");
+  self->updating_model_dropdown = TRUE;
+  gtk_string_list_splice (self->recent_models, 0,
+                          g_list_model_get_n_items (G_LIST_MODEL (self->recent_models)),
+                          (const char * const *) recent);
+  self->updating_model_dropdown = FALSE;
+  g_settings_bind (settings, "live-preview", self, "live-preview", G_SETTINGS_BIND_DEFAULT);
+  g_settings_bind (settings, "preview-interval", self, "preview-interval", G_SETTINGS_BIND_DEFAULT);
+  moire_gen_settings_bind_gsettings (self->settings, settings);
+}
+
+/* --- GObject ------------------------------------------------------------------------------- */
+
+MoireGenSettings *
+moire_generation_panel_get_settings (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  return self->settings;
+}
+
+MoireHistory *
+moire_generation_panel_get_history (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  return self->history;
+}
+
+MoireModelHandle *
+moire_generation_panel_get_model (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  return self->model;
+}
+
+gboolean
+moire_generation_panel_get_busy (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), FALSE);
+  return self->job != NULL;
+}
+
+GtkWidget *
+moire_generation_panel_new (void)
+{
+  return g_object_new (MOIRE_TYPE_GENERATION_PANEL, NULL);
+}
+
+static void
+moire_generation_panel_root (GtkWidget *widget)
+{
+  GdkDisplay *display;
+
+  GTK_WIDGET_CLASS (moire_generation_panel_parent_class)->root (widget);
+
+  /* One style provider per display, whoever the host is. */
+  display = gtk_widget_get_display (widget);
+  if (g_object_get_data (G_OBJECT (display), "moire-panel-css") == NULL)
+    {
+      GtkCssProvider *provider = gtk_css_provider_new ();
+
+      gtk_css_provider_load_from_data (provider, panel_css, -1);
+      gtk_style_context_add_provider_for_display (display, GTK_STYLE_PROVIDER (provider),
+                                                  GTK_STYLE_PROVIDER_PRIORITY_APPLICATION);
+      g_object_set_data_full (G_OBJECT (display), "moire-panel-css", provider, g_object_unref);
+    }
+}
+
+static void
+moire_generation_panel_dispose (GObject *object)
+{
+  MoireGenerationPanel *self = MOIRE_GENERATION_PANEL (object);
+  GtkWidget *child;
+
+  if (self->job != NULL)
+    {
+      g_signal_handlers_disconnect_by_data (self->job, self);
+      moire_job_cancel (self->job);
+      g_clear_object (&self->job);
+    }
+  if (self->model_cancellable != NULL)
+    g_cancellable_cancel (self->model_cancellable);
+  g_clear_object (&self->model_cancellable);
+  if (self->prompt_entry != NULL)
+    gtk_entry_set_completion (self->prompt_entry, NULL);
+  if (self->negative_entry != NULL)
+    gtk_entry_set_completion (self->negative_entry, NULL);
+  g_clear_object (&self->prompt_completion);
+  g_clear_object (&self->negative_completion);
+  gtk_widget_dispose_template (GTK_WIDGET (self), MOIRE_TYPE_GENERATION_PANEL);
+  /* Template children without an id binding are ours to unparent too. */
+  while ((child = gtk_widget_get_first_child (GTK_WIDGET (self))) != NULL)
+    gtk_widget_unparent (child);
+  g_clear_object (&self->model);
+  g_clear_object (&self->current_item);
+  g_clear_object (&self->gsettings);
+  G_OBJECT_CLASS (moire_generation_panel_parent_class)->dispose (object);
+}
+
+static void
+moire_generation_panel_finalize (GObject *object)
+{
+  MoireGenerationPanel *self = MOIRE_GENERATION_PANEL (object);
+
+  g_clear_object (&self->settings);
+  g_clear_object (&self->history);
+  g_clear_object (&self->recent_models);
+  g_clear_object (&self->sampler_labels);
+  g_clear_object (&self->suggestions);
+  g_clear_pointer (&self->rand, g_rand_free);
+  g_clear_pointer (&self->warnings_shown, g_hash_table_unref);
+  g_clear_pointer (&self->init_image, moire_image_free);
+  G_OBJECT_CLASS (moire_generation_panel_parent_class)->finalize (object);
+}
+
+static void
+moire_generation_panel_get_property (GObject    *object,
+                                     guint       prop_id,
+                                     GValue     *value,
+                                     GParamSpec *pspec)
+{
+  MoireGenerationPanel *self = MOIRE_GENERATION_PANEL (object);
+
+  switch (prop_id)
+    {
+    case PROP_SETTINGS: g_value_set_object (value, self->settings); break;
+    case PROP_HISTORY: g_value_set_object (value, self->history); break;
+    case PROP_MODEL: g_value_set_object (value, self->model); break;
+    case PROP_BUSY: g_value_set_boolean (value, self->job != NULL); break;
+    case PROP_LIVE_PREVIEW: g_value_set_boolean (value, self->live_preview); break;
+    case PROP_PREVIEW_INTERVAL: g_value_set_int (value, self->preview_interval); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+moire_generation_panel_set_property (GObject      *object,
+                                     guint         prop_id,
+                                     const GValue *value,
+                                     GParamSpec   *pspec)
+{
+  MoireGenerationPanel *self = MOIRE_GENERATION_PANEL (object);
+
+  switch (prop_id)
+    {
+    case PROP_LIVE_PREVIEW:
+      if (self->live_preview != g_value_get_boolean (value))
+        {
+          self->live_preview = g_value_get_boolean (value);
+          g_object_notify_by_pspec (object, pspec);
+        }
+      break;
+    case PROP_PREVIEW_INTERVAL:
+      if (self->preview_interval != g_value_get_int (value))
+        {
+          self->preview_interval = g_value_get_int (value);
+          g_object_notify_by_pspec (object, pspec);
+        }
+      break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+  GtkWidgetClass *widget_class = GTK_WIDGET_CLASS (klass);
+
+  moire_gui_init_i18n ();
+
+  object_class->dispose = moire_generation_panel_dispose;
+  object_class->finalize = moire_generation_panel_finalize;
+  object_class->get_property = moire_generation_panel_get_property;
+  object_class->set_property = moire_generation_panel_set_property;
+  widget_class->root = moire_generation_panel_root;
+
+  properties[PROP_SETTINGS] =
+    g_param_spec_object ("settings", NULL, NULL, MOIRE_TYPE_GEN_SETTINGS,
+                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+  properties[PROP_HISTORY] =
+    g_param_spec_object ("history", NULL, NULL, MOIRE_TYPE_HISTORY,
+                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+  properties[PROP_MODEL] =
+    g_param_spec_object ("model", NULL, NULL, MOIRE_TYPE_MODEL_HANDLE,
+                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+  properties[PROP_BUSY] =
+    g_param_spec_boolean ("busy", NULL, NULL, FALSE, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+  properties[PROP_LIVE_PREVIEW] =
+    g_param_spec_boolean ("live-preview", NULL, NULL, TRUE,
+                          G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
+  properties[PROP_PREVIEW_INTERVAL] =
+    g_param_spec_int ("preview-interval", NULL, NULL, 1, 100, 1,
+                      G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
+  g_object_class_install_properties (object_class, N_PROPS, properties);
+
+  /**
+   * MoireGenerationPanel::generate-requested:
+   * @settings: the settings to generate with
+   * @seed: the seed of the first image
+   *
+   * Returns: %TRUE when a handler takes over the generation.
+   */
+  signals[SIGNAL_GENERATE_REQUESTED] =
+    g_signal_new ("generate-requested", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                  g_signal_accumulator_true_handled, NULL, NULL,
+                  G_TYPE_BOOLEAN, 2, MOIRE_TYPE_GEN_SETTINGS, G_TYPE_UINT64);
+  signals[SIGNAL_PREVIEW_FRAME] =
+    g_signal_new ("preview-frame", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                  NULL, NULL, NULL, G_TYPE_NONE, 3, GDK_TYPE_TEXTURE, G_TYPE_INT, G_TYPE_INT);
+  signals[SIGNAL_RESULT_READY] =
+    g_signal_new ("result-ready", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                  NULL, NULL, NULL, G_TYPE_NONE, 1, MOIRE_TYPE_HISTORY_ITEM);
+  signals[SIGNAL_FINISHED] =
+    g_signal_new ("finished", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                  NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_BOOLEAN);
+  signals[SIGNAL_PAUSED] =
+    g_signal_new ("paused", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                  NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_INT);
+
+  gtk_widget_class_set_template_from_resource (widget_class, "/io/github/moire/gui/moire-generation-panel.ui");
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, banner_revealer);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, banner);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, banner_icon);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, banner_label);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, banner_button);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, prompt_entry);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, negative_entry);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, model_dropdown);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, model_info);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, sampler_dropdown);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, schedule_dropdown);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, steps_spin);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, cfg_spin);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, width_spin);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, height_spin);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, batch_spin);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, seed_spin);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, seed_mode_dropdown);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, init_label);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, strength_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, strength_scale);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, live_preview_check);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, extensions_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, generate_button);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, cancel_button);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_stack);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_picture);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_badge);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, progress_bar);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, progress_label);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, overlay_toggles_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, history_view);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, result_label);
+
+  gtk_widget_class_install_action (widget_class, "panel.generate", NULL, action_generate);
+  gtk_widget_class_install_action (widget_class, "panel.cancel", NULL, action_cancel);
+  gtk_widget_class_install_action (widget_class, "panel.choose-model", NULL, action_choose_model);
+  gtk_widget_class_install_action (widget_class, "panel.choose-init-image", NULL, action_choose_init_image);
+  gtk_widget_class_install_action (widget_class, "panel.clear-init-image", NULL, action_clear_init_image);
+  gtk_widget_class_install_action (widget_class, "panel.open-image", NULL, action_open_image);
+  gtk_widget_class_install_action (widget_class, "panel.save-image", NULL, action_save_image);
+  gtk_widget_class_install_action (widget_class, "panel.clear-history", NULL, action_clear_history);
+  gtk_widget_class_install_action (widget_class, "panel.dismiss-banner", NULL, action_dismiss_banner);
+
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_Return, GDK_CONTROL_MASK, "panel.generate", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_KP_Enter, GDK_CONTROL_MASK, "panel.generate", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_Escape, 0, "panel.cancel", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_o, GDK_CONTROL_MASK, "panel.open-image", NULL);
+  gtk_widget_class_add_binding_action (widget_class, GDK_KEY_s, GDK_CONTROL_MASK, "panel.save-image", NULL);
+}
+
+static void
+moire_generation_panel_init (MoireGenerationPanel *self)
+{
+  g_autoptr(GtkListItemFactory) factory = NULL;
+  g_autoptr(GtkExpression) model_name = NULL;
+  GtkSingleSelection *selection;
+
+  self->settings = moire_gen_settings_new ();
+  self->history = moire_history_new (200);
+  self->recent_models = gtk_string_list_new (NULL);
+  self->suggestions = gtk_list_store_new (1, G_TYPE_STRING);
+  self->rand = g_rand_new ();
+  self->warnings_shown = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  self->live_preview = TRUE;
+  self->preview_interval = 1;
+
+  gtk_widget_init_template (GTK_WIDGET (self));
+
+  /* Sampler and schedule lists come from the engine (labels as in A1111). */
+  self->sampler_labels = gtk_string_list_new (NULL);
+  for (guint i = 0; i < moire_gen_settings_sampler_count (); i++)
+    gtk_string_list_append (self->sampler_labels,
+                            i == MOIRE_SAMPLER_DEFAULT ? _("Model default")
+                                                       : moire_sampler_label ((moire_sampler) i));
+  gtk_drop_down_set_model (self->sampler_dropdown, G_LIST_MODEL (self->sampler_labels));
+  {
+    g_autoptr(GtkStringList) schedules = gtk_string_list_new (NULL);
+
+    for (guint i = 0; i < moire_gen_settings_schedule_count (); i++)
+      gtk_string_list_append (schedules,
+                              i == MOIRE_SCHEDULE_DEFAULT ? _("Model default")
+                                                          : moire_schedule_label ((moire_schedule) i));
+    gtk_drop_down_set_model (self->schedule_dropdown, G_LIST_MODEL (schedules));
+  }
+
+  /* Recent models, shown by file name. */
+  model_name = gtk_cclosure_expression_new (G_TYPE_STRING, NULL, 0, NULL,
+                                            G_CALLBACK (model_display_name), NULL, NULL);
+  gtk_drop_down_set_expression (self->model_dropdown, model_name);
+  gtk_drop_down_set_model (self->model_dropdown, G_LIST_MODEL (self->recent_models));
+  g_signal_connect_swapped (self->model_dropdown, "notify::selected",
+                            G_CALLBACK (on_model_dropdown_selected), self);
+
+  /* Settings ↔ widgets */
+  g_object_bind_property (self->settings, "prompt", self->prompt_entry, "text",
+                          G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+  g_object_bind_property (self->settings, "negative-prompt", self->negative_entry, "text",
+                          G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+  bind_spin (self, self->steps_spin, "steps", TRUE);
+  bind_spin (self, self->cfg_spin, "cfg-scale", TRUE);
+  bind_spin (self, self->width_spin, "width", TRUE);
+  bind_spin (self, self->height_spin, "height", TRUE);
+  bind_spin (self, self->batch_spin, "batch-count", FALSE);
+  bind_spin (self, self->seed_spin, "seed", FALSE);
+  g_object_bind_property (self->settings, "strength",
+                          gtk_range_get_adjustment (GTK_RANGE (self->strength_scale)), "value",
+                          G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+  g_object_bind_property_full (self->settings, "sampler", self->sampler_dropdown, "selected",
+                               G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE,
+                               sampler_to_index, index_to_sampler, NULL, NULL);
+  g_object_bind_property_full (self->settings, "schedule", self->schedule_dropdown, "selected",
+                               G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE,
+                               schedule_to_index, index_to_schedule, NULL, NULL);
+  g_object_bind_property_full (self->settings, "seed-mode", self->seed_mode_dropdown, "selected",
+                               G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE,
+                               enum_to_index, index_to_enum, NULL, NULL);
+  g_object_bind_property (self, "live-preview", self->live_preview_check, "active",
+                          G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+  g_signal_connect_swapped (self->settings, "notify::model-path",
+                            G_CALLBACK (on_model_path_changed), self);
+
+  self->prompt_completion = attach_completion (self, self->prompt_entry);
+  self->negative_completion = attach_completion (self, self->negative_entry);
+  update_completion (self);
+
+  /* History strip */
+  factory = gtk_signal_list_item_factory_new ();
+  g_signal_connect (factory, "setup", G_CALLBACK (setup_history_row), NULL);
+  g_signal_connect (factory, "bind", G_CALLBACK (bind_history_row), NULL);
+  gtk_list_view_set_factory (self->history_view, factory);
+  selection = gtk_single_selection_new (g_object_ref (G_LIST_MODEL (self->history)));
+  gtk_single_selection_set_autoselect (selection, FALSE);
+  gtk_single_selection_set_can_unselect (selection, TRUE);
+  gtk_list_view_set_model (self->history_view, GTK_SELECTION_MODEL (selection));
+  g_object_unref (selection);
+  g_signal_connect (self->history_view, "activate", G_CALLBACK (on_history_activate), self);
+  g_signal_connect_swapped (self->history, "items-changed", G_CALLBACK (on_history_changed), self);
+
+  gtk_label_set_text (self->model_info, _("No model loaded"));
+  gtk_widget_set_sensitive (self->strength_box, FALSE);
+  gtk_widget_set_visible (GTK_WIDGET (self->cancel_button), FALSE);
+  update_actions (self);
+}

@@ -1,0 +1,89 @@
+#!/bin/bash
+# studio-test.sh — Moiré Studio end to end under Xvfb: the app's --self-test generates with the
+# tiny test model through the "generate" action, pauses mid-way for a screenshot of the live
+# preview, saves the first image and a screenshot with the history, and exits. Then checks:
+# the PNG has the A1111 parameters (read back by `moire info --image`), the screenshots are
+# PNGs, LANGUAGE=de gives a German UI, and a missing model is reported, not crashed on.
+#   studio-test.sh STUDIO_EXE MOIRE_EXE BUILD_PO_DIR
+# $MOIRE_SCREENSHOT_DIR: also copy the screenshots there (docs/screenshots).
+set -uo pipefail
+studio=$1 moire=$2 po_build=$3
+data=${MOIRE_TEST_DATA:?}
+model=$data/golden/tiny_qkv.safetensors
+
+if ! command -v xvfb-run >/dev/null; then
+    echo "SKIP: xvfb-run not installed (apt-get install xvfb xauth)"
+    exit 77
+fi
+
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail=0 checks=0
+check() { # check DESCRIPTION COMMAND...
+    local what=$1; shift
+    checks=$((checks + 1))
+    if "$@"; then echo "ok - $what"; else echo "not ok - $what"; fail=$((fail + 1)); fi
+}
+is_png() { [ "$(head -c 8 "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; }
+
+# meson builds po/LANG/LC_MESSAGES/moire-LANG.mo; gettext wants a locale tree of moire.mo.
+for mo in "$po_build"/*/LC_MESSAGES/*.mo; do
+    lang=$(basename "$(dirname "$(dirname "$mo")")")
+    mkdir -p "$T/locale/$lang/LC_MESSAGES"
+    cp "$mo" "$T/locale/$lang/LC_MESSAGES/moire.mo"
+done
+
+export GTK_A11Y=none GSETTINGS_BACKEND=memory MOIRE_LOCALEDIR=$T/locale NO_AT_BRIDGE=1
+# The cairo renderer: same pixels as GL under Xvfb's llvmpipe, and a second faster to start.
+export GSK_RENDERER=${GSK_RENDERER:-cairo}
+unset MOIRE_MODEL
+xvfb=(xvfb-run -a -s '-screen 0 1280x800x24')
+
+# 1. Two generations with screenshots, in English (the second run starts at seed 7 + 3).
+LANGUAGE=en "${xvfb[@]}" "$studio" --self-test --model "$model" --prompt goldfish --steps 24 --batch 3 \
+    --seed 7 --runs 2 --pause-at-step 12 --timeout 40 \
+    --output "$T/out.png" --screenshot "$T/studio-history.png" --screenshot-mid "$T/studio-generating.png" \
+    >"$T/en.log" 2>&1
+rc=$?
+cat "$T/en.log"
+check "self-test exits 0" [ "$rc" -eq 0 ]
+check "it paused mid-generation for the preview screenshot" grep -q "paused at step 12" "$T/en.log"
+check "2 runs of 3: 6 results in the history" grep -q "6 images in the history" "$T/en.log"
+check "output is a PNG" is_png "$T/out.png"
+"$moire" info --image "$T/out.png" >"$T/info.txt" 2>&1
+check "output carries its parameters" grep -q "Steps: 24, Sampler: DDPM.*Seed: 10, Size: 64x64" "$T/info.txt"
+check "output carries the moire JSON" grep -q '"class_name": "goldfish' "$T/info.txt"
+check "mid-generation screenshot is a PNG" is_png "$T/studio-generating.png"
+check "history screenshot is a PNG" is_png "$T/studio-history.png"
+check "no GTK criticals or warnings" bash -c "! grep -E 'CRITICAL|Gtk-WARNING|GLib-GObject-WARNING' '$T/en.log'"
+
+# 2. German: LANGUAGE=de with no other locale set (CI), and a German screenshot.
+env -u LANG -u LC_ALL -u LC_MESSAGES LANGUAGE=de "${xvfb[@]}" "$studio" --self-test --model "$model" \
+    --prompt goldfish --steps 6 --batch 2 --seed 3 --timeout 40 \
+    --screenshot "$T/studio-de.png" >"$T/de.log" 2>&1
+rc=$?
+cat "$T/de.log"
+check "German self-test exits 0" [ "$rc" -eq 0 ]
+check "LANGUAGE=de shows German" grep -q "generate button: _Generieren" "$T/de.log"
+check "German screenshot is a PNG" is_png "$T/studio-de.png"
+
+# 3. French labels too.
+env -u LANG -u LC_ALL -u LC_MESSAGES LANGUAGE=fr "${xvfb[@]}" "$studio" --self-test --model "$model" \
+    --prompt goldfish --steps 2 --timeout 40 >"$T/fr.log" 2>&1
+check "LANGUAGE=fr shows French" grep -q "generate button: _Générer" "$T/fr.log"
+
+# 4. A model that does not exist: a message and exit status 1, not a crash.
+"${xvfb[@]}" "$studio" --self-test --model "$T/missing.safetensors" --timeout 20 >"$T/missing.log" 2>&1
+rc=$?
+cat "$T/missing.log"
+check "missing model: exit status 1" [ "$rc" -eq 1 ]
+check "missing model: says so" grep -qi "missing.safetensors" "$T/missing.log"
+
+if [ -n "${MOIRE_SCREENSHOT_DIR:-}" ]; then
+    mkdir -p "$MOIRE_SCREENSHOT_DIR"
+    cp "$T/studio-generating.png" "$T/studio-history.png" "$T/studio-de.png" "$MOIRE_SCREENSHOT_DIR/"
+    echo "screenshots copied to $MOIRE_SCREENSHOT_DIR"
+fi
+
+echo "studio: checks: $checks, failures: $fail"
+[ "$fail" -eq 0 ]
