@@ -54,6 +54,11 @@ struct moire_dmcmc {
      * estimate's inversion is very sensitive to it. */
     double calib_log_sigma[CALIBRATION_LEVELS], calib_v[CALIBRATION_LEVELS];
 
+    /* Progress of the current phase (burn-in, or one emission) and cancel. */
+    moire_dmcmc_progress_fn progress;
+    void *progress_user_data;
+    int phase_done, phase_total;
+
     /* scratch */
     float *x_in, *t_in, *out, *noise;   /* model batch and one chain's noise        */
     double *den, *den_old, *work, *best_y, *best_s, *levels, *d1;
@@ -189,6 +194,9 @@ static moire_status denoise(moire_dmcmc *m, const double *y, const double *level
     moire_status status = m->model(m->model_user_data, m->x_in, m->t_in, m->out);
     if (status != MOIRE_OK)
         return status;
+    m->phase_done++;
+    if (m->progress && !m->progress(m->progress_user_data, m->phase_done, m->phase_total))
+        return moire_fail(MOIRE_ERROR_CANCELLED, "cancelled");
     const size_t out_per_image = (size_t)m->config.out_channels * m->h * m->w;
     for (int b = 0; b < m->n; b++) {
         const double s = levels[b];
@@ -512,6 +520,23 @@ moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc
                              int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
                              void *model_user_data, moire_dmcmc **out)
 {
+    return moire_dmcmc_new_with_progress(config, params, n, h, w, seeds, model, model_user_data,
+                                         NULL, NULL, out);
+}
+
+/* One-off model evaluations of seeding: the burn-in integrator, the calibration (first time
+ * only) and the burn-in sweeps. */
+static int seeding_nfe(const moire_dmcmc_params *p, bool calibrate)
+{
+    return p->burn_in_steps + (calibrate ? CALIBRATION_LEVELS : 0) + p->burn_in;
+}
+
+moire_status moire_dmcmc_new_with_progress(const moire_model_config *config,
+                                           const moire_dmcmc_params *params, int n, int h, int w,
+                                           const uint64_t *seeds, moire_model_fn model,
+                                           void *model_user_data, moire_dmcmc_progress_fn progress,
+                                           void *progress_user_data, moire_dmcmc **out)
+{
     if (!config || !params || !seeds || !model || !out)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_dmcmc_new: a required pointer is NULL");
     *out = NULL;
@@ -576,6 +601,10 @@ moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc
         m->sigma_min = RF_SIGMA_MIN;
         m->sigma_max = 1e4;
     }
+    m->progress = progress;
+    m->progress_user_data = progress_user_data;
+    m->phase_done = 0;
+    m->phase_total = seeding_nfe(params, true);
     int nfe = 0;
     status = seed_chains(m, NULL, true, &nfe);
     m->stats.nfe_burn_in = nfe;
@@ -599,6 +628,8 @@ moire_status moire_dmcmc_next(moire_dmcmc *m, float *out)
     bool any = false;
     for (int c = 0; c < m->n; c++)
         any |= m->reseed[c];
+    m->phase_done = 0;
+    m->phase_total = moire_dmcmc_nfe_per_sample(p) + (any ? seeding_nfe(p, false) : 0);
     if (any) {
         bool *which = malloc((size_t)m->n * sizeof(bool));
         if (!which)

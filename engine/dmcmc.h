@@ -15,44 +15,8 @@
 #include "moire.h"
 #include "sampler.h"
 
-typedef enum moire_dmcmc_integrator {
-    MOIRE_DMCMC_EULER = 0,       /* N NFE                                                */
-    MOIRE_DMCMC_HEUN,            /* EDM Alg. 1, 2N − 1 NFE                               */
-    MOIRE_DMCMC_STOCHASTIC_HEUN, /* EDM Alg. 2 with churn, 2N − 1 NFE                    */
-    MOIRE_DMCMC_DDIM,            /* deterministic DDIM, N NFE (the same update as Euler
-                                    in the VE form: listed for the paper's comparison)   */
-    MOIRE_DMCMC_DPMPP_2M,        /* DPM-Solver++(2M), N NFE                              */
-    MOIRE_DMCMC_INTEGRATOR_COUNT_
-} moire_dmcmc_integrator;
-
-typedef struct moire_dmcmc_params {
-    float eta;                /* Langevin step size (absolute, VE units)                     */
-    int skip;                 /* Langevin sweeps per emitted sample                          */
-    moire_dmcmc_integrator integrator;
-    int integrator_steps;     /* N                                                          */
-    bool tweedie;             /* final Tweedie step D(x; tweedie_sigma) (+1 NFE)             */
-    float tweedie_sigma;
-    float churn;              /* EDM S_churn for the stochastic Heun integrator              */
-    /* Burn-in: a plain integrator run from pure noise (burn_in_steps of DPM++ 2M), the clean
-     * result re-noised to sigma_init, then burn_in sweeps. Paid once per chain. */
-    int burn_in_steps;
-    int burn_in;
-    float sigma_init;
-    /* Guard band for the chain's level: a chain whose level leaves [sigma_low, sigma_high]
-     * (or turns non-finite) is re-seeded with a fresh burn-in. */
-    float sigma_low, sigma_high;
-    /* Noise-level estimator damping in log σ: log s ← damping·log s + (1−damping)·log ŝ. */
-    float damping;
-} moire_dmcmc_params;
-
-/* Defaults that work for the data scale of DiT latents and [-1, 1] pixels:
- * eta 0.08, skip 4, DPM++ 2M with 5 steps, burn-in 24 steps + 8 sweeps, Tweedie at 0.02 → 4 + 5 + 1 = 10 NFE per sample. */
-moire_dmcmc_params moire_dmcmc_params_default(void);
-
-const char  *moire_dmcmc_integrator_name(moire_dmcmc_integrator integrator);
-moire_status moire_dmcmc_integrator_from_name(const char *name, moire_dmcmc_integrator *out);
-/* Model evaluations per emitted sample, as the paper counts them: skip + integrator + Tweedie. */
-int moire_dmcmc_nfe_per_sample(const moire_dmcmc_params *params);
+/* moire_dmcmc_integrator, moire_dmcmc_params, moire_dmcmc_params_default,
+ * moire_dmcmc_integrator_name/from_name and moire_dmcmc_nfe_per_sample are public (moire.h). */
 
 typedef struct moire_dmcmc_stats {
     int nfe_per_sample;    /* skip + integrator NFE + Tweedie, for the last emission      */
@@ -70,6 +34,15 @@ typedef struct moire_dmcmc moire_dmcmc;
 moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc_params *params,
                              int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
                              void *model_user_data, moire_dmcmc **out);
+/* Called after every model evaluation with the evaluations done and expected for the current
+ * phase (burn-in, or one emission); return false to cancel (→ MOIRE_ERROR_CANCELLED). Set it
+ * before moire_dmcmc_new's burn-in by passing it through moire_dmcmc_new_with_progress. */
+typedef bool (*moire_dmcmc_progress_fn)(void *user_data, int done, int total);
+moire_status moire_dmcmc_new_with_progress(const moire_model_config *config,
+                                           const moire_dmcmc_params *params, int n, int h, int w,
+                                           const uint64_t *seeds, moire_model_fn model,
+                                           void *model_user_data, moire_dmcmc_progress_fn progress,
+                                           void *progress_user_data, moire_dmcmc **out);
 /* Emits one new sample per chain into out[n, C, h, w]. */
 moire_status moire_dmcmc_next(moire_dmcmc *chains, float *out);
 const moire_dmcmc_stats *moire_dmcmc_get_stats(const moire_dmcmc *chains);

@@ -11,6 +11,7 @@
  * but not the real detail, and moire_generate logs a warning saying so.
  */
 #include "context.h"
+#include "dmcmc.h"
 #include "ecdit.h"
 #include "generate.h"
 #include "internal.h"
@@ -514,6 +515,73 @@ static bool on_step(void *user_data, int step, int step_count, int nfe, const fl
     return !atomic_load(&r->ctx->cancel_requested);
 }
 
+/* What every sampling run of a chunk of images needs: the guided model function over a
+ * batched forward, the text conditioning of text models, one seed per image. */
+typedef struct chunk_setup {
+    guided_model g;
+    ecdit_text_cond text;
+    uint64_t *seeds; /* [count] seed + first + i */
+} chunk_setup;
+
+static void chunk_setup_free(chunk_setup *c)
+{
+    free(c->g.x2), free(c->g.t2), free(c->g.y2), free(c->g.out2), free(c->g.prompt_of);
+    free(c->seeds);
+    ecdit_text_cond_free(&c->text);
+    memset(c, 0, sizeof *c);
+}
+
+static moire_status chunk_setup_init(moire_ctx *ctx, const moire_model *model,
+                                     const moire_generate_params *params,
+                                     const moire_resolved_params *resolved, int first, int count,
+                                     chunk_setup *c)
+{
+    const moire_model_config *cfg = &model->config;
+    const int h = resolved->model_h, w = resolved->model_w;
+    const size_t in_size = (size_t)cfg->in_channels * h * w;
+    const size_t out_size = (size_t)cfg->out_channels * h * w;
+    const int batch = 2 * count;
+    memset(c, 0, sizeof *c);
+    guided_model *g = &c->g;
+    *g = (guided_model){.ctx = ctx, .model = model, .resolved = resolved, .n = count, .h = h,
+                        .w = w};
+    g->x2 = moire_malloc_array(batch * in_size, sizeof(float));
+    g->t2 = moire_malloc_array(batch, sizeof(float));
+    g->y2 = moire_malloc_array(batch, sizeof(int32_t));
+    g->out2 = moire_malloc_array(batch * out_size, sizeof(float));
+    c->seeds = moire_malloc_array(count, sizeof(uint64_t));
+    if (!g->x2 || !g->t2 || !g->y2 || !g->out2 || !c->seeds) {
+        chunk_setup_free(c);
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                          "out of memory for %d image(s) of %dx%d; use a smaller batch or size",
+                          count, resolved->width, resolved->height);
+    }
+    for (int i = 0; i < count; i++)
+        c->seeds[i] = params->seed + (uint64_t)(first + i);
+    if (model->family == MOIRE_FAMILY_EC_DIT) {
+        /* the text does not change between steps: encode the two prompts once */
+        const char *texts[2] = {params->prompt ? params->prompt : "",
+                                params->negative_prompt ? params->negative_prompt : ""};
+        g->prompt_of = moire_malloc_array(batch, sizeof(int));
+        moire_status status = g->prompt_of ? ecdit_text_encode(ctx, model, 2, texts, &c->text)
+                                           : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+        if (status != MOIRE_OK) {
+            chunk_setup_free(c);
+            return status;
+        }
+        for (int i = 0; i < batch; i++)
+            g->prompt_of[i] = i < count ? 0 : 1;
+        g->text = &c->text;
+        if (first == 0 && (c->text.unknown_words || c->text.dropped_words))
+            moire_ctx_log(ctx, MOIRE_LOG_WARNING,
+                          "%d word(s) of the prompts are not in the vocabulary of %s (they "
+                          "count as [UNK]) and %d are past its %d-token limit (dropped)",
+                          c->text.unknown_words, model->name, c->text.dropped_words,
+                          model->config.text_max_tokens);
+    }
+    return MOIRE_OK;
+}
+
 static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
                               const moire_generate_params *params,
                               const moire_resolved_params *resolved, int first, int count,
@@ -522,48 +590,17 @@ static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
     const moire_model_config *cfg = &model->config;
     const int h = resolved->model_h, w = resolved->model_w;
     const size_t in_size = (size_t)cfg->in_channels * h * w;
-    const size_t out_size = (size_t)cfg->out_channels * h * w;
-    const int batch = 2 * count;
-
-    guided_model g = {.ctx = ctx, .model = model, .resolved = resolved, .n = count, .h = h, .w = w};
-    ecdit_text_cond text = {0};
-    g.x2 = moire_malloc_array(batch * in_size, sizeof(float));
-    g.t2 = moire_malloc_array(batch, sizeof(float));
-    g.y2 = moire_malloc_array(batch, sizeof(int32_t));
-    g.out2 = moire_malloc_array(batch * out_size, sizeof(float));
-    uint64_t *seeds = moire_malloc_array(count, sizeof(uint64_t));
-    float *init = params->init_image ? moire_malloc_array(count * in_size, sizeof(float)) : NULL;
-    float *mask = params->mask ? moire_malloc_array((size_t)h * w, sizeof(float)) : NULL;
-    moire_status status = MOIRE_OK;
-    if (!g.x2 || !g.t2 || !g.y2 || !g.out2 || !seeds || (params->init_image && !init) ||
-        (params->mask && !mask)) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                            "out of memory for %d image(s) of %dx%d; use a smaller batch or size",
-                            count, resolved->width, resolved->height);
-        goto done;
-    }
-    for (int i = 0; i < count; i++)
-        seeds[i] = params->seed + (uint64_t)(first + i);
     if (ctx->routing)
         routing_recorder_set_chunk(ctx->routing, first, count);
-    if (model->family == MOIRE_FAMILY_EC_DIT) {
-        /* the text does not change between steps: encode the two prompts once */
-        const char *texts[2] = {params->prompt ? params->prompt : "",
-                                params->negative_prompt ? params->negative_prompt : ""};
-        g.prompt_of = moire_malloc_array(batch, sizeof(int));
-        status = g.prompt_of ? ecdit_text_encode(ctx, model, 2, texts, &text)
-                             : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
-        if (status != MOIRE_OK)
-            goto done;
-        for (int i = 0; i < batch; i++)
-            g.prompt_of[i] = i < count ? 0 : 1;
-        g.text = &text;
-        if (first == 0 && (text.unknown_words || text.dropped_words))
-            moire_ctx_log(ctx, MOIRE_LOG_WARNING,
-                          "%d word(s) of the prompts are not in the vocabulary of %s (they "
-                          "count as [UNK]) and %d are past its %d-token limit (dropped)",
-                          text.unknown_words, model->name, text.dropped_words,
-                          model->config.text_max_tokens);
+    chunk_setup setup;
+    moire_status status = chunk_setup_init(ctx, model, params, resolved, first, count, &setup);
+    if (status != MOIRE_OK)
+        return status;
+    float *init = params->init_image ? moire_malloc_array(count * in_size, sizeof(float)) : NULL;
+    float *mask = params->mask ? moire_malloc_array((size_t)h * w, sizeof(float)) : NULL;
+    if ((params->init_image && !init) || (params->mask && !mask)) {
+        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the init image");
+        goto done;
     }
     if (init) {
         status = check_vae(model, params->vae);
@@ -589,20 +626,216 @@ static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
         .n = count,
         .h = h,
         .w = w,
-        .seeds = seeds,
+        .seeds = setup.seeds,
         .init = init,
         .strength = params->strength,
         .mask = mask,
         .model = guided_model_call,
-        .model_user_data = &g,
+        .model_user_data = &setup.g,
         .on_step = reporter ? on_step : NULL,
         .on_step_user_data = reporter,
     };
     status = moire_sample(&request, out, NULL);
 done:
-    free(g.x2), free(g.t2), free(g.y2), free(g.out2), free(seeds), free(init), free(mask);
-    free(g.prompt_of);
-    ecdit_text_cond_free(&text);
+    free(init), free(mask);
+    chunk_setup_free(&setup);
+    return status;
+}
+
+/* ---- DMCMC chains and streams (docs/DMCMC.md) ------------------------------------------- */
+
+struct moire_stream {
+    moire_ctx *ctx;
+    const moire_model *model;
+    moire_generate_params params;
+    moire_dmcmc_params dmcmc;
+    moire_resolved_params resolved;
+    moire_callbacks callbacks;
+    bool has_callbacks;
+    int first, count;        /* the chains are images [first, first + count) of the batch */
+    chunk_setup setup;
+    moire_dmcmc *chains;
+    float *samples;          /* [count, C, h, w]                                          */
+    double started;
+    int phase;               /* 0 = burn-in, k = emission k                              */
+};
+
+/* DMCMC progress: one "step" per model evaluation of the current phase. */
+static bool stream_progress(void *user_data, int done, int total)
+{
+    moire_stream *st = user_data;
+    if (atomic_load(&st->ctx->cancel_requested))
+        return false;
+    if (!st->has_callbacks || !st->callbacks.progress)
+        return true;
+    moire_progress progress = {
+        .image_index = st->first,
+        .image_count = st->params.batch_count,
+        .step = done,
+        .step_count = total,
+        .nfe = done,
+        .elapsed_s = moire_now_seconds() - st->started,
+        .remaining_s = -1.0,
+    };
+    if (!st->callbacks.progress(&progress, st->callbacks.user_data))
+        return false;
+    return !atomic_load(&st->ctx->cancel_requested);
+}
+
+static moire_status stream_open(moire_ctx *ctx, const moire_model *model,
+                                const moire_generate_params *params,
+                                const moire_resolved_params *resolved,
+                                const moire_callbacks *callbacks, int first, int count,
+                                moire_stream **out)
+{
+    *out = NULL;
+    if (params->init_image || params->mask)
+        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+                          "the dmcmc sampler makes new images from its chains; img2img and "
+                          "inpainting need one of the other samplers (e.g. euler)");
+    moire_stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a DMCMC stream");
+    st->ctx = ctx;
+    st->model = model;
+    st->params = *params;
+    st->dmcmc = params->dmcmc ? *params->dmcmc : moire_dmcmc_params_default();
+    st->params.dmcmc = &st->dmcmc;
+    st->resolved = *resolved;
+    if (callbacks) {
+        st->callbacks = *callbacks;
+        st->has_callbacks = true;
+    }
+    st->first = first;
+    st->count = count;
+    st->started = moire_now_seconds();
+    const moire_model_config *cfg = &model->config;
+    const size_t in_size = (size_t)cfg->in_channels * resolved->model_h * resolved->model_w;
+    moire_status status = chunk_setup_init(ctx, model, &st->params, &st->resolved, first, count,
+                                           &st->setup);
+    if (status != MOIRE_OK) {
+        free(st);
+        return status;
+    }
+    st->setup.g.resolved = &st->resolved; /* the stream's own copy outlives the caller's */
+    st->samples = moire_malloc_array(count * in_size, sizeof(float));
+    if (!st->samples)
+        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a DMCMC stream");
+    if (status == MOIRE_OK)
+        status = moire_dmcmc_new_with_progress(cfg, &st->dmcmc, count, resolved->model_h,
+                                               resolved->model_w, st->setup.seeds,
+                                               guided_model_call, &st->setup.g, stream_progress,
+                                               st, &st->chains);
+    if (status != MOIRE_OK) {
+        moire_stream_free(st);
+        return status;
+    }
+    *out = st;
+    return MOIRE_OK;
+}
+
+/* One emission into st->samples. */
+static moire_status stream_emit(moire_stream *st)
+{
+    st->phase++;
+    return moire_dmcmc_next(st->chains, st->samples);
+}
+
+moire_status moire_stream_new(moire_ctx *ctx, const moire_model *model,
+                              const moire_generate_params *params,
+                              const moire_callbacks *callbacks, moire_stream **out_stream)
+{
+    if (!ctx || !model || !params || !out_stream)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_stream_new: a required pointer is NULL");
+    *out_stream = NULL;
+    moire_generate_params p = *params;
+    p.sampler = MOIRE_SAMPLER_DMCMC;
+    moire_resolved_params resolved;
+    moire_status status = moire_resolve_params(model, &p, &resolved);
+    if (status == MOIRE_OK)
+        status = check_vae(model, p.vae);
+    if (status != MOIRE_OK)
+        return status;
+    atomic_store(&ctx->cancel_requested, 0);
+    return stream_open(ctx, model, &p, &resolved, callbacks, 0, p.batch_count, out_stream);
+}
+
+moire_status moire_stream_next(moire_stream *st, moire_image ***out_images, int *out_count)
+{
+    if (!st || !out_images || !out_count)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_stream_next: NULL argument");
+    *out_images = NULL;
+    *out_count = 0;
+    atomic_store(&st->ctx->cancel_requested, 0);
+    moire_status status = stream_emit(st);
+    if (status != MOIRE_OK)
+        return status;
+    moire_image **images = calloc((size_t)st->count, sizeof *images);
+    if (!images)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+    const size_t in_size = (size_t)st->model->config.in_channels * st->resolved.model_h *
+                           st->resolved.model_w;
+    for (int i = 0; i < st->count && status == MOIRE_OK; i++)
+        status = decode_result(st->ctx, st->model, st->params.vae, st->samples + i * in_size,
+                               &st->resolved, &images[i]);
+    if (status != MOIRE_OK) {
+        moire_images_free(images, st->count);
+        return status;
+    }
+    if (st->has_callbacks && st->callbacks.preview) {
+        moire_progress progress = {.image_index = 0, .image_count = st->count,
+                                   .step = 1, .step_count = 1,
+                                   .nfe = moire_dmcmc_get_stats(st->chains)->nfe_per_sample,
+                                   .elapsed_s = moire_now_seconds() - st->started,
+                                   .remaining_s = 0.0};
+        st->callbacks.preview(&progress, images[0], st->callbacks.user_data);
+    }
+    *out_images = images;
+    *out_count = st->count;
+    return MOIRE_OK;
+}
+
+void moire_stream_get_info(const moire_stream *st, moire_stream_info *info)
+{
+    memset(info, 0, sizeof *info);
+    if (!st || !st->chains)
+        return;
+    const moire_dmcmc_stats *stats = moire_dmcmc_get_stats(st->chains);
+    info->emitted = stats->emitted;
+    info->nfe_per_image = stats->nfe_per_sample;
+    info->nfe_one_off = stats->nfe_burn_in;
+    info->nfe_reseed = stats->nfe_reseed;
+    info->reseeds = stats->reseeds;
+    info->mean_start_sigma = stats->mean_start_sigma;
+}
+
+void moire_stream_free(moire_stream *st)
+{
+    if (!st)
+        return;
+    moire_dmcmc_free(st->chains);
+    chunk_setup_free(&st->setup);
+    free(st->samples);
+    free(st);
+}
+
+/* moire_generate with the dmcmc sampler: fresh chains for the chunk, one emission. */
+static moire_status run_chunk_dmcmc(moire_ctx *ctx, const moire_model *model,
+                                    const moire_generate_params *params,
+                                    const moire_resolved_params *resolved, int first, int count,
+                                    const moire_callbacks *callbacks, float *out)
+{
+    if (ctx->routing)
+        routing_recorder_set_chunk(ctx->routing, first, count);
+    moire_stream *st = NULL;
+    moire_status status = stream_open(ctx, model, params, resolved, callbacks, first, count, &st);
+    if (status == MOIRE_OK)
+        status = stream_emit(st);
+    if (status == MOIRE_OK)
+        memcpy(out, st->samples,
+               (size_t)count * model->config.in_channels * resolved->model_h * resolved->model_w *
+                   sizeof(float));
+    moire_stream_free(st);
     return status;
 }
 
@@ -617,6 +850,8 @@ moire_status moire_generate_samples(moire_ctx *ctx, const moire_model *model,
     if (status != MOIRE_OK)
         return status;
     atomic_store(&ctx->cancel_requested, 0);
+    if (resolved.sampler == MOIRE_SAMPLER_DMCMC)
+        return run_chunk_dmcmc(ctx, model, params, &resolved, first, count, callbacks, out);
     step_reporter reporter = {.ctx = ctx, .model = model, .callbacks = callbacks,
                               .resolved = &resolved, .first = first, .count = count,
                               .batch_count = count, .total_steps = resolved.steps,
@@ -678,7 +913,10 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
         const int count = batch - first < chunk_max ? batch - first : chunk_max;
         reporter.first = first;
         reporter.count = count;
-        status = run_chunk(ctx, model, params, &resolved, first, count, &reporter, samples);
+        status = resolved.sampler == MOIRE_SAMPLER_DMCMC
+                     ? run_chunk_dmcmc(ctx, model, params, &resolved, first, count, callbacks,
+                                       samples)
+                     : run_chunk(ctx, model, params, &resolved, first, count, &reporter, samples);
         reporter.steps_done_before += resolved.steps;
         for (int i = 0; i < count && status == MOIRE_OK; i++)
             status = decode_result(ctx, model, params->vae, samples + i * in_size, &resolved,

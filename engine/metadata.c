@@ -227,6 +227,13 @@ char *moire_parameters_format(const moire_parameters *p)
         PAIR_BEGIN("Denoising strength");
         sb_append(&sb, moire_format_float(p->denoising_strength, number, sizeof number));
     }
+    for (int i = 0; i < p->extra_count && i < 4; i++) {
+        sb_append(&sb, separator);
+        sb_append(&sb, p->extra_keys[i]);
+        sb_append(&sb, ": ");
+        separator = ", ";
+        sb_quoted_value(&sb, p->extra_values[i]);
+    }
     if (p->version) {
         PAIR_BEGIN("Version");
         sb_quoted_value(&sb, p->version);
@@ -637,6 +644,9 @@ static void resolve(const moire_model *model, const moire_generate_params *param
     r->width = params->width > 0 ? params->width : trained;
     r->height = params->height > 0 ? params->height : trained;
     r->seed = params->seed + (uint64_t)(image_index > 0 ? image_index : 0);
+    if (r->sampler == MOIRE_SAMPLER_DMCMC) /* its steps are the integrator's */
+        r->steps = params->dmcmc ? params->dmcmc->integrator_steps
+                                 : moire_dmcmc_params_default().integrator_steps;
 }
 
 /* The prompt line: the prompt as given, else the class's name (or "class N"). */
@@ -685,6 +695,20 @@ char *moire_format_parameters(const moire_model *model, const moire_generate_par
     p.model = model_stem[0] ? model_stem : NULL;
     if (params->init_image)
         p.denoising_strength = params->strength;
+    char dmcmc_text[128], nfe_text[16];
+    if (r.sampler == MOIRE_SAMPLER_DMCMC) {
+        moire_dmcmc_params d = params->dmcmc ? *params->dmcmc : moire_dmcmc_params_default();
+        snprintf(dmcmc_text, sizeof dmcmc_text, "eta %g, skip %d, %s %d steps%s",
+                 (double)d.eta, d.skip, moire_dmcmc_integrator_name(d.integrator),
+                 d.integrator_steps, d.tweedie ? ", Tweedie" : "");
+        snprintf(nfe_text, sizeof nfe_text, "%d", moire_dmcmc_nfe_per_sample(&d));
+        p.steps = d.integrator_steps;
+        p.extra_keys[0] = "DMCMC";
+        p.extra_values[0] = dmcmc_text;
+        p.extra_keys[1] = "NFE";
+        p.extra_values[1] = nfe_text;
+        p.extra_count = 2;
+    }
     p.version = (char *)"Moir\xc3\xa9 " MOIRE_VERSION_STRING;
     char *text = moire_parameters_format(&p);
     free(model_stem);
@@ -758,6 +782,20 @@ char *moire_format_settings_json(const moire_model *model, const moire_generate_
         sb_json_float(&sb, params->strength);
     }
     sb_printf(&sb, ", \"mask\": %s", params->mask ? "true" : "false");
+    if (r.sampler == MOIRE_SAMPLER_DMCMC) {
+        moire_dmcmc_params d = params->dmcmc ? *params->dmcmc : moire_dmcmc_params_default();
+        sb_append(&sb, ", \"dmcmc\": {\"eta\": ");
+        sb_json_float(&sb, d.eta);
+        sb_printf(&sb, ", \"skip\": %d, \"integrator\": \"%s\", \"integrator_steps\": %d, "
+                       "\"tweedie\": %s, \"tweedie_sigma\": ",
+                  d.skip, moire_dmcmc_integrator_name(d.integrator), d.integrator_steps,
+                  d.tweedie ? "true" : "false");
+        sb_json_float(&sb, d.tweedie_sigma);
+        sb_printf(&sb, ", \"burn_in_steps\": %d, \"burn_in\": %d, \"sigma_init\": ",
+                  d.burn_in_steps, d.burn_in);
+        sb_json_float(&sb, d.sigma_init);
+        sb_printf(&sb, ", \"nfe_per_image\": %d}", moire_dmcmc_nfe_per_sample(&d));
+    }
     sb_append(&sb, "}");
     return sb_finish(&sb);
 }

@@ -26,6 +26,11 @@ typedef struct moire_parameters {
     char *model;              /* model name without extension; NULL = absent             */
     float denoising_strength; /* NaN = absent (txt2img)                                  */
     char *version;            /* "Moiré 0.1.0"; NULL = absent                            */
+    /* Formatting only: further pairs written before Version (values quoted as needed),
+     * e.g. "DMCMC", "NFE". */
+    int extra_count;
+    const char *extra_keys[4];
+    const char *extra_values[4];
     /* Parsing only: every pair of the parameter line in order, values unquoted. */
     int pair_count;
     char **keys;

@@ -223,6 +223,8 @@ typedef enum moire_sampler {
     MOIRE_SAMPLER_EULER_ANCESTRAL,
     MOIRE_SAMPLER_HEUN,
     MOIRE_SAMPLER_DPMPP_2M,
+    MOIRE_SAMPLER_DMCMC,           /* Denoising Langevin Gibbs chains + a short integrator
+                                      (docs/DMCMC.md); settings in moire_generate_params.dmcmc */
     MOIRE_SAMPLER_COUNT_
 } moire_sampler;
 
@@ -253,6 +255,47 @@ moire_status moire_schedule_from_name(const char *name, moire_schedule *out);
 const char  *moire_schedule_name(moire_schedule schedule);   /* "uniform", "karras" */
 const char  *moire_schedule_label(moire_schedule schedule);  /* "Uniform", "Karras" */
 
+/* ---- DMCMC (Denoising Langevin Gibbs, docs/DMCMC.md) ------------------------------------
+ * Persistent chains over (image, noise level): each new image costs skip Langevin sweeps, a
+ * short integrator run from the chain's own level and a Tweedie step — about 10 model
+ * evaluations (NFE) instead of a full schedule. */
+
+typedef enum moire_dmcmc_integrator {
+    MOIRE_DMCMC_EULER = 0,       /* N NFE                                                */
+    MOIRE_DMCMC_HEUN,            /* EDM Alg. 1, 2N − 1 NFE                               */
+    MOIRE_DMCMC_STOCHASTIC_HEUN, /* EDM Alg. 2 with churn, 2N − 1 NFE                    */
+    MOIRE_DMCMC_DDIM,            /* deterministic DDIM, N NFE (in the VE form the same
+                                    update as Euler; kept for the paper's comparison)    */
+    MOIRE_DMCMC_DPMPP_2M,        /* DPM-Solver++(2M), N NFE                              */
+    MOIRE_DMCMC_INTEGRATOR_COUNT_
+} moire_dmcmc_integrator;
+
+typedef struct moire_dmcmc_params {
+    float eta;                /* Langevin step size (absolute, VE units)                     */
+    int skip;                 /* Langevin sweeps per emitted sample                          */
+    moire_dmcmc_integrator integrator;
+    int integrator_steps;     /* N                                                          */
+    bool tweedie;             /* final Tweedie step D(x; tweedie_sigma) (+1 NFE)             */
+    float tweedie_sigma;
+    float churn;              /* EDM S_churn for the stochastic Heun integrator              */
+    /* Burn-in, once per chain: a burn_in_steps DPM++ 2M run from pure noise, the result
+     * re-noised to sigma_init, a calibration of the level estimator, burn_in sweeps. */
+    int burn_in_steps;
+    int burn_in;
+    float sigma_init;
+    /* Guard band: a chain whose level leaves [sigma_low, sigma_high] is re-seeded. */
+    float sigma_low, sigma_high;
+    float damping;            /* level update: ln s ← damping·ln s + (1 − damping)·ln ŝ      */
+} moire_dmcmc_params;
+
+/* eta 0.08, skip 4, DPM++ 2M with 5 steps, Tweedie → 10 NFE per image; burn-in 24 steps,
+ * 8 sweeps; sigma_init 0.5, band [0.02, 5]. */
+moire_dmcmc_params moire_dmcmc_params_default(void);
+const char  *moire_dmcmc_integrator_name(moire_dmcmc_integrator integrator);
+moire_status moire_dmcmc_integrator_from_name(const char *name, moire_dmcmc_integrator *out);
+/* Model evaluations per emitted image, as the paper counts them: skip + integrator + 1. */
+int moire_dmcmc_nfe_per_sample(const moire_dmcmc_params *params);
+
 typedef struct moire_generate_params {
     const char *prompt;          /* class-conditional: resolved with moire_model_resolve_class
                                     unless class_id >= 0                                    */
@@ -276,6 +319,7 @@ typedef struct moire_generate_params {
                                     with this SD-VAE; NULL = the approximate linear map      */
     struct moire_routing_map **routing_map; /* optional out: the run's routing map (see
                                     "Routing maps"; free with moire_routing_map_free)      */
+    const moire_dmcmc_params *dmcmc; /* sampler MOIRE_SAMPLER_DMCMC; NULL = defaults         */
 } moire_generate_params;
 
 /* Defaults: class_id −1, seed 42, model-default steps/cfg/sampler, batch 1, strength 0.75. */
@@ -307,6 +351,29 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
                             const moire_callbacks *callbacks,
                             moire_image ***out_images, int *out_count);
 void         moire_images_free(moire_image **images, int count);
+
+/* Stream mode (DMCMC): persistent chains that keep emitting new variations of one prompt at
+ * about 10 NFE each — for artists browsing a prompt. params->batch_count chains (image i uses
+ * seed + i); the sampler is DMCMC whatever params->sampler says. moire_stream_new runs the
+ * burn-in (progress through `callbacks`, which the stream keeps using). The context, model and
+ * anything params points to must outlive the stream. A stream is deterministic: the same
+ * parameters give the same sequence of images. */
+typedef struct moire_stream moire_stream;
+moire_status moire_stream_new(moire_ctx *ctx, const moire_model *model,
+                              const moire_generate_params *params,
+                              const moire_callbacks *callbacks, moire_stream **out_stream);
+/* The next image of every chain (free with moire_images_free). */
+moire_status moire_stream_next(moire_stream *stream, moire_image ***out_images, int *out_count);
+typedef struct moire_stream_info {
+    int emitted;          /* images emitted per chain so far                                */
+    int nfe_per_image;    /* model evaluations per image of the last emission               */
+    int nfe_one_off;      /* burn-in and calibration (once)                                 */
+    int nfe_reseed;       /* spent re-seeding chains that left the guard band               */
+    int reseeds;
+    double mean_start_sigma; /* mean level (VE σ) the integrator started from, last emission */
+} moire_stream_info;
+void moire_stream_get_info(const moire_stream *stream, moire_stream_info *info);
+void moire_stream_free(moire_stream *stream);
 
 /* The A1111-layout "parameters" text for image `image_index` of a run (its seed is
  * seed + image_index). Caller frees with free(). */

@@ -49,6 +49,7 @@ static const sampler_names sampler_table[MOIRE_SAMPLER_COUNT_] = {
     [MOIRE_SAMPLER_EULER_ANCESTRAL] = {"euler-a", "Euler a", "euler_ancestral"},
     [MOIRE_SAMPLER_HEUN] = {"heun", "Heun", "heun"},
     [MOIRE_SAMPLER_DPMPP_2M] = {"dpm++2m", "DPM++ 2M", "dpmpp_2m"},
+    [MOIRE_SAMPLER_DMCMC] = {"dmcmc", "DMCMC", "dlg"},
 };
 
 static const char *const schedule_names[MOIRE_SCHEDULE_COUNT_][2] = {
@@ -85,7 +86,7 @@ moire_status moire_sampler_from_name(const char *name, moire_sampler *out)
     }
     return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "unknown sampler \"%s\"; valid samplers: default, ddpm, rf-euler, ddim, "
-                      "euler, euler-a, heun, dpm++2m (A1111 labels such as \"Euler a\" and "
+                      "euler, euler-a, heun, dpm++2m, dmcmc (A1111 labels such as \"Euler a\" and "
                       "\"DPM++ 2M\" and ComfyUI names such as euler_ancestral and dpmpp_2m are "
                       "accepted too)",
                       name ? name : "(null)");
@@ -280,6 +281,10 @@ static moire_status resolve_sampler(const moire_model_config *c, moire_sampler s
     if ((int)sampler < 0 || sampler >= MOIRE_SAMPLER_COUNT_)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: unknown sampler id %d",
                           (int)sampler);
+    if (sampler == MOIRE_SAMPLER_DMCMC)
+        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+                          "the dmcmc sampler runs persistent chains, not a schedule: it goes "
+                          "through moire_generate or moire_stream_new (engine/dmcmc.c)");
     if ((int)schedule < 0 || schedule >= MOIRE_SCHEDULE_COUNT_)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: unknown schedule id %d",
                           (int)schedule);
@@ -682,7 +687,7 @@ static moire_status step_dpmpp_2m(run *r, int i, bool *have_old, double *old_lam
         }
         double ratio = sg2 / sg;
         for (size_t j = 0; j < r->total; j++) {
-            double d = (1.0 + w_old) * r->den[j] - w_old * r->old[j];
+            double d = w_old != 0.0 ? (1.0 + w_old) * r->den[j] - w_old * r->old[j] : r->den[j];
             r->y[j] = ratio * r->y[j] + a2 * phi * d;
         }
     }
@@ -767,7 +772,8 @@ moire_status moire_sample(const moire_sample_request *request, float *out, int *
     size_t total_out = (size_t)q->n * (size_t)r.Co * r.hw;
     r.y = moire_malloc_array(r.total, sizeof(double));
     r.den = moire_malloc_array(r.total, sizeof(double));
-    r.old = moire_malloc_array(r.total, sizeof(double));
+    /* zeroed: the first DPM++ 2M step weighs it by 0, and 0 × garbage can be NaN */
+    r.old = moire_calloc_array(r.total, sizeof(double));
     r.y2 = moire_malloc_array(r.total, sizeof(double));
     r.x_in = moire_malloc_array(r.total, sizeof(float));
     r.t_in = moire_malloc_array((size_t)q->n, sizeof(float));

@@ -93,8 +93,8 @@ static const char usage_generate[] =
     "  --steps N           sampler steps (default: the model's, 250 for DDPM, 50 for flow)\n"
     "  --cfg X             classifier-free guidance scale (default: the model's; 1 = none)\n"
     "  --cfg-mode MODE     default, all (every channel) or first3 (the official DiT quirk)\n"
-    "  --sampler NAME      default, ddpm, rf-euler, ddim, euler, euler-a, heun, dpm++2m\n"
-    "                      (A1111 labels and ComfyUI names work too)\n"
+    "  --sampler NAME      default, ddpm, rf-euler, ddim, euler, euler-a, heun, dpm++2m,\n"
+    "                      dmcmc (A1111 labels and ComfyUI names work too)\n"
     "  --schedule NAME     default, uniform, karras\n"
     "  --eta X             DDIM eta (default 0: deterministic)\n"
     "  --width W, --height H\n"
@@ -118,8 +118,21 @@ static const char usage_generate[] =
     "                      steps: mean over the MoE layers, then each layer (experts per\n"
     "                      token for EC-DiT, expert colours for DiT-MoE; docs/ECDIT.md)\n"
     "\n"
+    "DMCMC (Denoising Langevin Gibbs, docs/DMCMC.md): about 10 model evaluations per image.\n"
+    "  --sampler dmcmc     chains over (image, noise level) + a short integrator; --steps N\n"
+    "                      sets the integrator's steps (default 5)\n"
+    "  --stream N          keep the chains and emit N rounds of new variations (FILE-0.png,\n"
+    "                      FILE-1.png, …; FILE-ROUND-IMAGE.png with --batch), each written as\n"
+    "                      soon as it exists; implies --sampler dmcmc\n"
+    "  --dmcmc-eta X       Langevin step size (default 0.08)\n"
+    "  --dmcmc-skip N      Langevin sweeps per image (default 4)\n"
+    "  --dmcmc-integrator NAME\n"
+    "                      euler, heun, stochastic-heun, ddim, dpm++2m (default)\n"
+    "  --dmcmc-burn-in N   sweeps after the chains' first sample (default 8)\n"
+    "The model evaluations per image (and the one-off burn-in) are reported on stderr.\n"
+    "\n"
     "The written paths are printed on stdout, one per line. Ctrl-C stops the run (exit\n"
-    "status 130) and writes nothing.\n";
+    "status 130) and writes nothing (a stream keeps the rounds already written).\n";
 
 static const char usage_info[] =
     "Usage: moire info --model FILE\n"
@@ -383,6 +396,32 @@ static char *batch_path(const char *path, int index)
     return out;
 }
 
+/* out.png, round 3, image 1 → out-3-1.png */
+static char *stream_path(const char *path, int round, int index)
+{
+    char *with_round = batch_path(path, round);
+    char *out = with_round ? batch_path(with_round, index) : NULL;
+    free(with_round);
+    return out;
+}
+
+/* One line on stderr with the model evaluations a DMCMC run cost (the paper's accounting). */
+static void print_dmcmc_nfe(const moire_dmcmc_params *d, const moire_stream_info *info)
+{
+    int integrator_nfe = d->integrator == MOIRE_DMCMC_HEUN ||
+                                 d->integrator == MOIRE_DMCMC_STOCHASTIC_HEUN
+                             ? 2 * d->integrator_steps - 1
+                             : d->integrator_steps;
+    fprintf(stderr, "moire: dmcmc: %d NFE per image (skip %d + %s %d + Tweedie %d)",
+            moire_dmcmc_nfe_per_sample(d), d->skip, moire_dmcmc_integrator_name(d->integrator),
+            integrator_nfe, d->tweedie ? 1 : 0);
+    if (info)
+        fprintf(stderr, "; once: %d NFE of burn-in; %d re-seed(s) costing %d NFE; mean start "
+                        "level %.3f",
+                info->nfe_one_off, info->reseeds, info->nfe_reseed, info->mean_start_sigma);
+    fputc('\n', stderr);
+}
+
 static int load_model(const char *path, moire_model **model)
 {
     if (moire_model_load(path, model) != MOIRE_OK)
@@ -549,7 +588,9 @@ static int cmd_generate(int argc, char **argv)
                *sampler_text = NULL, *schedule_text = NULL, *eta_text = NULL,
                *width_text = NULL, *height_text = NULL, *batch_text = NULL, *init_path = NULL,
                *strength_text = NULL, *mask_path = NULL, *threads_text = NULL, *vae_path = NULL,
-               *device_text = NULL, *output = NULL, *quiet = NULL, *routing_path = NULL;
+               *device_text = NULL, *output = NULL, *quiet = NULL, *routing_path = NULL,
+               *dmcmc_eta_text = NULL, *dmcmc_skip_text = NULL, *dmcmc_integrator_text = NULL,
+               *dmcmc_burn_in_text = NULL, *stream_text = NULL;
     const option_spec specs[] = {
         {"model", true, &model_path},        {"prompt", true, &prompt},
         {"class", true, &class_text},        {"negative", true, &negative},
@@ -563,6 +604,9 @@ static int cmd_generate(int argc, char **argv)
         {"vae", true, &vae_path},
         {"device", true, &device_text},      {"output", true, &output},
         {"quiet", false, &quiet},            {"routing-map", true, &routing_path},
+        {"dmcmc-eta", true, &dmcmc_eta_text}, {"dmcmc-skip", true, &dmcmc_skip_text},
+        {"dmcmc-integrator", true, &dmcmc_integrator_text},
+        {"dmcmc-burn-in", true, &dmcmc_burn_in_text}, {"stream", true, &stream_text},
     };
     int rc = parse_options("generate", argc, argv, 2, specs, (int)(sizeof specs / sizeof *specs));
     if (rc)
@@ -624,6 +668,51 @@ static int cmd_generate(int argc, char **argv)
     }
     if (eta_text && (rc = parse_float("eta", eta_text, 0.0, 1000.0, false, &params.eta)))
         return rc;
+    /* DMCMC (docs/DMCMC.md): --stream implies it; its --steps are the integrator's. */
+    moire_dmcmc_params dmcmc = moire_dmcmc_params_default();
+    int stream_rounds = 0;
+    if (stream_text) {
+        if ((rc = parse_int("stream", stream_text, 1, 100000, &stream_rounds)))
+            return rc;
+        if (sampler_text && params.sampler != MOIRE_SAMPLER_DMCMC) {
+            error_line("--stream runs persistent DMCMC chains; leave out --sampler or use "
+                       "--sampler dmcmc");
+            return EXIT_USAGE;
+        }
+        params.sampler = MOIRE_SAMPLER_DMCMC;
+    }
+    const bool dmcmc_options = dmcmc_eta_text || dmcmc_skip_text || dmcmc_integrator_text ||
+                               dmcmc_burn_in_text;
+    if (dmcmc_options && params.sampler != MOIRE_SAMPLER_DMCMC) {
+        error_line("the --dmcmc-* options apply to --sampler dmcmc (or --stream N)");
+        return EXIT_USAGE;
+    }
+    if (params.sampler == MOIRE_SAMPLER_DMCMC) {
+        if (dmcmc_eta_text &&
+            (rc = parse_float("dmcmc-eta", dmcmc_eta_text, 0.0, 10.0, true, &dmcmc.eta)))
+            return rc;
+        if (dmcmc_skip_text &&
+            (rc = parse_int("dmcmc-skip", dmcmc_skip_text, 1, 1000, &dmcmc.skip)))
+            return rc;
+        if (dmcmc_burn_in_text &&
+            (rc = parse_int("dmcmc-burn-in", dmcmc_burn_in_text, 0, 10000, &dmcmc.burn_in)))
+            return rc;
+        if (dmcmc_integrator_text &&
+            moire_dmcmc_integrator_from_name(dmcmc_integrator_text, &dmcmc.integrator) !=
+                MOIRE_OK) {
+            engine_error("--dmcmc-integrator");
+            return EXIT_USAGE;
+        }
+        if (params.steps > 0) {
+            if (params.steps > 1000) {
+                error_line("--steps %d: the DMCMC integrator takes 1..1000 steps (5 is usual)",
+                           params.steps);
+                return EXIT_USAGE;
+            }
+            dmcmc.integrator_steps = params.steps;
+        }
+        params.dmcmc = &dmcmc;
+    }
     if (width_text && (rc = parse_int("width", width_text, 1, 32768, &params.width)))
         return rc;
     if (height_text && (rc = parse_int("height", height_text, 1, 32768, &params.height)))
@@ -653,8 +742,9 @@ static int cmd_generate(int argc, char **argv)
     if ((rc = parse_device(device_text, &ctx_params.device)))
         return rc;
 
-    /* 2. The output paths, before the long run. */
-    int count = params.batch_count;
+    /* 2. The output paths, before the long run (a stream writes rounds × batch files:
+     *    out-ROUND.png, or out-ROUND-IMAGE.png for a batch). */
+    int count = params.batch_count * (stream_rounds > 0 ? stream_rounds : 1);
     char **paths = calloc((size_t)count, sizeof *paths);
     if (!paths) {
         error_line("out of memory");
@@ -668,7 +758,10 @@ static int cmd_generate(int argc, char **argv)
     int image_count = 0;
     rc = 0;
     for (int i = 0; i < count && !rc; i++) {
-        paths[i] = count == 1 ? strdup(output) : batch_path(output, i);
+        if (stream_rounds > 0 && params.batch_count > 1)
+            paths[i] = stream_path(output, i / params.batch_count, i % params.batch_count);
+        else
+            paths[i] = count == 1 ? strdup(output) : batch_path(output, i);
         if (!paths[i]) {
             error_line("out of memory");
             rc = EXIT_ERROR;
@@ -757,17 +850,61 @@ static int cmd_generate(int argc, char **argv)
         callbacks.progress = on_progress;
         callbacks.user_data = &state;
         install_sigint(ctx);
-        moire_status status = moire_generate(ctx, model, &params, &callbacks, &images,
-                                             &image_count);
+        moire_status status = MOIRE_OK;
+        int stream_written = 0;
+        if (stream_rounds > 0) {
+            /* Each round's files are written as soon as they exist, so an artist can watch
+             * the variations arrive (and Ctrl-C keeps what was already written). */
+            moire_stream *stream = NULL;
+            status = moire_stream_new(ctx, model, &params, &callbacks, &stream);
+            for (int round = 0; status == MOIRE_OK && round < stream_rounds; round++) {
+                moire_image **batch = NULL;
+                int n = 0;
+                status = moire_stream_next(stream, &batch, &n);
+                for (int i = 0; status == MOIRE_OK && i < n; i++) {
+                    const int index = round * params.batch_count + i;
+                    char *parameters = moire_format_parameters(model, &params, i);
+                    char *json = moire_format_settings_json(model, &params, i);
+                    if (!parameters || !json)
+                        status = MOIRE_ERROR_OUT_OF_MEMORY;
+                    else
+                        status = moire_png_save(paths[index], batch[i], parameters, json);
+                    if (status == MOIRE_OK && !quiet)
+                        end_progress(&state);
+                    if (status == MOIRE_OK) {
+                        printf("%s\n", paths[index]);
+                        stream_written++;
+                    }
+                    fflush(stdout);
+                    free(parameters);
+                    free(json);
+                }
+                moire_images_free(batch, n);
+            }
+            moire_stream_info info;
+            moire_stream_get_info(stream, &info);
+            if (status == MOIRE_OK)
+                print_dmcmc_nfe(&dmcmc, &info);
+            moire_stream_free(stream);
+            image_count = 0; /* written already */
+        } else {
+            status = moire_generate(ctx, model, &params, &callbacks, &images, &image_count);
+            if (status == MOIRE_OK && params.sampler == MOIRE_SAMPLER_DMCMC)
+                print_dmcmc_nfe(&dmcmc, NULL);
+        }
         g_running_ctx = NULL;
         signal(SIGINT, SIG_DFL);
         end_progress(&state);
-        if (status == MOIRE_ERROR_CANCELLED || g_interrupted) {
+        if ((status == MOIRE_ERROR_CANCELLED || g_interrupted) && stream_written > 0) {
+            fprintf(stderr, "moire: interrupted; the %d image(s) listed above were written\n",
+                    stream_written);
+            rc = EXIT_INTERRUPTED;
+        } else if (status == MOIRE_ERROR_CANCELLED || g_interrupted) {
             fprintf(stderr, "moire: interrupted; nothing was written\n");
             rc = EXIT_INTERRUPTED;
         } else if (status != MOIRE_OK) {
             rc = engine_error(NULL);
-        } else if (image_count != count) {
+        } else if (stream_rounds == 0 && image_count != count) {
             error_line("the engine returned %d images instead of %d", image_count, count);
             rc = EXIT_ERROR;
         }
