@@ -120,35 +120,6 @@ static float silu(float x)
     return x / (1.0f + expf(-x));
 }
 
-/* The same embeddings as DiT-MoE (forward.c): [cos(t·f_i), sin(t·f_i)], cos first … */
-static void timestep_frequencies(float *out, const float *t, int n)
-{
-    const int half = DIT_TIMESTEP_FREQ_DIM / 2;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < half; j++) {
-            double arg = (double)t[i] * exp(-log(10000.0) * j / half);
-            out[(size_t)i * DIT_TIMESTEP_FREQ_DIM + j] = (float)cos(arg);
-            out[(size_t)i * DIT_TIMESTEP_FREQ_DIM + half + j] = (float)sin(arg);
-        }
-}
-
-/* … and MAE 2-D sin-cos positions: channels [0, D/2) the column, [D/2, D) the row. */
-static void sincos_positions(float *pos, int gh, int gw, int D)
-{
-    const int quarter = D / 4;
-    for (int r = 0; r < gh; r++)
-        for (int c = 0; c < gw; c++) {
-            float *row = pos + ((size_t)r * gw + c) * D;
-            for (int i = 0; i < quarter; i++) {
-                double omega = 1.0 / pow(10000.0, (double)i / quarter);
-                row[i] = (float)sin(c * omega);
-                row[quarter + i] = (float)cos(c * omega);
-                row[2 * quarter + i] = (float)sin(r * omega);
-                row[3 * quarter + i] = (float)cos(r * omega);
-            }
-        }
-}
-
 #define TRY(call)                                                                          \
     do {                                                                                   \
         moire_status status_ = (call);                                                     \
@@ -209,33 +180,16 @@ moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int 
     if (status != MOIRE_OK)
         return status;
 
-    /* Patch embedding (the stride-p convolution as a linear map of each flattened patch). */
-    for (int i = 0; i < n; i++)
-        for (int r = 0; r < gh; r++)
-            for (int c = 0; c < gw; c++) {
-                float *dst = buf.patches + ((size_t)i * T + (size_t)r * gw + c) * patch_dim;
-                for (int ch = 0; ch < C; ch++)
-                    for (int pi = 0; pi < p; pi++)
-                        for (int pj = 0; pj < p; pj++)
-                            *dst++ = x[(((size_t)i * C + ch) * h + r * p + pi) * w + c * p + pj];
-            }
+    /* Patch embedding and positions, as DiT-MoE (dit_common.c). */
+    dit_patchify(buf.patches, x, n, C, h, w, p);
     TRY(ops->linear(ops, buf.tokens, buf.patches, W->x_embedder_proj_weight,
                     W->x_embedder_proj_bias, N, patch_dim, D));
-    const int trained_grid = cfg->input_size / p;
-    if (W->pos_embed && gh == trained_grid && gw == trained_grid)
-        memcpy(buf.pos, W->pos_embed, (size_t)T * D * sizeof(float));
-    else
-        sincos_positions(buf.pos, gh, gw, D);
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < T; j++) {
-            float *tok = buf.tokens + ((size_t)i * T + j) * D;
-            for (int d = 0; d < D; d++)
-                tok[d] += buf.pos[(size_t)j * D + d];
-        }
+    dit_positions(buf.pos, W->pos_embed, cfg->input_size / p, gh, gw, D);
+    dit_add_positions(buf.tokens, buf.pos, n, T, D);
     emit(ctx, "x_embed", -1, buf.tokens, 3, n, T, D);
 
     /* Conditioning: c = MLP(freq(t)) + pooled text of the image's prompt. */
-    timestep_frequencies(buf.t_freq, t, n);
+    dit_timestep_frequencies(buf.t_freq, t, n);
     TRY(ops->linear(ops, buf.t_hidden, buf.t_freq, W->t_embedder_mlp0_weight,
                     W->t_embedder_mlp0_bias, n, DIT_TIMESTEP_FREQ_DIM, D));
     for (size_t i = 0; i < (size_t)n * D; i++)
@@ -326,17 +280,7 @@ moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int 
                     D, head_dim));
     emit(ctx, "final_out", -1, buf.head, 3, n, T, head_dim);
 
-    /* Unpatchify: head[i, r·gw + c, (pi·p + pj)·Co + ch] → out[i, ch, r·p + pi, c·p + pj]. */
-    for (int i = 0; i < n; i++)
-        for (int r = 0; r < gh; r++)
-            for (int c = 0; c < gw; c++) {
-                const float *src = buf.head + ((size_t)i * T + (size_t)r * gw + c) * head_dim;
-                for (int pi = 0; pi < p; pi++)
-                    for (int pj = 0; pj < p; pj++)
-                        for (int ch = 0; ch < Co; ch++)
-                            out[(((size_t)i * Co + ch) * h + r * p + pi) * w + c * p + pj] =
-                                src[(pi * p + pj) * Co + ch];
-            }
+    dit_unpatchify(out, buf.head, n, Co, h, w, p);
     if (ctx->debug_fn) {
         int64_t shape[4] = {n, Co, h, w};
         ctx->debug_fn("output", -1, out, 4, shape, ctx->debug_user_data);

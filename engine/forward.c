@@ -109,37 +109,6 @@ static float silu(float x)
     return x / (1.0f + expf(-x));
 }
 
-/* [n] → [n, 256]: [cos(t·f_i), sin(t·f_i)], f_i = exp(−ln(10000)·i/128), cos first. */
-static void timestep_frequencies(float *out, const float *t, int n)
-{
-    const int half = DIT_TIMESTEP_FREQ_DIM / 2;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < half; j++) {
-            double freq = exp(-log(10000.0) * j / half);
-            double arg = (double)t[i] * freq;
-            out[(size_t)i * DIT_TIMESTEP_FREQ_DIM + j] = (float)cos(arg);
-            out[(size_t)i * DIT_TIMESTEP_FREQ_DIM + half + j] = (float)sin(arg);
-        }
-}
-
-/* pos[T, D] for a gh × gw grid, token = row·gw + col. MAE convention: channels [0, D/2) encode
- * the column, [D/2, D) the row; each half is [sin(p·ω), cos(p·ω)] with ω_i = 10000^(−i/(D/4)). */
-static void sincos_positions(float *pos, int gh, int gw, int D)
-{
-    const int quarter = D / 4;
-    for (int r = 0; r < gh; r++)
-        for (int c = 0; c < gw; c++) {
-            float *row = pos + ((size_t)r * gw + c) * D;
-            for (int i = 0; i < quarter; i++) {
-                double omega = 1.0 / pow(10000.0, (double)i / quarter);
-                row[i] = (float)sin(c * omega);
-                row[quarter + i] = (float)cos(c * omega);
-                row[2 * quarter + i] = (float)sin(r * omega);
-                row[3 * quarter + i] = (float)cos(r * omega);
-            }
-        }
-}
-
 #define TRY(call)                                                                          \
     do {                                                                                   \
         moire_status status_ = (call);                                                     \
@@ -166,37 +135,16 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
     if (status != MOIRE_OK)
         return status;
 
-    /* Patch embedding: a stride-p convolution is a linear map of each flattened p×p patch,
-     * flattened as (channel, row-in-patch, col-in-patch) like the conv weight [D, C, p, p]. */
-    for (int i = 0; i < n; i++)
-        for (int r = 0; r < gh; r++)
-            for (int c = 0; c < gw; c++) {
-                float *dst = buf.patches + ((size_t)i * T + (size_t)r * gw + c) * patch_dim;
-                for (int ch = 0; ch < C; ch++)
-                    for (int pi = 0; pi < p; pi++)
-                        for (int pj = 0; pj < p; pj++)
-                            *dst++ = x[(((size_t)i * C + ch) * h + r * p + pi) * w + c * p + pj];
-            }
+    /* Patch embedding: a stride-p convolution is a linear map of each flattened patch. */
+    dit_patchify(buf.patches, x, n, C, h, w, p);
     TRY(ops->linear(ops, buf.tokens, buf.patches, W->x_embedder_proj_weight,
                     W->x_embedder_proj_bias, N, patch_dim, D));
-    /* The checkpoint's pos_embed is the same table for the trained grid; use it there (bit
-     * fidelity with the official code) and recompute it for any other grid. */
-    const int trained_grid = cfg->input_size / p;
-    if (W->pos_embed && gh == trained_grid && gw == trained_grid)
-        memcpy(buf.pos, W->pos_embed, (size_t)T * D * sizeof(float));
-    else
-        sincos_positions(buf.pos, gh, gw, D);
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < T; j++) {
-            float *tok = buf.tokens + ((size_t)i * T + j) * D;
-            const float *pe = buf.pos + (size_t)j * D;
-            for (int d = 0; d < D; d++)
-                tok[d] += pe[d];
-        }
+    dit_positions(buf.pos, W->pos_embed, cfg->input_size / p, gh, gw, D);
+    dit_add_positions(buf.tokens, buf.pos, n, T, D);
     emit(ctx, "x_embed", -1, buf.tokens, 3, n, T, D);
 
     /* Conditioning: c = MLP(freq(t)) + class_table[y]. */
-    timestep_frequencies(buf.t_freq, t, n);
+    dit_timestep_frequencies(buf.t_freq, t, n);
     emit(ctx, "t_freq", -1, buf.t_freq, 2, n, DIT_TIMESTEP_FREQ_DIM, 0);
     TRY(ops->linear(ops, buf.t_hidden, buf.t_freq, W->t_embedder_mlp0_weight,
                     W->t_embedder_mlp0_bias, n, DIT_TIMESTEP_FREQ_DIM, D));
@@ -287,17 +235,7 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
                     D, head_dim));
     emit(ctx, "final_out", -1, buf.head, 3, n, T, head_dim);
 
-    /* Unpatchify: head[i, r·gw + c, (pi·p + pj)·Co + ch] → out[i, ch, r·p + pi, c·p + pj]. */
-    for (int i = 0; i < n; i++)
-        for (int r = 0; r < gh; r++)
-            for (int c = 0; c < gw; c++) {
-                const float *src = buf.head + ((size_t)i * T + (size_t)r * gw + c) * head_dim;
-                for (int pi = 0; pi < p; pi++)
-                    for (int pj = 0; pj < p; pj++)
-                        for (int ch = 0; ch < Co; ch++)
-                            out[(((size_t)i * Co + ch) * h + r * p + pi) * w + c * p + pj] =
-                                src[(pi * p + pj) * Co + ch];
-            }
+    dit_unpatchify(out, buf.head, n, Co, h, w, p);
     if (ctx->debug_fn) {
         int64_t shape[4] = {n, Co, h, w};
         ctx->debug_fn("output", -1, out, 4, shape, ctx->debug_user_data);

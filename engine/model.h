@@ -11,6 +11,7 @@
 #define MOIRE_MODEL_H
 
 #include "moire.h"
+#include "dit_common.h"
 #include "safetensors.h"
 
 typedef struct dit_attention_weights {
@@ -57,7 +58,6 @@ typedef struct dit_weights {
     const float *final_linear_bias;        /* final_layer.linear.bias   [p·p·Co]            */
 } dit_weights;
 
-#define DIT_TIMESTEP_FREQ_DIM 256
 
 /* Which forward pass a model runs: config.family as an enum. */
 typedef enum moire_family_tag {
