@@ -5,7 +5,9 @@
 #include "config.h"
 
 #include <glib/gi18n-lib.h>
+#include <json-glib/json-glib.h>
 #include <math.h>
+#include <stdio.h>
 
 #include "moire-gen-settings.h"
 #include "moire-gui-util.h"
@@ -27,6 +29,9 @@ struct _MoireGenSettings
   int            height;
   int            batch_count;
   double         strength;
+  /* DMCMC (used while sampler is "dmcmc"): eta, skip, integrator and its steps are the
+   * user's; the rest stays at the engine's defaults. to_params() lends a pointer to it. */
+  moire_dmcmc_params dmcmc;
 };
 
 G_DEFINE_FINAL_TYPE (MoireGenSettings, moire_gen_settings, G_TYPE_OBJECT)
@@ -46,6 +51,10 @@ enum {
   PROP_HEIGHT,
   PROP_BATCH_COUNT,
   PROP_STRENGTH,
+  PROP_DMCMC_ETA,
+  PROP_DMCMC_SKIP,
+  PROP_DMCMC_INTEGRATOR,
+  PROP_DMCMC_STEPS,
   N_PROPS
 };
 
@@ -66,6 +75,10 @@ static const char *const gsettings_keys[N_PROPS] = {
   [PROP_HEIGHT] = "height",
   [PROP_BATCH_COUNT] = "batch-count",
   [PROP_STRENGTH] = "strength",
+  [PROP_DMCMC_ETA] = "dmcmc-eta",
+  [PROP_DMCMC_SKIP] = "dmcmc-skip",
+  [PROP_DMCMC_INTEGRATOR] = "dmcmc-integrator",
+  [PROP_DMCMC_STEPS] = "dmcmc-steps",
 };
 
 static gboolean
@@ -120,6 +133,12 @@ moire_gen_settings_get_property (GObject    *object,
     case PROP_HEIGHT: g_value_set_int (value, self->height); break;
     case PROP_BATCH_COUNT: g_value_set_int (value, self->batch_count); break;
     case PROP_STRENGTH: g_value_set_double (value, self->strength); break;
+    case PROP_DMCMC_ETA: g_value_set_double (value, self->dmcmc.eta); break;
+    case PROP_DMCMC_SKIP: g_value_set_int (value, self->dmcmc.skip); break;
+    case PROP_DMCMC_INTEGRATOR:
+      g_value_set_string (value, moire_dmcmc_integrator_name (self->dmcmc.integrator));
+      break;
+    case PROP_DMCMC_STEPS: g_value_set_int (value, self->dmcmc.integrator_steps); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
 }
@@ -153,6 +172,13 @@ moire_gen_settings_set_property (GObject      *object,
     case PROP_HEIGHT: moire_gen_settings_set_size (self, self->width, g_value_get_int (value)); break;
     case PROP_BATCH_COUNT: moire_gen_settings_set_batch_count (self, g_value_get_int (value)); break;
     case PROP_STRENGTH: moire_gen_settings_set_strength (self, g_value_get_double (value)); break;
+    case PROP_DMCMC_ETA: moire_gen_settings_set_dmcmc_eta (self, g_value_get_double (value)); break;
+    case PROP_DMCMC_SKIP: moire_gen_settings_set_dmcmc_skip (self, g_value_get_int (value)); break;
+    case PROP_DMCMC_INTEGRATOR:
+      if (!moire_gen_settings_set_dmcmc_integrator (self, g_value_get_string (value)))
+        moire_gen_settings_set_dmcmc_integrator (self, NULL);
+      break;
+    case PROP_DMCMC_STEPS: moire_gen_settings_set_dmcmc_steps (self, g_value_get_int (value)); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
 }
@@ -162,6 +188,7 @@ moire_gen_settings_class_init (MoireGenSettingsClass *klass)
 {
   GObjectClass *object_class = G_OBJECT_CLASS (klass);
   const GParamFlags flags = G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS;
+  const moire_dmcmc_params dmcmc = moire_dmcmc_params_default ();
 
   object_class->finalize = moire_gen_settings_finalize;
   object_class->get_property = moire_gen_settings_get_property;
@@ -181,6 +208,16 @@ moire_gen_settings_class_init (MoireGenSettingsClass *klass)
   properties[PROP_HEIGHT] = g_param_spec_int ("height", NULL, NULL, 0, 4096, 0, flags);
   properties[PROP_BATCH_COUNT] = g_param_spec_int ("batch-count", NULL, NULL, 1, 64, 1, flags);
   properties[PROP_STRENGTH] = g_param_spec_double ("strength", NULL, NULL, 0, 1, 0.75, flags);
+  /* DMCMC: defaults from the engine (moire_dmcmc_params_default). */
+  properties[PROP_DMCMC_ETA] = g_param_spec_double ("dmcmc-eta", NULL, NULL, MOIRE_GEN_DMCMC_ETA_MIN,
+                                                    MOIRE_GEN_DMCMC_ETA_MAX, dmcmc.eta, flags);
+  properties[PROP_DMCMC_SKIP] = g_param_spec_int ("dmcmc-skip", NULL, NULL, 0, MOIRE_GEN_DMCMC_SKIP_MAX,
+                                                  dmcmc.skip, flags);
+  properties[PROP_DMCMC_INTEGRATOR] =
+    g_param_spec_string ("dmcmc-integrator", NULL, NULL,
+                         moire_dmcmc_integrator_name (dmcmc.integrator), flags);
+  properties[PROP_DMCMC_STEPS] = g_param_spec_int ("dmcmc-steps", NULL, NULL, 1, MOIRE_GEN_DMCMC_STEPS_MAX,
+                                                   dmcmc.integrator_steps, flags);
   g_object_class_install_properties (object_class, N_PROPS, properties);
 }
 
@@ -196,6 +233,7 @@ moire_gen_settings_init (MoireGenSettings *self)
   self->seed_mode = MOIRE_SEED_MODE_RANDOM;
   self->batch_count = 1;
   self->strength = 0.75;
+  self->dmcmc = moire_dmcmc_params_default ();
 }
 
 MoireGenSettings *
@@ -224,6 +262,10 @@ moire_gen_settings_assign (MoireGenSettings *self,
   moire_gen_settings_set_size (self, src->width, src->height);
   moire_gen_settings_set_batch_count (self, src->batch_count);
   moire_gen_settings_set_strength (self, src->strength);
+  moire_gen_settings_set_dmcmc_eta (self, src->dmcmc.eta);
+  moire_gen_settings_set_dmcmc_skip (self, src->dmcmc.skip);
+  moire_gen_settings_set_dmcmc_integrator (self, moire_dmcmc_integrator_name (src->dmcmc.integrator));
+  moire_gen_settings_set_dmcmc_steps (self, src->dmcmc.integrator_steps);
   g_object_thaw_notify (G_OBJECT (self));
 }
 
@@ -483,6 +525,128 @@ moire_gen_settings_set_strength (MoireGenSettings *self,
 }
 
 gboolean
+moire_gen_settings_get_dmcmc (MoireGenSettings *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), FALSE);
+  return g_strcmp0 (self->sampler, moire_sampler_name (MOIRE_SAMPLER_DMCMC)) == 0;
+}
+
+double
+moire_gen_settings_get_dmcmc_eta (MoireGenSettings *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), 0);
+  return self->dmcmc.eta;
+}
+
+void
+moire_gen_settings_set_dmcmc_eta (MoireGenSettings *self,
+                                  double            eta)
+{
+  float value;
+
+  g_return_if_fail (MOIRE_IS_GEN_SETTINGS (self));
+  if (!isfinite (eta))
+    eta = moire_dmcmc_params_default ().eta;
+  value = (float) CLAMP (eta, MOIRE_GEN_DMCMC_ETA_MIN, MOIRE_GEN_DMCMC_ETA_MAX);
+  if (self->dmcmc.eta == value)
+    return;
+  self->dmcmc.eta = value;
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_DMCMC_ETA]);
+}
+
+int
+moire_gen_settings_get_dmcmc_skip (MoireGenSettings *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), 0);
+  return self->dmcmc.skip;
+}
+
+void
+moire_gen_settings_set_dmcmc_skip (MoireGenSettings *self,
+                                   int               skip)
+{
+  g_return_if_fail (MOIRE_IS_GEN_SETTINGS (self));
+  skip = CLAMP (skip, 0, MOIRE_GEN_DMCMC_SKIP_MAX);
+  if (self->dmcmc.skip == skip)
+    return;
+  self->dmcmc.skip = skip;
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_DMCMC_SKIP]);
+}
+
+const char *
+moire_gen_settings_get_dmcmc_integrator (MoireGenSettings *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), NULL);
+  return moire_dmcmc_integrator_name (self->dmcmc.integrator);
+}
+
+gboolean
+moire_gen_settings_set_dmcmc_integrator (MoireGenSettings *self,
+                                         const char       *name)
+{
+  moire_dmcmc_integrator integrator = moire_dmcmc_params_default ().integrator;
+
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), FALSE);
+  if (name != NULL && *name != '\0' && moire_dmcmc_integrator_from_name (name, &integrator) != MOIRE_OK)
+    return FALSE;
+  if (self->dmcmc.integrator == integrator)
+    return TRUE;
+  self->dmcmc.integrator = integrator;
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_DMCMC_INTEGRATOR]);
+  return TRUE;
+}
+
+int
+moire_gen_settings_get_dmcmc_steps (MoireGenSettings *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), 1);
+  return self->dmcmc.integrator_steps;
+}
+
+void
+moire_gen_settings_set_dmcmc_steps (MoireGenSettings *self,
+                                    int               steps)
+{
+  g_return_if_fail (MOIRE_IS_GEN_SETTINGS (self));
+  steps = CLAMP (steps, 1, MOIRE_GEN_DMCMC_STEPS_MAX);
+  if (self->dmcmc.integrator_steps == steps)
+    return;
+  self->dmcmc.integrator_steps = steps;
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_DMCMC_STEPS]);
+}
+
+int
+moire_gen_settings_get_dmcmc_nfe (MoireGenSettings *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), 0);
+  return moire_dmcmc_nfe_per_sample (&self->dmcmc);
+}
+
+guint
+moire_gen_settings_dmcmc_integrator_count (void)
+{
+  return MOIRE_DMCMC_INTEGRATOR_COUNT_;
+}
+
+guint
+moire_gen_settings_dmcmc_integrator_index (const char *name)
+{
+  moire_dmcmc_integrator integrator;
+
+  if (name == NULL || moire_dmcmc_integrator_from_name (name, &integrator) != MOIRE_OK)
+    return (guint) moire_dmcmc_params_default ().integrator;
+  return (guint) integrator;
+}
+
+const char *
+moire_gen_settings_dmcmc_integrator_at (guint index)
+{
+  if (index >= MOIRE_DMCMC_INTEGRATOR_COUNT_)
+    index = (guint) moire_dmcmc_params_default ().integrator;
+  return moire_dmcmc_integrator_name ((moire_dmcmc_integrator) index);
+}
+
+gboolean
 moire_gen_settings_to_params (MoireGenSettings       *self,
                               guint64                 seed,
                               moire_generate_params  *params,
@@ -509,7 +673,102 @@ moire_gen_settings_to_params (MoireGenSettings       *self,
   p.height = self->height;
   p.batch_count = self->batch_count;
   p.strength = (float) self->strength;
+  if (p.sampler == MOIRE_SAMPLER_DMCMC)
+    {
+      /* The integrator's steps are DMCMC's steps (as `moire generate --steps`). */
+      p.dmcmc = &self->dmcmc;
+      p.steps = self->dmcmc.integrator_steps;
+    }
   *params = p;
+  return TRUE;
+}
+
+/* The "DMCMC" pair of our A1111 text: "eta 0.08, skip 4, dpm++2m 5 steps, Tweedie". */
+static void
+apply_dmcmc_text (MoireGenSettings       *self,
+                  const moire_parameters *parameters)
+{
+  for (int i = 0; i < parameters->pair_count; i++)
+    {
+      char integrator[32] = "";
+      double eta = 0;
+      int skip = 0, steps = 0;
+
+      if (g_ascii_strcasecmp (parameters->keys[i], "DMCMC") != 0)
+        continue;
+      /* sscanf reads "%lf" in the C locale only: the app may run in de_DE. */
+      {
+        const char *text = parameters->values[i];
+        char *end = NULL;
+
+        if (!g_str_has_prefix (text, "eta "))
+          return;
+        eta = g_ascii_strtod (text + 4, &end);
+        if (end == text + 4 || sscanf (end, ", skip %d, %31s %d steps", &skip, integrator, &steps) != 3)
+          return;
+      }
+      moire_gen_settings_set_dmcmc_eta (self, eta);
+      moire_gen_settings_set_dmcmc_skip (self, skip);
+      moire_gen_settings_set_dmcmc_integrator (self, integrator);
+      moire_gen_settings_set_dmcmc_steps (self, steps);
+      return;
+    }
+}
+
+gboolean
+moire_gen_settings_apply_settings_json (MoireGenSettings  *self,
+                                        const char        *json,
+                                        GError           **error)
+{
+  g_autoptr(JsonParser) parser = NULL;
+  g_autoptr(GError) parse_error = NULL;
+  JsonObject *root, *dmcmc;
+  const char *sampler, *integrator;
+
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), FALSE);
+
+  if (json == NULL || *json == '\0')
+    return TRUE;
+  parser = json_parser_new ();
+  if (!json_parser_load_from_data (parser, json, -1, &parse_error) ||
+      !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
+    {
+      g_set_error (error, MOIRE_GUI_ERROR, MOIRE_GUI_ERROR_FAILED,
+                   _("Settings restored, except: the “moire” settings are not valid JSON"));
+      return FALSE;
+    }
+  root = json_node_get_object (json_parser_get_root (parser));
+  sampler = json_object_get_string_member_with_default (root, "sampler", NULL);
+  if (g_strcmp0 (sampler, moire_sampler_name (MOIRE_SAMPLER_DMCMC)) != 0)
+    return TRUE;
+  {
+    JsonNode *node = json_object_get_member (root, "dmcmc");
+
+    dmcmc = node != NULL && JSON_NODE_HOLDS_OBJECT (node) ? json_node_get_object (node) : NULL;
+  }
+
+  g_object_freeze_notify (G_OBJECT (self));
+  moire_gen_settings_set_sampler (self, sampler);
+  if (dmcmc != NULL)
+    {
+      if (json_object_has_member (dmcmc, "eta"))
+        moire_gen_settings_set_dmcmc_eta (self, json_object_get_double_member (dmcmc, "eta"));
+      if (json_object_has_member (dmcmc, "skip"))
+        moire_gen_settings_set_dmcmc_skip (self, (int) json_object_get_int_member (dmcmc, "skip"));
+      if (json_object_has_member (dmcmc, "integrator_steps"))
+        moire_gen_settings_set_dmcmc_steps (self, (int) json_object_get_int_member (dmcmc, "integrator_steps"));
+    }
+  integrator = dmcmc != NULL ? json_object_get_string_member_with_default (dmcmc, "integrator", NULL) : NULL;
+  if (integrator != NULL && !moire_gen_settings_set_dmcmc_integrator (self, integrator))
+    {
+      g_object_thaw_notify (G_OBJECT (self));
+      g_set_error (error, MOIRE_GUI_ERROR, MOIRE_GUI_ERROR_FAILED,
+                   /* Translators: %s is a DMCMC integrator name such as "dpm++2m" */
+                   _("Settings restored, except: the DMCMC integrator “%s” is not available here"),
+                   integrator);
+      return FALSE;
+    }
+  g_object_thaw_notify (G_OBJECT (self));
   return TRUE;
 }
 
@@ -520,15 +779,26 @@ moire_gen_settings_apply_parameters (MoireGenSettings        *self,
                                      GError                 **error)
 {
   g_autoptr(GString) problems = g_string_new (NULL);
+  moire_sampler sampler = MOIRE_SAMPLER_DEFAULT;
+  gboolean dmcmc;
 
   g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), FALSE);
   g_return_val_if_fail (parameters != NULL, FALSE);
 
+  dmcmc = parameters->sampler != NULL &&
+          moire_sampler_from_name (parameters->sampler, &sampler) == MOIRE_OK &&
+          sampler == MOIRE_SAMPLER_DMCMC;
+
   g_object_freeze_notify (G_OBJECT (self));
   moire_gen_settings_set_prompt (self, parameters->prompt);
   moire_gen_settings_set_negative_prompt (self, parameters->negative_prompt);
-  if (parameters->steps > 0)
+  /* DMCMC's "Steps" are its integrator's; the other samplers' steps stay as they are. */
+  if (parameters->steps > 0 && dmcmc)
+    moire_gen_settings_set_dmcmc_steps (self, parameters->steps);
+  else if (parameters->steps > 0)
     moire_gen_settings_set_steps (self, parameters->steps);
+  if (dmcmc)
+    apply_dmcmc_text (self, parameters);
   if (parameters->sampler != NULL && !moire_gen_settings_set_sampler (self, parameters->sampler))
     {
       /* Translators: %s is a sampler name such as "DPM++ 2M SDE" */
@@ -587,7 +857,9 @@ moire_gen_settings_apply_model_defaults (MoireGenSettings  *self,
   size = config->input_size * (config->space == MOIRE_SPACE_LATENT ? 8 : 1);
 
   g_object_freeze_notify (G_OBJECT (self));
-  moire_gen_settings_set_sampler (self, "default");
+  /* DMCMC is a mode the user switched on; it works with every model, so it stays on. */
+  if (!moire_gen_settings_get_dmcmc (self))
+    moire_gen_settings_set_sampler (self, "default");
   moire_gen_settings_set_schedule (self, "default");
   moire_gen_settings_set_steps (self, steps);
   moire_gen_settings_set_cfg_scale (self, cfg);

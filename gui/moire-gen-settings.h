@@ -18,6 +18,12 @@
 
 G_BEGIN_DECLS
 
+/* Ranges of the DMCMC settings (the widgets and the GSettings schema use the same). */
+#define MOIRE_GEN_DMCMC_ETA_MIN   0.001
+#define MOIRE_GEN_DMCMC_ETA_MAX   1.0
+#define MOIRE_GEN_DMCMC_SKIP_MAX  64
+#define MOIRE_GEN_DMCMC_STEPS_MAX 100
+
 #define MOIRE_TYPE_GEN_SETTINGS (moire_gen_settings_get_type ())
 
 G_DECLARE_FINAL_TYPE (MoireGenSettings, moire_gen_settings, MOIRE, GEN_SETTINGS, GObject)
@@ -69,6 +75,27 @@ double            moire_gen_settings_get_strength       (MoireGenSettings       
 void              moire_gen_settings_set_strength       (MoireGenSettings        *self,
                                                          double                   strength);
 
+/* DMCMC (docs/DMCMC.md): on while the sampler is "dmcmc" (the panel's toggle sets it). Its
+ * Langevin step η, skip (sweeps per image), integrator (moire_dmcmc_integrator_name) and the
+ * integrator's steps are kept even while another sampler is chosen; their defaults are the
+ * engine's (moire_dmcmc_params_default). */
+gboolean          moire_gen_settings_get_dmcmc          (MoireGenSettings        *self);
+double            moire_gen_settings_get_dmcmc_eta      (MoireGenSettings        *self);
+void              moire_gen_settings_set_dmcmc_eta      (MoireGenSettings        *self,
+                                                         double                   eta);
+int               moire_gen_settings_get_dmcmc_skip     (MoireGenSettings        *self);
+void              moire_gen_settings_set_dmcmc_skip     (MoireGenSettings        *self,
+                                                         int                      skip);
+const char       *moire_gen_settings_get_dmcmc_integrator (MoireGenSettings      *self);
+/* NULL or "" = the engine's default; FALSE (nothing changed) for an unknown name. */
+gboolean          moire_gen_settings_set_dmcmc_integrator (MoireGenSettings      *self,
+                                                           const char            *name);
+int               moire_gen_settings_get_dmcmc_steps    (MoireGenSettings        *self);
+void              moire_gen_settings_set_dmcmc_steps    (MoireGenSettings        *self,
+                                                         int                      steps);
+/* Model evaluations per image with these settings (moire_dmcmc_nfe_per_sample). */
+int               moire_gen_settings_get_dmcmc_nfe      (MoireGenSettings        *self);
+
 /* Fills `params` for the engine with `seed` as the seed of image 0. Strings are borrowed from
  * `self` (keep it alive and unchanged while `params` is used: jobs use a copy). The init
  * image is left to the caller. Fails on an unknown sampler or schedule name. */
@@ -87,6 +114,14 @@ gboolean          moire_gen_settings_apply_parameters   (MoireGenSettings       
                                                          char                   **out_model_name,
                                                          GError                 **error);
 
+/* Restores what the A1111 text does not carry from the "moire" JSON chunk
+ * (moire_format_settings_json): for "sampler": "dmcmc", the sampler and the "dmcmc" object
+ * (eta, skip, integrator, integrator_steps). NULL or another sampler changes nothing. FALSE
+ * with `error` (MOIRE_GUI_ERROR_FAILED) names what could not be restored. */
+gboolean          moire_gen_settings_apply_settings_json (MoireGenSettings       *self,
+                                                          const char             *json,
+                                                          GError                **error);
+
 /* Sets sampler, schedule, steps, CFG and size to the model's own defaults. */
 void              moire_gen_settings_apply_model_defaults (MoireGenSettings      *self,
                                                            const moire_model     *model);
@@ -104,5 +139,9 @@ const char       *moire_gen_settings_sampler_at         (guint                  
 guint             moire_gen_settings_schedule_count     (void);
 guint             moire_gen_settings_schedule_index     (const char              *name);
 const char       *moire_gen_settings_schedule_at        (guint                    index);
+/* The same for the DMCMC integrators (index i is moire_dmcmc_integrator i). */
+guint             moire_gen_settings_dmcmc_integrator_count (void);
+guint             moire_gen_settings_dmcmc_integrator_index (const char          *name);
+const char       *moire_gen_settings_dmcmc_integrator_at    (guint                index);
 
 G_END_DECLS

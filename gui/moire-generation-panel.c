@@ -42,7 +42,18 @@ struct _MoireGenerationPanel
   GHashTable           *warnings_shown;
 
   moire_image          *init_image;
+  moire_image          *mask;
   MoireHistoryItem     *current_item;
+
+  /* DMCMC and its stream; the routing overlay. */
+  gboolean              stream;
+  int                   stream_rounds;     /* test hook: 0 = until cancelled */
+  int                   stream_round;      /* rounds of the running stream so far */
+  int                   stream_nfe, stream_one_off;
+  char                 *sampler_before_dmcmc;
+  gboolean              syncing_dmcmc;
+  gboolean              show_routing;
+  GtkStringList        *integrator_names;
 
   /* Template children */
   GtkRevealer          *banner_revealer;
@@ -68,6 +79,15 @@ struct _MoireGenerationPanel
   GtkScale             *strength_scale;
   GtkCheckButton       *live_preview_check;
   GtkWidget            *extensions_box;
+  GtkLabel             *dmcmc_label;
+  GtkSwitch            *dmcmc_switch;
+  GtkWidget            *stream_box;
+  GtkSwitch            *stream_switch;
+  GtkExpander          *dmcmc_expander;
+  GtkSpinButton        *dmcmc_eta_spin;
+  GtkSpinButton        *dmcmc_skip_spin;
+  GtkDropDown          *dmcmc_integrator_dropdown;
+  GtkSpinButton        *dmcmc_steps_spin;
   GtkButton            *generate_button;
   GtkButton            *cancel_button;
   GtkStack             *preview_stack;
@@ -76,6 +96,8 @@ struct _MoireGenerationPanel
   GtkProgressBar       *progress_bar;
   GtkLabel             *progress_label;
   GtkWidget            *overlay_toggles_box;
+  GtkCheckButton       *routing_check;
+  GtkLabel             *routing_legend;
   GtkListView          *history_view;
   GtkLabel             *result_label;
 };
@@ -90,6 +112,8 @@ enum {
   PROP_BUSY,
   PROP_LIVE_PREVIEW,
   PROP_PREVIEW_INTERVAL,
+  PROP_STREAM,
+  PROP_SHOW_ROUTING,
   N_PROPS
 };
 
@@ -498,6 +522,22 @@ moire_generation_panel_set_init_image (MoireGenerationPanel *self,
   update_actions (self);
 }
 
+void
+moire_generation_panel_set_mask (MoireGenerationPanel *self,
+                                 const moire_image    *mask)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  g_return_if_fail (mask == NULL || mask->channels == 1);
+
+  g_clear_pointer (&self->mask, moire_image_free);
+  if (mask != NULL)
+    {
+      self->mask = moire_image_new (mask->width, mask->height, 1);
+      if (self->mask != NULL)
+        memcpy (self->mask->pixels, mask->pixels, (gsize) mask->width * mask->height);
+    }
+}
+
 /* --- generation ---------------------------------------------------------------------------- */
 
 static void
@@ -521,6 +561,23 @@ on_job_progress (MoireJob             *job,
 {
   g_autoptr(GString) text = g_string_new (NULL);
   double total = (double) MAX (image_count, 1) * MAX (step_count, 1);
+
+  if (moire_job_get_stream (job))
+    {
+      /* One "step" per model evaluation of the current phase, for all chains at once. The
+       * label keeps the last round's summary once there is one. */
+      gtk_progress_bar_set_fraction (self->progress_bar,
+                                     CLAMP ((double) step / MAX (step_count, 1), 0, 1));
+      if (self->stream_round == 0)
+        {
+          /* Translators: a DMCMC stream before its first image, "Burn-in: 12/38 model evaluations" */
+          g_autofree char *burn_in = g_strdup_printf (_("Burn-in: %d/%d model evaluations"),
+                                                      step, step_count);
+
+          gtk_label_set_text (self->progress_label, burn_in);
+        }
+      return;
+    }
 
   gtk_progress_bar_set_fraction (self->progress_bar,
                                  CLAMP (((double) image_index * step_count + step) / total, 0, 1));
@@ -556,6 +613,41 @@ on_job_preview (MoireJob             *job,
   gtk_label_set_text (self->preview_badge, badge);
   gtk_widget_set_visible (GTK_WIDGET (self->preview_badge), TRUE);
   g_signal_emit (self, signals[SIGNAL_PREVIEW_FRAME], 0, texture, step, step_count);
+}
+
+static char *
+stream_summary (MoireGenerationPanel *self)
+{
+  /* Translators: status of a DMCMC stream, "variation 3 · 10 NFE per image · burn-in 38 NFE
+     once"; NFE = model evaluations */
+  return g_strdup_printf (_("variation %d · %d NFE per image · burn-in %d NFE once"),
+                          self->stream_round, self->stream_nfe, self->stream_one_off);
+}
+
+static void
+on_job_round (MoireJob             *job,
+              GPtrArray            *items,
+              int                   round,
+              int                   nfe_per_image,
+              int                   nfe_one_off,
+              MoireGenerationPanel *self)
+{
+  g_autofree char *summary = NULL;
+
+  self->stream_round = round;
+  self->stream_nfe = nfe_per_image;
+  self->stream_one_off = nfe_one_off;
+  summary = stream_summary (self);
+  gtk_label_set_text (self->progress_label, summary);
+  gtk_progress_bar_set_fraction (self->progress_bar, 0);
+
+  /* Into the history as they arrive (a round keeps its chain order); the newest shows. */
+  for (guint i = items->len; i > 0; i--)
+    moire_history_prepend (self->history, g_ptr_array_index (items, i - 1));
+  if (items->len > 0)
+    show_item (self, g_ptr_array_index (items, 0));
+  for (guint i = 0; i < items->len; i++)
+    g_signal_emit (self, signals[SIGNAL_RESULT_READY], 0, g_ptr_array_index (items, i));
 }
 
 static void
@@ -607,6 +699,16 @@ job_done (GObject      *source,
       return;
     }
 
+  if (moire_job_get_stream (job))
+    {
+      g_autofree char *summary = stream_summary (self);
+      /* Translators: after a DMCMC stream stopped; %s is "variation 3 · 10 NFE per image · …" */
+      g_autofree char *text = g_strdup_printf (_("Stopped at %s"), summary);
+
+      gtk_progress_bar_set_fraction (self->progress_bar, 1.0);
+      gtk_label_set_text (self->progress_label, text);
+    }
+  else
   {
     g_autofree char *took = moire_gui_format_duration (elapsed);
     /* Translators: progress after a generation, "Done in 3 s" */
@@ -668,8 +770,14 @@ moire_generation_panel_generate (MoireGenerationPanel *self)
 
   moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, NULL);
   job = moire_job_new (self->model, self->settings, self->init_image, seed);
+  moire_job_set_mask (job, self->mask);
   moire_job_set_preview_interval (job, self->live_preview ? self->preview_interval : 0);
   moire_job_set_pause_at_step (job, self->pause_at_step);
+  moire_job_set_stream (job, self->stream && moire_gen_settings_get_dmcmc (self->settings),
+                        self->stream_rounds);
+  moire_job_set_routing_map (job, self->show_routing);
+  self->stream_round = 0;
+  g_signal_connect (job, "round", G_CALLBACK (on_job_round), self);
   g_signal_connect (job, "progress", G_CALLBACK (on_job_progress), self);
   g_signal_connect (job, "preview", G_CALLBACK (on_job_preview), self);
   g_signal_connect (job, "paused", G_CALLBACK (on_job_paused), self);
@@ -703,6 +811,21 @@ moire_generation_panel_set_pause_at_step (MoireGenerationPanel *self,
 }
 
 void
+moire_generation_panel_set_stream_rounds (MoireGenerationPanel *self,
+                                          int                   rounds)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  self->stream_rounds = MAX (rounds, 0);
+}
+
+int
+moire_generation_panel_get_stream_round (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), 0);
+  return self->stream_round;
+}
+
+void
 moire_generation_panel_resume (MoireGenerationPanel *self)
 {
   g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
@@ -718,14 +841,34 @@ show_item (MoireGenerationPanel *self,
 {
   g_autofree char *badge = NULL;
   g_autofree char *seed = NULL;
+  gboolean routing = self->show_routing && moire_history_item_has_routing (item);
 
   g_set_object (&self->current_item, item);
-  gtk_picture_set_paintable (self->preview_picture, GDK_PAINTABLE (moire_history_item_get_texture (item)));
+  /* The routing map blended over the image: where the experts worked is read on the picture
+   * itself, with no back and forth between two images. */
+  gtk_picture_set_paintable (self->preview_picture,
+                             GDK_PAINTABLE (routing ? moire_history_item_get_routing_texture (item)
+                                                    : moire_history_item_get_texture (item)));
   gtk_stack_set_visible_child_name (self->preview_stack, "image");
-  /* Translators: badge on a finished image, "Seed 1234 · 64×64" */
+  if (!self->show_routing)
+    gtk_label_set_text (self->routing_legend, "");
+  else if (routing)
+    gtk_label_set_text (self->routing_legend, moire_history_item_get_routing_legend (item));
+  else if (moire_history_item_get_variation (item) > 0)
+    gtk_label_set_text (self->routing_legend, _("Streams record no routing map"));
+  else
+    gtk_label_set_text (self->routing_legend, _("No routing map for this image: generate it with the overlay on"));
+  gtk_widget_set_tooltip_text (GTK_WIDGET (self->routing_legend),
+                               gtk_label_get_text (self->routing_legend));
   seed = g_strdup_printf ("%" G_GUINT64_FORMAT, moire_history_item_get_seed (item));
-  badge = g_strdup_printf (_("Seed %s · %d×%d"), seed,
-                           moire_history_item_get_width (item), moire_history_item_get_height (item));
+  if (moire_history_item_get_variation (item) > 0)
+    /* Translators: badge on an image of a DMCMC stream, "Variation 3 · seed 1234 · 64×64" */
+    badge = g_strdup_printf (_("Variation %d · seed %s · %d×%d"), moire_history_item_get_variation (item),
+                             seed, moire_history_item_get_width (item), moire_history_item_get_height (item));
+  else
+    /* Translators: badge on a finished image, "Seed 1234 · 64×64" */
+    badge = g_strdup_printf (_("Seed %s · %d×%d"), seed,
+                             moire_history_item_get_width (item), moire_history_item_get_height (item));
   gtk_label_set_text (self->preview_badge, badge);
   gtk_widget_set_visible (GTK_WIDGET (self->preview_badge), TRUE);
   gtk_label_set_text (self->result_label, moire_history_item_get_parameters (item));
@@ -877,6 +1020,8 @@ moire_generation_panel_restore_from_file (MoireGenerationPanel  *self,
     }
 
   moire_gen_settings_apply_parameters (self->settings, &parameters, &model_name, &partial);
+  /* The DMCMC settings come from the "moire" JSON (the A1111 text only summarises them). */
+  moire_gen_settings_apply_settings_json (self->settings, json, partial == NULL ? &partial : NULL);
   model_path = find_recent_model (self, model_name);
   if (model_path != NULL)
     moire_generation_panel_set_model_path (self, model_path, FALSE);
@@ -1090,6 +1235,86 @@ index_to_enum (GBinding     *binding,
   return TRUE;
 }
 
+static gboolean
+integrator_to_index (GBinding     *binding,
+                     const GValue *from,
+                     GValue       *to,
+                     gpointer      user_data)
+{
+  g_value_set_uint (to, moire_gen_settings_dmcmc_integrator_index (g_value_get_string (from)));
+  return TRUE;
+}
+
+static gboolean
+index_to_integrator (GBinding     *binding,
+                     const GValue *from,
+                     GValue       *to,
+                     gpointer      user_data)
+{
+  guint index = g_value_get_uint (from);
+
+  if (index == GTK_INVALID_LIST_POSITION)
+    return FALSE;
+  g_value_set_string (to, moire_gen_settings_dmcmc_integrator_at (index));
+  return TRUE;
+}
+
+/* The DMCMC switch is a view of `sampler == "dmcmc"`: switching it off brings back the
+ * sampler chosen before. */
+static void
+sync_dmcmc_widgets (MoireGenerationPanel *self)
+{
+  gboolean dmcmc = moire_gen_settings_get_dmcmc (self->settings);
+  g_autofree char *label = NULL;
+
+  self->syncing_dmcmc = TRUE;
+  gtk_switch_set_active (self->dmcmc_switch, dmcmc);
+  self->syncing_dmcmc = FALSE;
+  gtk_widget_set_sensitive (self->stream_box, dmcmc);
+  gtk_widget_set_sensitive (GTK_WIDGET (self->dmcmc_expander), dmcmc);
+  /* DMCMC's steps are its integrator's (in the expander). */
+  gtk_widget_set_sensitive (GTK_WIDGET (self->steps_spin), !dmcmc);
+  /* Translators: the DMCMC switch; %d is the model evaluations per image (10 by default) */
+  label = g_strdup_printf (_("_DMCMC — about %d model evaluations per image"),
+                           moire_gen_settings_get_dmcmc_nfe (self->settings));
+  gtk_label_set_text_with_mnemonic (self->dmcmc_label, label);
+}
+
+static void
+on_sampler_changed (MoireGenerationPanel *self)
+{
+  if (!moire_gen_settings_get_dmcmc (self->settings))
+    {
+      g_free (self->sampler_before_dmcmc);
+      self->sampler_before_dmcmc = g_strdup (moire_gen_settings_get_sampler (self->settings));
+    }
+  sync_dmcmc_widgets (self);
+}
+
+static void
+on_dmcmc_switch_active (MoireGenerationPanel *self)
+{
+  gboolean active = gtk_switch_get_active (self->dmcmc_switch);
+
+  if (self->syncing_dmcmc || active == moire_gen_settings_get_dmcmc (self->settings))
+    return;
+  if (active)
+    moire_gen_settings_set_sampler (self->settings, moire_sampler_name (MOIRE_SAMPLER_DMCMC));
+  else if (self->sampler_before_dmcmc == NULL ||
+           !moire_gen_settings_set_sampler (self->settings, self->sampler_before_dmcmc))
+    moire_gen_settings_set_sampler (self->settings, "default");
+}
+
+static void
+on_show_routing_changed (MoireGenerationPanel *self)
+{
+  /* Re-show the result with or without its map; a live preview is left alone. */
+  if (self->current_item != NULL && (self->job == NULL || moire_job_get_stream (self->job)))
+    show_item (self, self->current_item);
+  else if (!self->show_routing)
+    gtk_label_set_text (self->routing_legend, "");
+}
+
 /* Spin buttons show "Default" (with the model's value when known) for 0. */
 static gboolean
 on_spin_output (GtkSpinButton        *spin,
@@ -1206,6 +1431,8 @@ moire_generation_panel_bind_gsettings (MoireGenerationPanel *self,
   self->updating_model_dropdown = FALSE;
   g_settings_bind (settings, "live-preview", self, "live-preview", G_SETTINGS_BIND_DEFAULT);
   g_settings_bind (settings, "preview-interval", self, "preview-interval", G_SETTINGS_BIND_DEFAULT);
+  g_settings_bind (settings, "dmcmc-stream", self, "stream", G_SETTINGS_BIND_DEFAULT);
+  g_settings_bind (settings, "show-routing", self, "show-routing", G_SETTINGS_BIND_DEFAULT);
   moire_gen_settings_bind_gsettings (self->settings, settings);
 }
 
@@ -1309,6 +1536,9 @@ moire_generation_panel_finalize (GObject *object)
   g_clear_pointer (&self->rand, g_rand_free);
   g_clear_pointer (&self->warnings_shown, g_hash_table_unref);
   g_clear_pointer (&self->init_image, moire_image_free);
+  g_clear_pointer (&self->mask, moire_image_free);
+  g_clear_object (&self->integrator_names);
+  g_free (self->sampler_before_dmcmc);
   G_OBJECT_CLASS (moire_generation_panel_parent_class)->finalize (object);
 }
 
@@ -1328,6 +1558,8 @@ moire_generation_panel_get_property (GObject    *object,
     case PROP_BUSY: g_value_set_boolean (value, self->job != NULL); break;
     case PROP_LIVE_PREVIEW: g_value_set_boolean (value, self->live_preview); break;
     case PROP_PREVIEW_INTERVAL: g_value_set_int (value, self->preview_interval); break;
+    case PROP_STREAM: g_value_set_boolean (value, self->stream); break;
+    case PROP_SHOW_ROUTING: g_value_set_boolean (value, self->show_routing); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
 }
@@ -1353,6 +1585,21 @@ moire_generation_panel_set_property (GObject      *object,
       if (self->preview_interval != g_value_get_int (value))
         {
           self->preview_interval = g_value_get_int (value);
+          g_object_notify_by_pspec (object, pspec);
+        }
+      break;
+    case PROP_STREAM:
+      if (self->stream != g_value_get_boolean (value))
+        {
+          self->stream = g_value_get_boolean (value);
+          g_object_notify_by_pspec (object, pspec);
+        }
+      break;
+    case PROP_SHOW_ROUTING:
+      if (self->show_routing != g_value_get_boolean (value))
+        {
+          self->show_routing = g_value_get_boolean (value);
+          on_show_routing_changed (self);
           g_object_notify_by_pspec (object, pspec);
         }
       break;
@@ -1391,6 +1638,14 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   properties[PROP_PREVIEW_INTERVAL] =
     g_param_spec_int ("preview-interval", NULL, NULL, 1, 100, 1,
                       G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
+  /* With DMCMC on, Generate starts a stream of variations that runs until cancelled. */
+  properties[PROP_STREAM] =
+    g_param_spec_boolean ("stream", NULL, NULL, FALSE,
+                          G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
+  /* Jobs record the expert routing; the preview shows it over the result. */
+  properties[PROP_SHOW_ROUTING] =
+    g_param_spec_boolean ("show-routing", NULL, NULL, FALSE,
+                          G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
   g_object_class_install_properties (object_class, N_PROPS, properties);
 
   /**
@@ -1441,6 +1696,15 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, strength_scale);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, live_preview_check);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, extensions_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_label);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_switch);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, stream_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, stream_switch);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_expander);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_eta_spin);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_skip_spin);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_integrator_dropdown);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_steps_spin);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, generate_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, cancel_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_stack);
@@ -1449,6 +1713,8 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, progress_bar);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, progress_label);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, overlay_toggles_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, routing_check);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, routing_legend);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, history_view);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, result_label);
 
@@ -1539,6 +1805,28 @@ moire_generation_panel_init (MoireGenerationPanel *self)
                           G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
   g_signal_connect_swapped (self->settings, "notify::model-path",
                             G_CALLBACK (on_model_path_changed), self);
+
+  /* DMCMC: the switch follows the sampler; the integrators come from the engine. */
+  self->integrator_names = gtk_string_list_new (NULL);
+  for (guint i = 0; i < moire_gen_settings_dmcmc_integrator_count (); i++)
+    gtk_string_list_append (self->integrator_names, moire_gen_settings_dmcmc_integrator_at (i));
+  gtk_drop_down_set_model (self->dmcmc_integrator_dropdown, G_LIST_MODEL (self->integrator_names));
+  bind_spin (self, self->dmcmc_eta_spin, "dmcmc-eta", FALSE);
+  bind_spin (self, self->dmcmc_skip_spin, "dmcmc-skip", FALSE);
+  bind_spin (self, self->dmcmc_steps_spin, "dmcmc-steps", FALSE);
+  g_object_bind_property_full (self->settings, "dmcmc-integrator", self->dmcmc_integrator_dropdown,
+                               "selected", G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE,
+                               integrator_to_index, index_to_integrator, NULL, NULL);
+  g_object_bind_property (self, "stream", self->stream_switch, "active",
+                          G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+  g_object_bind_property (self, "show-routing", self->routing_check, "active",
+                          G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
+  g_signal_connect_swapped (self->settings, "notify::sampler", G_CALLBACK (on_sampler_changed), self);
+  g_signal_connect_swapped (self->settings, "notify::dmcmc-skip", G_CALLBACK (sync_dmcmc_widgets), self);
+  g_signal_connect_swapped (self->settings, "notify::dmcmc-steps", G_CALLBACK (sync_dmcmc_widgets), self);
+  g_signal_connect_swapped (self->settings, "notify::dmcmc-integrator", G_CALLBACK (sync_dmcmc_widgets), self);
+  g_signal_connect_swapped (self->dmcmc_switch, "notify::active", G_CALLBACK (on_dmcmc_switch_active), self);
+  on_sampler_changed (self);
 
   self->prompt_completion = attach_completion (self, self->prompt_entry);
   self->negative_completion = attach_completion (self, self->negative_entry);

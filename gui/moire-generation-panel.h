@@ -35,6 +35,9 @@ MoireHistory     *moire_generation_panel_get_history         (MoireGenerationPan
 /* The loaded model, or NULL while none is (loading is asynchronous). */
 MoireModelHandle *moire_generation_panel_get_model           (MoireGenerationPanel *self);
 gboolean          moire_generation_panel_get_busy            (MoireGenerationPanel *self);
+/* Properties "stream" (with DMCMC on, Generate starts a stream of variations that runs until
+ * Cancel) and "show-routing" (jobs record the expert routing, the preview shows it blended
+ * over the result); both bound to GSettings by moire_generation_panel_bind_gsettings. */
 
 /* Persists the settings, the recent models and the preview options in `settings` (schema
  * io.github.moire.Studio). Optional: without it the panel keeps everything in memory. */
@@ -49,6 +52,10 @@ void              moire_generation_panel_set_model_path      (MoireGenerationPan
 void              moire_generation_panel_set_init_image      (MoireGenerationPanel *self,
                                                               const moire_image    *image,
                                                               const char           *label);
+/* Inpainting: a soft mask over the init image (1 channel, 255 = regenerate; copied; NULL
+ * clears it). Used only while an init image is set; hosts such as the GIMP plug-in set both. */
+void              moire_generation_panel_set_mask            (MoireGenerationPanel *self,
+                                                              const moire_image    *mask);
 
 void              moire_generation_panel_generate            (MoireGenerationPanel *self);
 void              moire_generation_panel_cancel              (MoireGenerationPanel *self);
@@ -76,5 +83,11 @@ const char       *moire_generation_panel_get_message         (MoireGenerationPan
 void              moire_generation_panel_set_pause_at_step   (MoireGenerationPanel *self,
                                                               int                   step);
 void              moire_generation_panel_resume              (MoireGenerationPanel *self);
+/* Test hook: DMCMC streams stop by themselves after `rounds` rounds (0 = until cancelled, the
+ * default). */
+void              moire_generation_panel_set_stream_rounds   (MoireGenerationPanel *self,
+                                                              int                   rounds);
+/* Rounds the running (or last) stream has delivered. */
+int               moire_generation_panel_get_stream_round    (MoireGenerationPanel *self);
 
 G_END_DECLS

@@ -17,6 +17,12 @@ struct _MoireHistoryItem
   int               width, height, channels;
   GDateTime        *created;
   GdkTexture       *texture;
+  /* Expert routing (optional): the rendered map at the image's size (RGB), its legend, and
+   * the blend over the image, made on first use. */
+  GBytes           *routing;
+  char             *routing_legend;
+  GdkTexture       *routing_texture;
+  int               variation;
 };
 
 G_DEFINE_FINAL_TYPE (MoireHistoryItem, moire_history_item, G_TYPE_OBJECT)
@@ -28,6 +34,9 @@ moire_history_item_finalize (GObject *object)
 
   g_clear_object (&self->settings);
   g_clear_object (&self->texture);
+  g_clear_object (&self->routing_texture);
+  g_clear_pointer (&self->routing, g_bytes_unref);
+  g_free (self->routing_legend);
   g_clear_pointer (&self->pixels, g_bytes_unref);
   g_clear_pointer (&self->created, g_date_time_unref);
   g_free (self->parameters);
@@ -138,6 +147,97 @@ moire_history_item_get_texture (MoireHistoryItem *self)
         self->texture = moire_gui_texture_new_for_image (image, 256);
     }
   return self->texture;
+}
+
+void
+moire_history_item_set_routing (MoireHistoryItem  *self,
+                                const moire_image *map,
+                                const char        *legend)
+{
+  g_return_if_fail (MOIRE_IS_HISTORY_ITEM (self));
+  g_return_if_fail (map == NULL || (map->width == self->width && map->height == self->height &&
+                                    map->channels == 3));
+
+  g_clear_object (&self->routing_texture);
+  g_clear_pointer (&self->routing, g_bytes_unref);
+  g_clear_pointer (&self->routing_legend, g_free);
+  if (map == NULL)
+    return;
+  self->routing = moire_gui_image_to_bytes (map);
+  self->routing_legend = g_strdup (legend);
+}
+
+gboolean
+moire_history_item_has_routing (MoireHistoryItem *self)
+{
+  g_return_val_if_fail (MOIRE_IS_HISTORY_ITEM (self), FALSE);
+  return self->routing != NULL;
+}
+
+const char *
+moire_history_item_get_routing_legend (MoireHistoryItem *self)
+{
+  g_return_val_if_fail (MOIRE_IS_HISTORY_ITEM (self), NULL);
+  return self->routing_legend;
+}
+
+moire_image *
+moire_history_item_dup_routing_overlay (MoireHistoryItem *self)
+{
+  g_autoptr(moire_image) image = NULL;
+  moire_image *out;
+  const guint8 *map;
+  /* The picture in grey under the map: the map's colours (viridis counts, expert colours)
+   * then read true, and the picture's shapes still show through. */
+  const int alpha = 153; /* 60 % of 255 */
+
+  g_return_val_if_fail (MOIRE_IS_HISTORY_ITEM (self), NULL);
+  if (self->routing == NULL)
+    return NULL;
+  image = moire_history_item_dup_image (self);
+  out = image != NULL ? moire_image_new (self->width, self->height, 3) : NULL;
+  if (out == NULL)
+    return NULL;
+  map = g_bytes_get_data (self->routing, NULL);
+  for (gsize i = 0; i < (gsize) self->width * self->height; i++)
+    {
+      const guint8 *src = image->pixels + i * image->channels;
+
+      int grey = image->channels >= 3 ? (src[0] * 54 + src[1] * 183 + src[2] * 19) >> 8 : src[0];
+
+      for (int c = 0; c < 3; c++)
+        out->pixels[i * 3 + c] = (guint8) ((grey * (255 - alpha) + map[i * 3 + c] * alpha + 127) / 255);
+    }
+  return out;
+}
+
+GdkTexture *
+moire_history_item_get_routing_texture (MoireHistoryItem *self)
+{
+  g_return_val_if_fail (MOIRE_IS_HISTORY_ITEM (self), NULL);
+  if (self->routing_texture == NULL && self->routing != NULL)
+    {
+      g_autoptr(moire_image) blended = moire_history_item_dup_routing_overlay (self);
+
+      if (blended != NULL)
+        self->routing_texture = moire_gui_texture_new_for_image (blended, 256);
+    }
+  return self->routing_texture;
+}
+
+int
+moire_history_item_get_variation (MoireHistoryItem *self)
+{
+  g_return_val_if_fail (MOIRE_IS_HISTORY_ITEM (self), 0);
+  return self->variation;
+}
+
+void
+moire_history_item_set_variation (MoireHistoryItem *self,
+                                  int               variation)
+{
+  g_return_if_fail (MOIRE_IS_HISTORY_ITEM (self));
+  self->variation = MAX (variation, 0);
 }
 
 gboolean

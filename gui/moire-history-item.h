@@ -32,6 +32,22 @@ GDateTime        *moire_history_item_get_created       (MoireHistoryItem  *self)
 moire_image      *moire_history_item_dup_image         (MoireHistoryItem  *self);
 /* The image as a texture, made on first use and cached (main thread). */
 GdkTexture       *moire_history_item_get_texture       (MoireHistoryItem  *self);
+/* Expert routing (moire_routing_map_render at the image's size, RGB; copied) and a legend
+ * ("Experts per token: 0 (violet) … 4 (yellow)"); NULL clears it. Set by the job when the
+ * routing overlay was on. */
+void              moire_history_item_set_routing       (MoireHistoryItem  *self,
+                                                        const moire_image *map,
+                                                        const char        *legend);
+gboolean          moire_history_item_has_routing       (MoireHistoryItem  *self);
+const char       *moire_history_item_get_routing_legend(MoireHistoryItem  *self);
+/* The map blended over the image (RGB, free with moire_image_free), NULL without a map. */
+moire_image      *moire_history_item_dup_routing_overlay (MoireHistoryItem *self);
+/* The same as a texture, made on first use and cached (main thread); NULL without a map. */
+GdkTexture       *moire_history_item_get_routing_texture (MoireHistoryItem *self);
+/* DMCMC stream: the round (1-based) this image came from; 0 = not from a stream. */
+int               moire_history_item_get_variation     (MoireHistoryItem  *self);
+void              moire_history_item_set_variation     (MoireHistoryItem  *self,
+                                                        int                variation);
 /* A PNG with the "parameters" and "moire" texts (moire_png_save). */
 gboolean          moire_history_item_save_png          (MoireHistoryItem  *self,
                                                         const char        *path,

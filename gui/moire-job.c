@@ -18,10 +18,14 @@ struct _MoireJob
   MoireModelHandle  *model;
   MoireGenSettings  *settings;
   moire_image       *init_image;
+  moire_image       *mask;
   guint64            seed;
   int                preview_interval;
   int                preview_size;
   int                pause_at_step;
+  gboolean           stream;
+  int                stream_rounds;
+  gboolean           routing;
 
   /* Main thread only. */
   GCancellable      *cancellable;
@@ -42,7 +46,24 @@ struct _MoireJob
   gboolean           progress_scheduled;
   guint              frames_posted, frames_shown, frames_dropped;
   GPtrArray         *warnings;
+  GQueue             rounds;          /* RoundReport, oldest first: all are delivered   */
+  gboolean           rounds_scheduled;
 };
+
+/* One round of a stream, on its way to the main context. */
+typedef struct
+{
+  GPtrArray         *items;
+  int                round;
+  moire_stream_info  info;
+} RoundReport;
+
+static void
+round_report_free (RoundReport *report)
+{
+  g_ptr_array_unref (report->items);
+  g_free (report);
+}
 
 G_DEFINE_FINAL_TYPE (MoireJob, moire_job, G_TYPE_OBJECT)
 
@@ -50,6 +71,7 @@ enum {
   SIGNAL_PROGRESS,
   SIGNAL_PREVIEW,
   SIGNAL_PAUSED,
+  SIGNAL_ROUND,
   N_SIGNALS
 };
 
@@ -64,8 +86,10 @@ moire_job_finalize (GObject *object)
   g_clear_object (&self->settings);
   g_clear_object (&self->pending_frame);
   g_clear_pointer (&self->init_image, moire_image_free);
+  g_clear_pointer (&self->mask, moire_image_free);
   g_clear_pointer (&self->context, g_main_context_unref);
   g_clear_pointer (&self->warnings, g_ptr_array_unref);
+  g_queue_clear_full (&self->rounds, (GDestroyNotify) round_report_free);
   g_mutex_clear (&self->lock);
   g_cond_clear (&self->cond);
   G_OBJECT_CLASS (moire_job_parent_class)->finalize (object);
@@ -104,6 +128,20 @@ moire_job_class_init (MoireJobClass *klass)
   signals[SIGNAL_PAUSED] =
     g_signal_new ("paused", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
                   NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_INT);
+  /**
+   * MoireJob::round:
+   * @items: (element-type MoireHistoryItem): one new image per chain
+   * @round: 1-based round of the stream
+   * @nfe_per_image: model evaluations per image of this round
+   * @nfe_one_off: burn-in and calibration, spent once
+   *
+   * Stream mode: a round of variations, emitted for every round (none is dropped, also
+   * after a cancel), before the job completes.
+   */
+  signals[SIGNAL_ROUND] =
+    g_signal_new ("round", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
+                  NULL, NULL, NULL, G_TYPE_NONE, 4,
+                  G_TYPE_PTR_ARRAY, G_TYPE_INT, G_TYPE_INT, G_TYPE_INT);
 }
 
 static void
@@ -140,6 +178,50 @@ moire_job_new (MoireModelHandle  *model,
                 (gsize) init_image->width * init_image->height * init_image->channels);
     }
   return self;
+}
+
+void
+moire_job_set_mask (MoireJob          *self,
+                    const moire_image *mask)
+{
+  g_return_if_fail (MOIRE_IS_JOB (self));
+  g_return_if_fail (!self->running);
+  g_return_if_fail (mask == NULL || mask->channels == 1);
+
+  g_clear_pointer (&self->mask, moire_image_free);
+  if (mask != NULL)
+    {
+      self->mask = moire_image_new (mask->width, mask->height, 1);
+      if (self->mask != NULL)
+        memcpy (self->mask->pixels, mask->pixels, (gsize) mask->width * mask->height);
+    }
+}
+
+void
+moire_job_set_stream (MoireJob *self,
+                      gboolean  stream,
+                      int       max_rounds)
+{
+  g_return_if_fail (MOIRE_IS_JOB (self));
+  g_return_if_fail (!self->running);
+  self->stream = stream;
+  self->stream_rounds = MAX (max_rounds, 0);
+}
+
+gboolean
+moire_job_get_stream (MoireJob *self)
+{
+  g_return_val_if_fail (MOIRE_IS_JOB (self), FALSE);
+  return self->stream;
+}
+
+void
+moire_job_set_routing_map (MoireJob *self,
+                           gboolean  routing)
+{
+  g_return_if_fail (MOIRE_IS_JOB (self));
+  g_return_if_fail (!self->running);
+  self->routing = routing;
 }
 
 void
@@ -296,6 +378,39 @@ deliver_progress (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+/* Every queued round, in order; from the idle source and, before the job completes, from
+ * run_done, so no round is lost to a cancel. */
+static void
+flush_rounds (MoireJob *self)
+{
+  for (;;)
+    {
+      RoundReport *report;
+
+      g_mutex_lock (&self->lock);
+      report = g_queue_pop_head (&self->rounds);
+      g_mutex_unlock (&self->lock);
+      if (report == NULL)
+        break;
+      g_signal_emit (self, signals[SIGNAL_ROUND], 0, report->items, report->round,
+                     report->info.nfe_per_image, report->info.nfe_one_off);
+      round_report_free (report);
+    }
+}
+
+static gboolean
+deliver_rounds (gpointer data)
+{
+  MoireJob *self = data;
+
+  g_mutex_lock (&self->lock);
+  self->rounds_scheduled = FALSE;
+  g_mutex_unlock (&self->lock);
+  if (!self->finished)
+    flush_rounds (self);
+  return G_SOURCE_REMOVE;
+}
+
 static gboolean
 deliver_paused (gpointer data)
 {
@@ -382,6 +497,121 @@ on_engine_progress (const moire_progress *progress,
   return !cancelled;
 }
 
+/* The legend of a rendered routing map (MOIRE_ROUTING_VIEW_DEFAULT). */
+static char *
+routing_legend (const moire_routing_map *map)
+{
+  if (map->expert_choice)
+    /* Translators: legend of the expert-routing overlay of an EC-DiT model; %d is the
+       number of experts, %d the number of layers averaged */
+    return g_strdup_printf (_("Experts per token: 0 (violet) … %d (yellow), mean of %d layers"),
+                            map->num_experts, map->layer_count);
+  /* Translators: legend of the expert-routing overlay of a token-choice model; %d is the
+     number of experts, %d the number of layers averaged */
+  return g_strdup_printf (_("Each colour is one of %d experts (mixed where they share), mean of %d layers"),
+                          map->num_experts, map->layer_count);
+}
+
+/* History items for `images` of a run; `map` (may be NULL) gives each its routing overlay. */
+static GPtrArray *
+make_items (MoireJob                    *self,
+            const moire_model           *model,
+            const moire_generate_params *params,
+            moire_image                **images,
+            int                          count,
+            const moire_routing_map     *map,
+            int                          variation)
+{
+  GPtrArray *items = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autofree char *legend = map != NULL ? routing_legend (map) : NULL;
+
+  for (int i = 0; i < count; i++)
+    {
+      g_autoptr(MoireGenSettings) settings = moire_gen_settings_copy (self->settings);
+      g_autofree char *parameters = NULL;
+      g_autofree char *json = NULL;
+      MoireHistoryItem *item;
+      char *text;
+
+      /* Image i of a batch is image 0 of a run with seed + i (for a stream: chain i). */
+      moire_gen_settings_set_seed (settings, self->seed + (guint64) i);
+      text = moire_format_parameters (model, params, i);
+      parameters = g_strdup (text);
+      free (text);
+      text = moire_format_settings_json (model, params, i);
+      json = g_strdup (text);
+      free (text);
+      item = moire_history_item_new (settings, images[i], parameters, json);
+      moire_history_item_set_variation (item, variation);
+      if (map != NULL && i < map->image_count)
+        {
+          moire_image *rendered = NULL;
+
+          /* Rendered here, off the main thread, at the image's size. */
+          if (moire_routing_map_render (map, i, MOIRE_ROUTING_LAYER_MEAN, MOIRE_ROUTING_VIEW_DEFAULT,
+                                        images[i]->width, images[i]->height, &rendered) == MOIRE_OK)
+            moire_history_item_set_routing (item, rendered, legend);
+          moire_image_free (rendered);
+        }
+      g_ptr_array_add (items, item);
+    }
+  return items;
+}
+
+/* Stream mode: burn-in, then rounds until the limit or a cancel; every round is queued for
+ * the main context as soon as it is made. Returns the engine status of the end. */
+static moire_status
+run_stream (MoireJob                    *self,
+            moire_ctx                   *ctx,
+            const moire_model           *model,
+            const moire_generate_params *params,
+            const moire_callbacks       *callbacks,
+            int                         *out_rounds)
+{
+  moire_stream *stream = NULL;
+  moire_status status;
+  int round = 0;
+
+  *out_rounds = 0;
+  status = moire_stream_new (ctx, model, params, callbacks, &stream);
+  while (status == MOIRE_OK && (self->stream_rounds == 0 || round < self->stream_rounds))
+    {
+      moire_image **images = NULL;
+      RoundReport *report;
+      gboolean cancelled, schedule;
+      int count = 0;
+
+      /* moire_stream_next clears the context's cancel flag: check ours first. */
+      g_mutex_lock (&self->lock);
+      cancelled = self->cancelled;
+      g_mutex_unlock (&self->lock);
+      if (cancelled)
+        {
+          status = MOIRE_ERROR_CANCELLED;
+          break;
+        }
+      status = moire_stream_next (stream, &images, &count);
+      if (status != MOIRE_OK)
+        break;
+      report = g_new0 (RoundReport, 1);
+      report->round = ++round;
+      moire_stream_get_info (stream, &report->info);
+      report->items = make_items (self, model, params, images, count, NULL, round);
+      moire_images_free (images, count);
+
+      g_mutex_lock (&self->lock);
+      g_queue_push_tail (&self->rounds, report);
+      schedule = !self->rounds_scheduled;
+      self->rounds_scheduled = TRUE;
+      g_mutex_unlock (&self->lock);
+      if (schedule)
+        attach_idle (self, deliver_rounds);
+      *out_rounds = round;
+    }
+  moire_stream_free (stream);
+  return status;
+}
+
 static void
 run_thread (GTask        *task,
             gpointer      source_object,
@@ -394,11 +624,12 @@ run_thread (GTask        *task,
   moire_ctx_params ctx_params = moire_ctx_params_default ();
   moire_callbacks callbacks = { 0 };
   moire_image **images = NULL;
+  moire_routing_map *map = NULL;
   moire_ctx *ctx = NULL;
   GError *error = NULL;
   GPtrArray *items;
   moire_status status;
-  int count = 0;
+  int count = 0, rounds = 0;
 
   if (!moire_gen_settings_to_params (self->settings, self->seed, &params, &error))
     {
@@ -406,6 +637,9 @@ run_thread (GTask        *task,
       return;
     }
   params.init_image = self->init_image;
+  params.mask = self->init_image != NULL ? self->mask : NULL;
+  /* Streams make no routing maps (moire.h): only single runs record one. */
+  params.routing_map = self->routing && !self->stream ? &map : NULL;
 
   ctx_params.log = on_engine_log;
   ctx_params.log_user_data = self;
@@ -423,10 +657,14 @@ run_thread (GTask        *task,
   g_mutex_unlock (&self->lock);
 
   callbacks.progress = on_engine_progress;
-  callbacks.preview = self->preview_interval > 0 ? on_engine_preview : NULL;
+  /* A stream's rounds are its preview: each is shown as it arrives. */
+  callbacks.preview = self->preview_interval > 0 && !self->stream ? on_engine_preview : NULL;
   callbacks.preview_interval = self->preview_interval;
   callbacks.user_data = self;
-  status = moire_generate (ctx, model, &params, &callbacks, &images, &count);
+  if (self->stream)
+    status = run_stream (self, ctx, model, &params, &callbacks, &rounds);
+  else
+    status = moire_generate (ctx, model, &params, &callbacks, &images, &count);
   if (status != MOIRE_OK && status != MOIRE_ERROR_CANCELLED)
     error = moire_gui_error_from_status (status, NULL);
 
@@ -435,6 +673,14 @@ run_thread (GTask        *task,
   g_mutex_unlock (&self->lock);
   moire_ctx_free (ctx);
 
+  /* A stream ends with a cancel: after its first round that is its normal end (the rounds
+   * went out through "round"), before it (in the burn-in) a cancel like any other. */
+  if (self->stream && rounds > 0 && error == NULL)
+    {
+      g_task_return_pointer (task, g_ptr_array_new_with_free_func (g_object_unref),
+                             (GDestroyNotify) g_ptr_array_unref);
+      return;
+    }
   if (status == MOIRE_ERROR_CANCELLED)
     {
       g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_CANCELLED, _("Generation cancelled"));
@@ -446,25 +692,9 @@ run_thread (GTask        *task,
       return;
     }
 
-  items = g_ptr_array_new_with_free_func (g_object_unref);
-  for (int i = 0; i < count; i++)
-    {
-      g_autoptr(MoireGenSettings) settings = moire_gen_settings_copy (self->settings);
-      g_autofree char *parameters = NULL;
-      g_autofree char *json = NULL;
-      char *text;
-
-      /* Image i of a batch is image 0 of a run with seed + i. */
-      moire_gen_settings_set_seed (settings, self->seed + (guint64) i);
-      text = moire_format_parameters (model, &params, i);
-      parameters = g_strdup (text);
-      free (text);
-      text = moire_format_settings_json (model, &params, i);
-      json = g_strdup (text);
-      free (text);
-      g_ptr_array_add (items, moire_history_item_new (settings, images[i], parameters, json));
-    }
+  items = make_items (self, model, &params, images, count, map, 0);
   moire_images_free (images, count);
+  moire_routing_map_free (map);
   g_task_return_pointer (task, items, (GDestroyNotify) g_ptr_array_unref);
 }
 
@@ -476,6 +706,8 @@ run_done (GObject      *source,
   MoireJob *self = MOIRE_JOB (source);
   GTask *outer = user_data;
 
+  /* Rounds still queued reach the caller before it hears that the job ended. */
+  flush_rounds (self);
   self->running = FALSE;
   self->finished = TRUE;
   if (self->cancellable != NULL)

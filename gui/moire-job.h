@@ -29,6 +29,25 @@ MoireJob   *moire_job_new                 (MoireModelHandle     *model,
                                            MoireGenSettings     *settings,
                                            const moire_image    *init_image,
                                            guint64               seed);
+/* Inpainting: a soft mask (1 channel, 255 = regenerate) over the init image (copied; NULL
+ * clears it; ignored without an init image). Set before running. */
+void        moire_job_set_mask            (MoireJob             *self,
+                                           const moire_image    *mask);
+/* DMCMC stream mode (moire_stream_new/next): the burn-in, then a round of new variations (one
+ * per chain, i.e. per batch image) after another until `max_rounds` (0 = until cancelled).
+ * Each round is emitted as "round" (history items, their variation set) as soon as it is
+ * made; the job then completes with an empty array, also when cancelled after its first
+ * round (a cancel is how an endless stream stops). No live preview frames: the rounds are
+ * the preview. Set before running. */
+void        moire_job_set_stream          (MoireJob             *self,
+                                           gboolean              stream,
+                                           int                   max_rounds);
+gboolean    moire_job_get_stream          (MoireJob             *self);
+/* Record the run's expert routing (moire_generate_params.routing_map): each result gets its
+ * rendered map (moire_history_item_get_routing_texture). Streams record none. Set before
+ * running. */
+void        moire_job_set_routing_map     (MoireJob             *self,
+                                           gboolean              routing);
 /* Every `interval` steps (0 = no previews; default 1). Set before running. */
 void        moire_job_set_preview_interval(MoireJob             *self,
                                            int                   interval);

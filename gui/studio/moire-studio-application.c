@@ -38,6 +38,9 @@ struct _MoireStudioApplication
   int                pause_at_step;
   int                timeout_s;
   int                runs;
+  gboolean           dmcmc;
+  int                stream_rounds;
+  gboolean           routing;
 
   /* Self-test state */
   MoireStudioWindow *window;
@@ -302,6 +305,11 @@ on_panel_finished (MoireGenerationPanel   *panel,
       return;
     }
   g_print ("self-test: parameters: %s\n", moire_history_item_get_parameters (item));
+  if (self->stream_rounds > 0)
+    g_print ("self-test: stream rounds %d\n", moire_generation_panel_get_stream_round (panel));
+  if (self->routing)
+    g_print ("self-test: routing map: %s\n",
+             moire_history_item_has_routing (item) ? moire_history_item_get_routing_legend (item) : "none");
   if (self->output != NULL)
     {
       if (!moire_history_item_save_png (item, self->output, &error))
@@ -331,6 +339,25 @@ print_labels (GtkWidget *widget)
     }
 }
 
+/* --stream: open the DMCMC settings and scroll them into view for the screenshot. */
+static gboolean
+show_dmcmc_settings (GtkWidget *widget)
+{
+  for (GtkWidget *child = gtk_widget_get_first_child (widget); child != NULL;
+       child = gtk_widget_get_next_sibling (child))
+    {
+      if (GTK_IS_EXPANDER (child))
+        {
+          gtk_expander_set_expanded (GTK_EXPANDER (child), TRUE);
+          gtk_widget_grab_focus (child);
+          return TRUE;
+        }
+      if (show_dmcmc_settings (child))
+        return TRUE;
+    }
+  return FALSE;
+}
+
 static void
 self_test_start_generation (MoireStudioApplication *self)
 {
@@ -342,6 +369,8 @@ self_test_start_generation (MoireStudioApplication *self)
   self->generation_started = TRUE;
   g_print ("self-test: model %s\n", moire_model_handle_get_path (model));
   print_labels (GTK_WIDGET (self->window));
+  if (self->stream_rounds > 0)
+    show_dmcmc_settings (GTK_WIDGET (self->window));
   if (self->screenshot_mid != NULL && self->pause_at_step == 0)
     {
       int steps = moire_gen_settings_get_steps (moire_generation_panel_get_settings (panel));
@@ -400,6 +429,12 @@ apply_command_line (MoireStudioApplication *self,
     moire_gen_settings_set_batch_count (settings, self->batch);
   if (self->size > 0)
     moire_gen_settings_set_size (settings, self->size, self->size);
+  if (self->dmcmc || self->stream_rounds > 0)
+    {
+      moire_gen_settings_set_sampler (settings, "dmcmc");
+      if (self->steps > 0)
+        moire_gen_settings_set_dmcmc_steps (settings, self->steps);
+    }
 }
 
 /* --- GApplication -------------------------------------------------------------------------- */
@@ -436,6 +471,13 @@ moire_studio_application_activate (GApplication *application)
   panel = moire_studio_window_get_panel (window);
   self->window = window;
   apply_command_line (self, moire_generation_panel_get_settings (panel));
+  if (self->stream_rounds > 0)
+    {
+      g_object_set (panel, "stream", TRUE, NULL);
+      moire_generation_panel_set_stream_rounds (panel, self->self_test ? self->stream_rounds : 0);
+    }
+  if (self->routing)
+    g_object_set (panel, "show-routing", TRUE, NULL);
   if (self->self_test)
     {
       g_signal_connect (panel, "notify::model", G_CALLBACK (on_model_notify), self);
@@ -562,6 +604,9 @@ moire_studio_application_init (MoireStudioApplication *self)
     { "pause-at-step", 0, 0, G_OPTION_ARG_INT, &self->pause_at_step, N_("Self-test: step of the mid-generation screenshot"), "N" },
     { "timeout", 0, 0, G_OPTION_ARG_INT, &self->timeout_s, N_("Self-test: give up after this many seconds"), "S" },
     { "runs", 0, 0, G_OPTION_ARG_INT, &self->runs, N_("Self-test: generate this many times"), "N" },
+    { "dmcmc", 0, 0, G_OPTION_ARG_NONE, &self->dmcmc, N_("Sample with DMCMC"), NULL },
+    { "stream", 0, 0, G_OPTION_ARG_INT, &self->stream_rounds, N_("DMCMC stream mode; the self-test stops after N rounds"), "N" },
+    { "routing", 0, 0, G_OPTION_ARG_NONE, &self->routing, N_("Show the expert-routing overlay"), NULL },
     { "version", 0, 0, G_OPTION_ARG_NONE, NULL, N_("Print the version and exit"), NULL },
     { NULL }
   };

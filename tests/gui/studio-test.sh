@@ -79,9 +79,35 @@ cat "$T/missing.log"
 check "missing model: exit status 1" [ "$rc" -eq 1 ]
 check "missing model: says so" grep -qi "missing.safetensors" "$T/missing.log"
 
+# 5. DMCMC stream: one Generate, 2 rounds of 3 variations into the history, then it stops.
+LANGUAGE=en "${xvfb[@]}" "$studio" --self-test --model "$model" --prompt goldfish --steps 5 --batch 3 \
+    --seed 7 --stream 2 --timeout 40 --output "$T/stream.png" --screenshot "$T/studio-dmcmc-stream.png" \
+    >"$T/stream.log" 2>&1
+rc=$?
+cat "$T/stream.log"
+check "stream: exits 0" [ "$rc" -eq 0 ]
+check "stream: 2 rounds" grep -q "stream rounds 2" "$T/stream.log"
+check "stream: 2 rounds of 3 in the history" grep -q "6 images in the history" "$T/stream.log"
+"$moire" info --image "$T/stream.png" >"$T/stream-info.txt" 2>&1
+check "stream: output made by DMCMC" grep -q "Sampler: DMCMC.*NFE: 10" "$T/stream-info.txt"
+check "stream: output carries the dmcmc JSON" grep -q '"sampler": "dmcmc"' "$T/stream-info.txt"
+check "stream: screenshot is a PNG" is_png "$T/studio-dmcmc-stream.png"
+check "stream: no GTK criticals or warnings" bash -c "! grep -E 'CRITICAL|Gtk-WARNING|GLib-GObject-WARNING' '$T/stream.log'"
+
+# 6. Expert-routing overlay with the EC-DiT test model (experts per token).
+LANGUAGE=en "${xvfb[@]}" "$studio" --self-test --model "$(dirname "$model")/tiny_ecdit.safetensors" \
+    --prompt "a red apple" --steps 12 --seed 3 --routing --timeout 40 \
+    --screenshot "$T/studio-routing.png" >"$T/routing.log" 2>&1
+rc=$?
+cat "$T/routing.log"
+check "routing: exits 0" [ "$rc" -eq 0 ]
+check "routing: the result has its map" grep -q "routing map: Experts per token" "$T/routing.log"
+check "routing: screenshot is a PNG" is_png "$T/studio-routing.png"
+
 if [ -n "${MOIRE_SCREENSHOT_DIR:-}" ]; then
     mkdir -p "$MOIRE_SCREENSHOT_DIR"
-    cp "$T/studio-generating.png" "$T/studio-history.png" "$T/studio-de.png" "$MOIRE_SCREENSHOT_DIR/"
+    cp "$T/studio-generating.png" "$T/studio-history.png" "$T/studio-de.png" \
+       "$T/studio-dmcmc-stream.png" "$T/studio-routing.png" "$MOIRE_SCREENSHOT_DIR/"
     echo "screenshots copied to $MOIRE_SCREENSHOT_DIR"
 fi
 

@@ -554,6 +554,264 @@ test_job_run (void)
   g_main_loop_unref (run.loop);
 }
 
+/* --- DMCMC and routing ---------------------------------------------------------------------- */
+
+static void
+test_settings_dmcmc (void)
+{
+  g_autoptr(MoireGenSettings) s = moire_gen_settings_new ();
+  g_autoptr(MoireGenSettings) copy = NULL;
+  moire_dmcmc_params d = moire_dmcmc_params_default ();
+  moire_generate_params p;
+
+  /* Defaults come from the engine; off until the sampler is dmcmc. */
+  g_assert_false (moire_gen_settings_get_dmcmc (s));
+  g_assert_cmpfloat_with_epsilon (moire_gen_settings_get_dmcmc_eta (s), d.eta, 1e-6);
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_skip (s), ==, d.skip);
+  g_assert_cmpstr (moire_gen_settings_get_dmcmc_integrator (s), ==, moire_dmcmc_integrator_name (d.integrator));
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_steps (s), ==, d.integrator_steps);
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_nfe (s), ==, 10);
+  g_assert_true (moire_gen_settings_to_params (s, 1, &p, NULL));
+  g_assert_null (p.dmcmc);
+
+  g_assert_true (moire_gen_settings_set_sampler (s, "dmcmc"));
+  g_assert_true (moire_gen_settings_get_dmcmc (s));
+  moire_gen_settings_set_dmcmc_eta (s, 0.05);
+  moire_gen_settings_set_dmcmc_skip (s, 2);
+  g_assert_true (moire_gen_settings_set_dmcmc_integrator (s, "heun"));
+  g_assert_false (moire_gen_settings_set_dmcmc_integrator (s, "no such integrator"));
+  moire_gen_settings_set_dmcmc_steps (s, 3);
+  moire_gen_settings_set_steps (s, 40);
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_nfe (s), ==, 2 + 5 + 1); /* heun: 2N − 1 */
+  g_assert_true (moire_gen_settings_to_params (s, 1, &p, NULL));
+  g_assert_cmpint (p.sampler, ==, MOIRE_SAMPLER_DMCMC);
+  g_assert_nonnull (p.dmcmc);
+  g_assert_cmpfloat_with_epsilon (p.dmcmc->eta, 0.05, 1e-6);
+  g_assert_cmpint (p.dmcmc->skip, ==, 2);
+  g_assert_cmpint (p.dmcmc->integrator, ==, MOIRE_DMCMC_HEUN);
+  g_assert_cmpint (p.dmcmc->integrator_steps, ==, 3);
+  g_assert_cmpint (p.steps, ==, 3);                     /* the integrator's steps */
+  g_assert_cmpint (p.dmcmc->burn_in_steps, ==, d.burn_in_steps); /* the rest: engine defaults */
+
+  /* Clamped; copied with the rest. */
+  moire_gen_settings_set_dmcmc_eta (s, 100);
+  g_assert_cmpfloat (moire_gen_settings_get_dmcmc_eta (s), ==, (float) MOIRE_GEN_DMCMC_ETA_MAX);
+  moire_gen_settings_set_dmcmc_eta (s, 0.05);
+  copy = moire_gen_settings_copy (s);
+  g_assert_true (moire_gen_settings_get_dmcmc (copy));
+  g_assert_cmpstr (moire_gen_settings_get_dmcmc_integrator (copy), ==, "heun");
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_steps (copy), ==, 3);
+  g_assert_cmpint (moire_gen_settings_get_steps (copy), ==, 40);
+
+  /* Integrator list from the engine. */
+  g_assert_cmpuint (moire_gen_settings_dmcmc_integrator_count (), ==, MOIRE_DMCMC_INTEGRATOR_COUNT_);
+  g_assert_cmpstr (moire_gen_settings_dmcmc_integrator_at (moire_gen_settings_dmcmc_integrator_index ("ddim")), ==, "ddim");
+}
+
+/* A PNG written by the engine for a DMCMC run: its A1111 text and its JSON restore the
+ * sampler and every DMCMC setting; the other samplers' steps stay. */
+static void
+test_settings_dmcmc_restore (void)
+{
+  g_autoptr(MoireModelHandle) model = moire_model_handle_load (tiny_model, NULL);
+  g_autoptr(MoireGenSettings) made = moire_gen_settings_new ();
+  g_autoptr(MoireGenSettings) s = moire_gen_settings_new ();
+  g_autoptr(MoireGenSettings) t = moire_gen_settings_new ();
+  g_autoptr(GError) error = NULL;
+  moire_parameters parsed = moire_parameters_init ();
+  moire_generate_params p;
+  char *text, *json;
+
+  g_assert_nonnull (model);
+  moire_gen_settings_set_prompt (made, "goldfish");
+  moire_gen_settings_set_sampler (made, "dmcmc");
+  moire_gen_settings_set_dmcmc_eta (made, 0.125);
+  moire_gen_settings_set_dmcmc_skip (made, 6);
+  moire_gen_settings_set_dmcmc_integrator (made, "stochastic-heun");
+  moire_gen_settings_set_dmcmc_steps (made, 7);
+  g_assert_true (moire_gen_settings_to_params (made, 5, &p, NULL));
+  text = moire_format_parameters (moire_model_handle_get_model (model), &p, 0);
+  json = moire_format_settings_json (moire_model_handle_get_model (model), &p, 0);
+  g_assert_nonnull (strstr (json, "\"sampler\": \"dmcmc\""));
+
+  /* From the JSON alone. */
+  moire_gen_settings_set_steps (s, 30);
+  g_assert_true (moire_gen_settings_apply_settings_json (s, json, &error));
+  g_assert_no_error (error);
+  g_assert_true (moire_gen_settings_get_dmcmc (s));
+  g_assert_cmpfloat_with_epsilon (moire_gen_settings_get_dmcmc_eta (s), 0.125, 1e-6);
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_skip (s), ==, 6);
+  g_assert_cmpstr (moire_gen_settings_get_dmcmc_integrator (s), ==, "stochastic-heun");
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_steps (s), ==, 7);
+  g_assert_cmpint (moire_gen_settings_get_steps (s), ==, 30);
+
+  /* From the A1111 text ("DMCMC: eta 0.125, skip 6, stochastic-heun 7 steps, Tweedie"). */
+  moire_gen_settings_set_steps (t, 30);
+  g_assert_cmpint (moire_parse_parameters (text, &parsed), ==, MOIRE_OK);
+  g_assert_true (moire_gen_settings_apply_parameters (t, &parsed, NULL, NULL));
+  g_assert_true (moire_gen_settings_get_dmcmc (t));
+  g_assert_cmpfloat_with_epsilon (moire_gen_settings_get_dmcmc_eta (t), 0.125, 1e-6);
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_skip (t), ==, 6);
+  g_assert_cmpstr (moire_gen_settings_get_dmcmc_integrator (t), ==, "stochastic-heun");
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_steps (t), ==, 7);
+  g_assert_cmpint (moire_gen_settings_get_steps (t), ==, 30);
+  moire_parameters_clear (&parsed);
+
+  /* Another sampler's JSON changes nothing; broken JSON and unknown integrators are named. */
+  g_assert_true (moire_gen_settings_apply_settings_json (t, "{\"sampler\": \"euler\"}", NULL));
+  g_assert_true (moire_gen_settings_get_dmcmc (t));
+  g_assert_false (moire_gen_settings_apply_settings_json (t, "{not json", &error));
+  g_assert_error (error, MOIRE_GUI_ERROR, MOIRE_GUI_ERROR_FAILED);
+  g_clear_error (&error);
+  g_assert_false (moire_gen_settings_apply_settings_json (
+    t, "{\"sampler\": \"dmcmc\", \"dmcmc\": {\"integrator\": \"rk45\", \"skip\": 1}}", &error));
+  g_assert_nonnull (strstr (error->message, "rk45"));
+  g_assert_cmpint (moire_gen_settings_get_dmcmc_skip (t), ==, 1);
+  free (text);
+  free (json);
+}
+
+typedef struct
+{
+  GMainLoop *loop;
+  GPtrArray *items;
+  GError    *error;
+  int        rounds;
+  int        nfe;
+  int        one_off;
+  guint      streamed;
+  gboolean   done;
+} StreamRun;
+
+static void
+on_stream_round (MoireJob *job, GPtrArray *items, int round, int nfe, int one_off, StreamRun *run)
+{
+  g_assert_false (run->done);            /* every round arrives before the end */
+  g_assert_cmpint (round, ==, run->rounds + 1);
+  run->rounds = round;
+  run->nfe = nfe;
+  run->one_off = one_off;
+  run->streamed += items->len;
+  for (guint i = 0; i < items->len; i++)
+    {
+      MoireHistoryItem *item = g_ptr_array_index (items, i);
+
+      g_assert_cmpint (moire_history_item_get_variation (item), ==, round);
+      g_assert_cmpuint (moire_history_item_get_seed (item), ==, 1000 + i);
+      g_assert_nonnull (strstr (moire_history_item_get_parameters (item), "Sampler: DMCMC"));
+    }
+}
+
+static void
+on_stream_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  StreamRun *run = user_data;
+
+  run->done = TRUE;
+  run->items = moire_job_run_finish (MOIRE_JOB (source), result, &run->error);
+  g_main_loop_quit (run->loop);
+}
+
+static void
+test_job_stream (void)
+{
+  g_autoptr(MoireModelHandle) model = moire_model_handle_load (tiny_model, NULL);
+  g_autoptr(MoireGenSettings) s = moire_gen_settings_new ();
+  g_autoptr(MoireJob) job = NULL;
+  StreamRun run = { .loop = g_main_loop_new (NULL, FALSE) };
+
+  moire_gen_settings_set_prompt (s, "goldfish");
+  moire_gen_settings_set_sampler (s, "dmcmc");
+  moire_gen_settings_set_batch_count (s, 2);
+  job = moire_job_new (model, s, NULL, 1000);
+  moire_job_set_stream (job, TRUE, 2);
+  g_assert_true (moire_job_get_stream (job));
+  g_signal_connect (job, "round", G_CALLBACK (on_stream_round), &run);
+  moire_job_run_async (job, NULL, on_stream_done, &run);
+  g_main_loop_run (run.loop);
+
+  g_assert_no_error (run.error);
+  g_assert_nonnull (run.items);
+  g_assert_cmpuint (run.items->len, ==, 0); /* the rounds went out through "round" */
+  g_assert_cmpint (run.rounds, ==, 2);
+  g_assert_cmpuint (run.streamed, ==, 4);
+  g_assert_cmpint (run.nfe, ==, 10);
+  g_assert_cmpint (run.one_off, ==, 38);
+  g_ptr_array_unref (run.items);
+  g_main_loop_unref (run.loop);
+}
+
+/* An endless stream stops at a cancel; the rounds made so far all arrive. */
+static void
+on_stream_round_cancel (MoireJob *job, GPtrArray *items, int round, int nfe, int one_off, StreamRun *run)
+{
+  on_stream_round (job, items, round, nfe, one_off, run);
+  if (round == 1)
+    moire_job_cancel (job);
+}
+
+static void
+test_job_stream_cancel (void)
+{
+  g_autoptr(MoireModelHandle) model = moire_model_handle_load (tiny_model, NULL);
+  g_autoptr(MoireGenSettings) s = moire_gen_settings_new ();
+  g_autoptr(MoireJob) job = NULL;
+  StreamRun run = { .loop = g_main_loop_new (NULL, FALSE) };
+
+  moire_gen_settings_set_prompt (s, "goldfish");
+  moire_gen_settings_set_sampler (s, "dmcmc");
+  job = moire_job_new (model, s, NULL, 1000);
+  moire_job_set_stream (job, TRUE, 0);
+  g_signal_connect (job, "round", G_CALLBACK (on_stream_round_cancel), &run);
+  moire_job_run_async (job, NULL, on_stream_done, &run);
+  g_main_loop_run (run.loop);
+
+  g_assert_no_error (run.error);
+  g_assert_nonnull (run.items);
+  g_assert_cmpint (run.rounds, >=, 1);
+  g_assert_cmpuint (run.streamed, ==, (guint) run.rounds);
+  g_ptr_array_unref (run.items);
+  g_main_loop_unref (run.loop);
+}
+
+static void
+test_job_routing (void)
+{
+  const char *models[] = { "tiny_qkv.safetensors", "tiny_ecdit.safetensors" };
+
+  for (guint m = 0; m < G_N_ELEMENTS (models); m++)
+    {
+      g_autofree char *path = g_build_filename (MOIRE_TEST_DATA, "golden", models[m], NULL);
+      g_autoptr(MoireModelHandle) model = moire_model_handle_load (path, NULL);
+      g_autoptr(MoireGenSettings) s = moire_gen_settings_new ();
+      g_autoptr(MoireJob) job = NULL;
+      StreamRun run = { .loop = g_main_loop_new (NULL, FALSE) };
+      MoireHistoryItem *item;
+      g_autoptr(moire_image) overlay = NULL;
+
+      g_assert_nonnull (model);
+      moire_gen_settings_set_prompt (s, m == 0 ? "goldfish" : "a red apple");
+      moire_gen_settings_set_steps (s, 4);
+      job = moire_job_new (model, s, NULL, 3);
+      moire_job_set_routing_map (job, TRUE);
+      moire_job_run_async (job, NULL, on_stream_done, &run);
+      g_main_loop_run (run.loop);
+      g_assert_no_error (run.error);
+      g_assert_cmpuint (run.items->len, ==, 1);
+      item = g_ptr_array_index (run.items, 0);
+      g_assert_true (moire_history_item_has_routing (item));
+      /* Token choice: expert colours; expert choice: experts per token. */
+      g_assert_nonnull (strstr (moire_history_item_get_routing_legend (item),
+                                m == 0 ? "colour" : "Experts per token"));
+      overlay = moire_history_item_dup_routing_overlay (item);
+      g_assert_nonnull (overlay);
+      g_assert_cmpint (overlay->width, ==, moire_history_item_get_width (item));
+      g_assert_cmpint (overlay->channels, ==, 3);
+      g_ptr_array_unref (run.items);
+      g_main_loop_unref (run.loop);
+    }
+}
+
 /* With a main loop that does not run while the worker works, frames are replaced, never
  * queued: one is shown, the rest counted as dropped. */
 static void
@@ -696,6 +954,11 @@ main (int   argc,
   g_test_add_func ("/job/cancel", test_job_cancel);
   g_test_add_func ("/job/cancellable", test_job_cancellable);
   g_test_add_func ("/job/engine-error", test_job_engine_error);
+  g_test_add_func ("/gen-settings/dmcmc", test_settings_dmcmc);
+  g_test_add_func ("/gen-settings/dmcmc-restore", test_settings_dmcmc_restore);
+  g_test_add_func ("/job/stream", test_job_stream);
+  g_test_add_func ("/job/stream-cancel", test_job_stream_cancel);
+  g_test_add_func ("/job/routing", test_job_routing);
   g_test_add_func ("/util/format-duration", test_format_duration);
   status = g_test_run ();
 
