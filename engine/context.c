@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 moire_ctx_params moire_ctx_params_default(void)
 {
@@ -43,34 +44,70 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "thread count %d is out of range (0 = all cores, up to 1024)",
                           p.n_threads);
+    if (p.device != MOIRE_DEVICE_AUTO && p.device != MOIRE_DEVICE_CPU &&
+        p.device != MOIRE_DEVICE_CUDA)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown device %d", (int)p.device);
+    /* MOIRE_DEVICE=cpu|cuda in the environment decides for `auto` (the CPU test suites set
+     * cpu: they check the reference backend, the gpu suite asks for CUDA explicitly). */
+    const char *env_device = getenv("MOIRE_DEVICE");
+    if (p.device == MOIRE_DEVICE_AUTO && env_device) {
+        if (strcmp(env_device, "cpu") == 0)
+            p.device = MOIRE_DEVICE_CPU;
+        else if (strcmp(env_device, "cuda") == 0)
+            p.device = MOIRE_DEVICE_CUDA;
+    }
+#ifndef MOIRE_HAVE_CUDA
     if (p.device == MOIRE_DEVICE_CUDA)
         return moire_fail(MOIRE_ERROR_UNSUPPORTED,
                           "this build of Moiré has no CUDA backend; rebuild with "
                           "`meson setup -Dcuda=enabled` on a machine with the CUDA toolkit, "
                           "or use the CPU (--device cpu)");
-    if (p.device != MOIRE_DEVICE_AUTO && p.device != MOIRE_DEVICE_CPU)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown device %d", (int)p.device);
+#endif
 
     moire_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory creating a context");
     ctx->params = p;
     atomic_init(&ctx->cancel_requested, 0);
-    moire_ops_cpu_init(&ctx->ops, p.n_threads);
 #ifdef OPENBLAS_VERSION
     /* OpenMP owns the threads; see ops_cpu.c. */
     openblas_set_num_threads(1);
 #endif
+#ifdef MOIRE_HAVE_CUDA
+    if (p.device == MOIRE_DEVICE_CUDA || p.device == MOIRE_DEVICE_AUTO) {
+        /* MOIRE_CUDA_PRECISION=bf16 stores the GEMM weights as bf16 (docs/CUDA.md). */
+        const char *precision = getenv("MOIRE_CUDA_PRECISION");
+        const bool bf16 = precision && strcmp(precision, "bf16") == 0;
+        moire_status status = moire_ops_cuda_init(&ctx->ops, p.n_threads, bf16);
+        if (status == MOIRE_OK) {
+            moire_ctx_log(ctx, MOIRE_LOG_INFO, "using the CUDA backend (%s)",
+                          bf16 ? "bf16 weights" : "fp32");
+            *out_ctx = ctx;
+            return MOIRE_OK;
+        }
+        if (p.device == MOIRE_DEVICE_CUDA) {
+            free(ctx);
+            return status;
+        }
+        moire_ctx_log(ctx, MOIRE_LOG_INFO, "using the CPU backend: %s", moire_last_error());
+        moire_error_clear();
+    }
+#endif
+    moire_ops_cpu_init(&ctx->ops, p.n_threads);
+#ifndef MOIRE_HAVE_CUDA
     if (p.device == MOIRE_DEVICE_AUTO)
         moire_ctx_log(ctx, MOIRE_LOG_INFO,
                       "using the CPU backend with %d threads (this build has no CUDA backend)",
                       ctx->ops.n_threads);
+#endif
     *out_ctx = ctx;
     return MOIRE_OK;
 }
 
 void moire_ctx_free(moire_ctx *ctx)
 {
+    if (ctx && ctx->ops.destroy)
+        ctx->ops.destroy(&ctx->ops);
     free(ctx);
 }
 

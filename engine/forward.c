@@ -16,6 +16,7 @@
 #include "routing_map.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,42 +38,79 @@ typedef struct forward_buffers {
     float *cond_act;   /* [n, D]   SiLU(c)                                     */
     float *modulation; /* [n, 6D]  per-block adaLN output                       */
     float *pos;        /* [T, D]   positions for this grid                     */
+    float *ones;       /* [D]      1.0 (device backends: plain adds via gate_residual) */
+    const moire_ops *ops; /* where the buffers live (host memory for the CPU backend) */
 } forward_buffers;
+
+/* Buffers live where the backend computes: host memory for the CPU reference, device memory
+ * (ops->mem_alloc) for CUDA. The host-side glue (patchify, positions, timestep frequencies,
+ * unpatchify) works on host arrays that are uploaded or downloaded around it; on the CPU
+ * backend those arrays are the buffers themselves, so the CPU path is unchanged. */
+static void *buffer_alloc(const moire_ops *ops, size_t count, size_t size)
+{
+    if (moire_ops_on_host(ops))
+        return moire_malloc_array(count, size);
+    if (count && size > SIZE_MAX / count)
+        return NULL;
+    return ops->mem_alloc(ops, count * size);
+}
+
+static void buffer_free(const moire_ops *ops, void *ptr)
+{
+    if (!ptr)
+        return;
+    if (moire_ops_on_host(ops))
+        free(ptr);
+    else
+        ops->mem_free(ops, ptr);
+}
 
 static void free_buffers(forward_buffers *b)
 {
-    free(b->tokens), free(b->normed), free(b->qkv), free(b->attn), free(b->branch);
-    free(b->patches), free(b->head), free(b->logits), free(b->top_w), free(b->top_ids);
-    free(b->t_freq), free(b->t_hidden), free(b->cond), free(b->cond_act);
-    free(b->modulation), free(b->pos);
+    const moire_ops *ops = b->ops;
+    if (!ops)
+        return;
+    buffer_free(ops, b->tokens), buffer_free(ops, b->normed), buffer_free(ops, b->qkv);
+    buffer_free(ops, b->attn), buffer_free(ops, b->branch), buffer_free(ops, b->patches);
+    buffer_free(ops, b->head), buffer_free(ops, b->logits), buffer_free(ops, b->top_w);
+    buffer_free(ops, b->top_ids), buffer_free(ops, b->t_freq), buffer_free(ops, b->t_hidden);
+    buffer_free(ops, b->cond), buffer_free(ops, b->cond_act), buffer_free(ops, b->modulation);
+    buffer_free(ops, b->pos), buffer_free(ops, b->ones);
+    b->ops = NULL;
 }
 
-static moire_status alloc_buffers(forward_buffers *b, const moire_model_config *cfg, int n,
-                                  int T)
+static moire_status alloc_buffers(forward_buffers *b, const moire_ops *ops,
+                                  const moire_model_config *cfg, int n, int T)
 {
     const size_t N = (size_t)n * T, D = (size_t)cfg->hidden_size;
     const size_t p2 = (size_t)cfg->patch_size * cfg->patch_size;
+    const bool host = moire_ops_on_host(ops);
     memset(b, 0, sizeof *b);
-    b->tokens = moire_malloc_array(N * D, sizeof(float));
-    b->normed = moire_malloc_array(N * D, sizeof(float));
-    b->qkv = moire_malloc_array(N * 3 * D, sizeof(float));
-    b->attn = moire_malloc_array(N * D, sizeof(float));
-    b->branch = moire_malloc_array(N * D, sizeof(float));
-    b->patches = moire_malloc_array(N * cfg->in_channels * p2, sizeof(float));
-    b->head = moire_malloc_array(N * cfg->out_channels * p2, sizeof(float));
-    b->logits = moire_malloc_array(N * cfg->num_experts, sizeof(float));
-    b->top_w = moire_malloc_array(N * cfg->top_k, sizeof(float));
-    b->top_ids = moire_malloc_array(N * cfg->top_k, sizeof(int32_t));
-    b->t_freq = moire_malloc_array((size_t)n * DIT_TIMESTEP_FREQ_DIM, sizeof(float));
-    b->t_hidden = moire_malloc_array((size_t)n * D, sizeof(float));
-    b->cond = moire_malloc_array((size_t)n * D, sizeof(float));
-    b->cond_act = moire_malloc_array((size_t)n * D, sizeof(float));
-    b->modulation = moire_malloc_array((size_t)n * 6 * D, sizeof(float));
-    b->pos = moire_malloc_array((size_t)T * D, sizeof(float));
+    b->ops = ops;
+    b->tokens = buffer_alloc(ops, N * D, sizeof(float));
+    b->normed = buffer_alloc(ops, N * D, sizeof(float));
+    b->qkv = buffer_alloc(ops, N * 3 * D, sizeof(float));
+    b->attn = buffer_alloc(ops, N * D, sizeof(float));
+    b->branch = buffer_alloc(ops, N * D, sizeof(float));
+    b->patches = buffer_alloc(ops, N * cfg->in_channels * p2, sizeof(float));
+    b->head = buffer_alloc(ops, N * cfg->out_channels * p2, sizeof(float));
+    b->logits = buffer_alloc(ops, N * cfg->num_experts, sizeof(float));
+    b->top_w = buffer_alloc(ops, N * cfg->top_k, sizeof(float));
+    b->top_ids = buffer_alloc(ops, N * cfg->top_k, sizeof(int32_t));
+    b->t_freq = buffer_alloc(ops, (size_t)n * DIT_TIMESTEP_FREQ_DIM, sizeof(float));
+    b->t_hidden = buffer_alloc(ops, (size_t)n * D, sizeof(float));
+    b->cond = buffer_alloc(ops, (size_t)n * D, sizeof(float));
+    b->cond_act = buffer_alloc(ops, (size_t)n * D, sizeof(float));
+    b->modulation = buffer_alloc(ops, (size_t)n * 6 * D, sizeof(float));
+    b->pos = buffer_alloc(ops, (size_t)T * D, sizeof(float));
+    if (!host)
+        b->ones = buffer_alloc(ops, D, sizeof(float));
     if (!b->tokens || !b->normed || !b->qkv || !b->attn || !b->branch || !b->patches ||
         !b->head || !b->logits || !b->top_w || !b->top_ids || !b->t_freq || !b->t_hidden ||
-        !b->cond || !b->cond_act || !b->modulation || !b->pos) {
+        !b->cond || !b->cond_act || !b->modulation || !b->pos || (!host && !b->ones)) {
         free_buffers(b);
+        if (!host) /* keep the backend's message (it says how much was free) */
+            return MOIRE_ERROR_OUT_OF_MEMORY;
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "a forward pass over %d image(s) of %d tokens needs about %.0f MB; "
                           "use a smaller size or batch",
@@ -81,13 +119,66 @@ static moire_status alloc_buffers(forward_buffers *b, const moire_model_config *
     return MOIRE_OK;
 }
 
+/* A host array of `count` floats to build data in: the buffer itself on the CPU backend,
+ * else a temporary that stage_upload() copies into the buffer and frees. */
+static float *stage_begin(const moire_ops *ops, float *buffer, size_t count)
+{
+    return moire_ops_on_host(ops) ? buffer : moire_malloc_array(count, sizeof(float));
+}
+
+static moire_status stage_upload(const moire_ops *ops, float *buffer, float *staged,
+                                 size_t count)
+{
+    if (moire_ops_on_host(ops))
+        return MOIRE_OK;
+    moire_status status = ops->upload(ops, buffer, staged, count * sizeof(float));
+    free(staged);
+    return status;
+}
+
+/* The reverse: a host view of `count` elements of a backend buffer (the buffer itself on the
+ * CPU backend, else a downloaded copy); release with view_end(). NULL + status on failure. */
+static const void *view_begin(const moire_ops *ops, const void *buffer, size_t count,
+                              size_t size, moire_status *status)
+{
+    *status = MOIRE_OK;
+    if (moire_ops_on_host(ops))
+        return buffer;
+    void *host = moire_malloc_array(count, size);
+    if (!host) {
+        *status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory copying a result back");
+        return NULL;
+    }
+    *status = ops->download(ops, host, buffer, count * size);
+    if (*status != MOIRE_OK) {
+        free(host);
+        return NULL;
+    }
+    return host;
+}
+
+static void view_end(const moire_ops *ops, const void *view)
+{
+    if (!moire_ops_on_host(ops))
+        free((void *)view);
+}
+
+/* Hands a backend tensor to the debug callback (a host copy on device backends). */
 static void emit(const moire_ctx *ctx, const char *name, int layer, const float *data, int ndim,
                  int64_t d0, int64_t d1, int64_t d2)
 {
     if (!ctx->debug_fn)
         return;
     int64_t shape[3] = {d0, d1, d2};
-    ctx->debug_fn(name, layer, data, ndim, shape, ctx->debug_user_data);
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++)
+        numel *= shape[i];
+    moire_status status;
+    const float *view = view_begin(&ctx->ops, data, (size_t)numel, sizeof(float), &status);
+    if (!view)
+        return;
+    ctx->debug_fn(name, layer, view, ndim, shape, ctx->debug_user_data);
+    view_end(&ctx->ops, view);
 }
 
 static void emit_ids(const moire_ctx *ctx, const char *name, int layer, const int32_t *ids,
@@ -95,13 +186,20 @@ static void emit_ids(const moire_ctx *ctx, const char *name, int layer, const in
 {
     if (!ctx->debug_fn)
         return;
-    float *as_float = moire_malloc_array((size_t)(rows * k), sizeof(float));
-    if (!as_float)
+    moire_status status;
+    const int32_t *view = view_begin(&ctx->ops, ids, (size_t)(rows * k), sizeof(int32_t),
+                                     &status);
+    if (!view)
         return;
-    for (int64_t i = 0; i < rows * k; i++)
-        as_float[i] = (float)ids[i];
-    emit(ctx, name, layer, as_float, 2, rows, k, 0);
-    free(as_float);
+    float *as_float = moire_malloc_array((size_t)(rows * k), sizeof(float));
+    if (as_float) {
+        for (int64_t i = 0; i < rows * k; i++)
+            as_float[i] = (float)view[i];
+        int64_t shape[3] = {rows, k, 0};
+        ctx->debug_fn(name, layer, as_float, 2, shape, ctx->debug_user_data);
+        free(as_float);
+    }
+    view_end(&ctx->ops, view);
 }
 
 static float silu(float x)
@@ -130,37 +228,86 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
     const int patch_dim = C * p * p;
     const float eps = cfg->layernorm_eps;
 
+    /* A device backend keeps its copies of this model's weights from call to call. */
+    const bool host = moire_ops_on_host(ops);
+    if (ops->bind_model) {
+        moire_status bound = ops->bind_model(ops, model);
+        if (bound != MOIRE_OK)
+            return bound;
+    }
     forward_buffers buf;
-    moire_status status = alloc_buffers(&buf, cfg, n, T);
+    moire_status status = alloc_buffers(&buf, ops, cfg, n, T);
     if (status != MOIRE_OK)
         return status;
+    float *staged;
+#define STAGE(buffer, count)                                                               \
+    do {                                                                                   \
+        staged = stage_begin(ops, (buffer), (count));                                      \
+        if (!staged) {                                                                     \
+            free_buffers(&buf);                                                            \
+            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory staging an input"); \
+        }                                                                                  \
+    } while (0)
+    if (!host) {
+        STAGE(buf.ones, (size_t)D);
+        for (int d = 0; d < D; d++)
+            staged[d] = 1.0f;
+        TRY(stage_upload(ops, buf.ones, staged, (size_t)D));
+    }
 
     /* Patch embedding: a stride-p convolution is a linear map of each flattened patch. */
-    dit_patchify(buf.patches, x, n, C, h, w, p);
+    STAGE(buf.patches, (size_t)N * patch_dim);
+    dit_patchify(staged, x, n, C, h, w, p);
+    TRY(stage_upload(ops, buf.patches, staged, (size_t)N * patch_dim));
     TRY(ops->linear(ops, buf.tokens, buf.patches, W->x_embedder_proj_weight,
                     W->x_embedder_proj_bias, N, patch_dim, D));
-    dit_positions(buf.pos, W->pos_embed, cfg->input_size / p, gh, gw, D);
-    dit_add_positions(buf.tokens, buf.pos, n, T, D);
+    STAGE(buf.pos, (size_t)T * D);
+    dit_positions(staged, W->pos_embed, cfg->input_size / p, gh, gw, D);
+    TRY(stage_upload(ops, buf.pos, staged, (size_t)T * D));
+    if (host)
+        dit_add_positions(buf.tokens, buf.pos, n, T, D);
+    else /* x + 1·pos is exactly x + pos */
+        for (int i = 0; i < n; i++)
+            TRY(ops->gate_residual(ops, buf.tokens + (size_t)i * T * D, buf.pos, buf.ones, T,
+                                   D));
     emit(ctx, "x_embed", -1, buf.tokens, 3, n, T, D);
 
     /* Conditioning: c = MLP(freq(t)) + class_table[y]. */
-    dit_timestep_frequencies(buf.t_freq, t, n);
+    STAGE(buf.t_freq, (size_t)n * DIT_TIMESTEP_FREQ_DIM);
+    dit_timestep_frequencies(staged, t, n);
+    TRY(stage_upload(ops, buf.t_freq, staged, (size_t)n * DIT_TIMESTEP_FREQ_DIM));
     emit(ctx, "t_freq", -1, buf.t_freq, 2, n, DIT_TIMESTEP_FREQ_DIM, 0);
     TRY(ops->linear(ops, buf.t_hidden, buf.t_freq, W->t_embedder_mlp0_weight,
                     W->t_embedder_mlp0_bias, n, DIT_TIMESTEP_FREQ_DIM, D));
-    for (size_t i = 0; i < (size_t)n * D; i++)
-        buf.t_hidden[i] = silu(buf.t_hidden[i]);
+    if (host)
+        for (size_t i = 0; i < (size_t)n * D; i++)
+            buf.t_hidden[i] = silu(buf.t_hidden[i]);
+    else
+        TRY(ops->silu(ops, buf.t_hidden, buf.t_hidden, (int64_t)n * D));
     TRY(ops->linear(ops, buf.cond, buf.t_hidden, W->t_embedder_mlp2_weight,
                     W->t_embedder_mlp2_bias, n, D, D));
     emit(ctx, "t_emb", -1, buf.cond, 2, n, D, 0);
-    for (int i = 0; i < n; i++) {
-        const float *y_row = W->y_embedder_table + (size_t)class_ids[i] * D;
-        for (int d = 0; d < D; d++)
-            buf.cond[(size_t)i * D + d] += y_row[d];
+    if (host) {
+        for (int i = 0; i < n; i++) {
+            const float *y_row = W->y_embedder_table + (size_t)class_ids[i] * D;
+            for (int d = 0; d < D; d++)
+                buf.cond[(size_t)i * D + d] += y_row[d];
+        }
+    } else {
+        /* The class rows, gathered on the host, go through t_hidden (free by now). */
+        STAGE(buf.t_hidden, (size_t)n * D);
+        for (int i = 0; i < n; i++)
+            memcpy(staged + (size_t)i * D, W->y_embedder_table + (size_t)class_ids[i] * D,
+                   (size_t)D * sizeof(float));
+        TRY(stage_upload(ops, buf.t_hidden, staged, (size_t)n * D));
+        TRY(ops->gate_residual(ops, buf.cond, buf.t_hidden, buf.ones, n, D));
     }
     emit(ctx, "c", -1, buf.cond, 2, n, D, 0);
-    for (size_t i = 0; i < (size_t)n * D; i++)
-        buf.cond_act[i] = silu(buf.cond[i]);
+    if (host)
+        for (size_t i = 0; i < (size_t)n * D; i++)
+            buf.cond_act[i] = silu(buf.cond[i]);
+    else
+        TRY(ops->silu(ops, buf.cond_act, buf.cond, (int64_t)n * D));
 
     for (int layer = 0; layer < cfg->depth; layer++) {
         if (atomic_load(&ctx->cancel_requested)) {
@@ -208,8 +355,16 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
         emit(ctx, "router_logits", layer, buf.logits, 2, N, E, 0);
         emit_ids(ctx, "topk_ids", layer, buf.top_ids, N, k);
         emit(ctx, "topk_weights", layer, buf.top_w, 2, N, k, 0);
-        if (ctx->routing)
-            routing_record_topk(ctx->routing, layer, T, buf.top_ids, k);
+        if (ctx->routing) {
+            const int32_t *ids = view_begin(ops, buf.top_ids, (size_t)N * k, sizeof(int32_t),
+                                            &status);
+            if (!ids) {
+                free_buffers(&buf);
+                return status;
+            }
+            routing_record_topk(ctx->routing, layer, T, ids, k);
+            view_end(ops, ids);
+        }
         TRY(ops->moe_experts(ops, buf.branch, buf.normed, N, D, B, E, k, buf.top_ids,
                              buf.top_w));
         emit(ctx, "moe_out", layer, buf.branch, 3, n, T, D);
@@ -235,7 +390,14 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
                     D, head_dim));
     emit(ctx, "final_out", -1, buf.head, 3, n, T, head_dim);
 
-    dit_unpatchify(out, buf.head, n, Co, h, w, p);
+    const float *head = view_begin(ops, buf.head, (size_t)N * head_dim, sizeof(float), &status);
+    if (!head) {
+        free_buffers(&buf);
+        return status;
+    }
+    dit_unpatchify(out, head, n, Co, h, w, p);
+    view_end(ops, head);
+#undef STAGE
     if (ctx->debug_fn) {
         int64_t shape[4] = {n, Co, h, w};
         ctx->debug_fn("output", -1, out, 4, shape, ctx->debug_user_data);

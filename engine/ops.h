@@ -87,7 +87,35 @@ struct moire_ops {
     /* y[T,D] = down(SiLU(gate(h)) ⊙ up(h)): a dense SwiGLU MLP. */
     moire_status (*swiglu)(const moire_ops *ops, float *y, const float *h, int T, int D,
                            const dit_swiglu_weights *mlp);
+
+    /* ---- Backends whose tensors live outside host memory (CUDA) ----
+     * All NULL in the CPU table: the moire_ops_* helpers below then fall back to malloc,
+     * memcpy and free, so host code can be written once for both kinds of backend.
+     *
+     * Activations (the y, x, h, qkv, logits, top_ids, … arguments above) live in memory
+     * from mem_alloc. Model weights (linear w and b, the attention norm weights, the router
+     * w, the experts of a block) are always host pointers into a moire_model: a device
+     * backend keeps its own copy, made once on first use and kept until bind_model is
+     * called with another model (or NULL, which drops every copy: tests call it between
+     * cases, since a freed host buffer's address can come back with other data). */
+    void *(*mem_alloc)(const moire_ops *ops, size_t bytes); /* NULL + moire_fail: OOM     */
+    void (*mem_free)(const moire_ops *ops, void *ptr);
+    moire_status (*upload)(const moire_ops *ops, void *dst, const void *src, size_t bytes);
+    /* Waits for the queued work, then copies (the only synchronising hook). */
+    moire_status (*download)(const moire_ops *ops, void *dst, const void *src, size_t bytes);
+    moire_status (*bind_model)(const moire_ops *ops, const moire_model *model);
+    /* y[count] = SiLU(x[count]) = x / (1 + e^−x); y may be x. */
+    moire_status (*silu)(const moire_ops *ops, float *y, const float *x, int64_t count);
+    /* Releases the backend (called by moire_ctx_free). */
+    void (*destroy)(moire_ops *ops);
+    void *backend; /* the backend's own state (device, stream, handles, weight cache) */
 };
+
+/* True when the backend's tensors are host memory (the CPU reference). */
+static inline bool moire_ops_on_host(const moire_ops *ops)
+{
+    return ops->mem_alloc == NULL;
+}
 
 /* Expert-choice capacity of a routing group of S tokens: C = ⌈S·f_c/E⌉, clamped to S (an
  * expert cannot take a token twice). S·f_c is exact in double and a division whose exact
@@ -118,6 +146,23 @@ static inline int moire_ec_slots_per_image(int T, int group, int E, float capaci
 /* Fills `ops` with the CPU reference backend (OpenBLAS GEMMs, OpenMP loops).
  * n_threads 0 = all cores. */
 void moire_ops_cpu_init(moire_ops *ops, int n_threads);
+
+/* The CUDA backend (kernels/; defined only in builds with MOIRE_HAVE_CUDA). Fills `ops` on
+ * the first visible device, or fails (UNSUPPORTED: no driver or device; BACKEND: the
+ * device would not start) with the reason in moire_last_error(). n_threads is kept for the
+ * host code that still runs on the CPU (VAE, text encoder, EC-DiT). bf16 = store the GEMM
+ * weights as bf16 (fp32 accumulation; fp32 activations); false = fp32 throughout. */
+moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16);
+
+/* Backend figures for `moire bench` (kernels/ fills them for CUDA; bench.c for the CPU). */
+typedef struct moire_ops_stats {
+    char device_name[128];
+    double memory_total_bytes;  /* device memory (0 on the CPU)                           */
+    double memory_peak_bytes;   /* most allocated through mem_alloc + weight copies       */
+    double copy_bytes_per_s;    /* measured device-to-device copy (read + write counted)  */
+} moire_ops_stats;
+/* CUDA only: fills `stats` (measures the copy bandwidth on the first call). */
+moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats);
 
 /* The CPU backend's GEMM, for other host code (the SD-VAE, vae.c):
  * C[M,N] = alpha · A[M,K] · op(B), op(B) = Bᵀ for B [N,K] (b_transposed) or B for B [K,N].

@@ -8,6 +8,7 @@
  * PNG and .npy files are written atomically, and the output directory is checked before
  * any long computation starts.
  */
+#include "bench.h"
 #include "metadata.h"
 #include "moire.h"
 #include "npy.h"
@@ -68,6 +69,7 @@ static const char usage_main[] =
     "  info       describe a model (--model) or the settings stored in a PNG (--image)\n"
     "  convert    write a PyTorch checkpoint (.pt) as a safetensors model file\n"
     "  forward    run one model evaluation on a .npy tensor (for checking numerics)\n"
+    "  bench      time random-weight models of the released geometries (ms per step)\n"
     "  help CMD   show the options of a command\n"
     "\n"
     "Options:\n"
@@ -150,6 +152,25 @@ static const char usage_forward[] =
     "int32/64 are converted); t and the class apply to all n. Y is [n, C_out, h, w] (or\n"
     "[C_out, h, w]) float32. T is the DDPM timestep (0..T-1) or the flow time (0..1).\n";
 
+static const char usage_bench[] =
+    "Usage: moire bench [--geometry LIST] [--resolution PX] [--batch N] [--steps N]\n"
+    "                   [--device DEV] [--precision fp32|bf16] [--threads N]\n"
+    "\n"
+    "Times the forward pass of random-weight models of the released DiT-MoE geometries,\n"
+    "built in memory (no files): classifier-free guidance batched (2 x batch images per\n"
+    "step), one warm-up step, then --steps timed steps. Prints ms per step, seconds for the\n"
+    "family's default step count (50 rectified-flow steps for XL/G, 250 DDPM for S/B),\n"
+    "images/s, peak memory and the achieved weight bandwidth against a measured copy.\n"
+    "\n"
+    "  --geometry LIST   comma-separated: S/2, B/2, XL/2, G/2, tiny, or GEOMETRY@RES;\n"
+    "                    default on CUDA: S/2,B/2,XL/2,G/2 at 256 and XL/2@512;\n"
+    "                    on the CPU: S/2 (give a list to run others)\n"
+    "  --resolution PX   image size for entries without @RES (default 256)\n"
+    "  --batch N         images per step before CFG doubling (default 1)\n"
+    "  --steps N         timed steps per model (default 10 on CUDA, 1 on the CPU)\n"
+    "  --precision P     CUDA weight storage: bf16 (default) or fp32\n"
+    "  --device DEV      auto (default), cpu or cuda\n";
+
 static const char usage_convert[] =
     "Usage: moire convert IN.pt OUT.safetensors\n"
     "\n"
@@ -176,6 +197,8 @@ static int print_help(const char *command)
         fputs(usage_forward, stdout);
     else if (strcmp(command, "convert") == 0)
         fputs(usage_convert, stdout);
+    else if (strcmp(command, "bench") == 0)
+        fputs(usage_bench, stdout);
     else if (strcmp(command, "help") == 0)
         fputs(usage_main, stdout);
     else {
@@ -1332,6 +1355,158 @@ static int cmd_convert(int argc, char **argv)
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * bench
+ * ---------------------------------------------------------------------------------------- */
+
+static double wall_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* One row: a geometry at a resolution. Returns 0, or EXIT_ERROR after printing the row's
+ * error (the table goes on with the next row). */
+static int bench_row(moire_ctx *ctx, const moire_bench_geometry *g, int resolution, int batch,
+                     int steps)
+{
+    moire_model *model = NULL;
+    if (moire_bench_model_new(g, resolution, &model) != MOIRE_OK)
+        return engine_error(g->name);
+    const moire_model_config *c = moire_model_get_config(model);
+    const int n = 2 * batch, side = resolution / 8;
+    const size_t in_size = (size_t)c->in_channels * side * side;
+    float *x = malloc((size_t)n * in_size * sizeof(float));
+    float *out = malloc((size_t)n * c->out_channels * side * side * sizeof(float));
+    float *t = malloc((size_t)n * sizeof(float));
+    int32_t *y = malloc((size_t)n * sizeof(int32_t));
+    int rc = 0;
+    if (!x || !out || !t || !y) {
+        error_line("out of memory");
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    uint32_t state = 12345;
+    for (size_t i = 0; i < (size_t)n * in_size; i++) {
+        state = state * 1664525u + 1013904223u;
+        x[i] = (float)(state >> 8) / (float)(1 << 24) * 2.0f - 1.0f;
+    }
+    for (int i = 0; i < n; i++) {
+        t[i] = c->objective == MOIRE_OBJECTIVE_RECTIFIED_FLOW ? 0.5f : 500.0f;
+        y[i] = i < batch ? 207 : c->num_classes; /* conditional half, then the null class */
+    }
+    /* Warm-up: uploads the weights, sizes the buffers, picks the GEMM algorithms. */
+    if (moire_forward(ctx, model, n, side, side, x, t, y, out) != MOIRE_OK) {
+        rc = engine_error(g->name);
+        goto done;
+    }
+    const double start = wall_seconds();
+    for (int s = 0; s < steps; s++)
+        if (moire_forward(ctx, model, n, side, side, x, t, y, out) != MOIRE_OK) {
+            rc = engine_error(g->name);
+            goto done;
+        }
+    const double step = (wall_seconds() - start) / steps;
+    moire_bench_stats stats;
+    if (moire_bench_stats_get(ctx, &stats) != MOIRE_OK) {
+        rc = engine_error("bench");
+        goto done;
+    }
+    const int run_steps = c->objective == MOIRE_OBJECTIVE_RECTIFIED_FLOW ? 50 : 250;
+    const double weight_bytes =
+        (double)moire_model_parameter_count(model) * stats.weight_bytes_per_parameter;
+    const double gbps = weight_bytes / step / 1e9;
+    char label[32];
+    snprintf(label, sizeof label, "%s-%dE%dA", g->name, g->experts, g->top_k);
+    printf("%-14s %5d %6d %9.2f %5d %9.3f %9.3f %10.2f %8.1f %6.0f%%\n", label, resolution,
+           batch, step * 1e3, run_steps, step * run_steps, batch / (step * run_steps),
+           stats.memory_peak_bytes / 1e9, gbps,
+           stats.copy_bytes_per_s > 0 ? 100.0 * gbps * 1e9 / stats.copy_bytes_per_s : 0.0);
+    fflush(stdout);
+done:
+    free(x), free(out), free(t), free(y);
+    moire_model_free(model);
+    return rc;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    const char *geometry_text = NULL, *resolution_text = NULL, *batch_text = NULL,
+               *steps_text = NULL, *device_text = NULL, *precision = NULL,
+               *threads_text = NULL;
+    const option_spec specs[] = {
+        {"geometry", true, &geometry_text}, {"resolution", true, &resolution_text},
+        {"batch", true, &batch_text},       {"steps", true, &steps_text},
+        {"device", true, &device_text},     {"precision", true, &precision},
+        {"threads", true, &threads_text},
+    };
+    int rc = parse_options("bench", argc, argv, 2, specs, (int)(sizeof specs / sizeof *specs));
+    if (rc)
+        return rc;
+    int resolution = 256, batch = 1, steps = 0;
+    moire_ctx_params ctx_params = moire_ctx_params_default();
+    ctx_params.log = print_engine_log;
+    if ((resolution_text && (rc = parse_int("resolution", resolution_text, 16, 4096, &resolution))) ||
+        (batch_text && (rc = parse_int("batch", batch_text, 1, 1024, &batch))) ||
+        (steps_text && (rc = parse_int("steps", steps_text, 1, 100000, &steps))) ||
+        (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads))) ||
+        (rc = parse_device(device_text, &ctx_params.device)))
+        return rc;
+    if (precision && strcmp(precision, "bf16") != 0 && strcmp(precision, "fp32") != 0) {
+        error_line("--precision: use bf16 or fp32");
+        return EXIT_USAGE;
+    }
+    /* The CUDA backend reads its weight storage when the context starts (docs/CUDA.md). */
+    setenv("MOIRE_CUDA_PRECISION", precision ? precision : "bf16", 1);
+    moire_ctx *ctx = NULL;
+    if (moire_ctx_new(&ctx_params, &ctx) != MOIRE_OK)
+        return engine_error("--device");
+    const bool cuda = strcmp(moire_ctx_backend_name(ctx), "cuda") == 0;
+    if (!steps)
+        steps = cuda ? 10 : 1;
+    const char *list = geometry_text ? geometry_text
+                                     : cuda ? "S/2,B/2,XL/2,G/2,XL/2@512" : "S/2";
+    moire_bench_stats stats;
+    if (moire_bench_stats_get(ctx, &stats) != MOIRE_OK) {
+        moire_ctx_free(ctx);
+        return engine_error("bench");
+    }
+    printf("moire bench: %s backend, %s%s; copy %.0f GB/s; CFG batched, %d timed step(s)\n",
+           moire_ctx_backend_name(ctx), stats.device_name,
+           cuda ? (stats.weight_bytes_per_parameter == 2 ? ", bf16 weights" : ", fp32 weights")
+                : "",
+           stats.copy_bytes_per_s / 1e9, steps);
+    printf("%-14s %5s %6s %9s %5s %9s %9s %10s %8s %7s\n", "model", "res", "batch", "ms/step",
+           "steps", "s/run", "images/s", "peak GB", "GB/s", "of copy");
+    char *copy = strdup(list);
+    int failures = 0;
+    for (char *save = NULL, *item = strtok_r(copy, ",", &save); item;
+         item = strtok_r(NULL, ",", &save)) {
+        int res = resolution;
+        char *at = strchr(item, '@');
+        if (at) {
+            *at = '\0';
+            if ((rc = parse_int("geometry", at + 1, 16, 4096, &res))) {
+                free(copy);
+                moire_ctx_free(ctx);
+                return rc;
+            }
+        }
+        const moire_bench_geometry *g = moire_bench_geometry_find(item);
+        if (!g) {
+            error_line("--geometry: unknown geometry '%s'; use S/2, B/2, XL/2, G/2 or tiny", item);
+            free(copy);
+            moire_ctx_free(ctx);
+            return EXIT_USAGE;
+        }
+        failures += bench_row(ctx, g, res, batch, steps) != 0;
+    }
+    free(copy);
+    moire_ctx_free(ctx);
+    return failures ? EXIT_ERROR : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1360,8 +1535,10 @@ int main(int argc, char **argv)
         return cmd_forward(argc, argv);
     if (strcmp(command, "convert") == 0)
         return cmd_convert(argc, argv);
-    error_line("unknown command '%s'; the commands are generate, info, forward and convert "
-               "(see 'moire --help')",
+    if (strcmp(command, "bench") == 0)
+        return cmd_bench(argc, argv);
+    error_line("unknown command '%s'; the commands are generate, info, forward, convert and "
+               "bench (see 'moire --help')",
                command);
     return EXIT_USAGE;
 }
