@@ -96,6 +96,19 @@ expect_fail "unknown dmcmc integrator" "rk45" opt.png \
     "$MOIRE" generate --model "$QKV" --prompt goldfish --sampler dmcmc --dmcmc-integrator rk45 \
     --output opt.png
 
+
+# ---- default model look-up -------------------------------------------------------------
+if ls "$DATA/../data/models/"*.safetensors >/dev/null 2>&1; then
+    env MOIRE_MODEL= "$MOIRE" generate --prompt "red apple" --steps 2 --quiet \
+        --output default.png >/dev/null 2>&1
+    check "no --model: the embedded model in data/models" is_png default.png
+else
+    expect_fail "no model anywhere" "no default model found" nomodel.png \
+        env MOIRE_MODEL= MOIRE_DATA_DIR=/nonexistent "$MOIRE" generate --prompt x --output nomodel.png
+fi
+MOIRE_MODEL="$QKV" "$MOIRE" generate --prompt goldfish --steps 2 --quiet --output envmodel.png >/dev/null 2>&1
+check "MOIRE_MODEL is the default model" is_png envmodel.png
+
 echo "cli: checks: $checks, failures: $failures"
     exit 1
 fi
@@ -309,6 +322,19 @@ expect_fail "dmcmc img2img" "img2img and inpainting need" opt.png \
 expect_fail "unknown dmcmc integrator" "rk45" opt.png \
     "$MOIRE" generate --model "$QKV" --prompt goldfish --sampler dmcmc --dmcmc-integrator rk45 \
     --output opt.png
+
+
+# ---- default model look-up -------------------------------------------------------------
+if ls "$DATA/../data/models/"*.safetensors >/dev/null 2>&1; then
+    env MOIRE_MODEL= "$MOIRE" generate --prompt "red apple" --steps 2 --quiet \
+        --output default.png >/dev/null 2>&1
+    check "no --model: the embedded model in data/models" is_png default.png
+else
+    expect_fail "no model anywhere" "no default model found" nomodel.png \
+        env MOIRE_MODEL= MOIRE_DATA_DIR=/nonexistent "$MOIRE" generate --prompt x --output nomodel.png
+fi
+MOIRE_MODEL="$QKV" "$MOIRE" generate --prompt goldfish --steps 2 --quiet --output envmodel.png >/dev/null 2>&1
+check "MOIRE_MODEL is the default model" is_png envmodel.png
 
 echo "cli: checks: $checks, failures: $failures"
 [ "$failures" -eq 0 ]

@@ -14,6 +14,7 @@
 #include "npy.h"
 #include "pt_reader.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -81,12 +82,13 @@ static const char usage_main[] =
     "                 --seed 7 --output dog.png\n";
 
 static const char usage_generate[] =
-    "Usage: moire generate --model FILE (--prompt TEXT | --class N) --output FILE.png [OPTIONS]\n"
+    "Usage: moire generate [--model FILE] (--prompt TEXT | --class N) --output FILE.png [OPTIONS]\n"
     "\n"
     "Generates images and writes each as a PNG whose \"parameters\" text (A1111 layout) and\n"
     "\"moire\" text (JSON) record everything needed to make it again.\n"
     "\n"
-    "  --model FILE        the model (.safetensors)\n"
+    "  --model FILE        the model (.safetensors or a released .pt); default: $MOIRE_MODEL,\n"
+    "                      else the embedded model (share/moire/models, data/models)\n"
     "  --prompt TEXT       what to draw: text for text models (EC-DiT); for class models a class\n"
     "                      name (closest match) or a number\n"
     "  --class N           the class number instead of a prompt\n"
@@ -445,6 +447,53 @@ static void print_dmcmc_nfe(const moire_dmcmc_params *d, const moire_stream_info
     fputc('\n', stderr);
 }
 
+/* The default model when --model is not given, looked up like the studio and the GIMP plug-in
+ * do: $MOIRE_MODEL, then the first *.safetensors (by name) in $MOIRE_DATA_DIR/models, the
+ * installed share/moire/models and the source tree's data/models. Returns the path (a static
+ * buffer) or NULL; `searched` receives the places looked in, for the error message. */
+static const char *find_default_model(char *searched, size_t searched_size)
+{
+    static char found[8192];
+    const char *env = getenv("MOIRE_MODEL");
+    if (env && env[0])
+        return env;
+    const char *data_dir = getenv("MOIRE_DATA_DIR");
+    char dirs[3][4096];
+    int dir_count = 0;
+    if (data_dir && data_dir[0])
+        snprintf(dirs[dir_count++], sizeof dirs[0], "%s/models", data_dir);
+#ifdef MOIRE_DATADIR
+    snprintf(dirs[dir_count++], sizeof dirs[0], "%s/models", MOIRE_DATADIR);
+#endif
+#ifdef MOIRE_SOURCE_DATADIR
+    snprintf(dirs[dir_count++], sizeof dirs[0], "%s/models", MOIRE_SOURCE_DATADIR);
+#endif
+    searched[0] = '\0';
+    for (int d = 0; d < dir_count; d++) {
+        size_t used = strlen(searched);
+        snprintf(searched + used, searched_size - used, "%s%s", d ? ", " : "", dirs[d]);
+        DIR *dir = opendir(dirs[d]);
+        if (!dir)
+            continue;
+        char best[1024] = "";
+        struct dirent *entry;
+        while ((entry = readdir(dir)) != NULL) {
+            const char *name = entry->d_name;
+            size_t len = strlen(name);
+            bool model = len > 12 && strcmp(name + len - 12, ".safetensors") == 0 &&
+                         !(len > 16 && strcmp(name + len - 16, ".ref.safetensors") == 0);
+            if (model && len < sizeof best && (!best[0] || strcmp(name, best) < 0))
+                snprintf(best, sizeof best, "%s", name);
+        }
+        closedir(dir);
+        if (best[0]) {
+            snprintf(found, sizeof found, "%s/%s", dirs[d], best);
+            return found;
+        }
+    }
+    return NULL;
+}
+
 static int load_model(const char *path, moire_model **model)
 {
     if (moire_model_load(path, model) != MOIRE_OK)
@@ -637,8 +686,14 @@ static int cmd_generate(int argc, char **argv)
 
     /* 1. Everything that needs no file. */
     if (!model_path) {
-        error_line("generate needs --model FILE (a .safetensors model)");
-        return EXIT_USAGE;
+        char searched[8192];
+        const char *default_model = find_default_model(searched, sizeof searched);
+        if (!default_model) {
+            error_line("no --model given and no default model found (looked at $MOIRE_MODEL and "
+                       "in %s); give --model FILE (a .safetensors or .pt model)", searched);
+            return EXIT_USAGE;
+        }
+        model_path = default_model;
     }
     if (!output) {
         error_line("generate needs --output FILE.png");
