@@ -16,8 +16,9 @@ PACKAGES=(meson ninja-build pkg-config gcc libc6-dev
 if [ -z "${MOIRE_NO_GUI:-}" ]; then
     PACKAGES+=(libgtk-4-dev gettext appstream desktop-file-utils xvfb xauth
                fonts-dejavu-core adwaita-icon-theme librsvg2-common)
-    # The GIMP 2.10 plug-in (plugin/) and its `gimp` suite, which runs it in a real GIMP.
-    PACKAGES+=(gimp libgimp2.0-dev libgegl-dev)
+    # The GIMP 2.10 plug-in (plugin/) and its `gimp` suite, which runs it in a real GIMP
+    # (xdotool: gimp-undo presses Ctrl+Z in GUI GIMP).
+    PACKAGES+=(gimp libgimp2.0-dev libgegl-dev xdotool)
 fi
 
 missing=()
