@@ -138,5 +138,26 @@ check "message says to select first" has "$T/fail.log" "nothing is selected"
 check "message suggests class names" has "$T/fail.log" "did you mean: tench (0), goldfish (1)"
 check "image untouched after failures" has "$T/fail.log" "T: layers after failures=1"
 
+
+# --- 3. the embedded default model: no model path given (MOIRE_MODEL is unset above) --------
+if [ -f "$SRC/data/models/moire-emoji.safetensors" ]; then
+    cat > "$T/default.scm" <<SCM
+(let* ((img (car (gimp-image-new 64 64 RGB)))
+       (bg (car (gimp-layer-new img 64 64 RGB-IMAGE "bg" 100 LAYER-MODE-NORMAL))))
+  (gimp-image-insert-layer img bg 0 0)
+  (gimp-drawable-fill bg FILL-WHITE)
+  (let ((l (car (plug-in-moire-generate RUN-NONINTERACTIVE img bg "red apple" "" "" "" 0 0 11 0 0 1 0 0.75))))
+    (gimp-message (string-append "T: default name=" (car (gimp-item-get-name l)) ";"))
+    (gimp-message (string-append "T: default param=" (caddr (car (gimp-item-get-parasite l "moire-parameters")))))
+    (gimp-message (string-append "T: default alpha=" (if (= (car (gimp-drawable-has-alpha l)) 1) "yes" "no"))))
+  (gimp-image-delete img))
+SCM
+    gimp_batch "$T/default.log" "$(cat "$T/default.scm")"
+    check "embedded model: batch completed" has "$T/default.log" "batch command executed successfully"
+    check "embedded model: layer 'Moiré: red apple #11'" has "$T/default.log" "T: default name=Moiré: red apple #11;"
+    check "embedded model: parameters name the model" grep -q "Model: moire-emoji" "$T/default.log"
+    check "embedded model: the RGBA result keeps its alpha" has "$T/default.log" "T: default alpha=yes"
+fi
+
 echo "gimp batch: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
