@@ -32,22 +32,6 @@ typedef struct capture {
     int compared;
 } capture;
 
-static float *ref_tensor(const st_file *ref, const char *name, int64_t *numel)
-{
-    const st_tensor *t = st_find(ref, name);
-    if (!t)
-        return NULL;
-    float *data = malloc((size_t)t->numel * sizeof(float));
-    if (t->dtype == ST_I32) {
-        for (int64_t i = 0; i < t->numel; i++)
-            data[i] = (float)((const int32_t *)t->data)[i];
-    } else {
-        st_convert_to_f32(data, t->data, t->dtype, t->numel);
-    }
-    *numel = t->numel;
-    return data;
-}
-
 static void on_debug_tensor(const char *name, int layer, const float *data, int ndim,
                             const int64_t *shape, void *user_data)
 {
@@ -61,7 +45,7 @@ static void on_debug_tensor(const char *name, int layer, const float *data, int 
     for (int i = 0; i < ndim; i++)
         numel *= shape[i];
     int64_t ref_numel = 0;
-    float *want = ref_tensor(cap->ref, key, &ref_numel);
+    float *want = test_ref_tensor(cap->ref, key, &ref_numel);
     if (!want)
         return; /* the reference does not record every intermediate */
     cap->compared++;
@@ -89,13 +73,13 @@ static void check_forward_case(moire_ctx *ctx, const moire_model *model, const s
     char name[64];
     int64_t nx, nt, ny, nout;
     snprintf(name, sizeof name, "%s.input", prefix);
-    float *x = ref_tensor(ref, name, &nx);
+    float *x = test_ref_tensor(ref, name, &nx);
     snprintf(name, sizeof name, "%s.t", prefix);
-    float *t = ref_tensor(ref, name, &nt);
+    float *t = test_ref_tensor(ref, name, &nt);
     snprintf(name, sizeof name, "%s.y", prefix);
-    float *yf = ref_tensor(ref, name, &ny);
+    float *yf = test_ref_tensor(ref, name, &ny);
     snprintf(name, sizeof name, "%s.output", prefix);
-    float *want = ref_tensor(ref, name, &nout);
+    float *want = test_ref_tensor(ref, name, &nout);
     const st_tensor *xt = st_find(ref, prefix[0] == 'a' ? "a.input" : "b.input");
     CHECK(x && t && yf && want && xt, "reference case %s incomplete", prefix);
     if (!(x && t && yf && want && xt))
@@ -197,7 +181,7 @@ static void check_sampler_cases(moire_ctx *ctx, const moire_model *model, const 
         const int n = (int)json_array_get_length(seeds);
         const int s = cfg->input_size;
         int64_t numel;
-        float *want = ref_tensor(ref, key, &numel);
+        float *want = test_ref_tensor(ref, key, &numel);
         float *got = calloc((size_t)numel, sizeof(float));
 
         moire_generate_params params = moire_generate_params_default();
@@ -217,9 +201,9 @@ static void check_sampler_cases(moire_ctx *ctx, const moire_model *model, const 
         const bool img2img = json_object_has_member(c, "img2img");
         if (img2img) {
             int64_t ninit;
-            float *init = ref_tensor(ref, "sampler.init", &ninit);
+            float *init = test_ref_tensor(ref, "sampler.init", &ninit);
             int64_t nmask;
-            float *mask = json_object_has_member(c, "mask") ? ref_tensor(ref, "sampler.mask", &nmask)
+            float *mask = json_object_has_member(c, "mask") ? test_ref_tensor(ref, "sampler.mask", &nmask)
                                                             : NULL;
             uint64_t seed_list[16];
             for (int j = 0; j < n; j++)

@@ -30,22 +30,6 @@
 
 #define TOLERANCE 1e-4
 
-static float *ref_tensor(const st_file *ref, const char *name, int64_t *numel)
-{
-    const st_tensor *t = st_find(ref, name);
-    if (!t)
-        return NULL;
-    float *data = malloc((size_t)t->numel * sizeof(float));
-    if (t->dtype == ST_I32) {
-        for (int64_t i = 0; i < t->numel; i++)
-            data[i] = (float)((const int32_t *)t->data)[i];
-    } else {
-        st_convert_to_f32(data, t->data, t->dtype, t->numel);
-    }
-    *numel = t->numel;
-    return data;
-}
-
 static bool is_index_tensor(const char *name)
 {
     return strcmp(name, "ec_tokens") == 0 || strcmp(name, "expert_count") == 0 ||
@@ -80,7 +64,7 @@ static void on_debug_tensor(const char *name, int layer, const float *data, int 
     int64_t numel = 1, ref_numel = 0;
     for (int i = 0; i < ndim; i++)
         numel *= shape[i];
-    float *want = ref_tensor(cap->ref, key, &ref_numel);
+    float *want = test_ref_tensor(cap->ref, key, &ref_numel);
     if (!want)
         return;
     cap->compared++;
@@ -116,7 +100,7 @@ static void check_tokenizer(const moire_model *model, const st_file *ref, JsonOb
         char key[32], label[160];
         snprintf(key, sizeof key, "tok.%d", j);
         int64_t numel;
-        float *want = ref_tensor(ref, key, &numel);
+        float *want = test_ref_tensor(ref, key, &numel);
         CHECK(want && numel == L, "%s missing", key);
         if (!want || numel != L) {
             free(want);
@@ -139,11 +123,11 @@ static void check_forward_case(moire_ctx *ctx, const moire_model *model, const s
     int64_t nx, nt, nout;
     snprintf(name, sizeof name, "%s.input", prefix);
     const st_tensor *xt = st_find(ref, name);
-    float *x = ref_tensor(ref, name, &nx);
+    float *x = test_ref_tensor(ref, name, &nx);
     snprintf(name, sizeof name, "%s.t", prefix);
-    float *t = ref_tensor(ref, name, &nt);
+    float *t = test_ref_tensor(ref, name, &nt);
     snprintf(name, sizeof name, "%s.output", prefix);
-    float *want = ref_tensor(ref, name, &nout);
+    float *want = test_ref_tensor(ref, name, &nout);
     snprintf(name, sizeof name, "%s_prompts", prefix);
     int prompt_count;
     const char **prompts = string_array(root, name, &prompt_count);
@@ -193,15 +177,15 @@ static void check_routing_cases(moire_ctx *ctx, const st_file *ref, JsonObject *
         int64_t nh, nw, ntok, ngate, nscore;
         snprintf(name, sizeof name, "%s.h", key);
         const st_tensor *ht = st_find(ref, name);
-        float *h = ref_tensor(ref, name, &nh);
+        float *h = test_ref_tensor(ref, name, &nh);
         snprintf(name, sizeof name, "%s.w", key);
-        float *w = ref_tensor(ref, name, &nw);
+        float *w = test_ref_tensor(ref, name, &nw);
         snprintf(name, sizeof name, "%s.tokens", key);
-        float *want_tokens = ref_tensor(ref, name, &ntok);
+        float *want_tokens = test_ref_tensor(ref, name, &ntok);
         snprintf(name, sizeof name, "%s.gates", key);
-        float *want_gates = ref_tensor(ref, name, &ngate);
+        float *want_gates = test_ref_tensor(ref, name, &ngate);
         snprintf(name, sizeof name, "%s.scores", key);
-        float *want_scores = ref_tensor(ref, name, &nscore);
+        float *want_scores = test_ref_tensor(ref, name, &nscore);
         CHECK(h && w && want_tokens && want_gates && want_scores && ht, "%s incomplete", key);
         if (!(h && w && want_tokens && want_gates && want_scores && ht))
             continue;
@@ -251,7 +235,7 @@ static void check_sampler_cases(moire_ctx *ctx, const moire_model *model, const 
         JsonArray *seeds = json_object_get_array_member(c, "seeds");
         const int n = (int)json_array_get_length(seeds);
         int64_t numel;
-        float *want = ref_tensor(ref, json_object_get_string_member(c, "key"), &numel);
+        float *want = test_ref_tensor(ref, json_object_get_string_member(c, "key"), &numel);
         float *got = calloc((size_t)numel, sizeof(float));
         moire_generate_params params = moire_generate_params_default();
         CHECK(moire_sampler_from_name(sampler, &params.sampler) == MOIRE_OK, "%s", sampler);

@@ -90,3 +90,20 @@ const char *test_tmp_dir(void)
     }
     return dir;
 }
+
+float *test_ref_tensor(const st_file *ref, const char *name, int64_t *numel)
+{
+    const st_tensor *t = st_find(ref, name);
+    if (!t)
+        return NULL;
+    float *data = malloc((size_t)t->numel * sizeof(float));
+    if (t->dtype == ST_I32) {
+        for (int64_t i = 0; i < t->numel; i++)
+            data[i] = (float)((const int32_t *)t->data)[i];
+    } else {
+        st_convert_to_f32(data, t->data, t->dtype, t->numel);
+    }
+    if (numel)
+        *numel = t->numel;
+    return data;
+}

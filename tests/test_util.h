@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "safetensors.h"
+
 extern int test_failures;
 extern int test_checks;
 
@@ -35,5 +37,10 @@ int test_finish(const char *test_name);
 const char *test_data_path(const char *relative);
 /* A fresh temporary directory for this test (created once). */
 const char *test_tmp_dir(void);
+
+/* A reference tensor from a golden file as fp32 (F32/F16/BF16 converted, I32 ids as floats);
+ * NULL when the file has no tensor of that name. *numel (may be NULL) receives its size.
+ * Caller frees. */
+float *test_ref_tensor(const st_file *ref, const char *name, int64_t *numel);
 
 #endif

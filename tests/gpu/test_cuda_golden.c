@@ -21,22 +21,6 @@ typedef struct capture {
     int compared;
 } capture;
 
-static float *ref_tensor(const st_file *ref, const char *name, int64_t *numel)
-{
-    const st_tensor *t = st_find(ref, name);
-    if (!t)
-        return NULL;
-    float *data = malloc((size_t)t->numel * sizeof(float));
-    if (t->dtype == ST_I32) {
-        for (int64_t i = 0; i < t->numel; i++)
-            data[i] = (float)((const int32_t *)t->data)[i];
-    } else {
-        st_convert_to_f32(data, t->data, t->dtype, t->numel);
-    }
-    *numel = t->numel;
-    return data;
-}
-
 static void on_debug_tensor(const char *name, int layer, const float *data, int ndim,
                             const int64_t *shape, void *user_data)
 {
@@ -49,7 +33,7 @@ static void on_debug_tensor(const char *name, int layer, const float *data, int 
     int64_t numel = 1, ref_numel = 0;
     for (int i = 0; i < ndim; i++)
         numel *= shape[i];
-    float *want = ref_tensor(cap->ref, key, &ref_numel);
+    float *want = test_ref_tensor(cap->ref, key, &ref_numel);
     if (!want)
         return;
     cap->compared++;
@@ -91,14 +75,14 @@ static void check_model(moire_ctx *cpu, moire_ctx *gpu, const char *name)
         char key[32];
         int64_t nx, nt, ny, nout;
         snprintf(key, sizeof key, "%s.input", prefix);
-        float *x = ref_tensor(ref, key, &nx);
+        float *x = test_ref_tensor(ref, key, &nx);
         const st_tensor *xt = st_find(ref, key);
         snprintf(key, sizeof key, "%s.t", prefix);
-        float *t = ref_tensor(ref, key, &nt);
+        float *t = test_ref_tensor(ref, key, &nt);
         snprintf(key, sizeof key, "%s.y", prefix);
-        float *yf = ref_tensor(ref, key, &ny);
+        float *yf = test_ref_tensor(ref, key, &ny);
         snprintf(key, sizeof key, "%s.output", prefix);
-        float *want = ref_tensor(ref, key, &nout);
+        float *want = test_ref_tensor(ref, key, &nout);
         CHECK(x && t && yf && want && xt, "%s: reference case %s incomplete", name, prefix);
         if (x && t && yf && want && xt) {
             const int n = (int)xt->shape[0], h = (int)xt->shape[2], w = (int)xt->shape[3];
