@@ -480,6 +480,49 @@ moire_status moire_routing_map_render(const moire_routing_map *map, int image, i
                                       moire_routing_view view, int tile_width, int tile_height,
                                       moire_image **out_image);
 
+/* ------------------------------------------------------------------------------------------
+ * Image classifier and FID (the measurements of `moire eval`)
+ *
+ * A small CNN (tools/golden/classifier_ref.py is its spec; tools/train/train_classifier.py
+ * trains one): 3×3 conv + ReLU + 2×2 average-pool stages, then fc1 + ReLU = the features, fc2
+ * = one logit per class. Its features are the space FID is measured in, its argmax judges
+ * whether an image shows the prompted class. The .safetensors file also carries the
+ * reference statistics (mean and covariance of the training images' features) and the class
+ * names (the prompts) in metadata "moire.classifier".
+ *
+ * A moire_classifier is immutable once loaded and may be shared by threads. Runs use OpenMP
+ * threads over the images (OMP_NUM_THREADS); the network is ~11 M MACs per 32×32 image.
+ * ---------------------------------------------------------------------------------------- */
+
+typedef struct moire_classifier moire_classifier;
+
+/* Loads and checks a classifier file: F32/F16/BF16 weights, shapes consistent with the
+ * metadata and with each other, finite values, the FID statistics present. */
+moire_status moire_classifier_load(const char *path, moire_classifier **out_classifier);
+void         moire_classifier_free(moire_classifier *classifier);
+
+int moire_classifier_input_size(const moire_classifier *classifier);  /* S: images are S×S  */
+int moire_classifier_in_channels(const moire_classifier *classifier); /* 3 (RGB) or 4 (RGBA) */
+int moire_classifier_feature_dim(const moire_classifier *classifier); /* D                   */
+int moire_classifier_num_classes(const moire_classifier *classifier); /* K                   */
+/* The prompt of class `index` (0..K−1), or NULL when out of range. */
+const char *moire_classifier_class_name(const moire_classifier *classifier, int index);
+/* The class whose name equals `prompt`, ignoring case and surrounding spaces; −1 if none. */
+int moire_classifier_find_class(const moire_classifier *classifier, const char *prompt);
+
+/* Classifies `count` images of input_size × input_size (the caller resizes), 3 or 4
+ * channels: a 3-channel image gets alpha 255 when the classifier takes RGBA, a 4-channel one
+ * gives its RGB to an RGB classifier. Pixels map to [-1, 1] as v / 127.5 − 1.
+ * features [count, D] and logits [count, K] may each be NULL. */
+moire_status moire_classifier_run(const moire_classifier *classifier,
+                                  const moire_image *const *images, int count, float *features,
+                                  float *logits);
+
+/* FID: the Fréchet distance between the Gaussian of features [count, D] (mean and unbiased
+ * covariance; count >= 2) and the file's reference statistics, in double precision. */
+moire_status moire_classifier_fid(const moire_classifier *classifier, const float *features,
+                                  int count, double *out_fid);
+
 #ifdef __cplusplus
 }
 #endif

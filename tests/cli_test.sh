@@ -4,9 +4,10 @@
 # status and no output file).
 #
 # Usage: tests/cli_test.sh path/to/moire
-# Uses tests/golden/tiny_qkv.safetensors (DDPM, latent, 10 named classes) and
-# tests/golden/tiny_qknorm.safetensors (rectified flow). Needs python3 (standard library only)
-# to craft .npy files and broken models.
+# Uses tests/golden/tiny_qkv.safetensors (DDPM, latent, 10 named classes),
+# tests/golden/tiny_qknorm.safetensors (rectified flow), and for `moire eval`
+# tests/golden/tiny_ecdit.safetensors with tests/golden/classifier_tiny.safetensors. Needs
+# python3 (standard library only) to craft .npy files and broken models.
 set -u
 
 MOIRE=${1:?usage: cli_test.sh path/to/moire}
@@ -279,6 +280,67 @@ expect_fail "dmcmc img2img" "img2img and inpainting need" opt.png \
 expect_fail "unknown dmcmc integrator" "rk45" opt.png \
     "$MOIRE" generate --model "$QKV" --prompt goldfish --sampler dmcmc --dmcmc-integrator rk45 \
     --output opt.png
+
+
+# ---- eval: FID and prompt adherence against an image classifier ------------------------
+# tiny_ecdit (RGBA 16x16 text model) with tests/golden/classifier_tiny.safetensors (random
+# weights: the FID and adherence values mean nothing; the run, its fields and files do).
+ECDIT=$DATA/golden/tiny_ecdit.safetensors
+CLS=$DATA/golden/classifier_tiny.safetensors
+EV=("$MOIRE" eval --model "$ECDIT" --classifier "$CLS" --quiet)
+check "help eval" bash -c "'$MOIRE' help eval | grep -q -- '--classifier'"
+cp "$ECDIT" lonely.safetensors
+expect_fail "eval: no classifier beside the model" "lonely-features\.safetensors does not exist" ev.json \
+    env MOIRE_CLASSIFIER= "$MOIRE" eval --model lonely.safetensors --json ev.json
+expect_fail "eval: classifier file missing" "nope\.safetensors.*cannot open" ev.json \
+    "$MOIRE" eval --model "$ECDIT" --classifier nope.safetensors --json ev.json
+expect_fail "eval: a model as the classifier" "no \"moire.classifier\" metadata" ev.json \
+    "$MOIRE" eval --model "$ECDIT" --classifier "$ECDIT" --json ev.json
+expect_fail "eval: classes a class model lacks" "class 'red apple' .* is not a class of" ev.json \
+    "$MOIRE" eval --model "$QKV" --classifier "$CLS" --json ev.json
+expect_fail "eval: --images 1" "images: 1 is out of range" ev.json "${EV[@]}" --images 1 --json ev.json
+expect_fail "eval: --images not a number" "not a whole number" ev.json "${EV[@]}" --images many --json ev.json
+expect_fail "eval: unknown option" "unknown option '--output'" ev.json "${EV[@]}" --output x.png --json ev.json
+expect_fail "eval: unknown sampler" "unknown sampler" ev.json "${EV[@]}" --sampler magic --json ev.json
+expect_fail "eval: dmcmc option without dmcmc" "apply to --sampler dmcmc" ev.json "${EV[@]}" --dmcmc-skip 2 --json ev.json
+expect_fail "eval: --json in a missing directory" "does not exist" /nonexistent/ev.json "${EV[@]}" --json /nonexistent/ev.json
+
+"${EV[@]}" --images 7 --steps 2 --seed 3 --json ev.json --save-grid grid.png >evout.txt 2>everr.txt
+check "eval exits 0" test $? -eq 0
+check "eval prints the FID" grep -qE '^FID: +[0-9]+\.[0-9]+$' evout.txt
+check "eval prints top-1 and top-5" bash -c "grep -qE '^top-1: .*\(.* of 7\)$' evout.txt && grep -qE '^top-5: .*\(.* of 7\)$' evout.txt"
+check "eval: NFE per image = rf-euler steps" grep -q '^NFE per image:  2 ' evout.txt
+check "eval prints seconds per image" grep -qE '^time: .* s per image' evout.txt
+check "eval JSON holds the results" python3 -c "
+import json, math
+d = json.load(open('ev.json'))
+assert d['images'] == 7 and d['seed'] == 3 and d['classes'] == 5 and d['steps'] == 2
+assert d['sampler'] == 'rf-euler' and d['nfe_per_image'] == 2
+assert math.isfinite(d['fid']) and 0 <= d['top1'] <= d['top5'] <= 1 and d['seconds_per_image'] > 0"
+check "eval JSON left no temporary file" bash -c '! ls ev.json.* >/dev/null 2>&1'
+check "eval grid: 7 cells of 16x16 in one row" python3 -c "
+import struct
+d = open('grid.png', 'rb').read()
+assert d[:8] == b'\x89PNG\r\n\x1a\n' and struct.unpack('>II', d[16:24]) == (112, 16)"
+"${EV[@]}" --images 7 --steps 2 --seed 3 --batch 1 >evout1.txt 2>&1
+check "eval: --batch 1 gives the same results" bash -c "diff <(grep -E '^(FID|top)' evout.txt) <(grep -E '^(FID|top)' evout1.txt)"
+cp "$CLS" lonely-features.safetensors
+env MOIRE_CLASSIFIER= "$MOIRE" eval --model lonely.safetensors --images 2 --steps 1 --quiet >evout2.txt 2>&1
+check "eval: the classifier beside the model by default" grep -q 'lonely-features.safetensors' evout2.txt
+MOIRE_CLASSIFIER="$CLS" "$MOIRE" eval --model "$ECDIT" --images 2 --steps 1 --quiet >evout3.txt 2>&1
+check "eval: MOIRE_CLASSIFIER" grep -q "classifier: *$CLS" evout3.txt
+"${EV[@]}" --images 3 --steps 3 --sampler heun >evout4.txt 2>&1
+check "eval: heun NFE per image = 2 steps - 1" grep -q '^NFE per image:  5 ' evout4.txt
+"${EV[@]}" --images 2 --steps 2 --sampler dmcmc --dmcmc-skip 2 --dmcmc-burn-in 1 >evout5.txt 2>&1
+check "eval: dmcmc NFE per image as generate reports it" grep -q '^NFE per image:  5 (skip 2 + dpm++2m 2 + Tweedie 1' evout5.txt
+"$MOIRE" eval --model "$ECDIT" --classifier "$CLS" --images 1000 --steps 1000 --json int.json \
+    >/dev/null 2>evint.txt &
+pid=$!
+sleep 2
+kill -INT $pid
+wait $pid
+rc=$?
+check "eval: Ctrl-C → exit 130, nothing written" bash -c "[ $rc -eq 130 ] && [ ! -e int.json ] && grep -q interrupted evint.txt"
 
 
 # ---- default model look-up -------------------------------------------------------------

@@ -16,6 +16,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -71,6 +72,7 @@ static const char usage_main[] =
     "  convert    write a PyTorch checkpoint (.pt) as a safetensors model file\n"
     "  forward    run one model evaluation on a .npy tensor (for checking numerics)\n"
     "  bench      time random-weight models of the released geometries (ms per step)\n"
+    "  eval       measure a model: FID and prompt adherence against an image classifier\n"
     "  help CMD   show the options of a command\n"
     "\n"
     "Options:\n"
@@ -185,6 +187,40 @@ static const char usage_convert[] =
     "Any command also loads a .pt directly; converting once makes later loads faster and\n"
     "keeps the class names with the model.\n";
 
+static const char usage_eval[] =
+    "Usage: moire eval [--model FILE] [--classifier FILE] [--images N] [--seed S] [OPTIONS]\n"
+    "\n"
+    "Measures a model against an image classifier: generates N images spread evenly over\n"
+    "the classifier's classes (a class's name is the prompt) and reports the FID of their\n"
+    "classifier features against the classifier's reference statistics, prompt adherence\n"
+    "(how often the prompted class is the classifier's top 1, and among its top 5), the\n"
+    "model evaluations (NFE) per image and the seconds per image. A classifier with random\n"
+    "weights gives meaningless numbers; tools/train/train_classifier.py trains one.\n"
+    "\n"
+    "  --model FILE        the model; default: $MOIRE_MODEL, else the embedded model\n"
+    "  --classifier FILE   the classifier (.safetensors); default: $MOIRE_CLASSIFIER, else\n"
+    "                      MODEL-features.safetensors next to the model file\n"
+    "  --images N          images to make (default 100; at least 2 for the FID). Image j\n"
+    "                      prompts class floor(j*K/N) of the K classes: one class each when\n"
+    "                      N <= K, else runs of about N/K consecutive images per class\n"
+    "  --seed S            image j uses seed S + j (default 0; -1 = a random S)\n"
+    "  --batch B           images generated together within a class's run (default 8)\n"
+    "  --sampler, --steps, --cfg, --cfg-mode, --schedule, --eta, --dmcmc-eta, --dmcmc-skip,\n"
+    "  --dmcmc-integrator, --dmcmc-burn-in\n"
+    "                      as for 'moire generate' (default: the model's settings)\n"
+    "  --threads N         CPU threads (default 0 = all cores)\n"
+    "  --device DEV        auto (default), cpu or cuda\n"
+    "  --json FILE         also write the results as one JSON object\n"
+    "  --save-grid FILE.png\n"
+    "                      the images as a grid to look at: 10 columns, cells as generated\n"
+    "                      (the first 400 images)\n"
+    "  --quiet             no progress on stderr\n"
+    "\n"
+    "The summary goes to stdout. Images of another size than the classifier's input are\n"
+    "resized (area average). A CFG step counts as one evaluation (the conditional and\n"
+    "unconditional halves run as one batch). Ctrl-C stops the run (exit status 130) and\n"
+    "writes nothing.\n";
+
 static int print_help(const char *command)
 {
     if (!command) {
@@ -201,11 +237,13 @@ static int print_help(const char *command)
         fputs(usage_convert, stdout);
     else if (strcmp(command, "bench") == 0)
         fputs(usage_bench, stdout);
+    else if (strcmp(command, "eval") == 0)
+        fputs(usage_eval, stdout);
     else if (strcmp(command, "help") == 0)
         fputs(usage_main, stdout);
     else {
-        error_line("unknown command '%s'; the commands are generate, info, forward and "
-                   "convert (see 'moire --help')",
+        error_line("unknown command '%s'; the commands are generate, info, forward, convert, "
+                   "bench and eval (see 'moire --help')",
                    command);
         return EXIT_USAGE;
     }
@@ -366,13 +404,14 @@ static int parse_device(const char *text, moire_device *out)
  * Files
  * ---------------------------------------------------------------------------------------- */
 
-/* Checks, before any long computation, that `path` can be created: its directory exists and
- * is writable, and the path is not a directory. Returns 0 or EXIT_ERROR (message printed). */
-static int check_output_path(const char *path)
+/* Checks, before any long computation, that `path` (given with `option`, for the messages)
+ * can be created: its directory exists and is writable, and the path is not a directory.
+ * Returns 0 or EXIT_ERROR (message printed). */
+static int check_output_path(const char *option, const char *path)
 {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        error_line("%s is a directory; give a file name for --output, e.g. %s/out.png", path,
+        error_line("%s is a directory; give a file name for %s, e.g. %s/out.png", path, option,
                    path);
         return EXIT_ERROR;
     }
@@ -391,16 +430,16 @@ static int check_output_path(const char *path)
     int result = 0;
     if (stat(dir, &st) != 0) {
         error_line("cannot write %s: the directory %s does not exist (%s); create it first or "
-                   "choose another --output",
-                   path, dir, strerror(errno));
+                   "choose another %s",
+                   path, dir, strerror(errno), option);
         result = EXIT_ERROR;
     } else if (!S_ISDIR(st.st_mode)) {
         error_line("cannot write %s: %s is not a directory", path, dir);
         result = EXIT_ERROR;
     } else if (access(dir, W_OK | X_OK) != 0) {
         error_line("cannot write %s: the directory %s is not writable (%s); choose another "
-                   "--output",
-                   path, dir, strerror(errno));
+                   "%s",
+                   path, dir, strerror(errno), option);
         result = EXIT_ERROR;
     }
     free(dir);
@@ -487,7 +526,7 @@ static const char *find_default_model(char *searched, size_t searched_size)
         }
         closedir(dir);
         if (best[0]) {
-            snprintf(found, sizeof found, "%s/%s", dirs[d], best);
+            snprintf(found, sizeof found, "%.4095s/%.1023s", dirs[d], best);
             return found;
         }
     }
@@ -526,6 +565,103 @@ static void install_sigint(moire_ctx *ctx)
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESETHAND; /* a second Ctrl-C kills at once */
     sigaction(SIGINT, &action, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Sampler options (generate and eval)
+ * ---------------------------------------------------------------------------------------- */
+
+/* The texts of the sampler options, as parse_options leaves them (NULL = not given). */
+typedef struct sampler_options {
+    const char *steps, *cfg, *cfg_mode, *sampler, *schedule, *eta;
+    const char *dmcmc_eta, *dmcmc_skip, *dmcmc_integrator, *dmcmc_burn_in;
+} sampler_options;
+
+/* Their option_spec entries, for a command's spec table. */
+#define SAMPLER_OPTION_SPECS(o)                                                              \
+    {"steps", true, &(o).steps}, {"cfg", true, &(o).cfg}, {"cfg-mode", true, &(o).cfg_mode}, \
+        {"sampler", true, &(o).sampler}, {"schedule", true, &(o).schedule},                 \
+        {"eta", true, &(o).eta}, {"dmcmc-eta", true, &(o).dmcmc_eta},                       \
+        {"dmcmc-skip", true, &(o).dmcmc_skip},                                              \
+        {"dmcmc-integrator", true, &(o).dmcmc_integrator},                                  \
+        {"dmcmc-burn-in", true, &(o).dmcmc_burn_in}
+
+/* Applies the sampler options of `command` to params. `stream` (generate --stream) implies
+ * the DMCMC sampler. For DMCMC, *dmcmc receives its settings (--steps are the integrator's) and
+ * params->dmcmc points to it, so it must live as long as params. Returns 0 or EXIT_USAGE
+ * (message printed). */
+static int apply_sampler_options(const char *command, const sampler_options *o, bool stream,
+                                 moire_generate_params *params, moire_dmcmc_params *dmcmc)
+{
+    int rc;
+    if (o->steps && (rc = parse_int("steps", o->steps, 1, 10000, &params->steps)))
+        return rc;
+    if (o->cfg && (rc = parse_float("cfg", o->cfg, 0.0, 100.0, false, &params->cfg_scale)))
+        return rc;
+    if (o->cfg_mode) {
+        if (strcmp(o->cfg_mode, "default") == 0)
+            params->cfg_mode = MOIRE_CFG_DEFAULT;
+        else if (strcmp(o->cfg_mode, "all") == 0)
+            params->cfg_mode = MOIRE_CFG_ALL_CHANNELS;
+        else if (strcmp(o->cfg_mode, "first3") == 0)
+            params->cfg_mode = MOIRE_CFG_FIRST_THREE;
+        else {
+            error_line("--cfg-mode: unknown mode '%s'; use default, all or first3", o->cfg_mode);
+            return EXIT_USAGE;
+        }
+    }
+    if (o->sampler && strcmp(o->sampler, "default") != 0 &&
+        moire_sampler_from_name(o->sampler, &params->sampler) != MOIRE_OK) {
+        engine_error("--sampler");
+        return EXIT_USAGE;
+    }
+    if (o->schedule && moire_schedule_from_name(o->schedule, &params->schedule) != MOIRE_OK) {
+        engine_error("--schedule");
+        return EXIT_USAGE;
+    }
+    if (o->eta && (rc = parse_float("eta", o->eta, 0.0, 1000.0, false, &params->eta)))
+        return rc;
+    /* DMCMC (docs/DMCMC.md): --stream implies it; its --steps are the integrator's. */
+    *dmcmc = moire_dmcmc_params_default();
+    if (stream) {
+        if (o->sampler && params->sampler != MOIRE_SAMPLER_DMCMC) {
+            error_line("--stream runs persistent DMCMC chains; leave out --sampler or use "
+                       "--sampler dmcmc");
+            return EXIT_USAGE;
+        }
+        params->sampler = MOIRE_SAMPLER_DMCMC;
+    }
+    const bool dmcmc_options = o->dmcmc_eta || o->dmcmc_skip || o->dmcmc_integrator ||
+                               o->dmcmc_burn_in;
+    if (dmcmc_options && params->sampler != MOIRE_SAMPLER_DMCMC) {
+        error_line("the --dmcmc-* options apply to --sampler dmcmc%s",
+                   strcmp(command, "generate") == 0 ? " (or --stream N)" : "");
+        return EXIT_USAGE;
+    }
+    if (params->sampler != MOIRE_SAMPLER_DMCMC)
+        return 0;
+    if (o->dmcmc_eta && (rc = parse_float("dmcmc-eta", o->dmcmc_eta, 0.0, 10.0, true, &dmcmc->eta)))
+        return rc;
+    if (o->dmcmc_skip && (rc = parse_int("dmcmc-skip", o->dmcmc_skip, 1, 1000, &dmcmc->skip)))
+        return rc;
+    if (o->dmcmc_burn_in &&
+        (rc = parse_int("dmcmc-burn-in", o->dmcmc_burn_in, 0, 10000, &dmcmc->burn_in)))
+        return rc;
+    if (o->dmcmc_integrator &&
+        moire_dmcmc_integrator_from_name(o->dmcmc_integrator, &dmcmc->integrator) != MOIRE_OK) {
+        engine_error("--dmcmc-integrator");
+        return EXIT_USAGE;
+    }
+    if (params->steps > 0) {
+        if (params->steps > 1000) {
+            error_line("--steps %d: the DMCMC integrator takes 1..1000 steps (5 is usual)",
+                       params->steps);
+            return EXIT_USAGE;
+        }
+        dmcmc->integrator_steps = params->steps;
+    }
+    params->dmcmc = dmcmc;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -656,29 +792,22 @@ static int write_routing_map(const moire_routing_map *map, int index, int count,
 static int cmd_generate(int argc, char **argv)
 {
     const char *model_path = NULL, *prompt = NULL, *class_text = NULL, *negative = NULL,
-               *seed_text = NULL, *steps_text = NULL, *cfg_text = NULL, *cfg_mode_text = NULL,
-               *sampler_text = NULL, *schedule_text = NULL, *eta_text = NULL,
-               *width_text = NULL, *height_text = NULL, *batch_text = NULL, *init_path = NULL,
-               *strength_text = NULL, *mask_path = NULL, *threads_text = NULL, *vae_path = NULL,
-               *device_text = NULL, *output = NULL, *quiet = NULL, *routing_path = NULL,
-               *dmcmc_eta_text = NULL, *dmcmc_skip_text = NULL, *dmcmc_integrator_text = NULL,
-               *dmcmc_burn_in_text = NULL, *stream_text = NULL;
+               *seed_text = NULL, *width_text = NULL, *height_text = NULL, *batch_text = NULL,
+               *init_path = NULL, *strength_text = NULL, *mask_path = NULL,
+               *threads_text = NULL, *vae_path = NULL, *device_text = NULL, *output = NULL,
+               *quiet = NULL, *routing_path = NULL, *stream_text = NULL;
+    sampler_options sampling = {0};
     const option_spec specs[] = {
         {"model", true, &model_path},        {"prompt", true, &prompt},
         {"class", true, &class_text},        {"negative", true, &negative},
-        {"seed", true, &seed_text},          {"steps", true, &steps_text},
-        {"cfg", true, &cfg_text},            {"cfg-mode", true, &cfg_mode_text},
-        {"sampler", true, &sampler_text},    {"schedule", true, &schedule_text},
-        {"eta", true, &eta_text},            {"width", true, &width_text},
-        {"height", true, &height_text},      {"batch", true, &batch_text},
-        {"init", true, &init_path},          {"strength", true, &strength_text},
-        {"mask", true, &mask_path},          {"threads", true, &threads_text},
-        {"vae", true, &vae_path},
+        {"seed", true, &seed_text},          SAMPLER_OPTION_SPECS(sampling),
+        {"width", true, &width_text},        {"height", true, &height_text},
+        {"batch", true, &batch_text},        {"init", true, &init_path},
+        {"strength", true, &strength_text},  {"mask", true, &mask_path},
+        {"threads", true, &threads_text},    {"vae", true, &vae_path},
         {"device", true, &device_text},      {"output", true, &output},
         {"quiet", false, &quiet},            {"routing-map", true, &routing_path},
-        {"dmcmc-eta", true, &dmcmc_eta_text}, {"dmcmc-skip", true, &dmcmc_skip_text},
-        {"dmcmc-integrator", true, &dmcmc_integrator_text},
-        {"dmcmc-burn-in", true, &dmcmc_burn_in_text}, {"stream", true, &stream_text},
+        {"stream", true, &stream_text},
     };
     int rc = parse_options("generate", argc, argv, 2, specs, (int)(sizeof specs / sizeof *specs));
     if (rc)
@@ -718,79 +847,14 @@ static int cmd_generate(int argc, char **argv)
         return rc;
     if (seed_text && (rc = parse_seed(seed_text, &params.seed)))
         return rc;
-    if (steps_text && (rc = parse_int("steps", steps_text, 1, 10000, &params.steps)))
-        return rc;
-    if (cfg_text && (rc = parse_float("cfg", cfg_text, 0.0, 100.0, false, &params.cfg_scale)))
-        return rc;
-    if (cfg_mode_text) {
-        if (strcmp(cfg_mode_text, "default") == 0)
-            params.cfg_mode = MOIRE_CFG_DEFAULT;
-        else if (strcmp(cfg_mode_text, "all") == 0)
-            params.cfg_mode = MOIRE_CFG_ALL_CHANNELS;
-        else if (strcmp(cfg_mode_text, "first3") == 0)
-            params.cfg_mode = MOIRE_CFG_FIRST_THREE;
-        else {
-            error_line("--cfg-mode: unknown mode '%s'; use default, all or first3",
-                       cfg_mode_text);
-            return EXIT_USAGE;
-        }
-    }
-    if (sampler_text && strcmp(sampler_text, "default") != 0 &&
-        moire_sampler_from_name(sampler_text, &params.sampler) != MOIRE_OK) {
-        engine_error("--sampler");
-        return EXIT_USAGE;
-    }
-    if (schedule_text && moire_schedule_from_name(schedule_text, &params.schedule) != MOIRE_OK) {
-        engine_error("--schedule");
-        return EXIT_USAGE;
-    }
-    if (eta_text && (rc = parse_float("eta", eta_text, 0.0, 1000.0, false, &params.eta)))
-        return rc;
-    /* DMCMC (docs/DMCMC.md): --stream implies it; its --steps are the integrator's. */
-    moire_dmcmc_params dmcmc = moire_dmcmc_params_default();
+    /* DMCMC (docs/DMCMC.md): --stream implies it. */
+    moire_dmcmc_params dmcmc;
     int stream_rounds = 0;
-    if (stream_text) {
-        if ((rc = parse_int("stream", stream_text, 1, 100000, &stream_rounds)))
-            return rc;
-        if (sampler_text && params.sampler != MOIRE_SAMPLER_DMCMC) {
-            error_line("--stream runs persistent DMCMC chains; leave out --sampler or use "
-                       "--sampler dmcmc");
-            return EXIT_USAGE;
-        }
-        params.sampler = MOIRE_SAMPLER_DMCMC;
-    }
-    const bool dmcmc_options = dmcmc_eta_text || dmcmc_skip_text || dmcmc_integrator_text ||
-                               dmcmc_burn_in_text;
-    if (dmcmc_options && params.sampler != MOIRE_SAMPLER_DMCMC) {
-        error_line("the --dmcmc-* options apply to --sampler dmcmc (or --stream N)");
-        return EXIT_USAGE;
-    }
-    if (params.sampler == MOIRE_SAMPLER_DMCMC) {
-        if (dmcmc_eta_text &&
-            (rc = parse_float("dmcmc-eta", dmcmc_eta_text, 0.0, 10.0, true, &dmcmc.eta)))
-            return rc;
-        if (dmcmc_skip_text &&
-            (rc = parse_int("dmcmc-skip", dmcmc_skip_text, 1, 1000, &dmcmc.skip)))
-            return rc;
-        if (dmcmc_burn_in_text &&
-            (rc = parse_int("dmcmc-burn-in", dmcmc_burn_in_text, 0, 10000, &dmcmc.burn_in)))
-            return rc;
-        if (dmcmc_integrator_text &&
-            moire_dmcmc_integrator_from_name(dmcmc_integrator_text, &dmcmc.integrator) !=
-                MOIRE_OK) {
-            engine_error("--dmcmc-integrator");
-            return EXIT_USAGE;
-        }
-        if (params.steps > 0) {
-            if (params.steps > 1000) {
-                error_line("--steps %d: the DMCMC integrator takes 1..1000 steps (5 is usual)",
-                           params.steps);
-                return EXIT_USAGE;
-            }
-            dmcmc.integrator_steps = params.steps;
-        }
-        params.dmcmc = &dmcmc;
-    }
+    if (stream_text && (rc = parse_int("stream", stream_text, 1, 100000, &stream_rounds)))
+        return rc;
+    if ((rc = apply_sampler_options("generate", &sampling, stream_text != NULL, &params,
+                                    &dmcmc)))
+        return rc;
     if (width_text && (rc = parse_int("width", width_text, 1, 32768, &params.width)))
         return rc;
     if (height_text && (rc = parse_int("height", height_text, 1, 32768, &params.height)))
@@ -846,9 +910,9 @@ static int cmd_generate(int argc, char **argv)
         }
     }
     if (!rc)
-        rc = check_output_path(paths[0]);
+        rc = check_output_path("--output", paths[0]);
     if (!rc && routing_path)
-        rc = check_output_path(routing_path);
+        rc = check_output_path("--routing-map", routing_path);
     moire_routing_map *routing_map = NULL;
     if (routing_path)
         params.routing_map = &routing_map;
@@ -1230,7 +1294,7 @@ static int cmd_forward(int argc, char **argv)
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
         return rc;
-    if ((rc = check_output_path(output)))
+    if ((rc = check_output_path("--output", output)))
         return rc;
 
     moire_npy x = {0};
@@ -1385,7 +1449,7 @@ static int cmd_convert(int argc, char **argv)
                    "OUT.safetensors");
         return EXIT_USAGE;
     }
-    if (check_output_path(paths[1]) != 0)
+    if (check_output_path("the output path", paths[1]) != 0)
         return EXIT_ERROR;
     pt_convert_report report;
     if (pt_convert(paths[0], paths[1], &report) != MOIRE_OK)
@@ -1562,6 +1626,520 @@ static int cmd_bench(int argc, char **argv)
     return failures ? EXIT_ERROR : 0;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * eval
+ * ---------------------------------------------------------------------------------------- */
+
+#define EVAL_DEFAULT_IMAGES 100
+#define EVAL_DEFAULT_BATCH  8   /* the engine's own chunk of images per sampling run */
+#define EVAL_GRID_COLUMNS   10
+#define EVAL_GRID_MAX       400 /* images kept for --save-grid                        */
+
+/* The classifier that belongs to a model: data/models/moire-emoji.safetensors →
+ * data/models/moire-emoji-features.safetensors. Caller frees. */
+static char *default_classifier_path(const char *model_path)
+{
+    const char *slash = strrchr(model_path, '/');
+    const char *dot = strrchr(model_path, '.');
+    if (!dot || (slash && dot < slash) || dot == (slash ? slash + 1 : model_path))
+        dot = model_path + strlen(model_path);
+    const size_t size = (size_t)(dot - model_path) + sizeof "-features.safetensors";
+    char *out = malloc(size);
+    if (out)
+        snprintf(out, size, "%.*s-features.safetensors", (int)(dot - model_path), model_path);
+    return out;
+}
+
+/* The class prompted for image j of n over k classes: spread over all of them, in runs of
+ * consecutive images. A run shares its prompt, so it is generated as one batch with seeds
+ * S + j, and the images do not depend on --batch. */
+static int eval_class_of(int j, int n, int k)
+{
+    return (int)((int64_t)j * k / n);
+}
+
+/* `src` resampled to size × size by area averaging: each output pixel is the mean of the
+ * source area it covers (partial pixels weighted), so a downscale keeps thin strokes. */
+static moire_image *resize_area(const moire_image *src, int size)
+{
+    moire_image *dst = moire_image_new(size, size, src->channels);
+    if (!dst)
+        return NULL;
+    const double step_x = (double)src->width / size, step_y = (double)src->height / size;
+    for (int y = 0; y < size; y++) {
+        const double y0 = y * step_y, y1 = y0 + step_y;
+        for (int x = 0; x < size; x++) {
+            const double x0 = x * step_x, x1 = x0 + step_x;
+            double sum[4] = {0, 0, 0, 0}, area = 0.0;
+            for (int py = (int)y0; py < src->height && py < y1; py++) {
+                const double wy = fmin(py + 1.0, y1) - fmax((double)py, y0);
+                for (int px = (int)x0; wy > 0.0 && px < src->width && px < x1; px++) {
+                    const double wx = fmin(px + 1.0, x1) - fmax((double)px, x0);
+                    if (wx <= 0.0)
+                        continue;
+                    const uint8_t *pixel =
+                        src->pixels + ((size_t)py * src->width + (size_t)px) * src->channels;
+                    for (int c = 0; c < src->channels && c < 4; c++)
+                        sum[c] += wx * wy * pixel[c];
+                    area += wx * wy;
+                }
+            }
+            uint8_t *out = dst->pixels + ((size_t)y * size + (size_t)x) * dst->channels;
+            for (int c = 0; c < dst->channels && c < 4; c++)
+                out[c] = (uint8_t)lround(area > 0.0 ? sum[c] / area : 0.0);
+        }
+    }
+    return dst;
+}
+
+/* Where the prompted class ranks among logits [k]: 0 = the classifier's top 1. Ties go to
+ * the lower index, as an argmax would. */
+static int class_rank(const float *logits, int k, int target)
+{
+    int rank = 0;
+    for (int i = 0; i < k; i++)
+        if (logits[i] > logits[target] || (logits[i] == logits[target] && i < target))
+            rank++;
+    return rank;
+}
+
+typedef struct eval_progress {
+    bool tty, quiet;
+    int done, total;  /* images finished before the current call; of the whole run */
+    int nfe;          /* the most evaluations an image of the current call has had */
+    bool drawn;       /* tty: a progress line is on screen                          */
+    double last_draw; /* elapsed_s of the last redraw                               */
+} eval_progress;
+
+static bool on_eval_progress(const moire_progress *p, void *user_data)
+{
+    eval_progress *state = user_data;
+    if (g_interrupted)
+        return false;
+    if (p->nfe > state->nfe)
+        state->nfe = p->nfe;
+    if (state->quiet || !state->tty || p->step_count <= 0)
+        return true;
+    if (state->drawn && p->step < p->step_count && p->elapsed_s - state->last_draw < 0.05)
+        return true;
+    state->last_draw = p->elapsed_s;
+    fprintf(stderr, "\rimages %d-%d of %d: step %d/%d\033[K", state->done + 1,
+            state->done + p->image_count, state->total, p->step, p->step_count);
+    state->drawn = true;
+    return true;
+}
+
+static void end_progress_line(eval_progress *state)
+{
+    if (state->drawn) {
+        fputs("\r\033[K", stderr);
+        state->drawn = false;
+    }
+}
+
+/* Engine messages as print_engine_log, but a warning that repeats the previous one is left
+ * out: eval calls moire_generate once per batch, and each call would say it again. */
+static void print_engine_log_once(moire_log_level level, const char *message, void *user_data)
+{
+    static char last[1024];
+    if (level >= MOIRE_LOG_WARNING && strncmp(message, last, sizeof last - 1) == 0)
+        return;
+    if (level >= MOIRE_LOG_WARNING)
+        snprintf(last, sizeof last, "%s", message);
+    print_engine_log(level, message, user_data);
+}
+
+/* `text` as a JSON string. */
+static void json_string(FILE *f, const char *text)
+{
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(f, "\\%c", *c);
+        else if (*c < 0x20)
+            fprintf(f, "\\u%04x", *c);
+        else
+            fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+/* The results of a run, for the summary and --json. */
+typedef struct eval_result {
+    const char *model, *classifier, *backend;
+    int images, classes, feature_dim;
+    uint64_t seed;
+    const char *sampler, *schedule;
+    int steps;
+    float cfg;
+    int nfe_per_image;
+    const moire_dmcmc_params *dmcmc; /* NULL unless the sampler is DMCMC */
+    double fid;
+    int top1, top5;                  /* images whose class was the top 1 / among the top 5 */
+    double seconds;
+} eval_result;
+
+/* Writes the results as one JSON object to a temporary file beside `path`, then renames it,
+ * so a reader never sees half a file. Returns 0 or EXIT_ERROR (message printed). */
+static int write_eval_json(const char *path, const eval_result *r)
+{
+    char tmp[8192];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    const int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        error_line("--json: cannot create %s: %s", tmp, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return EXIT_ERROR;
+    }
+    fprintf(f, "{\"model\": ");
+    json_string(f, r->model);
+    fprintf(f, ", \"classifier\": ");
+    json_string(f, r->classifier);
+    fprintf(f, ", \"images\": %d, \"classes\": %d, \"feature_dim\": %d, \"seed\": %" PRIu64
+               ", \"sampler\": ", r->images, r->classes, r->feature_dim, r->seed);
+    json_string(f, r->sampler);
+    fprintf(f, ", \"schedule\": ");
+    json_string(f, r->schedule);
+    fprintf(f, ", \"steps\": %d, \"cfg\": %.7g, \"nfe_per_image\": %d", r->steps, (double)r->cfg,
+            r->nfe_per_image);
+    if (r->dmcmc)
+        fprintf(f, ", \"dmcmc\": {\"eta\": %.7g, \"skip\": %d, \"integrator\": \"%s\", "
+                   "\"integrator_steps\": %d, \"burn_in\": %d}",
+                (double)r->dmcmc->eta, r->dmcmc->skip,
+                moire_dmcmc_integrator_name(r->dmcmc->integrator), r->dmcmc->integrator_steps,
+                r->dmcmc->burn_in);
+    fprintf(f, ", \"fid\": %.17g, \"top1\": %.17g, \"top5\": %.17g, \"top1_hits\": %d, "
+               "\"top5_hits\": %d, \"seconds_per_image\": %.6g, \"seconds\": %.6g, "
+               "\"backend\": ",
+            r->fid, (double)r->top1 / r->images, (double)r->top5 / r->images, r->top1, r->top5,
+            r->seconds / r->images, r->seconds);
+    json_string(f, r->backend);
+    fprintf(f, "}\n");
+    const bool written = fflush(f) == 0 && !ferror(f) && fsync(fd) == 0;
+    if (fclose(f) != 0 || !written || rename(tmp, path) != 0) {
+        error_line("--json: cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return EXIT_ERROR;
+    }
+    return 0;
+}
+
+/* The kept images as one PNG: EVAL_GRID_COLUMNS per row, each cell an image as generated,
+ * zero (transparent black) where the last row is not full. */
+static int write_eval_grid(const char *path, moire_image *const *images, int count)
+{
+    const int columns = count < EVAL_GRID_COLUMNS ? count : EVAL_GRID_COLUMNS;
+    const int rows = (count + columns - 1) / columns;
+    const int cell_w = images[0]->width, cell_h = images[0]->height;
+    const int channels = images[0]->channels;
+    moire_image *grid = moire_image_new(columns * cell_w, rows * cell_h, channels);
+    if (!grid) {
+        error_line("--save-grid: out of memory for a %dx%d grid", columns * cell_w,
+                   rows * cell_h);
+        return EXIT_ERROR;
+    }
+    memset(grid->pixels, 0, (size_t)grid->width * (size_t)grid->height * (size_t)channels);
+    for (int i = 0; i < count; i++) {
+        const moire_image *image = images[i];
+        const int x0 = (i % columns) * cell_w, y0 = (i / columns) * cell_h;
+        const int width = cell_w < image->width ? cell_w : image->width;
+        for (int y = 0; y < cell_h && y < image->height && image->channels == channels; y++)
+            memcpy(grid->pixels + ((size_t)(y0 + y) * grid->width + (size_t)x0) * channels,
+                   image->pixels + (size_t)y * image->width * channels,
+                   (size_t)width * channels);
+    }
+    int rc = 0;
+    if (moire_png_save(path, grid, NULL, NULL) != MOIRE_OK)
+        rc = engine_error("--save-grid");
+    moire_image_free(grid);
+    return rc;
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *model_path = NULL, *classifier_text = NULL, *images_text = NULL,
+               *seed_text = NULL, *batch_text = NULL, *threads_text = NULL,
+               *device_text = NULL, *json_path = NULL, *grid_path = NULL, *quiet = NULL;
+    sampler_options sampling = {0};
+    const option_spec specs[] = {
+        {"model", true, &model_path},     {"classifier", true, &classifier_text},
+        {"images", true, &images_text},   {"seed", true, &seed_text},
+        {"batch", true, &batch_text},     SAMPLER_OPTION_SPECS(sampling),
+        {"threads", true, &threads_text}, {"device", true, &device_text},
+        {"json", true, &json_path},       {"save-grid", true, &grid_path},
+        {"quiet", false, &quiet},
+    };
+    int rc = parse_options("eval", argc, argv, 2, specs, (int)(sizeof specs / sizeof *specs));
+    if (rc)
+        return rc;
+
+    /* 1. Everything that needs no file. */
+    if (!model_path) {
+        char searched[8192];
+        model_path = find_default_model(searched, sizeof searched);
+        if (!model_path) {
+            error_line("no --model given and no default model found (looked at $MOIRE_MODEL and "
+                       "in %s); give --model FILE (a .safetensors or .pt model)", searched);
+            return EXIT_USAGE;
+        }
+    }
+    int image_count = EVAL_DEFAULT_IMAGES, batch = EVAL_DEFAULT_BATCH;
+    if (images_text && (rc = parse_int("images", images_text, 2, 1000000, &image_count)))
+        return rc;
+    if (batch_text && (rc = parse_int("batch", batch_text, 1, 10000, &batch)))
+        return rc;
+    moire_generate_params params = moire_generate_params_default();
+    params.seed = 0;
+    if (seed_text && (rc = parse_seed(seed_text, &params.seed)))
+        return rc;
+    const uint64_t first_seed = params.seed;
+    moire_dmcmc_params dmcmc;
+    if ((rc = apply_sampler_options("eval", &sampling, false, &params, &dmcmc)))
+        return rc;
+    moire_ctx_params ctx_params = moire_ctx_params_default();
+    ctx_params.log = print_engine_log_once;
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+        return rc;
+    if ((rc = parse_device(device_text, &ctx_params.device)))
+        return rc;
+    if (json_path && (rc = check_output_path("--json", json_path)))
+        return rc;
+    if (grid_path && (rc = check_output_path("--save-grid", grid_path)))
+        return rc;
+
+    /* The classifier: --classifier, $MOIRE_CLASSIFIER, or the one beside the model. */
+    const char *env_classifier = getenv("MOIRE_CLASSIFIER");
+    const bool classifier_named = classifier_text || (env_classifier && env_classifier[0]);
+    char *classifier_path = classifier_text  ? strdup(classifier_text)
+                            : classifier_named ? strdup(env_classifier)
+                                               : default_classifier_path(model_path);
+    if (!classifier_path) {
+        error_line("out of memory");
+        return EXIT_ERROR;
+    }
+    if (!classifier_named && access(classifier_path, F_OK) != 0) {
+        error_line("no classifier for %s: %s does not exist; give --classifier FILE or set "
+                   "$MOIRE_CLASSIFIER (tools/train/train_classifier.py trains one)", model_path,
+                   classifier_path);
+        free(classifier_path);
+        return EXIT_ERROR;
+    }
+
+    /* 2. The model, the classifier, and whether they fit together. */
+    moire_model *model = NULL;
+    moire_classifier *classifier = NULL;
+    moire_ctx *ctx = NULL;
+    int *class_ids = NULL;
+    float *features = NULL, *logits = NULL;
+    moire_image **kept = NULL; /* [EVAL_GRID_MAX] for --save-grid, as generated */
+    int kept_count = 0;
+    if ((rc = load_model(model_path, &model)))
+        goto done;
+    if (moire_classifier_load(classifier_path, &classifier) != MOIRE_OK) {
+        rc = engine_error("--classifier");
+        goto done;
+    }
+    const moire_model_config *config = moire_model_get_config(model);
+    const int K = moire_classifier_num_classes(classifier);
+    const int D = moire_classifier_feature_dim(classifier);
+    const int input_size = moire_classifier_input_size(classifier);
+    class_ids = calloc((size_t)K, sizeof *class_ids);
+    features = malloc((size_t)image_count * (size_t)D * sizeof *features); /* [N, D] */
+    logits = malloc((size_t)batch * (size_t)K * sizeof *logits);          /* [B, K] */
+    kept = grid_path ? calloc(EVAL_GRID_MAX, sizeof *kept) : NULL;
+    if (!class_ids || !features || !logits || (grid_path && !kept)) {
+        error_line("out of memory for the features of %d images", image_count);
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    /* A class-conditional model must know every class of the classifier by name. */
+    for (int k = 0; k < K && !is_text_model(config); k++) {
+        const char *name = moire_classifier_class_name(classifier, k);
+        if (moire_model_resolve_class(model, name, &class_ids[k]) != MOIRE_OK) {
+            error_line("--classifier: class '%s' of %s is not a class of %s: %s", name,
+                       classifier_path, moire_model_name(model), moire_last_error());
+            rc = EXIT_ERROR;
+            goto done;
+        }
+    }
+    const int model_side = config->input_size * (config->space == MOIRE_SPACE_LATENT ? 8 : 1);
+    if (model_side != input_size && !quiet)
+        fprintf(stderr, "moire: eval: the model makes %dx%d images; they are resized to %dx%d "
+                        "for the classifier\n", model_side, model_side, input_size, input_size);
+    if (moire_ctx_new(&ctx_params, &ctx) != MOIRE_OK) {
+        rc = engine_error("--device");
+        goto done;
+    }
+
+    /* 3. The run: each run of same-class images generated as batches, then classified. */
+    eval_progress progress = {.tty = isatty(2) != 0, .quiet = quiet != NULL,
+                              .total = image_count};
+    moire_callbacks callbacks;
+    memset(&callbacks, 0, sizeof callbacks);
+    callbacks.progress = on_eval_progress;
+    callbacks.user_data = &progress;
+    install_sigint(ctx);
+    int top1 = 0, top5 = 0, nfe = 0, last_decile = 0;
+    const double started = wall_seconds();
+    moire_status status = MOIRE_OK;
+    for (int first = 0; first < image_count && status == MOIRE_OK && !rc;) {
+        const int k = eval_class_of(first, image_count, K);
+        int count = 1;
+        while (first + count < image_count && count < batch &&
+               eval_class_of(first + count, image_count, K) == k)
+            count++;
+        params.prompt = moire_classifier_class_name(classifier, k);
+        params.class_id = is_text_model(config) ? -1 : class_ids[k];
+        params.seed = first_seed + (uint64_t)first;
+        params.batch_count = count;
+        progress.done = first;
+        progress.nfe = 0;
+        moire_image **images = NULL;
+        int made = 0;
+        status = moire_generate(ctx, model, &params, &callbacks, &images, &made);
+        if (status == MOIRE_OK && made != count) {
+            end_progress_line(&progress);
+            error_line("the engine returned %d images instead of %d", made, count);
+            rc = EXIT_ERROR;
+        }
+        if (progress.nfe > nfe)
+            nfe = progress.nfe;
+        /* The classifier sees input_size × input_size; the grid shows them as generated. */
+        for (int i = 0; status == MOIRE_OK && !rc && i < made; i++) {
+            moire_image *generated = images[i];
+            if (generated->width != input_size || generated->height != input_size) {
+                images[i] = resize_area(generated, input_size);
+                if (!images[i]) {
+                    images[i] = generated;
+                    end_progress_line(&progress);
+                    error_line("out of memory resizing the images");
+                    rc = EXIT_ERROR;
+                    break;
+                }
+            }
+            if (kept && first + i < EVAL_GRID_MAX) {
+                /* a resized image's original moves to the grid; an unresized one is
+                   copied there after the classifier has seen it */
+                kept[first + i] = generated != images[i] ? generated : NULL;
+                kept_count = first + i + 1;
+            } else if (generated != images[i]) {
+                moire_image_free(generated);
+            }
+        }
+        if (status == MOIRE_OK && !rc &&
+            moire_classifier_run(classifier, (const moire_image *const *)images, made,
+                                 features + (size_t)first * D, logits) != MOIRE_OK) {
+            end_progress_line(&progress);
+            rc = engine_error("--classifier");
+        }
+        for (int i = 0; status == MOIRE_OK && !rc && i < made; i++) {
+            const int rank = class_rank(logits + (size_t)i * K, K, k);
+            top1 += rank == 0;
+            top5 += rank < 5;
+            if (kept && first + i < EVAL_GRID_MAX && !kept[first + i]) {
+                kept[first + i] = images[i];
+                images[i] = NULL;
+            }
+        }
+        moire_images_free(images, made);
+        first += count;
+        if (!progress.quiet && !progress.tty && first * 10 / image_count > last_decile) {
+            last_decile = first * 10 / image_count;
+            fprintf(stderr, "images %d/%d\n", first, image_count);
+        }
+    }
+    const double seconds = wall_seconds() - started;
+    g_running_ctx = NULL;
+    signal(SIGINT, SIG_DFL);
+    end_progress_line(&progress);
+    if (rc)
+        goto done;
+    if (status == MOIRE_ERROR_CANCELLED || g_interrupted) {
+        fprintf(stderr, "moire: interrupted; nothing was written\n");
+        rc = EXIT_INTERRUPTED;
+        goto done;
+    }
+    if (status != MOIRE_OK) {
+        rc = engine_error(NULL);
+        goto done;
+    }
+
+    /* 4. The results. */
+    eval_result result = {.model = moire_model_name(model), .classifier = classifier_path,
+                          .backend = moire_ctx_backend_name(ctx), .images = image_count,
+                          .classes = K, .feature_dim = D, .seed = first_seed, .top1 = top1,
+                          .top5 = top5, .seconds = seconds};
+    if (moire_classifier_fid(classifier, features, image_count, &result.fid) != MOIRE_OK) {
+        rc = engine_error("FID");
+        goto done;
+    }
+    moire_sampler default_sampler;
+    int default_steps;
+    float default_cfg;
+    moire_model_get_defaults(model, &default_sampler, &default_steps, &default_cfg);
+    const moire_sampler sampler =
+        params.sampler == MOIRE_SAMPLER_DEFAULT ? default_sampler : params.sampler;
+    result.sampler = moire_sampler_name(sampler);
+    result.schedule = moire_schedule_name(params.schedule == MOIRE_SCHEDULE_DEFAULT
+                                              ? MOIRE_SCHEDULE_UNIFORM
+                                              : params.schedule);
+    result.cfg = params.cfg_scale < 0.0f ? default_cfg : params.cfg_scale;
+    if (sampler == MOIRE_SAMPLER_DMCMC) {
+        /* The paper's accounting, as `moire generate` reports it; the one-off burn-in of
+           each batch's chains comes on top. */
+        result.steps = dmcmc.integrator_steps;
+        result.nfe_per_image = moire_dmcmc_nfe_per_sample(&dmcmc);
+        result.dmcmc = &dmcmc;
+    } else {
+        /* As the engine counted them (moire_progress.nfe): one per model call of the
+           sampler, whatever the batch. */
+        result.steps = params.steps > 0 ? params.steps : default_steps;
+        result.nfe_per_image = nfe;
+    }
+    char cfg_text[32];
+    printf("model:          %s\n", result.model);
+    printf("classifier:     %s (%d classes, %d features)\n", classifier_path, K, D);
+    printf("images:         %d (seeds %" PRIu64 "..%" PRIu64 ")\n", image_count, first_seed,
+           first_seed + (uint64_t)image_count - 1);
+    printf("sampler:        %s, %d steps, %s schedule, CFG %s\n", result.sampler, result.steps,
+           result.schedule, moire_format_float(result.cfg, cfg_text, sizeof cfg_text));
+    if (result.dmcmc)
+        printf("NFE per image:  %d (skip %d + %s %d + Tweedie %d; each batch's burn-in "
+               "comes on top)\n", result.nfe_per_image, dmcmc.skip,
+               moire_dmcmc_integrator_name(dmcmc.integrator), dmcmc.integrator_steps,
+               dmcmc.tweedie ? 1 : 0);
+    else
+        printf("NFE per image:  %d%s\n", result.nfe_per_image,
+               result.cfg != 1.0f ? " (a CFG step counts once)" : "");
+    printf("FID:            %.4f\n", result.fid);
+    printf("top-1:          %.1f %% (%d of %d)\n", 100.0 * top1 / image_count, top1,
+           image_count);
+    printf("top-5:          %.1f %% (%d of %d)\n", 100.0 * top5 / image_count, top5,
+           image_count);
+    printf("time:           %.3f s per image (%.1f s, %s)\n", seconds / image_count, seconds,
+           result.backend);
+    fflush(stdout);
+    if (json_path && (rc = write_eval_json(json_path, &result)))
+        goto done;
+    if (grid_path && kept_count > 0 && (rc = write_eval_grid(grid_path, kept, kept_count)))
+        goto done;
+
+done:
+    for (int i = 0; kept && i < EVAL_GRID_MAX; i++)
+        moire_image_free(kept[i]);
+    free(kept);
+    free(features);
+    free(logits);
+    free(class_ids);
+    moire_ctx_free(ctx);
+    moire_classifier_free(classifier);
+    moire_model_free(model);
+    free(classifier_path);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1592,8 +2170,10 @@ int main(int argc, char **argv)
         return cmd_convert(argc, argv);
     if (strcmp(command, "bench") == 0)
         return cmd_bench(argc, argv);
-    error_line("unknown command '%s'; the commands are generate, info, forward, convert and "
-               "bench (see 'moire --help')",
+    if (strcmp(command, "eval") == 0)
+        return cmd_eval(argc, argv);
+    error_line("unknown command '%s'; the commands are generate, info, forward, convert, bench "
+               "and eval (see 'moire --help')",
                command);
     return EXIT_USAGE;
 }
