@@ -1152,6 +1152,19 @@ done:
  * Public API
  * ---------------------------------------------------------------------------------------- */
 
+static bool has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), k = strlen(suffix);
+    return n >= k && strcmp(name + n - k, suffix) == 0;
+}
+
+bool moire_is_model_file_name(const char *name)
+{
+    return name && has_suffix(name, ".safetensors") && strlen(name) > strlen(".safetensors") &&
+           !has_suffix(name, "-features.safetensors") && !has_suffix(name, ".ref.safetensors") &&
+           !has_suffix(name, ".snapshot.safetensors");
+}
+
 moire_status moire_model_load(const char *path, moire_model **out_model)
 {
     if (!out_model)

@@ -115,6 +115,12 @@ typedef struct moire_model moire_model;
 moire_status moire_model_load(const char *path, moire_model **out_model);
 void         moire_model_free(moire_model *model);
 
+/* Whether a file name in a models folder names a model (a .safetensors file that is not a
+ * companion: "-features.safetensors" classifiers, ".ref.safetensors" golden references,
+ * ".snapshot.safetensors" training snapshots). The CLI, the studio and the plug-in pick
+ * their default model with this one rule. */
+bool moire_is_model_file_name(const char *name);
+
 const moire_model_config *moire_model_get_config(const moire_model *model);
 int64_t     moire_model_parameter_count(const moire_model *model);
 /* Storage dtype of the weights in the file: "F32", "F16", "BF16" or "mixed". */

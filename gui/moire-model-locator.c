@@ -49,7 +49,7 @@ moire_model_locator_find_in_dir (const char *dir)
     return NULL;
   names = g_ptr_array_new_with_free_func (g_free);
   while ((name = g_dir_read_name (d)) != NULL)
-    if (g_str_has_suffix (name, ".safetensors") && !g_str_has_suffix (name, ".ref.safetensors"))
+    if (moire_is_model_file_name (name))
       g_ptr_array_add (names, g_strdup (name));
   if (names->len == 0)
     return NULL;

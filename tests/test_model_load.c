@@ -683,8 +683,27 @@ static void test_class_resolution(void)
     moire_model_free(model);
 }
 
+/* The default-model rule shared by the CLI, the studio and the plug-in: a models folder holds
+ * the embedded model next to its classifier; only the model may be picked. */
+static void test_model_file_names(void)
+{
+    static const struct { const char *name; bool model; } cases[] = {
+        {"moire-emoji.safetensors", true},        {"dit_moe_s_8E2A.safetensors", true},
+        {"moire-emoji-features.safetensors", false}, {"tiny.ref.safetensors", false},
+        {"moire-emoji.snapshot.safetensors", false}, {".safetensors", false},
+        {"moire-emoji.train.json", false},       {"model.pt", false},
+        {"", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        CHECK(moire_is_model_file_name(cases[i].name) == cases[i].model,
+              "moire_is_model_file_name(\"%s\") should be %s", cases[i].name,
+              cases[i].model ? "true" : "false");
+    CHECK(!moire_is_model_file_name(NULL), "NULL is not a model file name");
+}
+
 int main(void)
 {
+    test_model_file_names();
     test_good_models();
     test_misaligned_f32();
     test_metadata_extras();

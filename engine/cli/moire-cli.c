@@ -519,9 +519,7 @@ static const char *find_default_model(char *searched, size_t searched_size)
         while ((entry = readdir(dir)) != NULL) {
             const char *name = entry->d_name;
             size_t len = strlen(name);
-            bool model = len > 12 && strcmp(name + len - 12, ".safetensors") == 0 &&
-                         !(len > 16 && strcmp(name + len - 16, ".ref.safetensors") == 0);
-            if (model && len < sizeof best && (!best[0] || strcmp(name, best) < 0))
+            if (moire_is_model_file_name(name) && len < sizeof best && (!best[0] || strcmp(name, best) < 0))
                 snprintf(best, sizeof best, "%s", name);
         }
         closedir(dir);
