@@ -289,6 +289,7 @@ ECDIT=$DATA/golden/tiny_ecdit.safetensors
 CLS=$DATA/golden/classifier_tiny.safetensors
 EV=("$MOIRE" eval --model "$ECDIT" --classifier "$CLS" --quiet)
 check "help eval" bash -c "'$MOIRE' help eval | grep -q -- '--classifier'"
+check "help eval: --classes" bash -c "'$MOIRE' help eval | grep -q -- '--classes C'"
 cp "$ECDIT" lonely.safetensors
 expect_fail "eval: no classifier beside the model" "lonely-features\.safetensors does not exist" ev.json \
     env MOIRE_CLASSIFIER= "$MOIRE" eval --model lonely.safetensors --json ev.json
@@ -315,7 +316,7 @@ check "eval JSON holds the results" python3 -c "
 import json, math
 d = json.load(open('ev.json'))
 assert d['images'] == 7 and d['seed'] == 3 and d['classes'] == 5 and d['steps'] == 2
-assert d['sampler'] == 'rf-euler' and d['nfe_per_image'] == 2
+assert d['sampler'] == 'rf-euler' and d['nfe_per_image'] == 2 and d['nfe_per_image_amortized'] == 2
 assert math.isfinite(d['fid']) and 0 <= d['top1'] <= d['top5'] <= 1 and d['seconds_per_image'] > 0"
 check "eval JSON left no temporary file" bash -c '! ls ev.json.* >/dev/null 2>&1'
 check "eval grid: 7 cells of 16x16 in one row" python3 -c "
@@ -333,6 +334,34 @@ check "eval: MOIRE_CLASSIFIER" grep -q "classifier: *$CLS" evout3.txt
 check "eval: heun NFE per image = 2 steps - 1" grep -q '^NFE per image:  5 ' evout4.txt
 "${EV[@]}" --images 2 --steps 2 --sampler dmcmc --dmcmc-skip 2 --dmcmc-burn-in 1 >evout5.txt 2>&1
 check "eval: dmcmc NFE per image as generate reports it" grep -q '^NFE per image:  5 (skip 2 + dpm++2m 2 + Tweedie 1' evout5.txt
+expect_fail "eval: --classes 0" "classes: 0 is out of range" ev.json "${EV[@]}" --classes 0 --json ev.json
+expect_fail "eval: --classes above the classifier's" "has only 5 classes" ev.json \
+    "${EV[@]}" --images 8 --classes 6 --json ev.json
+expect_fail "eval: --classes above --images" "more classes than the 3 images" ev.json \
+    "${EV[@]}" --images 3 --classes 4 --json ev.json
+"${EV[@]}" --images 4 --classes 2 --steps 2 --sampler dmcmc --dmcmc-burn-in 1 --json evd.json \
+    >evout6.txt 2>&1
+check "eval: dmcmc, one chain per class: the burn-in amortised on top" python3 -c "
+import json
+d = json.load(open('evd.json'))
+assert d['classes'] == 2 and d['classifier_classes'] == 5 and d['reseeds'] >= 0, d
+assert d['nfe_per_image'] == 7 and d['nfe_per_image_amortized'] > d['nfe_per_image'], d"
+check "eval: dmcmc prints the NFE incl. burn-in" grep -q '^NFE per image incl. burn-in: ' evout6.txt
+check "eval: 4 images over 2 classes" grep -q '^images: *4 over 2 classes' evout6.txt
+"${EV[@]}" --images 4 --classes 2 --steps 2 --json evp.json >/dev/null 2>&1
+check "eval: a plain sampler's two NFE counts agree" python3 -c "
+import json
+d = json.load(open('evp.json'))
+assert d['classes'] == 2 and d['reseeds'] == 0, d
+assert d['nfe_per_image'] == 2 and d['nfe_per_image_amortized'] == d['nfe_per_image'], d"
+"$MOIRE" eval --model "$ECDIT" --classifier "$CLS" --images 1000 --classes 1 --sampler dmcmc \
+    --dmcmc-burn-in 1 --json intd.json >/dev/null 2>evintd.txt &
+pid=$!
+sleep 2
+kill -INT $pid
+wait $pid
+rc=$?
+check "eval: dmcmc Ctrl-C → exit 130, nothing written" bash -c "[ $rc -eq 130 ] && [ ! -e intd.json ] && grep -q interrupted evintd.txt"
 "$MOIRE" eval --model "$ECDIT" --classifier "$CLS" --images 1000 --steps 1000 --json int.json \
     >/dev/null 2>evint.txt &
 pid=$!

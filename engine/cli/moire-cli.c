@@ -188,23 +188,27 @@ static const char usage_convert[] =
     "keeps the class names with the model.\n";
 
 static const char usage_eval[] =
-    "Usage: moire eval [--model FILE] [--classifier FILE] [--images N] [--seed S] [OPTIONS]\n"
+    "Usage: moire eval [--model FILE] [--classifier FILE] [--images N] [--classes C]\n"
+    "                  [--seed S] [OPTIONS]\n"
     "\n"
     "Measures a model against an image classifier: generates N images spread evenly over\n"
-    "the classifier's classes (a class's name is the prompt) and reports the FID of their\n"
-    "classifier features against the classifier's reference statistics, prompt adherence\n"
-    "(how often the prompted class is the classifier's top 1, and among its top 5), the\n"
-    "model evaluations (NFE) per image and the seconds per image. A classifier with random\n"
-    "weights gives meaningless numbers; tools/train/train_classifier.py trains one.\n"
+    "C of the classifier's classes (a class's name is the prompt) and reports the FID of\n"
+    "their classifier features against the classifier's reference statistics, prompt\n"
+    "adherence (how often the prompted class is the classifier's top 1, and among its top\n"
+    "5), the model evaluations (NFE) per image and the seconds per image. A classifier with\n"
+    "random weights gives meaningless numbers; tools/train/train_classifier.py trains one.\n"
     "\n"
     "  --model FILE        the model; default: $MOIRE_MODEL, else the embedded model\n"
     "  --classifier FILE   the classifier (.safetensors); default: $MOIRE_CLASSIFIER, else\n"
     "                      MODEL-features.safetensors next to the model file\n"
-    "  --images N          images to make (default 100; at least 2 for the FID). Image j\n"
-    "                      prompts class floor(j*K/N) of the K classes: one class each when\n"
-    "                      N <= K, else runs of about N/K consecutive images per class\n"
+    "  --images N          images to make (default 100; at least 2 for the FID)\n"
+    "  --classes C         classes to prompt, 1..min(N, K) of the classifier's K (default\n"
+    "                      min(N, K)). Class c of the C is class floor(c*K/C) of the K, and\n"
+    "                      image j prompts class floor(j*C/N) of the C: one class each when\n"
+    "                      N = C, else runs of about N/C consecutive images per class\n"
     "  --seed S            image j uses seed S + j (default 0; -1 = a random S)\n"
-    "  --batch B           images generated together within a class's run (default 8)\n"
+    "  --batch B           images generated together within a class's run (default 8);\n"
+    "                      with --sampler dmcmc, images classified together\n"
     "  --sampler, --steps, --cfg, --cfg-mode, --schedule, --eta, --dmcmc-eta, --dmcmc-skip,\n"
     "  --dmcmc-integrator, --dmcmc-burn-in\n"
     "                      as for 'moire generate' (default: the model's settings)\n"
@@ -219,7 +223,14 @@ static const char usage_eval[] =
     "The summary goes to stdout. Images of another size than the classifier's input are\n"
     "resized (area average). A CFG step counts as one evaluation (the conditional and\n"
     "unconditional halves run as one batch). Ctrl-C stops the run (exit status 130) and\n"
-    "writes nothing.\n";
+    "writes nothing.\n"
+    "\n"
+    "With --sampler dmcmc each class's run of images is one persistent chain, as in\n"
+    "'moire generate --stream': a stream seeded with S + (its first image), burnt in once,\n"
+    "then one emission per image. \"NFE per image\" counts an emission as the paper does\n"
+    "(skip + integrator + Tweedie); \"NFE per image incl. burn-in\" is every evaluation of\n"
+    "the run (burn-in and re-seeds included) divided by N, so fewer classes amortise the\n"
+    "burn-in over more images. For the other samplers the two are equal.\n";
 
 static int print_help(const char *command)
 {
@@ -1648,9 +1659,11 @@ static char *default_classifier_path(const char *model_path)
     return out;
 }
 
-/* The class prompted for image j of n over k classes: spread over all of them, in runs of
- * consecutive images. A run shares its prompt, so it is generated as one batch with seeds
- * S + j, and the images do not depend on --batch. */
+/* Item j of n spread evenly over k slots (k <= n): floor(j*k/n), so consecutive items share
+ * a slot. It picks the class of each image (image j of N → class of the C run) and the
+ * classifier class behind each of the C (class c of C → class of the K). A run of images
+ * shares its prompt, so it is generated as one batch (or one DMCMC chain) with seeds S + j,
+ * and the images do not depend on --batch. */
 static int eval_class_of(int j, int n, int k)
 {
     return (int)((int64_t)j * k / n);
@@ -1705,6 +1718,7 @@ typedef struct eval_progress {
     bool tty, quiet;
     int done, total;  /* images finished before the current call; of the whole run */
     int nfe;          /* the most evaluations an image of the current call has had */
+    bool burning_in;  /* DMCMC: the current call is a chain's burn-in              */
     bool drawn;       /* tty: a progress line is on screen                          */
     double last_draw; /* elapsed_s of the last redraw                               */
 } eval_progress;
@@ -1721,8 +1735,13 @@ static bool on_eval_progress(const moire_progress *p, void *user_data)
     if (state->drawn && p->step < p->step_count && p->elapsed_s - state->last_draw < 0.05)
         return true;
     state->last_draw = p->elapsed_s;
-    fprintf(stderr, "\rimages %d-%d of %d: step %d/%d\033[K", state->done + 1,
-            state->done + p->image_count, state->total, p->step, p->step_count);
+    const char *phase = state->burning_in ? "burn-in " : "";
+    if (p->image_count == 1)
+        fprintf(stderr, "\rimage %d of %d: %sstep %d/%d\033[K", state->done + 1, state->total,
+                phase, p->step, p->step_count);
+    else
+        fprintf(stderr, "\rimages %d-%d of %d: %sstep %d/%d\033[K", state->done + 1,
+                state->done + p->image_count, state->total, phase, p->step, p->step_count);
     state->drawn = true;
     return true;
 }
@@ -1765,12 +1784,14 @@ static void json_string(FILE *f, const char *text)
 /* The results of a run, for the summary and --json. */
 typedef struct eval_result {
     const char *model, *classifier, *backend;
-    int images, classes, feature_dim;
+    int images, classes, classifier_classes, feature_dim; /* classes: those prompted */
     uint64_t seed;
     const char *sampler, *schedule;
     int steps;
     float cfg;
-    int nfe_per_image;
+    int nfe_per_image;               /* DMCMC: per emission, as the paper counts it       */
+    double nfe_per_image_amortized;  /* every evaluation of the run / images              */
+    int reseeds;                     /* DMCMC chains re-seeded after leaving the band     */
     const moire_dmcmc_params *dmcmc; /* NULL unless the sampler is DMCMC */
     double fid;
     int top1, top5;                  /* images whose class was the top 1 / among the top 5 */
@@ -1795,13 +1816,15 @@ static int write_eval_json(const char *path, const eval_result *r)
     json_string(f, r->model);
     fprintf(f, ", \"classifier\": ");
     json_string(f, r->classifier);
-    fprintf(f, ", \"images\": %d, \"classes\": %d, \"feature_dim\": %d, \"seed\": %" PRIu64
-               ", \"sampler\": ", r->images, r->classes, r->feature_dim, r->seed);
+    fprintf(f, ", \"images\": %d, \"classes\": %d, \"classifier_classes\": %d, "
+               "\"feature_dim\": %d, \"seed\": %" PRIu64 ", \"sampler\": ",
+            r->images, r->classes, r->classifier_classes, r->feature_dim, r->seed);
     json_string(f, r->sampler);
     fprintf(f, ", \"schedule\": ");
     json_string(f, r->schedule);
-    fprintf(f, ", \"steps\": %d, \"cfg\": %.7g, \"nfe_per_image\": %d", r->steps, (double)r->cfg,
-            r->nfe_per_image);
+    fprintf(f, ", \"steps\": %d, \"cfg\": %.7g, \"nfe_per_image\": %d, "
+               "\"nfe_per_image_amortized\": %.17g, \"reseeds\": %d",
+            r->steps, (double)r->cfg, r->nfe_per_image, r->nfe_per_image_amortized, r->reseeds);
     if (r->dmcmc)
         fprintf(f, ", \"dmcmc\": {\"eta\": %.7g, \"skip\": %d, \"integrator\": \"%s\", "
                    "\"integrator_steps\": %d, \"burn_in\": %d}",
@@ -1855,16 +1878,59 @@ static int write_eval_grid(const char *path, moire_image *const *images, int cou
     return rc;
 }
 
+/* Fills images[0..count) with the next `count` emissions of a one-chain DMCMC stream, the
+ * image of each, and adds every emission's model evaluations to *nfe_total. progress->done
+ * follows the image being made (it starts at the first). *made is the number of images
+ * returned; on failure or cancel the ones made are freed and *made is 0. */
+static moire_status eval_stream_take(moire_stream *stream, int count, eval_progress *progress,
+                                     moire_image **images, int *made, int64_t *nfe_total)
+{
+    const int first = progress->done;
+    moire_status status = MOIRE_OK;
+    *made = 0;
+    for (int i = 0; i < count && status == MOIRE_OK; i++) {
+        /* moire_stream_next clears the context's cancel flag when it starts, so a Ctrl-C
+           that came between two emissions is only seen here. */
+        if (g_interrupted) {
+            status = MOIRE_ERROR_CANCELLED;
+            break;
+        }
+        progress->done = first + i;
+        moire_image **emitted = NULL;
+        int emitted_count = 0;
+        status = moire_stream_next(stream, &emitted, &emitted_count);
+        if (status == MOIRE_OK && emitted_count > 0) {
+            moire_stream_info info;
+            moire_stream_get_info(stream, &info);
+            *nfe_total += info.nfe_per_image;
+            images[(*made)++] = emitted[0];
+            emitted[0] = NULL;
+        }
+        moire_images_free(emitted, emitted_count);
+    }
+    progress->done = first;
+    if (status != MOIRE_OK) {
+        for (int i = 0; i < *made; i++) {
+            moire_image_free(images[i]);
+            images[i] = NULL;
+        }
+        *made = 0;
+    }
+    return status;
+}
+
 static int cmd_eval(int argc, char **argv)
 {
     const char *model_path = NULL, *classifier_text = NULL, *images_text = NULL,
-               *seed_text = NULL, *batch_text = NULL, *threads_text = NULL,
+               *classes_text = NULL, *seed_text = NULL, *batch_text = NULL,
+               *threads_text = NULL,
                *device_text = NULL, *json_path = NULL, *grid_path = NULL, *quiet = NULL;
     sampler_options sampling = {0};
     const option_spec specs[] = {
         {"model", true, &model_path},     {"classifier", true, &classifier_text},
-        {"images", true, &images_text},   {"seed", true, &seed_text},
-        {"batch", true, &batch_text},     SAMPLER_OPTION_SPECS(sampling),
+        {"images", true, &images_text},   {"classes", true, &classes_text},
+        {"seed", true, &seed_text},       {"batch", true, &batch_text},
+        SAMPLER_OPTION_SPECS(sampling),
         {"threads", true, &threads_text}, {"device", true, &device_text},
         {"json", true, &json_path},       {"save-grid", true, &grid_path},
         {"quiet", false, &quiet},
@@ -1888,6 +1954,14 @@ static int cmd_eval(int argc, char **argv)
         return rc;
     if (batch_text && (rc = parse_int("batch", batch_text, 1, 10000, &batch)))
         return rc;
+    int class_count = 0; /* 0 = min(N, K), once K is known */
+    if (classes_text && (rc = parse_int("classes", classes_text, 1, 1000000, &class_count)))
+        return rc;
+    if (class_count > image_count) {
+        error_line("--classes %d: more classes than the %d images; each class needs at least "
+                   "one image", class_count, image_count);
+        return EXIT_USAGE;
+    }
     moire_generate_params params = moire_generate_params_default();
     params.seed = 0;
     if (seed_text && (rc = parse_seed(seed_text, &params.seed)))
@@ -1943,6 +2017,14 @@ static int cmd_eval(int argc, char **argv)
     const int K = moire_classifier_num_classes(classifier);
     const int D = moire_classifier_feature_dim(classifier);
     const int input_size = moire_classifier_input_size(classifier);
+    if (class_count > K) {
+        error_line("--classes %d: the classifier %s has only %d classes", class_count,
+                   classifier_path, K);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if (class_count == 0)
+        class_count = image_count < K ? image_count : K;
     class_ids = calloc((size_t)K, sizeof *class_ids);
     features = malloc((size_t)image_count * (size_t)D * sizeof *features); /* [N, D] */
     logits = malloc((size_t)batch * (size_t)K * sizeof *logits);          /* [B, K] */
@@ -1971,7 +2053,10 @@ static int cmd_eval(int argc, char **argv)
         goto done;
     }
 
-    /* 3. The run: each run of same-class images generated as batches, then classified. */
+    /* 3. The run: each run of same-class images in chunks of up to --batch, generated then
+     *    classified. A plain sampler makes a chunk with one moire_generate call. DMCMC runs
+     *    the class's whole run as one stream with one chain, the way an artist browses a
+     *    prompt: the burn-in is paid once per class and each image is one emission. */
     eval_progress progress = {.tty = isatty(2) != 0, .quiet = quiet != NULL,
                               .total = image_count};
     moire_callbacks callbacks;
@@ -1979,25 +2064,59 @@ static int cmd_eval(int argc, char **argv)
     callbacks.progress = on_eval_progress;
     callbacks.user_data = &progress;
     install_sigint(ctx);
-    int top1 = 0, top5 = 0, nfe = 0, last_decile = 0;
+    const bool dmcmc_run = params.sampler == MOIRE_SAMPLER_DMCMC;
+    moire_stream *stream = NULL; /* DMCMC: the chain of the current class's run */
+    int top1 = 0, top5 = 0, nfe = 0, last_decile = 0, reseeds = 0;
+    int64_t nfe_total = 0, nfe_burn_in = 0, nfe_reseed = 0; /* DMCMC, all chains */
     const double started = wall_seconds();
     moire_status status = MOIRE_OK;
-    for (int first = 0; first < image_count && status == MOIRE_OK && !rc;) {
-        const int k = eval_class_of(first, image_count, K);
+    for (int first = 0; first < image_count && status == MOIRE_OK && !rc && !g_interrupted;) {
+        const int c = eval_class_of(first, image_count, class_count);
+        const int k = eval_class_of(c, class_count, K);
         int count = 1;
         while (first + count < image_count && count < batch &&
-               eval_class_of(first + count, image_count, K) == k)
+               eval_class_of(first + count, image_count, class_count) == c)
             count++;
+        const bool run_ends = first + count == image_count ||
+                              eval_class_of(first + count, image_count, class_count) != c;
         params.prompt = moire_classifier_class_name(classifier, k);
         params.class_id = is_text_model(config) ? -1 : class_ids[k];
-        params.seed = first_seed + (uint64_t)first;
-        params.batch_count = count;
         progress.done = first;
         progress.nfe = 0;
         moire_image **images = NULL;
         int made = 0;
-        status = moire_generate(ctx, model, &params, &callbacks, &images, &made);
-        if (status == MOIRE_OK && made != count) {
+        if (dmcmc_run) {
+            if (!stream) { /* the first chunk of the class's run */
+                params.seed = first_seed + (uint64_t)first;
+                params.batch_count = 1;
+                progress.burning_in = true;
+                status = moire_stream_new(ctx, model, &params, &callbacks, &stream);
+                progress.burning_in = false;
+            }
+            images = status == MOIRE_OK ? calloc((size_t)count, sizeof *images) : NULL;
+            if (status == MOIRE_OK && !images) {
+                end_progress_line(&progress);
+                error_line("out of memory for %d images", count);
+                rc = EXIT_ERROR;
+            } else if (status == MOIRE_OK) {
+                status = eval_stream_take(stream, count, &progress, images, &made, &nfe_total);
+            }
+            if (stream && run_ends) {
+                /* The chain's one-off costs, known once it has made its last image. */
+                moire_stream_info info;
+                moire_stream_get_info(stream, &info);
+                nfe_burn_in += info.nfe_one_off;
+                nfe_reseed += info.nfe_reseed;
+                reseeds += info.reseeds;
+                moire_stream_free(stream);
+                stream = NULL;
+            }
+        } else {
+            params.seed = first_seed + (uint64_t)first;
+            params.batch_count = count;
+            status = moire_generate(ctx, model, &params, &callbacks, &images, &made);
+        }
+        if (status == MOIRE_OK && !rc && made != count) {
             end_progress_line(&progress);
             error_line("the engine returned %d images instead of %d", made, count);
             rc = EXIT_ERROR;
@@ -2049,6 +2168,7 @@ static int cmd_eval(int argc, char **argv)
         }
     }
     const double seconds = wall_seconds() - started;
+    moire_stream_free(stream); /* a run cut short by an error or Ctrl-C */
     g_running_ctx = NULL;
     signal(SIGINT, SIG_DFL);
     end_progress_line(&progress);
@@ -2067,8 +2187,9 @@ static int cmd_eval(int argc, char **argv)
     /* 4. The results. */
     eval_result result = {.model = moire_model_name(model), .classifier = classifier_path,
                           .backend = moire_ctx_backend_name(ctx), .images = image_count,
-                          .classes = K, .feature_dim = D, .seed = first_seed, .top1 = top1,
-                          .top5 = top5, .seconds = seconds};
+                          .classes = class_count, .classifier_classes = K, .feature_dim = D,
+                          .seed = first_seed, .reseeds = reseeds, .top1 = top1, .top5 = top5,
+                          .seconds = seconds};
     if (moire_classifier_fid(classifier, features, image_count, &result.fid) != MOIRE_OK) {
         rc = engine_error("FID");
         goto done;
@@ -2085,30 +2206,36 @@ static int cmd_eval(int argc, char **argv)
                                               : params.schedule);
     result.cfg = params.cfg_scale < 0.0f ? default_cfg : params.cfg_scale;
     if (sampler == MOIRE_SAMPLER_DMCMC) {
-        /* The paper's accounting, as `moire generate` reports it; the one-off burn-in of
-           each batch's chains comes on top. */
+        /* Per image, the paper's accounting, as `moire generate` reports it; amortised,
+           everything the chains evaluated, burn-in and re-seeds included. */
         result.steps = dmcmc.integrator_steps;
         result.nfe_per_image = moire_dmcmc_nfe_per_sample(&dmcmc);
+        result.nfe_per_image_amortized =
+            (double)(nfe_total + nfe_burn_in + nfe_reseed) / image_count;
         result.dmcmc = &dmcmc;
     } else {
         /* As the engine counted them (moire_progress.nfe): one per model call of the
-           sampler, whatever the batch. */
+           sampler, whatever the batch. Nothing is paid once, so both counts agree. */
         result.steps = params.steps > 0 ? params.steps : default_steps;
         result.nfe_per_image = nfe;
+        result.nfe_per_image_amortized = nfe;
     }
     char cfg_text[32];
     printf("model:          %s\n", result.model);
     printf("classifier:     %s (%d classes, %d features)\n", classifier_path, K, D);
-    printf("images:         %d (seeds %" PRIu64 "..%" PRIu64 ")\n", image_count, first_seed,
-           first_seed + (uint64_t)image_count - 1);
+    printf("images:         %d over %d classes (seeds %" PRIu64 "..%" PRIu64 ")\n", image_count,
+           class_count, first_seed, first_seed + (uint64_t)image_count - 1);
     printf("sampler:        %s, %d steps, %s schedule, CFG %s\n", result.sampler, result.steps,
            result.schedule, moire_format_float(result.cfg, cfg_text, sizeof cfg_text));
-    if (result.dmcmc)
-        printf("NFE per image:  %d (skip %d + %s %d + Tweedie %d; each batch's burn-in "
-               "comes on top)\n", result.nfe_per_image, dmcmc.skip,
-               moire_dmcmc_integrator_name(dmcmc.integrator), dmcmc.integrator_steps,
-               dmcmc.tweedie ? 1 : 0);
-    else
+    if (result.dmcmc) {
+        const int tweedie_nfe = dmcmc.tweedie ? 1 : 0;
+        printf("NFE per image:  %d (skip %d + %s %d + Tweedie %d)\n", result.nfe_per_image,
+               dmcmc.skip, moire_dmcmc_integrator_name(dmcmc.integrator),
+               result.nfe_per_image - dmcmc.skip - tweedie_nfe, tweedie_nfe);
+        printf("NFE per image incl. burn-in: %.2f (one chain per class: %" PRId64 " NFE of "
+               "burn-in, %d re-seed(s) costing %" PRId64 " NFE)\n",
+               result.nfe_per_image_amortized, nfe_burn_in, reseeds, nfe_reseed);
+    } else
         printf("NFE per image:  %d%s\n", result.nfe_per_image,
                result.cfg != 1.0f ? " (a CFG step counts once)" : "");
     printf("FID:            %.4f\n", result.fid);
