@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "golden"))
 sys.path.insert(0, HERE)
 import classifier_ref as C  # noqa: E402
-from train_embedded import subset_indices, SUBSET_DROPPED_PREFIXES  # noqa: E402
+from train_embedded import subset_indices, SUBSET_DROPPED_PREFIXES, SUBSET_NAMES  # noqa: E402
 
 
 def augment(x, gen):
@@ -57,7 +57,7 @@ def augment(x, gen):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.path.expanduser("~/.cache/moire/emoji32.npz"))
-    ap.add_argument("--subset", default="things", choices=sorted(SUBSET_DROPPED_PREFIXES))
+    ap.add_argument("--subset", default="things", choices=sorted(SUBSET_DROPPED_PREFIXES) + sorted(SUBSET_NAMES))
     ap.add_argument("--out", default="data/models/moire-emoji-features.safetensors")
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--batch", type=int, default=128)
