@@ -82,6 +82,9 @@ moire_status moire_resolve_params(const moire_model *model, const moire_generate
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "steps %d is out of range: use 1..10000 (0 = the model default, %d)",
                           params->steps, default_steps);
+    if (out->sampler == MOIRE_SAMPLER_DMCMC) /* its steps are the integrator's */
+        out->steps = params->dmcmc ? params->dmcmc->integrator_steps
+                                   : moire_dmcmc_params_default().integrator_steps;
     out->cfg_scale = params->cfg_scale < 0.0f ? default_cfg : params->cfg_scale;
     if (!isfinite(params->cfg_scale) || out->cfg_scale > 100.0f)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,

@@ -12,6 +12,7 @@
  */
 #include "metadata.h"
 
+#include "generate.h"
 #include "internal.h"
 
 #include <ctype.h>
@@ -613,40 +614,19 @@ moire_status moire_parse_parameters(const char *text, moire_parameters *out)
  * ---------------------------------------------------------------------------------------- */
 
 typedef struct resolved {
-    moire_sampler sampler;
-    moire_schedule schedule;
-    moire_cfg_mode cfg_mode;
-    int steps;
-    float cfg_scale;
-    int width, height;
-    uint64_t seed;
+    moire_resolved_params params; /* every default resolved, as the generation used them */
+    uint64_t seed;                /* of this image: seed + image_index                    */
 } resolved;
 
-static void resolve(const moire_model *model, const moire_generate_params *params,
+/* The settings a run used, by the one rule the generation itself applies
+ * (moire_resolve_params); fails only for parameters no generation would have accepted. */
+static bool resolve(const moire_model *model, const moire_generate_params *params,
                     int image_index, resolved *r)
 {
-    const moire_model_config *config = moire_model_get_config(model);
-    moire_sampler default_sampler = MOIRE_SAMPLER_DDPM;
-    int default_steps = 250;
-    float default_cfg = 4.0f;
-    moire_model_get_defaults(model, &default_sampler, &default_steps, &default_cfg);
-    r->sampler = params->sampler == MOIRE_SAMPLER_DEFAULT ? default_sampler : params->sampler;
-    r->schedule =
-        params->schedule == MOIRE_SCHEDULE_DEFAULT ? MOIRE_SCHEDULE_UNIFORM : params->schedule;
-    r->steps = params->steps > 0 ? params->steps : default_steps;
-    r->cfg_scale = params->cfg_scale < 0 ? default_cfg : params->cfg_scale;
-    r->cfg_mode = params->cfg_mode;
-    if (r->cfg_mode == MOIRE_CFG_DEFAULT)
-        r->cfg_mode = config->objective == MOIRE_OBJECTIVE_DDPM_EPS ? MOIRE_CFG_FIRST_THREE
-                                                                    : MOIRE_CFG_ALL_CHANNELS;
-    int trained = config->space == MOIRE_SPACE_LATENT ? config->input_size * 8
-                                                      : config->input_size;
-    r->width = params->width > 0 ? params->width : trained;
-    r->height = params->height > 0 ? params->height : trained;
+    if (moire_resolve_params(model, params, &r->params) != MOIRE_OK)
+        return false;
     r->seed = params->seed + (uint64_t)(image_index > 0 ? image_index : 0);
-    if (r->sampler == MOIRE_SAMPLER_DMCMC) /* its steps are the integrator's */
-        r->steps = params->dmcmc ? params->dmcmc->integrator_steps
-                                 : moire_dmcmc_params_default().integrator_steps;
+    return true;
 }
 
 /* The prompt line: the prompt as given, else the class's name (or "class N"). */
@@ -671,7 +651,8 @@ char *moire_format_parameters(const moire_model *model, const moire_generate_par
     if (!model || !params)
         return NULL;
     resolved r;
-    resolve(model, params, image_index, &r);
+    if (!resolve(model, params, image_index, &r))
+        return NULL;
     char class_buffer[32];
     const char *name = moire_model_name(model);
     char *model_stem = dup_string(name ? name : "");
@@ -684,19 +665,19 @@ char *moire_format_parameters(const moire_model *model, const moire_generate_par
     moire_parameters p = moire_parameters_init();
     p.prompt = (char *)prompt_text(model, params, class_buffer, sizeof class_buffer);
     p.negative_prompt = (char *)params->negative_prompt;
-    p.steps = r.steps;
-    p.sampler = (char *)moire_sampler_label(r.sampler);
-    p.schedule = (char *)moire_schedule_label(r.schedule);
-    p.cfg_scale = r.cfg_scale;
+    p.steps = r.params.steps;
+    p.sampler = (char *)moire_sampler_label(r.params.sampler);
+    p.schedule = (char *)moire_schedule_label(r.params.schedule);
+    p.cfg_scale = r.params.cfg_scale;
     p.has_seed = true;
     p.seed = r.seed;
-    p.width = r.width;
-    p.height = r.height;
+    p.width = r.params.width;
+    p.height = r.params.height;
     p.model = model_stem[0] ? model_stem : NULL;
     if (params->init_image)
         p.denoising_strength = params->strength;
     char dmcmc_text[128], nfe_text[16];
-    if (r.sampler == MOIRE_SAMPLER_DMCMC) {
+    if (r.params.sampler == MOIRE_SAMPLER_DMCMC) {
         moire_dmcmc_params d = params->dmcmc ? *params->dmcmc : moire_dmcmc_params_default();
         snprintf(dmcmc_text, sizeof dmcmc_text, "eta %g, skip %d, %s %d steps%s",
                  (double)d.eta, d.skip, moire_dmcmc_integrator_name(d.integrator),
@@ -736,7 +717,8 @@ char *moire_format_settings_json(const moire_model *model, const moire_generate_
     if (!model || !params)
         return NULL;
     resolved r;
-    resolve(model, params, image_index, &r);
+    if (!resolve(model, params, image_index, &r))
+        return NULL;
     strbuf sb = {0};
 
     int class_id = params->class_id;
@@ -764,25 +746,25 @@ char *moire_format_settings_json(const moire_model *model, const moire_generate_
     if (has_negative)
         sb_printf(&sb, ", \"negative_class_id\": %d", negative_class_id);
     sb_printf(&sb, ", \"seed\": %llu", (unsigned long long)r.seed);
-    sb_printf(&sb, ", \"steps\": %d", r.steps);
+    sb_printf(&sb, ", \"steps\": %d", r.params.steps);
     sb_append(&sb, ", \"cfg_scale\": ");
-    sb_json_float(&sb, r.cfg_scale);
+    sb_json_float(&sb, r.params.cfg_scale);
     sb_printf(&sb, ", \"cfg_mode\": \"%s\"",
-              r.cfg_mode == MOIRE_CFG_FIRST_THREE ? "first3" : "all");
+              r.params.cfg_mode == MOIRE_CFG_FIRST_THREE ? "first3" : "all");
     sb_append(&sb, ", \"sampler\": ");
-    sb_json_string(&sb, moire_sampler_name(r.sampler));
+    sb_json_string(&sb, moire_sampler_name(r.params.sampler));
     sb_append(&sb, ", \"schedule\": ");
-    sb_json_string(&sb, moire_schedule_name(r.schedule));
+    sb_json_string(&sb, moire_schedule_name(r.params.schedule));
     sb_append(&sb, ", \"eta\": ");
     sb_json_float(&sb, params->eta);
-    sb_printf(&sb, ", \"width\": %d, \"height\": %d", r.width, r.height);
+    sb_printf(&sb, ", \"width\": %d, \"height\": %d", r.params.width, r.params.height);
     sb_printf(&sb, ", \"init_image\": %s", params->init_image ? "true" : "false");
     if (params->init_image) {
         sb_append(&sb, ", \"strength\": ");
         sb_json_float(&sb, params->strength);
     }
     sb_printf(&sb, ", \"mask\": %s", params->mask ? "true" : "false");
-    if (r.sampler == MOIRE_SAMPLER_DMCMC) {
+    if (r.params.sampler == MOIRE_SAMPLER_DMCMC) {
         moire_dmcmc_params d = params->dmcmc ? *params->dmcmc : moire_dmcmc_params_default();
         sb_append(&sb, ", \"dmcmc\": {\"eta\": ");
         sb_json_float(&sb, d.eta);

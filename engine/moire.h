@@ -382,10 +382,13 @@ void moire_stream_get_info(const moire_stream *stream, moire_stream_info *info);
 void moire_stream_free(moire_stream *stream);
 
 /* The A1111-layout "parameters" text for image `image_index` of a run (its seed is
- * seed + image_index). Caller frees with free(). */
+ * seed + image_index), with the defaults resolved as the generation resolved them. Caller
+ * frees with free(); NULL for parameters that no generation accepts (the message says why)
+ * or when out of memory. */
 char *moire_format_parameters(const moire_model *model, const moire_generate_params *params,
                               int image_index);
-/* The exact settings as JSON (the "moire" PNG chunk). Caller frees with free(). */
+/* The exact settings as JSON (the "moire" PNG chunk). Caller frees with free(); NULL as
+ * for moire_format_parameters. */
 char *moire_format_settings_json(const moire_model *model, const moire_generate_params *params,
                                  int image_index);
 
