@@ -132,6 +132,9 @@ def main():
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None,
+                    help="start from the weights of an exported model (.safetensors from this "
+                         "script, same --model and --subset): continue a run in a later session")
     ap.add_argument("--snapshot-minutes", type=float, default=0.0,
                     help="also export the EMA weights to OUT.snapshot.safetensors this often (0 = never)")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="export dtype")
@@ -157,6 +160,15 @@ def main():
     R.ExpertChoiceMoE.batched_routing = True  # same selection, all images at once
     model = R.ECDiT(cfg).to(device)
     ema = R.ECDiT(cfg).to(device)
+    if args.init:
+        # The exported (EMA) weights seed both the trained and the averaged model; the
+        # optimiser state starts afresh (the warm-up covers that).
+        import safetensors_io
+        tensors, init_meta = safetensors_io.load(args.init)
+        if json.loads(init_meta.get("moire.vocab", "[]")) != vocab:
+            sys.exit(f"--init {args.init}: its vocabulary differs from this data subset's; "
+                     "use the same --subset (and dataset) it was trained with")
+        model.load_state_dict({k: torch.from_numpy(v.astype(np.float32)) for k, v in tensors.items()})
     ema.load_state_dict(model.state_dict())
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -235,7 +247,7 @@ def main():
     os.replace(tmp, args.out)
     report = dict(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-200:])),
                   parameters=n_params, device=device, seed=args.seed, batch=args.batch, lr=args.lr,
-                  data=meta, model=args.model, images=N,
+                  data=meta, model=args.model, images=N, init=args.init,
                   command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
     with open(os.path.splitext(args.out)[0] + ".train.json", "w") as f:
         json.dump(report, f, indent=1)
