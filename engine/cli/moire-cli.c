@@ -542,6 +542,19 @@ static const char *find_default_model(char *searched, size_t searched_size)
     return NULL;
 }
 
+/* --model left out: the default model, or the usage error that says where it was looked for. */
+static int default_model_or_usage_error(const char **model_path)
+{
+    char searched[8192];
+    *model_path = find_default_model(searched, sizeof searched);
+    if (!*model_path) {
+        error_line("no --model given and no default model found (looked at $MOIRE_MODEL and "
+                   "in %s); give --model FILE (a .safetensors or .pt model)", searched);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
 static int load_model(const char *path, moire_model **model)
 {
     if (moire_model_load(path, model) != MOIRE_OK)
@@ -823,16 +836,8 @@ static int cmd_generate(int argc, char **argv)
         return rc;
 
     /* 1. Everything that needs no file. */
-    if (!model_path) {
-        char searched[8192];
-        const char *default_model = find_default_model(searched, sizeof searched);
-        if (!default_model) {
-            error_line("no --model given and no default model found (looked at $MOIRE_MODEL and "
-                       "in %s); give --model FILE (a .safetensors or .pt model)", searched);
-            return EXIT_USAGE;
-        }
-        model_path = default_model;
-    }
+    if (!model_path && (rc = default_model_or_usage_error(&model_path)))
+        return rc;
     if (!output) {
         error_line("generate needs --output FILE.png");
         return EXIT_USAGE;
@@ -1940,15 +1945,8 @@ static int cmd_eval(int argc, char **argv)
         return rc;
 
     /* 1. Everything that needs no file. */
-    if (!model_path) {
-        char searched[8192];
-        model_path = find_default_model(searched, sizeof searched);
-        if (!model_path) {
-            error_line("no --model given and no default model found (looked at $MOIRE_MODEL and "
-                       "in %s); give --model FILE (a .safetensors or .pt model)", searched);
-            return EXIT_USAGE;
-        }
-    }
+    if (!model_path && (rc = default_model_or_usage_error(&model_path)))
+        return rc;
     int image_count = EVAL_DEFAULT_IMAGES, batch = EVAL_DEFAULT_BATCH;
     if (images_text && (rc = parse_int("images", images_text, 2, 1000000, &image_count)))
         return rc;
