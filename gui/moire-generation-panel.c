@@ -1163,51 +1163,45 @@ action_dismiss_banner (GtkWidget  *widget,
 
 /* --- bindings between settings and widgets ------------------------------------------------- */
 
-static gboolean
-sampler_to_index (GBinding     *binding,
-                  const GValue *from,
-                  GValue       *to,
-                  gpointer      user_data)
+/* A dropdown that picks one of a fixed list of names (sampler, schedule, DMCMC integrator) is
+ * bound to the settings' string through that list's two look-ups. */
+typedef struct
 {
-  g_value_set_uint (to, moire_gen_settings_sampler_index (g_value_get_string (from)));
+  guint       (*index_of) (const char *name);
+  const char *(*name_at)  (guint index);
+} NameList;
+
+static const NameList sampler_choice    = { moire_gen_settings_sampler_index,
+                                            moire_gen_settings_sampler_at };
+static const NameList schedule_choice   = { moire_gen_settings_schedule_index,
+                                            moire_gen_settings_schedule_at };
+static const NameList integrator_choice = { moire_gen_settings_dmcmc_integrator_index,
+                                            moire_gen_settings_dmcmc_integrator_at };
+
+static gboolean
+name_to_index (GBinding     *binding,
+               const GValue *from,
+               GValue       *to,
+               gpointer      user_data)
+{
+  const NameList *names = user_data;
+
+  g_value_set_uint (to, names->index_of (g_value_get_string (from)));
   return TRUE;
 }
 
 static gboolean
-index_to_sampler (GBinding     *binding,
-                  const GValue *from,
-                  GValue       *to,
-                  gpointer      user_data)
+index_to_name (GBinding     *binding,
+               const GValue *from,
+               GValue       *to,
+               gpointer      user_data)
 {
+  const NameList *names = user_data;
   guint index = g_value_get_uint (from);
 
   if (index == GTK_INVALID_LIST_POSITION)
     return FALSE;
-  g_value_set_string (to, moire_gen_settings_sampler_at (index));
-  return TRUE;
-}
-
-static gboolean
-schedule_to_index (GBinding     *binding,
-                   const GValue *from,
-                   GValue       *to,
-                   gpointer      user_data)
-{
-  g_value_set_uint (to, moire_gen_settings_schedule_index (g_value_get_string (from)));
-  return TRUE;
-}
-
-static gboolean
-index_to_schedule (GBinding     *binding,
-                   const GValue *from,
-                   GValue       *to,
-                   gpointer      user_data)
-{
-  guint index = g_value_get_uint (from);
-
-  if (index == GTK_INVALID_LIST_POSITION)
-    return FALSE;
-  g_value_set_string (to, moire_gen_settings_schedule_at (index));
+  g_value_set_string (to, names->name_at (index));
   return TRUE;
 }
 
@@ -1232,30 +1226,6 @@ index_to_enum (GBinding     *binding,
   if (index == GTK_INVALID_LIST_POSITION)
     return FALSE;
   g_value_set_enum (to, (int) index);
-  return TRUE;
-}
-
-static gboolean
-integrator_to_index (GBinding     *binding,
-                     const GValue *from,
-                     GValue       *to,
-                     gpointer      user_data)
-{
-  g_value_set_uint (to, moire_gen_settings_dmcmc_integrator_index (g_value_get_string (from)));
-  return TRUE;
-}
-
-static gboolean
-index_to_integrator (GBinding     *binding,
-                     const GValue *from,
-                     GValue       *to,
-                     gpointer      user_data)
-{
-  guint index = g_value_get_uint (from);
-
-  if (index == GTK_INVALID_LIST_POSITION)
-    return FALSE;
-  g_value_set_string (to, moire_gen_settings_dmcmc_integrator_at (index));
   return TRUE;
 }
 
@@ -1794,10 +1764,12 @@ moire_generation_panel_init (MoireGenerationPanel *self)
                           G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
   g_object_bind_property_full (self->settings, "sampler", self->sampler_dropdown, "selected",
                                G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE,
-                               sampler_to_index, index_to_sampler, NULL, NULL);
+                               name_to_index, index_to_name,
+                               (gpointer) &sampler_choice, NULL);
   g_object_bind_property_full (self->settings, "schedule", self->schedule_dropdown, "selected",
                                G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE,
-                               schedule_to_index, index_to_schedule, NULL, NULL);
+                               name_to_index, index_to_name,
+                               (gpointer) &schedule_choice, NULL);
   g_object_bind_property_full (self->settings, "seed-mode", self->seed_mode_dropdown, "selected",
                                G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE,
                                enum_to_index, index_to_enum, NULL, NULL);
@@ -1816,7 +1788,8 @@ moire_generation_panel_init (MoireGenerationPanel *self)
   bind_spin (self, self->dmcmc_steps_spin, "dmcmc-steps", FALSE);
   g_object_bind_property_full (self->settings, "dmcmc-integrator", self->dmcmc_integrator_dropdown,
                                "selected", G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE,
-                               integrator_to_index, index_to_integrator, NULL, NULL);
+                               name_to_index, index_to_name,
+                               (gpointer) &integrator_choice, NULL);
   g_object_bind_property (self, "stream", self->stream_switch, "active",
                           G_BINDING_BIDIRECTIONAL | G_BINDING_SYNC_CREATE);
   g_object_bind_property (self, "show-routing", self->routing_check, "active",
