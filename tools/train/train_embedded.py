@@ -10,7 +10,8 @@ Everything is seeded (torch, numpy, caption choice); on the same device and PyTo
 the same command gives the same weights. Runs on CUDA when available (bf16 autocast), else CPU.
 
 Recipe (docs/EMBEDDED_MODEL.md): x0 = RGBA in [-1, 1] (straight alpha; transparent results are
-useful GIMP layers); t ~ sigmoid(N(0, 1)) (logit-normal, as SD3 and the EC-DiT paper); x_t =
+useful GIMP layers); t ~ sigmoid(N(0, 1)) (logit-normal, as SD3 and the EC-DiT paper), with
+--low-noise-fraction of the batch from sigmoid(N(−1.2, 1.2)) (EDM's CIFAR-10 levels); x_t =
 (1 − t)·x0 + t·ε; target v = ε − x0; MSE. Captions: a random variant per sample; 10 % empty
 (the CFG null condition). AdamW, linear warm-up, cosine decay, EMA of the weights (exported).
 Horizontal flips are NOT used (emoji are not mirror-symmetric: text, arrows, hands).
@@ -137,6 +138,9 @@ def main():
                          "script, same --model and --subset): continue a run in a later session")
     ap.add_argument("--snapshot-minutes", type=float, default=0.0,
                     help="also export the EMA weights to OUT.snapshot.safetensors this often (0 = never)")
+    ap.add_argument("--low-noise-fraction", type=float, default=0.0,
+                    help="fraction of each batch whose t is drawn from logit t ~ N(-1.2, 1.2) (EDM's "
+                         "CIFAR-10 noise distribution in rectified-flow time) instead of N(0, 1)")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="export dtype")
     args = ap.parse_args()
 
@@ -211,7 +215,15 @@ def main():
         ids = torch.stack([empty_ids if rng.random() < 0.1 else
                            variant_ids[i][rng.integers(0, len(variant_ids[i]))] for i in idx]).to(device)
         x0 = images[torch.from_numpy(idx).to(device)]
-        t = torch.sigmoid(torch.randn(args.batch, device=device))
+        # logit-normal t; the --low-noise-fraction share comes from EDM's 32×32 distribution
+        # (σ = t / (1 − t), ln σ ~ N(−1.2, 1.2)), which spends more steps where the last
+        # details and the flat colours are settled.
+        # (Drawn only when asked, so the earlier runs' commands still give their weights.)
+        logit_t = torch.randn(args.batch, device=device)
+        if args.low_noise_fraction > 0:
+            low = torch.rand(args.batch, device=device) < args.low_noise_fraction
+            logit_t = torch.where(low, -1.2 + 1.2 * logit_t, logit_t)
+        t = torch.sigmoid(logit_t)
         eps = torch.randn_like(x0)
         xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * eps
         with autocast:
@@ -248,6 +260,7 @@ def main():
     report = dict(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-200:])),
                   parameters=n_params, device=device, seed=args.seed, batch=args.batch, lr=args.lr,
                   data=meta, model=args.model, images=N, init=args.init,
+                  low_noise_fraction=args.low_noise_fraction,
                   command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
     with open(os.path.splitext(args.out)[0] + ".train.json", "w") as f:
         json.dump(report, f, indent=1)
