@@ -19,6 +19,7 @@
 #include "fid.h"
 #include "internal.h"
 #include "safetensors.h"
+#include "weight_binding.h"
 
 #include <ctype.h>
 #include <glib.h>
@@ -210,17 +211,6 @@ static moire_status parse_meta(const char *path, const st_file *file, classifier
  * Tensors
  * ---------------------------------------------------------------------------------------- */
 
-/* "[12, 8, 3, 3]" */
-static void format_shape(char *buffer, size_t size, int ndim, const int64_t *shape)
-{
-    size_t used = (size_t)snprintf(buffer, size, "[");
-    for (int i = 0; i < ndim && used < size; i++)
-        used += (size_t)snprintf(buffer + used, size - used, "%s%lld", i ? ", " : "",
-                                 (long long)shape[i]);
-    if (used < size)
-        snprintf(buffer + used, size - used, "]");
-}
-
 /* The tensor `name`: present, a float dtype, exactly `shape`. `why` says where the expected
  * shape comes from, for the message. */
 static moire_status find_tensor(const char *path, const st_file *file, const char *name,
@@ -229,7 +219,7 @@ static moire_status find_tensor(const char *path, const st_file *file, const cha
 {
     const st_tensor *t = st_find(file, name);
     char want[128], have[128];
-    format_shape(want, sizeof want, ndim, shape);
+    weight_format_shape(want, sizeof want, ndim, shape);
     if (!t)
         return moire_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor %s %s is missing (%s); " CLASSIFIER_FIX, path, name, want,
@@ -242,7 +232,7 @@ static moire_status find_tensor(const char *path, const st_file *file, const cha
     for (int i = 0; same && i < ndim; i++)
         same = t->shape[i] == shape[i];
     if (!same) {
-        format_shape(have, sizeof have, t->ndim, t->shape);
+        weight_format_shape(have, sizeof have, t->ndim, t->shape);
         return moire_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor %s has shape %s but %s needs %s; " CLASSIFIER_FIX, path,
                           name, have, why, want);

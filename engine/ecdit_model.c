@@ -1,19 +1,19 @@
 /* ecdit_model.c — EC-DiT model files: the family's keys of "moire.config", their validation,
  * and the binding of every checkpoint key to its ecdit_weights field (docs/ECDIT.md has the
- * table). Loading is shared with DiT-MoE (model.c): the same safetensors mapping, the same
- * zero-copy rule for aligned F32 and one fp32 arena for F16/BF16, the same checks of
- * presence, shape, dtype and finiteness, and the same rejection of tensors that name a block
- * or expert the config does not have.
+ * table). The checks of presence, shape, dtype and finiteness, the zero-copy rule for aligned
+ * F32 and the one fp32 arena for F16/BF16 are weight_binding.c's, shared with DiT-MoE
+ * (model.c); this file adds the rejection of tensors that name a block, expert or text layer
+ * the config does not have.
  */
 #include "ecdit.h"
 #include "internal.h"
+#include "weight_binding.h"
 
 #include <ctype.h>
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,70 +164,25 @@ bool ecdit_block_is_moe(const moire_model_config *config, int block)
 
 /* ---- weight binding ---------------------------------------------------------------------- */
 
-typedef struct ec_binding {
-    char key[128];
-    const float **field;
-    int ndim;
-    int64_t shape[4];
-    bool optional;
-    const st_tensor *tensor;
-    size_t arena_offset;
-    bool converted;
-} ec_binding;
+#define W(field, ...) weight_list_add(list, &(field), __VA_ARGS__)
 
-typedef struct ec_binder {
-    ec_binding *items;
-    int count, capacity;
-    bool out_of_memory;
-} ec_binder;
-
-static void bind(ec_binder *b, const float **field, bool optional, int ndim, int64_t d0,
-                 int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
-    __attribute__((format(printf, 9, 10)));
-static void bind(ec_binder *b, const float **field, bool optional, int ndim, int64_t d0,
-                 int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
-{
-    if (b->count == b->capacity) {
-        int capacity = b->capacity ? 2 * b->capacity : 256;
-        ec_binding *items = realloc(b->items, (size_t)capacity * sizeof *items);
-        if (!items) {
-            b->out_of_memory = true;
-            return;
-        }
-        b->items = items;
-        b->capacity = capacity;
-    }
-    ec_binding *item = &b->items[b->count++];
-    memset(item, 0, sizeof *item);
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(item->key, sizeof item->key, fmt, args);
-    va_end(args);
-    item->field = field;
-    item->optional = optional;
-    item->ndim = ndim;
-    int64_t dims[4] = {d0, d1, d2, d3};
-    memcpy(item->shape, dims, sizeof dims);
-}
-
-#define W(field, ...) bind(&b, &(field), false, __VA_ARGS__)
-
-static void bind_swiglu(ec_binder *binder, dit_swiglu_weights *mlp, int64_t D,
+static void bind_swiglu(weight_list *list, dit_swiglu_weights *mlp, int64_t D,
                         const char *prefix)
 {
     const int64_t F = mlp->hidden;
-    bind(binder, &mlp->gate_proj_weight, false, 2, F, D, 0, 0, "%sgate_proj.weight", prefix);
-    bind(binder, &mlp->up_proj_weight, false, 2, F, D, 0, 0, "%sup_proj.weight", prefix);
-    bind(binder, &mlp->down_proj_weight, false, 2, D, F, 0, 0, "%sdown_proj.weight", prefix);
+    W(mlp->gate_proj_weight, 2, F, D, 0, 0, "%sgate_proj.weight", prefix);
+    W(mlp->up_proj_weight, 2, F, D, 0, 0, "%sup_proj.weight", prefix);
+    W(mlp->down_proj_weight, 2, D, F, 0, 0, "%sdown_proj.weight", prefix);
 }
 
 /* Every weight this config needs, with its expected shape. */
-static void collect_bindings(const moire_model_config *c, ecdit_weights *w, ec_binder *binder)
+static void collect_bindings(const moire_model_config *c, ecdit_weights *w, weight_list *list)
 {
-    ec_binder b = *binder;
     const int64_t D = c->hidden_size, Dt = c->text_hidden, p = c->patch_size;
     const int64_t hd = D / c->num_heads, T = (int64_t)(c->input_size / p) * (c->input_size / p);
-    bind(&b, &w->pos_embed, true, 3, 1, T, D, 0, "pos_embed");
+    weight_binding *pos_embed = W(w->pos_embed, 3, 1, T, D, 0, "pos_embed");
+    if (pos_embed) /* a fixed table, recomputed when absent */
+        pos_embed->optional = pos_embed->is_buffer = true;
     W(w->x_embedder_proj_weight, 4, D, c->in_channels, p, p, "x_embedder.proj.weight");
     W(w->x_embedder_proj_bias, 1, D, 0, 0, 0, "x_embedder.proj.bias");
     W(w->t_embedder_mlp0_weight, 2, D, DIT_TIMESTEP_FREQ_DIM, 0, 0, "t_embedder.mlp.0.weight");
@@ -285,66 +240,23 @@ static void collect_bindings(const moire_model_config *c, ecdit_weights *w, ec_b
             W(k->moe_gate_weight, 2, c->num_experts, D, 0, 0, "blocks.%d.moe.gate.weight", i);
             for (int e = 0; e < c->num_experts; e++) {
                 snprintf(prefix, sizeof prefix, "blocks.%d.moe.experts.%d.", i, e);
-                bind_swiglu(&b, &k->experts[e], D, prefix);
+                bind_swiglu(list, &k->experts[e], D, prefix);
             }
             if (c->shared_expert_hidden > 0) {
                 snprintf(prefix, sizeof prefix, "blocks.%d.moe.shared_experts.", i);
-                bind_swiglu(&b, &k->shared_experts, D, prefix);
+                bind_swiglu(list, &k->shared_experts, D, prefix);
             }
         } else {
             snprintf(prefix, sizeof prefix, "blocks.%d.mlp.", i);
-            bind_swiglu(&b, &k->mlp, D, prefix);
+            bind_swiglu(list, &k->mlp, D, prefix);
         }
     }
     W(w->final_adaLN_modulation_weight, 2, 2 * D, D, 0, 0, "final_layer.adaLN_modulation.1.weight");
     W(w->final_adaLN_modulation_bias, 1, 2 * D, 0, 0, 0, "final_layer.adaLN_modulation.1.bias");
     W(w->final_linear_weight, 2, p * p * c->out_channels, D, 0, 0, "final_layer.linear.weight");
     W(w->final_linear_bias, 1, p * p * c->out_channels, 0, 0, 0, "final_layer.linear.bias");
-    *binder = b;
 }
 #undef W
-
-static void format_shape(char *buffer, size_t size, int ndim, const int64_t *shape)
-{
-    size_t used = (size_t)snprintf(buffer, size, "[");
-    for (int d = 0; d < ndim && used < size; d++)
-        used += (size_t)snprintf(buffer + used, size - used, "%s%lld", d ? ", " : "",
-                                 (long long)shape[d]);
-    if (used < size)
-        snprintf(buffer + used, size - used, "]");
-}
-
-static moire_status check_binding(const moire_model *model, ec_binding *binding)
-{
-    const st_tensor *tensor = st_find(model->file, binding->key);
-    if (!tensor) {
-        if (binding->optional)
-            return MOIRE_OK;
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' is missing; the file is not a complete EC-DiT model "
-                          "(or its moire.config does not match its tensors)", model->path,
-                          binding->key);
-    }
-    if (tensor->dtype != ST_F32 && tensor->dtype != ST_F16 && tensor->dtype != ST_BF16)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16: "
-                          "export the model again", model->path, binding->key,
-                          st_dtype_name(tensor->dtype));
-    bool same = tensor->ndim == binding->ndim;
-    for (int d = 0; same && d < binding->ndim; d++)
-        same = tensor->shape[d] == binding->shape[d];
-    if (!same) {
-        char expected[96], found[160];
-        format_shape(expected, sizeof expected, binding->ndim, binding->shape);
-        format_shape(found, sizeof found, tensor->ndim, tensor->shape);
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' has shape %s but the model config needs %s; the "
-                          "moire.config metadata does not match the weights", model->path,
-                          binding->key, found, expected);
-    }
-    binding->tensor = tensor;
-    return MOIRE_OK;
-}
 
 /* "blocks.{i}." → i, else -1; *rest = the text after it. */
 static int block_index(const char *name, const char **rest)
@@ -362,8 +274,9 @@ static int block_index(const char *name, const char **rest)
 /* Tensors that name a part the config does not have (a block past depth, an expert past E,
  * a text layer past text_layers, a shared expert with width 0, experts in a dense block):
  * the metadata disagrees with the weights and part of the model would be silently dropped. */
-static moire_status check_unbound(const moire_model *model, const char *name)
+static moire_status check_unbound(const char *name, void *user_data)
 {
+    const moire_model *model = user_data;
     const moire_model_config *c = &model->config;
     const char *rest;
     int block = block_index(name, &rest);
@@ -394,17 +307,6 @@ static moire_status check_unbound(const moire_model *model, const char *name)
                           "%s: tensor '%s' is a shared expert but the model config has "
                           "shared_expert_hidden 0; fix moire.config", model->path, name);
     return MOIRE_OK;
-}
-
-static int64_t first_nonfinite(const float *x, int64_t count)
-{
-    for (int64_t i = 0; i < count; i++) {
-        uint32_t bits;
-        memcpy(&bits, &x[i], sizeof bits);
-        if ((bits & 0x7f800000u) == 0x7f800000u)
-            return i;
-    }
-    return -1;
 }
 
 static moire_status allocate_structure(moire_model *model, struct ecdit_model *ec)
@@ -445,68 +347,19 @@ moire_status ecdit_model_bind(moire_model *model)
     if (status != MOIRE_OK)
         return status;
 
-    ec_binder binder = {0};
-    collect_bindings(&model->config, &ec->weights, &binder);
-    if (binder.out_of_memory) {
-        free(binder.items);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
-    }
-    size_t arena_floats = 0;
-    unsigned dtypes_seen = 0;
-    int bound = 0;
-    for (int i = 0; i < binder.count && status == MOIRE_OK; i++) {
-        ec_binding *b = &binder.items[i];
-        status = check_binding(model, b);
-        if (status != MOIRE_OK || !b->tensor)
-            continue;
-        bound++;
-        b->converted = b->tensor->dtype != ST_F32 || ((uintptr_t)b->tensor->data % 4) != 0;
-        if (b->converted) {
-            b->arena_offset = arena_floats;
-            arena_floats += (size_t)b->tensor->numel;
-        }
-        if (b->field != &ec->weights.pos_embed) {
-            dtypes_seen |= 1u << b->tensor->dtype;
-            model->parameter_count += b->tensor->numel;
-        }
-    }
-    for (int i = 0; i < st_tensor_count(model->file) && status == MOIRE_OK; i++)
-        status = check_unbound(model, st_tensor_at(model->file, i)->name);
-    if (status == MOIRE_OK && arena_floats > 0) {
-        model->arena = moire_malloc_array(arena_floats, sizeof(float));
-        model->arena_floats = arena_floats;
-        if (!model->arena)
-            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                                "%s: cannot allocate %zu bytes to convert the weights to fp32",
-                                model->path, arena_floats * sizeof(float));
-    }
-    for (int i = 0; i < binder.count && status == MOIRE_OK; i++) {
-        ec_binding *b = &binder.items[i];
-        if (!b->tensor)
-            continue;
-        if (b->converted) {
-            float *destination = model->arena + b->arena_offset;
-            st_convert_to_f32(destination, b->tensor->data, b->tensor->dtype, b->tensor->numel);
-            *b->field = destination;
-        } else {
-            *b->field = b->tensor->data;
-        }
-        int64_t bad = first_nonfinite(*b->field, b->tensor->numel);
-        if (bad >= 0)
-            status = moire_fail(MOIRE_ERROR_FORMAT,
-                                "%s: tensor '%s' holds a non-finite value (%g) at index %lld; "
-                                "the model is corrupt or diverged: use another one",
-                                model->path, b->key, (double)(*b->field)[bad], (long long)bad);
-    }
-    if (status == MOIRE_OK) {
-        model->unused_tensor_count = st_tensor_count(model->file) - bound;
-        int distinct = __builtin_popcount(dtypes_seen);
-        snprintf(model->dtype_name, sizeof model->dtype_name, "%s",
-                 distinct != 1 ? "mixed"
-                 : (dtypes_seen & (1u << ST_F16)) ? "F16"
-                 : (dtypes_seen & (1u << ST_BF16)) ? "BF16" : "F32");
-    }
-    free(binder.items);
+    weight_list list = {0};
+    collect_bindings(&model->config, &ec->weights, &list);
+    const weight_file_kind kind = {
+        .name = "EC-DiT model",
+        .missing_fix = "(or its moire.config does not match its tensors)",
+        .shape_source = "the model config",
+        .shape_fix = "the moire.config metadata does not match the weights",
+        .corrupt_fix = "the model is corrupt or diverged: use another one",
+        .check_unbound = check_unbound,
+        .user_data = model,
+    };
+    status = model_bind_weight_list(model, &list, &kind);
+    weight_list_free(&list);
     return status;
 }
 

@@ -13,6 +13,7 @@
 #include "ecdit.h"
 #include "internal.h"
 #include "pt_reader.h"
+#include "weight_binding.h"
 
 #include <ctype.h>
 #include <glib.h>
@@ -23,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #define METADATA_CONFIG_KEY "moire.config"
 #define METADATA_CLASS_NAMES_KEY "moire.class_names"
@@ -633,19 +633,6 @@ static const weight_spec weight_table[] = {
 };
 #define WEIGHT_SPEC_COUNT ((int)(sizeof weight_table / sizeof weight_table[0]))
 
-/* One concrete weight of this model: a table row instantiated for a block and expert. */
-typedef struct weight_binding {
-    const weight_spec *spec;
-    char key[112];
-    const float **field;        /* where the fp32 pointer goes                           */
-    int ndim;
-    int64_t shape[4];           /* expected                                              */
-    const st_tensor *tensor;    /* found in the file; NULL for an absent optional one    */
-    size_t arena_offset;        /* in floats, when converted                             */
-    bool converted;             /* F16/BF16 or misaligned F32                            */
-    int64_t first_nonfinite;    /* -1 when every value is finite                         */
-} weight_binding;
-
 static int64_t resolve_dim(weight_dim dim, const moire_model_config *c, int width)
 {
     int64_t hidden = c->hidden_size, patch = c->patch_size;
@@ -668,15 +655,18 @@ static int64_t resolve_dim(weight_dim dim, const moire_model_config *c, int widt
     return -1;
 }
 
-static void add_binding(weight_binding *binding, const weight_spec *spec, void *scope_base,
-                        const moire_model_config *config, int width)
+/* One table row made concrete for a scope (the model, a block, an expert): "<prefix><key>". */
+static void add_binding(weight_list *list, const weight_spec *spec, void *scope_base,
+                        const moire_model_config *config, int width, const char *prefix)
 {
-    binding->spec = spec;
-    binding->field = (const float **)((char *)scope_base + spec->offset);
-    binding->ndim = spec->ndim;
+    int64_t shape[4] = {0};
     for (int d = 0; d < spec->ndim; d++)
-        binding->shape[d] = resolve_dim(spec->dims[d], config, width);
-    binding->first_nonfinite = -1;
+        shape[d] = resolve_dim(spec->dims[d], config, width);
+    weight_binding *binding =
+        weight_list_add(list, (const float **)((char *)scope_base + spec->offset), spec->ndim,
+                        shape[0], shape[1], shape[2], shape[3], "%s%s", prefix, spec->key);
+    if (binding) /* pos_embed: an optional fixed table, recomputed when absent */
+        binding->optional = binding->is_buffer = spec->optional;
 }
 
 static bool spec_applies(const weight_spec *spec, moire_attention_layout layout)
@@ -685,145 +675,65 @@ static bool spec_applies(const weight_spec *spec, moire_attention_layout layout)
            (spec->layout == LAYOUT_QKV) == (layout == MOIRE_ATTENTION_QKV);
 }
 
-/* Instantiates the table for this config. Returns the number of bindings written; with
- * out == NULL it only counts. The block and expert arrays must already exist when out is
- * given (their addresses are the destinations). */
-static int instantiate_bindings(moire_model *model, weight_binding *out)
+/* Instantiates the table for this config. The block and expert arrays must already exist
+ * (their addresses are the destinations). */
+static void collect_bindings(moire_model *model, weight_list *list)
 {
     const moire_model_config *c = &model->config;
     dit_weights *weights = &model->weights;
-    int count = 0;
+    char prefix[64];
     for (int s = 0; s < WEIGHT_SPEC_COUNT; s++) {
         const weight_spec *spec = &weight_table[s];
         if (!spec_applies(spec, c->attention_layout))
             continue;
         if (spec->scope == SCOPE_MODEL) {
-            if (out) {
-                add_binding(&out[count], spec, weights, c, 0);
-                snprintf(out[count].key, sizeof out[count].key, "%s", spec->key);
-            }
-            count++;
+            add_binding(list, spec, weights, c, 0, "");
             continue;
         }
         for (int b = 0; b < c->depth; b++) {
-            dit_block_weights *block = out ? &weights->blocks[b] : NULL;
+            dit_block_weights *block = &weights->blocks[b];
             if (spec->scope == SCOPE_BLOCK) {
-                if (out) {
-                    add_binding(&out[count], spec, block, c, 0);
-                    snprintf(out[count].key, sizeof out[count].key, "blocks.%d.%s", b,
-                             spec->key);
-                }
-                count++;
+                snprintf(prefix, sizeof prefix, "blocks.%d.", b);
+                add_binding(list, spec, block, c, 0, prefix);
                 continue;
             }
             for (int e = 0; e < c->num_experts; e++) {
-                if (out) {
-                    add_binding(&out[count], spec, &block->experts[e], c, c->expert_hidden);
-                    snprintf(out[count].key, sizeof out[count].key,
-                             "blocks.%d.moe.experts.%d.%s", b, e, spec->key);
-                }
-                count++;
+                snprintf(prefix, sizeof prefix, "blocks.%d.moe.experts.%d.", b, e);
+                add_binding(list, spec, &block->experts[e], c, c->expert_hidden, prefix);
             }
             if (c->shared_expert_hidden > 0) {
-                if (out) {
-                    add_binding(&out[count], spec, &block->shared_experts, c,
-                                c->shared_expert_hidden);
-                    snprintf(out[count].key, sizeof out[count].key,
-                             "blocks.%d.moe.shared_experts.%s", b, spec->key);
-                }
-                count++;
+                snprintf(prefix, sizeof prefix, "blocks.%d.moe.shared_experts.", b);
+                add_binding(list, spec, &block->shared_experts, c, c->shared_expert_hidden,
+                            prefix);
             }
         }
     }
-    return count;
 }
 
-static void format_shape(char *buffer, size_t size, int ndim, const int64_t *shape)
+/* A missing attention tensor usually means metadata naming the other attention layout. */
+static moire_status explain_missing_tensor(const weight_binding *binding, const st_file *file,
+                                           const char *path, void *user_data)
 {
-    size_t used = (size_t)snprintf(buffer, size, "[");
-    for (int d = 0; d < ndim && used < size; d++)
-        used += (size_t)snprintf(buffer + used, size - used, "%s%lld", d ? ", " : "",
-                                 (long long)shape[d]);
-    if (used < size)
-        snprintf(buffer + used, size - used, "]");
-}
-
-/* Looks up one binding's tensor and checks its dtype and shape. */
-static moire_status check_binding(const moire_model *model, weight_binding *binding)
-{
-    const char *path = model->path;
-    const st_tensor *tensor = st_find(model->file, binding->key);
-    if (!tensor) {
-        if (binding->spec->optional)
-            return MOIRE_OK;
-        if (binding->spec->layout != LAYOUT_ANY) {
-            /* the usual cause: metadata naming the other attention layout */
-            bool qkv = binding->spec->layout == LAYOUT_QKV;
-            const char *other = qkv ? "blocks.0.attn.Wqkv.weight" : "blocks.0.attn.qkv.weight";
-            if (st_find(model->file, other))
-                return moire_fail(MOIRE_ERROR_FORMAT,
-                                  "%s: tensor '%s' is missing: the config says attention_layout "
-                                  "\"%s\" but the file has '%s' (layout \"%s\"); fix "
-                                  "attention_layout in moire.config", path, binding->key,
-                                  qkv ? "qkv" : "qk_norm", other, qkv ? "qk_norm" : "qkv");
-        }
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' is missing; the file is not a complete DiT-MoE "
-                          "checkpoint (or its moire.config does not match its tensors)",
-                          path, binding->key);
-    }
-    if (tensor->dtype != ST_F32 && tensor->dtype != ST_F16 && tensor->dtype != ST_BF16)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16: "
-                          "export the checkpoint again", path, binding->key,
-                          st_dtype_name(tensor->dtype));
-    bool shape_ok = tensor->ndim == binding->ndim;
-    for (int d = 0; shape_ok && d < binding->ndim; d++)
-        shape_ok = tensor->shape[d] == binding->shape[d];
-    if (!shape_ok) {
-        char expected[96], found[160];
-        format_shape(expected, sizeof expected, binding->ndim, binding->shape);
-        format_shape(found, sizeof found, tensor->ndim, tensor->shape);
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' has shape %s but the model config needs %s; the "
-                          "moire.config metadata does not match the weights, or the file is "
-                          "not a DiT-MoE checkpoint", path, binding->key, found, expected);
-    }
-    binding->tensor = tensor;
-    return MOIRE_OK;
-}
-
-static bool is_nonfinite(const float *x)
-{
-    uint32_t bits;
-    memcpy(&bits, x, sizeof bits);
-    return (bits & 0x7f800000u) == 0x7f800000u; /* an integer test -ffast-math keeps */
-}
-
-/* Index of the first NaN/±inf in x[0..count), or -1. Scans in chunks with a branch-free
- * OR so the common all-finite case vectorises; only a bad chunk is searched by index. */
-static int64_t find_nonfinite(const float *x, int64_t count)
-{
-    enum { CHUNK = 4096 };
-    for (int64_t start = 0; start < count; start += CHUNK) {
-        int64_t end = count - start < CHUNK ? count : start + CHUNK;
-        unsigned any = 0;
-        for (int64_t i = start; i < end; i++)
-            any |= is_nonfinite(&x[i]);
-        if (!any)
-            continue;
-        for (int64_t i = start; i < end; i++)
-            if (is_nonfinite(&x[i]))
-                return i;
-    }
-    return -1;
+    const moire_model *model = user_data;
+    if (!strstr(binding->key, ".attn."))
+        return MOIRE_OK;
+    bool qkv = model->config.attention_layout == MOIRE_ATTENTION_QKV;
+    const char *other = qkv ? "blocks.0.attn.Wqkv.weight" : "blocks.0.attn.qkv.weight";
+    if (!st_find(file, other))
+        return MOIRE_OK;
+    return moire_fail(MOIRE_ERROR_FORMAT,
+                      "%s: tensor '%s' is missing: the config says attention_layout \"%s\" but "
+                      "the file has '%s' (layout \"%s\"); fix attention_layout in moire.config",
+                      path, binding->key, qkv ? "qkv" : "qk_norm", other,
+                      qkv ? "qk_norm" : "qkv");
 }
 
 /* Tensors whose name says they belong to the model but that the config leaves unbound:
  * a block past `depth`, an expert past `num_experts`, a shared expert when its width is 0.
  * They mean the metadata disagrees with the weights, which would silently drop layers. */
-static moire_status check_unbound_tensor(const moire_model *model, const char *name)
+static moire_status check_unbound_tensor(const char *name, void *user_data)
 {
+    const moire_model *model = user_data;
     const moire_model_config *c = &model->config;
     const char *rest = NULL;
     int block = parse_block_index(name, &rest);
@@ -848,25 +758,6 @@ static moire_status check_unbound_tensor(const moire_model *model, const char *n
     return MOIRE_OK;
 }
 
-/* The fp32 arena for converted weights (several GB for an F16 XL/G checkpoint). Aligned to
- * 2 MiB and marked for transparent huge pages: first-touch page faults, not the conversion,
- * dominate the load otherwise. Freed with free(). */
-static float *arena_alloc(size_t floats)
-{
-    const size_t huge_page = (size_t)2 << 20;
-    if (floats > SIZE_MAX / sizeof(float))
-        return NULL;
-    size_t bytes = floats * sizeof(float);
-    void *memory = NULL;
-    if (posix_memalign(&memory, huge_page, bytes) != 0)
-        return NULL;
-#ifdef MADV_HUGEPAGE
-    if (bytes >= huge_page)
-        madvise(memory, (bytes + huge_page - 1) / huge_page * huge_page, MADV_HUGEPAGE);
-#endif
-    return memory;
-}
-
 static moire_status bind_weights(moire_model *model)
 {
     const moire_model_config *c = &model->config;
@@ -885,90 +776,37 @@ static moire_status bind_weights(moire_model *model)
         block->shared_experts.hidden = c->shared_expert_hidden;
     }
 
-    int count = instantiate_bindings(model, NULL);
-    weight_binding *bindings = moire_calloc_array((size_t)count, sizeof(weight_binding));
-    if (!bindings)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
-    instantiate_bindings(model, bindings);
-
-    /* 1. find and check every tensor; size the arena for those that need converting */
-    moire_status status = MOIRE_OK;
-    size_t arena_floats = 0;
-    unsigned dtypes_seen = 0; /* bit per st_dtype, weights only (pos_embed is a buffer) */
-    int bound = 0;
-    for (int i = 0; i < count && status == MOIRE_OK; i++) {
-        weight_binding *binding = &bindings[i];
-        status = check_binding(model, binding);
-        const st_tensor *tensor = binding->tensor;
-        if (status != MOIRE_OK || !tensor)
-            continue;
-        bound++;
-        binding->converted = tensor->dtype != ST_F32 || ((uintptr_t)tensor->data % 4) != 0;
-        if (binding->converted) {
-            binding->arena_offset = arena_floats;
-            arena_floats += (size_t)tensor->numel;
-        }
-        if (binding->field != &weights->pos_embed) {
-            dtypes_seen |= 1u << tensor->dtype;
-            model->parameter_count += tensor->numel;
-        }
-    }
-    for (int i = 0; i < st_tensor_count(model->file) && status == MOIRE_OK; i++)
-        status = check_unbound_tensor(model, st_tensor_at(model->file, i)->name);
-    if (status != MOIRE_OK)
-        goto done;
-    model->unused_tensor_count = st_tensor_count(model->file) - bound;
-
-    /* 2. one arena for every converted weight, then point each field at its fp32 data */
-    if (arena_floats > 0) {
-        model->arena = arena_alloc(arena_floats);
-        if (!model->arena) {
-            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                                "%s: cannot allocate %zu bytes to convert the weights to fp32; "
-                                "free memory or use an F32 checkpoint", model->path,
-                                arena_floats * sizeof(float));
-            goto done;
-        }
-        model->arena_floats = arena_floats;
-    }
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1)
-#endif
-    for (int i = 0; i < count; i++) {
-        weight_binding *binding = &bindings[i];
-        const st_tensor *tensor = binding->tensor;
-        if (!tensor)
-            continue;
-        if (binding->converted) {
-            float *destination = model->arena + binding->arena_offset;
-            st_convert_to_f32(destination, tensor->data, tensor->dtype, tensor->numel);
-            *binding->field = destination;
-        } else {
-            *binding->field = tensor->data;
-        }
-        /* 3. finiteness, in the same pass while the data is in cache */
-        binding->first_nonfinite = find_nonfinite(*binding->field, tensor->numel);
-    }
-    for (int i = 0; i < count; i++) {
-        if (bindings[i].first_nonfinite >= 0) {
-            int64_t index = bindings[i].first_nonfinite;
-            status = moire_fail(MOIRE_ERROR_FORMAT,
-                                "%s: tensor '%s' holds a non-finite value (%g) at index %lld; "
-                                "the checkpoint is corrupt or diverged: use another one",
-                                model->path, bindings[i].key,
-                                (double)(*bindings[i].field)[index], (long long)index);
-            goto done;
-        }
-    }
-
-    int distinct = __builtin_popcount(dtypes_seen);
-    snprintf(model->dtype_name, sizeof model->dtype_name, "%s",
-             distinct != 1 ? "mixed"
-             : (dtypes_seen & (1u << ST_F16)) ? "F16"
-             : (dtypes_seen & (1u << ST_BF16)) ? "BF16" : "F32");
-done:
-    free(bindings);
+    weight_list list = {0};
+    collect_bindings(model, &list);
+    const weight_file_kind kind = {
+        .name = "DiT-MoE checkpoint",
+        .missing_fix = "(or its moire.config does not match its tensors)",
+        .shape_source = "the model config",
+        .shape_fix = "the moire.config metadata does not match the weights, or the file is not "
+                     "a DiT-MoE checkpoint",
+        .corrupt_fix = "the checkpoint is corrupt or diverged: use another one",
+        .explain_missing = explain_missing_tensor,
+        .check_unbound = check_unbound_tensor,
+        .user_data = model,
+    };
+    moire_status status = model_bind_weight_list(model, &list, &kind);
+    weight_list_free(&list);
     return status;
+}
+
+moire_status model_bind_weight_list(moire_model *model, weight_list *list,
+                                    const weight_file_kind *kind)
+{
+    weight_bind_result bound;
+    moire_status status = weight_list_bind(list, model->file, model->path, kind, &bound);
+    if (status != MOIRE_OK)
+        return status;
+    model->arena = bound.arena;
+    model->arena_floats = bound.arena_floats;
+    model->parameter_count = bound.parameter_count;
+    model->unused_tensor_count = st_tensor_count(model->file) - bound.bound;
+    snprintf(model->dtype_name, sizeof model->dtype_name, "%s", bound.dtype_name);
+    return MOIRE_OK;
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -98,4 +98,11 @@ moire_status dit_config_infer(moire_model_config *config, const st_file *file);
 /* Checks the config is self-consistent and within sane limits (message on failure). */
 moire_status dit_config_validate(const moire_model_config *config);
 
+struct weight_list;
+struct weight_file_kind;
+/* Binds a family's weight list (weight_binding.h) against model->file and records in the
+ * model what it bound: the fp32 arena, parameter count, unused tensors, dtype name. */
+moire_status model_bind_weight_list(moire_model *model, struct weight_list *list,
+                                    const struct weight_file_kind *kind);
+
 #endif /* MOIRE_MODEL_H */

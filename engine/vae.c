@@ -20,6 +20,7 @@
 #include "ops.h"
 #include "safetensors.h"
 #include "vae.h"
+#include "weight_binding.h"
 
 #include <json-glib/json-glib.h>
 #include <math.h>
@@ -99,18 +100,6 @@ struct moire_vae {
  * Loading: key names, structure inference, binding and checks
  * ---------------------------------------------------------------------------------------- */
 
-typedef struct vae_binding {
-    const float **field;
-    char key[192];
-    int ndim;
-    int64_t shape[4];
-    bool linear;           /* attention projection: [C, C] or [C, C, 1, 1] */
-    const st_tensor *tensor;
-    bool converted;
-    size_t arena_offset;
-    int64_t first_nonfinite;
-} vae_binding;
-
 typedef struct vae_loader {
     moire_vae *vae;
     const st_file *file;
@@ -118,9 +107,7 @@ typedef struct vae_loader {
     const char *prefix;     /* "" or "first_stage_model." */
     bool ldm;
     bool old_attention;     /* diffusers query/key/value/proj_attn */
-    vae_binding *bindings;
-    int count, capacity;
-    bool out_of_memory;
+    weight_list weights;
 } vae_loader;
 
 static const st_tensor *find_key(const vae_loader *l, const char *fmt, ...) MOIRE_PRINTF(2, 3);
@@ -135,28 +122,15 @@ static const st_tensor *find_key(const vae_loader *l, const char *fmt, ...)
     return st_find(l->file, key);
 }
 
+/* One weight "<prefix><base>.<leaf>"; `linear`: an attention projection, [C, C] in diffusers
+ * files and a [C, C, 1, 1] convolution in LDM ones. */
 static void want(vae_loader *l, const float **field, const char *base, const char *leaf,
                  bool linear, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
 {
-    if (l->count == l->capacity) {
-        int capacity = l->capacity ? 2 * l->capacity : 256;
-        vae_binding *grown = realloc(l->bindings, (size_t)capacity * sizeof *grown);
-        if (!grown) {
-            l->out_of_memory = true;
-            return;
-        }
-        l->bindings = grown;
-        l->capacity = capacity;
-    }
-    vae_binding *b = &l->bindings[l->count++];
-    memset(b, 0, sizeof *b);
-    b->field = field;
-    snprintf(b->key, sizeof b->key, "%s%s.%s", l->prefix, base, leaf);
-    b->ndim = ndim;
-    const int64_t dims[4] = {d0, d1, d2, d3};
-    memcpy(b->shape, dims, sizeof dims);
-    b->linear = linear;
-    b->first_nonfinite = -1;
+    weight_binding *b =
+        weight_list_add(&l->weights, field, ndim, d0, d1, d2, d3, "%s%s.%s", l->prefix, base, leaf);
+    if (b)
+        b->also_1x1_conv = linear;
 }
 
 static void want_conv(vae_loader *l, vae_conv *c, const char *base, int co, int ci, int k)
@@ -272,16 +246,6 @@ static void want_coder(vae_loader *l, bool decoder)
     want_conv(l, &c->conv_out, name, decoder ? 3 : 2 * z, channels, 3);
 }
 
-static void format_shape(char *buffer, size_t size, int ndim, const int64_t *shape)
-{
-    size_t used = (size_t)snprintf(buffer, size, "[");
-    for (int d = 0; d < ndim && used < size; d++)
-        used += (size_t)snprintf(buffer + used, size - used, "%s%lld", d ? ", " : "",
-                                 (long long)shape[d]);
-    if (used < size)
-        snprintf(buffer + used, size - used, "]");
-}
-
 static void format_structure(char *buffer, size_t size, const moire_vae_info *info)
 {
     size_t used = (size_t)snprintf(buffer, size, "block_out_channels (");
@@ -293,76 +257,27 @@ static void format_structure(char *buffer, size_t size, const moire_vae_info *in
                  info->layers_per_block, info->latent_channels);
 }
 
-static moire_status check_binding(const vae_loader *l, vae_binding *b)
-{
-    const st_tensor *t = st_find(l->file, b->key);
-    char structure[160];
-    format_structure(structure, sizeof structure, &l->vae->info);
-    if (!t)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' is missing; the file is not a complete SD-VAE "
-                          "(%s layout, %s): download the VAE again", l->path, b->key,
-                          l->vae->info.layout, structure);
-    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' has dtype %s; VAE weights must be F32, F16 or BF16",
-                          l->path, b->key, st_dtype_name(t->dtype));
-    bool ok = t->ndim == b->ndim;
-    for (int d = 0; ok && d < b->ndim; d++)
-        ok = t->shape[d] == b->shape[d];
-    if (!ok && b->linear) /* LDM-style 1×1 convolution for an attention projection */
-        ok = t->ndim == 4 && t->shape[0] == b->shape[0] && t->shape[1] == b->shape[1] &&
-             t->shape[2] == 1 && t->shape[3] == 1;
-    if (!ok) {
-        char expected[96], found[160];
-        format_shape(expected, sizeof expected, b->ndim, b->shape);
-        format_shape(found, sizeof found, t->ndim, t->shape);
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: tensor '%s' has shape %s but an SD-VAE with %s (inferred from "
-                          "the decoder) needs %s; the file is damaged or not a KL-f8 "
-                          "autoencoder", l->path, b->key, found, structure, expected);
-    }
-    b->tensor = t;
-    return MOIRE_OK;
-}
-
-static bool is_nonfinite(const float *x)
-{
-    uint32_t bits;
-    memcpy(&bits, x, sizeof bits);
-    return (bits & 0x7f800000u) == 0x7f800000u;
-}
-
 /* Tensors under encoder./decoder. that nothing binds mean the inferred structure is wrong
  * (a level or resnet the inference did not see), which would silently drop layers. */
-static moire_status check_unbound(const vae_loader *l)
+static moire_status check_unbound(const char *name, void *user_data)
 {
+    const vae_loader *l = user_data;
     const size_t plen = strlen(l->prefix);
-    const int count = st_tensor_count(l->file);
-    for (int i = 0; i < count; i++) {
-        const char *name = st_tensor_at(l->file, i)->name;
-        if (strncmp(name, l->prefix, plen) != 0)
-            continue;
-        const char *rest = name + plen;
-        bool decoder = strncmp(rest, "decoder.", 8) == 0;
-        bool encoder = strncmp(rest, "encoder.", 8) == 0;
-        if (!decoder && !encoder)
-            continue;
-        if (encoder && !l->vae->info.has_encoder)
-            continue;
-        bool bound = false;
-        for (int b = 0; b < l->count && !bound; b++)
-            bound = strcmp(l->bindings[b].key, name) == 0;
-        if (!bound) {
-            char structure[160];
-            format_structure(structure, sizeof structure, &l->vae->info);
-            return moire_fail(MOIRE_ERROR_FORMAT,
-                              "%s: tensor '%s' does not fit an SD-VAE with %s (inferred from "
-                              "the decoder); the file has a different structure",
-                              l->path, name, structure);
-        }
-    }
-    return MOIRE_OK;
+    if (strncmp(name, l->prefix, plen) != 0)
+        return MOIRE_OK;
+    const char *rest = name + plen;
+    bool decoder = strncmp(rest, "decoder.", 8) == 0;
+    bool encoder = strncmp(rest, "encoder.", 8) == 0;
+    if ((!decoder && !encoder) || (encoder && !l->vae->info.has_encoder))
+        return MOIRE_OK;
+    for (int b = 0; b < l->weights.count; b++)
+        if (strcmp(l->weights.items[b].key, name) == 0)
+            return MOIRE_OK;
+    char structure[160];
+    format_structure(structure, sizeof structure, &l->vae->info);
+    return moire_fail(MOIRE_ERROR_FORMAT,
+                      "%s: tensor '%s' does not fit an SD-VAE with %s (inferred from the "
+                      "decoder); the file has a different structure", l->path, name, structure);
 }
 
 static int dim_of(const st_tensor *t, int d)
@@ -466,57 +381,25 @@ static moire_status bind_all(vae_loader *l)
         want_conv(l, &vae->quant_conv, "quant_conv", 2 * z, 2 * z, 1);
         want_coder(l, false);
     }
-    if (l->out_of_memory)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", l->path);
-
-    moire_status status = MOIRE_OK;
-    size_t arena_floats = 0;
-    for (int i = 0; i < l->count && status == MOIRE_OK; i++) {
-        vae_binding *b = &l->bindings[i];
-        status = check_binding(l, b);
-        if (status != MOIRE_OK)
-            break;
-        b->converted = b->tensor->dtype != ST_F32 || ((uintptr_t)b->tensor->data % 4) != 0;
-        if (b->converted) {
-            b->arena_offset = arena_floats;
-            arena_floats += (size_t)b->tensor->numel;
-        }
-    }
-    if (status == MOIRE_OK)
-        status = check_unbound(l);
-    if (status != MOIRE_OK)
-        return status;
-    if (arena_floats > 0) {
-        vae->arena = moire_malloc_array(arena_floats, sizeof(float));
-        if (!vae->arena)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                              "%s: cannot allocate %zu bytes to convert the VAE to fp32",
-                              l->path, arena_floats * sizeof(float));
-    }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int i = 0; i < l->count; i++) {
-        vae_binding *b = &l->bindings[i];
-        const st_tensor *t = b->tensor;
-        if (b->converted) {
-            float *destination = vae->arena + b->arena_offset;
-            st_convert_to_f32(destination, t->data, t->dtype, t->numel);
-            *b->field = destination;
-        } else {
-            *b->field = t->data;
-        }
-        for (int64_t j = 0; j < t->numel; j++)
-            if (is_nonfinite(&(*b->field)[j])) {
-                b->first_nonfinite = j;
-                break;
-            }
-    }
-    for (int i = 0; i < l->count; i++)
-        if (l->bindings[i].first_nonfinite >= 0)
-            return moire_fail(MOIRE_ERROR_FORMAT,
-                              "%s: tensor '%s' holds a non-finite value at index %lld; the VAE "
-                              "file is corrupt: download it again", l->path,
-                              l->bindings[i].key, (long long)l->bindings[i].first_nonfinite);
-    return MOIRE_OK;
+    char structure[160], missing_fix[256], shape_source[224];
+    format_structure(structure, sizeof structure, &vae->info);
+    snprintf(missing_fix, sizeof missing_fix, "(%s layout, %s): download the VAE again",
+             vae->info.layout, structure);
+    snprintf(shape_source, sizeof shape_source, "an SD-VAE with %s (inferred from the decoder)",
+             structure);
+    const weight_file_kind kind = {
+        .name = "SD-VAE",
+        .missing_fix = missing_fix,
+        .shape_source = shape_source,
+        .shape_fix = "the file is damaged or not a KL-f8 autoencoder",
+        .corrupt_fix = "the VAE file is corrupt: download it again",
+        .check_unbound = check_unbound,
+        .user_data = l,
+    };
+    weight_bind_result bound;
+    moire_status status = weight_list_bind(&l->weights, l->file, l->path, &kind, &bound);
+    vae->arena = bound.arena;
+    return status;
 }
 
 /* diffusers config.json: scaling_factor and norm_num_groups. Other AutoencoderKL fields are
@@ -668,7 +551,7 @@ moire_status moire_vae_load(const char *path, moire_vae **out_vae)
         status = check_groups(vae);
     if (status == MOIRE_OK)
         status = bind_all(&loader);
-    free(loader.bindings);
+    weight_list_free(&loader.weights);
     free(weights);
     free(config);
     if (status != MOIRE_OK) {
