@@ -1,5 +1,6 @@
 /* dit_common.c — see dit_common.h. */
 #include "dit_common.h"
+#include "ops.h"
 
 #include <math.h>
 #include <string.h>
@@ -73,4 +74,22 @@ void dit_add_positions(float *tokens, const float *pos, int n, int T, int D)
             for (int d = 0; d < D; d++)
                 tok[d] += pe[d];
         }
+}
+
+moire_status dit_final_layer(const moire_ops *ops, float *head, float *normed, float *modulation,
+                             const float *tokens, const float *cond_act,
+                             const float *adaLN_weight, const float *adaLN_bias,
+                             const float *linear_weight, const float *linear_bias, int n, int T,
+                             int D, int head_dim, float eps)
+{
+    moire_status status = ops->linear(ops, modulation, cond_act, adaLN_weight, adaLN_bias, n, D,
+                                      2 * D);
+    for (int i = 0; i < n && status == MOIRE_OK; i++) {
+        const float *shift = modulation + (size_t)i * 2 * D, *scale = shift + D;
+        const size_t off = (size_t)i * T * D;
+        status = ops->layernorm_modulate(ops, normed + off, tokens + off, shift, scale, T, D, eps);
+    }
+    if (status == MOIRE_OK)
+        status = ops->linear(ops, head, normed, linear_weight, linear_bias, n * T, D, head_dim);
+    return status;
 }

@@ -1,10 +1,15 @@
-/* dit_common.h — host-side pieces shared by the DiT-MoE (forward.c) and EC-DiT (ecdit.c)
- * forward passes: patchify/unpatchify, the 256-d timestep frequencies and the 2-D sin-cos
- * positions (shared/reference/ditmoe.md §1.2). */
+/* dit_common.h — pieces shared by the DiT-MoE (forward.c) and EC-DiT (ecdit.c) forward
+ * passes: on the host, patchify/unpatchify, the 256-d timestep frequencies and the 2-D
+ * sin-cos positions (shared/reference/ditmoe.md §1.2); over the ops table, the final layer. */
 #ifndef MOIRE_DIT_COMMON_H
 #define MOIRE_DIT_COMMON_H
 
+#include "moire.h"
+
 #include <stddef.h>
+
+/* ops.h includes model.h, which includes this file: the op table by name only. */
+typedef struct moire_ops moire_ops;
 
 #define DIT_TIMESTEP_FREQ_DIM 256
 
@@ -26,5 +31,14 @@ void dit_positions(float *pos, const float *stored, int trained_grid, int gh, in
 
 /* tokens[n, T, D] += pos[T, D] */
 void dit_add_positions(float *tokens, const float *pos, int n, int T, int D);
+
+/* The adaLN final layer both families end with: modulation[n, 2D] = Linear(cond_act) as
+ * (shift, scale), then head[n·T, head_dim] = Linear(LayerNorm(tokens)·(1 + scale) + shift).
+ * tokens[n·T, D]; `modulation` and `normed[n·T, D]` are scratch; buffers are the ops'. */
+moire_status dit_final_layer(const moire_ops *ops, float *head, float *normed, float *modulation,
+                             const float *tokens, const float *cond_act,
+                             const float *adaLN_weight, const float *adaLN_bias,
+                             const float *linear_weight, const float *linear_bias, int n, int T,
+                             int D, int head_dim, float eps);
 
 #endif /* MOIRE_DIT_COMMON_H */

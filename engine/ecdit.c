@@ -266,18 +266,10 @@ moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int 
         emit(ctx, "block_out", layer, buf.tokens, 3, n, T, D);
     }
 
-    /* Final layer: modulation[n, 2D] = shift, scale. */
-    TRY(ops->linear(ops, buf.modulation, buf.cond_act, W->final_adaLN_modulation_weight,
-                    W->final_adaLN_modulation_bias, n, D, 2 * D));
-    for (int i = 0; i < n; i++) {
-        const float *mod = buf.modulation + (size_t)i * 2 * D;
-        const size_t off = (size_t)i * T * D;
-        TRY(ops->layernorm_modulate(ops, buf.normed + off, buf.tokens + off, mod, mod + D, T, D,
-                                    eps));
-    }
     const int head_dim = p * p * Co;
-    TRY(ops->linear(ops, buf.head, buf.normed, W->final_linear_weight, W->final_linear_bias, N,
-                    D, head_dim));
+    TRY(dit_final_layer(ops, buf.head, buf.normed, buf.modulation, buf.tokens, buf.cond_act,
+                        W->final_adaLN_modulation_weight, W->final_adaLN_modulation_bias,
+                        W->final_linear_weight, W->final_linear_bias, n, T, D, head_dim, eps));
     emit(ctx, "final_out", -1, buf.head, 3, n, T, head_dim);
 
     dit_unpatchify(out, buf.head, n, Co, h, w, p);
