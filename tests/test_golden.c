@@ -26,47 +26,6 @@
 
 #define TOLERANCE 1e-4
 
-typedef struct capture {
-    const st_file *ref;
-    const char *prefix; /* "a" */
-    int compared;
-} capture;
-
-static void on_debug_tensor(const char *name, int layer, const float *data, int ndim,
-                            const int64_t *shape, void *user_data)
-{
-    capture *cap = user_data;
-    char key[128];
-    if (layer >= 0)
-        snprintf(key, sizeof key, "%s.%d.%s", cap->prefix, layer, name);
-    else
-        snprintf(key, sizeof key, "%s.%s", cap->prefix, name);
-    int64_t numel = 1;
-    for (int i = 0; i < ndim; i++)
-        numel *= shape[i];
-    int64_t ref_numel = 0;
-    float *want = test_ref_tensor(cap->ref, key, &ref_numel);
-    if (!want)
-        return; /* the reference does not record every intermediate */
-    cap->compared++;
-    CHECK(ref_numel == numel, "%s: %lld elements, reference has %lld", key, (long long)numel,
-          (long long)ref_numel);
-    if (ref_numel == numel) {
-        if (strcmp(name, "topk_ids") == 0) {
-            int64_t mismatches = 0;
-            for (int64_t i = 0; i < numel; i++)
-                mismatches += data[i] != want[i];
-            CHECK(mismatches == 0, "%s: %lld of %lld expert ids differ", key, (long long)mismatches,
-                  (long long)numel);
-            printf("%s %-40s exact ids (%lld)\n", mismatches ? "NOT OK" : "OK    ", key,
-                   (long long)numel);
-        } else {
-            test_check_tensor(key, data, want, numel, TOLERANCE);
-        }
-    }
-    free(want);
-}
-
 static void check_forward_case(moire_ctx *ctx, const moire_model *model, const st_file *ref,
                                const char *prefix, bool capture_intermediates)
 {
@@ -90,9 +49,9 @@ static void check_forward_case(moire_ctx *ctx, const moire_model *model, const s
         y[i] = (int32_t)yf[i];
     float *out = malloc((size_t)nout * sizeof(float));
 
-    capture cap = {.ref = ref, .prefix = prefix};
+    test_intermediates cap = {.ref = ref, .prefix = prefix, .tolerance = TOLERANCE};
     if (capture_intermediates)
-        moire_ctx_set_debug_callback(ctx, on_debug_tensor, &cap);
+        moire_ctx_set_debug_callback(ctx, test_compare_intermediate, &cap);
     moire_status status = moire_forward(ctx, model, n, h, w, x, t, y, out);
     moire_ctx_set_debug_callback(ctx, NULL, NULL);
     /* Timing for the record (not asserted): the best of a few runs without the callback. */

@@ -30,55 +30,6 @@
 
 #define TOLERANCE 1e-4
 
-static bool is_index_tensor(const char *name)
-{
-    return strcmp(name, "ec_tokens") == 0 || strcmp(name, "expert_count") == 0 ||
-           strcmp(name, "text_ids") == 0;
-}
-
-static void check_exact(const char *label, const float *got, const float *want, int64_t n)
-{
-    int64_t mismatches = 0;
-    for (int64_t i = 0; i < n; i++)
-        mismatches += got[i] != want[i];
-    CHECK(mismatches == 0, "%s: %lld of %lld indices differ", label, (long long)mismatches,
-          (long long)n);
-    printf("%s %-44s exact (%lld)\n", mismatches ? "NOT OK" : "OK    ", label, (long long)n);
-}
-
-typedef struct capture {
-    const st_file *ref;
-    const char *prefix;
-    int compared;
-} capture;
-
-static void on_debug_tensor(const char *name, int layer, const float *data, int ndim,
-                            const int64_t *shape, void *user_data)
-{
-    capture *cap = user_data;
-    char key[128];
-    if (layer >= 0)
-        snprintf(key, sizeof key, "%s.%d.%s", cap->prefix, layer, name);
-    else
-        snprintf(key, sizeof key, "%s.%s", cap->prefix, name);
-    int64_t numel = 1, ref_numel = 0;
-    for (int i = 0; i < ndim; i++)
-        numel *= shape[i];
-    float *want = test_ref_tensor(cap->ref, key, &ref_numel);
-    if (!want)
-        return;
-    cap->compared++;
-    CHECK(ref_numel == numel, "%s: %lld elements, reference has %lld", key, (long long)numel,
-          (long long)ref_numel);
-    if (ref_numel == numel) {
-        if (is_index_tensor(name))
-            check_exact(key, data, want, numel);
-        else
-            test_check_tensor(key, data, want, numel, TOLERANCE);
-    }
-    free(want);
-}
-
 static const char **string_array(JsonObject *root, const char *member, int *count)
 {
     JsonArray *array = json_object_get_array_member(root, member);
@@ -110,7 +61,7 @@ static void check_tokenizer(const moire_model *model, const st_file *ref, JsonOb
         for (int i = 0; i < L; i++)
             got[i] = (float)ids[i];
         snprintf(label, sizeof label, "tokenize \"%.30s\"", prompts[j]);
-        check_exact(label, got, want, L);
+        test_check_exact(label, got, want, L);
         free(want);
     }
     free(ids), free(got), free(prompts);
@@ -138,9 +89,9 @@ static void check_forward_case(moire_ctx *ctx, const moire_model *model, const s
     CHECK(prompt_count == n, "case %s: %d prompts for %d images", prefix, prompt_count, n);
     float *out = malloc((size_t)nout * sizeof(float));
 
-    capture cap = {.ref = ref, .prefix = prefix};
+    test_intermediates cap = {.ref = ref, .prefix = prefix, .tolerance = TOLERANCE};
     if (intermediates)
-        moire_ctx_set_debug_callback(ctx, on_debug_tensor, &cap);
+        moire_ctx_set_debug_callback(ctx, test_compare_intermediate, &cap);
     moire_status status = moire_forward_text(ctx, model, n, h, w, x, t, prompts, out);
     moire_ctx_set_debug_callback(ctx, NULL, NULL);
     double best = 1e30;
@@ -203,7 +154,7 @@ static void check_routing_cases(moire_ctx *ctx, const st_file *ref, JsonObject *
             as_float[i] = (float)tokens[i];
         snprintf(name, sizeof name, "%s tokens (C=%d of S=%d)", key, M, S);
         if (ntok == (int64_t)E * M) {
-            check_exact(name, as_float, want_tokens, ntok);
+            test_check_exact(name, as_float, want_tokens, ntok);
             snprintf(name, sizeof name, "%s gates", key);
             test_check_tensor(name, gates, want_gates, ngate, TOLERANCE);
         }

@@ -58,6 +58,17 @@ bool test_check_tensor(const char *name, const float *got, const float *want, in
     return ok;
 }
 
+bool test_check_exact(const char *label, const float *got, const float *want, int64_t n)
+{
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; i++)
+        mismatches += got[i] != want[i];
+    CHECK(mismatches == 0, "%s: %lld of %lld indices differ", label, (long long)mismatches,
+          (long long)n);
+    printf("%s %-44s exact (%lld)\n", mismatches ? "NOT OK" : "OK    ", label, (long long)n);
+    return mismatches == 0;
+}
+
 int test_finish(const char *test_name)
 {
     printf("%s: checks: %d, failures: %d\n", test_name, test_checks, test_failures);
@@ -106,4 +117,42 @@ float *test_ref_tensor(const st_file *ref, const char *name, int64_t *numel)
     if (numel)
         *numel = t->numel;
     return data;
+}
+
+/* The debug names whose values are indices or counts, not activations. */
+static bool is_index_tensor(const char *name)
+{
+    static const char *const names[] = {"topk_ids", "ec_tokens", "expert_count", "text_ids"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+void test_compare_intermediate(const char *name, int layer, const float *data, int ndim,
+                               const int64_t *shape, void *user_data)
+{
+    test_intermediates *cap = user_data;
+    char key[128], label[160];
+    if (layer >= 0)
+        snprintf(key, sizeof key, "%s.%d.%s", cap->prefix, layer, name);
+    else
+        snprintf(key, sizeof key, "%s.%s", cap->prefix, name);
+    int64_t numel = 1, ref_numel = 0;
+    for (int i = 0; i < ndim; i++)
+        numel *= shape[i];
+    float *want = test_ref_tensor(cap->ref, key, &ref_numel);
+    if (!want)
+        return; /* the reference does not record every intermediate */
+    cap->compared++;
+    CHECK(ref_numel == numel, "%s: %lld elements, reference has %lld", key, (long long)numel,
+          (long long)ref_numel);
+    if (ref_numel == numel) {
+        snprintf(label, sizeof label, "%s%s", cap->label ? cap->label : "", key);
+        if (is_index_tensor(name))
+            test_check_exact(label, data, want, numel);
+        else
+            test_check_tensor(label, data, want, numel, cap->tolerance);
+    }
+    free(want);
 }

@@ -31,6 +31,8 @@ void test_fill_random(float *x, int64_t n, uint64_t seed, float lo, float hi);
 /* Compares and prints "OK name rel=… maxabs=…" or "NOT OK …"; counts a check. */
 bool test_check_tensor(const char *name, const float *got, const float *want, int64_t n,
                        double tolerance);
+/* Index tensors (expert ids, token ids, counts) compared exactly; counts a check. */
+bool test_check_exact(const char *label, const float *got, const float *want, int64_t n);
 /* Prints "checks: N, failures: M" and returns the exit code (0 or 1). */
 int test_finish(const char *test_name);
 /* Path under the tests/ source directory (static buffer). */
@@ -42,5 +44,19 @@ const char *test_tmp_dir(void);
  * NULL when the file has no tensor of that name. *numel (may be NULL) receives its size.
  * Caller frees. */
 float *test_ref_tensor(const st_file *ref, const char *name, int64_t *numel);
+
+/* A forward pass's intermediates against a golden file: pass test_compare_intermediate and a
+ * test_intermediates to moire_ctx_set_debug_callback. Each tensor the pass reports is compared
+ * with the file's "<prefix>.<layer>.<name>" (or "<prefix>.<name>") where the file records it:
+ * index tensors exactly, the rest by relative error ≤ tolerance. */
+typedef struct test_intermediates {
+    const st_file *ref;
+    const char *prefix;      /* the case: "a", "b"                               */
+    const char *label;       /* before each key in the output ("cuda "); or NULL  */
+    double tolerance;
+    int compared;            /* tensors the file had                              */
+} test_intermediates;
+void test_compare_intermediate(const char *name, int layer, const float *data, int ndim,
+                               const int64_t *shape, void *user_data);
 
 #endif

@@ -16,44 +16,6 @@
 
 #define TOLERANCE 1e-4
 
-typedef struct capture {
-    const st_file *ref;
-    int compared;
-} capture;
-
-static void on_debug_tensor(const char *name, int layer, const float *data, int ndim,
-                            const int64_t *shape, void *user_data)
-{
-    capture *cap = user_data;
-    char key[128];
-    if (layer >= 0)
-        snprintf(key, sizeof key, "a.%d.%s", layer, name);
-    else
-        snprintf(key, sizeof key, "a.%s", name);
-    int64_t numel = 1, ref_numel = 0;
-    for (int i = 0; i < ndim; i++)
-        numel *= shape[i];
-    float *want = test_ref_tensor(cap->ref, key, &ref_numel);
-    if (!want)
-        return;
-    cap->compared++;
-    CHECK(ref_numel == numel, "%s: %lld elements, reference %lld", key, (long long)numel,
-          (long long)ref_numel);
-    if (ref_numel == numel) {
-        char label[160];
-        snprintf(label, sizeof label, "cuda %s", key);
-        if (strcmp(name, "topk_ids") == 0) {
-            int64_t mismatches = 0;
-            for (int64_t i = 0; i < numel; i++)
-                mismatches += data[i] != want[i];
-            CHECK(mismatches == 0, "%s: %lld expert ids differ", key, (long long)mismatches);
-        } else {
-            test_check_tensor(label, data, want, numel, TOLERANCE);
-        }
-    }
-    free(want);
-}
-
 static void check_model(moire_ctx *cpu, moire_ctx *gpu, const char *name)
 {
     char path[256], file[256];
@@ -90,9 +52,10 @@ static void check_model(moire_ctx *cpu, moire_ctx *gpu, const char *name)
             for (int i = 0; i < n; i++)
                 y[i] = (int32_t)yf[i];
             float *out_cpu = malloc((size_t)nout * 4), *out_gpu = malloc((size_t)nout * 4);
-            capture cap = {.ref = ref};
+            test_intermediates cap = {.ref = ref, .prefix = "a", .label = "cuda ",
+                                      .tolerance = TOLERANCE};
             if (c == 0)
-                moire_ctx_set_debug_callback(gpu, on_debug_tensor, &cap);
+                moire_ctx_set_debug_callback(gpu, test_compare_intermediate, &cap);
             moire_status st = moire_forward(gpu, model, n, h, w, x, t, y, out_gpu);
             moire_ctx_set_debug_callback(gpu, NULL, NULL);
             CHECK(st == MOIRE_OK, "cuda forward: %s", moire_last_error());
