@@ -141,6 +141,8 @@ def main():
     ap.add_argument("--low-noise-fraction", type=float, default=0.0,
                     help="fraction of each batch whose t is drawn from logit t ~ N(-1.2, 1.2) (EDM's "
                          "CIFAR-10 noise distribution in rectified-flow time) instead of N(0, 1)")
+    ap.add_argument("--default-cfg", type=float, default=4.0,
+                    help="the guidance scale written to the model's moire.defaults")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="export dtype")
     args = ap.parse_args()
 
@@ -243,7 +245,7 @@ def main():
             # A look at the model while it trains (the C engine can sample it meanwhile).
             snap = os.path.splitext(args.out)[0] + ".snapshot.safetensors"
             R.export(copy.deepcopy(ema).cpu().float(), vocab, snap + ".tmp", dtype=np.float16,
-                     defaults={"sampler": "euler", "steps": 24, "cfg": 4.0})
+                     defaults={"sampler": "euler", "steps": 24, "cfg": args.default_cfg})
             os.replace(snap + ".tmp", snap)
             last_snapshot = time.time()
             print(f"step {step:6d}: snapshot {snap}", flush=True)
@@ -255,7 +257,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     tmp = args.out + ".tmp"
     R.export(ema, vocab, tmp, dtype=np.float16 if args.dtype == "float16" else np.float32,
-             defaults={"sampler": "euler", "steps": 24, "cfg": 4.0})
+             defaults={"sampler": "euler", "steps": 24, "cfg": args.default_cfg})
     os.replace(tmp, args.out)
     report = dict(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-200:])),
                   parameters=n_params, device=device, seed=args.seed, batch=args.batch, lr=args.lr,
