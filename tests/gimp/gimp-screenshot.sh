@@ -4,10 +4,11 @@
 #   tests/gimp/gimp-screenshot.sh BUILD_DIR [OUT.png]
 # Needs xvfb-run and ImageMagick's `import`. Not part of the test suites (GUI GIMP is slow to
 # start and its look depends on the installed themes); run it by hand to refresh the picture.
+# The dialog uses the embedded model (no model path given), as an artist's first run does;
+# the wait is generous because a busy machine (a training run) slows GIMP's start a lot.
 set -euo pipefail
 BUILD=$(realpath "$1")
 OUT=$(realpath -m "${2:-docs/screenshots/gimp-dialog-canvas.png}")
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/gimp"
@@ -30,10 +31,10 @@ gimp-2.10 -n -s --gimprc=$T/gimprc -b '
   (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 200 120 256 256)
   (gimp-display-new img)
   (gimp-displays-flush)
-  (plug-in-moire-generate RUN-INTERACTIVE img bg "goldfish" "" "$SRC/tests/golden/tiny_qkv.safetensors" "" 24 0 7 0 0 1 0 0.75)
+  (plug-in-moire-generate RUN-INTERACTIVE img bg "red apple" "" "" "" 24 0 7 0 0 1 0 0.75)
   (gimp-image-clean-all img))' > $T/gimp.log 2>&1 &
 pid=\$!
-for i in \$(seq 1 240); do [ -e $T/ready ] && break; sleep 0.5; done
+for i in \$(seq 1 600); do [ -e $T/ready ] && break; sleep 0.5; done
 sleep 2
 import -window root "$OUT"
 touch $T/continue
