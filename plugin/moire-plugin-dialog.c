@@ -56,7 +56,8 @@ typedef struct
 } Dialog;
 
 static const char *const mode_labels[] = {
-  N_("New image"),
+  /* Translators: plug-in modes; the first makes a picture from the prompt alone */
+  N_("From the prompt"),
   N_("Image to image (from the layer)"),
   N_("Inpaint the selection"),
   NULL
