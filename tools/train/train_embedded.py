@@ -196,6 +196,8 @@ def main():
     empty_ids = torch.tensor(tokenize(""), dtype=torch.long)
     images = images.to(device)
 
+    # What the exported model (and each snapshot) says to sample it with.
+    export_defaults = {"sampler": "euler", "steps": 24, "cfg": args.default_cfg}
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     warmup = min(500, max(50, int(args.max_steps * 0.05))) if args.max_steps else 300
     budget = args.minutes * 60.0
@@ -245,7 +247,7 @@ def main():
             # A look at the model while it trains (the C engine can sample it meanwhile).
             snap = os.path.splitext(args.out)[0] + ".snapshot.safetensors"
             R.export(copy.deepcopy(ema).cpu().float(), vocab, snap + ".tmp", dtype=np.float16,
-                     defaults={"sampler": "euler", "steps": 24, "cfg": args.default_cfg})
+                     defaults=export_defaults)
             os.replace(snap + ".tmp", snap)
             last_snapshot = time.time()
             print(f"step {step:6d}: snapshot {snap}", flush=True)
@@ -257,12 +259,12 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     tmp = args.out + ".tmp"
     R.export(ema, vocab, tmp, dtype=np.float16 if args.dtype == "float16" else np.float32,
-             defaults={"sampler": "euler", "steps": 24, "cfg": args.default_cfg})
+             defaults=export_defaults)
     os.replace(tmp, args.out)
     report = dict(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-200:])),
                   parameters=n_params, device=device, seed=args.seed, batch=args.batch, lr=args.lr,
                   data=meta, model=args.model, images=N, init=args.init,
-                  low_noise_fraction=args.low_noise_fraction,
+                  low_noise_fraction=args.low_noise_fraction, defaults=export_defaults,
                   command=" ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]))
     with open(os.path.splitext(args.out)[0] + ".train.json", "w") as f:
         json.dump(report, f, indent=1)
