@@ -1,6 +1,7 @@
 /* classifier.c — the image classifier of `moire eval` (moire.h, "Image classifier and FID"):
  * loading and checking its .safetensors file, the CPU forward pass and the FID against the
- * file's reference statistics.
+ * file's reference statistics; and the same network as a noise-level classifier, the level
+ * estimate of the dmcmc sampler (task "noise-level", moire_classifier_estimate_sigma).
  *
  * The network (tools/golden/classifier_ref.py is the spec), for one image:
  *
@@ -35,8 +36,10 @@
 #define CLASSIFIER_MAX_SIZE     4096   /* input side, pixels                               */
 #define CLASSIFIER_MAX_WIDTH    65536  /* channels of a stage, feature_dim                 */
 #define CLASSIFIER_MAX_CLASSES  1000000
+#define CLASSIFIER_MAX_LEVELS   4096
 /* Where to get a valid file, for the messages. */
-#define CLASSIFIER_FIX "re-export it with tools/train/train_classifier.py (classifier_ref.export)"
+#define CLASSIFIER_FIX "re-export it with tools/train/train_classifier.py (image classifiers) " \
+                       "or tools/train/train_level_classifier.py (noise levels)"
 
 struct moire_classifier {
     char *path;                 /* for messages                                           */
@@ -47,16 +50,18 @@ struct moire_classifier {
     int side;                   /* S / 2^stages                                           */
     int flat_dim;               /* w_last · side²: fc1's input                            */
     int feature_dim;            /* D                                                      */
-    int class_count;            /* K                                                      */
-    char **class_names;         /* [K] the prompt of each class                           */
+    int class_count;            /* K: classes, or level bins                              */
+    char **class_names;         /* [K] the prompt of each class; NULL for noise levels    */
+    bool noise_level;           /* task "noise-level": the logits are over level bins     */
+    double *levels;             /* [K] noise level: bin centres of u = ln(σ / rms(y))     */
     const float *conv_weight[CLASSIFIER_MAX_STAGES]; /* [w_k, w_{k−1}, 3, 3] (w_0 = C)    */
     const float *conv_bias[CLASSIFIER_MAX_STAGES];   /* [w_k]                              */
     const float *fc1_weight;    /* [D, flat_dim]                                          */
     const float *fc1_bias;      /* [D]                                                    */
     const float *fc2_weight;    /* [K, D]                                                 */
     const float *fc2_bias;      /* [K]                                                    */
-    double *fid_mu;             /* [D]     reference mean                                 */
-    double *fid_sigma;          /* [D, D]  reference covariance (unbiased)                */
+    double *fid_mu;             /* [D]     reference mean; NULL for noise levels          */
+    double *fid_sigma;          /* [D, D]  reference covariance (unbiased); NULL likewise */
     float *arena;               /* every weight above, converted to fp32                  */
     size_t scratch_floats;      /* one image's activations, for the per-thread scratch    */
 };
@@ -72,6 +77,8 @@ typedef struct classifier_meta {
     int widths[CLASSIFIER_MAX_STAGES];
     int class_count;
     char **class_names; /* [class_count], owned until moved into the classifier */
+    bool noise_level;   /* "task": "noise-level"                                 */
+    double *levels;     /* [class_count] for noise levels, owned likewise         */
 } classifier_meta;
 
 static void free_names(char **names, int count)
@@ -117,6 +124,39 @@ static moire_status meta_array(const char *path, JsonObject *object, const char 
     return MOIRE_OK;
 }
 
+/* A noise-level classifier's "levels": the bin centres of u = ln(σ / rms(y)), finite. */
+static moire_status parse_levels(const char *path, JsonArray *levels, classifier_meta *meta)
+{
+    const guint count = json_array_get_length(levels);
+    if (count < 2 || count > CLASSIFIER_MAX_LEVELS)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: metadata \"%s\": \"levels\" lists %u bins; a noise-level "
+                          "classifier needs 2..%d", path, CLASSIFIER_METADATA_KEY, count,
+                          CLASSIFIER_MAX_LEVELS);
+    meta->levels = moire_malloc_array(count, sizeof(double));
+    if (!meta->levels)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+    meta->class_count = (int)count;
+    for (guint i = 0; i < count; i++) {
+        JsonNode *node = json_array_get_element(levels, i);
+        const GType type = JSON_NODE_HOLDS_VALUE(node) ? json_node_get_value_type(node)
+                                                       : G_TYPE_INVALID;
+        const double value = type == G_TYPE_DOUBLE || type == G_TYPE_INT64
+                                 ? json_node_get_double(node)
+                                 : NAN;
+        /* u = ln(σ/rms) is ≤ 0 in theory; a little above is harmless, far above is not a
+           level file. */
+        if (!isfinite(value) || value < -50.0 || value > 5.0)
+            return moire_fail(MOIRE_ERROR_FORMAT,
+                              "%s: metadata \"%s\": levels[%u] is not a number in [-50, 5] "
+                              "(a bin centre of ln(sigma / rms)); re-export it with "
+                              "tools/train/train_level_classifier.py", path,
+                              CLASSIFIER_METADATA_KEY, i);
+        meta->levels[i] = value;
+    }
+    return MOIRE_OK;
+}
+
 static moire_status parse_meta_object(const char *path, JsonObject *object, classifier_meta *meta)
 {
     moire_status status;
@@ -127,9 +167,24 @@ static moire_status parse_meta_object(const char *path, JsonObject *object, clas
                            &meta->feature_dim)) != MOIRE_OK)
         return status;
 
+    /* "task": "prompt" (the default: an image classifier) or "noise-level". */
+    JsonNode *task = json_object_get_member(object, "task");
+    if (task) {
+        const char *name = JSON_NODE_HOLDS_VALUE(task) &&
+                                   json_node_get_value_type(task) == G_TYPE_STRING
+                               ? json_node_get_string(task)
+                               : NULL;
+        if (!name || (strcmp(name, "prompt") != 0 && strcmp(name, "noise-level") != 0))
+            return moire_fail(MOIRE_ERROR_FORMAT,
+                              "%s: metadata \"%s\": \"task\" must be \"prompt\" or "
+                              "\"noise-level\"; " CLASSIFIER_FIX, path, CLASSIFIER_METADATA_KEY);
+        meta->noise_level = strcmp(name, "noise-level") == 0;
+    }
+
     JsonArray *widths, *classes;
     if ((status = meta_array(path, object, "widths", &widths)) != MOIRE_OK ||
-        (status = meta_array(path, object, "classes", &classes)) != MOIRE_OK)
+        (status = meta_array(path, object, meta->noise_level ? "levels" : "classes",
+                             &classes)) != MOIRE_OK)
         return status;
     const guint width_count = json_array_get_length(widths);
     if (width_count < 1 || width_count > CLASSIFIER_MAX_STAGES)
@@ -151,6 +206,8 @@ static moire_status parse_meta_object(const char *path, JsonObject *object, clas
     }
 
     const guint class_count = json_array_get_length(classes);
+    if (meta->noise_level)
+        return parse_levels(path, classes, meta);
     if (class_count < 1 || class_count > CLASSIFIER_MAX_CLASSES)
         return moire_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"%s\": \"classes\" lists %u names; a classifier needs "
@@ -288,6 +345,7 @@ void moire_classifier_free(moire_classifier *c)
     free_names(c->class_names, c->class_count);
     free(c->fid_mu);
     free(c->fid_sigma);
+    free(c->levels);
     free(c->arena);
     free(c->path);
     free(c);
@@ -376,12 +434,13 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
              c->widths[c->stages - 1], c->input_size, c->stages);
     fc[1] = (weight_slot){.name = "fc1.bias", .ndim = 1, .shape = {D}, .field = &c->fc1_bias};
     snprintf(fc[1].why, sizeof fc[1].why, "feature_dim %d", D);
+    const char *outputs = meta.noise_level ? "level bins (metadata \"levels\")"
+                                           : "classes (metadata \"classes\")";
     fc[2] = (weight_slot){.name = "fc2.weight", .ndim = 2, .shape = {K, D},
                           .field = &c->fc2_weight};
-    snprintf(fc[2].why, sizeof fc[2].why, "%d classes (metadata \"classes\") × feature_dim %d",
-             K, D);
+    snprintf(fc[2].why, sizeof fc[2].why, "%d %s × feature_dim %d", K, outputs, D);
     fc[3] = (weight_slot){.name = "fc2.bias", .ndim = 1, .shape = {K}, .field = &c->fc2_bias};
-    snprintf(fc[3].why, sizeof fc[3].why, "%d classes (metadata \"classes\")", K);
+    snprintf(fc[3].why, sizeof fc[3].why, "%d %s", K, outputs);
     size_t arena_floats = 0;
     for (int i = 0; i < slot_count; i++) {
         status = find_tensor(path, file, slots[i].name, slots[i].ndim, slots[i].shape,
@@ -390,23 +449,26 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
             goto done;
         arena_floats += (size_t)slots[i].tensor->numel;
     }
+    /* The FID statistics: image classifiers only (a noise-level file has none). */
     const st_tensor *mu = NULL, *sigma = NULL;
+    const bool fid = !meta.noise_level;
     char why[96];
     snprintf(why, sizeof why, "the FID reference mean over feature_dim %d", D);
-    if ((status = find_tensor(path, file, "fid.mu", 1, (const int64_t[]){D}, why, &mu)) !=
-        MOIRE_OK)
+    if (fid && (status = find_tensor(path, file, "fid.mu", 1, (const int64_t[]){D}, why,
+                                     &mu)) != MOIRE_OK)
         goto done;
     snprintf(why, sizeof why, "the FID reference covariance, feature_dim %d squared", D);
-    if ((status = find_tensor(path, file, "fid.sigma", 2, (const int64_t[]){D, D}, why,
-                              &sigma)) != MOIRE_OK)
+    if (fid && (status = find_tensor(path, file, "fid.sigma", 2, (const int64_t[]){D, D}, why,
+                                     &sigma)) != MOIRE_OK)
         goto done;
 
     /* 2. One fp32 arena for the weights, the statistics in double; all finite. */
+    const size_t stat_count = fid ? (size_t)D * (size_t)D : 1;
     c->arena = moire_malloc_array(arena_floats, sizeof(float));
-    c->fid_mu = moire_malloc_array((size_t)D, sizeof(double));
-    c->fid_sigma = moire_malloc_array((size_t)D * (size_t)D, sizeof(double));
-    float *stats = moire_malloc_array((size_t)D * (size_t)D, sizeof(float));
-    if (!c->arena || !c->fid_mu || !c->fid_sigma || !stats) {
+    c->fid_mu = fid ? moire_malloc_array((size_t)D, sizeof(double)) : NULL;
+    c->fid_sigma = fid ? moire_malloc_array(stat_count, sizeof(double)) : NULL;
+    float *stats = moire_malloc_array(stat_count, sizeof(float));
+    if (!c->arena || (fid && (!c->fid_mu || !c->fid_sigma)) || !stats) {
         free(stats);
         status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for the weights",
                             path);
@@ -430,7 +492,7 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
     }
     const st_tensor *fid_tensors[2] = {mu, sigma};
     double *fid_targets[2] = {c->fid_mu, c->fid_sigma};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; fid && i < 2; i++) {
         const st_tensor *t = fid_tensors[i];
         st_convert_to_f32(stats, t->data, t->dtype, t->numel);
         const long long bad = first_nonfinite(stats, (size_t)t->numel);
@@ -461,11 +523,15 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
     c->scratch_floats = largest + (size_t)c->flat_dim + (size_t)D;
     c->class_count = meta.class_count;
     c->class_names = meta.class_names;
+    c->noise_level = meta.noise_level;
+    c->levels = meta.levels;
     meta.class_names = NULL;
+    meta.levels = NULL;
 
 done:
     free(slots);
     free_names(meta.class_names, meta.class_count);
+    free(meta.levels);
     st_close(file); /* every weight was copied into the arena */
     if (status != MOIRE_OK) {
         moire_classifier_free(c);
@@ -484,9 +550,14 @@ int moire_classifier_in_channels(const moire_classifier *c) { return c ? c->in_c
 int moire_classifier_feature_dim(const moire_classifier *c) { return c ? c->feature_dim : 0; }
 int moire_classifier_num_classes(const moire_classifier *c) { return c ? c->class_count : 0; }
 
+bool moire_classifier_is_noise_level(const moire_classifier *c)
+{
+    return c && c->noise_level;
+}
+
 const char *moire_classifier_class_name(const moire_classifier *c, int index)
 {
-    if (!c || index < 0 || index >= c->class_count)
+    if (!c || !c->class_names || index < 0 || index >= c->class_count)
         return NULL;
     return c->class_names[index];
 }
@@ -505,7 +576,7 @@ static void trim(const char *text, const char **start, size_t *length)
 
 int moire_classifier_find_class(const moire_classifier *c, const char *prompt)
 {
-    if (!c || !prompt)
+    if (!c || !c->class_names || !prompt)
         return -1;
     const char *want;
     size_t want_length;
@@ -583,19 +654,16 @@ static void linear(const float *weight, const float *bias, const float *x, int r
     }
 }
 
-/* One image through the network; scratch holds c->scratch_floats. */
-static void classify_image(const moire_classifier *c, const moire_image *image, float *scratch,
-                           float *features, float *logits)
+/* The network's input, zero-padded by one pixel, at the start of the scratch:
+ * [C, S+2, S+2] = v / 127.5 − 1 for an 8-bit image. */
+static void load_image_input(const moire_classifier *c, const moire_image *image, float *scratch)
 {
     const int S = c->input_size, C = c->in_channels;
-    /* Stage input, zero-padded by one pixel: [channels, s+2, s+2]. */
-    float *padded = scratch;
-    int s = S, channels = C;
     const size_t padded_plane = (size_t)(S + 2) * (size_t)(S + 2);
-    memset(padded, 0, (size_t)C * padded_plane * sizeof(float));
+    memset(scratch, 0, (size_t)C * padded_plane * sizeof(float));
     const size_t pixels = (size_t)S * (size_t)S;
     for (int ch = 0; ch < C; ch++) {
-        float *plane = padded + (size_t)ch * padded_plane;
+        float *plane = scratch + (size_t)ch * padded_plane;
         for (size_t j = 0; j < pixels; j++) {
             const size_t y = j / (size_t)S, x = j % (size_t)S;
             /* RGB images have no alpha: opaque. */
@@ -605,6 +673,34 @@ static void classify_image(const moire_classifier *c, const moire_image *image, 
             plane[(y + 1) * (size_t)(S + 2) + x + 1] = v / 127.5f - 1.0f;
         }
     }
+}
+
+/* The noise-level input: state [C, S, S] / rms(state), padded likewise. Returns rms(state). */
+static double load_level_input(const moire_classifier *c, const float *state, float *scratch)
+{
+    const int S = c->input_size, C = c->in_channels;
+    const size_t count = (size_t)C * (size_t)S * (size_t)S;
+    double sum = 0.0;
+    for (size_t j = 0; j < count; j++)
+        sum += (double)state[j] * (double)state[j];
+    const double rms = fmax(sqrt(sum / (double)count), 1e-12);
+    const float scale = (float)(1.0 / rms);
+    const size_t padded_plane = (size_t)(S + 2) * (size_t)(S + 2);
+    memset(scratch, 0, (size_t)C * padded_plane * sizeof(float));
+    for (int ch = 0; ch < C; ch++)
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++)
+                scratch[(size_t)ch * padded_plane + (size_t)(y + 1) * (size_t)(S + 2) +
+                        (size_t)x + 1] = state[((size_t)ch * S + y) * S + x] * scale;
+    return rms;
+}
+
+/* One input (already in the scratch, padded) through the network; the scratch holds
+ * c->scratch_floats. */
+static void forward(const moire_classifier *c, float *scratch, float *features, float *logits)
+{
+    float *padded = scratch;
+    int s = c->input_size, channels = c->in_channels;
     float *pooled = NULL;
     for (int k = 0; k < c->stages; k++) {
         const int out_channels = c->widths[k];
@@ -645,6 +741,11 @@ moire_status moire_classifier_run(const moire_classifier *c, const moire_image *
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_classifier_run: a classifier and %d images are required",
                           count);
+    if (c->noise_level)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "%s is a noise-level classifier (the dmcmc sampler's), not an image "
+                          "classifier: use MODEL-features.safetensors (tools/train/"
+                          "train_classifier.py) to measure images", c->path);
     /* Everything that can fail is checked before the threads start. */
     for (int i = 0; i < count; i++) {
         const moire_image *image = images[i];
@@ -680,9 +781,11 @@ moire_status moire_classifier_run(const moire_classifier *c, const moire_image *
 #pragma omp for schedule(dynamic, 1)
 #endif
         for (int i = 0; i < count; i++)
-            if (scratch)
-                classify_image(c, images[i], scratch, features ? features + (size_t)i * D : NULL,
-                               logits ? logits + (size_t)i * K : NULL);
+            if (scratch) {
+                load_image_input(c, images[i], scratch);
+                forward(c, scratch, features ? features + (size_t)i * D : NULL,
+                        logits ? logits + (size_t)i * K : NULL);
+            }
         free(scratch);
     }
     if (out_of_memory)
@@ -698,6 +801,10 @@ moire_status moire_classifier_fid(const moire_classifier *c, const float *featur
     if (!c || !features || !out_fid)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_classifier_fid: classifier, features and out_fid are required");
+    if (!c->fid_mu)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "%s is a noise-level classifier and has no FID statistics; use "
+                          "MODEL-features.safetensors", c->path);
     const size_t D = (size_t)c->feature_dim;
     double *mean = moire_malloc_array(D, sizeof(double));
     double *covariance = moire_malloc_array(D * D, sizeof(double));
@@ -711,4 +818,60 @@ moire_status moire_classifier_fid(const moire_classifier *c, const float *featur
     free(mean);
     free(covariance);
     return status;
+}
+
+moire_status moire_classifier_estimate_sigma(const moire_classifier *c, const float *states,
+                                             int count, double *out_sigma)
+{
+    if (!c || count < 0 || (count > 0 && (!states || !out_sigma)))
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "moire_classifier_estimate_sigma: a classifier, %d states and the "
+                          "output are required", count);
+    if (!c->noise_level)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "%s is an image classifier, not a noise-level one: use "
+                          "MODEL-levels.safetensors (tools/train/train_level_classifier.py)",
+                          c->path);
+    const size_t state_floats = (size_t)c->in_channels * (size_t)c->input_size *
+                                (size_t)c->input_size;
+    const int K = c->class_count;
+    bool out_of_memory = false;
+#ifdef _OPENMP
+#pragma omp parallel if (count > 1)
+#endif
+    {
+        float *scratch = moire_malloc_array(c->scratch_floats + (size_t)K, sizeof(float));
+        if (!scratch) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            out_of_memory = true;
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int i = 0; i < count; i++) {
+            if (!scratch)
+                continue;
+            float *logits = scratch + c->scratch_floats;
+            const double rms = load_level_input(c, states + (size_t)i * state_floats, scratch);
+            forward(c, scratch, NULL, logits);
+            /* σ̂ = rms · exp(E[u]) with the softmax posterior over the bin centres. */
+            double top = logits[0];
+            for (int k = 1; k < K; k++)
+                top = fmax(top, (double)logits[k]);
+            double total = 0.0, mean_u = 0.0;
+            for (int k = 0; k < K; k++) {
+                const double p = exp((double)logits[k] - top);
+                total += p;
+                mean_u += p * c->levels[k];
+            }
+            out_sigma[i] = rms * exp(mean_u / total);
+        }
+        free(scratch);
+    }
+    if (out_of_memory)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                          "out of memory for the noise-level classifier's activations");
+    return MOIRE_OK;
 }

@@ -532,6 +532,20 @@ moire_status moire_classifier_run(const moire_classifier *classifier,
 moire_status moire_classifier_fid(const moire_classifier *classifier, const float *features,
                                   int count, double *out_fid);
 
+/* Noise-level classifiers (metadata task "noise-level"; tools/train/train_level_classifier.py,
+ * docs/DMCMC.md): the same network, asked how much Gaussian noise a state carries. Its K
+ * logits are a distribution over bins of u = ln(σ / rms(y)) whose centres the file lists;
+ * a model's MODEL-levels.safetensors is loaded with the model and used by the dmcmc sampler.
+ * Such a file has no class names and no FID statistics (moire_classifier_run and _fid
+ * refuse it; moire_classifier_num_classes gives the bin count). */
+bool moire_classifier_is_noise_level(const moire_classifier *classifier);
+/* σ̂ [count] for VE states y = x0 + σ·ε, states [count, C, S, S] (C = in_channels,
+ * S = input_size, the model's own channel-first layout): σ̂ = rms(y)·exp(E[u]), E[u] the
+ * softmax-weighted mean of the bin centres for the input y / rms(y). */
+moire_status moire_classifier_estimate_sigma(const moire_classifier *classifier,
+                                             const float *states, int count,
+                                             double *out_sigma);
+
 #ifdef __cplusplus
 }
 #endif

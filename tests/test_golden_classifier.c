@@ -12,7 +12,10 @@
  *  - find_class (case, surrounding spaces, no partial matches) and the accessors;
  *  - bad inputs (image size, channels, too few images for FID) and hostile files written
  *    with the engine's st_writer: missing, misshapen, extra and non-finite tensors, wrong
- *    dtype, broken metadata, a truncated file — each a clean error naming the problem.
+ *    dtype, broken metadata, a truncated file — each a clean error naming the problem;
+ *  - the noise-level classifier (tests/golden/level_tiny*.safetensors): σ̂ of six VE states
+ *    against classifier_ref.estimate_sigma (relative error ≤ 1e-4, scale-equivariant), the
+ *    image-classifier calls refused and vice versa, and its own hostile metadata.
  */
 #include "internal.h"
 #include "safetensors.h"
@@ -376,6 +379,102 @@ static void test_hostile_files(const char *path, const moire_classifier *good,
     st_close(src);
 }
 
+/* ---- the noise-level classifier ---------------------------------------------------------- */
+
+#define LEVEL_STATES 6
+#define LEVEL_BINS 10
+
+static void test_level_classifier(const moire_classifier *image_classifier)
+{
+    const char *path = test_data_path("golden/level_tiny.safetensors");
+    char level_path[4096];
+    snprintf(level_path, sizeof level_path, "%s", path);
+    st_file *ref = NULL, *src = NULL;
+    if (st_open(test_data_path("golden/level_tiny.ref.safetensors"), &ref) != MOIRE_OK ||
+        st_open(level_path, &src) != MOIRE_OK) {
+        CHECK(false, "level_tiny: %s", moire_last_error());
+        st_close(ref);
+        return;
+    }
+    moire_classifier *c = load(level_path);
+    if (!c) {
+        st_close(ref), st_close(src);
+        return;
+    }
+    CHECK(moire_classifier_is_noise_level(c) && !moire_classifier_is_noise_level(image_classifier),
+          "is_noise_level");
+    CHECK(moire_classifier_num_classes(c) == LEVEL_BINS, "bins: %d",
+          moire_classifier_num_classes(c));
+    CHECK(moire_classifier_class_name(c, 0) == NULL && moire_classifier_find_class(c, "red") < 0,
+          "a level classifier has no class names");
+
+    /* σ̂ against the reference, then the same states scaled: σ̂ scales with them. */
+    const int64_t state_floats = 4 * SIDE * SIDE;
+    float *states = ref_tensor(ref, "states", LEVEL_STATES * state_floats);
+    double got[LEVEL_STATES], want[LEVEL_STATES];
+    moire_status status = moire_classifier_estimate_sigma(c, states, LEVEL_STATES, got);
+    CHECK(status == MOIRE_OK, "estimate_sigma: %s", moire_last_error());
+    JsonParser *parser = json_parser_new();
+    const char *json = st_metadata_get(ref, "moire.golden");
+    bool parsed = json && json_parser_load_from_data(parser, json, -1, NULL);
+    JsonArray *sigma = parsed ? json_object_get_array_member(
+                                    json_node_get_object(json_parser_get_root(parser)), "sigma")
+                              : NULL;
+    CHECK(sigma && json_array_get_length(sigma) == LEVEL_STATES, "reference sigma list");
+    double worst = 0.0;
+    for (int i = 0; sigma && i < LEVEL_STATES; i++) {
+        want[i] = g_ascii_strtod(json_array_get_string_element(sigma, (guint)i), NULL);
+        worst = fmax(worst, fabs(got[i] - want[i]) / want[i]);
+    }
+    g_object_unref(parser);
+    CHECK(worst <= TOLERANCE, "σ̂ vs PyTorch: worst relative error %.3g", worst);
+    printf("%s level classifier σ̂ vs PyTorch   worst relative error %.3g\n",
+           worst <= TOLERANCE ? "OK    " : "NOT OK", worst);
+    for (int64_t j = 0; j < state_floats; j++)
+        states[j] *= 8.0f; /* a power of two: the scaled input is bit-identical */
+    double scaled;
+    status = moire_classifier_estimate_sigma(c, states, 1, &scaled);
+    CHECK(status == MOIRE_OK && fabs(scaled / (8.0 * got[0]) - 1.0) < 1e-12,
+          "σ̂ of 8·y = 8·σ̂(y): %.9g vs %.9g", scaled, 8.0 * got[0]);
+    free(states);
+
+    /* Each kind refuses the other kind's calls, naming the file to use. */
+    moire_image *images[1] = {NULL};
+    float feature[D];
+    status = moire_classifier_run(c, (const moire_image *const *)images, 0, feature, NULL);
+    CHECK(status == MOIRE_ERROR_INVALID_ARGUMENT &&
+              strstr(moire_last_error(), "noise-level classifier"),
+          "run on a level classifier: %s", moire_last_error());
+    double fid;
+    status = moire_classifier_fid(c, feature, 1, &fid);
+    CHECK(status == MOIRE_ERROR_INVALID_ARGUMENT && strstr(moire_last_error(), "FID"),
+          "fid on a level classifier: %s", moire_last_error());
+    status = moire_classifier_estimate_sigma(image_classifier, feature, 1, &fid);
+    CHECK(status == MOIRE_ERROR_INVALID_ARGUMENT &&
+              strstr(moire_last_error(), "-levels.safetensors"),
+          "estimate on an image classifier: %s", moire_last_error());
+
+    /* Hostile level files. */
+    const moire_status FORMAT = MOIRE_ERROR_FORMAT;
+    expect_load_error(src, "level_fc2.safetensors", &(variant){.resize = "fc2.weight", .rows = 9},
+                      FORMAT, "fc2.weight", "10 level bins");
+    expect_load_error(src, "level_task.safetensors",
+                      &(variant){.metadata = edited_metadata(src, "\"noise-level\"", "\"noise\"")},
+                      FORMAT, "\"task\" must be", NULL);
+    expect_load_error(src, "level_nan.safetensors",
+                      &(variant){.metadata = edited_metadata(src, "\"levels\": [", "\"levels\": [\"x\", ")},
+                      FORMAT, "levels[0] is not a number", NULL);
+    expect_load_error(src, "level_far.safetensors",
+                      &(variant){.metadata = edited_metadata(src, "\"levels\": [", "\"levels\": [90, ")},
+                      FORMAT, "levels[0] is not a number", NULL);
+    expect_load_error(src, "level_none.safetensors",
+                      &(variant){.metadata = edited_metadata(src, "\"levels\"", "\"bins\"")},
+                      FORMAT, "\"levels\" is missing", NULL);
+    moire_classifier_free(c);
+    st_close(ref);
+    st_close(src);
+}
+
 int main(void)
 {
     const char *path = test_data_path("golden/classifier_tiny.safetensors");
@@ -393,6 +492,7 @@ int main(void)
     test_accessors(c);
     test_forward(c, ref, images);
     test_hostile_files(classifier_path, c, images);
+    test_level_classifier(c);
     moire_images_free(images, IMAGES);
     moire_classifier_free(c);
     st_close(ref);

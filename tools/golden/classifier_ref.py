@@ -73,3 +73,44 @@ def export(model, classes, path, fid_mu, fid_sigma, dtype=np.float16, extra=None
                 feature_dim=model.feature_dim, classes=list(classes))
     meta.update(extra or {})
     safetensors_io.save(path, tensors, {"moire.classifier": json.dumps(meta)})
+
+
+# ---- noise-level classifiers (DMCMC's level update, engine/dmcmc.c) ----------------------
+#
+# The same network, trained to tell how much Gaussian noise an image carries. Its input is a
+# VE state y = x0 + σ·ε [N, C, S, S] divided by its own root mean square, so the input scale
+# is the same at every level; its K logits are a distribution over bins of
+#
+#     u = ln(σ / rms(y))          (u < 0; → 0 when noise dominates, rms(y) → σ)
+#
+# whose centres the file lists (metadata "levels"). The estimate is σ̂ = rms(y)·exp(E[u]),
+# with E[u] the posterior mean of the bin centres. Dividing by rms(y) makes the question
+# scale-free: at high noise σ ≈ rms(y) whatever the bins say, at low noise the network only
+# has to find faint grain on a picture of known contrast. Metadata "moire.classifier" holds
+# task "noise-level", input_size, in_channels, widths, feature_dim and levels; there is no
+# "classes" list and there are no FID statistics.
+
+def level_input(y):
+    """y [N, C, S, S] (any float dtype) -> (y / rms(y), rms(y) [N])."""
+    rms = y.pow(2).mean(dim=(1, 2, 3)).sqrt().clamp_min(1e-12)
+    return y / rms.view(-1, 1, 1, 1), rms
+
+
+def estimate_sigma(model, y, levels):
+    """σ̂ [N] (float64) for the VE states y [N, C, S, S]; levels [K] the bin centres of u."""
+    x, rms = level_input(y.float())
+    _, logits = model(x)
+    p = torch.softmax(logits.double(), dim=1)
+    u = p @ torch.as_tensor(levels, dtype=torch.float64)
+    return rms.double() * torch.exp(u)
+
+
+def export_level(model, levels, path, dtype=np.float16, extra=None):
+    import safetensors_io
+    tensors = {name: p.detach().cpu().float().numpy().astype(dtype)
+               for name, p in model.state_dict().items()}
+    meta = dict(task="noise-level", input_size=model.input_size, in_channels=model.in_channels,
+                widths=model.widths, feature_dim=model.feature_dim,
+                levels=[float(v) for v in levels])
+    meta.update(extra or {})
+    safetensors_io.save(path, tensors, {"moire.classifier": json.dumps(meta)})

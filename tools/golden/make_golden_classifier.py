@@ -18,6 +18,12 @@ Outputs:
                                      statistics fid80.{mu,sigma}{1,2} of 80-dim features (past
                                      the Jacobi solver's 32-wide scalar path); the expected
                                      distances, as decimal doubles, in __metadata__["moire.golden"]
+    level_tiny.safetensors           a noise-level classifier (classifier_ref.export_level,
+                                     F32): the same 16×16 RGBA network with 10 level bins
+    level_tiny.ref.safetensors       VE states (F32 [6, 4, 16, 16]: random pictures plus noise
+                                     of σ 0.01 … 20, one of them scaled by 1000) and the σ̂ of
+                                     classifier_ref.estimate_sigma, as decimal doubles, in
+                                     __metadata__["moire.golden"]
 Every value the C code reads is stored in float32 and the expected results are computed in
 float64 from those stored values, so both sides start from identical numbers. Seeded.
 """
@@ -122,5 +128,34 @@ def main(outdir):
           f"{fid_classifier:.6f}")
 
 
+LEVEL_SIGMAS = [0.01, 0.1, 0.5, 2.0, 20.0, 0.3]
+
+
+def make_level(outdir):
+    """The tiny noise-level classifier and its reference estimates."""
+    torch.manual_seed(1)
+    rng = np.random.default_rng(99)
+    levels = np.linspace(-6.0, 0.0, 10)
+    model = classifier_ref.Classifier(in_channels=4, input_size=16, widths=(8, 12, 16),
+                                      feature_dim=24, num_classes=len(levels)).eval()
+    with torch.no_grad():
+        model.fc1.bias.add_(0.05)
+        model.fc2.weight.mul_(4.0)  # a posterior far from uniform, so the weights matter
+    classifier_ref.export_level(model, levels, os.path.join(outdir, "level_tiny.safetensors"),
+                                dtype=np.float32, extra=dict(seed=1))
+    pictures = rng.uniform(-1, 1, size=(len(LEVEL_SIGMAS), 4, 16, 16))
+    noise = rng.standard_normal(pictures.shape)
+    states = (pictures + np.array(LEVEL_SIGMAS).reshape(-1, 1, 1, 1) * noise).astype(np.float32)
+    states[-1] *= 1000.0  # the estimate scales with the state: rms(y)·exp(E[u])
+    with torch.no_grad():
+        sigma = classifier_ref.estimate_sigma(model, torch.from_numpy(states),
+                                              torch.from_numpy(levels))
+    golden = dict(classifier="level_tiny.safetensors", sigma=[repr(float(v)) for v in sigma])
+    safetensors_io.save(os.path.join(outdir, "level_tiny.ref.safetensors"), {"states": states},
+                        {"moire.golden": json.dumps(golden)})
+    print("level classifier: σ̂ = " + ", ".join(f"{float(v):.4g}" for v in sigma))
+
+
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/golden")
+    make_level(sys.argv[1] if len(sys.argv) > 1 else "tests/golden")
