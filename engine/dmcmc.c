@@ -13,6 +13,10 @@
  * the Langevin step (which shrinks the old noise by (1 − a) and adds η of fresh variance),
  * damped in log σ and clamped to the model's range; a chain that leaves the guard band is
  * re-seeded.
+ *
+ * With a level hook (a noise-level classifier, as in the paper) the level after each Langevin
+ * step is read from the new state itself, damped in log σ the same way, and no calibration is
+ * spent.
  */
 #include "dmcmc.h"
 #include "internal.h"
@@ -59,6 +63,11 @@ struct moire_dmcmc {
     void *progress_user_data;
     int phase_done, phase_total;
 
+    /* Level hook (NULL = the residual estimate) and its per-chain results. */
+    moire_dmcmc_level_fn level;
+    void *level_user_data;
+    double *level_estimates; /* [n]                                                       */
+
     /* scratch */
     float *x_in, *t_in, *out, *noise;   /* model batch and one chain's noise        */
     double *den, *den_old, *work, *best_y, *best_s, *levels, *d1;
@@ -81,6 +90,7 @@ moire_dmcmc_params moire_dmcmc_params_default(void)
         .sigma_low = 0.02f,
         .sigma_high = 5.0f,
         .damping = 0.5f,
+        .level = MOIRE_DMCMC_LEVEL_AUTO,
     };
     return p;
 }
@@ -105,6 +115,27 @@ moire_status moire_dmcmc_integrator_from_name(const char *name, moire_dmcmc_inte
     return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "unknown DMCMC integrator \"%s\": use euler, heun, stochastic-heun, ddim "
                       "or dpm++2m", name ? name : "(null)");
+}
+
+static const char *const level_names[MOIRE_DMCMC_LEVEL_COUNT_] = {
+    "auto", "classifier", "residual",
+};
+
+const char *moire_dmcmc_level_name(moire_dmcmc_level level)
+{
+    return (unsigned)level < MOIRE_DMCMC_LEVEL_COUNT_ ? level_names[level] : "unknown";
+}
+
+moire_status moire_dmcmc_level_from_name(const char *name, moire_dmcmc_level *out)
+{
+    for (int i = 0; name && i < MOIRE_DMCMC_LEVEL_COUNT_; i++)
+        if (strcmp(name, level_names[i]) == 0) {
+            *out = (moire_dmcmc_level)i;
+            return MOIRE_OK;
+        }
+    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                      "unknown DMCMC level estimate \"%s\": use auto, classifier or residual",
+                      name ? name : "(null)");
 }
 
 static int integrator_nfe(moire_dmcmc_integrator integrator, int steps)
@@ -380,17 +411,30 @@ static moire_status sweep(moire_dmcmc *m, double eta)
     if (status != MOIRE_OK)
         return status;
     const moire_dmcmc_params *p = &m->params;
+    double *s_hat = m->level_estimates;
     for (int c = 0; c < m->n; c++) {
         double *yc = m->y + (size_t)c * m->chw;
         const double *dc = m->den + (size_t)c * m->chw;
         const double s = m->s[c];
-        const double eta_eff = fmin(eta, s * s);
-        /* The estimate reads the pre-step state, so compute it first. */
-        double a_expected = eta_eff / (2.0 * s * s);
-        double s_hat = moire_dmcmc_estimate_sigma(yc, dc, m->chw, s, calibration_at(m, s),
+        if (!m->level) {
+            /* The residual estimate reads the pre-step state, so compute it first. */
+            const double eta_eff = fmin(eta, s * s);
+            const double a_expected = eta_eff / (2.0 * s * s);
+            s_hat[c] = moire_dmcmc_estimate_sigma(yc, dc, m->chw, s, calibration_at(m, s),
                                                   a_expected, eta_eff);
+        }
         moire_dmcmc_langevin_update(yc, dc, next_noise(m, c), m->chw, s, eta);
-        double s_new = exp(p->damping * log(s) + (1.0 - p->damping) * log(s_hat));
+    }
+    if (m->level) { /* the hook reads the post-step states */
+        for (size_t j = 0; j < m->total; j++)
+            m->x_in[j] = (float)m->y[j];
+        status = m->level(m->level_user_data, m->x_in, m->n, s_hat);
+        if (status != MOIRE_OK)
+            return status;
+    }
+    for (int c = 0; c < m->n; c++) {
+        const double s = m->s[c];
+        double s_new = exp(p->damping * log(s) + (1.0 - p->damping) * log(s_hat[c]));
         if (!isfinite(s_new) || s_new < p->sigma_low || s_new > p->sigma_high)
             m->reseed[c] = true;
         m->s[c] = clamp_level(m, s_new);
@@ -484,7 +528,7 @@ void moire_dmcmc_free(moire_dmcmc *m)
     free(m->seeds), free(m->draws), free(m->y), free(m->s), free(m->reseed);
     free(m->log_sigmas), free(m->x_in), free(m->t_in), free(m->out), free(m->noise);
     free(m->den), free(m->den_old), free(m->work), free(m->best_y), free(m->best_s);
-    free(m->levels), free(m->d1);
+    free(m->levels), free(m->d1), free(m->level_estimates);
     free(m);
 }
 
@@ -509,6 +553,9 @@ static moire_status check_params(const moire_dmcmc_params *p)
                           "DMCMC levels must satisfy 0 < sigma_low < sigma_init < sigma_high "
                           "(got %g, %g, %g)",
                           (double)p->sigma_low, (double)p->sigma_init, (double)p->sigma_high);
+    if ((unsigned)p->level >= MOIRE_DMCMC_LEVEL_COUNT_)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown DMCMC level estimate %d",
+                          (int)p->level);
     if (!(p->damping >= 0.0f && p->damping < 1.0f) || !(p->tweedie_sigma > 0.0f) ||
         !(p->churn >= 0.0f))
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
@@ -520,8 +567,8 @@ moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc
                              int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
                              void *model_user_data, moire_dmcmc **out)
 {
-    return moire_dmcmc_new_with_progress(config, params, n, h, w, seeds, model, model_user_data,
-                                         NULL, NULL, out);
+    return moire_dmcmc_new_with_hooks(config, params, n, h, w, seeds, model, model_user_data,
+                                      NULL, out);
 }
 
 /* One-off model evaluations of seeding: the burn-in integrator, the calibration (first time
@@ -531,11 +578,11 @@ static int seeding_nfe(const moire_dmcmc_params *p, bool calibrate)
     return p->burn_in_steps + (calibrate ? CALIBRATION_LEVELS : 0) + p->burn_in;
 }
 
-moire_status moire_dmcmc_new_with_progress(const moire_model_config *config,
-                                           const moire_dmcmc_params *params, int n, int h, int w,
-                                           const uint64_t *seeds, moire_model_fn model,
-                                           void *model_user_data, moire_dmcmc_progress_fn progress,
-                                           void *progress_user_data, moire_dmcmc **out)
+moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
+                                        const moire_dmcmc_params *params, int n, int h, int w,
+                                        const uint64_t *seeds, moire_model_fn model,
+                                        void *model_user_data, const moire_dmcmc_hooks *hooks,
+                                        moire_dmcmc **out)
 {
     if (!config || !params || !seeds || !model || !out)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_dmcmc_new: a required pointer is NULL");
@@ -573,7 +620,8 @@ moire_status moire_dmcmc_new_with_progress(const moire_model_config *config,
     m->best_y = malloc(m->total * sizeof(double));
     m->best_s = malloc((size_t)n * sizeof(double));
     m->levels = malloc((size_t)n * (N + 1) * sizeof(double));
-    if (!m->seeds || !m->draws || !m->y || !m->s || !m->reseed || !m->x_in || !m->t_in ||
+    m->level_estimates = malloc((size_t)n * sizeof(double));
+    if (!m->level_estimates || !m->seeds || !m->draws || !m->y || !m->s || !m->reseed || !m->x_in || !m->t_in ||
         !m->out || !m->noise || !m->den || !m->den_old || !m->work || !m->d1 || !m->best_y ||
         !m->best_s || !m->levels) {
         moire_dmcmc_free(m);
@@ -601,12 +649,19 @@ moire_status moire_dmcmc_new_with_progress(const moire_model_config *config,
         m->sigma_min = RF_SIGMA_MIN;
         m->sigma_max = 1e4;
     }
-    m->progress = progress;
-    m->progress_user_data = progress_user_data;
+    if (hooks) {
+        m->progress = hooks->progress;
+        m->progress_user_data = hooks->progress_user_data;
+        m->level = hooks->level;
+        m->level_user_data = hooks->level_user_data;
+    }
+    m->stats.level_classifier = m->level != NULL;
+    /* The calibration serves the residual estimate only. */
+    const bool calibrate = m->level == NULL;
     m->phase_done = 0;
-    m->phase_total = seeding_nfe(params, true);
+    m->phase_total = seeding_nfe(params, calibrate);
     int nfe = 0;
-    status = seed_chains(m, NULL, true, &nfe);
+    status = seed_chains(m, NULL, calibrate, &nfe);
     m->stats.nfe_burn_in = nfe;
     m->stats.nfe_per_sample = moire_dmcmc_nfe_per_sample(params);
     if (status != MOIRE_OK) {

@@ -25,6 +25,7 @@ typedef struct moire_dmcmc_stats {
     int reseeds;           /* chains re-seeded so far                                       */
     int emitted;           /* samples emitted per chain so far                              */
     double mean_start_sigma; /* mean level (VE) the integrator started from, last emission */
+    bool level_classifier; /* levels come from the level hook, not the residual estimate  */
 } moire_dmcmc_stats;
 
 typedef struct moire_dmcmc moire_dmcmc;
@@ -35,14 +36,27 @@ moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc
                              int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
                              void *model_user_data, moire_dmcmc **out);
 /* Called after every model evaluation with the evaluations done and expected for the current
- * phase (burn-in, or one emission); return false to cancel (→ MOIRE_ERROR_CANCELLED). Set it
- * before moire_dmcmc_new's burn-in by passing it through moire_dmcmc_new_with_progress. */
+ * phase (burn-in, or one emission); return false to cancel (→ MOIRE_ERROR_CANCELLED). */
 typedef bool (*moire_dmcmc_progress_fn)(void *user_data, int done, int total);
-moire_status moire_dmcmc_new_with_progress(const moire_model_config *config,
-                                           const moire_dmcmc_params *params, int n, int h, int w,
-                                           const uint64_t *seeds, moire_model_fn model,
-                                           void *model_user_data, moire_dmcmc_progress_fn progress,
-                                           void *progress_user_data, moire_dmcmc **out);
+/* The Gibbs level update's estimate: sigma[c] (VE σ) for the states y [n, C, h, w] (VE form,
+ * float). A noise-level classifier (moire_classifier_estimate_sigma) is one. */
+typedef moire_status (*moire_dmcmc_level_fn)(void *user_data, const float *states, int n,
+                                             double *sigma);
+typedef struct moire_dmcmc_hooks {
+    moire_dmcmc_progress_fn progress;  /* NULL = no progress, no cancel                     */
+    void *progress_user_data;
+    /* NULL = the training-free residual estimate, calibrated at burn-in
+       (moire_dmcmc_estimate_sigma); set, the level after each Langevin step is read from the
+       new state and the calibration's model evaluations are not spent. */
+    moire_dmcmc_level_fn level;
+    void *level_user_data;
+} moire_dmcmc_hooks;
+/* moire_dmcmc_new with hooks (NULL = none); they are in place before the burn-in. */
+moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
+                                        const moire_dmcmc_params *params, int n, int h, int w,
+                                        const uint64_t *seeds, moire_model_fn model,
+                                        void *model_user_data, const moire_dmcmc_hooks *hooks,
+                                        moire_dmcmc **out);
 /* Emits one new sample per chain into out[n, C, h, w]. */
 moire_status moire_dmcmc_next(moire_dmcmc *chains, float *out);
 const moire_dmcmc_stats *moire_dmcmc_get_stats(const moire_dmcmc *chains);

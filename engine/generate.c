@@ -685,6 +685,54 @@ static bool stream_progress(void *user_data, int done, int total)
     return !atomic_load(&st->ctx->cancel_requested);
 }
 
+/* The dmcmc level hook over the model's noise-level classifier. */
+static moire_status classifier_level(void *user_data, const float *states, int n, double *sigma)
+{
+    return moire_classifier_estimate_sigma(user_data, states, n, sigma);
+}
+
+/* The classifier the chains read their levels from (NULL: the residual estimate), for the
+ * run's params->level; an error when CLASSIFIER is asked for and cannot be honoured. */
+static moire_status choose_level_classifier(const moire_model *model,
+                                            const moire_dmcmc_params *params,
+                                            const moire_resolved_params *resolved,
+                                            const moire_classifier **out)
+{
+    *out = NULL;
+    const moire_classifier *levels = model->level_classifier;
+    const int size = levels ? moire_classifier_input_size(levels) : 0;
+    const bool fits = levels && resolved->model_h == size && resolved->model_w == size;
+    if (params->level == MOIRE_DMCMC_LEVEL_CLASSIFIER) {
+        if (!levels)
+            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                              "the model %s has no noise-level classifier (MODEL-levels"
+                              ".safetensors beside it): use the residual level estimate, or "
+                              "train one with tools/train/train_level_classifier.py",
+                              model->name);
+        if (!fits)
+            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                              "the noise-level classifier of %s reads %d×%d states but this "
+                              "run's are %d×%d: generate at the model's size, or use the "
+                              "residual level estimate", model->name, size, size,
+                              resolved->model_w, resolved->model_h);
+    }
+    if (params->level != MOIRE_DMCMC_LEVEL_RESIDUAL && fits)
+        *out = levels;
+    return MOIRE_OK;
+}
+
+moire_dmcmc_level moire_resolve_dmcmc_level(const moire_model *model,
+                                            const moire_dmcmc_params *params,
+                                            const moire_resolved_params *resolved)
+{
+    if (params->level != MOIRE_DMCMC_LEVEL_AUTO)
+        return params->level;
+    const moire_classifier *levels = NULL;
+    return choose_level_classifier(model, params, resolved, &levels) == MOIRE_OK && levels
+               ? MOIRE_DMCMC_LEVEL_CLASSIFIER
+               : MOIRE_DMCMC_LEVEL_RESIDUAL;
+}
+
 static moire_status stream_open(moire_ctx *ctx, const moire_model *model,
                                 const moire_generate_params *params,
                                 const moire_resolved_params *resolved,
@@ -724,11 +772,22 @@ static moire_status stream_open(moire_ctx *ctx, const moire_model *model,
     st->samples = moire_malloc_array(count * in_size, sizeof(float));
     if (!st->samples)
         status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a DMCMC stream");
+    const moire_classifier *levels = NULL;
     if (status == MOIRE_OK)
-        status = moire_dmcmc_new_with_progress(cfg, &st->dmcmc, count, resolved->model_h,
-                                               resolved->model_w, st->setup.seeds,
-                                               guided_model_call, &st->setup.g, stream_progress,
-                                               st, &st->chains);
+        status = choose_level_classifier(model, &st->dmcmc, resolved, &levels);
+    if (status == MOIRE_OK) {
+        const moire_dmcmc_hooks hooks = {
+            .progress = stream_progress,
+            .progress_user_data = st,
+            .level = levels ? classifier_level : NULL,
+            /* estimate_sigma only reads the classifier: the cast drops no promise. */
+            .level_user_data = (void *)levels,
+        };
+        status = moire_dmcmc_new_with_hooks(cfg, &st->dmcmc, count, resolved->model_h,
+                                            resolved->model_w, st->setup.seeds,
+                                            guided_model_call, &st->setup.g, &hooks,
+                                            &st->chains);
+    }
     if (status != MOIRE_OK) {
         moire_stream_free(st);
         return status;
@@ -810,6 +869,8 @@ void moire_stream_get_info(const moire_stream *st, moire_stream_info *info)
     info->nfe_reseed = stats->nfe_reseed;
     info->reseeds = stats->reseeds;
     info->mean_start_sigma = stats->mean_start_sigma;
+    info->level = stats->level_classifier ? MOIRE_DMCMC_LEVEL_CLASSIFIER
+                                          : MOIRE_DMCMC_LEVEL_RESIDUAL;
 }
 
 void moire_stream_free(moire_stream *st)

@@ -21,6 +21,13 @@ typedef struct moire_resolved_params {
 moire_status moire_resolve_params(const moire_model *model, const moire_generate_params *params,
                                   moire_resolved_params *out);
 
+/* The level estimate DMCMC chains of this run use: CLASSIFIER (the model's noise-level
+ * classifier) or RESIDUAL; AUTO resolved by the run's size. An explicit CLASSIFIER that
+ * cannot be honoured is answered CLASSIFIER here; the run itself fails with the reason. */
+moire_dmcmc_level moire_resolve_dmcmc_level(const moire_model *model,
+                                            const moire_dmcmc_params *params,
+                                            const moire_resolved_params *resolved);
+
 /* Runs the sampler for images [first, first + count) of the batch and returns the final
  * model-space samples out[count, C, model_h, model_w]. */
 moire_status moire_generate_samples(moire_ctx *ctx, const moire_model *model,

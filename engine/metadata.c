@@ -679,9 +679,11 @@ char *moire_format_parameters(const moire_model *model, const moire_generate_par
     char dmcmc_text[128], nfe_text[16];
     if (r.params.sampler == MOIRE_SAMPLER_DMCMC) {
         moire_dmcmc_params d = params->dmcmc ? *params->dmcmc : moire_dmcmc_params_default();
-        snprintf(dmcmc_text, sizeof dmcmc_text, "eta %g, skip %d, %s %d steps%s",
+        /* The level estimate changes the images: record the one the chains used. */
+        snprintf(dmcmc_text, sizeof dmcmc_text, "eta %g, skip %d, %s %d steps%s, levels %s",
                  (double)d.eta, d.skip, moire_dmcmc_integrator_name(d.integrator),
-                 d.integrator_steps, d.tweedie ? ", Tweedie" : "");
+                 d.integrator_steps, d.tweedie ? ", Tweedie" : "",
+                 moire_dmcmc_level_name(moire_resolve_dmcmc_level(model, &d, &r.params)));
         snprintf(nfe_text, sizeof nfe_text, "%d", moire_dmcmc_nfe_per_sample(&d));
         p.steps = d.integrator_steps;
         p.extra_keys[0] = "DMCMC";
@@ -776,7 +778,9 @@ char *moire_format_settings_json(const moire_model *model, const moire_generate_
         sb_printf(&sb, ", \"burn_in_steps\": %d, \"burn_in\": %d, \"sigma_init\": ",
                   d.burn_in_steps, d.burn_in);
         sb_json_float(&sb, d.sigma_init);
-        sb_printf(&sb, ", \"nfe_per_image\": %d}", moire_dmcmc_nfe_per_sample(&d));
+        sb_printf(&sb, ", \"level\": \"%s\", \"nfe_per_image\": %d}",
+                  moire_dmcmc_level_name(moire_resolve_dmcmc_level(model, &d, &r.params)),
+                  moire_dmcmc_nfe_per_sample(&d));
     }
     sb_append(&sb, "}");
     return sb_finish(&sb);

@@ -990,6 +990,8 @@ done:
  * Public API
  * ---------------------------------------------------------------------------------------- */
 
+#define LEVEL_CLASSIFIER_SUFFIX "-levels.safetensors"
+
 static bool has_suffix(const char *name, const char *suffix)
 {
     size_t n = strlen(name), k = strlen(suffix);
@@ -1000,7 +1002,67 @@ bool moire_is_model_file_name(const char *name)
 {
     return name && has_suffix(name, ".safetensors") && strlen(name) > strlen(".safetensors") &&
            !has_suffix(name, "-features.safetensors") && !has_suffix(name, ".ref.safetensors") &&
-           !has_suffix(name, ".snapshot.safetensors");
+           !has_suffix(name, ".snapshot.safetensors") &&
+           !has_suffix(name, LEVEL_CLASSIFIER_SUFFIX);
+}
+
+/* MODEL-levels.safetensors beside MODEL.safetensors: the dmcmc sampler's noise-level
+ * classifier. Absent is fine (DMCMC then estimates levels from the model itself); present but
+ * unusable is an error, so that a damaged file is not silently ignored. */
+static moire_status load_level_classifier(moire_model *model)
+{
+    const char *path = model->path;
+    if (!has_suffix(path, ".safetensors"))
+        return MOIRE_OK; /* .pt checkpoints ship none */
+    const size_t stem = strlen(path) - strlen(".safetensors");
+    char *companion = malloc(stem + strlen(LEVEL_CLASSIFIER_SUFFIX) + 1);
+    if (!companion)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+    memcpy(companion, path, stem);
+    strcpy(companion + stem, LEVEL_CLASSIFIER_SUFFIX);
+    if (!g_file_test(companion, G_FILE_TEST_EXISTS)) {
+        free(companion);
+        return MOIRE_OK;
+    }
+    moire_classifier *classifier = NULL;
+    moire_status status = moire_classifier_load(companion, &classifier);
+    if (status != MOIRE_OK) {
+        char *why = strdup(moire_last_error());
+        status = moire_fail(status,
+                            "the noise-level classifier beside the model does not load: %s. "
+                            "Re-export it with tools/train/train_level_classifier.py, or remove "
+                            "it (the dmcmc sampler then estimates levels from the model)",
+                            why ? why : "out of memory");
+        free(why);
+    } else if (!moire_classifier_is_noise_level(classifier)) {
+        status = moire_fail(MOIRE_ERROR_FORMAT,
+                            "%s is named as the model's noise-level classifier but is an image "
+                            "classifier; rename it (image classifiers are MODEL-features"
+                            ".safetensors)", companion);
+    } else if (moire_classifier_in_channels(classifier) != model->config.in_channels ||
+               moire_classifier_input_size(classifier) != model->config.input_size) {
+        status = moire_fail(MOIRE_ERROR_FORMAT,
+                            "%s takes %d×%d states of %d channels but the model %s works on "
+                            "%d×%d of %d; it belongs to another model: remove it or train one "
+                            "for this model (tools/train/train_level_classifier.py)", companion,
+                            moire_classifier_input_size(classifier),
+                            moire_classifier_input_size(classifier),
+                            moire_classifier_in_channels(classifier), model->name,
+                            model->config.input_size, model->config.input_size,
+                            model->config.in_channels);
+    }
+    free(companion);
+    if (status != MOIRE_OK) {
+        moire_classifier_free(classifier);
+        return status;
+    }
+    model->level_classifier = classifier;
+    return MOIRE_OK;
+}
+
+const moire_classifier *moire_model_level_classifier(const moire_model *model)
+{
+    return model ? model->level_classifier : NULL;
 }
 
 moire_status moire_model_load(const char *path, moire_model **out_model)
@@ -1032,6 +1094,8 @@ moire_status moire_model_load(const char *path, moire_model **out_model)
     if (status == MOIRE_OK)
         status = model->family == MOIRE_FAMILY_EC_DIT ? ecdit_model_bind(model)
                                                       : bind_weights(model);
+    if (status == MOIRE_OK)
+        status = load_level_classifier(model);
     if (status != MOIRE_OK) {
         moire_model_free(model);
         return status;
@@ -1055,6 +1119,7 @@ void moire_model_free(moire_model *model)
         free(model->class_names);
     }
     ecdit_model_free(model->ecdit, model->config.depth);
+    moire_classifier_free(model->level_classifier);
     free(model->arena);
     st_close(model->file);
     free(model->path);

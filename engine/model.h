@@ -86,6 +86,8 @@ struct moire_model {
     moire_family_tag family;
     struct ecdit_model *ecdit; /* EC-DiT weights and vocabulary (NULL for DiT-MoE; then
                                   `weights` above is used)                              */
+    moire_classifier *level_classifier; /* MODEL-levels.safetensors, the dmcmc sampler's
+                                  noise-level classifier; NULL when there is none         */
 };
 
 /* Fills `config` from the metadata JSON object string (key "moire.config"); unknown keys

@@ -111,17 +111,22 @@ typedef struct moire_model moire_model;
 
 /* Loads a model file (.safetensors). The configuration comes from the file's __metadata__
  * (key "moire.config", JSON) when present, otherwise it is inferred from key names and
- * shapes. Every tensor is checked for presence, shape and finiteness. */
+ * shapes. Every tensor is checked for presence, shape and finiteness. MODEL-levels.safetensors
+ * beside MODEL.safetensors, when present, is loaded too (the dmcmc sampler's noise-level
+ * classifier, moire_model_level_classifier); a damaged one fails the load with a message. */
 moire_status moire_model_load(const char *path, moire_model **out_model);
 void         moire_model_free(moire_model *model);
 
 /* Whether a file name in a models folder names a model (a .safetensors file that is not a
- * companion: "-features.safetensors" classifiers, ".ref.safetensors" golden references,
- * ".snapshot.safetensors" training snapshots). The CLI, the studio and the plug-in pick
- * their default model with this one rule. */
+ * companion: "-features.safetensors" image classifiers, "-levels.safetensors" noise-level
+ * classifiers, ".ref.safetensors" golden references, ".snapshot.safetensors" training
+ * snapshots). The CLI, the studio and the plug-in pick their default model with this one
+ * rule. */
 bool moire_is_model_file_name(const char *name);
 
 const moire_model_config *moire_model_get_config(const moire_model *model);
+/* The noise-level classifier loaded with the model, or NULL (see "Image classifier"). */
+const struct moire_classifier *moire_model_level_classifier(const moire_model *model);
 int64_t     moire_model_parameter_count(const moire_model *model);
 /* Storage dtype of the weights in the file: "F32", "F16", "BF16" or "mixed". */
 const char *moire_model_dtype_name(const moire_model *model);
@@ -276,6 +281,16 @@ typedef enum moire_dmcmc_integrator {
     MOIRE_DMCMC_INTEGRATOR_COUNT_
 } moire_dmcmc_integrator;
 
+/* Where a chain's noise level comes from after each Langevin step (the Gibbs update). */
+typedef enum moire_dmcmc_level {
+    MOIRE_DMCMC_LEVEL_AUTO = 0,       /* the model's noise-level classifier when it has one
+                                         for the run's size, else the residual estimate     */
+    MOIRE_DMCMC_LEVEL_CLASSIFIER,     /* MODEL-levels.safetensors (an error without one)    */
+    MOIRE_DMCMC_LEVEL_RESIDUAL,       /* training-free, from the denoiser's residual; costs
+                                         a calibration of 6 NFE at burn-in                  */
+    MOIRE_DMCMC_LEVEL_COUNT_
+} moire_dmcmc_level;
+
 typedef struct moire_dmcmc_params {
     float eta;                /* Langevin step size (absolute, VE units)                     */
     int skip;                 /* Langevin sweeps per emitted sample                          */
@@ -292,6 +307,7 @@ typedef struct moire_dmcmc_params {
     /* Guard band: a chain whose level leaves [sigma_low, sigma_high] is re-seeded. */
     float sigma_low, sigma_high;
     float damping;            /* level update: ln s ← damping·ln s + (1 − damping)·ln ŝ      */
+    moire_dmcmc_level level;  /* where ŝ comes from                                         */
 } moire_dmcmc_params;
 
 /* eta 0.08, skip 4, DPM++ 2M with 5 steps, Tweedie → 10 NFE per image; burn-in 24 steps,
@@ -299,6 +315,8 @@ typedef struct moire_dmcmc_params {
 moire_dmcmc_params moire_dmcmc_params_default(void);
 const char  *moire_dmcmc_integrator_name(moire_dmcmc_integrator integrator);
 moire_status moire_dmcmc_integrator_from_name(const char *name, moire_dmcmc_integrator *out);
+const char  *moire_dmcmc_level_name(moire_dmcmc_level level); /* "auto", "classifier", "residual" */
+moire_status moire_dmcmc_level_from_name(const char *name, moire_dmcmc_level *out);
 /* Model evaluations per emitted image, as the paper counts them: skip + integrator + 1. */
 int moire_dmcmc_nfe_per_sample(const moire_dmcmc_params *params);
 
@@ -377,6 +395,7 @@ typedef struct moire_stream_info {
     int nfe_reseed;       /* spent re-seeding chains that left the guard band               */
     int reseeds;
     double mean_start_sigma; /* mean level (VE σ) the integrator started from, last emission */
+    moire_dmcmc_level level; /* CLASSIFIER or RESIDUAL: what the chains use (AUTO resolved)   */
 } moire_stream_info;
 void moire_stream_get_info(const moire_stream *stream, moire_stream_info *info);
 void moire_stream_free(moire_stream *stream);

@@ -683,7 +683,8 @@ moire_gen_settings_to_params (MoireGenSettings       *self,
   return TRUE;
 }
 
-/* The "DMCMC" pair of our A1111 text: "eta 0.08, skip 4, dpm++2m 5 steps, Tweedie". */
+/* The "DMCMC" pair of our A1111 text: "eta 0.08, skip 4, dpm++2m 5 steps, Tweedie, levels
+ * classifier" (the level estimate is the model's business: auto in the app, not restored). */
 static void
 apply_dmcmc_text (MoireGenSettings       *self,
                   const moire_parameters *parameters)

@@ -280,6 +280,42 @@ expect_fail "dmcmc img2img" "img2img and inpainting need" opt.png \
 expect_fail "unknown dmcmc integrator" "rk45" opt.png \
     "$MOIRE" generate --model "$QKV" --prompt goldfish --sampler dmcmc --dmcmc-integrator rk45 \
     --output opt.png
+# The noise-level classifier beside a model (MODEL-levels.safetensors): tiny_ecdit (16×16
+# RGBA) with the golden tiny level classifier.
+mkdir -p levels
+cp "$DATA/golden/tiny_ecdit.safetensors" levels/m.safetensors
+"$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --stream 2 --seed 3 --quiet \
+    --output lv-res.png >/dev/null 2>lvres.txt
+check "dmcmc without a level classifier: the residual estimate" grep -q 'levels from the residual estimate' lvres.txt
+check "moire info: no level classifier" bash -c "'$MOIRE' info --model levels/m.safetensors | grep -q '^noise levels: *no classifier'"
+expect_fail "--dmcmc-level classifier without one" "no noise-level classifier.*train_level_classifier" lv.png \
+    "$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --sampler dmcmc \
+    --dmcmc-level classifier --output lv.png
+cp "$DATA/golden/level_tiny.safetensors" levels/m-levels.safetensors
+"$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --stream 2 --seed 3 --quiet \
+    --output lv-cls.png >/dev/null 2>lvcls.txt
+check "dmcmc with MODEL-levels.safetensors: levels from the classifier" grep -q 'levels from the noise-level classifier' lvcls.txt
+check "dmcmc with a level classifier: no calibration in the burn-in (24 + 8 NFE)" grep -q 'once: 32 NFE of burn-in' lvcls.txt
+check "dmcmc with a level classifier writes PNGs" is_png lv-cls-1.png
+check "the PNG records the level estimate the chains used" bash -c "'$MOIRE' info --image lv-cls-1.png | grep -q 'Tweedie, levels classifier'"
+check "moire info: the level classifier" bash -c "'$MOIRE' info --model levels/m.safetensors | grep -q '^noise levels: *a classifier beside the model (10 bins)'"
+"$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --stream 2 --seed 3 --quiet \
+    --dmcmc-level residual --output lv-res2.png >/dev/null 2>lvres2.txt
+check "--dmcmc-level residual ignores the classifier: the same images as without it" \
+    bash -c "grep -q 'levels from the residual estimate' lvres2.txt && cmp -s lv-res-1.png lv-res2-1.png"
+expect_fail "--dmcmc-level classifier at another size" "reads 16×16 states but this run's are 32×32" lv.png \
+    "$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --sampler dmcmc \
+    --dmcmc-level classifier --width 32 --height 32 --output lv.png
+"$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --stream 1 --width 32 --height 32 \
+    --quiet --output lv-32.png >/dev/null 2>lv32.txt
+check "--dmcmc-level auto at another size falls back to the residual estimate" grep -q 'levels from the residual estimate' lv32.txt
+expect_fail "unknown --dmcmc-level" "auto, classifier or residual" lv.png \
+    "$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --sampler dmcmc \
+    --dmcmc-level oracle --output lv.png
+printf 'garbage' >levels/m-levels.safetensors
+expect_fail "a damaged MODEL-levels.safetensors fails the load, naming the way out" "m-levels.safetensors.*remove it" lv.png \
+    "$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --output lv.png
+rm -f levels/m-levels.safetensors
 
 
 # ---- eval: FID and prompt adherence against an image classifier ------------------------
@@ -388,6 +424,10 @@ if [ -e "$DATA/../data/models/moire-emoji.safetensors" ]; then
     check "eval: the embedded model with its classifier, default paths" test -s embedded.json
     check "eval: the embedded model draws the prompted emoji (top-5 adherence >= ${EMBEDDED_MIN_TOP5:=0.33})" \
         python3 -c "import json, sys; sys.exit(json.load(open('embedded.json'))['top5'] < $EMBEDDED_MIN_TOP5)"
+    if [ -e "$DATA/../data/models/moire-emoji-levels.safetensors" ]; then
+        check "the embedded model comes with its noise-level classifier" \
+            bash -c "'$MOIRE' info --model '$DATA/../data/models/moire-emoji.safetensors' | grep -q '^noise levels: *a classifier beside the model'"
+    fi
 fi
 if ! ls "$DATA/../data/models/"*.safetensors >/dev/null 2>&1; then
     expect_fail "no model anywhere" "no default model found" nomodel.png \

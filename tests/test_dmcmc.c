@@ -2,8 +2,10 @@
  * x0 ~ N(μ, v) elementwise, whose exact denoiser is known at every level, for both objectives.
  * Checks the Langevin and level updates, how well the training-free level estimate tracks the
  * true noise level of the chains, NFE accounting, sample statistics, reproducibility, the
- * re-seed guard and argument checks. */
+ * re-seed guard and argument checks; and the level hook (where a noise-level classifier
+ * plugs in) with an oracle that knows the true level. */
 #include "dmcmc.h"
+#include "internal.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -282,6 +284,116 @@ static void test_guard_and_arguments(void)
     CHECK(moire_dmcmc_nfe_per_sample(&q) == 4 + 9 + 1, "heun NFE %d", moire_dmcmc_nfe_per_sample(&q));
 }
 
+/* ---- the level hook (a noise-level classifier's place) -------------------------------------- */
+
+typedef struct oracle {
+    int calls;
+    int fail_after;       /* > 0: the call after this many fails                           */
+    float last[3 * CHW];  /* the states of the last call                                   */
+} oracle;
+
+/* The exact level of Gaussian data, from the state's own sample variance. */
+static moire_status oracle_level(void *user_data, const float *states, int n, double *sigma)
+{
+    oracle *o = user_data;
+    if (o->fail_after > 0 && o->calls >= o->fail_after)
+        return moire_fail(MOIRE_ERROR_IO, "oracle: gave up");
+    o->calls++;
+    memcpy(o->last, states, (size_t)n * CHW * sizeof(float));
+    for (int c = 0; c < n; c++) {
+        double state[CHW];
+        for (int j = 0; j < CHW; j++)
+            state[j] = states[(size_t)c * CHW + j];
+        sigma[c] = true_sigma(state);
+    }
+    return MOIRE_OK;
+}
+
+static void test_level_hook(void)
+{
+    analytic a;
+    analytic_init(&a, MOIRE_OBJECTIVE_RECTIFIED_FLOW);
+    moire_dmcmc_params p = moire_dmcmc_params_default();
+    const uint64_t seeds[3] = {4, 5, 6};
+    static oracle o;
+    memset(&o, 0, sizeof o);
+    const moire_dmcmc_hooks hooks = {.level = oracle_level, .level_user_data = &o};
+    moire_dmcmc *chains = NULL;
+    moire_status status = moire_dmcmc_new_with_hooks(&a.config, &p, 3, HH, WW, seeds,
+                                                     analytic_model, &a, &hooks, &chains);
+    CHECK(status == MOIRE_OK, "new with a level hook: %s", moire_last_error());
+    if (status != MOIRE_OK)
+        return;
+    const moire_dmcmc_stats *st = moire_dmcmc_get_stats(chains);
+    /* No calibration: burn-in integrator + burn-in sweeps only, one hook call per sweep. */
+    CHECK(st->nfe_burn_in == p.burn_in_steps + p.burn_in && a.calls == st->nfe_burn_in,
+          "burn-in with a hook: %d NFE reported, %d model calls (want %d)", st->nfe_burn_in,
+          a.calls, p.burn_in_steps + p.burn_in);
+    CHECK(o.calls == p.burn_in && st->level_classifier, "hook calls at burn-in: %d", o.calls);
+    float *out = malloc(3 * CHW * sizeof(float));
+    double sum = 0, sumsq = 0, track = 0;
+    const int emissions = 8;
+    for (int e = 0; e < emissions && status == MOIRE_OK; e++) {
+        status = moire_dmcmc_next(chains, out);
+        CHECK(status == MOIRE_OK, "next: %s", moire_last_error());
+        for (int j = 0; j < 3 * CHW; j++) {
+            sum += out[j];
+            sumsq += (double)out[j] * out[j];
+        }
+        for (int c = 0; c < 3; c++) {
+            const double *state = moire_dmcmc_chain_state(chains, c);
+            track += fabs(log(moire_dmcmc_chain_sigma(chains, c) / true_sigma(state)));
+        }
+    }
+    CHECK(o.calls == p.burn_in + emissions * p.skip, "hook calls: %d", o.calls);
+    /* The hook reads the states after the Langevin step: the chains' current states. */
+    bool same = true;
+    for (int c = 0; c < 3; c++) {
+        const double *state = moire_dmcmc_chain_state(chains, c);
+        for (int j = 0; j < CHW; j++)
+            same &= o.last[(size_t)c * CHW + j] == (float)state[j];
+    }
+    CHECK(same, "the hook did not see the post-step states");
+    const double N = (double)emissions * 3 * CHW;
+    const double mean = sum / N, sd = sqrt(sumsq / N - mean * mean);
+    printf("level hook: %d calls, mean %.3f sd %.3f (data %.1f, %.1f), |log(s/σ)| %.3f, "
+           "burn-in %d NFE\n", o.calls, mean, sd, MU, SD, track / (emissions * 3),
+           st->nfe_burn_in);
+    CHECK(fabs(mean - MU) < 0.06 && fabs(sd - SD) < 0.12, "samples with the hook: %.3f, %.3f",
+          mean, sd);
+    /* Damping lags the level by about one sweep's change: the oracle is tracked closely. */
+    CHECK(track / (emissions * 3) < 0.1, "levels with the oracle hook: |log ratio| %.3f",
+          track / (emissions * 3));
+    moire_dmcmc_free(chains);
+    free(out);
+
+    /* A failing hook fails the run with its own status and message. */
+    analytic b;
+    analytic_init(&b, MOIRE_OBJECTIVE_RECTIFIED_FLOW);
+    memset(&o, 0, sizeof o);
+    o.fail_after = 3;
+    chains = NULL;
+    status = moire_dmcmc_new_with_hooks(&b.config, &p, 3, HH, WW, seeds, analytic_model, &b,
+                                        &hooks, &chains);
+    CHECK(status == MOIRE_ERROR_IO && !chains && strstr(moire_last_error(), "oracle"),
+          "a failing hook: %s (%s)", moire_status_to_string(status), moire_last_error());
+    moire_dmcmc_free(chains);
+
+    moire_dmcmc_level level;
+    CHECK(moire_dmcmc_level_from_name("classifier", &level) == MOIRE_OK &&
+              level == MOIRE_DMCMC_LEVEL_CLASSIFIER &&
+              strcmp(moire_dmcmc_level_name(MOIRE_DMCMC_LEVEL_RESIDUAL), "residual") == 0,
+          "level names");
+    CHECK(moire_dmcmc_level_from_name("oracle", &level) == MOIRE_ERROR_INVALID_ARGUMENT,
+          "an unknown level name accepted");
+    moire_dmcmc_params bad = moire_dmcmc_params_default();
+    bad.level = (moire_dmcmc_level)7;
+    chains = NULL;
+    CHECK(moire_dmcmc_new(&b.config, &bad, 3, HH, WW, seeds, analytic_model, &b, &chains) ==
+              MOIRE_ERROR_INVALID_ARGUMENT && !chains,
+          "level 7 accepted");
+}
+
 int main(void)
 {
     test_langevin_arithmetic();
@@ -291,5 +403,6 @@ int main(void)
             test_chains(obj ? MOIRE_OBJECTIVE_RECTIFIED_FLOW : MOIRE_OBJECTIVE_DDPM_EPS,
                         (moire_dmcmc_integrator)i);
     test_guard_and_arguments();
+    test_level_hook();
     return test_finish("dmcmc");
 }

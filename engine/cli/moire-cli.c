@@ -135,6 +135,10 @@ static const char usage_generate[] =
     "  --dmcmc-integrator NAME\n"
     "                      euler, heun, stochastic-heun, ddim, dpm++2m (default)\n"
     "  --dmcmc-burn-in N   sweeps after the chains' first sample (default 8)\n"
+    "  --dmcmc-level HOW   where a chain's noise level comes from: classifier (the model's\n"
+    "                      MODEL-levels.safetensors), residual (estimated from the model\n"
+    "                      itself; 6 NFE of calibration) or auto (default: the classifier\n"
+    "                      when the model has one)\n"
     "The model evaluations per image (and the one-off burn-in) are reported on stderr.\n"
     "\n"
     "The written paths are printed on stdout, one per line. Ctrl-C stops the run (exit\n"
@@ -210,7 +214,7 @@ static const char usage_eval[] =
     "  --batch B           images generated together within a class's run (default 8);\n"
     "                      with --sampler dmcmc, images classified together\n"
     "  --sampler, --steps, --cfg, --cfg-mode, --schedule, --eta, --dmcmc-eta, --dmcmc-skip,\n"
-    "  --dmcmc-integrator, --dmcmc-burn-in\n"
+    "  --dmcmc-integrator, --dmcmc-burn-in, --dmcmc-level\n"
     "                      as for 'moire generate' (default: the model's settings)\n"
     "  --threads N         CPU threads (default 0 = all cores)\n"
     "  --device DEV        auto (default), cpu or cuda\n"
@@ -492,8 +496,10 @@ static void print_dmcmc_nfe(const moire_dmcmc_params *d, const moire_stream_info
             integrator_nfe, d->tweedie ? 1 : 0);
     if (info)
         fprintf(stderr, "; once: %d NFE of burn-in; %d re-seed(s) costing %d NFE; mean start "
-                        "level %.3f",
-                info->nfe_one_off, info->reseeds, info->nfe_reseed, info->mean_start_sigma);
+                        "level %.3f; levels from the %s",
+                info->nfe_one_off, info->reseeds, info->nfe_reseed, info->mean_start_sigma,
+                info->level == MOIRE_DMCMC_LEVEL_CLASSIFIER ? "noise-level classifier"
+                                                            : "residual estimate");
     fputc('\n', stderr);
 }
 
@@ -596,7 +602,7 @@ static void install_sigint(moire_ctx *ctx)
 /* The texts of the sampler options, as parse_options leaves them (NULL = not given). */
 typedef struct sampler_options {
     const char *steps, *cfg, *cfg_mode, *sampler, *schedule, *eta;
-    const char *dmcmc_eta, *dmcmc_skip, *dmcmc_integrator, *dmcmc_burn_in;
+    const char *dmcmc_eta, *dmcmc_skip, *dmcmc_integrator, *dmcmc_burn_in, *dmcmc_level;
 } sampler_options;
 
 /* Their option_spec entries, for a command's spec table. */
@@ -606,7 +612,7 @@ typedef struct sampler_options {
         {"eta", true, &(o).eta}, {"dmcmc-eta", true, &(o).dmcmc_eta},                       \
         {"dmcmc-skip", true, &(o).dmcmc_skip},                                              \
         {"dmcmc-integrator", true, &(o).dmcmc_integrator},                                  \
-        {"dmcmc-burn-in", true, &(o).dmcmc_burn_in}
+        {"dmcmc-burn-in", true, &(o).dmcmc_burn_in}, {"dmcmc-level", true, &(o).dmcmc_level}
 
 /* Applies the sampler options of `command` to params. `stream` (generate --stream) implies
  * the DMCMC sampler. For DMCMC, *dmcmc receives its settings (--steps are the integrator's) and
@@ -654,7 +660,7 @@ static int apply_sampler_options(const char *command, const sampler_options *o, 
         params->sampler = MOIRE_SAMPLER_DMCMC;
     }
     const bool dmcmc_options = o->dmcmc_eta || o->dmcmc_skip || o->dmcmc_integrator ||
-                               o->dmcmc_burn_in;
+                               o->dmcmc_burn_in || o->dmcmc_level;
     if (dmcmc_options && params->sampler != MOIRE_SAMPLER_DMCMC) {
         error_line("the --dmcmc-* options apply to --sampler dmcmc%s",
                    strcmp(command, "generate") == 0 ? " (or --stream N)" : "");
@@ -672,6 +678,10 @@ static int apply_sampler_options(const char *command, const sampler_options *o, 
     if (o->dmcmc_integrator &&
         moire_dmcmc_integrator_from_name(o->dmcmc_integrator, &dmcmc->integrator) != MOIRE_OK) {
         engine_error("--dmcmc-integrator");
+        return EXIT_USAGE;
+    }
+    if (o->dmcmc_level && moire_dmcmc_level_from_name(o->dmcmc_level, &dmcmc->level) != MOIRE_OK) {
+        engine_error("--dmcmc-level");
         return EXIT_USAGE;
     }
     if (params->steps > 0) {
@@ -1181,6 +1191,12 @@ static int info_model(const char *path)
     printf("layernorm eps:     %g\n", (double)c->layernorm_eps);
     printf("defaults:          sampler %s, %d steps, CFG %s\n", moire_sampler_name(sampler),
            steps, moire_format_float(cfg, number, sizeof number));
+    const moire_classifier *levels = moire_model_level_classifier(model);
+    if (levels)
+        printf("noise levels:      a classifier beside the model (%d bins) for --sampler dmcmc\n",
+               moire_classifier_num_classes(levels));
+    else
+        printf("noise levels:      no classifier; --sampler dmcmc estimates them from the model\n");
     if (is_text_model(c)) {
         printf("conditioning:      text prompts (--prompt; \"\" = unconditional, --negative)\n");
         moire_model_free(model);
@@ -1798,6 +1814,7 @@ typedef struct eval_result {
     double nfe_per_image_amortized;  /* every evaluation of the run / images              */
     int reseeds;                     /* DMCMC chains re-seeded after leaving the band     */
     const moire_dmcmc_params *dmcmc; /* NULL unless the sampler is DMCMC */
+    moire_dmcmc_level dmcmc_level;   /* DMCMC: the level estimate the chains used         */
     double fid;
     int top1, top5;                  /* images whose class was the top 1 / among the top 5 */
     double seconds;
@@ -1832,10 +1849,10 @@ static int write_eval_json(const char *path, const eval_result *r)
             r->steps, (double)r->cfg, r->nfe_per_image, r->nfe_per_image_amortized, r->reseeds);
     if (r->dmcmc)
         fprintf(f, ", \"dmcmc\": {\"eta\": %.7g, \"skip\": %d, \"integrator\": \"%s\", "
-                   "\"integrator_steps\": %d, \"burn_in\": %d}",
+                   "\"integrator_steps\": %d, \"burn_in\": %d, \"level\": \"%s\"}",
                 (double)r->dmcmc->eta, r->dmcmc->skip,
                 moire_dmcmc_integrator_name(r->dmcmc->integrator), r->dmcmc->integrator_steps,
-                r->dmcmc->burn_in);
+                r->dmcmc->burn_in, moire_dmcmc_level_name(r->dmcmc_level));
     fprintf(f, ", \"fid\": %.17g, \"top1\": %.17g, \"top5\": %.17g, \"top1_hits\": %d, "
                "\"top5_hits\": %d, \"seconds_per_image\": %.6g, \"seconds\": %.6g, "
                "\"backend\": ",
@@ -2065,6 +2082,7 @@ static int cmd_eval(int argc, char **argv)
     const bool dmcmc_run = params.sampler == MOIRE_SAMPLER_DMCMC;
     moire_stream *stream = NULL; /* DMCMC: the chain of the current class's run */
     int top1 = 0, top5 = 0, nfe = 0, last_decile = 0, reseeds = 0;
+    moire_dmcmc_level level_used = MOIRE_DMCMC_LEVEL_RESIDUAL; /* DMCMC, as the chains report */
     int64_t nfe_total = 0, nfe_burn_in = 0, nfe_reseed = 0; /* DMCMC, all chains */
     const double started = wall_seconds();
     moire_status status = MOIRE_OK;
@@ -2106,6 +2124,7 @@ static int cmd_eval(int argc, char **argv)
                 nfe_burn_in += info.nfe_one_off;
                 nfe_reseed += info.nfe_reseed;
                 reseeds += info.reseeds;
+                level_used = info.level;
                 moire_stream_free(stream);
                 stream = NULL;
             }
@@ -2187,7 +2206,7 @@ static int cmd_eval(int argc, char **argv)
                           .backend = moire_ctx_backend_name(ctx), .images = image_count,
                           .classes = class_count, .classifier_classes = K, .feature_dim = D,
                           .seed = first_seed, .reseeds = reseeds, .top1 = top1, .top5 = top5,
-                          .seconds = seconds};
+                          .seconds = seconds, .dmcmc_level = level_used};
     if (moire_classifier_fid(classifier, features, image_count, &result.fid) != MOIRE_OK) {
         rc = engine_error("FID");
         goto done;
@@ -2233,6 +2252,9 @@ static int cmd_eval(int argc, char **argv)
         printf("NFE per image incl. burn-in: %.2f (one chain per class: %" PRId64 " NFE of "
                "burn-in, %d re-seed(s) costing %" PRId64 " NFE)\n",
                result.nfe_per_image_amortized, nfe_burn_in, reseeds, nfe_reseed);
+        printf("noise levels:   from the %s\n", level_used == MOIRE_DMCMC_LEVEL_CLASSIFIER
+                                                    ? "noise-level classifier"
+                                                    : "residual estimate");
     } else
         printf("NFE per image:  %d%s\n", result.nfe_per_image,
                result.cfg != 1.0f ? " (a CFG step counts once)" : "");
