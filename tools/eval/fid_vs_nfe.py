@@ -10,6 +10,8 @@ differ only in the sampler) and writes OUT.json (every result), OUT.md (the tabl
 (the curve). Standard library only. DMCMC runs as an artist uses it: one chain per prompt
 emitting that prompt's images, so its one-off burn-in is spread over them; both NFE counts are
 kept — the paper's per-image count (skip + integrator + 1) and the one with the burn-in.
+Each DMCMC setting runs with each level estimate of --levels: the model's noise-level
+classifier (MODEL-levels.safetensors, as in the paper) and the training-free residual one.
 """
 import argparse
 import json
@@ -37,7 +39,7 @@ DMCMC = {
     "stochastic-heun": [(2, 2), (4, 3), (4, 6)],
 }
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf"]
+           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#ad494a"]
 
 
 def run_eval(moire, common, extra):
@@ -58,13 +60,17 @@ def run_eval(moire, common, extra):
 
 
 def curve_label(r):
-    return ("DMCMC + " + r["dmcmc"]["integrator"]) if r.get("dmcmc") else r["sampler"]
+    if not r.get("dmcmc"):
+        return r["sampler"]
+    level = r["dmcmc"].get("level")
+    return "DMCMC + " + r["dmcmc"]["integrator"] + (f" ({level})" if level else "")
 
 
 def write_svg(path, results, title):
-    """FID against NFE per image (log x), one polyline per sampler; DMCMC dashed."""
+    """FID against NFE per image (log x), one polyline per sampler; DMCMC dashed (levels from
+    the classifier) or dotted (the residual estimate)."""
     import math
-    W, H, L, R, T, B = 800, 460, 70, 250, 40, 50
+    W, H, L, R, T, B = 900, 460, 70, 330, 40, 50
     xs = [r["nfe_per_image"] for r in results]
     ys = [r["fid"] for r in results]
     x0, x1 = math.log(min(xs) * 0.9), math.log(max(xs) * 1.1)
@@ -100,7 +106,9 @@ def write_svg(path, results, title):
     for i, label in enumerate(labels):
         pts = sorted((r["nfe_per_image"], r["fid"]) for r in results if curve_label(r) == label)
         colour = COLOURS[i % len(COLOURS)]
-        dash = ' stroke-dasharray="6 3"' if label.startswith("DMCMC") else ""
+        dash = ("" if not label.startswith("DMCMC") else
+                ' stroke-dasharray="2 3"' if label.endswith("(residual)") else
+                ' stroke-dasharray="6 3"')
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="' +
                    " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts) + '"/>')
         for x, y in pts:
@@ -138,6 +146,9 @@ def main():
     ap.add_argument("--cfg", type=float, default=None, help="default: the model's")
     ap.add_argument("--out", default="docs/figures/fid-vs-nfe")
     ap.add_argument("--quick", action="store_true", help="two settings per curve (a smoke run)")
+    ap.add_argument("--levels", default="classifier,residual",
+                    help="DMCMC level estimates to run, comma-separated (classifier needs "
+                         "MODEL-levels.safetensors beside the model)")
     args = ap.parse_args()
 
     common = ["--images", str(args.images), "--classes", str(args.classes), "--seed", str(args.seed),
@@ -151,11 +162,12 @@ def main():
     for sampler, steps_list in PLAIN.items():
         for steps in pick(steps_list):
             results.append(run_eval(args.moire, common, ["--sampler", sampler, "--steps", str(steps)]))
-    for integrator, settings in DMCMC.items():
-        for skip, steps in pick(settings):
-            results.append(run_eval(args.moire, common, [
-                "--sampler", "dmcmc", "--dmcmc-integrator", integrator, "--dmcmc-skip", str(skip),
-                "--steps", str(steps)]))
+    for level in [v for v in args.levels.split(",") if v]:
+        for integrator, settings in DMCMC.items():
+            for skip, steps in pick(settings):
+                results.append(run_eval(args.moire, common, [
+                    "--sampler", "dmcmc", "--dmcmc-integrator", integrator, "--dmcmc-skip",
+                    str(skip), "--steps", str(steps), "--dmcmc-level", level]))
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     with open(args.out + ".json.tmp", "w") as f:
@@ -165,7 +177,7 @@ def main():
               f"{args.images // args.classes}, seeds {args.seed}…), FID against the training set's "
               f"statistics in the classifier's feature space; `{' '.join(sys.argv)}`")
     write_table(args.out + ".md", results, header)
-    write_svg(args.out + ".svg", results, "Embedded model: FID vs NFE (DMCMC dashed)")
+    write_svg(args.out + ".svg", results, "Embedded model: FID vs NFE (DMCMC: dashed = level classifier, dotted = residual)")
     print(f"wrote {args.out}.json, .md, .svg")
 
 
