@@ -621,9 +621,9 @@ moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
     m->best_s = malloc((size_t)n * sizeof(double));
     m->levels = malloc((size_t)n * (N + 1) * sizeof(double));
     m->level_estimates = malloc((size_t)n * sizeof(double));
-    if (!m->level_estimates || !m->seeds || !m->draws || !m->y || !m->s || !m->reseed || !m->x_in || !m->t_in ||
+    if (!m->seeds || !m->draws || !m->y || !m->s || !m->reseed || !m->x_in || !m->t_in ||
         !m->out || !m->noise || !m->den || !m->den_old || !m->work || !m->d1 || !m->best_y ||
-        !m->best_s || !m->levels) {
+        !m->best_s || !m->levels || !m->level_estimates) {
         moire_dmcmc_free(m);
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for %d DMCMC chains", n);
     }
