@@ -143,6 +143,11 @@ def main():
                          "CIFAR-10 noise distribution in rectified-flow time) instead of N(0, 1)")
     ap.add_argument("--default-cfg", type=float, default=4.0,
                     help="the guidance scale written to the model's moire.defaults")
+    ap.add_argument("--default-sampler", default="euler",
+                    help="the sampler written to moire.defaults (a name `moire generate "
+                         "--sampler` takes)")
+    ap.add_argument("--default-steps", type=int, default=24,
+                    help="the step count written to moire.defaults")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="export dtype")
     args = ap.parse_args()
 
@@ -197,7 +202,8 @@ def main():
     images = images.to(device)
 
     # What the exported model (and each snapshot) says to sample it with.
-    export_defaults = {"sampler": "euler", "steps": 24, "cfg": args.default_cfg}
+    export_defaults = {"sampler": args.default_sampler, "steps": args.default_steps,
+                       "cfg": args.default_cfg}
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     warmup = min(500, max(50, int(args.max_steps * 0.05))) if args.max_steps else 300
     budget = args.minutes * 60.0
