@@ -734,6 +734,53 @@ static void forward(const moire_classifier *c, float *scratch, float *features, 
                logits);
 }
 
+/* One item of a batch, given a scratch of the size run_items asked for. */
+typedef void (*classifier_item_fn)(const moire_classifier *c, int index, float *scratch,
+                                   void *context);
+
+/* item(c, i, scratch, context) for i in 0..count−1, split over the OpenMP threads, each with
+ * its own scratch of c->scratch_floats + extra_floats floats. False when a thread's scratch
+ * could not be allocated (its items are then skipped). */
+static bool run_items(const moire_classifier *c, int count, size_t extra_floats,
+                      classifier_item_fn item, void *context)
+{
+    bool out_of_memory = false;
+#ifdef _OPENMP
+#pragma omp parallel if (count > 1)
+#endif
+    {
+        float *scratch = moire_malloc_array(c->scratch_floats + extra_floats, sizeof(float));
+        if (!scratch) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+            out_of_memory = true;
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int i = 0; i < count; i++)
+            if (scratch)
+                item(c, i, scratch, context);
+        free(scratch);
+    }
+    return !out_of_memory;
+}
+
+typedef struct classify_batch {
+    const moire_image *const *images;
+    float *features; /* [count, D] or NULL */
+    float *logits;   /* [count, K] or NULL */
+} classify_batch;
+
+static void classify_item(const moire_classifier *c, int i, float *scratch, void *context)
+{
+    const classify_batch *b = context;
+    load_image_input(c, b->images[i], scratch);
+    forward(c, scratch, b->features ? b->features + (size_t)i * (size_t)c->feature_dim : NULL,
+            b->logits ? b->logits + (size_t)i * (size_t)c->class_count : NULL);
+}
+
 moire_status moire_classifier_run(const moire_classifier *c, const moire_image *const *images,
                                   int count, float *features, float *logits)
 {
@@ -764,31 +811,8 @@ moire_status moire_classifier_run(const moire_classifier *c, const moire_image *
     }
     if (count == 0)
         return MOIRE_OK;
-    const size_t K = (size_t)c->class_count, D = (size_t)c->feature_dim;
-    bool out_of_memory = false;
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-    {
-        float *scratch = moire_malloc_array(c->scratch_floats, sizeof(float));
-        if (!scratch) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-            out_of_memory = true;
-        }
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int i = 0; i < count; i++)
-            if (scratch) {
-                load_image_input(c, images[i], scratch);
-                forward(c, scratch, features ? features + (size_t)i * D : NULL,
-                        logits ? logits + (size_t)i * K : NULL);
-            }
-        free(scratch);
-    }
-    if (out_of_memory)
+    classify_batch batch = {.images = images, .features = features, .logits = logits};
+    if (!run_items(c, count, 0, classify_item, &batch))
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "out of memory for the classifier's activations (%zu bytes a thread)",
                           c->scratch_floats * sizeof(float));
@@ -820,6 +844,34 @@ moire_status moire_classifier_fid(const moire_classifier *c, const float *featur
     return status;
 }
 
+typedef struct level_batch {
+    const float *states;  /* [count, C, S, S] */
+    double *sigma;        /* [count]          */
+} level_batch;
+
+/* σ̂ = rms · exp(E[u]) with the softmax posterior over the bin centres; the logits go after
+ * the network's own scratch. */
+static void level_item(const moire_classifier *c, int i, float *scratch, void *context)
+{
+    const level_batch *b = context;
+    const int K = c->class_count;
+    const size_t state_floats = (size_t)c->in_channels * (size_t)c->input_size *
+                                (size_t)c->input_size;
+    float *logits = scratch + c->scratch_floats;
+    const double rms = load_level_input(c, b->states + (size_t)i * state_floats, scratch);
+    forward(c, scratch, NULL, logits);
+    double top = logits[0];
+    for (int k = 1; k < K; k++)
+        top = fmax(top, (double)logits[k]);
+    double total = 0.0, mean_u = 0.0;
+    for (int k = 0; k < K; k++) {
+        const double p = exp((double)logits[k] - top);
+        total += p;
+        mean_u += p * c->levels[k];
+    }
+    b->sigma[i] = rms * exp(mean_u / total);
+}
+
 moire_status moire_classifier_estimate_sigma(const moire_classifier *c, const float *states,
                                              int count, double *out_sigma)
 {
@@ -832,45 +884,8 @@ moire_status moire_classifier_estimate_sigma(const moire_classifier *c, const fl
                           "%s is an image classifier, not a noise-level one: use "
                           "MODEL-levels.safetensors (tools/train/train_level_classifier.py)",
                           c->path);
-    const size_t state_floats = (size_t)c->in_channels * (size_t)c->input_size *
-                                (size_t)c->input_size;
-    const int K = c->class_count;
-    bool out_of_memory = false;
-#ifdef _OPENMP
-#pragma omp parallel if (count > 1)
-#endif
-    {
-        float *scratch = moire_malloc_array(c->scratch_floats + (size_t)K, sizeof(float));
-        if (!scratch) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-            out_of_memory = true;
-        }
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int i = 0; i < count; i++) {
-            if (!scratch)
-                continue;
-            float *logits = scratch + c->scratch_floats;
-            const double rms = load_level_input(c, states + (size_t)i * state_floats, scratch);
-            forward(c, scratch, NULL, logits);
-            /* σ̂ = rms · exp(E[u]) with the softmax posterior over the bin centres. */
-            double top = logits[0];
-            for (int k = 1; k < K; k++)
-                top = fmax(top, (double)logits[k]);
-            double total = 0.0, mean_u = 0.0;
-            for (int k = 0; k < K; k++) {
-                const double p = exp((double)logits[k] - top);
-                total += p;
-                mean_u += p * c->levels[k];
-            }
-            out_sigma[i] = rms * exp(mean_u / total);
-        }
-        free(scratch);
-    }
-    if (out_of_memory)
+    level_batch batch = {.states = states, .sigma = out_sigma};
+    if (!run_items(c, count, (size_t)c->class_count, level_item, &batch))
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "out of memory for the noise-level classifier's activations");
     return MOIRE_OK;

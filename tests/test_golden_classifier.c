@@ -459,13 +459,16 @@ static void test_level_classifier(const moire_classifier *image_classifier)
     expect_load_error(src, "level_fc2.safetensors", &(variant){.resize = "fc2.weight", .rows = 9},
                       FORMAT, "fc2.weight", "10 level bins");
     expect_load_error(src, "level_task.safetensors",
-                      &(variant){.metadata = edited_metadata(src, "\"noise-level\"", "\"noise\"")},
+                      &(variant){.metadata = edited_metadata(src, "\"noise-level\"",
+                                                             "\"noise\"")},
                       FORMAT, "\"task\" must be", NULL);
     expect_load_error(src, "level_nan.safetensors",
-                      &(variant){.metadata = edited_metadata(src, "\"levels\": [", "\"levels\": [\"x\", ")},
+                      &(variant){.metadata = edited_metadata(src, "\"levels\": [",
+                                                             "\"levels\": [\"x\", ")},
                       FORMAT, "levels[0] is not a number", NULL);
     expect_load_error(src, "level_far.safetensors",
-                      &(variant){.metadata = edited_metadata(src, "\"levels\": [", "\"levels\": [90, ")},
+                      &(variant){.metadata = edited_metadata(src, "\"levels\": [",
+                                                             "\"levels\": [90, ")},
                       FORMAT, "levels[0] is not a number", NULL);
     expect_load_error(src, "level_none.safetensors",
                       &(variant){.metadata = edited_metadata(src, "\"levels\"", "\"bins\"")},
