@@ -1,0 +1,24 @@
+/* launch.h — the one spelling of a kernel launch in kernels/, so the same .cu files compile
+ * under nvcc and under the project's CUDA emulator (tests/cuda-emu/), with no rewriting of
+ * the sources:
+ *
+ *     MK_LAUNCH(grid, block, shared_bytes, stream, kernel)(arguments...);
+ *
+ * The kernel comes last so a template with several arguments needs no extra parentheses:
+ * MK_LAUNCH(grid, 256, 0, stream, gemm_kernel<uint16_t, true>)(out, a, w). Under nvcc it is
+ * the <<< >>> launch; under the emulator (MOIRE_CUDA_EMU) the emulator's launcher, which runs
+ * every thread of the grid as a fiber and checks the configuration like the device does.
+ */
+#ifndef MOIRE_KERNELS_LAUNCH_H
+#define MOIRE_KERNELS_LAUNCH_H
+
+#ifdef MOIRE_CUDA_EMU
+#include "cuda_emu_launch.h" /* tests/cuda-emu/include: defines CUDA_EMU_LAUNCH */
+#define MK_LAUNCH(grid, block, shared_bytes, stream, ...)                                  \
+    CUDA_EMU_LAUNCH(grid, block, shared_bytes, stream, __VA_ARGS__)
+#else
+#define MK_LAUNCH(grid, block, shared_bytes, stream, ...)                                  \
+    __VA_ARGS__<<<(grid), (block), (shared_bytes), (stream)>>>
+#endif
+
+#endif /* MOIRE_KERNELS_LAUNCH_H */
