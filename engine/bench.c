@@ -41,7 +41,6 @@ const moire_bench_geometry *moire_bench_geometry_find(const char *name)
     return NULL;
 }
 
-#define POOL_FLOATS ((size_t)13 << 20) /* ≥ the largest tensor (G: adaLN 6·1408² ≈ 11.9 M) */
 
 moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution,
                                    moire_model **out_model)
@@ -53,6 +52,7 @@ moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution
     moire_model *m = calloc(1, sizeof *m);
     if (!m)
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+    m->serial = moire_next_serial();
     moire_model_config *c = &m->config;
     const int D = g->hidden;
     snprintf(c->family, sizeof c->family, "dit-moe");
@@ -76,8 +76,16 @@ moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution
     char name[64];
     snprintf(name, sizeof name, "random %s-%dE%dA", g->name, g->experts, g->top_k);
     m->name = strdup(name);
-    m->arena = malloc(POOL_FLOATS * sizeof(float));
-    m->arena_floats = POOL_FLOATS;
+    /* The pool: twice the largest tensor (G: adaLN 6·1408² ≈ 11.9 M floats), so every window
+       fits; a tiny geometry (the CUDA self-check's) gets a tiny pool. */
+    size_t largest = (size_t)6 * D * D;
+    if ((size_t)(c->num_classes + 1) * D > largest)
+        largest = (size_t)(c->num_classes + 1) * D;
+    if ((size_t)4 * D * D > largest)
+        largest = (size_t)4 * D * D;
+    const size_t pool_floats = 2 * largest + ((size_t)7919 * 64);
+    m->arena = malloc(pool_floats * sizeof(float));
+    m->arena_floats = pool_floats;
     m->weights.blocks = calloc((size_t)g->depth, sizeof *m->weights.blocks);
     if (!m->name || !m->arena || !m->weights.blocks) {
         moire_model_free(m);
@@ -86,14 +94,14 @@ moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution
     /* Uniform ±1/√D from a 64-bit LCG: reproducible and fast. */
     uint64_t state = 0x9E3779B97F4A7C15ull;
     const float a = 1.0f / sqrtf((float)D);
-    for (size_t i = 0; i < POOL_FLOATS; i++) {
+    for (size_t i = 0; i < pool_floats; i++) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;
         m->arena[i] = a * ((float)(state >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
     }
     size_t cursor = 0;
     int64_t params = 0;
 #define W(count)                                                                           \
-    (params += (int64_t)(count), cursor = (cursor + 7919 * 64) % (POOL_FLOATS - (count)),  \
+    (params += (int64_t)(count), cursor = (cursor + 7919 * 64) % (pool_floats - (count)),  \
      (const float *)(m->arena + cursor))
     const int hd = D / g->heads, F = 4 * D, S = 2 * D, p2c = 4 * 4;
     dit_weights *w = &m->weights;
@@ -150,7 +158,7 @@ moire_status moire_bench_stats_get(const moire_ctx *ctx, moire_bench_stats *stat
 #ifdef MOIRE_HAVE_CUDA
     if (strcmp(ctx->ops.name, "cuda") == 0) {
         moire_ops_stats s;
-        moire_status status = moire_ops_cuda_stats(&ctx->ops, &s);
+        moire_status status = moire_ops_cuda_stats(&ctx->ops, &s, true);
         if (status != MOIRE_OK)
             return status;
         snprintf(stats->device_name, sizeof stats->device_name, "%s", s.device_name);

@@ -1,12 +1,14 @@
 /* context.c — moire_ctx: picks the backend, holds the cancel flag and the debug callback,
  * and checks the arguments of moire_forward() before handing over to forward.c. */
 #include "context.h"
+#include "bench.h"
 #include "ecdit.h"
 #include "internal.h"
 #include "model.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,105 @@ void moire_ctx_log(const moire_ctx *ctx, moire_log_level level, const char *fmt,
     va_end(args);
     ctx->params.log(level, message, ctx->params.log_user_data);
 }
+
+/* The context's arena and binding cache live beside the op table (ops.h, bind.h). */
+static void ctx_attach(moire_ctx *ctx)
+{
+    moire_arena_init(&ctx->arena, &ctx->ops);
+    ctx->ops.arena = &ctx->arena;
+}
+
+/* Releases everything the backend holds for this context, then the backend. */
+static void ctx_detach(moire_ctx *ctx)
+{
+    bindings_free_all(ctx);
+    moire_arena_destroy(&ctx->arena);
+    if (ctx->ops.destroy)
+        ctx->ops.destroy(&ctx->ops);
+    memset(&ctx->ops, 0, sizeof ctx->ops);
+}
+
+#ifdef MOIRE_HAVE_CUDA
+/* The known-answer check: the first CUDA context of a process runs a tiny random DiT-MoE
+ * forward on the device and on the CPU reference and compares them. A driver, toolkit or
+ * GPU that computes wrong results is caught here, once, before it can hand an artist a
+ * silently wrong image; the verdict is kept for the process (a few milliseconds once). */
+static moire_status cuda_known_answer_run(moire_ctx *cuda_ctx, bool bf16)
+{
+    static const moire_bench_geometry geometry = {
+        .name = "self-check", .depth = 2, .hidden = 64, .heads = 4, .experts = 4, .top_k = 2,
+        .rectified_flow = true,
+    };
+    moire_model *model = NULL;
+    moire_ctx *cpu = NULL;
+    moire_ctx_params params = moire_ctx_params_default();
+    params.device = MOIRE_DEVICE_CPU;
+    params.n_threads = 1;
+    moire_status status = moire_bench_model_new(&geometry, 64, &model);
+    if (status == MOIRE_OK)
+        status = moire_ctx_new(&params, &cpu);
+    enum { N = 2, SIDE = 8, C = 4 };
+    float x[N * C * SIDE * SIDE], t[N] = {0.25f, 0.75f};
+    float want[N * C * SIDE * SIDE], got[N * C * SIDE * SIDE];
+    int32_t classes[N] = {3, 1000};
+    uint64_t state = 42;
+    for (int i = 0; i < N * C * SIDE * SIDE; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)(state >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+    }
+    if (status == MOIRE_OK)
+        status = moire_forward(cpu, model, N, SIDE, SIDE, x, t, classes, want);
+    if (status == MOIRE_OK) {
+        status = moire_forward(cuda_ctx, model, N, SIDE, SIDE, x, t, classes, got);
+        if (status != MOIRE_OK)
+            moire_error_prefix("the GPU failed a self-check forward");
+    }
+    if (status == MOIRE_OK) {
+        double err = 0.0, ref = 0.0;
+        bool finite = true;
+        for (int i = 0; i < N * C * SIDE * SIDE; i++) {
+            finite = finite && isfinite(got[i]);
+            err += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+            ref += (double)want[i] * want[i];
+        }
+        const double rel = sqrt(err / (ref > 0.0 ? ref : 1.0));
+        const double limit = bf16 ? 3e-2 : 1e-3;
+        if (!finite || !(rel <= limit))
+            status = moire_fail(MOIRE_ERROR_BACKEND,
+                                "the GPU gave wrong results in a self-check (relative error "
+                                "%.2g, allowed %.0g): its driver or CUDA installation may be "
+                                "broken; update the NVIDIA driver, or use --device cpu",
+                                rel, limit);
+    }
+    moire_ctx_free(cpu);
+    moire_model_free(model);
+    return status;
+}
+
+static moire_status cuda_known_answer(moire_ctx *ctx, bool bf16)
+{
+    /* One verdict per process and precision; MOIRE_CUDA_SELF_CHECK=0 skips it (benchmarks
+     * that start many contexts). */
+    static _Atomic int verdict[2]; /* 0 unknown, 1 passed, 2 failed */
+    static char message[2][512];
+    const char *env = getenv("MOIRE_CUDA_SELF_CHECK");
+    if (env && strcmp(env, "0") == 0)
+        return MOIRE_OK;
+    const int v = atomic_load(&verdict[bf16]);
+    if (v == 1)
+        return MOIRE_OK;
+    if (v == 2)
+        return moire_fail(MOIRE_ERROR_BACKEND, "%s", message[bf16]);
+    moire_status status = cuda_known_answer_run(ctx, bf16);
+    if (status == MOIRE_OK) {
+        atomic_store(&verdict[bf16], 1);
+    } else {
+        snprintf(message[bf16], sizeof message[bf16], "%s", moire_last_error());
+        atomic_store(&verdict[bf16], 2);
+    }
+    return status;
+}
+#endif
 
 moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
 {
@@ -80,20 +181,31 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
         const bool bf16 = precision && strcmp(precision, "bf16") == 0;
         moire_status status = moire_ops_cuda_init(&ctx->ops, p.n_threads, bf16);
         if (status == MOIRE_OK) {
-            moire_ctx_log(ctx, MOIRE_LOG_INFO, "using the CUDA backend (%s)",
-                          bf16 ? "bf16 weights" : "fp32");
-            *out_ctx = ctx;
-            return MOIRE_OK;
+            ctx_attach(ctx);
+            status = cuda_known_answer(ctx, bf16);
+            if (status == MOIRE_OK) {
+                moire_ctx_log(ctx, MOIRE_LOG_INFO, "using the CUDA backend (%s)",
+                              bf16 ? "bf16 weights" : "fp32");
+                *out_ctx = ctx;
+                return MOIRE_OK;
+            }
+            ctx_detach(ctx);
         }
         if (p.device == MOIRE_DEVICE_CUDA) {
             free(ctx);
             return status;
         }
-        moire_ctx_log(ctx, MOIRE_LOG_INFO, "using the CPU backend: %s", moire_last_error());
+        /* auto: say it once per process, in words a user can act on, then use the CPU. */
+        static atomic_flag told = ATOMIC_FLAG_INIT;
+        if (!atomic_flag_test_and_set(&told))
+            moire_ctx_log(ctx, status == MOIRE_ERROR_UNSUPPORTED ? MOIRE_LOG_INFO
+                                                                  : MOIRE_LOG_WARNING,
+                          "using the CPU backend: %s", moire_last_error());
         moire_error_clear();
     }
 #endif
     moire_ops_cpu_init(&ctx->ops, p.n_threads);
+    ctx_attach(ctx);
 #ifndef MOIRE_HAVE_CUDA
     if (p.device == MOIRE_DEVICE_AUTO)
         moire_ctx_log(ctx, MOIRE_LOG_INFO,
@@ -106,8 +218,9 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
 
 void moire_ctx_free(moire_ctx *ctx)
 {
-    if (ctx && ctx->ops.destroy)
-        ctx->ops.destroy(&ctx->ops);
+    if (!ctx)
+        return;
+    ctx_detach(ctx);
     free(ctx);
 }
 

@@ -2,6 +2,7 @@
 #ifndef MOIRE_CONTEXT_H
 #define MOIRE_CONTEXT_H
 
+#include "bind.h"
 #include "moire.h"
 #include "ops.h"
 
@@ -10,6 +11,9 @@
 struct moire_ctx {
     moire_ctx_params params;
     moire_ops ops;          /* the backend's op table */
+    moire_arena arena;      /* activations of one pass (ops.h); ops.arena points here */
+    bind_slot bindings[BINDING_SLOTS]; /* models uploaded to the backend (bind.h)          */
+    uint64_t bind_clock;
     atomic_int cancel_requested;
     moire_debug_tensor_fn debug_fn;
     void *debug_user_data;

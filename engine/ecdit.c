@@ -16,6 +16,7 @@
  */
 #include "ecdit.h"
 
+#include "bind.h"
 #include "internal.h"
 #include "routing_map.h"
 
@@ -30,132 +31,73 @@ typedef struct ec_buffers {
     float *attn;       /* [N, D]   attention before its output projection               */
     float *branch;     /* [N, D]   a branch's output                                   */
     float *kv;         /* [P, L, 2D] cross-attention keys and values of each prompt      */
-    float *patches;    /* [N, C·p·p]                                                   */
     float *head;       /* [N, p·p·Co]                                                  */
     float *scores;     /* [N, E]                                                       */
     int32_t *selected; /* [E, M]   tokens each expert took                             */
     float *gates;      /* [E, M]                                                       */
-    float *t_freq;     /* [n, 256]                                                     */
     float *t_hidden;   /* [n, D]                                                       */
     float *cond;       /* [n, D]   c                                                   */
     float *cond_act;   /* [n, D]   SiLU(c)                                             */
     float *modulation; /* [n, 9D]                                                      */
-    float *pos;        /* [T, D]                                                       */
 } ec_buffers;
 
-static void free_buffers(ec_buffers *b)
-{
-    free(b->tokens), free(b->normed), free(b->qkv), free(b->attn), free(b->branch);
-    free(b->kv), free(b->patches), free(b->head), free(b->scores), free(b->selected);
-    free(b->gates), free(b->t_freq), free(b->t_hidden), free(b->cond), free(b->cond_act);
-    free(b->modulation), free(b->pos);
-}
-
-static moire_status alloc_buffers(ec_buffers *b, const moire_model_config *c, int n, int T,
-                                  int P, int M)
+static moire_status take_buffers(ec_buffers *b, moire_arena *arena,
+                                 const moire_model_config *c, int n, int T, int P, int M)
 {
     const size_t N = (size_t)n * T, D = (size_t)c->hidden_size, E = (size_t)c->num_experts;
     const size_t p2 = (size_t)c->patch_size * c->patch_size;
-    memset(b, 0, sizeof *b);
-    b->tokens = moire_malloc_array(N * D, sizeof(float));
-    b->normed = moire_malloc_array(N * D, sizeof(float));
-    b->qkv = moire_malloc_array(N * 3 * D, sizeof(float));
-    b->attn = moire_malloc_array(N * D, sizeof(float));
-    b->branch = moire_malloc_array(N * D, sizeof(float));
-    b->kv = moire_malloc_array((size_t)P * c->text_max_tokens * 2 * D, sizeof(float));
-    b->patches = moire_malloc_array(N * c->in_channels * p2, sizeof(float));
-    b->head = moire_malloc_array(N * c->out_channels * p2, sizeof(float));
-    b->scores = moire_malloc_array(N * E, sizeof(float));
-    b->selected = moire_malloc_array(E * M + 1, sizeof(int32_t));
-    b->gates = moire_malloc_array(E * M + 1, sizeof(float));
-    b->t_freq = moire_malloc_array((size_t)n * DIT_TIMESTEP_FREQ_DIM, sizeof(float));
-    b->t_hidden = moire_malloc_array((size_t)n * D, sizeof(float));
-    b->cond = moire_malloc_array((size_t)n * D, sizeof(float));
-    b->cond_act = moire_malloc_array((size_t)n * D, sizeof(float));
-    b->modulation = moire_malloc_array((size_t)n * 9 * D, sizeof(float));
-    b->pos = moire_malloc_array((size_t)T * D, sizeof(float));
-    if (!b->tokens || !b->normed || !b->qkv || !b->attn || !b->branch || !b->kv ||
-        !b->patches || !b->head || !b->scores || !b->selected || !b->gates || !b->t_freq ||
-        !b->t_hidden || !b->cond || !b->cond_act || !b->modulation || !b->pos) {
-        free_buffers(b);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                          "an EC-DiT forward pass over %d image(s) of %d tokens needs about "
-                          "%.0f MB; use a smaller size or batch", n, T, (double)N * D * 8 * 4 / 1e6);
-    }
-    return MOIRE_OK;
+    moire_status s = MOIRE_OK;
+    b->tokens = dit_take(arena, N * D, sizeof(float), &s);
+    b->normed = dit_take(arena, N * D, sizeof(float), &s);
+    b->qkv = dit_take(arena, N * 3 * D, sizeof(float), &s);
+    b->attn = dit_take(arena, N * D, sizeof(float), &s);
+    b->branch = dit_take(arena, N * D, sizeof(float), &s);
+    b->kv = dit_take(arena, (size_t)P * c->text_max_tokens * 2 * D, sizeof(float), &s);
+    b->head = dit_take(arena, N * c->out_channels * p2, sizeof(float), &s);
+    b->scores = dit_take(arena, N * E, sizeof(float), &s);
+    b->selected = dit_take(arena, E * M + 1, sizeof(int32_t), &s);
+    b->gates = dit_take(arena, E * M + 1, sizeof(float), &s);
+    b->t_hidden = dit_take(arena, (size_t)n * D, sizeof(float), &s);
+    b->cond = dit_take(arena, (size_t)n * D, sizeof(float), &s);
+    b->cond_act = dit_take(arena, (size_t)n * D, sizeof(float), &s);
+    b->modulation = dit_take(arena, (size_t)n * 9 * D, sizeof(float), &s);
+    if (s != MOIRE_OK)
+        moire_error_prefix("an EC-DiT forward pass over %d image(s) of %d tokens (about %.0f "
+                           "MB)", n, T, (double)N * D * 8 * 4 / 1e6);
+    return s;
 }
 
-static void emit(const moire_ctx *ctx, const char *name, int layer, const float *data, int ndim,
-                 int64_t d0, int64_t d1, int64_t d2)
+/* The selection as debug tensors (ec_tokens [E, M] as floats, ec_gates [E, M] and
+ * expert_count [N], the experts that took each token) and for the routing map: both need it
+ * on the host, so only then is it downloaded. */
+static moire_status report_selection(moire_ctx *ctx, int layer, const int32_t *selected_dev,
+                                     const float *gates_dev, int E, int M, int64_t N, int T)
 {
-    if (!ctx->debug_fn)
-        return;
-    int64_t shape[3] = {d0, d1, d2};
-    ctx->debug_fn(name, layer, data, ndim, shape, ctx->debug_user_data);
-}
-
-/* The selection as debug tensors: ec_tokens [E, M] (as floats), ec_gates [E, M] and
- * expert_count [N] (experts that took each token). */
-static void emit_selection(const moire_ctx *ctx, int layer, const int32_t *selected,
-                           const float *gates, int E, int M, int64_t N)
-{
-    if (!ctx->debug_fn)
-        return;
-    float *as_float = moire_malloc_array((size_t)E * M + 1, sizeof(float));
-    float *count = moire_calloc_array((size_t)N, sizeof(float));
-    if (as_float && count) {
-        for (int64_t i = 0; i < (int64_t)E * M; i++) {
-            as_float[i] = (float)selected[i];
-            count[selected[i]] += 1.0f;
+    if (!ctx->debug_fn && !ctx->routing)
+        return MOIRE_OK;
+    moire_status status;
+    int32_t *selected = dit_download_copy(&ctx->ops, selected_dev,
+                                          (size_t)E * M * sizeof(int32_t), &status);
+    if (!selected)
+        return status;
+    if (ctx->debug_fn) {
+        float *as_float = moire_malloc_array((size_t)E * M + 1, sizeof(float));
+        float *count = moire_calloc_array((size_t)N, sizeof(float));
+        if (as_float && count) {
+            for (int64_t i = 0; i < (int64_t)E * M; i++) {
+                as_float[i] = (float)selected[i];
+                count[selected[i]] += 1.0f;
+            }
+            int64_t shape_em[3] = {E, M, 0}, shape_n[3] = {N, 0, 0};
+            ctx->debug_fn("ec_tokens", layer, as_float, 2, shape_em, ctx->debug_user_data);
+            dit_emit(ctx, "ec_gates", layer, gates_dev, 2, E, M, 0);
+            ctx->debug_fn("expert_count", layer, count, 1, shape_n, ctx->debug_user_data);
         }
-        emit(ctx, "ec_tokens", layer, as_float, 2, E, M, 0);
-        emit(ctx, "ec_gates", layer, gates, 2, E, M, 0);
-        emit(ctx, "expert_count", layer, count, 1, N, 0, 0);
+        free(as_float), free(count);
     }
-    free(as_float), free(count);
-}
-
-static float silu(float x)
-{
-    return x / (1.0f + expf(-x));
-}
-
-#define TRY(call)                                                                          \
-    do {                                                                                   \
-        moire_status status_ = (call);                                                     \
-        if (status_ != MOIRE_OK) {                                                         \
-            free_buffers(&buf);                                                            \
-            return status_;                                                                \
-        }                                                                                  \
-    } while (0)
-
-/* x += gate ⊙ branch per image, gate = chunk `chunk` of the image's 9D modulation. */
-static moire_status gated_residual(const moire_ops *ops, ec_buffers *buf, int n, int T, int D,
-                                   int chunk)
-{
-    for (int i = 0; i < n; i++) {
-        const size_t off = (size_t)i * T * D;
-        moire_status status = ops->gate_residual(ops, buf->tokens + off, buf->branch + off,
-                                                 buf->modulation + (size_t)i * 9 * D + chunk * D,
-                                                 T, D);
-        if (status != MOIRE_OK)
-            return status;
-    }
-    return MOIRE_OK;
-}
-
-/* normed = LN(x)·(1 + scale) + shift per image, shift = chunk `chunk`, scale the next one. */
-static moire_status modulated_norm(const moire_ops *ops, ec_buffers *buf, int n, int T, int D,
-                                   int chunk, float eps)
-{
-    for (int i = 0; i < n; i++) {
-        const float *mod = buf->modulation + (size_t)i * 9 * D + chunk * D;
-        const size_t off = (size_t)i * T * D;
-        moire_status status = ops->layernorm_modulate(ops, buf->normed + off, buf->tokens + off,
-                                                      mod, mod + D, T, D, eps);
-        if (status != MOIRE_OK)
-            return status;
-    }
+    if (ctx->routing)
+        routing_record_expert_choice(ctx->routing, layer, T, selected, E, M);
+    free(selected);
     return MOIRE_OK;
 }
 
@@ -164,119 +106,128 @@ moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int 
                            const int *prompt_of, float *out)
 {
     const moire_model_config *cfg = &model->config;
-    const ecdit_weights *W = &model->ecdit->weights;
     const moire_ops *ops = &ctx->ops;
-    const int D = cfg->hidden_size, C = cfg->in_channels, Co = cfg->out_channels;
-    const int p = cfg->patch_size, gh = h / p, gw = w / p, T = gh * gw, N = n * T;
+    const int D = cfg->hidden_size, p = cfg->patch_size, T = (h / p) * (w / p), N = n * T;
     const int H = cfg->num_heads, hd = D / H, E = cfg->num_experts;
     const int L = text->max_tokens, Dt = cfg->text_hidden, P = text->prompts;
-    const int patch_dim = C * p * p;
     const int M = n * moire_ec_slots_per_image(T, cfg->routing_group_tokens, E,
                                                cfg->capacity_factor);
+    const int64_t mod = 9 * (int64_t)D; /* one image's modulation row */
     const float eps = cfg->layernorm_eps;
+    if (text->ops != ops)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "the text conditioning was encoded by another context's backend");
 
-    ec_buffers buf;
-    moire_status status = alloc_buffers(&buf, cfg, n, T, P, M);
+    const model_bound *mb;
+    moire_status status = bind_model(ctx, model, &mb);
     if (status != MOIRE_OK)
         return status;
+    status = moire_arena_begin(&ctx->arena);
+    if (status != MOIRE_OK)
+        return status;
+    ec_buffers buf;
+    status = take_buffers(&buf, &ctx->arena, cfg, n, T, P, M);
+    /* Patch embedding, positions and the timestep MLP, as DiT-MoE (dit_common.c). */
+    if (status == MOIRE_OK)
+        status = dit_embed(ops, cfg, mb, model->ecdit->weights.pos_embed, n, h, w, x, t,
+                           buf.tokens, buf.cond, buf.t_hidden, ctx);
+    /* c = t_emb + pooled text of the image's prompt */
+    for (int i = 0; i < n && status == MOIRE_OK; i++)
+        status = ops->gate_residual(ops, buf.cond + (size_t)i * D,
+                                    text->pooled + (size_t)prompt_of[i] * D, 0, NULL, 0, 1, 1,
+                                    D);
+    if (status == MOIRE_OK) {
+        dit_emit(ctx, "c", -1, buf.cond, 2, n, D, 0);
+        status = ops->silu(ops, buf.cond_act, buf.cond, (int64_t)n * D);
+    }
+#define TRY(call)                                                                          \
+    do {                                                                                   \
+        if (status == MOIRE_OK)                                                            \
+            status = (call);                                                               \
+    } while (0)
 
-    /* Patch embedding and positions, as DiT-MoE (dit_common.c). */
-    dit_patchify(buf.patches, x, n, C, h, w, p);
-    TRY(ops->linear(ops, buf.tokens, buf.patches, W->x_embedder_proj_weight,
-                    W->x_embedder_proj_bias, N, patch_dim, D));
-    dit_positions(buf.pos, W->pos_embed, cfg->input_size / p, gh, gw, D);
-    dit_add_positions(buf.tokens, buf.pos, n, T, D);
-    emit(ctx, "x_embed", -1, buf.tokens, 3, n, T, D);
-
-    /* Conditioning: c = MLP(freq(t)) + pooled text of the image's prompt. */
-    dit_timestep_frequencies(buf.t_freq, t, n);
-    TRY(ops->linear(ops, buf.t_hidden, buf.t_freq, W->t_embedder_mlp0_weight,
-                    W->t_embedder_mlp0_bias, n, DIT_TIMESTEP_FREQ_DIM, D));
-    for (size_t i = 0; i < (size_t)n * D; i++)
-        buf.t_hidden[i] = silu(buf.t_hidden[i]);
-    TRY(ops->linear(ops, buf.cond, buf.t_hidden, W->t_embedder_mlp2_weight,
-                    W->t_embedder_mlp2_bias, n, D, D));
-    emit(ctx, "t_emb", -1, buf.cond, 2, n, D, 0);
-    for (int i = 0; i < n; i++)
-        for (int d = 0; d < D; d++)
-            buf.cond[(size_t)i * D + d] += text->pooled[(size_t)prompt_of[i] * D + d];
-    emit(ctx, "c", -1, buf.cond, 2, n, D, 0);
-    for (size_t i = 0; i < (size_t)n * D; i++)
-        buf.cond_act[i] = silu(buf.cond[i]);
-
-    for (int layer = 0; layer < cfg->depth; layer++) {
+    for (int layer = 0; layer < cfg->depth && status == MOIRE_OK; layer++) {
         if (atomic_load(&ctx->cancel_requested)) {
-            free_buffers(&buf);
-            return moire_fail(MOIRE_ERROR_CANCELLED, "cancelled");
+            status = moire_fail(MOIRE_ERROR_CANCELLED, "cancelled");
+            break;
         }
-        const ecdit_block_weights *B = &W->blocks[layer];
+        const ecdit_bound_block *B = &mb->ec_blocks[layer];
         /* modulation[n, 9D]: shift, scale, gate of self-attention, cross-attention, FFN */
-        TRY(ops->linear(ops, buf.modulation, buf.cond_act, B->adaLN_modulation_weight,
-                        B->adaLN_modulation_bias, n, D, 9 * D));
-        emit(ctx, "adaLN", layer, buf.modulation, 2, n, 9 * D, 0);
+        TRY(ops->linear(ops, buf.modulation, buf.cond_act, &B->adaLN_modulation_weight,
+                        &B->adaLN_modulation_bias, n, D, 9 * D));
+        if (status == MOIRE_OK)
+            dit_emit(ctx, "adaLN", layer, buf.modulation, 2, n, 9 * D, 0);
 
         /* Self-attention. */
-        TRY(modulated_norm(ops, &buf, n, T, D, 0, eps));
-        TRY(ops->linear(ops, buf.qkv, buf.normed, B->attn.qkv_weight, B->attn.qkv_bias, N, D,
+        TRY(ops->layernorm_modulate(ops, buf.normed, buf.tokens, buf.modulation,
+                                    buf.modulation + D, mod, n, T, D, eps));
+        TRY(ops->linear(ops, buf.qkv, buf.normed, &B->attn.qkv_weight, &B->attn.qkv_bias, N, D,
                         3 * D));
-        for (int i = 0; i < n; i++)
-            TRY(ops->attention(ops, buf.attn + (size_t)i * T * D,
-                               buf.qkv + (size_t)i * T * 3 * D, T, H, hd,
-                               B->attn.q_norm_weight, B->attn.q_norm_bias,
-                               B->attn.k_norm_weight, B->attn.k_norm_bias, eps));
-        TRY(ops->linear(ops, buf.branch, buf.attn, B->attn.proj_weight, B->attn.proj_bias, N,
+        TRY(ops->attention(ops, buf.attn, buf.qkv, n, T, H, hd, &B->attn.q_norm_weight,
+                           &B->attn.q_norm_bias, &B->attn.k_norm_weight, &B->attn.k_norm_bias,
+                           eps));
+        TRY(ops->linear(ops, buf.branch, buf.attn, &B->attn.proj_weight, &B->attn.proj_bias, N,
                         D, D));
-        emit(ctx, "attn_out", layer, buf.branch, 3, n, T, D);
-        TRY(gated_residual(ops, &buf, n, T, D, 2));
+        if (status == MOIRE_OK)
+            dit_emit(ctx, "attn_out", layer, buf.branch, 3, n, T, D);
+        TRY(ops->gate_residual(ops, buf.tokens, buf.branch, (int64_t)T * D,
+                               buf.modulation + 2 * D, mod, n, T, D));
 
         /* Cross-attention: keys and values once per prompt, queries per image; only the
            prompt's real tokens are attended to. */
-        TRY(modulated_norm(ops, &buf, n, T, D, 3, eps));
-        TRY(ops->linear(ops, buf.qkv, buf.normed, B->cross_q_weight, B->cross_q_bias, N, D, D));
-        TRY(ops->linear(ops, buf.kv, text->tokens, B->cross_kv_weight, B->cross_kv_bias, P * L,
-                        Dt, 2 * D));
-        for (int i = 0; i < n; i++) {
+        TRY(ops->layernorm_modulate(ops, buf.normed, buf.tokens, buf.modulation + 3 * D,
+                                    buf.modulation + 4 * D, mod, n, T, D, eps));
+        TRY(ops->linear(ops, buf.qkv, buf.normed, &B->cross_q_weight, &B->cross_q_bias, N, D,
+                        D));
+        TRY(ops->linear(ops, buf.kv, text->tokens, &B->cross_kv_weight, &B->cross_kv_bias,
+                        P * L, Dt, 2 * D));
+        for (int i = 0; i < n && status == MOIRE_OK; i++) {
             const float *kv = buf.kv + (size_t)prompt_of[i] * L * 2 * D;
-            TRY(ops->cross_attention(ops, buf.attn + (size_t)i * T * D,
-                                     buf.qkv + (size_t)i * T * D, D, kv, kv + D, 2 * D, T,
-                                     text->lengths[prompt_of[i]], H, hd));
+            status = ops->cross_attention(ops, buf.attn + (size_t)i * T * D,
+                                          buf.qkv + (size_t)i * T * D, D, kv, kv + D, 2 * D, T,
+                                          text->lengths[prompt_of[i]], H, hd);
         }
-        TRY(ops->linear(ops, buf.branch, buf.attn, B->cross_proj_weight, B->cross_proj_bias, N,
-                        D, D));
-        emit(ctx, "cross_out", layer, buf.branch, 3, n, T, D);
-        TRY(gated_residual(ops, &buf, n, T, D, 5));
+        TRY(ops->linear(ops, buf.branch, buf.attn, &B->cross_proj_weight, &B->cross_proj_bias,
+                        N, D, D));
+        if (status == MOIRE_OK)
+            dit_emit(ctx, "cross_out", layer, buf.branch, 3, n, T, D);
+        TRY(ops->gate_residual(ops, buf.tokens, buf.branch, (int64_t)T * D,
+                               buf.modulation + 5 * D, mod, n, T, D));
 
         /* FFN: dense, or expert choice over the routing groups of each image. */
-        TRY(modulated_norm(ops, &buf, n, T, D, 6, eps));
+        TRY(ops->layernorm_modulate(ops, buf.normed, buf.tokens, buf.modulation + 6 * D,
+                                    buf.modulation + 7 * D, mod, n, T, D, eps));
         if (B->is_moe) {
             TRY(ops->router_expert_choice(ops, buf.scores, buf.selected, buf.gates, buf.normed,
-                                          B->moe_gate_weight, n, T, cfg->routing_group_tokens,
+                                          &B->moe_gate_weight, n, T, cfg->routing_group_tokens,
                                           D, E, cfg->capacity_factor));
-            emit(ctx, "router_scores", layer, buf.scores, 2, N, E, 0);
-            emit_selection(ctx, layer, buf.selected, buf.gates, E, M, N);
-            if (ctx->routing)
-                routing_record_expert_choice(ctx->routing, layer, T, buf.selected, E, M);
-            TRY(ops->moe_expert_choice(ops, buf.branch, buf.normed, N, D, B->experts,
-                                       &B->shared_experts, E, M, buf.selected, buf.gates));
+            if (status == MOIRE_OK) {
+                dit_emit(ctx, "router_scores", layer, buf.scores, 2, N, E, 0);
+                status = report_selection(ctx, layer, buf.selected, buf.gates, E, M, N, T);
+            }
+            TRY(ops->moe_expert_choice(ops, buf.branch, buf.normed, N, D, &B->experts,
+                                       &B->shared_experts, M, buf.selected, buf.gates));
         } else {
             TRY(ops->swiglu(ops, buf.branch, buf.normed, N, D, &B->mlp));
         }
-        emit(ctx, "ffn_out", layer, buf.branch, 3, n, T, D);
-        TRY(gated_residual(ops, &buf, n, T, D, 8));
-        emit(ctx, "block_out", layer, buf.tokens, 3, n, T, D);
+        if (status == MOIRE_OK)
+            dit_emit(ctx, "ffn_out", layer, buf.branch, 3, n, T, D);
+        TRY(ops->gate_residual(ops, buf.tokens, buf.branch, (int64_t)T * D,
+                               buf.modulation + 8 * D, mod, n, T, D));
+        if (status == MOIRE_OK)
+            dit_emit(ctx, "block_out", layer, buf.tokens, 3, n, T, D);
     }
 
-    const int head_dim = p * p * Co;
+    const int head_dim = p * p * cfg->out_channels;
     TRY(dit_final_layer(ops, buf.head, buf.normed, buf.modulation, buf.tokens, buf.cond_act,
-                        W->final_adaLN_modulation_weight, W->final_adaLN_modulation_bias,
-                        W->final_linear_weight, W->final_linear_bias, n, T, D, head_dim, eps));
-    emit(ctx, "final_out", -1, buf.head, 3, n, T, head_dim);
-
-    dit_unpatchify(out, buf.head, n, Co, h, w, p);
-    if (ctx->debug_fn) {
-        int64_t shape[4] = {n, Co, h, w};
-        ctx->debug_fn("output", -1, out, 4, shape, ctx->debug_user_data);
+                        &mb->final_adaLN_modulation_weight, &mb->final_adaLN_modulation_bias,
+                        &mb->final_linear_weight, &mb->final_linear_bias, n, T, D, head_dim,
+                        eps));
+    if (status == MOIRE_OK) {
+        dit_emit(ctx, "final_out", -1, buf.head, 3, n, T, head_dim);
+        status = dit_output(ctx, buf.head, n, cfg->out_channels, h, w, p, out);
     }
-    free_buffers(&buf);
-    return MOIRE_OK;
+#undef TRY
+    moire_arena_end(&ctx->arena);
+    return status;
 }

@@ -115,16 +115,18 @@ bool         ecdit_block_is_moe(const moire_model_config *config, int block);
 /* ---- text conditioning (text_encoder.c) -------------------------------------------------- */
 
 typedef struct ecdit_text_cond {
+    const moire_ops *ops; /* the backend whose memory `tokens` and `pooled` are in         */
     int prompts;     /* P                                                                  */
     int max_tokens;  /* L                                                                  */
-    int32_t *ids;    /* [P, L]                                                             */
-    int *lengths;    /* [P] real tokens; keys past it (padding) are masked                 */
-    float *tokens;   /* [P, L, Dt] the text encoder's output (after final_norm)             */
-    float *pooled;   /* [P, D] mean over the real tokens, projected to D                     */
+    int32_t *ids;    /* [P, L] (host)                                                      */
+    int *lengths;    /* [P] real tokens (host); keys past it (padding) are masked           */
+    float *tokens;   /* [P, L, Dt] the text encoder's output (after final_norm), backend   */
+    float *pooled;   /* [P, D] mean over the real tokens, projected to D, backend           */
     int unknown_words, dropped_words; /* summed over the prompts, for warnings              */
 } ecdit_text_cond;
 
-/* Tokenizes and encodes P prompts (NULL = ""). Debug tensors: text_ids, text_out,
+/* Tokenizes and encodes P prompts (NULL = "") on the context's backend; the result stays in
+ * its memory for every forward of a generate call. Debug tensors: text_ids, text_out,
  * text_pooled. */
 moire_status ecdit_text_encode(moire_ctx *ctx, const moire_model *model, int prompts,
                                const char *const *texts, ecdit_text_cond *out);

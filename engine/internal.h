@@ -11,6 +11,7 @@
 #include "moire.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 
 #if defined(__GNUC__)
 #define MOIRE_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -27,6 +28,10 @@ void moire_error_clear(void);
 /* Checked allocation helpers: NULL on overflow or failure (callers report OUT_OF_MEMORY). */
 void *moire_malloc_array(size_t count, size_t size);
 void *moire_calloc_array(size_t count, size_t size);
+
+/* A number never returned before in this process (from 1): identifies a loaded model or VAE
+ * for the backends' weight bindings, which must never match a freed object's successor. */
+uint64_t moire_next_serial(void);
 
 /* Monotonic seconds, for progress estimates. */
 double moire_now_seconds(void);

@@ -1076,6 +1076,7 @@ moire_status moire_model_load(const char *path, moire_model **out_model)
     moire_model *model = calloc(1, sizeof *model);
     if (!model)
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+    model->serial = moire_next_serial();
     /* by content: a zip is a torch.save checkpoint (pt_reader.h), else safetensors */
     moire_status status = model_file_open(path, &model->file);
     if (status == MOIRE_OK) {

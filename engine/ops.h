@@ -1,121 +1,271 @@
-/* ops.h — the small set of operations a DiT-MoE forward pass needs, as a table of function
- * pointers with one implementation per backend (ops_cpu.c is the reference; kernels/ holds
- * the CUDA one). forward.c is a straight sequence of calls into this table.
+/* ops.h — the backend interface: every operation a model forward needs (DiT-MoE, EC-DiT and
+ * its text encoder, the SD-VAE), as a table of function pointers with one implementation per
+ * backend — ops_cpu.c (the reference, the spec) and kernels/ops_cuda.c (CUDA). Model code
+ * (forward.c, ecdit.c, text_encoder.c, vae.c) is a straight sequence of calls into it and
+ * never touches tensor memory itself.
  *
- * Every op returns MOIRE_OK or a failure status with moire_last_error() set (scratch
- * allocation, device errors). All tensors are fp32, row-major, and live where the backend keeps them (host memory for
- * the CPU backend). Shapes are in the comments: T rows (tokens), D hidden, H heads,
- * hd head_dim, E experts, k top-k.
+ * Memory and compute apart (as ggml's backend split):
+ *  - Weights are uploaded once, when a model is bound (bind.c): ops->weight_upload turns host
+ *    tensors into moire_tensor handles that live in the backend (a device copy on CUDA, the
+ *    host pointer itself on the CPU). Ops take those handles, never model structs and never
+ *    host weight pointers, so a freed and reallocated model can never meet stale copies.
+ *  - Activations are float/int32 arrays in the backend's memory: from the per-context arena
+ *    (moire_arena, arena.c) for everything that lives inside one forward, or from mem_alloc for
+ *    what outlives it (the text conditioning of a generate call). Ops that need scratch take
+ *    it from the same arena and give it back before they return. After the first forward of a
+ *    given size nothing is allocated; the only host synchronisation is download().
+ *  - Host data enters through upload() and leaves through download(); nothing else crosses.
+ *
+ * Every op returns MOIRE_OK or a failure status with moire_last_error() set. Tensors are fp32,
+ * row-major. Shapes in the comments: n images, T tokens, D hidden, H heads, hd head_dim,
+ * E experts, k top-k, F expert width, C channels, [C, H, W] images.
  */
 #ifndef MOIRE_OPS_H
 #define MOIRE_OPS_H
 
-#include "model.h"
+#include "moire.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct moire_ops moire_ops;
+typedef struct moire_arena moire_arena;
+
+typedef enum moire_dtype { MOIRE_DTYPE_F32 = 0, MOIRE_DTYPE_BF16 = 1 } moire_dtype;
+
+/* How a weight is stored by a backend that can narrow it. */
+typedef enum moire_weight_use {
+    MOIRE_WEIGHT_EXACT = 0, /* always fp32: norms, biases, routers, embedding tables       */
+    MOIRE_WEIGHT_GEMM = 1,  /* a GEMM operand: bf16 in a bf16 backend                       */
+} moire_weight_use;
+
+/* A weight tensor in a backend's memory: `count` equal parts of [rows, cols] stacked along the
+ * first axis (count 1 for a plain tensor; 2E for the gate/up weights of E experts). A device
+ * backend stores the parts back to back at `data`; the CPU backend keeps the host pointers
+ * (`parts`, NULL when count is 1: then `data` is the tensor). data == NULL: absent. */
+typedef struct moire_tensor {
+    const void *data;
+    const float *const *parts;
+    moire_dtype dtype;
+    int count;
+    int64_t rows, cols;
+} moire_tensor;
+
+static inline bool moire_tensor_present(const moire_tensor *t)
+{
+    return t && t->data;
+}
+
+/* Part i as a host fp32 pointer (CPU backend only). */
+static inline const float *moire_tensor_part(const moire_tensor *t, int i)
+{
+    return t->parts ? t->parts[i] : (const float *)t->data + (size_t)i * t->rows * t->cols;
+}
+
+/* SwiGLU experts: Expert_e(h) = down_e(SiLU(gate_e(h)) ⊙ up_e(h)).
+ *   gate_up: 2·experts parts [hidden, D] — gate_0, up_0, gate_1, up_1, …
+ *   down:    experts parts [D, hidden]
+ * experts == 0 or hidden == 0: absent (a missing shared expert). One dense MLP is experts 1. */
+typedef struct moire_swiglu {
+    moire_tensor gate_up;
+    moire_tensor down;
+    int experts, hidden;
+} moire_swiglu;
+
+static inline bool moire_swiglu_present(const moire_swiglu *s)
+{
+    return s && s->experts > 0 && s->hidden > 0;
+}
 
 struct moire_ops {
     const char *name; /* "cpu", "cuda" */
-    int n_threads;
+    int n_threads;    /* CPU threads for the reference backend and host-side work */
+    moire_arena *arena; /* the context's activation arena (set by context.c)        */
 
-    /* y[M,N] = x[M,K] · w[N,K]ᵀ + b[N]   (b may be NULL) */
-    moire_status (*linear)(const moire_ops *ops, float *y, const float *x, const float *w,
-                   const float *b, int M, int K, int N);
+    /* ---- memory ---- */
 
-    /* y[T,D] = LN(x[T,D]) · (1 + scale[D]) + shift[D]; LN without affine. y may be x. */
+    /* Persistent backend memory (not for use inside a forward: use the arena). NULL +
+     * moire_fail when out of memory. */
+    void *(*mem_alloc)(const moire_ops *ops, size_t bytes);
+    void (*mem_free)(const moire_ops *ops, void *ptr);
+    /* Host → backend, ordered with the queued work; `src` may be reused once it returns. */
+    moire_status (*upload)(const moire_ops *ops, void *dst, const void *src, size_t bytes);
+    /* Backend → host: waits for the queued work (the one synchronising call). */
+    moire_status (*download)(const moire_ops *ops, void *dst, const void *src, size_t bytes);
+    /* Weights: parts[count] host fp32 tensors of [rows, cols] → *out (see moire_tensor). */
+    moire_status (*weight_upload)(const moire_ops *ops, moire_tensor *out,
+                                  const float *const *parts, int count, int64_t rows,
+                                  int64_t cols, moire_weight_use use);
+    void (*weight_free)(const moire_ops *ops, moire_tensor *t);
+
+    /* ---- transformer ops ---- */
+
+    /* y[M,N] = x[M,K] · w[N,K]ᵀ + b[N]   (b may be NULL or absent) */
+    moire_status (*linear)(const moire_ops *ops, float *y, const float *x, const moire_tensor *w,
+                           const moire_tensor *b, int M, int K, int N);
+
+    /* n images of T rows: y[i,t,:] = LN(x[i,t,:]) · (1 + scale_i) + shift_i, LN without affine;
+     * shift_i = shift + i·mod_stride (and scale_i likewise), each [D]. y may be x. */
     moire_status (*layernorm_modulate)(const moire_ops *ops, float *y, const float *x,
-                               const float *shift, const float *scale, int T, int D,
-                               float eps);
+                                       const float *shift, const float *scale,
+                                       int64_t mod_stride, int n, int T, int D, float eps);
 
-    /* x[T,D] += gate[D] ⊙ y[T,D] */
-    moire_status (*gate_residual)(const moire_ops *ops, float *x, const float *y, const float *gate,
-                          int T, int D);
+    /* y[T,D] = LN(x) · w[D] + b[D]. y may be x. */
+    moire_status (*layernorm_affine)(const moire_ops *ops, float *y, const float *x,
+                                     const moire_tensor *w, const moire_tensor *b, int T, int D,
+                                     float eps);
 
-    /* out[T,D] = per head h: softmax(q_h k_hᵀ / √hd) v_h, heads concatenated.
-     * qkv[T,3D] is laid out [T, 3, H, hd] (q, k, v blocks of D columns).
-     * When q_norm_w is non-NULL, q and k are first LayerNormed per head over hd with
-     * affine (w, b) and `eps` (the qk-norm layout). */
-    moire_status (*attention)(const moire_ops *ops, float *out, const float *qkv, int T, int H,
-                      int hd, const float *q_norm_w, const float *q_norm_b,
-                      const float *k_norm_w, const float *k_norm_b, float eps);
+    /* n images: x[i,t,d] += g · y[i·y_stride + t·D + d], g = gate[i·gate_stride + d], or 1 when
+     * gate is NULL (then exactly x + y). y_stride 0 adds the same [T,D] to every image. The
+     * product is rounded before the sum. */
+    moire_status (*gate_residual)(const moire_ops *ops, float *x, const float *y,
+                                  int64_t y_stride, const float *gate, int64_t gate_stride,
+                                  int n, int T, int D);
+
+    /* n images: out[i] = per head h: softmax(q_h k_hᵀ / √hd) v_h, heads concatenated, from
+     * qkv[i] laid out [T, 3, H, hd]. With q_norm_w present, q and k are first LayerNormed per
+     * head over hd with affine (w, b) and `eps` (the qk-norm layout). out [n, T, H·hd]. */
+    moire_status (*attention)(const moire_ops *ops, float *out, const float *qkv, int n, int T,
+                              int H, int hd, const moire_tensor *q_norm_w,
+                              const moire_tensor *q_norm_b, const moire_tensor *k_norm_w,
+                              const moire_tensor *k_norm_b, float eps);
+
+    /* out[Tq, H·hd] = per head: softmax(q_h k_hᵀ / √hd) v_h over the first Tk keys only (the
+     * rest, text padding, is masked). Rows of q are ldq floats apart and rows of k and v ldkv
+     * apart, head h at column h·hd, so a packed [T, 3D] qkv or [L, 2D] kv is used in place.
+     * Cross-attention, the text encoder's self-attention and the VAE's (H 1, hd C). */
+    moire_status (*cross_attention)(const moire_ops *ops, float *out, const float *q, int ldq,
+                                    const float *k, const float *v, int ldkv, int Tq, int Tk,
+                                    int H, int hd);
 
     /* Token-choice router: logits[T,E] = h[T,D] · w[E,D]ᵀ; probs = softmax over E;
      * top_ids[T,k], top_weights[T,k] = the k largest probs (descending; ties → lower expert
      * id), not renormalised. */
     moire_status (*router_topk)(const moire_ops *ops, float *logits, int32_t *top_ids,
-                        float *top_weights, const float *h, const float *w, int T, int D,
-                        int E, int k);
+                                float *top_weights, const float *h, const moire_tensor *w,
+                                int T, int D, int E, int k);
 
-    /* y[T,D] = Σ_j top_weights[t,j] · Expert_{top_ids[t,j]}(h[t]) + Shared(h[t])
-     * with SwiGLU experts; the shared expert is skipped when its hidden is 0. */
+    /* y[T,D] = Σ_j top_weights[t,j] · Expert_{top_ids[t,j]}(h[t]) + Shared(h[t]); the shared
+     * expert is skipped when absent. */
     moire_status (*moe_experts)(const moire_ops *ops, float *y, const float *h, int T, int D,
-                        const dit_block_weights *block, int E, int k, const int32_t *top_ids,
-                        const float *top_weights);
-
-    /* ---- EC-DiT (docs/ECDIT.md) ---- */
-
-    /* out[Tq,D] = per head h: softmax(q_h k_hᵀ / √hd) v_h over the first Tk keys only (the
-     * rest, text padding, is masked). Rows of q are ldq floats apart and rows of k and v ldkv
-     * apart, heads at column offsets h·hd, so a packed [T, 3D] qkv or [L, 2D] kv is used in
-     * place. Used for cross-attention and the text encoder's self-attention. */
-    moire_status (*cross_attention)(const moire_ops *ops, float *out, const float *q, int ldq,
-                                    const float *k, const float *v, int ldkv, int Tq, int Tk,
-                                    int H, int hd);
+                                const moire_swiglu *experts, const moire_swiglu *shared, int k,
+                                const int32_t *top_ids, const float *top_weights);
 
     /* Expert-choice router for n images of T tokens, h[n·T, D]:
      *   scores[n·T, E] = softmax over E of h · wᵀ (per token; logits accumulate in double, one
      *   token at a time, so identical tokens get identical scores wherever they sit);
-     *   per routing group (moire_ec_groups), expert e takes the C tokens with the largest
+     *   per routing group (moire_ec_group_size), expert e takes the C tokens with the largest
      *   scores[:, e], descending, ties → lower token index; tokens[e, M] holds their global
      *   row indices (groups in order, image-major) and gates[e, M] their scores, with
      *   M = n · moire_ec_slots_per_image(T, group, E, capacity_factor). */
     moire_status (*router_expert_choice)(const moire_ops *ops, float *scores, int32_t *tokens,
-                                         float *gates, const float *h, const float *w, int n,
-                                         int T, int group, int D, int E,
+                                         float *gates, const float *h, const moire_tensor *w,
+                                         int n, int T, int group, int D, int E,
                                          float capacity_factor);
 
-    /* y[N,D] = Σ_e Σ_j gates[e,j] · Expert_e(h[tokens[e,j]]) + Shared(h) with SwiGLU experts
-     * (experts[E]; shared skipped when NULL or its hidden is 0). A token no expert took gets
-     * only the shared expert (or 0). A token appears at most once per expert. */
+    /* y[N,D] = Σ_e Σ_j gates[e,j] · Expert_e(h[tokens[e,j]]) + Shared(h) (shared skipped when
+     * absent). A token no expert took gets only the shared expert (or 0). A token appears at
+     * most once per expert. */
     moire_status (*moe_expert_choice)(const moire_ops *ops, float *y, const float *h, int N,
-                                      int D, const dit_swiglu_weights *experts,
-                                      const dit_swiglu_weights *shared, int E, int M,
-                                      const int32_t *tokens, const float *gates);
+                                      int D, const moire_swiglu *experts,
+                                      const moire_swiglu *shared, int M, const int32_t *tokens,
+                                      const float *gates);
 
-    /* y[T,D] = down(SiLU(gate(h)) ⊙ up(h)): a dense SwiGLU MLP. */
+    /* y[T,D] = down(SiLU(gate(h)) ⊙ up(h)): a dense SwiGLU MLP (mlp->experts == 1). */
     moire_status (*swiglu)(const moire_ops *ops, float *y, const float *h, int T, int D,
-                           const dit_swiglu_weights *mlp);
+                           const moire_swiglu *mlp);
 
-    /* ---- Backends whose tensors live outside host memory (CUDA) ----
-     * All NULL in the CPU table: the moire_ops_* helpers below then fall back to malloc,
-     * memcpy and free, so host code can be written once for both kinds of backend.
-     *
-     * Activations (the y, x, h, qkv, logits, top_ids, … arguments above) live in memory
-     * from mem_alloc. Model weights (linear w and b, the attention norm weights, the router
-     * w, the experts of a block) are always host pointers into a moire_model: a device
-     * backend keeps its own copy, made once on first use and kept until bind_model is
-     * called with another model (or NULL, which drops every copy: tests call it between
-     * cases, since a freed host buffer's address can come back with other data). */
-    void *(*mem_alloc)(const moire_ops *ops, size_t bytes); /* NULL + moire_fail: OOM     */
-    void (*mem_free)(const moire_ops *ops, void *ptr);
-    moire_status (*upload)(const moire_ops *ops, void *dst, const void *src, size_t bytes);
-    /* Waits for the queued work, then copies (the only synchronising hook). */
-    moire_status (*download)(const moire_ops *ops, void *dst, const void *src, size_t bytes);
-    moire_status (*bind_model)(const moire_ops *ops, const moire_model *model);
-    /* y[count] = SiLU(x[count]) = x / (1 + e^−x); y may be x. */
+    /* ---- elementwise and data movement ---- */
+
+    /* y[count] = SiLU(x) = x / (1 + e^−x); y may be x. */
     moire_status (*silu)(const moire_ops *ops, float *y, const float *x, int64_t count);
+    /* y[count] = GELU(x) = x/2 · (1 + erf(x/√2)) (exact); y may be x. */
+    moire_status (*gelu)(const moire_ops *ops, float *y, const float *x, int64_t count);
+    /* y[count] = max(x, 0); y may be x. */
+    moire_status (*relu)(const moire_ops *ops, float *y, const float *x, int64_t count);
+    /* y[count] = alpha · x; y may be x. */
+    moire_status (*scale)(const moire_ops *ops, float *y, const float *x, float alpha,
+                          int64_t count);
+    /* y[count] = a + b; y may be a or b. */
+    moire_status (*add)(const moire_ops *ops, float *y, const float *a, const float *b,
+                        int64_t count);
+    /* y[r,:] = table[ids[r],:] for r < rows; table [*, D] (a weight), ids in backend memory. */
+    moire_status (*gather_rows)(const moire_ops *ops, float *y, const moire_tensor *table,
+                                const int32_t *ids, int rows, int D);
+    /* out[p,:] = mean over j < lengths[p] of x[p,j,:]; x [P, L, D], lengths in backend memory. */
+    moire_status (*masked_mean_rows)(const moire_ops *ops, float *out, const float *x,
+                                     const int32_t *lengths, int P, int L, int D);
+    /* y[cols, rows] = x[rows, cols]ᵀ */
+    moire_status (*transpose)(const moire_ops *ops, float *y, const float *x, int rows,
+                              int cols);
+    /* dst[r·dst_ld + c] = src[r·src_ld + c] for r < rows, c < cols (crops and pastes). */
+    moire_status (*copy_2d)(const moire_ops *ops, float *dst, int64_t dst_ld, const float *src,
+                            int64_t src_ld, int rows, int64_t cols);
+
+    /* ---- image ops: one image [C, H, W] ---- */
+
+    /* y[co, Ho, Wo] = conv(x[ci, H, W]) + b[co], w [co, ci·k·k] (a GEMM weight). Zero
+     * padding pad_lo rows/columns before and pad_hi after; Ho = (H + pad_lo + pad_hi − k) /
+     * stride + 1 (Wo likewise). */
+    moire_status (*conv2d)(const moire_ops *ops, float *y, const float *x, const moire_tensor *w,
+                           const moire_tensor *b, int ci, int H, int W, int co, int k,
+                           int stride, int pad_lo, int pad_hi);
+    /* GroupNorm statistics of x[C, HW] in G groups: stats[G, 2] = (mean, 1/√(var + eps)). */
+    moire_status (*group_norm_stats)(const moire_ops *ops, float *stats, const float *x, int C,
+                                     int64_t HW, int G, float eps);
+    /* y = (x − mean_g) · inv_g · w[c] + b[c] (then SiLU when with_silu), from stats[G, 2].
+     * y may be x. */
+    moire_status (*group_norm_apply)(const moire_ops *ops, float *y, const float *x,
+                                     const float *stats, const moire_tensor *w,
+                                     const moire_tensor *b, int C, int64_t HW, int G,
+                                     bool with_silu);
+    /* y[C, 2H, 2W] = nearest-neighbour ×2 of x[C, H, W]. */
+    moire_status (*upsample_nearest2x)(const moire_ops *ops, float *y, const float *x, int C,
+                                       int H, int W);
+    /* y[C, H/2, W/2] = the mean of each 2×2 block of x[C, H, W] (H, W even). */
+    moire_status (*avgpool2)(const moire_ops *ops, float *y, const float *x, int C, int H,
+                             int W);
+
     /* Releases the backend (called by moire_ctx_free). */
     void (*destroy)(moire_ops *ops);
-    void *backend; /* the backend's own state (device, stream, handles, weight cache) */
+    void *backend; /* the backend's own state (device, stream, handles) */
 };
 
-/* True when the backend's tensors are host memory (the CPU reference). */
-static inline bool moire_ops_on_host(const moire_ops *ops)
+/* ---- the activation arena (arena.c) ----
+ * One per context. A pass (a forward, a text encode, a VAE decode) runs between
+ * moire_arena_begin and moire_arena_end; inside it, moire_arena_take hands out aligned blocks
+ * from one backend allocation, and moire_arena_release(mark) gives back everything taken
+ * since moire_arena_mark (ops free their scratch that way, LIFO). A request past the block
+ * gets an overflow allocation of its own (counted in `overflows`); the next begin replaces
+ * the block with one of the high-water size, so from the second pass of a size on, a pass
+ * allocates nothing. Backend memory: kernels may still be reading a released block, which is
+ * safe because the backend runs its work in order (one stream). */
+struct moire_arena {
+    const moire_ops *ops;
+    char *base;           /* the block (backend memory)                              */
+    size_t size, used;    /* bytes; `used` counts overflow requests too (high water)   */
+    size_t high_water;    /* most `used` seen                                          */
+    void **overflow;      /* this pass's overflow allocations                         */
+    size_t overflow_count, overflow_cap;
+    uint64_t overflows;   /* overflow allocations since the arena was made            */
+    bool open;
+};
+
+void moire_arena_init(moire_arena *arena, const moire_ops *ops);
+void moire_arena_destroy(moire_arena *arena);
+moire_status moire_arena_begin(moire_arena *arena);
+void moire_arena_end(moire_arena *arena);
+/* NULL + moire_fail on out of memory. */
+void *moire_arena_take(moire_arena *arena, size_t bytes);
+static inline size_t moire_arena_mark(const moire_arena *arena)
 {
-    return ops->mem_alloc == NULL;
+    return arena->used;
 }
+void moire_arena_release(moire_arena *arena, size_t mark);
+
+/* ---- expert choice: capacities (shared by both backends and the model code) ---- */
 
 /* Expert-choice capacity of a routing group of S tokens: C = ⌈S·f_c/E⌉, clamped to S (an
  * expert cannot take a token twice). S·f_c is exact in double and a division whose exact
@@ -143,14 +293,19 @@ static inline int moire_ec_slots_per_image(int T, int group, int E, float capaci
     return slots;
 }
 
+/* ---- backends ---- */
+
 /* Fills `ops` with the CPU reference backend (OpenBLAS GEMMs, OpenMP loops).
- * n_threads 0 = all cores. */
-void moire_ops_cpu_init(moire_ops *ops, int n_threads);
+ * n_threads 0 = all cores. Fails only when out of memory. */
+moire_status moire_ops_cpu_init(moire_ops *ops, int n_threads);
+
+/* Calls of CPU ops since the process started (all threads). A test that runs a model on
+ * another backend asserts that this does not move: no op fell back to the host. */
+uint64_t moire_ops_cpu_calls(void);
 
 /* The CUDA backend (kernels/; defined only in builds with MOIRE_HAVE_CUDA). Fills `ops` on
  * the first visible device, or fails (UNSUPPORTED: no driver or device; BACKEND: the
- * device would not start) with the reason in moire_last_error(). n_threads is kept for the
- * host code that still runs on the CPU (VAE, text encoder, EC-DiT). bf16 = store the GEMM
+ * device would not start) with the reason in moire_last_error(). bf16 = store the GEMM
  * weights as bf16 (fp32 accumulation; fp32 activations); false = fp32 throughout. */
 moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16);
 
@@ -158,13 +313,17 @@ moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16);
 typedef struct moire_ops_stats {
     char device_name[128];
     double memory_total_bytes;  /* device memory (0 on the CPU)                           */
-    double memory_peak_bytes;   /* most allocated through mem_alloc + weight copies       */
+    double memory_peak_bytes;   /* most allocated: weights, arena, scratch                 */
     double copy_bytes_per_s;    /* measured device-to-device copy (read + write counted)  */
+    uint64_t allocations;       /* device allocations since the backend started            */
+    uint64_t synchronizations;  /* host waits for the device since the backend started     */
 } moire_ops_stats;
-/* CUDA only: fills `stats` (measures the copy bandwidth on the first call). */
-moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats);
+/* CUDA only: fills `stats` (measures the copy bandwidth on the first call when
+ * measure_bandwidth). */
+moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
+                                  bool measure_bandwidth);
 
-/* The CPU backend's GEMM, for other host code (the SD-VAE, vae.c):
+/* The CPU backend's GEMM, for host code that is not a model forward (the classifier):
  * C[M,N] = alpha · A[M,K] · op(B), op(B) = Bᵀ for B [N,K] (b_transposed) or B for B [K,N].
  * Split over ops->n_threads by OpenMP with single-threaded OpenBLAS inside (see ops_cpu.c);
  * deterministic for a given thread count. */

@@ -1,13 +1,11 @@
-/* vae.c — the SD-VAE (AutoencoderKL, KL-f8: sd-vae-ft-mse / sd-vae-ft-ema) on the CPU, fp32.
+/* vae.c — the SD-VAE (AutoencoderKL, KL-f8: sd-vae-ft-mse / sd-vae-ft-ema): loading, and the
+ * decoder and encoder as a straight sequence of backend ops (ops.h), fp32, so it runs on the
+ * CPU reference or on CUDA alike.
  *
- * This is the reference implementation (docs/VAE.md is its spec; tools/golden/vae_ref.py the
- * float64 PyTorch reference it is tested against). Plain loops plus GEMMs:
- *  - Conv2d is im2col + one GEMM per band of output rows (the im2col scratch stays ≤ 16 MB
- *    whatever the image size); 1×1 convolutions are a GEMM on the input directly.
- *  - GroupNorm statistics accumulate in double, per group, two-pass.
- *  - The mid-block attention materialises the scores 1024 query rows at a time.
- * Threads follow ops_cpu.c: OpenMP splits each GEMM (moire_cpu_gemm) and the elementwise loops,
- * OpenBLAS runs single-threaded inside.
+ * docs/VAE.md is its spec; tools/golden/vae_ref.py the float64 PyTorch reference it is tested
+ * against. The ops it needs: conv2d (im2col + GEMM in bands on the CPU), GroupNorm as
+ * statistics + apply, nearest ×2 upsampling, and the mid block's single-head attention as the
+ * backend's attention over [T, C] rows (transposed in and out).
  *
  * Weights are plain structs named after the diffusers keys; both key layouts (diffusers and the
  * original LDM one, optionally under first_stage_model.) bind to the same structs. F32 weights
@@ -15,7 +13,9 @@
  *
  * Layout of one image's activations: planar [C, H, W], row-major.
  */
+#include "bind.h"
 #include "context.h"
+#include "dit_common.h"
 #include "internal.h"
 #include "ops.h"
 #include "safetensors.h"
@@ -31,11 +31,8 @@
 
 #define VAE_MAX_RESNETS (8 + 1)     /* layers_per_block ≤ 8; the decoder has one more     */
 #define VAE_GN_EPS 1e-6             /* GroupNorm ε of the KL-f8 autoencoder               */
-#define VAE_COL_BUDGET ((size_t)4 << 20) /* im2col floats per band (16 MB)                  */
-#define VAE_ATTN_ROWS 1024          /* attention query rows per score block               */
 #define VAE_MAX_SIDE 1024           /* latent pixels per side (8192 image pixels at f8)    */
 #define VAE_MAX_CHANNELS 8192
-#define PARALLEL_MIN_WORK 32768     /* as in ops_cpu.c                                    */
 
 /* ------------------------------------------------------------------------------------------
  * Weights
@@ -45,11 +42,14 @@ typedef struct vae_conv {
     const float *weight; /* [co, ci, k, k]  (attention projections: [C, C] or [C, C, 1, 1]) */
     const float *bias;   /* [co]                                                            */
     int co, ci, k;
+    int slot;            /* its weight and bias in a backend binding: tensors 2·slot, 2·slot+1 */
 } vae_conv;
 
 typedef struct vae_norm {
     const float *weight; /* [C] */
     const float *bias;   /* [C] */
+    int channels;        /* C */
+    int slot;            /* as vae_conv */
 } vae_norm;
 
 typedef struct vae_resnet {
@@ -94,6 +94,8 @@ struct moire_vae {
     st_file *file;
     float *arena;             /* converted F16/BF16 weights   */
     char *path;
+    uint64_t serial;          /* the key of its bindings (bind.h) */
+    int slot_count;           /* convolutions and norms, numbered by assign_slots */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -151,6 +153,7 @@ static void want_norm(vae_loader *l, vae_norm *n, const char *base, int channels
 {
     want(l, &n->weight, base, "weight", false, 1, channels, 0, 0, 0);
     want(l, &n->bias, base, "bias", false, 1, channels, 0, 0, 0);
+    n->channels = channels;
 }
 
 static void want_resnet(vae_loader *l, vae_resnet *r, const char *base, int ci, int co)
@@ -402,6 +405,95 @@ static moire_status bind_all(vae_loader *l)
     return status;
 }
 
+
+/* ---- every parameterised layer, for numbering and binding ---- */
+
+typedef struct vae_walker {
+    void (*conv)(struct vae_walker *w, vae_conv *c);
+    void (*norm)(struct vae_walker *w, vae_norm *n);
+} vae_walker;
+
+static void walk_resnet(vae_walker *w, vae_resnet *r)
+{
+    w->norm(w, &r->norm1), w->conv(w, &r->conv1), w->norm(w, &r->norm2);
+    w->conv(w, &r->conv2);
+    if (r->shortcut.weight)
+        w->conv(w, &r->shortcut);
+}
+
+static void walk_coder(vae_walker *w, vae_coder *c, int levels)
+{
+    w->conv(w, &c->conv_in);
+    for (int i = 0; i < levels; i++) {
+        for (int j = 0; j < c->levels[i].resnet_count; j++)
+            walk_resnet(w, &c->levels[i].resnets[j]);
+        if (c->levels[i].resample.weight)
+            w->conv(w, &c->levels[i].resample);
+    }
+    walk_resnet(w, &c->mid.resnet1);
+    w->norm(w, &c->mid.attn.norm);
+    w->conv(w, &c->mid.attn.q), w->conv(w, &c->mid.attn.k), w->conv(w, &c->mid.attn.v);
+    w->conv(w, &c->mid.attn.proj);
+    walk_resnet(w, &c->mid.resnet2);
+    w->norm(w, &c->norm_out);
+    w->conv(w, &c->conv_out);
+}
+
+static void walk_vae(vae_walker *w, moire_vae *vae)
+{
+    w->conv(w, &vae->post_quant_conv);
+    walk_coder(w, &vae->decoder, vae->info.levels);
+    if (vae->info.has_encoder) {
+        w->conv(w, &vae->quant_conv);
+        walk_coder(w, &vae->encoder, vae->info.levels);
+    }
+}
+
+typedef struct slot_counter {
+    vae_walker base;
+    int next;
+} slot_counter;
+
+static void number_conv(vae_walker *w, vae_conv *c)
+{
+    c->slot = ((slot_counter *)w)->next++;
+}
+
+static void number_norm(vae_walker *w, vae_norm *n)
+{
+    n->slot = ((slot_counter *)w)->next++;
+}
+
+static void assign_slots(moire_vae *vae)
+{
+    slot_counter counter = {{number_conv, number_norm}, 0};
+    walk_vae(&counter.base, vae);
+    vae->slot_count = counter.next;
+}
+
+typedef struct slot_binder {
+    vae_walker base;
+    binder *b;
+    moire_tensor *tensors;
+} slot_binder;
+
+static void bind_conv(vae_walker *w, vae_conv *c)
+{
+    slot_binder *sb = (slot_binder *)w;
+    binder_tensor(sb->b, &sb->tensors[2 * c->slot], c->weight, c->co,
+                  (int64_t)c->ci * c->k * c->k, MOIRE_WEIGHT_GEMM);
+    binder_tensor(sb->b, &sb->tensors[2 * c->slot + 1], c->bias, 1, c->co, MOIRE_WEIGHT_EXACT);
+}
+
+static void bind_norm(vae_walker *w, vae_norm *n)
+{
+    slot_binder *sb = (slot_binder *)w;
+    binder_tensor(sb->b, &sb->tensors[2 * n->slot], n->weight, 1, n->channels,
+                  MOIRE_WEIGHT_EXACT);
+    binder_tensor(sb->b, &sb->tensors[2 * n->slot + 1], n->bias, 1, n->channels,
+                  MOIRE_WEIGHT_EXACT);
+}
+
 /* diffusers config.json: scaling_factor and norm_num_groups. Other AutoencoderKL fields are
  * checked against the weights so that a mismatched pair is reported, not silently used. */
 static moire_status read_config_json(moire_vae *vae, const char *config_path, bool required)
@@ -551,6 +643,10 @@ moire_status moire_vae_load(const char *path, moire_vae **out_vae)
         status = check_groups(vae);
     if (status == MOIRE_OK)
         status = bind_all(&loader);
+    if (status == MOIRE_OK) {
+        assign_slots(vae);
+        vae->serial = moire_next_serial();
+    }
     weight_list_free(&loader.weights);
     free(weights);
     free(config);
@@ -578,31 +674,70 @@ const moire_vae_info *moire_vae_get_info(const moire_vae *vae)
 }
 
 /* ------------------------------------------------------------------------------------------
- * Compute
+ * Compute: a straight sequence of op calls (ops.h) on the context's backend. Activations are
+ * backend buffers from mem_alloc, one per live tensor, freed as soon as it is dead (a decode
+ * runs once per image, so unlike the sampling step it may allocate).
  * ---------------------------------------------------------------------------------------- */
 
 typedef struct vae_run {
     moire_ctx *ctx;
     const moire_ops *ops;
-    int threads;
+    const moire_tensor *bound; /* the VAE's weights on the backend: 2·slot, 2·slot + 1 */
+    float *stats;              /* [groups, 2] GroupNorm statistics (backend)            */
     int groups;
     bool emit; /* send intermediates to the debug callback (off for tiles) */
 } vae_run;
 
-static float silu(float x)
+static void vae_free_bound(void *p)
 {
-    return x / (1.0f + expf(-x));
+    free(p);
 }
 
-static float *alloc_floats(size_t count, moire_status *status)
+/* The VAE's weights on the context's backend, uploaded on first use (bind.h). */
+static moire_status vae_bind(moire_ctx *ctx, const moire_vae *vae, const moire_tensor **out)
 {
-    float *p = moire_malloc_array(count, sizeof(float));
-    if (!p && *status == MOIRE_OK)
+    bind_slot *slot = binding_find(ctx, BINDING_VAE, vae->serial);
+    if (slot) {
+        *out = slot->bound;
+        return MOIRE_OK;
+    }
+    moire_tensor *tensors = moire_calloc_array((size_t)2 * vae->slot_count, sizeof *tensors);
+    if (!tensors)
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding the VAE");
+    slot = binding_claim(ctx, BINDING_VAE, vae->serial);
+    slot->bound = tensors;
+    slot->free_bound = vae_free_bound;
+    slot_binder sb = {{bind_conv, bind_norm}, &slot->tensors, tensors};
+    walk_vae(&sb.base, (moire_vae *)vae); /* walks only; nothing in the VAE changes */
+    const moire_status status = slot->tensors.status;
+    if (status != MOIRE_OK) {
+        moire_error_prefix("the VAE on the %s backend", ctx->ops.name);
+        binding_drop(ctx, slot);
+        return status;
+    }
+    *out = tensors;
+    return MOIRE_OK;
+}
+
+static float *alloc_floats(const vae_run *r, size_t count, moire_status *status)
+{
+    if (*status != MOIRE_OK)
+        return NULL;
+    float *p = count <= SIZE_MAX / sizeof(float)
+                   ? r->ops->mem_alloc(r->ops, count * sizeof(float))
+                   : NULL;
+    if (!p)
         *status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                              "the VAE needs %.1f MB more memory; decode a smaller image (or "
                              "let it tile: moire_vae_decode tiles above %d latent pixels)",
                              (double)count * sizeof(float) / 1e6, MOIRE_VAE_TILE);
     return p;
+}
+
+static void release(const vae_run *r, float *p)
+{
+    if (p)
+        r->ops->mem_free(r->ops, p);
 }
 
 static moire_status check_cancel(const vae_run *r)
@@ -617,8 +752,13 @@ static void emit(const vae_run *r, const char *name, int layer, const float *x, 
 {
     if (!r->emit || !r->ctx->debug_fn)
         return;
+    moire_status status;
+    float *host = dit_download_copy(r->ops, x, (size_t)C * H * W * sizeof(float), &status);
+    if (!host)
+        return;
     const int64_t shape[4] = {1, C, H, W};
-    r->ctx->debug_fn(name, layer, x, 4, shape, r->ctx->debug_user_data);
+    r->ctx->debug_fn(name, layer, host, 4, shape, r->ctx->debug_user_data);
+    free(host);
 }
 
 /* out[co, Ho, Wo] = conv(x[ci, H, W]) + bias. Stride 1: k/2 zero padding on every side.
@@ -627,108 +767,21 @@ static moire_status conv2d(const vae_run *r, const vae_conv *c, const float *x, 
                            int stride, float *out)
 {
     const int k = c->k, pad_lo = stride == 1 ? k / 2 : 0, pad_hi = stride == 1 ? k / 2 : 1;
-    const int Ho = (H + pad_lo + pad_hi - k) / stride + 1;
-    const int Wo = (W + pad_lo + pad_hi - k) / stride + 1;
-    const size_t plane_in = (size_t)H * W, plane_out = (size_t)Ho * Wo;
-    const int K = c->ci * k * k;
-    if (k == 1 && stride == 1) {
-        moire_cpu_gemm(r->ops, false, c->co, (int)plane_out, c->ci, 1.0f, c->weight, c->ci, x,
-                       (int)plane_in, out, (int)plane_out);
-    } else {
-        size_t band = VAE_COL_BUDGET / ((size_t)K * Wo);
-        band = band < 1 ? 1 : (band > (size_t)Ho ? (size_t)Ho : band);
-        moire_status status = MOIRE_OK;
-        float *col = alloc_floats((size_t)K * band * Wo, &status);
-        if (!col)
-            return status;
-        for (int oy0 = 0; oy0 < Ho; oy0 += (int)band) {
-            const int rows = Ho - oy0 < (int)band ? Ho - oy0 : (int)band;
-            const size_t n = (size_t)rows * Wo;
-            /* col[(ci·k + ky)·k + kx][row·Wo + ox] = x[ci][oy·s − pad + ky][ox·s − pad + kx] */
-#pragma omp parallel for num_threads(r->threads) if ((size_t)K * n > PARALLEL_MIN_WORK)
-            for (int kk = 0; kk < K; kk++) {
-                const int ci = kk / (k * k), ky = kk / k % k, kx = kk % k;
-                const float *src = x + (size_t)ci * plane_in;
-                float *dst = col + (size_t)kk * n;
-                /* output columns whose input column is inside the image */
-                int lo = 0, hi = Wo;
-                while (lo < Wo && lo * stride - pad_lo + kx < 0)
-                    lo++;
-                while (hi > lo && (hi - 1) * stride - pad_lo + kx >= W)
-                    hi--;
-                for (int row = 0; row < rows; row++) {
-                    const int iy = (oy0 + row) * stride - pad_lo + ky;
-                    float *d = dst + (size_t)row * Wo;
-                    if (iy < 0 || iy >= H) {
-                        memset(d, 0, (size_t)Wo * sizeof(float));
-                        continue;
-                    }
-                    const float *s = src + (size_t)iy * W - pad_lo + kx;
-                    for (int ox = 0; ox < lo; ox++)
-                        d[ox] = 0.0f;
-                    if (stride == 1)
-                        memcpy(d + lo, s + lo, (size_t)(hi - lo) * sizeof(float));
-                    else
-                        for (int ox = lo; ox < hi; ox++)
-                            d[ox] = s[(size_t)ox * stride];
-                    for (int ox = hi; ox < Wo; ox++)
-                        d[ox] = 0.0f;
-                }
-            }
-            moire_cpu_gemm(r->ops, false, c->co, (int)n, K, 1.0f, c->weight, K, col, (int)n,
-                           out + (size_t)oy0 * Wo, (int)plane_out);
-        }
-        free(col);
-    }
-#pragma omp parallel for num_threads(r->threads) if ((size_t)c->co * plane_out > PARALLEL_MIN_WORK)
-    for (int o = 0; o < c->co; o++) {
-        float *row = out + (size_t)o * plane_out;
-        const float b = c->bias[o];
-        for (size_t j = 0; j < plane_out; j++)
-            row[j] += b;
-    }
-    return MOIRE_OK;
+    return r->ops->conv2d(r->ops, out, x, &r->bound[2 * c->slot], &r->bound[2 * c->slot + 1],
+                          c->ci, H, W, c->co, k, stride, pad_lo, pad_hi);
 }
 
 /* out[C, HW] = GroupNorm(x) · weight + bias, then SiLU when asked. out may be x. */
-static void group_norm(const vae_run *r, const vae_norm *nrm, const float *x, int C, size_t HW,
-                       bool with_silu, float *out)
+static moire_status group_norm(const vae_run *r, const vae_norm *nrm, const float *x, int C,
+                               size_t HW, bool with_silu, float *out)
 {
-    const int G = r->groups, per = C / G;
-#pragma omp parallel for num_threads(r->threads) if ((size_t)C * HW > PARALLEL_MIN_WORK)
-    for (int g = 0; g < G; g++) {
-        const float *xg = x + (size_t)g * per * HW;
-        const size_t count = (size_t)per * HW;
-        double sum = 0.0;
-        for (size_t i = 0; i < count; i++)
-            sum += xg[i];
-        const double mean = sum / count;
-        double sq = 0.0;
-        for (size_t i = 0; i < count; i++) {
-            double d = xg[i] - mean;
-            sq += d * d;
-        }
-        const double inv = 1.0 / sqrt(sq / count + VAE_GN_EPS);
-        for (int cc = g * per; cc < (g + 1) * per; cc++) {
-            const float a = (float)(inv * nrm->weight[cc]);
-            const float b = (float)(nrm->bias[cc] - mean * inv * nrm->weight[cc]);
-            const float *xc = x + (size_t)cc * HW;
-            float *oc = out + (size_t)cc * HW;
-            if (with_silu)
-                for (size_t i = 0; i < HW; i++)
-                    oc[i] = silu(xc[i] * a + b);
-            else
-                for (size_t i = 0; i < HW; i++)
-                    oc[i] = xc[i] * a + b;
-        }
-    }
-}
-
-static void add_into(const vae_run *r, float *y, const float *x, size_t count)
-{
-#pragma omp parallel for num_threads(r->threads) if (count > PARALLEL_MIN_WORK)
-    for (size_t i = 0; i < count; i++)
-        y[i] += x[i];
+    moire_status status = r->ops->group_norm_stats(r->ops, r->stats, x, C, (int64_t)HW,
+                                                   r->groups, (float)VAE_GN_EPS);
+    if (status == MOIRE_OK)
+        status = r->ops->group_norm_apply(r->ops, out, x, r->stats, &r->bound[2 * nrm->slot],
+                                          &r->bound[2 * nrm->slot + 1], C, (int64_t)HW,
+                                          r->groups, with_silu);
+    return status;
 }
 
 /* *x [ci, H, W] → [co, H, W]: norm1 → SiLU → conv1 → norm2 → SiLU → conv2, plus the input
@@ -738,86 +791,63 @@ static moire_status resnet(const vae_run *r, const vae_resnet *b, float **x, int
     const int ci = b->conv1.ci, co = b->conv1.co;
     const size_t HW = (size_t)H * W, widest = (size_t)(ci > co ? ci : co) * HW;
     moire_status status = MOIRE_OK;
-    float *h = alloc_floats(widest, &status), *t = alloc_floats((size_t)co * HW, &status);
-    float *out = alloc_floats((size_t)co * HW, &status);
-    if (status == MOIRE_OK) {
-        group_norm(r, &b->norm1, *x, ci, HW, true, h);
+    float *h = alloc_floats(r, widest, &status), *t = alloc_floats(r, (size_t)co * HW, &status);
+    float *out = alloc_floats(r, (size_t)co * HW, &status);
+    if (status == MOIRE_OK)
+        status = group_norm(r, &b->norm1, *x, ci, HW, true, h);
+    if (status == MOIRE_OK)
         status = conv2d(r, &b->conv1, h, H, W, 1, t);
-    }
-    if (status == MOIRE_OK) {
-        group_norm(r, &b->norm2, t, co, HW, true, h);
+    if (status == MOIRE_OK)
+        status = group_norm(r, &b->norm2, t, co, HW, true, h);
+    if (status == MOIRE_OK)
         status = conv2d(r, &b->conv2, h, H, W, 1, out);
-    }
     if (status == MOIRE_OK && b->shortcut.weight) {
         status = conv2d(r, &b->shortcut, *x, H, W, 1, t);
         if (status == MOIRE_OK)
-            add_into(r, out, t, (size_t)co * HW);
+            status = r->ops->add(r->ops, out, out, t, (int64_t)co * HW);
     } else if (status == MOIRE_OK) {
-        add_into(r, out, *x, (size_t)co * HW);
+        status = r->ops->add(r->ops, out, out, *x, (int64_t)co * HW);
     }
-    free(h), free(t);
+    release(r, h), release(r, t);
     if (status != MOIRE_OK) {
-        free(out);
+        release(r, out);
         return status;
     }
-    free(*x);
+    release(r, *x);
     *x = out;
     return check_cancel(r);
 }
 
 /* x[C, T] += proj(softmax(q kᵀ / √C) v) with q, k, v = 1×1 projections of GroupNorm(x):
- * one head over the T = H·W positions. Scores are formed VAE_ATTN_ROWS query rows at a time. */
+ * one head over the T = H·W positions, as the backend's attention over [T, C] rows. */
 static moire_status attention(const vae_run *r, const vae_attention *a, float *x, int C, int T)
 {
     const size_t CT = (size_t)C * T;
-    const int rows_max = T < VAE_ATTN_ROWS ? T : VAE_ATTN_ROWS;
+    const moire_ops *ops = r->ops;
     moire_status status = MOIRE_OK;
-    float *h = alloc_floats(CT, &status), *q = alloc_floats(CT, &status);
-    float *k = alloc_floats(CT, &status), *v = alloc_floats(CT, &status);
-    float *qt = alloc_floats(CT, &status), *o = alloc_floats(CT, &status);
-    float *scores = alloc_floats((size_t)rows_max * T, &status);
-    if (status == MOIRE_OK) {
-        group_norm(r, &a->norm, x, C, (size_t)T, false, h);
-        const vae_conv *proj[3] = {&a->q, &a->k, &a->v};
-        float *dst[3] = {q, k, v};
-        for (int i = 0; i < 3 && status == MOIRE_OK; i++)
-            status = conv2d(r, proj[i], h, 1, T, 1, dst[i]);
-    }
-    if (status == MOIRE_OK) {
-        /* qt[T, C] = qᵀ so that the scores are a plain GEMM */
-#pragma omp parallel for num_threads(r->threads) if (CT > PARALLEL_MIN_WORK)
-        for (int t = 0; t < T; t++)
-            for (int c = 0; c < C; c++)
-                qt[(size_t)t * C + c] = q[(size_t)c * T + t];
-        const float scale = 1.0f / sqrtf((float)C);
-        for (int i0 = 0; i0 < T; i0 += rows_max) {
-            const int rows = T - i0 < rows_max ? T - i0 : rows_max;
-            /* scores[rows, T] = qt[i0.., C] · k[C, T] / √C */
-            moire_cpu_gemm(r->ops, false, rows, T, C, scale, qt + (size_t)i0 * C, C, k, T,
-                           scores, T);
-#pragma omp parallel for num_threads(r->threads) if ((size_t)rows * T > PARALLEL_MIN_WORK)
-            for (int i = 0; i < rows; i++) {
-                float *row = scores + (size_t)i * T;
-                float max = row[0];
-                for (int j = 1; j < T; j++)
-                    max = row[j] > max ? row[j] : max;
-                double sum = 0.0;
-                for (int j = 0; j < T; j++) {
-                    row[j] = expf(row[j] - max);
-                    sum += row[j];
-                }
-                const float inv = (float)(1.0 / sum);
-                for (int j = 0; j < T; j++)
-                    row[j] *= inv;
-            }
-            /* o[C, i0..] = v[C, T] · scores[rows, T]ᵀ */
-            moire_cpu_gemm(r->ops, true, C, rows, T, 1.0f, v, T, scores, T, o + i0, T);
-        }
-        status = conv2d(r, &a->proj, o, 1, T, 1, h);
-    }
+    float *h = alloc_floats(r, CT, &status), *q = alloc_floats(r, CT, &status);
+    float *k = alloc_floats(r, CT, &status), *v = alloc_floats(r, CT, &status);
+    float *qkv_t = alloc_floats(r, 3 * CT, &status), *o = alloc_floats(r, CT, &status);
     if (status == MOIRE_OK)
-        add_into(r, x, h, CT);
-    free(h), free(q), free(k), free(v), free(qt), free(o), free(scores);
+        status = group_norm(r, &a->norm, x, C, (size_t)T, false, h);
+    const vae_conv *proj[3] = {&a->q, &a->k, &a->v};
+    float *dst[3] = {q, k, v};
+    for (int i = 0; i < 3 && status == MOIRE_OK; i++)
+        status = conv2d(r, proj[i], h, 1, T, 1, dst[i]);
+    /* qkv_t[3][T, C] = qᵀ, kᵀ, vᵀ: attention wants token rows */
+    for (int i = 0; i < 3 && status == MOIRE_OK; i++)
+        status = ops->transpose(ops, qkv_t + i * CT, dst[i], C, T);
+    if (status == MOIRE_OK)
+        status = ops->cross_attention(ops, h, qkv_t, C, qkv_t + CT, qkv_t + 2 * CT, C, T, T, 1,
+                                      C);
+    if (status == MOIRE_OK) /* h[T, C] → o[C, T] */
+        status = ops->transpose(ops, o, h, T, C);
+    if (status == MOIRE_OK)
+        status = conv2d(r, &a->proj, o, 1, T, 1, h);
+    if (status == MOIRE_OK)
+        status = ops->add(ops, x, x, h, (int64_t)CT);
+    release(r, h), release(r, q), release(r, k), release(r, v), release(r, qkv_t);
+    release(r, o);
     return status == MOIRE_OK ? check_cancel(r) : status;
 }
 
@@ -838,49 +868,61 @@ static moire_status conv_replace(const vae_run *r, const vae_conv *c, float **x,
 {
     const size_t out_plane = stride == 1 ? (size_t)H * W : (size_t)(H / 2) * (W / 2);
     moire_status status = MOIRE_OK;
-    float *out = alloc_floats((size_t)c->co * out_plane, &status);
+    float *out = alloc_floats(r, (size_t)c->co * out_plane, &status);
     if (out)
         status = conv2d(r, c, *x, H, W, stride, out);
     if (status != MOIRE_OK) {
-        free(out);
+        release(r, out);
         return status;
     }
-    free(*x);
+    release(r, *x);
     *x = out;
     return MOIRE_OK;
 }
 
-static void run_init(vae_run *r, moire_ctx *ctx, const moire_vae *vae, bool emit_tensors)
+static moire_status run_init(vae_run *r, moire_ctx *ctx, const moire_vae *vae,
+                             bool emit_tensors)
 {
+    memset(r, 0, sizeof *r);
     r->ctx = ctx;
     r->ops = &ctx->ops;
-    r->threads = ctx->ops.n_threads > 0 ? ctx->ops.n_threads : 1;
     r->groups = vae->info.norm_num_groups;
     r->emit = emit_tensors;
+    moire_status status = vae_bind(ctx, vae, &r->bound);
+    r->stats = alloc_floats(r, (size_t)2 * r->groups, &status);
+    return status;
 }
 
-/* The decoder up to its mid block, at latent resolution: latent [z, h, w] (model space) →
- * *out [top, h, w] (owned by the caller). */
+static void run_done(vae_run *r)
+{
+    release(r, r->stats);
+    r->stats = NULL;
+}
+
+/* The decoder up to its mid block, at latent resolution: latent [z, h, w] (host, model space)
+ * → *out [top, h, w] (backend, owned by the caller). */
 static moire_status decode_mid(const vae_run *r, const moire_vae *vae, int h, int w,
                                const float *latent, float **out)
 {
     const moire_vae_info *info = &vae->info;
     const vae_coder *d = &vae->decoder;
     const int z = info->latent_channels, top = info->block_out_channels[info->levels - 1];
+    const size_t count = (size_t)z * h * w;
     moire_status status = MOIRE_OK;
-    float *x = alloc_floats((size_t)z * h * w, &status);
+    float *x = alloc_floats(r, count, &status);
     if (!x)
         return status;
-    const float inv_scale = 1.0f / info->scaling_factor;
-    for (size_t i = 0; i < (size_t)z * h * w; i++)
-        x[i] = latent[i] * inv_scale;
-    status = conv_replace(r, &vae->post_quant_conv, &x, h, w, 1);
+    status = r->ops->upload(r->ops, x, latent, count * sizeof(float));
+    if (status == MOIRE_OK)
+        status = r->ops->scale(r->ops, x, x, 1.0f / info->scaling_factor, (int64_t)count);
+    if (status == MOIRE_OK)
+        status = conv_replace(r, &vae->post_quant_conv, &x, h, w, 1);
     if (status == MOIRE_OK)
         status = conv_replace(r, &d->conv_in, &x, h, w, 1);
     if (status == MOIRE_OK)
         status = mid_block(r, &d->mid, &x, top, h, w);
     if (status != MOIRE_OK) {
-        free(x);
+        release(r, x);
         return status;
     }
     emit(r, "vae.decoder.mid_out", -1, x, top, h, w);
@@ -888,7 +930,7 @@ static moire_status decode_mid(const vae_run *r, const moire_vae *vae, int h, in
     return MOIRE_OK;
 }
 
-/* The rest of the decoder: x [top, h, w] (freed here) → rgb [3, f·h, f·w]. */
+/* The rest of the decoder: x [top, h, w] (backend, freed here) → rgb [3, f·h, f·w] (host). */
 static moire_status decode_up(const vae_run *r, const moire_vae *vae, int h, int w, float *x,
                               float *rgb)
 {
@@ -903,36 +945,33 @@ static moire_status decode_up(const vae_run *r, const moire_vae *vae, int h, int
         C = level->resnets[level->resnet_count - 1].conv1.co;
         if (status == MOIRE_OK && level->resample.weight) {
             /* nearest-neighbour ×2, then a 3×3 conv */
-            float *up = alloc_floats((size_t)C * 4 * H * W, &status);
-            if (up) {
-                const int W2 = 2 * W;
-#pragma omp parallel for num_threads(r->threads) if ((size_t)C * H * W > PARALLEL_MIN_WORK)
-                for (int c = 0; c < C; c++)
-                    for (int y = 0; y < H; y++) {
-                        const float *src = x + ((size_t)c * H + y) * W;
-                        float *dst = up + ((size_t)c * 2 * H + 2 * y) * W2;
-                        for (int xx = 0; xx < W; xx++)
-                            dst[2 * xx] = dst[2 * xx + 1] = src[xx];
-                        memcpy(dst + W2, dst, (size_t)W2 * sizeof(float));
-                    }
-                free(x);
+            float *up = alloc_floats(r, (size_t)C * 4 * H * W, &status);
+            if (up)
+                status = r->ops->upsample_nearest2x(r->ops, up, x, C, H, W);
+            if (status == MOIRE_OK) {
+                release(r, x);
                 x = up;
                 H *= 2, W *= 2;
                 status = conv_replace(r, &level->resample, &x, H, W, 1);
+            } else {
+                release(r, up);
             }
         }
         if (status == MOIRE_OK)
             emit(r, "vae.decoder.up_out", i, x, C, H, W);
     }
-    if (status == MOIRE_OK) {
-        group_norm(r, &d->norm_out, x, C, (size_t)H * W, true, x);
-        status = conv2d(r, &d->conv_out, x, H, W, 1, rgb);
-    }
-    free(x);
+    float *rgb_dev = alloc_floats(r, (size_t)3 * H * W, &status);
+    if (status == MOIRE_OK)
+        status = group_norm(r, &d->norm_out, x, C, (size_t)H * W, true, x);
+    if (status == MOIRE_OK)
+        status = conv2d(r, &d->conv_out, x, H, W, 1, rgb_dev);
+    if (status == MOIRE_OK)
+        status = r->ops->download(r->ops, rgb, rgb_dev, (size_t)3 * H * W * sizeof(float));
+    release(r, x), release(r, rgb_dev);
     return status;
 }
 
-/* latent [z, h, w] → rgb [3, f·h, f·w], one image, no tiling. */
+/* latent [z, h, w] → rgb [3, f·h, f·w], one image, no tiling (host arrays). */
 static moire_status decode_one(const vae_run *r, const moire_vae *vae, int h, int w,
                                const float *latent, float *rgb)
 {
@@ -976,17 +1015,24 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
 {
     vae_run r;
     const moire_vae_info *info = &vae->info;
+    moire_status status = run_init(&r, ctx, vae, true);
+    if (status != MOIRE_OK) {
+        run_done(&r);
+        return status;
+    }
     if (tile <= 0 || (h <= tile && w <= tile)) {
-        run_init(&r, ctx, vae, true);
-        return decode_one(&r, vae, h, w, latent, rgb);
+        status = decode_one(&r, vae, h, w, latent, rgb);
+        run_done(&r);
+        return status;
     }
     /* The mid block (with the only attention) runs once on the whole latent: it is cheap at
      * latent resolution and keeps the global attention exact. Only the up path is tiled. */
-    run_init(&r, ctx, vae, true);
     float *mid = NULL;
-    moire_status status = decode_mid(&r, vae, h, w, latent, &mid);
-    if (status != MOIRE_OK)
+    status = decode_mid(&r, vae, h, w, latent, &mid);
+    if (status != MOIRE_OK) {
+        run_done(&r);
         return status;
+    }
     r.emit = false;
     const int f = info->downscale, z = info->block_out_channels[info->levels - 1];
     const int th = h < tile ? h : tile, tw = w < tile ? w : tile;
@@ -995,9 +1041,10 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
     const int nx = tile_origins(w, tw, overlap, xs, VAE_MAX_SIDE);
     const size_t plane = (size_t)f * h * f * w, tile_plane = (size_t)f * th * f * tw;
     float *weight_sum = moire_calloc_array(plane, sizeof(float));
-    float *tile_rgb = alloc_floats(3 * tile_plane, &status);
-    float *wy = alloc_floats((size_t)f * th, &status), *wx = alloc_floats((size_t)f * tw, &status);
-    if (!weight_sum && status == MOIRE_OK)
+    float *tile_rgb = moire_malloc_array(3 * tile_plane, sizeof(float));
+    float *wy = moire_malloc_array((size_t)f * th, sizeof(float));
+    float *wx = moire_malloc_array((size_t)f * tw, sizeof(float));
+    if (!weight_sum || !tile_rgb || !wy || !wx)
         status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the VAE tiles");
     if (status == MOIRE_OK)
         memset(rgb, 0, 3 * plane * sizeof(float));
@@ -1011,15 +1058,16 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
             const int after_x = tx < nx - 1 ? xs[tx] + tw - xs[tx + 1] : 0;
             for (int p = 0; p < f * tw; p++)
                 wx[p] = ramp(p, f * tw, f * before_x, f * after_x);
-            float *tile_in = alloc_floats((size_t)z * th * tw, &status);
-            if (!tile_in)
+            float *tile_in = alloc_floats(&r, (size_t)z * th * tw, &status);
+            for (int c = 0; c < z && status == MOIRE_OK; c++)
+                status = ctx->ops.copy_2d(&ctx->ops, tile_in + (size_t)c * th * tw, tw,
+                                          mid + ((size_t)c * h + ys[ty]) * w + xs[tx], w, th,
+                                          tw);
+            if (status != MOIRE_OK) {
+                release(&r, tile_in);
                 break;
-            for (int c = 0; c < z; c++)
-                for (int y = 0; y < th; y++)
-                    memcpy(tile_in + ((size_t)c * th + y) * tw,
-                           mid + ((size_t)c * h + ys[ty] + y) * w + xs[tx],
-                           (size_t)tw * sizeof(float));
-            status = decode_up(&r, vae, th, tw, tile_in, tile_rgb);
+            }
+            status = decode_up(&r, vae, th, tw, tile_in, tile_rgb); /* frees tile_in */
             if (status != MOIRE_OK)
                 break;
             const int oy = f * ys[ty], ox = f * xs[tx], W = f * w, TW = f * tw;
@@ -1037,7 +1085,9 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
         for (size_t j = 0; j < plane; j++)
             for (int c = 0; c < 3; c++)
                 rgb[c * plane + j] /= weight_sum[j];
-    free(mid), free(weight_sum), free(tile_rgb), free(wy), free(wx);
+    release(&r, mid);
+    free(weight_sum), free(tile_rgb), free(wy), free(wx);
+    run_done(&r);
     return status;
 }
 
@@ -1051,16 +1101,15 @@ moire_status vae_encode_image(moire_ctx *ctx, const moire_vae *vae, int height, 
                           "the full VAE: use the complete diffusion_pytorch_model.safetensors "
                           "of sd-vae-ft-mse", vae->path);
     vae_run r;
-    run_init(&r, ctx, vae, true);
+    moire_status status = run_init(&r, ctx, vae, true);
     const vae_coder *e = &vae->encoder;
     const int z = info->latent_channels;
     int H = height, W = width, C = 3;
-    moire_status status = MOIRE_OK;
-    float *x = alloc_floats((size_t)3 * H * W, &status);
-    if (!x)
-        return status;
-    memcpy(x, rgb, (size_t)3 * H * W * sizeof(float));
-    status = conv_replace(&r, &e->conv_in, &x, H, W, 1);
+    float *x = alloc_floats(&r, (size_t)3 * H * W, &status);
+    if (status == MOIRE_OK)
+        status = r.ops->upload(r.ops, x, rgb, (size_t)3 * H * W * sizeof(float));
+    if (status == MOIRE_OK)
+        status = conv_replace(&r, &e->conv_in, &x, H, W, 1);
     for (int i = 0; i < info->levels && status == MOIRE_OK; i++) {
         const vae_level *level = &e->levels[i];
         for (int j = 0; j < level->resnet_count && status == MOIRE_OK; j++)
@@ -1075,18 +1124,20 @@ moire_status vae_encode_image(moire_ctx *ctx, const moire_vae *vae, int height, 
         status = mid_block(&r, &e->mid, &x, C, H, W);
     if (status == MOIRE_OK) {
         emit(&r, "vae.encoder.mid_out", -1, x, C, H, W);
-        group_norm(&r, &e->norm_out, x, C, (size_t)H * W, true, x);
-        status = conv_replace(&r, &e->conv_out, &x, H, W, 1);
+        status = group_norm(&r, &e->norm_out, x, C, (size_t)H * W, true, x);
     }
     if (status == MOIRE_OK)
+        status = conv_replace(&r, &e->conv_out, &x, H, W, 1);
+    if (status == MOIRE_OK)
         status = conv_replace(&r, &vae->quant_conv, &x, H, W, 1);
-    if (status == MOIRE_OK) {
-        /* moments = mean (first z channels), log-variance; img2img uses the mean */
-        const size_t count = (size_t)z * H * W;
-        for (size_t i = 0; i < count; i++)
-            latent[i] = x[i] * info->scaling_factor;
-    }
-    free(x);
+    /* moments = mean (first z channels), log-variance; img2img uses the mean */
+    const size_t count = (size_t)z * H * W;
+    if (status == MOIRE_OK)
+        status = r.ops->scale(r.ops, x, x, info->scaling_factor, (int64_t)count);
+    if (status == MOIRE_OK)
+        status = r.ops->download(r.ops, latent, x, count * sizeof(float));
+    release(&r, x);
+    run_done(&r);
     return status;
 }
 

@@ -147,8 +147,13 @@ static void check_routing_cases(moire_ctx *ctx, const st_file *ref, JsonObject *
         int32_t *tokens = malloc((size_t)E * M * sizeof(int32_t));
         float *gates = malloc((size_t)E * M * sizeof(float));
         float *as_float = malloc((size_t)E * M * sizeof(float));
+        moire_tensor wt;
+        const float *w_part = w;
+        CHECK(ctx->ops.weight_upload(&ctx->ops, &wt, &w_part, 1, E, D, MOIRE_WEIGHT_EXACT) ==
+                  MOIRE_OK, "%s: %s", key, moire_last_error());
         moire_status status = ctx->ops.router_expert_choice(&ctx->ops, scores, tokens, gates, h,
-                                                            w, 1, S, 0, D, E, fc);
+                                                            &wt, 1, S, 0, D, E, fc);
+        ctx->ops.weight_free(&ctx->ops, &wt);
         CHECK(status == MOIRE_OK, "%s: %s", key, moire_last_error());
         for (int i = 0; i < E * M; i++)
             as_float[i] = (float)tokens[i];

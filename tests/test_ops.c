@@ -2,6 +2,7 @@
  * (never zeros), including this model family's awkward shapes: hidden 1152 and 1408,
  * head_dim 72 and 88, experts that receive 0, 1, an odd number of, or all tokens.
  * The same cases are what the CUDA backend's tests run against the CPU op. */
+#include "model.h"
 #include "ops.h"
 #include "test_util.h"
 
@@ -20,6 +21,41 @@ static float *rnd(size_t n, uint64_t seed, float scale)
     return x;
 }
 
+/* A weight as the op table takes it (on the CPU: the host array itself). */
+static moire_tensor wt(const float *host, int64_t rows, int64_t cols)
+{
+    moire_tensor t;
+    CHECK(ops.weight_upload(&ops, &t, &host, 1, rows, cols, MOIRE_WEIGHT_GEMM) == MOIRE_OK,
+          "weight_upload: %s", moire_last_error());
+    return t;
+}
+
+/* E host experts as the stacked moire_swiglu the ops take (absent when E or width is 0). */
+static moire_swiglu stack(const dit_swiglu_weights *experts, int E, int D)
+{
+    moire_swiglu s = {0};
+    if (E < 1 || experts[0].hidden < 1)
+        return s;
+    const int F = experts[0].hidden;
+    const float *gu[128], *down[64];
+    for (int e = 0; e < E; e++) {
+        gu[2 * e] = experts[e].gate_proj_weight;
+        gu[2 * e + 1] = experts[e].up_proj_weight;
+        down[e] = experts[e].down_proj_weight;
+    }
+    ops.weight_upload(&ops, &s.gate_up, gu, 2 * E, F, D, MOIRE_WEIGHT_GEMM);
+    ops.weight_upload(&ops, &s.down, down, E, D, F, MOIRE_WEIGHT_GEMM);
+    s.experts = E;
+    s.hidden = F;
+    return s;
+}
+
+static void stack_free(moire_swiglu *s)
+{
+    ops.weight_free(&ops, &s->gate_up);
+    ops.weight_free(&ops, &s->down);
+}
+
 static void naive_linear(float *y, const float *x, const float *w, const float *b, int M, int K,
                          int N)
 {
@@ -36,7 +72,8 @@ static void test_linear(int M, int K, int N)
 {
     float *x = rnd((size_t)M * K, 1, 1), *w = rnd((size_t)N * K, 2, 0.1f), *b = rnd(N, 3, 1);
     float *y = malloc((size_t)M * N * 4), *want = malloc((size_t)M * N * 4);
-    ops.linear(&ops, y, x, w, b, M, K, N);
+    moire_tensor W = wt(w, N, K), B = wt(b, 1, N);
+    ops.linear(&ops, y, x, &W, &B, M, K, N);
     naive_linear(want, x, w, b, M, K, N);
     char name[64];
     snprintf(name, sizeof name, "linear %dx%dx%d", M, K, N);
@@ -64,7 +101,7 @@ static void test_layernorm_modulate(int T, int D)
     double *row = malloc(D * sizeof(double));
     for (int i = 0; i < T * D; i++)
         x[i] += 5.0f; /* a mean offset, as real activations have */
-    ops.layernorm_modulate(&ops, y, x, shift, scale, T, D, 1e-6f);
+    ops.layernorm_modulate(&ops, y, x, shift, scale, 0, 1, T, D, 1e-6f);
     for (int t = 0; t < T; t++) {
         naive_ln(row, x + (size_t)t * D, D, 1e-6);
         for (int d = 0; d < D; d++)
@@ -83,7 +120,7 @@ static void test_gate_residual(int T, int D)
     for (int t = 0; t < T; t++)
         for (int d = 0; d < D; d++)
             want[(size_t)t * D + d] = x[(size_t)t * D + d] + g[d] * y[(size_t)t * D + d];
-    ops.gate_residual(&ops, x, y, g, T, D);
+    ops.gate_residual(&ops, x, y, (int64_t)T * D, g, 0, 1, T, D);
     test_check_tensor("gate_residual", x, want, (int64_t)T * D, TOL);
     free(x), free(y), free(g), free(want);
 }
@@ -97,8 +134,9 @@ static void test_attention(int T, int H, int hd, bool qk_norm)
     for (int d = 0; d < hd; d++)
         qw[d] += 1.0f, kw[d] += 1.0f;
     float *out = malloc((size_t)T * D * 4), *want = malloc((size_t)T * D * 4);
-    ops.attention(&ops, out, qkv, T, H, hd, qk_norm ? qw : NULL, qb, qk_norm ? kw : NULL, kb,
-                  1e-6f);
+    moire_tensor QW = wt(qw, 1, hd), QB = wt(qb, 1, hd), KW = wt(kw, 1, hd), KB = wt(kb, 1, hd);
+    ops.attention(&ops, out, qkv, 1, T, H, hd, qk_norm ? &QW : NULL, &QB, qk_norm ? &KW : NULL,
+                  &KB, 1e-6f);
     double *q = malloc((size_t)T * hd * 8), *k = malloc((size_t)T * hd * 8), *p = malloc(T * 8);
     for (int h = 0; h < H; h++) {
         for (int t = 0; t < T; t++) {
@@ -148,7 +186,8 @@ static void test_router(int T, int D, int E, int k)
     float *h = rnd((size_t)T * D, 15, 1), *w = rnd((size_t)E * D, 16, 0.3f);
     float *logits = malloc((size_t)T * E * 4), *tw = malloc((size_t)T * k * 4);
     int32_t *ids = malloc((size_t)T * k * 4);
-    ops.router_topk(&ops, logits, ids, tw, h, w, T, D, E, k);
+    moire_tensor W = wt(w, E, D);
+    ops.router_topk(&ops, logits, ids, tw, h, &W, T, D, E, k);
     float *want = malloc((size_t)T * E * 4);
     naive_linear(want, h, w, NULL, T, D, E);
     test_check_tensor("router logits", logits, want, (int64_t)T * E, TOL);
@@ -224,7 +263,9 @@ static void test_moe(int T, int D, int F, int S, int E)
     }
     float *y = malloc((size_t)T * D * 4), *want = malloc((size_t)T * D * 4);
     double *tmp = malloc(D * sizeof(double)), *acc = malloc(D * sizeof(double));
-    ops.moe_experts(&ops, y, h, T, D, &block, E, k, ids, tw);
+    moire_swiglu routed = stack(experts, E, D), shared = stack(&block.shared_experts, 1, D);
+    ops.moe_experts(&ops, y, h, T, D, &routed, &shared, k, ids, tw);
+    stack_free(&routed), stack_free(&shared);
     for (int t = 0; t < T; t++) {
         naive_swiglu(acc, h + (size_t)t * D, &block.shared_experts, D);
         for (int j = 0; j < k; j++) {
@@ -297,7 +338,8 @@ static void test_expert_choice(int n, int T, int group, int D, int E, float fc)
     const int64_t M = (int64_t)n * slots;
     float *scores = malloc((size_t)N * E * 4), *gates = malloc((size_t)(E * M + 1) * 4);
     int32_t *tokens = malloc((size_t)(E * M + 1) * 4);
-    ops.router_expert_choice(&ops, scores, tokens, gates, h, w, n, T, group, D, E, fc);
+    moire_tensor W = wt(w, E, D);
+    ops.router_expert_choice(&ops, scores, tokens, gates, h, &W, n, T, group, D, E, fc);
     int bad_scores = 0, bad_picks = 0, zero = 0;
     double *probs = malloc((size_t)N * E * sizeof(double));
     for (int64_t t = 0; t < N; t++) {
@@ -375,7 +417,9 @@ static void test_moe_expert_choice(int N, int D, int F, int S, int E, int M)
             tokens[e * M + j] = (int32_t)((j * 5 + e) % (N - 1));
     float *y = malloc((size_t)N * D * 4), *want = calloc((size_t)N * D, 4);
     double *tmp = malloc(D * sizeof(double));
-    ops.moe_expert_choice(&ops, y, h, N, D, experts, &shared, E, M, tokens, gates);
+    moire_swiglu routed = stack(experts, E, D), shared_stack = stack(&shared, S ? 1 : 0, D);
+    ops.moe_expert_choice(&ops, y, h, N, D, &routed, &shared_stack, M, tokens, gates);
+    stack_free(&routed), stack_free(&shared_stack);
     double *acc = calloc((size_t)N * D, sizeof(double));
     for (int e = 0; e < E; e++)
         for (int j = 0; j < M; j++) {
@@ -435,7 +479,9 @@ int main(void)
         mlp.up_proj_weight = rnd(40, 72, 0.3f);
         mlp.down_proj_weight = rnd(40, 73, 0.3f);
         test_fill_random(x, 16, 74, -1, 1);
-        ops.swiglu(&ops, y, x, 2, 8, &mlp);
+        moire_swiglu dense = stack(&mlp, 1, 8);
+        ops.swiglu(&ops, y, x, 2, 8, &dense);
+        stack_free(&dense);
         for (int t = 0; t < 2; t++) {
             naive_swiglu(tmp, x + t * 8, &mlp, 8);
             for (int d = 0; d < 8; d++)
