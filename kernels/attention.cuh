@@ -10,7 +10,8 @@
  *    shuffle and each lane accumulates its NV output columns. Rows of k in shared memory
  *    are padded by one float so lane j reading row j hits a different bank each.
  *  - attention_wide_kernel<NV, ROWS, BK> (128 < hd ≤ 1024; the VAE's single head of 512):
- *    q rows live in registers, distributed over the lanes (lane owns columns lane + 32·i),
+ *    8 warps × ROWS query rows; q rows live in registers, distributed over the lanes (lane
+ *    owns columns lane + 32·i),
  *    so a score is a per-lane partial dot product plus a warp sum; BK keys per shared
  *    tile. Slower per FLOP than the small kernel, but its registers and shared memory do
  *    not grow with hd × rows.
@@ -189,10 +190,12 @@ static __global__ void __launch_bounds__(128) attention_small_kernel(attention_a
     }
 }
 
-/* ROWS query rows per warp (4 warps), BK keys per shared tile; no qk-norm (hd > 128 only
- * occurs in cross-attention). */
+/* ROWS query rows per warp (ATT_WIDE_WARPS warps), BK keys per shared tile; no qk-norm (hd >
+ * 128 only occurs in cross-attention). ROWS·NV is kept ≤ 32 so q and o fit in registers. */
+#define ATT_WIDE_WARPS 8
 template <int NV, int ROWS, int BK>
-static __global__ void __launch_bounds__(128) attention_wide_kernel(attention_args a)
+static __global__ void __launch_bounds__(32 * ATT_WIDE_WARPS)
+attention_wide_kernel(attention_args a)
 {
     constexpr int W = 32 * NV;
     __shared__ float ks[BK][W];
@@ -200,7 +203,7 @@ static __global__ void __launch_bounds__(128) attention_wide_kernel(attention_ar
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int hd = a.hd, Tq = a.Tq, Tk = a.Tk;
     const int64_t head = blockIdx.y, image = blockIdx.z;
-    const int q0 = blockIdx.x * (4 * ROWS) + warp * ROWS;
+    const int q0 = blockIdx.x * (ATT_WIDE_WARPS * ROWS) + warp * ROWS;
     const float *qbase = a.q + image * a.q_batch + head * hd;
     const float *kbase = a.k + image * a.kv_batch + head * hd;
     const float *vbase = a.v + image * a.kv_batch + head * hd;
@@ -282,8 +285,10 @@ static __global__ void __launch_bounds__(128) attention_wide_kernel(attention_ar
 template <int NV, int ROWS, int BK>
 static void att_launch_wide(const attention_args &a, int H, int n, cudaStream_t stream)
 {
-    const dim3 grid((unsigned)((a.Tq + 4 * ROWS - 1) / (4 * ROWS)), (unsigned)H, (unsigned)n);
-    MK_LAUNCH(grid, 128, 0, stream, attention_wide_kernel<NV, ROWS, BK>)(a);
+    constexpr int rows_per_block = ATT_WIDE_WARPS * ROWS;
+    const dim3 grid((unsigned)((a.Tq + rows_per_block - 1) / rows_per_block), (unsigned)H,
+                    (unsigned)n);
+    MK_LAUNCH(grid, 32 * ATT_WIDE_WARPS, 0, stream, attention_wide_kernel<NV, ROWS, BK>)(a);
 }
 
 /* Launches the kernel for a.hd over H heads and n images. Limits: 1 ≤ hd ≤ 1024, qk-norm
@@ -313,15 +318,15 @@ static cudaError_t att_launch(const attention_args &a, int H, int n, cudaStream_
             break;
         }
     } else if (nv <= 8) {
-        att_launch_wide<8, 4, 8>(a, H, n, stream);
+        att_launch_wide<8, 2, 8>(a, H, n, stream);
     } else if (nv <= 12) {
-        att_launch_wide<12, 4, 8>(a, H, n, stream);
+        att_launch_wide<12, 1, 8>(a, H, n, stream);
     } else if (nv <= 16) {
-        att_launch_wide<16, 4, 8>(a, H, n, stream);
+        att_launch_wide<16, 1, 8>(a, H, n, stream);
     } else if (nv <= 24) {
-        att_launch_wide<24, 2, 4>(a, H, n, stream);
+        att_launch_wide<24, 1, 4>(a, H, n, stream);
     } else {
-        att_launch_wide<32, 2, 4>(a, H, n, stream);
+        att_launch_wide<32, 1, 4>(a, H, n, stream);
     }
     return cudaGetLastError();
 }
