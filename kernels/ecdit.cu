@@ -413,8 +413,7 @@ extern "C" cudaError_t mk_moe_expert_choice(float *y, const float *h, int N, int
         return cudaErrorInvalidValue;
     const bool routed = E > 0 && M > 0;
     const int tiles_per_expert = (M + MK_MOE_TILE_M - 1) / MK_MOE_TILE_M;
-    if ((int64_t)E * tiles_per_expert > 65535 || (int64_t)E * M > 0x7fffffff ||
-        (int64_t)N > 0x7fffffff)
+    if ((int64_t)E * tiles_per_expert > 65535 || (int64_t)E * M > 0x7fffffff)
         return cudaErrorInvalidValue;
     const ec_workspace ws = ec_carve((char *)workspace, N, D, F, S, E, M);
     cudaError_t err = cudaSuccess;
