@@ -24,9 +24,21 @@ cudaError_t mk_layernorm_modulate(float *y, const float *x, const float *shift,
                                   const float *scale, int T, int D, float eps,
                                   cudaStream_t stream);
 
+/* The same over n images of T rows, x/y [n, T, D]: image i uses shift + i·mod_stride and
+ * scale + i·mod_stride (mod_stride 0: one modulation for all). y may be x. */
+cudaError_t mk_layernorm_modulate_n(float *y, const float *x, const float *shift,
+                                    const float *scale, int64_t mod_stride, int n, int T,
+                                    int D, float eps, cudaStream_t stream);
+
 /* x[T,D] += gate[D] ⊙ y[T,D] (rounded like the CPU: product, then sum). */
 cudaError_t mk_gate_residual(float *x, const float *y, const float *gate, int T, int D,
                              cudaStream_t stream);
+
+/* x[i,t,d] += g · y[i·y_stride + t·D + d] over n images of [T, D], g = gate[i·gate_stride + d]
+ * (product rounded before the sum), or exactly x + y when gate is NULL. y_stride 0
+ * broadcasts one [T, D] over all images (e.g. position embeddings). */
+cudaError_t mk_gate_residual_n(float *x, const float *y, int64_t y_stride, const float *gate,
+                               int64_t gate_stride, int n, int T, int D, cudaStream_t stream);
 
 /* y[count] = x / (1 + e^−x) */
 cudaError_t mk_silu(float *y, const float *x, int64_t count, cudaStream_t stream);
@@ -40,6 +52,12 @@ cudaError_t mk_add_bias(float *y, const float *b, int M, int N, cudaStream_t str
 cudaError_t mk_attention(float *out, const float *qkv, int T, int H, int hd,
                          const float *q_norm_w, const float *q_norm_b, const float *k_norm_w,
                          const float *k_norm_b, float eps, cudaStream_t stream);
+
+/* mk_attention over n images at once, one launch: qkv [n, T, 3D] → out [n, T, D]. */
+cudaError_t mk_attention_n(float *out, const float *qkv, int n, int T, int H, int hd,
+                           const float *q_norm_w, const float *q_norm_b,
+                           const float *k_norm_w, const float *k_norm_b, float eps,
+                           cudaStream_t stream);
 
 /* Router: probs = softmax(logits[T,E]) (sum in double, like the CPU), top-k by repeated
  * selection (ties → lower id), not renormalised. E ≤ 256. */
@@ -79,6 +97,109 @@ cudaError_t mk_moe_down(float *out, const float *act, const void *w_down, int bf
 cudaError_t mk_moe_combine(float *y, const float *base, const float *rows,
                            const int32_t *slot_of_pair, const float *top_weights, int T, int D,
                            int k, cudaStream_t stream);
+
+/* ---- EC-DiT and its text encoder (ecdit.cu) ------------------------------------------ */
+
+/* ops.h cross_attention: out[Tq, H·hd] (rows H·hd apart) = per head h: softmax(q_h k_hᵀ/√hd) v_h
+ * over the first Tk keys; rows of q ldq floats apart, rows of k and v ldkv apart, head h at
+ * column h·hd of each. 1 ≤ hd ≤ 1024 (hd > 128, e.g. the VAE's single head of 512, takes a
+ * slower kernel), Tk ≥ 1 (else cudaErrorInvalidValue, like the CPU's "no keys"). */
+cudaError_t mk_cross_attention(float *out, const float *q, int ldq, const float *k,
+                               const float *v, int ldkv, int Tq, int Tk, int H, int hd,
+                               cudaStream_t stream);
+
+/* ops.h router_expert_choice, as cpu_router_expert_choice: scores[n·T, E] = softmax over E of
+ * h[n·T, D] · w[E, D]ᵀ (logits accumulated in double in d order, softmax in double: the
+ * same bits as the CPU); per image and routing group (moire_ec_group_size), expert e takes
+ * the C = moire_ec_capacity(S, E, f) tokens with the largest scores[:, e], descending, ties
+ * → lower token index: tokens[E, M] (global row indices), gates[E, M] (their scores),
+ * M = n · moire_ec_slots_per_image(T, group, E, f). E ≤ MK_MOE_MAX_EXPERTS. Groups of up to
+ * MK_EC_SORT_MAX tokens are sorted in shared memory; larger ones take a slower O(S²)
+ * ranking (still exact). */
+#define MK_EC_SORT_MAX 4096
+cudaError_t mk_router_expert_choice(float *scores, int32_t *tokens, float *gates, const float *h,
+                                    const float *w, int n, int T, int group, int D, int E,
+                                    float capacity_factor, cudaStream_t stream);
+
+/* Bytes of device workspace mk_moe_expert_choice needs (256-byte aligned pieces). */
+size_t mk_moe_expert_choice_workspace(int N, int D, int F, int S, int E, int M);
+
+/* ops.h moe_expert_choice: y[N, D] = Shared(h) (S > 0, else 0) + Σ_e Σ_j gates[e,j] ·
+ * Expert_e(h[tokens[e,j]]) with SwiGLU experts packed as in moe.cu: w_gate_up [E, 2F, D]
+ * (gate rows, then up rows), w_down [E, D, F]; shared s_gate_up [2S, D], s_down [D, S];
+ * fp32 or bf16 (uint16) weights (`bf16` ≠ 0). tokens/gates [E, M]; a token at most once per
+ * expert. The sum runs over experts in id order, no atomics (bit-reproducible).
+ * `workspace` holds mk_moe_expert_choice_workspace(N, D, F, S, E, M) bytes. */
+cudaError_t mk_moe_expert_choice(float *y, const float *h, int N, int D, const void *w_gate_up,
+                                 const void *w_down, int F, const void *s_gate_up,
+                                 const void *s_down, int S, int bf16, int E, int M,
+                                 const int32_t *tokens, const float *gates, void *workspace,
+                                 cudaStream_t stream);
+
+/* y[T, D] = LN(x) · w + b (statistics two-pass in fp32); y may be x. */
+cudaError_t mk_layernorm_affine(float *y, const float *x, const float *w, const float *b, int T,
+                                int D, float eps, cudaStream_t stream);
+
+/* y[count] = 0.5·x·(1 + erf(x/√2)), in double like text_encoder.c; y may be x. */
+cudaError_t mk_gelu_erf(float *y, const float *x, int64_t count, cudaStream_t stream);
+
+/* y[r, :] = table[ids[r], :] for r < rows; table [*, D]. */
+cudaError_t mk_gather_rows(float *y, const float *table, const int32_t *ids, int rows, int D,
+                           cudaStream_t stream);
+
+/* out[p, d] = mean over j < lengths[p] of x[p, j, d], x [P, L, D] (sum in double in j order,
+ * like text_encoder.c). lengths are clamped to L; a length ≤ 0 gives 0. */
+cudaError_t mk_masked_mean_rows(float *out, const float *x, const int32_t *lengths, int P, int L,
+                                int D, cudaStream_t stream);
+
+/* ---- image ops (image_ops.cu), one image [C, H, W] ------------------------------------ */
+
+/* col[(c·k + ky)·k + kx][oy·Wo + ox] = x[c][oy·s − pad_lo + ky][ox·s − pad_lo + kx], 0 outside
+ * the image (vae.c conv2d; pad_hi only decides Ho and Wo, which the caller passes). */
+cudaError_t mk_im2col(float *col, const float *x, int ci, int H, int W, int k, int stride,
+                      int pad_lo, int pad_hi, int Ho, int Wo, cudaStream_t stream);
+
+/* The same for output rows [oy0, oy0 + rows) only (a band, as vae.c does to bound the
+ * column buffer): col [ci·k·k, rows·Wo]. */
+cudaError_t mk_im2col_band(float *col, const float *x, int ci, int H, int W, int k, int stride,
+                           int pad_lo, int Wo, int oy0, int rows, cudaStream_t stream);
+
+/* y[c, i] += b[c], y [C, HW]. */
+cudaError_t mk_add_channel_bias(float *y, const float *b, int C, int64_t HW, cudaStream_t stream);
+
+/* vae.c group_norm: y[C, HW] = GroupNorm(x) · w + b over G groups of C/G channels, then SiLU
+ * when with_silu; statistics two-pass in double. y may be x. C % G == 0. */
+cudaError_t mk_group_norm(float *y, const float *x, const float *w, const float *b, int C,
+                          int64_t HW, int G, float eps, int with_silu, cudaStream_t stream);
+
+/* The statistics alone: mean_inv[g] = {mean, 1/√(var + eps)} of group g of x[C, HW]. */
+cudaError_t mk_group_norm_stats(float *mean_inv, const float *x, int C, int64_t HW, int G,
+                                float eps, cudaStream_t stream);
+
+/* y = GroupNorm(x) · w + b (+ SiLU) with statistics from mk_group_norm_stats (possibly of
+ * another tensor: tiled decoding normalises a tile with the whole image's). y may be x. */
+cudaError_t mk_group_norm_apply(float *y, const float *x, const float *mean_inv, const float *w,
+                                const float *b, int C, int64_t HW, int G, int with_silu,
+                                cudaStream_t stream);
+
+/* y[C, 2H, 2W] = nearest-neighbour ×2 of x[C, H, W]. */
+cudaError_t mk_upsample_nearest2x(float *y, const float *x, int C, int H, int W,
+                                  cudaStream_t stream);
+
+/* y[cols, rows] = x[rows, cols]ᵀ (y must not overlap x). */
+cudaError_t mk_transpose(float *y, const float *x, int rows, int cols, cudaStream_t stream);
+
+/* y = alpha · x; y = a + b; y = max(x, 0). Element-wise over count; y may alias an input. */
+cudaError_t mk_scale(float *y, const float *x, float alpha, int64_t count, cudaStream_t stream);
+cudaError_t mk_add(float *y, const float *a, const float *b, int64_t count, cudaStream_t stream);
+cudaError_t mk_relu(float *y, const float *x, int64_t count, cudaStream_t stream);
+
+/* y[C, H/2, W/2] = 0.25 · ((x00 + x01) + (x10 + x11)) (classifier.c avgpool2). */
+cudaError_t mk_avgpool2(float *y, const float *x, int C, int H, int W, cudaStream_t stream);
+
+/* dst[r·dst_ld + c] = src[r·src_ld + c] for r < rows, c < cols (tile crop and paste). */
+cudaError_t mk_copy_2d(float *dst, int64_t dst_ld, const float *src, int64_t src_ld, int rows,
+                       int64_t cols, cudaStream_t stream);
 
 #ifdef __cplusplus
 }
