@@ -1,21 +1,20 @@
-/* ops_cuda.c — the CUDA backend's op table (engine/ops.h): device memory, the weight cache,
- * cuBLASLt GEMMs and the launches of the kernels in elementwise.cu and moe.cu.
- * Design and plans: docs/CUDA.md.
+/* ops_cuda.c — the CUDA backend's op table (engine/ops.h): device memory, weights, pinned
+ * staging, cuBLASLt GEMMs and the launches of the kernels in the .cu files here.
+ * Design and plans: docs/CUDA.md. Every op of the table is implemented on the device; there
+ * is no host fallback and no guessing where a pointer lives (ops.h says where each one is).
  *
- * Memory. Activations live in device buffers from mem_alloc (forward.c allocates them once
- * per call). Model weights arrive as host pointers (ops.h) and are copied to the device on
- * first use, then found again by pointer: a hash table keyed by (host pointer, kind), cleared
- * when another model is bound. Experts are packed per block as [E, 2F, D] (gate rows, then
- * up rows) and [E, D, F], so the grouped GEMMs address expert e by offset. In bf16 mode the
- * GEMM weights are stored as bf16 (converted on the device while uploading); LayerNorm
- * weights, biases and the router stay fp32 (routing decisions must not flip).
- *
- * Host synchronisation happens only in download (results, debug tensors) and when a
- * scratch buffer has to grow (cudaFree); the MoE path reads every size from device memory.
- *
- * Host fallback. An op called with host activations (the EC-DiT forward and the text
- * encoder still use host buffers) runs on the CPU reference table instead, so such models
- * keep working in a CUDA context, on the CPU.
+ * Memory, and why a warmed-up forward allocates nothing and waits for nothing:
+ *  - Weights: weight_upload copies a tensor (or a stack of parts, packed back to back) to
+ *    device memory once, when the engine binds a model (bind.c); in bf16 mode GEMM weights
+ *    are narrowed on the device while uploading. They are freed by weight_free.
+ *  - Activations and op scratch come from the context's arena (arena.c), which allocates only
+ *    when a pass needs more than any before it.
+ *  - Host data goes through pinned staging memory: upload copies into it and queues an
+ *    asynchronous copy (no wait); download queues the copy back and synchronises — the one
+ *    synchronising call. Staging is reused after each download (the stream is then idle) and
+ *    grows only when a pass needs more; the blocks it outgrew are freed at that point.
+ * Counters (allocations, synchronisations, bytes allocated and their peak) are kept for
+ * moire_ops_cuda_stats and the tests.
  *
  * Errors. Every CUDA/cuBLAS call goes through CUDA_TRY/LT_TRY, which turn a failure into a
  * moire_status with the statement text; out of device memory is MOIRE_ERROR_OUT_OF_MEMORY
@@ -23,7 +22,6 @@
  */
 #include "internal.h"
 #include "kernels.h"
-#include "model.h"
 #include "ops.h"
 
 #include <cublasLt.h>
@@ -76,38 +74,30 @@ static moire_status lt_fail(cublasStatus_t st, const char *what, const char *fun
 
 /* ---- state ---------------------------------------------------------------------------- */
 
-enum weight_kind {
-    WK_F32 = 0,      /* kept fp32: norms, biases, router, the embedding MLP's biases       */
-    WK_GEMM = 1,     /* a linear weight: bf16 in bf16 mode                                 */
-    WK_EXPERTS_GU,   /* a block's experts, gate ‖ up packed: [E, 2F, D]                    */
-    WK_EXPERTS_DOWN, /* a block's experts, down: [E, D, F]                                 */
-    WK_SHARED_GU,    /* the shared expert, gate ‖ up: [2S, D]                              */
-};
+#define PLAN_CACHE 128
 
-typedef struct weight_entry {
-    const void *host; /* NULL = empty slot */
-    int kind;
-    size_t count;     /* elements */
-    void *dev;
-} weight_entry;
-
-typedef struct device_block {
-    void *ptr;
-    size_t bytes;
-} device_block;
-
-enum { SCRATCH_X16, SCRATCH_MOE, SCRATCH_STAGE, SCRATCH_COUNT };
-
-#define PLAN_CACHE 64
+/* One cuBLASLt matmul configuration, column-major: C[m,n] = op(A)·op(B) (+ bias[m]). */
+typedef struct lt_key {
+    int ta, tb;           /* 1 = transposed                                              */
+    int m, n, k;
+    int64_t lda, ldb, ldc;
+    int bf16;             /* A and B bf16 (else fp32); C always fp32                       */
+    int bias;             /* the BIAS epilogue                                            */
+    int align;            /* smallest pointer alignment, bytes                            */
+} lt_key;
 
 typedef struct lt_plan {
     bool used;
-    int M, K, N, align;
-    bool bf16, bias, epilogue;
+    lt_key key;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
 } lt_plan;
+
+typedef struct device_allocation {
+    void *ptr;
+    size_t bytes;
+} device_allocation;
 
 typedef struct cuda_backend {
     int device;
@@ -119,21 +109,24 @@ typedef struct cuda_backend {
     lt_plan plans[PLAN_CACHE];
     int next_plan;
 
-    const moire_model *model;   /* whose weights the cache holds (NULL: ad-hoc weights) */
-    weight_entry *weights;      /* open addressing, capacity a power of two             */
-    size_t weight_cap, weight_used;
+    device_allocation *live;    /* mem_alloc'd buffers (their sizes, for the accounting)  */
+    size_t live_count, live_cap;
 
-    device_block *blocks;       /* activations from mem_alloc: host/device detection    */
-    size_t block_count, block_cap;
+    char *stage;                /* pinned staging for upload/download                     */
+    size_t stage_size, stage_used, stage_high;
+    void **stage_retired;       /* outgrown pinned blocks, freed after the next wait      */
+    size_t stage_retired_count, stage_retired_cap;
 
-    device_block scratch[SCRATCH_COUNT];
-    size_t allocated, peak;     /* bytes through this backend (weights, buffers, scratch) */
+    float *weight_stage;        /* device fp32 chunk for narrowing weights to bf16         */
 
-    moire_ops cpu;              /* the reference, for calls with host activations        */
+    size_t allocated, peak;     /* device bytes: weights, buffers, workspace              */
+    uint64_t allocations, synchronizations;
     char name[128];
     size_t total_memory;
     double copy_bytes_per_s;
 } cuda_backend;
+
+#define WEIGHT_STAGE_FLOATS ((size_t)16 << 20)
 
 static cuda_backend *backend_of(const moire_ops *ops)
 {
@@ -157,6 +150,7 @@ static moire_status device_alloc(cuda_backend *cb, void **ptr, size_t bytes, con
     if (bytes == 0)
         bytes = 256;
     cudaError_t err = cudaMalloc(ptr, bytes);
+    cb->allocations++;
     if (err != cudaSuccess) {
         *ptr = NULL;
         moire_status status = cuda_fail(err, what, "cudaMalloc");
@@ -172,60 +166,37 @@ static void device_release(cuda_backend *cb, void *ptr, size_t bytes)
 {
     if (!ptr)
         return;
-    cudaFree(ptr);
+    if (cudaFree(ptr) != cudaSuccess)
+        (void)cudaGetLastError(); /* a sticky error is reported by the next op */
     account(cb, bytes ? bytes : 256, false);
 }
 
-/* A scratch buffer of at least `bytes`, grown (never shrunk) on demand. Growing frees the old
- * one (cudaFree waits for the device), so a warm-up call sizes everything before a graph
- * capture could begin. */
-static moire_status scratch_get(cuda_backend *cb, int slot, size_t bytes, void **out)
+static moire_status synchronize(cuda_backend *cb)
 {
-    device_block *s = &cb->scratch[slot];
-    if (s->bytes < bytes) {
-        device_release(cb, s->ptr, s->bytes);
-        s->ptr = NULL;
-        s->bytes = 0;
-        const size_t want = bytes + bytes / 4;
-        moire_status status = device_alloc(cb, &s->ptr, want, "scratch memory");
-        if (status != MOIRE_OK)
-            return status;
-        s->bytes = want;
-    }
-    *out = s->ptr;
+    cb->synchronizations++;
+    CUDA_TRY(cudaStreamSynchronize(cb->stream));
     return MOIRE_OK;
 }
 
-/* ---- activations: allocation registry ------------------------------------------------- */
-
-static bool is_device(const cuda_backend *cb, const void *ptr)
-{
-    const char *p = ptr;
-    for (size_t i = 0; i < cb->block_count; i++) {
-        const char *base = cb->blocks[i].ptr;
-        if (p >= base && p < base + cb->blocks[i].bytes)
-            return true;
-    }
-    return false;
-}
+/* ---- memory: buffers ------------------------------------------------------------------ */
 
 static void *cuda_mem_alloc(const moire_ops *ops, size_t bytes)
 {
     cuda_backend *cb = backend_of(ops);
-    if (cb->block_count == cb->block_cap) {
-        size_t cap = cb->block_cap ? 2 * cb->block_cap : 32;
-        device_block *grown = realloc(cb->blocks, cap * sizeof *grown);
+    if (cb->live_count == cb->live_cap) {
+        const size_t cap = cb->live_cap ? 2 * cb->live_cap : 32;
+        device_allocation *grown = realloc(cb->live, cap * sizeof *grown);
         if (!grown) {
             moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
             return NULL;
         }
-        cb->blocks = grown;
-        cb->block_cap = cap;
+        cb->live = grown;
+        cb->live_cap = cap;
     }
     void *ptr;
-    if (device_alloc(cb, &ptr, bytes, "a forward-pass buffer") != MOIRE_OK)
+    if (device_alloc(cb, &ptr, bytes, "a buffer") != MOIRE_OK)
         return NULL;
-    cb->blocks[cb->block_count++] = (device_block){ptr, bytes ? bytes : 256};
+    cb->live[cb->live_count++] = (device_allocation){ptr, bytes ? bytes : 256};
     return ptr;
 }
 
@@ -234,20 +205,71 @@ static void cuda_mem_free(const moire_ops *ops, void *ptr)
     cuda_backend *cb = backend_of(ops);
     if (!ptr)
         return;
-    for (size_t i = 0; i < cb->block_count; i++)
-        if (cb->blocks[i].ptr == ptr) {
-            device_release(cb, ptr, cb->blocks[i].bytes);
-            cb->blocks[i] = cb->blocks[--cb->block_count];
+    for (size_t i = 0; i < cb->live_count; i++)
+        if (cb->live[i].ptr == ptr) {
+            device_release(cb, ptr, cb->live[i].bytes);
+            cb->live[i] = cb->live[--cb->live_count];
             return;
         }
+}
+
+/* ---- memory: pinned staging ------------------------------------------------------------ */
+
+/* After a wait the stream is idle, so everything staged is consumed: reuse from the start,
+ * and free the blocks the staging outgrew. */
+static void stage_reset(cuda_backend *cb)
+{
+    for (size_t i = 0; i < cb->stage_retired_count; i++)
+        cudaFreeHost(cb->stage_retired[i]);
+    cb->stage_retired_count = 0;
+    cb->stage_used = 0;
+}
+
+/* `bytes` of pinned memory, valid until the next wait. Grows (a new block, the old one
+ * retired until the next wait) only when a pass stages more than any before. */
+static moire_status stage_take(cuda_backend *cb, size_t bytes, char **out)
+{
+    bytes = (bytes + 255) & ~(size_t)255;
+    if (cb->stage_used + bytes > cb->stage_size) {
+        if (cb->stage_retired_count == cb->stage_retired_cap) {
+            const size_t cap = cb->stage_retired_cap ? 2 * cb->stage_retired_cap : 8;
+            void **grown = realloc(cb->stage_retired, cap * sizeof *grown);
+            if (!grown)
+                return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+            cb->stage_retired = grown;
+            cb->stage_retired_cap = cap;
+        }
+        size_t size = cb->stage_high > cb->stage_size ? cb->stage_high : 2 * cb->stage_size;
+        if (size < cb->stage_used + bytes)
+            size = cb->stage_used + bytes;
+        size = (size + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+        void *block;
+        cb->allocations++;
+        CUDA_TRY(cudaMallocHost(&block, size));
+        if (cb->stage)
+            cb->stage_retired[cb->stage_retired_count++] = cb->stage;
+        cb->stage = block;
+        cb->stage_size = size;
+        cb->stage_used = 0;
+    }
+    *out = cb->stage + cb->stage_used;
+    cb->stage_used += bytes;
+    if (cb->stage_used > cb->stage_high)
+        cb->stage_high = cb->stage_used;
+    return MOIRE_OK;
 }
 
 static moire_status cuda_upload(const moire_ops *ops, void *dst, const void *src, size_t bytes)
 {
     cuda_backend *cb = backend_of(ops);
-    /* From pageable memory the call returns once `src` has been staged, so the caller may
-     * free it at once; the copy itself stays ordered in the stream. */
-    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->stream));
+    if (!bytes)
+        return MOIRE_OK;
+    char *pinned;
+    moire_status status = stage_take(cb, bytes, &pinned);
+    if (status != MOIRE_OK)
+        return status;
+    memcpy(pinned, src, bytes);
+    CUDA_TRY(cudaMemcpyAsync(dst, pinned, bytes, cudaMemcpyHostToDevice, cb->stream));
     return MOIRE_OK;
 }
 
@@ -255,213 +277,102 @@ static moire_status cuda_download(const moire_ops *ops, void *dst, const void *s
                                   size_t bytes)
 {
     cuda_backend *cb = backend_of(ops);
-    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->stream));
-    /* Errors of earlier kernels surface here. */
-    CUDA_TRY(cudaStreamSynchronize(cb->stream));
-    return MOIRE_OK;
-}
-
-/* ---- weights -------------------------------------------------------------------------- */
-
-static size_t weight_slot(const cuda_backend *cb, const void *host, int kind)
-{
-    uint64_t h = (uint64_t)(uintptr_t)host * 0x9E3779B97F4A7C15ull ^ (uint64_t)kind * 0x632BE5ABull;
-    return (size_t)(h >> 17) & (cb->weight_cap - 1);
-}
-
-static weight_entry *weight_find(cuda_backend *cb, const void *host, int kind)
-{
-    if (!cb->weight_cap)
-        return NULL;
-    for (size_t i = weight_slot(cb, host, kind);; i = (i + 1) & (cb->weight_cap - 1)) {
-        weight_entry *e = &cb->weights[i];
-        if (!e->host)
-            return NULL;
-        if (e->host == host && e->kind == kind)
-            return e;
-    }
-}
-
-static size_t kind_element_bytes(const cuda_backend *cb, int kind)
-{
-    return kind == WK_F32 || !cb->bf16 ? sizeof(float) : sizeof(uint16_t);
-}
-
-static void weights_clear(cuda_backend *cb)
-{
-    for (size_t i = 0; i < cb->weight_cap; i++)
-        if (cb->weights[i].host)
-            device_release(cb, cb->weights[i].dev,
-                           cb->weights[i].count * kind_element_bytes(cb, cb->weights[i].kind));
-    free(cb->weights);
-    cb->weights = NULL;
-    cb->weight_cap = cb->weight_used = 0;
-}
-
-static moire_status weight_insert(cuda_backend *cb, const void *host, int kind, size_t count,
-                                  void *dev)
-{
-    if (2 * (cb->weight_used + 1) > cb->weight_cap) {
-        size_t cap = cb->weight_cap ? 2 * cb->weight_cap : 1024;
-        weight_entry *old = cb->weights;
-        size_t old_cap = cb->weight_cap;
-        cb->weights = calloc(cap, sizeof *cb->weights);
-        if (!cb->weights) {
-            cb->weights = old;
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
-        }
-        cb->weight_cap = cap;
-        for (size_t i = 0; i < old_cap; i++)
-            if (old[i].host) {
-                size_t j = weight_slot(cb, old[i].host, old[i].kind);
-                while (cb->weights[j].host)
-                    j = (j + 1) & (cap - 1);
-                cb->weights[j] = old[i];
-            }
-        free(old);
-    }
-    size_t j = weight_slot(cb, host, kind);
-    while (cb->weights[j].host)
-        j = (j + 1) & (cb->weight_cap - 1);
-    cb->weights[j] = (weight_entry){host, kind, count, dev};
-    cb->weight_used++;
-    return MOIRE_OK;
-}
-
-/* Copies count floats from the host to dev as fp32, or as bf16 when `to_bf16` (through a
- * staging buffer, converted on the device). */
-static moire_status copy_weight(cuda_backend *cb, void *dev, const float *host, size_t count,
-                                bool to_bf16)
-{
-    if (!to_bf16) {
-        CUDA_TRY(cudaMemcpyAsync(dev, host, count * sizeof(float), cudaMemcpyHostToDevice,
-                                 cb->stream));
-        return MOIRE_OK;
-    }
-    const size_t chunk = (size_t)16 << 20;
-    void *stage;
-    moire_status status = scratch_get(cb, SCRATCH_STAGE, chunk * sizeof(float), &stage);
+    char *pinned = NULL;
+    moire_status status = bytes ? stage_take(cb, bytes, &pinned) : MOIRE_OK;
     if (status != MOIRE_OK)
         return status;
-    for (size_t off = 0; off < count; off += chunk) {
-        const size_t n = count - off < chunk ? count - off : chunk;
-        CUDA_TRY(cudaMemcpyAsync(stage, host + off, n * sizeof(float), cudaMemcpyHostToDevice,
-                                 cb->stream));
-        CUDA_TRY(mk_f32_to_bf16((uint16_t *)dev + off, stage, (int64_t)n, cb->stream));
-    }
-    return MOIRE_OK;
-}
-
-/* The device copy of a plain weight tensor (fp32, or bf16 for WK_GEMM in bf16 mode). */
-static moire_status weight_get(cuda_backend *cb, const float *host, size_t count, int kind,
-                               const void **dev_out)
-{
-    *dev_out = NULL;
-    if (!host)
-        return MOIRE_OK;
-    weight_entry *e = weight_find(cb, host, kind);
-    if (e && e->count == count) {
-        *dev_out = e->dev;
-        return MOIRE_OK;
-    }
-    if (e) /* same address, other size: a stale entry of freed host memory */
-        return moire_fail(MOIRE_ERROR_BACKEND,
-                          "CUDA weight cache: a weight changed size at the same address; "
-                          "bind the model again (ops->bind_model)");
-    const bool to_bf16 = kind != WK_F32 && cb->bf16;
-    void *dev;
-    moire_status status = device_alloc(cb, &dev, count * kind_element_bytes(cb, kind),
-                                       "model weights");
-    if (status == MOIRE_OK)
-        status = copy_weight(cb, dev, host, count, to_bf16);
-    if (status == MOIRE_OK)
-        status = weight_insert(cb, host, kind, count, dev);
-    if (status != MOIRE_OK) {
-        device_release(cb, dev, count * kind_element_bytes(cb, kind));
+    if (bytes)
+        CUDA_TRY(cudaMemcpyAsync(pinned, src, bytes, cudaMemcpyDeviceToHost, cb->stream));
+    /* Errors of earlier kernels surface here. */
+    status = synchronize(cb);
+    if (status != MOIRE_OK)
         return status;
-    }
-    *dev_out = dev;
+    if (bytes)
+        memcpy(dst, pinned, bytes);
+    stage_reset(cb);
     return MOIRE_OK;
 }
 
-/* A packed group: `parts` host tensors of `each` floats, one after another on the device. */
-static moire_status weight_get_packed(cuda_backend *cb, const void *key, int kind,
-                                      const float *const *parts, int part_count, size_t each,
-                                      const void **dev_out)
-{
-    const size_t count = each * part_count;
-    weight_entry *e = weight_find(cb, key, kind);
-    if (e && e->count == count) {
-        *dev_out = e->dev;
-        return MOIRE_OK;
-    }
-    if (e)
-        return moire_fail(MOIRE_ERROR_BACKEND,
-                          "CUDA weight cache: experts changed shape at the same address; bind "
-                          "the model again (ops->bind_model)");
-    const size_t elem = kind_element_bytes(cb, kind);
-    void *dev;
-    moire_status status = device_alloc(cb, &dev, count * elem, "expert weights");
-    for (int i = 0; status == MOIRE_OK && i < part_count; i++)
-        status = copy_weight(cb, (char *)dev + (size_t)i * each * elem, parts[i], each,
-                             cb->bf16);
-    if (status == MOIRE_OK)
-        status = weight_insert(cb, key, kind, count, dev);
-    if (status != MOIRE_OK) {
-        device_release(cb, dev, count * elem);
-        return status;
-    }
-    *dev_out = dev;
-    return MOIRE_OK;
-}
+/* ---- memory: weights ------------------------------------------------------------------ */
 
-static moire_status cuda_bind_model(const moire_ops *ops, const moire_model *model)
+static moire_status cuda_weight_upload(const moire_ops *ops, moire_tensor *out,
+                                       const float *const *parts, int count, int64_t rows,
+                                       int64_t cols, moire_weight_use use)
 {
     cuda_backend *cb = backend_of(ops);
-    if (model && model == cb->model)
-        return MOIRE_OK;
-    CUDA_TRY(cudaStreamSynchronize(cb->stream));
-    weights_clear(cb);
-    cb->model = model;
-    return MOIRE_OK;
-}
-
-/* ---- host fallback -------------------------------------------------------------------- */
-
-/* True when every non-NULL pointer is host memory (the op then runs on the CPU); false when
- * all are device buffers; a mix is an error. */
-static moire_status check_pointers(cuda_backend *cb, const char *op, bool *on_host, int count,
-                                   ...)
-{
-    va_list args;
-    va_start(args, count);
-    int host = 0, device = 0;
-    for (int i = 0; i < count; i++) {
-        const void *p = va_arg(args, const void *);
-        if (!p)
-            continue;
-        if (is_device(cb, p))
-            device++;
-        else
-            host++;
+    memset(out, 0, sizeof *out);
+    if (count < 1 || !parts || !parts[0])
+        return MOIRE_OK; /* absent */
+    const bool narrow = use == MOIRE_WEIGHT_GEMM && cb->bf16;
+    const size_t each = (size_t)rows * (size_t)cols;
+    const size_t elem = narrow ? sizeof(uint16_t) : sizeof(float);
+    void *dev;
+    moire_status status = device_alloc(cb, &dev, each * count * elem, "model weights");
+    if (status != MOIRE_OK)
+        return status;
+    if (narrow && !cb->weight_stage) {
+        void *stage;
+        status = device_alloc(cb, &stage, WEIGHT_STAGE_FLOATS * sizeof(float),
+                              "the weight staging buffer");
+        cb->weight_stage = stage;
     }
-    va_end(args);
-    *on_host = host > 0 && device == 0;
-    if (host && device)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                          "CUDA %s: some tensors are in host memory and some on the device", op);
+    for (int i = 0; i < count && status == MOIRE_OK; i++) {
+        char *dst = (char *)dev + (size_t)i * each * elem;
+        /* From the model's (pageable, often memory-mapped) host memory: a plain copy, which
+         * waits; binding happens once per model, never inside a forward. */
+        if (!narrow) {
+            cudaError_t err = cudaMemcpy(dst, parts[i], each * sizeof(float),
+                                         cudaMemcpyHostToDevice);
+            if (err != cudaSuccess)
+                status = cuda_fail(err, "copying weights", __func__);
+            continue;
+        }
+        for (size_t off = 0; off < each && status == MOIRE_OK; off += WEIGHT_STAGE_FLOATS) {
+            const size_t n = each - off < WEIGHT_STAGE_FLOATS ? each - off : WEIGHT_STAGE_FLOATS;
+            cudaError_t err = cudaMemcpy(cb->weight_stage, parts[i] + off, n * sizeof(float),
+                                         cudaMemcpyHostToDevice);
+            if (err == cudaSuccess)
+                err = mk_f32_to_bf16((uint16_t *)dst + off, cb->weight_stage, (int64_t)n,
+                                     cb->stream);
+            if (err == cudaSuccess) /* the stage is reused by the next chunk */
+                err = cudaStreamSynchronize(cb->stream);
+            if (err != cudaSuccess)
+                status = cuda_fail(err, "narrowing weights to bf16", __func__);
+        }
+    }
+    if (status != MOIRE_OK) {
+        device_release(cb, dev, each * count * elem);
+        return status;
+    }
+    out->data = dev;
+    out->dtype = narrow ? MOIRE_DTYPE_BF16 : MOIRE_DTYPE_F32;
+    out->count = count;
+    out->rows = rows;
+    out->cols = cols;
     return MOIRE_OK;
 }
 
-#define HOST_FALLBACK(op, call, ...)                                                       \
-    do {                                                                                   \
-        bool on_host_;                                                                     \
-        moire_status st_ = check_pointers(cb, op, &on_host_, __VA_ARGS__);                 \
-        if (st_ != MOIRE_OK)                                                               \
-            return st_;                                                                    \
-        if (on_host_)                                                                      \
-            return (call);                                                                 \
-    } while (0)
+static void cuda_weight_free(const moire_ops *ops, moire_tensor *t)
+{
+    cuda_backend *cb = backend_of(ops);
+    if (t->data) {
+        const size_t elem = t->dtype == MOIRE_DTYPE_BF16 ? sizeof(uint16_t) : sizeof(float);
+        device_release(cb, (void *)t->data, (size_t)t->count * t->rows * t->cols * elem);
+    }
+    memset(t, 0, sizeof *t);
+}
+
+static const float *f32_of(const moire_tensor *t)
+{
+    return moire_tensor_present(t) ? (const float *)t->data : NULL;
+}
+
+/* Scratch for one op from the context's arena; the op releases it (LIFO) before returning. */
+static moire_status scratch(const moire_ops *ops, size_t bytes, void **out)
+{
+    *out = moire_arena_take(ops->arena, bytes);
+    return *out ? MOIRE_OK : MOIRE_ERROR_OUT_OF_MEMORY;
+}
 
 /* ---- GEMM: cuBLASLt ------------------------------------------------------------------- */
 
@@ -485,20 +396,17 @@ static void plan_destroy(lt_plan *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Column-major view of y[M,N] = x[M,K]·w[N,K]ᵀ: yᵀ (N×M, ld N) = op(A)·B with A = w as a
- * K×N matrix (ld K, transposed) and B = xᵀ as K×M (ld K). The bias epilogue adds b[N] per
- * row of yᵀ. */
-static moire_status plan_make(cuda_backend *cb, lt_plan *p, int M, int K, int N, bool bf16,
-                              bool bias, int align, bool epilogue)
+static moire_status plan_make(cuda_backend *cb, lt_plan *p, const lt_key *key)
 {
     memset(p, 0, sizeof *p);
-    const cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t in_type = key->bf16 ? CUDA_R_16BF : CUDA_R_32F;
     LT_TRY(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     p->used = true; /* from here on plan_destroy releases what exists */
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const cublasOperation_t ta = key->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t tb = key->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    if (bias && epilogue) {
+    if (key->bias) {
         const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
         const cudaDataType_t bias_type = CUDA_R_32F;
         LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep,
@@ -506,13 +414,17 @@ static moire_status plan_make(cuda_backend *cb, lt_plan *p, int M, int K, int N,
         LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                               &bias_type, sizeof bias_type));
     }
-    LT_TRY(cublasLtMatrixLayoutCreate(&p->a, in_type, (uint64_t)K, (uint64_t)N, K));
-    LT_TRY(cublasLtMatrixLayoutCreate(&p->b, in_type, (uint64_t)K, (uint64_t)M, K));
-    LT_TRY(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N));
+    /* Stored shapes: A is m×k (k×m when transposed), B is k×n (n×k when transposed). */
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->a, in_type, (uint64_t)(key->ta ? key->k : key->m),
+                                      (uint64_t)(key->ta ? key->m : key->k), key->lda));
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->b, in_type, (uint64_t)(key->tb ? key->n : key->k),
+                                      (uint64_t)(key->tb ? key->k : key->n), key->ldb));
+    LT_TRY(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)key->m, (uint64_t)key->n,
+                                      key->ldc));
 
     cublasLtMatmulPreference_t pref;
     LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
-    const uint32_t al = (uint32_t)align;
+    const uint32_t al = (uint32_t)key->align;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                          &cb->lt_workspace_bytes,
                                          sizeof cb->lt_workspace_bytes);
@@ -533,22 +445,19 @@ static moire_status plan_make(cuda_backend *cb, lt_plan *p, int M, int K, int N,
         plan_destroy(p);
         return moire_fail(MOIRE_ERROR_BACKEND,
                           "cuBLASLt has no algorithm for a %s GEMM %dx%dx%d%s (%s)",
-                          bf16 ? "bf16" : "fp32", M, K, N, epilogue && bias ? " with bias" : "",
-                          cublasGetStatusString(st));
+                          key->bf16 ? "bf16" : "fp32", key->m, key->n, key->k,
+                          key->bias ? " with bias" : "", cublasGetStatusString(st));
     }
     p->algo = result.algo;
-    p->M = M, p->K = K, p->N = N, p->align = align;
-    p->bf16 = bf16, p->bias = bias, p->epilogue = epilogue;
+    p->key = *key;
     return MOIRE_OK;
 }
 
-static moire_status plan_get(cuda_backend *cb, int M, int K, int N, bool bf16, bool bias,
-                             int align, lt_plan **out)
+static moire_status plan_get(cuda_backend *cb, const lt_key *key, lt_plan **out)
 {
     for (int i = 0; i < PLAN_CACHE; i++) {
         lt_plan *p = &cb->plans[i];
-        if (p->used && p->M == M && p->K == K && p->N == N && p->bf16 == bf16 &&
-            p->bias == bias && p->align == align) {
+        if (p->used && memcmp(&p->key, key, sizeof *key) == 0) {
             *out = p;
             return MOIRE_OK;
         }
@@ -556,160 +465,149 @@ static moire_status plan_get(cuda_backend *cb, int M, int K, int N, bool bf16, b
     lt_plan *p = &cb->plans[cb->next_plan];
     cb->next_plan = (cb->next_plan + 1) % PLAN_CACHE;
     plan_destroy(p);
-    moire_status status = plan_make(cb, p, M, K, N, bf16, bias, align, true);
-    if (status != MOIRE_OK && bias) { /* no bias epilogue for this shape: add it apart */
-        moire_error_clear();
-        status = plan_make(cb, p, M, K, N, bf16, bias, align, false);
-        if (status == MOIRE_OK)
-            p->bias = true;
-    }
+    moire_status status = plan_make(cb, p, key);
     if (status != MOIRE_OK)
         return status;
     *out = p;
     return MOIRE_OK;
 }
 
-/* y[M,N] = x[M,K]·w[N,K]ᵀ + b[N]; w on the device in the mode's GEMM dtype when
- * w_is_gemm, else fp32; b fp32 or NULL. */
-static moire_status gemm(cuda_backend *cb, float *y, const float *x, const void *w,
-                         bool w_bf16, const float *b, int M, int K, int N)
+/* Column-major C[m,n] (ld ldc, fp32) = op(A)·op(B) (+ bias[m] when bias is non-NULL and the
+ * epilogue exists for the shape; else added by a kernel). A, B fp32 or both bf16. */
+static moire_status lt_gemm(cuda_backend *cb, bool ta, bool tb, int m, int n, int k,
+                            const void *A, int64_t lda, const void *B, int64_t ldb, bool bf16,
+                            float *C, int64_t ldc, const float *bias)
 {
+    if (m <= 0 || n <= 0)
+        return MOIRE_OK;
+    int align = pointer_alignment(A);
+    const int ab = pointer_alignment(B), ac = pointer_alignment(C);
+    align = ab < align ? ab : align;
+    align = ac < align ? ac : align;
+    lt_key key;
+    memset(&key, 0, sizeof key); /* compared with memcmp: no stray padding bytes */
+    key.ta = ta, key.tb = tb, key.m = m, key.n = n, key.k = k;
+    key.lda = lda, key.ldb = ldb, key.ldc = ldc, key.bf16 = bf16, key.bias = bias != NULL;
+    key.align = align;
+    lt_plan *p;
+    moire_status status = plan_get(cb, &key, &p);
+    bool epilogue = bias != NULL;
+    if (status != MOIRE_OK && bias) { /* no bias epilogue for this shape: add it apart */
+        moire_error_clear();
+        key.bias = 0;
+        epilogue = false;
+        status = plan_get(cb, &key, &p);
+    }
+    if (status != MOIRE_OK)
+        return status;
+    if (epilogue)
+        LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                              sizeof bias));
+    const float one = 1.0f, zero = 0.0f;
+    LT_TRY(cublasLtMatmul(cb->lt, p->desc, &one, A, p->a, B, p->b, &zero, C, p->c, C, p->c,
+                          &p->algo, cb->lt_workspace, cb->lt_workspace_bytes, cb->stream));
+    if (bias && !epilogue) /* C is [n rows of m] row-major: the bias runs along m */
+        CUDA_TRY(mk_add_bias(C, bias, n, m, cb->stream));
+    return MOIRE_OK;
+}
+
+/* y[M,N] = x[M,K]·w[N,K]ᵀ + b[N]: column-major yᵀ (N×M, ld N) = op(A)·B with A = w as a
+ * K×N matrix (ld K, transposed) and B = xᵀ as K×M (ld K). The bias epilogue adds b[N] per
+ * row of yᵀ. A bf16 weight takes a bf16 copy of x (scratch). */
+static moire_status linear_rows(const moire_ops *ops, float *y, const float *x,
+                                const moire_tensor *w, const float *b, int M, int K, int N)
+{
+    cuda_backend *cb = backend_of(ops);
     if (M <= 0 || N <= 0)
         return MOIRE_OK;
+    const bool bf16 = w->dtype == MOIRE_DTYPE_BF16;
+    const size_t mark = moire_arena_mark(ops->arena);
     const void *x_in = x;
-    if (w_bf16) {
+    if (bf16) {
         void *x16;
-        moire_status status = scratch_get(cb, SCRATCH_X16, (size_t)M * K * sizeof(uint16_t),
-                                          &x16);
+        moire_status status = scratch(ops, (size_t)M * K * sizeof(uint16_t), &x16);
         if (status != MOIRE_OK)
             return status;
         CUDA_TRY(mk_f32_to_bf16(x16, x, (int64_t)M * K, cb->stream));
         x_in = x16;
     }
-    int align = pointer_alignment(x_in);
-    const int aw = pointer_alignment(w), ay = pointer_alignment(y);
-    align = aw < align ? aw : align;
-    align = ay < align ? ay : align;
-    lt_plan *p;
-    moire_status status = plan_get(cb, M, K, N, w_bf16, b != NULL, align, &p);
-    if (status != MOIRE_OK)
-        return status;
-    if (b && p->epilogue)
-        LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b,
-                                              sizeof b));
-    const float one = 1.0f, zero = 0.0f;
-    LT_TRY(cublasLtMatmul(cb->lt, p->desc, &one, w, p->a, x_in, p->b, &zero, y, p->c, y, p->c,
-                          &p->algo, cb->lt_workspace, cb->lt_workspace_bytes, cb->stream));
-    if (b && !p->epilogue)
-        CUDA_TRY(mk_add_bias(y, b, M, N, cb->stream));
-    return MOIRE_OK;
+    moire_status status = lt_gemm(cb, true, false, N, M, K, w->data, K, x_in, K, bf16, y, N, b);
+    moire_arena_release(ops->arena, mark);
+    return status;
 }
 
-/* ---- ops ------------------------------------------------------------------------------ */
+/* ---- transformer ops ------------------------------------------------------------------ */
 
-static moire_status cuda_linear(const moire_ops *ops, float *y, const float *x, const float *w,
-                                const float *b, int M, int K, int N)
+static moire_status cuda_linear(const moire_ops *ops, float *y, const float *x,
+                                const moire_tensor *w, const moire_tensor *b, int M, int K,
+                                int N)
 {
-    cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("linear", cb->cpu.linear(&cb->cpu, y, x, w, b, M, K, N), 2, y, x);
-    const void *dw, *db;
-    moire_status status = weight_get(cb, w, (size_t)N * K, WK_GEMM, &dw);
-    if (status == MOIRE_OK)
-        status = weight_get(cb, b, (size_t)N, WK_F32, &db);
-    if (status != MOIRE_OK)
-        return status;
-    return gemm(cb, y, x, dw, cb->bf16, db, M, K, N);
+    return linear_rows(ops, y, x, w, f32_of(b), M, K, N);
 }
 
 static moire_status cuda_layernorm_modulate(const moire_ops *ops, float *y, const float *x,
-                                            const float *shift, const float *scale, int T,
-                                            int D, float eps)
+                                            const float *shift, const float *scale,
+                                            int64_t mod_stride, int n, int T, int D, float eps)
 {
-    cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("layernorm_modulate",
-                  cb->cpu.layernorm_modulate(&cb->cpu, y, x, shift, scale, T, D, eps), 4, y, x,
-                  shift, scale);
-    CUDA_TRY(mk_layernorm_modulate(y, x, shift, scale, T, D, eps, cb->stream));
+    CUDA_TRY(mk_layernorm_modulate_n(y, x, shift, scale, mod_stride, n, T, D, eps,
+                                     backend_of(ops)->stream));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_layernorm_affine(const moire_ops *ops, float *y, const float *x,
+                                          const moire_tensor *w, const moire_tensor *b, int T,
+                                          int D, float eps)
+{
+    CUDA_TRY(mk_layernorm_affine(y, x, f32_of(w), f32_of(b), T, D, eps,
+                                 backend_of(ops)->stream));
     return MOIRE_OK;
 }
 
 static moire_status cuda_gate_residual(const moire_ops *ops, float *x, const float *y,
-                                       const float *gate, int T, int D)
+                                       int64_t y_stride, const float *gate,
+                                       int64_t gate_stride, int n, int T, int D)
 {
-    cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("gate_residual", cb->cpu.gate_residual(&cb->cpu, x, y, gate, T, D), 3, x, y,
-                  gate);
-    CUDA_TRY(mk_gate_residual(x, y, gate, T, D, cb->stream));
+    CUDA_TRY(mk_gate_residual_n(x, y, y_stride, gate, gate_stride, n, T, D,
+                                backend_of(ops)->stream));
     return MOIRE_OK;
 }
 
-static moire_status cuda_silu(const moire_ops *ops, float *y, const float *x, int64_t count)
+static moire_status cuda_attention(const moire_ops *ops, float *out, const float *qkv, int n,
+                                   int T, int H, int hd, const moire_tensor *qnw,
+                                   const moire_tensor *qnb, const moire_tensor *knw,
+                                   const moire_tensor *knb, float eps)
 {
-    cuda_backend *cb = backend_of(ops);
-    bool on_host;
-    moire_status status = check_pointers(cb, "silu", &on_host, 2, y, x);
-    if (status != MOIRE_OK)
-        return status;
-    if (on_host) {
-        for (int64_t i = 0; i < count; i++)
-            y[i] = x[i] / (1.0f + expf(-x[i]));
-        return MOIRE_OK;
-    }
-    CUDA_TRY(mk_silu(y, x, count, cb->stream));
+    const float *qw = f32_of(qnw);
+    if (qw && (!f32_of(qnb) || !f32_of(knw) || !f32_of(knb)))
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "CUDA attention: the qk-norm layout needs all four norm tensors");
+    CUDA_TRY(mk_attention_n(out, qkv, n, T, H, hd, qw, qw ? f32_of(qnb) : NULL,
+                            qw ? f32_of(knw) : NULL, qw ? f32_of(knb) : NULL, eps,
+                            backend_of(ops)->stream));
     return MOIRE_OK;
 }
 
-static moire_status cuda_attention(const moire_ops *ops, float *out, const float *qkv, int T,
-                                   int H, int hd, const float *q_norm_w, const float *q_norm_b,
-                                   const float *k_norm_w, const float *k_norm_b, float eps)
+static moire_status cuda_cross_attention(const moire_ops *ops, float *out, const float *q,
+                                         int ldq, const float *k, const float *v, int ldkv,
+                                         int Tq, int Tk, int H, int hd)
 {
-    cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("attention",
-                  cb->cpu.attention(&cb->cpu, out, qkv, T, H, hd, q_norm_w, q_norm_b, k_norm_w,
-                                    k_norm_b, eps),
-                  2, out, qkv);
-    if (hd > 128)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
-                          "CUDA attention supports head_dim up to 128 (this model has %d); use "
-                          "--device cpu",
-                          hd);
-    const void *qw = NULL, *qb = NULL, *kw = NULL, *kb = NULL;
-    moire_status status = MOIRE_OK;
-    if (q_norm_w) {
-        status = weight_get(cb, q_norm_w, (size_t)hd, WK_F32, &qw);
-        if (status == MOIRE_OK)
-            status = weight_get(cb, q_norm_b, (size_t)hd, WK_F32, &qb);
-        if (status == MOIRE_OK)
-            status = weight_get(cb, k_norm_w, (size_t)hd, WK_F32, &kw);
-        if (status == MOIRE_OK)
-            status = weight_get(cb, k_norm_b, (size_t)hd, WK_F32, &kb);
-        if (status != MOIRE_OK)
-            return status;
-        if (!qb || !kw || !kb)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                              "CUDA attention: the qk-norm layout needs all four norm tensors");
-    }
-    CUDA_TRY(mk_attention(out, qkv, T, H, hd, qw, qb, kw, kb, eps, cb->stream));
+    if (Tq > 0 && Tk <= 0)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "attention over no keys");
+    CUDA_TRY(mk_cross_attention(out, q, ldq, k, v, ldkv, Tq, Tk, H, hd,
+                                backend_of(ops)->stream));
     return MOIRE_OK;
 }
 
 static moire_status cuda_router_topk(const moire_ops *ops, float *logits, int32_t *top_ids,
-                                     float *top_weights, const float *h, const float *w, int T,
-                                     int D, int E, int k)
+                                     float *top_weights, const float *h, const moire_tensor *w,
+                                     int T, int D, int E, int k)
 {
     cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("router_topk",
-                  cb->cpu.router_topk(&cb->cpu, logits, top_ids, top_weights, h, w, T, D, E, k),
-                  4, logits, top_ids, top_weights, h);
     if (E > MK_MOE_MAX_EXPERTS || k < 1 || k > E)
         return moire_fail(MOIRE_ERROR_UNSUPPORTED,
                           "CUDA router: %d experts, top-%d (supported: up to %d experts)", E, k,
                           MK_MOE_MAX_EXPERTS);
-    const void *dw;
-    moire_status status = weight_get(cb, w, (size_t)E * D, WK_F32, &dw);
-    if (status != MOIRE_OK)
-        return status;
-    status = gemm(cb, logits, h, dw, false, NULL, T, D, E);
+    moire_status status = linear_rows(ops, logits, h, w, NULL, T, D, E);
     if (status != MOIRE_OK)
         return status;
     CUDA_TRY(mk_router_topk(top_ids, top_weights, logits, T, E, k, cb->stream));
@@ -721,59 +619,27 @@ static size_t align_up(size_t bytes)
     return (bytes + 255) & ~(size_t)255;
 }
 
+static int is_bf16(const moire_swiglu *s)
+{
+    return s->gate_up.dtype == MOIRE_DTYPE_BF16;
+}
+
 static moire_status cuda_moe_experts(const moire_ops *ops, float *y, const float *h, int T,
-                                     int D, const dit_block_weights *block, int E, int k,
-                                     const int32_t *top_ids, const float *top_weights)
+                                     int D, const moire_swiglu *experts,
+                                     const moire_swiglu *shared, int k, const int32_t *top_ids,
+                                     const float *top_weights)
 {
     cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("moe_experts",
-                  cb->cpu.moe_experts(&cb->cpu, y, h, T, D, block, E, k, top_ids, top_weights),
-                  4, y, h, top_ids, top_weights);
+    const int E = experts->experts, F = experts->hidden;
     if (T <= 0)
         return MOIRE_OK;
     if (E < 1 || E > MK_MOE_MAX_EXPERTS || k < 1 || k > E)
         return moire_fail(MOIRE_ERROR_UNSUPPORTED,
                           "CUDA MoE: %d experts, top-%d (supported: up to %d experts)", E, k,
                           MK_MOE_MAX_EXPERTS);
-    const int F = block->experts[0].hidden;
-    for (int e = 1; e < E; e++)
-        if (block->experts[e].hidden != F)
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED,
-                              "CUDA MoE: experts of different widths (%d and %d) are not "
-                              "supported; use --device cpu",
-                              F, block->experts[e].hidden);
-    const int S = block->shared_experts.hidden;
+    const int S = moire_swiglu_present(shared) ? shared->hidden : 0;
 
-    /* Device copies: [E, 2F, D] gate ‖ up and [E, D, F] down (packed once per block). */
-    const float **parts = malloc((size_t)2 * E * sizeof *parts);
-    if (!parts)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
-    for (int e = 0; e < E; e++) {
-        parts[2 * e] = block->experts[e].gate_proj_weight;
-        parts[2 * e + 1] = block->experts[e].up_proj_weight;
-    }
-    const void *w_gu, *w_down, *s_gu = NULL, *s_down = NULL;
-    moire_status status = weight_get_packed(cb, block->experts, WK_EXPERTS_GU, parts, 2 * E,
-                                            (size_t)F * D, &w_gu);
-    for (int e = 0; e < E; e++)
-        parts[e] = block->experts[e].down_proj_weight;
-    if (status == MOIRE_OK)
-        status = weight_get_packed(cb, block->experts, WK_EXPERTS_DOWN, parts, E, (size_t)D * F,
-                                   &w_down);
-    if (status == MOIRE_OK && S > 0) {
-        parts[0] = block->shared_experts.gate_proj_weight;
-        parts[1] = block->shared_experts.up_proj_weight;
-        status = weight_get_packed(cb, block->shared_experts.gate_proj_weight, WK_SHARED_GU,
-                                   parts, 2, (size_t)S * D, &s_gu);
-        if (status == MOIRE_OK)
-            status = weight_get(cb, block->shared_experts.down_proj_weight, (size_t)D * S,
-                                WK_GEMM, &s_down);
-    }
-    free(parts);
-    if (status != MOIRE_OK)
-        return status;
-
-    /* Scratch, carved from one block: the dispatch arrays, then the activations. */
+    /* Scratch, carved from one arena block: the dispatch arrays, then the activations. */
     const int P = T * k;
     const int max_tiles = (P + MK_MOE_TILE_M - 1) / MK_MOE_TILE_M + E;
     const size_t sz_off = align_up((size_t)(E + 1) * sizeof(int32_t));
@@ -785,8 +651,9 @@ static moire_status cuda_moe_experts(const moire_ops *ops, float *y, const float
     const size_t sz_sout = S > 0 ? align_up((size_t)T * D * sizeof(float)) : 0;
     const size_t total = 2 * sz_off + 2 * sz_pair_i + sz_pair_f + sz_act + sz_rows + sz_sact +
                          sz_sout;
+    const size_t mark = moire_arena_mark(ops->arena);
     char *base;
-    status = scratch_get(cb, SCRATCH_MOE, total, (void **)&base);
+    moire_status status = scratch(ops, total, (void **)&base);
     if (status != MOIRE_OK)
         return status;
     int32_t *offsets = (int32_t *)base;
@@ -799,77 +666,255 @@ static moire_status cuda_moe_experts(const moire_ops *ops, float *y, const float
     float *shared_act = (float *)(base += sz_rows);
     float *shared_out = (float *)(base += sz_sact);
 
-    const int bf16 = cb->bf16;
-    CUDA_TRY(mk_moe_route(offsets, tile_offsets, sorted_token, sorted_weight, slot_of_pair,
-                          top_ids, top_weights, T, k, E, cb->stream));
-    CUDA_TRY(mk_moe_gate_up(act, h, w_gu, bf16, offsets, tile_offsets, sorted_token, 0, E, D, F,
-                            max_tiles, cb->stream));
-    CUDA_TRY(mk_moe_down(rows, act, w_down, bf16, offsets, tile_offsets, 0, E, D, F, max_tiles,
-                         cb->stream));
-    if (S > 0) {
-        CUDA_TRY(mk_moe_gate_up(shared_act, h, s_gu, bf16, NULL, NULL, NULL, T, 1, D, S, 0,
-                                cb->stream));
-        CUDA_TRY(mk_moe_down(shared_out, shared_act, s_down, bf16, NULL, NULL, T, 1, D, S, 0,
-                             cb->stream));
-    }
-    CUDA_TRY(mk_moe_combine(y, S > 0 ? shared_out : NULL, rows, slot_of_pair, top_weights, T, D,
-                            k, cb->stream));
+    cudaError_t err = mk_moe_route(offsets, tile_offsets, sorted_token, sorted_weight,
+                                   slot_of_pair, top_ids, top_weights, T, k, E, cb->stream);
+    if (err == cudaSuccess)
+        err = mk_moe_gate_up(act, h, experts->gate_up.data, is_bf16(experts), offsets,
+                             tile_offsets, sorted_token, 0, E, D, F, max_tiles, cb->stream);
+    if (err == cudaSuccess)
+        err = mk_moe_down(rows, act, experts->down.data, is_bf16(experts), offsets,
+                          tile_offsets, 0, E, D, F, max_tiles, cb->stream);
+    if (err == cudaSuccess && S > 0)
+        err = mk_moe_gate_up(shared_act, h, shared->gate_up.data, is_bf16(shared), NULL, NULL,
+                             NULL, T, 1, D, S, 0, cb->stream);
+    if (err == cudaSuccess && S > 0)
+        err = mk_moe_down(shared_out, shared_act, shared->down.data, is_bf16(shared), NULL,
+                          NULL, T, 1, D, S, 0, cb->stream);
+    if (err == cudaSuccess)
+        err = mk_moe_combine(y, S > 0 ? shared_out : NULL, rows, slot_of_pair, top_weights, T,
+                             D, k, cb->stream);
+    moire_arena_release(ops->arena, mark);
+    if (err != cudaSuccess)
+        return cuda_fail(err, "the MoE kernels", __func__);
     return MOIRE_OK;
-}
-
-/* ---- EC-DiT: on the CPU until ported (the EC-DiT forward uses host buffers) ------------ */
-
-static moire_status not_on_cuda(const char *op)
-{
-    return moire_fail(MOIRE_ERROR_UNSUPPORTED,
-                      "%s is not on the CUDA backend yet (EC-DiT models run on the CPU: "
-                      "--device cpu)",
-                      op);
-}
-
-static moire_status cuda_cross_attention(const moire_ops *ops, float *out, const float *q,
-                                         int ldq, const float *k, const float *v, int ldkv,
-                                         int Tq, int Tk, int H, int hd)
-{
-    cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("cross_attention",
-                  cb->cpu.cross_attention(&cb->cpu, out, q, ldq, k, v, ldkv, Tq, Tk, H, hd), 4,
-                  out, q, k, v);
-    return not_on_cuda("cross-attention");
 }
 
 static moire_status cuda_router_expert_choice(const moire_ops *ops, float *scores,
                                               int32_t *tokens, float *gates, const float *h,
-                                              const float *w, int n, int T, int group, int D,
-                                              int E, float capacity_factor)
+                                              const moire_tensor *w, int n, int T, int group,
+                                              int D, int E, float capacity_factor)
 {
-    cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("router_expert_choice",
-                  cb->cpu.router_expert_choice(&cb->cpu, scores, tokens, gates, h, w, n, T,
-                                               group, D, E, capacity_factor),
-                  4, scores, tokens, gates, h);
-    return not_on_cuda("expert-choice routing");
+    if (E < 1 || E > MK_MOE_MAX_EXPERTS)
+        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+                          "CUDA expert choice: %d experts (supported: up to %d)", E,
+                          MK_MOE_MAX_EXPERTS);
+    CUDA_TRY(mk_router_expert_choice(scores, tokens, gates, h, f32_of(w), n, T, group, D, E,
+                                     capacity_factor, backend_of(ops)->stream));
+    return MOIRE_OK;
 }
 
-static moire_status cuda_moe_expert_choice(const moire_ops *ops, float *y, const float *h, int N,
-                                           int D, const dit_swiglu_weights *experts,
-                                           const dit_swiglu_weights *shared, int E, int M,
+static moire_status cuda_moe_expert_choice(const moire_ops *ops, float *y, const float *h,
+                                           int N, int D, const moire_swiglu *experts,
+                                           const moire_swiglu *shared, int M,
                                            const int32_t *tokens, const float *gates)
 {
-    cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("moe_expert_choice",
-                  cb->cpu.moe_expert_choice(&cb->cpu, y, h, N, D, experts, shared, E, M, tokens,
-                                            gates),
-                  4, y, h, tokens, gates);
-    return not_on_cuda("the expert-choice MoE");
+    const int E = experts->experts, F = experts->hidden;
+    const int S = moire_swiglu_present(shared) ? shared->hidden : 0;
+    if (S > 0 && is_bf16(shared) != is_bf16(experts))
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "CUDA expert-choice MoE: shared and routed experts differ in dtype");
+    const size_t mark = moire_arena_mark(ops->arena);
+    void *workspace;
+    moire_status status =
+        scratch(ops, mk_moe_expert_choice_workspace(N, D, F, S, E, M), &workspace);
+    if (status != MOIRE_OK)
+        return status;
+    cudaError_t err = mk_moe_expert_choice(
+        y, h, N, D, experts->gate_up.data, experts->down.data, F,
+        S > 0 ? shared->gate_up.data : NULL, S > 0 ? shared->down.data : NULL, S,
+        is_bf16(experts), E, M, tokens, gates, workspace, backend_of(ops)->stream);
+    moire_arena_release(ops->arena, mark);
+    if (err != cudaSuccess)
+        return cuda_fail(err, "the expert-choice MoE kernels", __func__);
+    return MOIRE_OK;
 }
 
 static moire_status cuda_swiglu(const moire_ops *ops, float *y, const float *h, int T, int D,
-                                const dit_swiglu_weights *mlp)
+                                const moire_swiglu *mlp)
 {
     cuda_backend *cb = backend_of(ops);
-    HOST_FALLBACK("swiglu", cb->cpu.swiglu(&cb->cpu, y, h, T, D, mlp), 2, y, h);
-    return not_on_cuda("the dense SwiGLU");
+    const int F = mlp->hidden;
+    if (T <= 0)
+        return MOIRE_OK;
+    const size_t mark = moire_arena_mark(ops->arena);
+    void *act;
+    moire_status status = scratch(ops, (size_t)T * F * sizeof(float), &act);
+    if (status != MOIRE_OK)
+        return status;
+    cudaError_t err = mk_moe_gate_up(act, h, mlp->gate_up.data, is_bf16(mlp), NULL, NULL, NULL,
+                                     T, 1, D, F, 0, cb->stream);
+    if (err == cudaSuccess)
+        err = mk_moe_down(y, act, mlp->down.data, is_bf16(mlp), NULL, NULL, T, 1, D, F, 0,
+                          cb->stream);
+    moire_arena_release(ops->arena, mark);
+    if (err != cudaSuccess)
+        return cuda_fail(err, "the SwiGLU kernels", __func__);
+    return MOIRE_OK;
+}
+
+/* ---- elementwise and data movement ---------------------------------------------------- */
+
+#define STREAM(ops) (backend_of(ops)->stream)
+
+static moire_status cuda_silu(const moire_ops *ops, float *y, const float *x, int64_t count)
+{
+    CUDA_TRY(mk_silu(y, x, count, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_gelu(const moire_ops *ops, float *y, const float *x, int64_t count)
+{
+    CUDA_TRY(mk_gelu_erf(y, x, count, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_relu(const moire_ops *ops, float *y, const float *x, int64_t count)
+{
+    CUDA_TRY(mk_relu(y, x, count, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_scale(const moire_ops *ops, float *y, const float *x, float alpha,
+                               int64_t count)
+{
+    CUDA_TRY(mk_scale(y, x, alpha, count, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_add(const moire_ops *ops, float *y, const float *a, const float *b,
+                             int64_t count)
+{
+    CUDA_TRY(mk_add(y, a, b, count, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_gather_rows(const moire_ops *ops, float *y, const moire_tensor *table,
+                                     const int32_t *ids, int rows, int D)
+{
+    CUDA_TRY(mk_gather_rows(y, f32_of(table), ids, rows, D, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_masked_mean_rows(const moire_ops *ops, float *out, const float *x,
+                                          const int32_t *lengths, int P, int L, int D)
+{
+    CUDA_TRY(mk_masked_mean_rows(out, x, lengths, P, L, D, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_transpose(const moire_ops *ops, float *y, const float *x, int rows,
+                                   int cols)
+{
+    CUDA_TRY(mk_transpose(y, x, rows, cols, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_copy_2d(const moire_ops *ops, float *dst, int64_t dst_ld,
+                                 const float *src, int64_t src_ld, int rows, int64_t cols)
+{
+    CUDA_TRY(mk_copy_2d(dst, dst_ld, src, src_ld, rows, cols, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+/* ---- image ops ------------------------------------------------------------------------- */
+
+/* im2col scratch per band of output rows (floats): bounded whatever the image size. */
+#define CONV_COL_BUDGET ((size_t)32 << 20)
+
+/* y[co, Ho·Wo] = w[co, K] · col[K, Ho·Wo] (+ b): in column-major terms yᵀ (Ho·Wo × co, ld
+ * Ho·Wo) = colᵀ (band × K, ld band) · wᵀ (K × co, ld K), one GEMM per band of output rows. */
+static moire_status cuda_conv2d(const moire_ops *ops, float *y, const float *x,
+                                const moire_tensor *w, const moire_tensor *b, int ci, int H,
+                                int W, int co, int k, int stride, int pad_lo, int pad_hi)
+{
+    cuda_backend *cb = backend_of(ops);
+    const int Ho = (H + pad_lo + pad_hi - k) / stride + 1;
+    const int Wo = (W + pad_lo + pad_hi - k) / stride + 1;
+    if (Ho <= 0 || Wo <= 0)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convolution of %dx%d with a %dx%d "
+                          "kernel has no output", W, H, k, k);
+    const int K = ci * k * k;
+    const int64_t plane = (int64_t)Ho * Wo;
+    const bool bf16 = w->dtype == MOIRE_DTYPE_BF16;
+    const bool direct = k == 1 && stride == 1 && pad_lo == 0 && pad_hi == 0;
+    size_t band = direct ? (size_t)Ho : CONV_COL_BUDGET / ((size_t)K * Wo);
+    band = band < 1 ? 1 : (band > (size_t)Ho ? (size_t)Ho : band);
+    const size_t mark = moire_arena_mark(ops->arena);
+    float *col = NULL;
+    uint16_t *col16 = NULL;
+    moire_status status = MOIRE_OK;
+    if (!direct)
+        status = scratch(ops, (size_t)K * band * Wo * sizeof(float), (void **)&col);
+    if (status == MOIRE_OK && bf16)
+        status = scratch(ops, (size_t)K * band * Wo * sizeof(uint16_t), (void **)&col16);
+    for (int oy0 = 0; oy0 < Ho && status == MOIRE_OK; oy0 += (int)band) {
+        const int rows = Ho - oy0 < (int)band ? Ho - oy0 : (int)band;
+        const int64_t n = (int64_t)rows * Wo;
+        const float *src = x; /* direct: the input itself, [ci, H·W] */
+        int64_t ld = plane;
+        if (!direct) {
+            cudaError_t err = mk_im2col_band(col, x, ci, H, W, k, stride, pad_lo, Wo, oy0, rows,
+                                             cb->stream);
+            if (err != cudaSuccess) {
+                status = cuda_fail(err, "im2col", __func__);
+                break;
+            }
+            src = col;
+            ld = n;
+        }
+        const void *A = src;
+        if (bf16) {
+            /* the band (or the whole direct input: then band = Ho and ld = n) narrowed to
+               match the weights */
+            cudaError_t err = mk_f32_to_bf16(col16, src, (int64_t)K * n, cb->stream);
+            if (err != cudaSuccess) {
+                status = cuda_fail(err, "narrowing the conv input", __func__);
+                break;
+            }
+            A = col16;
+        }
+        if (status == MOIRE_OK)
+            status = lt_gemm(cb, false, false, (int)n, co, K, A, ld, w->data, K, bf16,
+                             y + (size_t)oy0 * Wo, plane, NULL);
+    }
+    if (status == MOIRE_OK && moire_tensor_present(b)) {
+        cudaError_t err = mk_add_channel_bias(y, f32_of(b), co, plane, cb->stream);
+        if (err != cudaSuccess)
+            status = cuda_fail(err, "conv bias", __func__);
+    }
+    moire_arena_release(ops->arena, mark);
+    return status;
+}
+
+static moire_status cuda_group_norm_stats(const moire_ops *ops, float *stats, const float *x,
+                                          int C, int64_t HW, int G, float eps)
+{
+    CUDA_TRY(mk_group_norm_stats(stats, x, C, HW, G, eps, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_group_norm_apply(const moire_ops *ops, float *y, const float *x,
+                                          const float *stats, const moire_tensor *w,
+                                          const moire_tensor *b, int C, int64_t HW, int G,
+                                          bool with_silu)
+{
+    CUDA_TRY(mk_group_norm_apply(y, x, stats, f32_of(w), f32_of(b), C, HW, G, with_silu,
+                                 STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_upsample_nearest2x(const moire_ops *ops, float *y, const float *x,
+                                            int C, int H, int W)
+{
+    CUDA_TRY(mk_upsample_nearest2x(y, x, C, H, W, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_avgpool2(const moire_ops *ops, float *y, const float *x, int C, int H,
+                                  int W)
+{
+    CUDA_TRY(mk_avgpool2(y, x, C, H, W, STREAM(ops)));
+    return MOIRE_OK;
 }
 
 /* ---- life cycle ----------------------------------------------------------------------- */
@@ -879,17 +924,19 @@ static void cuda_destroy(moire_ops *ops)
     cuda_backend *cb = backend_of(ops);
     if (!cb)
         return;
-    cudaStreamSynchronize(cb->stream);
-    weights_clear(cb);
+    if (cb->stream)
+        cudaStreamSynchronize(cb->stream);
     for (int i = 0; i < PLAN_CACHE; i++)
         plan_destroy(&cb->plans[i]);
-    for (int i = 0; i < SCRATCH_COUNT; i++)
-        device_release(cb, cb->scratch[i].ptr, cb->scratch[i].bytes);
-    for (size_t i = 0; i < cb->block_count; i++)
-        cudaFree(cb->blocks[i].ptr);
-    free(cb->blocks);
-    if (cb->lt_workspace)
-        cudaFree(cb->lt_workspace);
+    for (size_t i = 0; i < cb->live_count; i++)
+        device_release(cb, cb->live[i].ptr, cb->live[i].bytes);
+    free(cb->live);
+    stage_reset(cb);
+    free(cb->stage_retired);
+    if (cb->stage)
+        cudaFreeHost(cb->stage);
+    device_release(cb, cb->weight_stage, WEIGHT_STAGE_FLOATS * sizeof(float));
+    device_release(cb, cb->lt_workspace, cb->lt_workspace_bytes);
     if (cb->lt)
         cublasLtDestroy(cb->lt);
     if (cb->stream)
@@ -929,8 +976,7 @@ static moire_status backend_start(cuda_backend *cb)
     CUDA_TRY(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
     LT_TRY(cublasLtCreate(&cb->lt));
     cb->lt_workspace_bytes = (size_t)32 << 20;
-    CUDA_TRY(cudaMalloc(&cb->lt_workspace, cb->lt_workspace_bytes));
-    return MOIRE_OK;
+    return device_alloc(cb, &cb->lt_workspace, cb->lt_workspace_bytes, "cuBLASLt workspace");
 }
 
 moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16)
@@ -938,7 +984,6 @@ moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16)
     cuda_backend *cb = calloc(1, sizeof *cb);
     if (!cb)
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
-    moire_ops_cpu_init(&cb->cpu, n_threads);
     cb->bf16 = bf16;
     moire_status status = backend_start(cb);
     if (status != MOIRE_OK) {
@@ -948,37 +993,53 @@ moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16)
     }
     static const moire_ops prototype = {
         .name = "cuda",
-        .linear = cuda_linear,
-        .layernorm_modulate = cuda_layernorm_modulate,
-        .gate_residual = cuda_gate_residual,
-        .attention = cuda_attention,
-        .router_topk = cuda_router_topk,
-        .moe_experts = cuda_moe_experts,
-        .cross_attention = cuda_cross_attention,
-        .router_expert_choice = cuda_router_expert_choice,
-        .moe_expert_choice = cuda_moe_expert_choice,
-        .swiglu = cuda_swiglu,
         .mem_alloc = cuda_mem_alloc,
         .mem_free = cuda_mem_free,
         .upload = cuda_upload,
         .download = cuda_download,
-        .bind_model = cuda_bind_model,
+        .weight_upload = cuda_weight_upload,
+        .weight_free = cuda_weight_free,
+        .linear = cuda_linear,
+        .layernorm_modulate = cuda_layernorm_modulate,
+        .layernorm_affine = cuda_layernorm_affine,
+        .gate_residual = cuda_gate_residual,
+        .attention = cuda_attention,
+        .cross_attention = cuda_cross_attention,
+        .router_topk = cuda_router_topk,
+        .moe_experts = cuda_moe_experts,
+        .router_expert_choice = cuda_router_expert_choice,
+        .moe_expert_choice = cuda_moe_expert_choice,
+        .swiglu = cuda_swiglu,
         .silu = cuda_silu,
+        .gelu = cuda_gelu,
+        .relu = cuda_relu,
+        .scale = cuda_scale,
+        .add = cuda_add,
+        .gather_rows = cuda_gather_rows,
+        .masked_mean_rows = cuda_masked_mean_rows,
+        .transpose = cuda_transpose,
+        .copy_2d = cuda_copy_2d,
+        .conv2d = cuda_conv2d,
+        .group_norm_stats = cuda_group_norm_stats,
+        .group_norm_apply = cuda_group_norm_apply,
+        .upsample_nearest2x = cuda_upsample_nearest2x,
+        .avgpool2 = cuda_avgpool2,
         .destroy = cuda_destroy,
     };
     *ops = prototype;
-    ops->n_threads = cb->cpu.n_threads;
+    ops->n_threads = n_threads > 0 ? n_threads : 1;
     ops->backend = cb;
     return MOIRE_OK;
 }
 
-moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats)
+moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
+                                  bool measure_bandwidth)
 {
     memset(stats, 0, sizeof *stats);
     if (!ops->backend || ops->destroy != cuda_destroy)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "not a CUDA op table");
     cuda_backend *cb = backend_of(ops);
-    if (cb->copy_bytes_per_s == 0.0) {
+    if (measure_bandwidth && cb->copy_bytes_per_s == 0.0) {
         const size_t saved_peak = cb->peak; /* the probe is not the workload's memory */
         /* Device-to-device copy of 512 MB, read + write counted, best of 5 after a warm-up. */
         const size_t bytes = (size_t)512 << 20;
@@ -1020,5 +1081,7 @@ moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats)
     stats->memory_total_bytes = (double)cb->total_memory;
     stats->memory_peak_bytes = (double)cb->peak;
     stats->copy_bytes_per_s = cb->copy_bytes_per_s;
+    stats->allocations = cb->allocations;
+    stats->synchronizations = cb->synchronizations;
     return MOIRE_OK;
 }

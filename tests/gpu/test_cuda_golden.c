@@ -1,9 +1,17 @@
-/* test_cuda_golden.c — whole models on the CUDA backend: the tiny golden models
- * (tests/golden/tiny_qkv and tiny_qknorm) against the PyTorch reference files (output and
- * every named intermediate, like tests/test_golden.c) and against the CPU forward on the same
- * input; then a 5-step sampler run with CFG, CPU vs GPU. fp32 mode: relative error ≤ 1e-4.
+/* test_cuda_golden.c — whole models on the CUDA backend, fp32 (relative error ≤ 1e-4):
+ *  - the tiny DiT-MoE golden models of both layouts (tests/golden/tiny_qkv, tiny_qknorm)
+ *    against the PyTorch reference files (output and every named intermediate, like
+ *    tests/test_golden.c) and against the CPU forward; a 5-step sampler run with CFG;
+ *  - the tiny EC-DiT models (text encoder, expert choice) and the embedded model
+ *    (data/models/moire-emoji) against the CPU, forward and a short generation;
+ *  - the tiny SD-VAE, decode (whole and tiled) and encode, against the CPU;
+ *  - for every model: no op ran on the CPU while the CUDA context worked (the CPU table's
+ *    call counter did not move: no host fallback), and after a warm-up one CFG forward
+ *    allocates nothing and synchronises once, to download its result (the backend's
+ *    counters; the emulator's launch counter, where built with it, is printed per step).
  * Exits 77 (skip) when no CUDA device is visible. */
 #include "context.h"
+#include "ecdit.h"
 #include "generate.h"
 #include "internal.h"
 #include "model.h"
@@ -14,7 +22,64 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef MOIRE_CUDA_EMU
+#include "cuda_emu.h"
+#endif
+
 #define TOLERANCE 1e-4
+
+/* What one CFG forward (batch n) costs the backend once warmed up: device allocations and
+ * host synchronisations (the backend's own counters, on a real GPU too) and, under the
+ * emulator, kernel launches. `run` is called three times: warm-up, then measured. */
+typedef moire_status (*forward_fn)(moire_ctx *ctx, void *user_data);
+
+static void check_step_costs(moire_ctx *gpu, const char *label, forward_fn run, void *user_data)
+{
+    CHECK(run(gpu, user_data) == MOIRE_OK, "%s warm-up: %s", label, moire_last_error());
+    moire_ops_stats before, after;
+    moire_ops_cuda_stats(&gpu->ops, &before, false);
+#ifdef MOIRE_CUDA_EMU
+    cuda_emu_counters emu_before, emu_after;
+    cuda_emu_counters_get(&emu_before);
+#endif
+    const uint64_t cpu_calls = moire_ops_cpu_calls();
+    CHECK(run(gpu, user_data) == MOIRE_OK, "%s: %s", label, moire_last_error());
+    moire_ops_cuda_stats(&gpu->ops, &after, false);
+    const uint64_t allocations = after.allocations - before.allocations;
+    const uint64_t syncs = after.synchronizations - before.synchronizations;
+    CHECK(allocations == 0, "%s: %llu device allocations in a warmed-up forward", label,
+          (unsigned long long)allocations);
+    CHECK(syncs == 1, "%s: %llu host synchronisations in a forward (1 expected: the result)",
+          label, (unsigned long long)syncs);
+    CHECK(moire_ops_cpu_calls() == cpu_calls, "%s: %llu ops fell back to the CPU", label,
+          (unsigned long long)(moire_ops_cpu_calls() - cpu_calls));
+#ifdef MOIRE_CUDA_EMU
+    cuda_emu_counters_get(&emu_after);
+    printf("       %s: one CFG forward = %llu kernel launches + %llu cuBLASLt calls, "
+           "%llu allocations, %llu synchronisations\n",
+           label, (unsigned long long)(emu_after.kernel_launches - emu_before.kernel_launches),
+           (unsigned long long)(emu_after.blas_calls - emu_before.blas_calls),
+           (unsigned long long)(emu_after.device_allocations - emu_before.device_allocations),
+           (unsigned long long)(emu_after.synchronizations - emu_before.synchronizations));
+#else
+    printf("       %s: one CFG forward = %llu allocations, %llu synchronisations\n", label,
+           (unsigned long long)allocations, (unsigned long long)syncs);
+#endif
+}
+
+typedef struct dit_step {
+    const moire_model *model;
+    int n, h, w;
+    const float *x, *t;
+    const int32_t *y;
+    float *out;
+} dit_step;
+
+static moire_status run_dit_step(moire_ctx *ctx, void *user_data)
+{
+    const dit_step *s = user_data;
+    return moire_forward(ctx, s->model, s->n, s->h, s->w, s->x, s->t, s->y, s->out);
+}
 
 static void check_model(moire_ctx *cpu, moire_ctx *gpu, const char *name)
 {
@@ -97,8 +162,155 @@ static void check_model(moire_ctx *cpu, moire_ctx *gpu, const char *name)
     snprintf(label, sizeof label, "%s sampler 5 steps CFG: cuda vs cpu", name);
     test_check_tensor(label, b, a, (int64_t)numel, 1e-3);
     free(a), free(b);
+
+    /* one CFG step: batch 2 (conditional and null class) */
+    const int side = cfg->input_size;
+    const size_t per = (size_t)cfg->in_channels * side * side;
+    float *x2 = malloc(2 * per * 4), *out2 = malloc(2 * per * 4 * 2);
+    test_fill_random(x2, (int64_t)(2 * per), 77, -1, 1);
+    const float t2[2] = {0.5f, 0.5f};
+    const int32_t y2[2] = {1, cfg->num_classes};
+    dit_step step = {model, 2, side, side, x2, t2, y2, out2};
+    snprintf(label, sizeof label, "%s", name);
+    check_step_costs(gpu, label, run_dit_step, &step);
+    free(x2), free(out2);
     st_close(ref);
     moire_model_free(model);
+}
+
+typedef struct ec_step {
+    const moire_model *model;
+    int n, side;
+    const float *x, *t;
+    const char *const *prompts;
+    float *out;
+} ec_step;
+
+static moire_status run_ec_step(moire_ctx *ctx, void *user_data)
+{
+    const ec_step *s = user_data;
+    return moire_forward_text(ctx, s->model, s->n, s->side, s->side, s->x, s->t, s->prompts,
+                              s->out);
+}
+
+/* An EC-DiT model (text encoder + expert choice) on the device against the CPU: a forward
+ * of a CFG pair (prompt and empty prompt) and a short generation. */
+static void check_ecdit(moire_ctx *cpu, moire_ctx *gpu, const char *file, const char *prompt,
+                        int steps)
+{
+    moire_model *model = NULL;
+    CHECK(moire_model_load(file, &model) == MOIRE_OK, "%s: %s", file, moire_last_error());
+    if (!model)
+        return;
+    const moire_model_config *cfg = moire_model_get_config(model);
+    const int side = cfg->input_size;
+    const size_t per = (size_t)cfg->in_channels * side * side;
+    const size_t out_per = (size_t)cfg->out_channels * side * side;
+    float *x = malloc(2 * per * 4), *a = malloc(2 * out_per * 4), *b = malloc(2 * out_per * 4);
+    test_fill_random(x, (int64_t)(2 * per), 5, -1, 1);
+    const float t[2] = {0.7f, 0.7f};
+    const char *prompts[2] = {prompt, ""};
+    CHECK(moire_forward_text(cpu, model, 2, side, side, x, t, prompts, a) == MOIRE_OK, "cpu: %s",
+          moire_last_error());
+    const uint64_t cpu_calls = moire_ops_cpu_calls();
+    CHECK(moire_forward_text(gpu, model, 2, side, side, x, t, prompts, b) == MOIRE_OK,
+          "cuda: %s", moire_last_error());
+    CHECK(moire_ops_cpu_calls() == cpu_calls, "%s: %llu ops ran on the CPU in a CUDA context",
+          file, (unsigned long long)(moire_ops_cpu_calls() - cpu_calls));
+    char label[256];
+    const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+    snprintf(label, sizeof label, "%s forward (text encoder, expert choice): cuda vs cpu", base);
+    test_check_tensor(label, b, a, (int64_t)(2 * out_per), TOLERANCE);
+    ec_step step = {model, 2, side, x, t, prompts, b};
+    check_step_costs(gpu, base, run_ec_step, &step);
+
+    moire_generate_params params = moire_generate_params_default();
+    params.prompt = prompt;
+    params.steps = steps;
+    params.seed = 3;
+    float *ga = calloc(per, 4), *gb = calloc(per, 4);
+    CHECK(moire_generate_samples(cpu, model, &params, 0, 1, NULL, ga) == MOIRE_OK, "cpu: %s",
+          moire_last_error());
+    const uint64_t before = moire_ops_cpu_calls();
+    CHECK(moire_generate_samples(gpu, model, &params, 0, 1, NULL, gb) == MOIRE_OK, "cuda: %s",
+          moire_last_error());
+    CHECK(moire_ops_cpu_calls() == before, "%s: a generation ran %llu ops on the CPU", base,
+          (unsigned long long)(moire_ops_cpu_calls() - before));
+    snprintf(label, sizeof label, "%s \"%s\" %d steps: cuda vs cpu", base, prompt, steps);
+    test_check_tensor(label, gb, ga, (int64_t)per, 1e-3);
+    free(x), free(a), free(b), free(ga), free(gb);
+    moire_model_free(model);
+}
+
+/* The SD-VAE on the device against the CPU: decode (whole, then in 4×4 tiles with overlap
+ * 2) and encode. */
+static void check_vae(moire_ctx *cpu, moire_ctx *gpu)
+{
+    moire_vae *vae = NULL;
+    const char *file = test_data_path("golden/tiny_vae.safetensors");
+    CHECK(moire_vae_load(file, &vae) == MOIRE_OK, "%s: %s", file, moire_last_error());
+    if (!vae)
+        return;
+    const moire_vae_info *info = moire_vae_get_info(vae);
+    const int z = info->latent_channels, f = info->downscale, h = 8, w = 6;
+    const size_t nl = (size_t)z * h * w, nr = (size_t)3 * f * h * f * w;
+    float *lat = malloc(nl * 4), *ra = malloc(nr * 4), *rb = malloc(nr * 4);
+    float *ea = malloc(nl * 4), *eb = malloc(nl * 4);
+    test_fill_random(lat, (int64_t)nl, 9, -2, 2);
+    for (int tiled = 0; tiled < 2; tiled++) {
+        const int tile = tiled ? 4 : 0, overlap = tiled ? 2 : 0;
+        CHECK(moire_vae_decode_tiled(cpu, vae, 1, h, w, tile, overlap, lat, ra) == MOIRE_OK,
+              "cpu decode: %s", moire_last_error());
+        const uint64_t calls = moire_ops_cpu_calls();
+        CHECK(moire_vae_decode_tiled(gpu, vae, 1, h, w, tile, overlap, lat, rb) == MOIRE_OK,
+              "cuda decode: %s", moire_last_error());
+        CHECK(moire_ops_cpu_calls() == calls, "the VAE ran %llu ops on the CPU",
+              (unsigned long long)(moire_ops_cpu_calls() - calls));
+        test_check_tensor(tiled ? "vae decode 8x6 in 4x4 tiles: cuda vs cpu"
+                                : "vae decode 8x6: cuda vs cpu",
+                          rb, ra, (int64_t)nr, TOLERANCE);
+    }
+    if (info->has_encoder) {
+        CHECK(moire_vae_encode(cpu, vae, 1, f * h, f * w, ra, ea) == MOIRE_OK, "cpu encode: %s",
+              moire_last_error());
+        CHECK(moire_vae_encode(gpu, vae, 1, f * h, f * w, ra, eb) == MOIRE_OK, "cuda encode: %s",
+              moire_last_error());
+        test_check_tensor("vae encode: cuda vs cpu", eb, ea, (int64_t)nl, TOLERANCE);
+    }
+    free(lat), free(ra), free(rb), free(ea), free(eb);
+    moire_vae_free(vae);
+}
+
+/* A model freed and another loaded (possibly at the same address) must get its own weights
+ * on the device, never the first one's. */
+static void check_rebind(moire_ctx *cpu, moire_ctx *gpu)
+{
+    const char *names[2] = {"golden/tiny_qkv.safetensors", "golden/tiny_qknorm.safetensors"};
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 2; i++) {
+            moire_model *m = NULL;
+            CHECK(moire_model_load(test_data_path(names[i]), &m) == MOIRE_OK, "%s",
+                  moire_last_error());
+            if (!m)
+                continue;
+            const moire_model_config *cfg = moire_model_get_config(m);
+            const int side = cfg->input_size;
+            const size_t per = (size_t)cfg->in_channels * side * side;
+            const size_t out_per = (size_t)cfg->out_channels * side * side;
+            float *x = malloc(per * 4), *a = malloc(out_per * 4), *b = malloc(out_per * 4);
+            test_fill_random(x, (int64_t)per, 31 + i, -1, 1);
+            const float t = 0.3f;
+            const int32_t y = 2;
+            moire_forward(cpu, m, 1, side, side, x, &t, &y, a);
+            CHECK(moire_forward(gpu, m, 1, side, side, x, &t, &y, b) == MOIRE_OK, "%s",
+                  moire_last_error());
+            char label[128];
+            snprintf(label, sizeof label, "reloaded %s (round %d): cuda vs cpu", names[i] + 7,
+                     round);
+            test_check_tensor(label, b, a, (int64_t)out_per, TOLERANCE);
+            free(x), free(a), free(b);
+            moire_model_free(m);
+        }
 }
 
 int main(void)
@@ -118,6 +330,13 @@ int main(void)
         return 1;
     check_model(cpu, gpu, "tiny_qkv");
     check_model(cpu, gpu, "tiny_qknorm");
+    check_rebind(cpu, gpu);
+    check_ecdit(cpu, gpu, test_data_path("golden/tiny_ecdit.safetensors"), "red apple", 4);
+    check_vae(cpu, gpu);
+    char embedded[512];
+    snprintf(embedded, sizeof embedded, "%s/models/moire-emoji.safetensors",
+             MOIRE_SOURCE_DATADIR);
+    check_ecdit(cpu, gpu, embedded, "red apple", 3);
     moire_ctx_free(gpu);
     moire_ctx_free(cpu);
     return test_finish("cuda_golden");
