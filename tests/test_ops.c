@@ -1,6 +1,7 @@
 /* test_ops.c — each CPU op against a naive double-precision loop on fresh random inputs
  * (never zeros), including this model family's awkward shapes: hidden 1152 and 1408,
- * head_dim 72 and 88, experts that receive 0, 1, an odd number of, or all tokens.
+ * head_dim 72 and 88, experts that receive 0, 1, an odd number of, or all tokens; and the
+ * text-encoder, data-movement and image ops of the SD-VAE.
  * The same cases are what the CUDA backend's tests run against the CPU op. */
 #include "model.h"
 #include "ops.h"
@@ -441,6 +442,166 @@ static void test_moe_expert_choice(int N, int D, int F, int S, int E, int M)
     free(experts), free(h), free(gates), free(tokens), free(y), free(want), free(tmp), free(acc);
 }
 
+/* ---- the rest of the table: text encoder, data movement, image ops ---- */
+
+static void test_layernorm_affine_gelu(int T, int D)
+{
+    float *x = rnd((size_t)T * D, 131, 2), *w = rnd(D, 132, 1), *b = rnd(D, 133, 1);
+    float *y = malloc((size_t)T * D * 4), *want = malloc((size_t)T * D * 4);
+    double *row = malloc(D * sizeof(double));
+    moire_tensor W = wt(w, 1, D), B = wt(b, 1, D);
+    ops.layernorm_affine(&ops, y, x, &W, &B, T, D, 1e-5f);
+    for (int t = 0; t < T; t++) {
+        naive_ln(row, x + (size_t)t * D, D, 1e-5);
+        for (int d = 0; d < D; d++)
+            want[(size_t)t * D + d] = (float)(row[d] * w[d] + b[d]);
+    }
+    test_check_tensor("layernorm_affine", y, want, (int64_t)T * D, TOL);
+    ops.gelu(&ops, y, x, (int64_t)T * D);
+    for (int i = 0; i < T * D; i++)
+        want[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0))));
+    test_check_tensor("gelu (erf)", y, want, (int64_t)T * D, TOL);
+    free(x), free(w), free(b), free(y), free(want), free(row);
+}
+
+/* Three images, each with its own modulation row (stride 6D), and the broadcast add. */
+static void test_batched_rows(int n, int T, int D)
+{
+    const int64_t stride = 6 * (int64_t)D, N = (int64_t)n * T * D;
+    float *x = rnd((size_t)N, 141, 2), *mod = rnd((size_t)(n * stride), 142, 1);
+    float *y = malloc((size_t)N * 4), *want = malloc((size_t)N * 4);
+    double *row = malloc(D * sizeof(double));
+    ops.layernorm_modulate(&ops, y, x, mod + 3 * D, mod + 4 * D, stride, n, T, D, 1e-6f);
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < T; t++) {
+            const size_t r = (size_t)i * T + t;
+            naive_ln(row, x + r * D, D, 1e-6);
+            for (int d = 0; d < D; d++)
+                want[r * D + d] = (float)(row[d] * (1.0 + mod[i * stride + 4 * D + d]) +
+                                          mod[i * stride + 3 * D + d]);
+        }
+    test_check_tensor("layernorm_modulate, 3 images", y, want, N, TOL);
+    float *pos = rnd((size_t)T * D, 143, 1);
+    memcpy(want, x, (size_t)N * 4);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < T * D; j++)
+            want[(size_t)i * T * D + j] += pos[j];
+    ops.gate_residual(&ops, x, pos, 0, NULL, 0, n, T, D);
+    test_check_tensor("gate_residual broadcast, no gate", x, want, N, 0.0);
+    free(x), free(mod), free(y), free(want), free(row), free(pos);
+}
+
+static void test_gather_mean_transpose(void)
+{
+    enum { V = 11, D = 6, P = 2, L = 5 };
+    float *table = rnd(V * D, 151, 1), x[P * L * D], y[P * L * D], want[P * L * D];
+    int32_t ids[P * L], len[P] = {3, 5};
+    for (int i = 0; i < P * L; i++)
+        ids[i] = (i * 7) % V;
+    moire_tensor T = wt(table, V, D);
+    ops.gather_rows(&ops, y, &T, ids, P * L, D);
+    for (int i = 0; i < P * L; i++)
+        memcpy(want + i * D, table + ids[i] * D, D * 4);
+    test_check_tensor("gather_rows", y, want, P * L * D, 0.0);
+    int32_t bad = V;
+    CHECK(ops.gather_rows(&ops, y, &T, &bad, 1, D) != MOIRE_OK, "gather_rows past the table");
+    test_fill_random(x, P * L * D, 152, -1, 1);
+    ops.masked_mean_rows(&ops, y, x, len, P, L, D);
+    for (int p = 0; p < P; p++)
+        for (int d = 0; d < D; d++) {
+            double sum = 0;
+            for (int j = 0; j < len[p]; j++)
+                sum += x[(p * L + j) * D + d];
+            want[p * D + d] = (float)(sum / len[p]);
+        }
+    test_check_tensor("masked_mean_rows", y, want, P * D, TOL);
+    ops.transpose(&ops, y, x, 7, 8);
+    for (int r = 0; r < 7; r++)
+        for (int c = 0; c < 8; c++)
+            want[c * 7 + r] = x[r * 8 + c];
+    test_check_tensor("transpose 7x8", y, want, 56, 0.0);
+    ops.copy_2d(&ops, y, 3, x + 9, 8, 4, 3);
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 3; c++)
+            want[r * 3 + c] = x[9 + r * 8 + c];
+    test_check_tensor("copy_2d crop", y, want, 12, 0.0);
+    free(table);
+}
+
+/* conv2d against the definition, all three kinds the VAE uses. */
+static void test_conv2d(int ci, int H, int W, int co, int k, int stride, int lo, int hi)
+{
+    const int Ho = (H + lo + hi - k) / stride + 1, Wo = (W + lo + hi - k) / stride + 1;
+    float *x = rnd((size_t)ci * H * W, 161, 1), *w = rnd((size_t)co * ci * k * k, 162, 0.3f);
+    float *b = rnd(co, 163, 1), *y = malloc((size_t)co * Ho * Wo * 4);
+    float *want = malloc((size_t)co * Ho * Wo * 4);
+    moire_tensor Wt = wt(w, co, (int64_t)ci * k * k), Bt = wt(b, 1, co);
+    ops.conv2d(&ops, y, x, &Wt, &Bt, ci, H, W, co, k, stride, lo, hi);
+    for (int o = 0; o < co; o++)
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                double acc = b[o];
+                for (int c = 0; c < ci; c++)
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            const int iy = oy * stride - lo + ky, ix = ox * stride - lo + kx;
+                            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                acc += (double)x[((size_t)c * H + iy) * W + ix] *
+                                       w[(((size_t)o * ci + c) * k + ky) * k + kx];
+                        }
+                want[((size_t)o * Ho + oy) * Wo + ox] = (float)acc;
+            }
+    char name[80];
+    snprintf(name, sizeof name, "conv2d %d→%d %dx%d k=%d s=%d pad %d/%d", ci, co, W, H, k,
+             stride, lo, hi);
+    test_check_tensor(name, y, want, (int64_t)co * Ho * Wo, TOL);
+    free(x), free(w), free(b), free(y), free(want);
+}
+
+static void test_group_norm_pool(int C, int H, int W, int G)
+{
+    const int64_t HW = (int64_t)H * W;
+    float *x = rnd((size_t)(C * HW), 171, 3), *w = rnd(C, 172, 1), *b = rnd(C, 173, 1);
+    float *y = malloc((size_t)(C * HW) * 4 * 4), *want = malloc((size_t)(C * HW) * 4 * 4);
+    float *stats = malloc((size_t)G * 2 * 4);
+    moire_tensor Wt = wt(w, 1, C), Bt = wt(b, 1, C);
+    ops.group_norm_stats(&ops, stats, x, C, HW, G, 1e-6f);
+    ops.group_norm_apply(&ops, y, x, stats, &Wt, &Bt, C, HW, G, true);
+    const int per = C / G;
+    for (int g = 0; g < G; g++) {
+        double mean = 0, var = 0;
+        const int64_t count = per * HW;
+        for (int64_t i = 0; i < count; i++)
+            mean += x[g * count + i];
+        mean /= count;
+        for (int64_t i = 0; i < count; i++)
+            var += (x[g * count + i] - mean) * (x[g * count + i] - mean);
+        var /= count;
+        for (int c = g * per; c < (g + 1) * per; c++)
+            for (int64_t i = 0; i < HW; i++) {
+                const double v = (x[c * HW + i] - mean) / sqrt(var + 1e-6) * w[c] + b[c];
+                want[c * HW + i] = (float)(v / (1 + exp(-v)));
+            }
+    }
+    test_check_tensor("group_norm + SiLU", y, want, C * HW, TOL);
+    ops.upsample_nearest2x(&ops, y, x, C, H, W);
+    for (int c = 0; c < C; c++)
+        for (int yy = 0; yy < 2 * H; yy++)
+            for (int xx = 0; xx < 2 * W; xx++)
+                want[((size_t)c * 2 * H + yy) * 2 * W + xx] = x[((size_t)c * H + yy / 2) * W + xx / 2];
+    test_check_tensor("upsample_nearest2x", y, want, 4 * C * HW, 0.0);
+    ops.avgpool2(&ops, y, x, C, H, W);
+    for (int c = 0; c < C; c++)
+        for (int yy = 0; yy < H / 2; yy++)
+            for (int xx = 0; xx < W / 2; xx++) {
+                const float *p = x + ((size_t)c * H + 2 * yy) * W + 2 * xx;
+                want[((size_t)c * (H / 2) + yy) * (W / 2) + xx] =
+                    (float)(((double)p[0] + p[1] + p[W] + p[W + 1]) / 4);
+            }
+    test_check_tensor("avgpool2", y, want, C * HW / 4, TOL);
+    free(x), free(w), free(b), free(y), free(want), free(stats);
+}
+
 int main(void)
 {
     moire_ops_cpu_init(&ops, 2);
@@ -491,5 +652,12 @@ int main(void)
         free((void *)mlp.gate_proj_weight), free((void *)mlp.up_proj_weight);
         free((void *)mlp.down_proj_weight);
     }
+    test_layernorm_affine_gelu(9, 72);
+    test_batched_rows(3, 5, 40);
+    test_gather_mean_transpose();
+    test_conv2d(3, 7, 6, 4, 3, 1, 1, 1);
+    test_conv2d(4, 8, 6, 5, 3, 2, 0, 1);
+    test_conv2d(6, 5, 4, 3, 1, 1, 0, 0);
+    test_group_norm_pool(8, 6, 4, 4);
     return test_finish("ops");
 }
