@@ -390,11 +390,25 @@ static void plan_destroy(lt_plan *p)
     if (!p->used)
         return;
     cublasLtMatmulDescDestroy(p->desc);
-    cublasLtMatrixLayoutDestroy(p->a);
-    cublasLtMatrixLayoutDestroy(p->b);
-    cublasLtMatrixLayoutDestroy(p->c);
+    if (p->a)
+        cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b)
+        cublasLtMatrixLayoutDestroy(p->b);
+    if (p->c)
+        cublasLtMatrixLayoutDestroy(p->c);
     memset(p, 0, sizeof *p);
 }
+
+/* Every cuBLASLt call of plan_make: on failure the partly built plan is destroyed (nothing
+ * leaks) and the status returned. */
+#define PLAN_TRY(stmt)                                                                     \
+    do {                                                                                   \
+        cublasStatus_t st_ = (stmt);                                                       \
+        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                \
+            plan_destroy(p);                                                               \
+            return lt_fail(st_, #stmt, __func__);                                          \
+        }                                                                                  \
+    } while (0)
 
 static moire_status plan_make(cuda_backend *cb, lt_plan *p, const lt_key *key)
 {
@@ -404,26 +418,28 @@ static moire_status plan_make(cuda_backend *cb, lt_plan *p, const lt_key *key)
     p->used = true; /* from here on plan_destroy releases what exists */
     const cublasOperation_t ta = key->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t tb = key->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    PLAN_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
+                                            sizeof ta));
+    PLAN_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
+                                            sizeof tb));
     if (key->bias) {
         const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
         const cudaDataType_t bias_type = CUDA_R_32F;
-        LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep,
-                                              sizeof ep));
-        LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                              &bias_type, sizeof bias_type));
+        PLAN_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep,
+                                                sizeof ep));
+        PLAN_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                &bias_type, sizeof bias_type));
     }
     /* Stored shapes: A is m×k (k×m when transposed), B is k×n (n×k when transposed). */
-    LT_TRY(cublasLtMatrixLayoutCreate(&p->a, in_type, (uint64_t)(key->ta ? key->k : key->m),
-                                      (uint64_t)(key->ta ? key->m : key->k), key->lda));
-    LT_TRY(cublasLtMatrixLayoutCreate(&p->b, in_type, (uint64_t)(key->tb ? key->n : key->k),
-                                      (uint64_t)(key->tb ? key->k : key->n), key->ldb));
-    LT_TRY(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)key->m, (uint64_t)key->n,
-                                      key->ldc));
+    PLAN_TRY(cublasLtMatrixLayoutCreate(&p->a, in_type, (uint64_t)(key->ta ? key->k : key->m),
+                                        (uint64_t)(key->ta ? key->m : key->k), key->lda));
+    PLAN_TRY(cublasLtMatrixLayoutCreate(&p->b, in_type, (uint64_t)(key->tb ? key->n : key->k),
+                                        (uint64_t)(key->tb ? key->k : key->n), key->ldb));
+    PLAN_TRY(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)key->m, (uint64_t)key->n,
+                                        key->ldc));
 
     cublasLtMatmulPreference_t pref;
-    LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
+    PLAN_TRY(cublasLtMatmulPreferenceCreate(&pref));
     const uint32_t al = (uint32_t)key->align;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                          &cb->lt_workspace_bytes,
@@ -452,6 +468,7 @@ static moire_status plan_make(cuda_backend *cb, lt_plan *p, const lt_key *key)
     p->key = *key;
     return MOIRE_OK;
 }
+#undef PLAN_TRY
 
 static moire_status plan_get(cuda_backend *cb, const lt_key *key, lt_plan **out)
 {
