@@ -12,6 +12,7 @@
  *    true near-ties.
  */
 #include "kernels.h"
+#include "launch.h"
 
 #include <cfloat>
 #include <cuda_bf16.h>
@@ -77,7 +78,7 @@ extern "C" cudaError_t mk_f32_to_bf16(uint16_t *dst, const float *src, int64_t c
 {
     if (count <= 0)
         return cudaSuccess;
-    f32_to_bf16_kernel<<<grid_for(count, 256), 256, 0, stream>>>(dst, src, count);
+    MK_LAUNCH(grid_for(count, 256), 256, 0, stream, f32_to_bf16_kernel)(dst, src, count);
     return cudaGetLastError();
 }
 
@@ -112,7 +113,7 @@ extern "C" cudaError_t mk_layernorm_modulate(float *y, const float *x, const flo
     if (T <= 0)
         return cudaSuccess;
     const int threads = D >= 1024 ? 256 : D >= 256 ? 128 : 64;
-    layernorm_modulate_kernel<<<T, threads, 0, stream>>>(y, x, shift, scale, D, eps);
+    MK_LAUNCH(T, threads, 0, stream, layernorm_modulate_kernel)(y, x, shift, scale, D, eps);
     return cudaGetLastError();
 }
 
@@ -132,7 +133,7 @@ extern "C" cudaError_t mk_gate_residual(float *x, const float *y, const float *g
     const int64_t count = (int64_t)T * D;
     if (count <= 0)
         return cudaSuccess;
-    gate_residual_kernel<<<grid_for(count, 256), 256, 0, stream>>>(x, y, gate, count, D);
+    MK_LAUNCH(grid_for(count, 256), 256, 0, stream, gate_residual_kernel)(x, y, gate, count, D);
     return cudaGetLastError();
 }
 
@@ -149,7 +150,7 @@ extern "C" cudaError_t mk_silu(float *y, const float *x, int64_t count, cudaStre
 {
     if (count <= 0)
         return cudaSuccess;
-    silu_kernel<<<grid_for(count, 256), 256, 0, stream>>>(y, x, count);
+    MK_LAUNCH(grid_for(count, 256), 256, 0, stream, silu_kernel)(y, x, count);
     return cudaGetLastError();
 }
 
@@ -165,7 +166,7 @@ extern "C" cudaError_t mk_add_bias(float *y, const float *b, int M, int N, cudaS
     const int64_t count = (int64_t)M * N;
     if (count <= 0)
         return cudaSuccess;
-    add_bias_kernel<<<grid_for(count, 256), 256, 0, stream>>>(y, b, count, N);
+    MK_LAUNCH(grid_for(count, 256), 256, 0, stream, add_bias_kernel)(y, b, count, N);
     return cudaGetLastError();
 }
 
@@ -212,7 +213,7 @@ extern "C" cudaError_t mk_router_topk(int32_t *top_ids, float *top_weights, cons
         return cudaSuccess;
     if (E > MK_MOE_MAX_EXPERTS || k > E)
         return cudaErrorInvalidValue;
-    router_topk_kernel<<<(T + 127) / 128, 128, 0, stream>>>(top_ids, top_weights, logits, T,
+    MK_LAUNCH((T + 127) / 128, 128, 0, stream, router_topk_kernel)(top_ids, top_weights, logits, T,
                                                              E, k);
     return cudaGetLastError();
 }
@@ -370,19 +371,19 @@ extern "C" cudaError_t mk_attention(float *out, const float *qkv, int T, int H, 
         k_norm_w = NULL;
     switch (nv) {
     case 1:
-        attention_kernel<1><<<grid, 128, 0, stream>>>(out, qkv, T, H, hd, q_norm_w, q_norm_b,
+        MK_LAUNCH(grid, 128, 0, stream, attention_kernel<1>)(out, qkv, T, H, hd, q_norm_w, q_norm_b,
                                                       k_norm_w, k_norm_b, eps, scale);
         break;
     case 2:
-        attention_kernel<2><<<grid, 128, 0, stream>>>(out, qkv, T, H, hd, q_norm_w, q_norm_b,
+        MK_LAUNCH(grid, 128, 0, stream, attention_kernel<2>)(out, qkv, T, H, hd, q_norm_w, q_norm_b,
                                                       k_norm_w, k_norm_b, eps, scale);
         break;
     case 3:
-        attention_kernel<3><<<grid, 128, 0, stream>>>(out, qkv, T, H, hd, q_norm_w, q_norm_b,
+        MK_LAUNCH(grid, 128, 0, stream, attention_kernel<3>)(out, qkv, T, H, hd, q_norm_w, q_norm_b,
                                                       k_norm_w, k_norm_b, eps, scale);
         break;
     default:
-        attention_kernel<4><<<grid, 128, 0, stream>>>(out, qkv, T, H, hd, q_norm_w, q_norm_b,
+        MK_LAUNCH(grid, 128, 0, stream, attention_kernel<4>)(out, qkv, T, H, hd, q_norm_w, q_norm_b,
                                                       k_norm_w, k_norm_b, eps, scale);
         break;
     }

@@ -20,6 +20,7 @@
  * inner loop without touching the dispatch (docs/CUDA.md).
  */
 #include "kernels.h"
+#include "launch.h"
 
 #include <cuda_runtime.h>
 
@@ -105,7 +106,7 @@ extern "C" cudaError_t mk_moe_route(int32_t *offsets, int32_t *tile_offsets,
 {
     if (E <= 0 || E > MK_MOE_MAX_EXPERTS || k <= 0)
         return cudaErrorInvalidValue;
-    moe_route_kernel<<<1, ROUTE_THREADS, 0, stream>>>(offsets, tile_offsets, sorted_token,
+    MK_LAUNCH(1, ROUTE_THREADS, 0, stream, moe_route_kernel)(offsets, tile_offsets, sorted_token,
                                                       sorted_weight, slot_of_pair, top_ids,
                                                       top_weights, T * k, k, E);
     return cudaGetLastError();
@@ -255,11 +256,11 @@ static cudaError_t launch_grouped(float *out, const float *A, const void *W, int
         return cudaSuccess;
     const dim3 grid((unsigned)((N + BN - 1) / BN), (unsigned)max_tiles);
     if (bf16)
-        grouped_gemm_kernel<uint16_t, DUAL><<<grid, GEMM_THREADS, 0, stream>>>(
+        MK_LAUNCH(grid, GEMM_THREADS, 0, stream, grouped_gemm_kernel<uint16_t, DUAL>)(
             out, A, (const uint16_t *)W, offsets, tile_offsets, sorted_token, dense_rows, E, K,
             N);
     else
-        grouped_gemm_kernel<float, DUAL><<<grid, GEMM_THREADS, 0, stream>>>(
+        MK_LAUNCH(grid, GEMM_THREADS, 0, stream, grouped_gemm_kernel<float, DUAL>)(
             out, A, (const float *)W, offsets, tile_offsets, sorted_token, dense_rows, E, K, N);
     return cudaGetLastError();
 }
@@ -312,7 +313,7 @@ extern "C" cudaError_t mk_moe_combine(float *y, const float *base, const float *
     int64_t blocks = (count + 255) / 256;
     if (blocks > 65535 * 8)
         blocks = 65535 * 8;
-    moe_combine_kernel<<<(unsigned)blocks, 256, 0, stream>>>(y, base, rows, slot_of_pair,
+    MK_LAUNCH((unsigned)blocks, 256, 0, stream, moe_combine_kernel)(y, base, rows, slot_of_pair,
                                                              top_weights, count, D, k);
     return cudaGetLastError();
 }
