@@ -55,12 +55,17 @@ static void check_step_costs(moire_ctx *gpu, const char *label, forward_fn run, 
           (unsigned long long)(moire_ops_cpu_calls() - cpu_calls));
 #ifdef MOIRE_CUDA_EMU
     cuda_emu_counters_get(&emu_after);
-    printf("       %s: one CFG forward = %llu kernel launches + %llu cuBLASLt calls, "
-           "%llu allocations, %llu synchronisations\n",
-           label, (unsigned long long)(emu_after.kernel_launches - emu_before.kernel_launches),
-           (unsigned long long)(emu_after.blas_calls - emu_before.blas_calls),
-           (unsigned long long)(emu_after.device_allocations - emu_before.device_allocations),
-           (unsigned long long)(emu_after.synchronizations - emu_before.synchronizations));
+    const uint64_t emu_allocs = emu_after.device_allocs - emu_before.device_allocs;
+    const uint64_t emu_syncs = emu_after.host_syncs - emu_before.host_syncs;
+    CHECK(emu_allocs == 0 && emu_syncs == 1,
+          "%s: the emulator saw %llu cudaMalloc and %llu host waits in a warmed-up forward",
+          label, (unsigned long long)emu_allocs, (unsigned long long)emu_syncs);
+    printf("       %s: one CFG forward = %llu launches (kernels + cuBLASLt), %llu device "
+           "allocations, %llu host waits, %.2f MB read, %.2f MB written\n",
+           label, (unsigned long long)(emu_after.launches - emu_before.launches),
+           (unsigned long long)emu_allocs, (unsigned long long)emu_syncs,
+           (emu_after.bytes_read - emu_before.bytes_read) / 1e6,
+           (emu_after.bytes_written - emu_before.bytes_written) / 1e6);
 #else
     printf("       %s: one CFG forward = %llu allocations, %llu synchronisations\n", label,
            (unsigned long long)allocations, (unsigned long long)syncs);
@@ -178,19 +183,22 @@ static void check_model(moire_ctx *cpu, moire_ctx *gpu, const char *name)
     moire_model_free(model);
 }
 
+/* A sampling step of an EC-DiT model, as generate.c runs it: the prompts are encoded once
+ * per generation (ecdit_text_encode), each step is one forward of the CFG pair. */
 typedef struct ec_step {
     const moire_model *model;
     int n, side;
     const float *x, *t;
-    const char *const *prompts;
+    const ecdit_text_cond *text;
+    const int *prompt_of;
     float *out;
 } ec_step;
 
 static moire_status run_ec_step(moire_ctx *ctx, void *user_data)
 {
     const ec_step *s = user_data;
-    return moire_forward_text(ctx, s->model, s->n, s->side, s->side, s->x, s->t, s->prompts,
-                              s->out);
+    return ecdit_forward(ctx, s->model, s->n, s->side, s->side, s->x, s->t, s->text,
+                         s->prompt_of, s->out);
 }
 
 /* An EC-DiT model (text encoder + expert choice) on the device against the CPU: a forward
@@ -221,8 +229,13 @@ static void check_ecdit(moire_ctx *cpu, moire_ctx *gpu, const char *file, const 
     const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
     snprintf(label, sizeof label, "%s forward (text encoder, expert choice): cuda vs cpu", base);
     test_check_tensor(label, b, a, (int64_t)(2 * out_per), TOLERANCE);
-    ec_step step = {model, 2, side, x, t, prompts, b};
+    ecdit_text_cond text;
+    const int prompt_of[2] = {0, 1};
+    CHECK(ecdit_text_encode(gpu, model, 2, prompts, &text) == MOIRE_OK, "text: %s",
+          moire_last_error());
+    ec_step step = {model, 2, side, x, t, &text, prompt_of, b};
     check_step_costs(gpu, base, run_ec_step, &step);
+    ecdit_text_cond_free(&text);
 
     moire_generate_params params = moire_generate_params_default();
     params.prompt = prompt;
@@ -334,8 +347,8 @@ int main(void)
     check_ecdit(cpu, gpu, test_data_path("golden/tiny_ecdit.safetensors"), "red apple", 4);
     check_vae(cpu, gpu);
     char embedded[512];
-    snprintf(embedded, sizeof embedded, "%s/models/moire-emoji.safetensors",
-             MOIRE_SOURCE_DATADIR);
+    snprintf(embedded, sizeof embedded, "%s",
+             test_data_path("../data/models/moire-emoji.safetensors"));
     check_ecdit(cpu, gpu, embedded, "red apple", 3);
     moire_ctx_free(gpu);
     moire_ctx_free(cpu);
