@@ -80,10 +80,10 @@ void fiber_prepare(fiber_context &f, void (*entry)())
     f.asan_fake_stack = nullptr;
 #if defined(__x86_64__)
     uint64_t *top = (uint64_t *)(((uintptr_t)(f.stack + f.stack_size)) & ~(uintptr_t)15);
-    top[-1] = 0;                       /* entry's return address: it never returns */
+    top[-1] = 0;                          /* entry's return address: it never returns */
     top[-2] = (uint64_t)(uintptr_t)entry; /* where the switch's `ret` goes */
     for (int r = 3; r <= 8; r++)
-        top[-r] = 0;                   /* rbp rbx r12..r15 */
+        top[-r] = 0; /* rbp rbx r12..r15 */
     f.sp = top - 8;
 #else
     getcontext(&f.uc);

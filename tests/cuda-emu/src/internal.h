@@ -67,8 +67,8 @@ struct shared_variable {
     size_t bytes;
 };
 struct kernel_info {
-    std::string name;                     /* demangled, no parameter list             */
-    std::vector<shared_variable> shared;  /* its __shared__ statics                   */
+    std::string name;                    /* demangled, no parameter list             */
+    std::vector<shared_variable> shared; /* its __shared__ statics                   */
     size_t static_shared_bytes = 0;
     int max_dynamic_shared_bytes = 48 * 1024; /* cudaFuncAttributeMaxDynamicSharedMemorySize */
 };

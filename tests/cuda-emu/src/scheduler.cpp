@@ -98,11 +98,12 @@ void read_settings()
 
 const char *collective_name(collective k)
 {
-    static const char *names[] = {
-        "__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
-        "__ballot_sync", "__any_sync", "__all_sync", "__match_any_sync", "__match_all_sync",
-        "__reduce_add_sync", "__reduce_min_sync", "__reduce_max_sync", "__reduce_min_sync",
-        "__reduce_max_sync", "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync"};
+    static const char *names[] = {"__syncwarp",        "__shfl_sync",       "__shfl_up_sync",
+                                  "__shfl_down_sync",  "__shfl_xor_sync",   "__ballot_sync",
+                                  "__any_sync",        "__all_sync",        "__match_any_sync",
+                                  "__match_all_sync",  "__reduce_add_sync", "__reduce_min_sync",
+                                  "__reduce_max_sync", "__reduce_min_sync", "__reduce_max_sync",
+                                  "__reduce_and_sync", "__reduce_or_sync",  "__reduce_xor_sync"};
     return (unsigned)k < sizeof names / sizeof *names ? names[k] : "a warp collective";
 }
 
@@ -117,10 +118,7 @@ void thread_main()
 }
 
 /* Back to the scheduler; returns when this thread is resumed. */
-void yield_to_host(cuda_thread *self)
-{
-    fiber_switch(self->context, host);
-}
+void yield_to_host(cuda_thread *self) { fiber_switch(self->context, host); }
 
 void resume(cuda_thread *t)
 {
@@ -153,8 +151,8 @@ void allocate_threads()
 std::string thread_name(const cuda_thread &t)
 {
     char buf[96];
-    snprintf(buf, sizeof buf, "thread (%u,%u,%u) (warp %u lane %u)", t.thread_idx.x,
-             t.thread_idx.y, t.thread_idx.z, t.warp, t.lane);
+    snprintf(buf, sizeof buf, "thread (%u,%u,%u) (warp %u lane %u)", t.thread_idx.x, t.thread_idx.y,
+             t.thread_idx.z, t.warp, t.lane);
     return buf;
 }
 
@@ -187,22 +185,26 @@ bool complete_collectives()
             const unsigned m = t.mask;
             const char *name = collective_name(t.kind);
             if (!(m >> l & 1u))
-                fail_at(t, "%s with mask 0x%08x, which does not name the calling lane %d", name,
-                        m, l);
+                fail_at(t, "%s with mask 0x%08x, which does not name the calling lane %d", name, m,
+                        l);
             bool ready = true;
             for (int j = 0; j < 32; j++) {
                 if (!(m >> j & 1u))
                     continue;
                 if (j >= lanes)
-                    fail_at(t, "%s with mask 0x%08x names lane %d, but this warp has only %d "
-                            "lanes (block of %d threads)", name, m, j, lanes, thread_count);
+                    fail_at(t,
+                            "%s with mask 0x%08x names lane %d, but this warp has only %d "
+                            "lanes (block of %d threads)",
+                            name, m, j, lanes, thread_count);
                 const cuda_thread &o = lane0[j];
                 if (o.state == EXITED)
-                    fail_at(t, "%s with mask 0x%08x names lane %d, which has exited: a warp "
+                    fail_at(t,
+                            "%s with mask 0x%08x names lane %d, which has exited: a warp "
                             "collective in divergent code (undefined behaviour on the device)",
                             name, m, j);
                 if (o.state == AT_COLLECTIVE && (o.mask != m || o.kind != t.kind))
-                    fail_at(t, "lanes of warp %d meet at different warp collectives: lane %d "
+                    fail_at(t,
+                            "lanes of warp %d meet at different warp collectives: lane %d "
                             "at %s (mask 0x%08x), lane %d at %s (mask 0x%08x): divergent code",
                             w, l, name, m, j, collective_name(o.kind), o.mask);
                 if (o.state != AT_COLLECTIVE)
@@ -220,8 +222,8 @@ bool complete_collectives()
                 cuda_thread &me = lane0[j];
                 const int width = me.width;
                 if (width < 1 || width > 32 || (width & (width - 1)))
-                    fail_at(me, "%s with width %d: the width must be a power of two up to 32",
-                            name, width);
+                    fail_at(me, "%s with width %d: the width must be a power of two up to 32", name,
+                            width);
                 const int seg = j & ~(width - 1);
                 int src = j;
                 uint64_t r = 0;
@@ -238,8 +240,10 @@ bool complete_collectives()
                         src = j;
                 shuffle:
                     if (!(m >> src & 1u))
-                        fail_at(me, "%s reads lane %d, which is not in the mask 0x%08x "
-                                "(the result is undefined on the device)", name, src, m);
+                        fail_at(me,
+                                "%s reads lane %d, which is not in the mask 0x%08x "
+                                "(the result is undefined on the device)",
+                                name, src, m);
                     r = values[src];
                     break;
                 case COLLECTIVE_BALLOT:
@@ -276,8 +280,12 @@ bool complete_collectives()
                         }
                         switch (me.kind) {
                         case COLLECTIVE_REDUCE_ADD: acc += v; break;
-                        case COLLECTIVE_REDUCE_MIN_SIGNED: acc = (int32_t)v < (int32_t)acc ? v : acc; break;
-                        case COLLECTIVE_REDUCE_MAX_SIGNED: acc = (int32_t)v > (int32_t)acc ? v : acc; break;
+                        case COLLECTIVE_REDUCE_MIN_SIGNED:
+                            acc = (int32_t)v < (int32_t)acc ? v : acc;
+                            break;
+                        case COLLECTIVE_REDUCE_MAX_SIGNED:
+                            acc = (int32_t)v > (int32_t)acc ? v : acc;
+                            break;
                         case COLLECTIVE_REDUCE_MIN_UNSIGNED: acc = v < acc ? v : acc; break;
                         case COLLECTIVE_REDUCE_MAX_UNSIGNED: acc = v > acc ? v : acc; break;
                         case COLLECTIVE_REDUCE_AND: acc &= v; break;
@@ -317,11 +325,12 @@ bool open_barrier_or_fail()
             if (!first_barrier)
                 first_barrier = &t;
             else if (t.site != first_barrier->site)
-                fail_at(t, "divergent __syncthreads: %s waits at %s, %s at %s; every thread of "
+                fail_at(t,
+                        "divergent __syncthreads: %s waits at %s, %s at %s; every thread of "
                         "the block must reach the same barrier",
                         thread_name(*first_barrier).c_str(),
-                        describe_code_address(first_barrier->site).c_str(),
-                        thread_name(t).c_str(), describe_code_address(t.site).c_str());
+                        describe_code_address(first_barrier->site).c_str(), thread_name(t).c_str(),
+                        describe_code_address(t.site).c_str());
         } else if (t.state == AT_COLLECTIVE && !first_collective) {
             first_collective = &t;
         }
@@ -332,14 +341,17 @@ bool open_barrier_or_fail()
         if (exited) {
             static std::map<std::string, bool> warned;
             if (strict)
-                fail_at(*first_barrier, "__syncthreads at %s after %d thread(s) of the block "
+                fail_at(*first_barrier,
+                        "__syncthreads at %s after %d thread(s) of the block "
                         "exited (undefined behaviour by the CUDA programming guide)",
                         describe_code_address(first_barrier->site).c_str(), exited);
             if (!warned[running_info->name]) {
                 warned[running_info->name] = true;
-                fprintf(stderr, "cuda-emu: warning: kernel %s: __syncthreads at %s after %d "
+                fprintf(stderr,
+                        "cuda-emu: warning: kernel %s: __syncthreads at %s after %d "
                         "thread(s) exited (undefined by the programming guide; "
-                        "CUDA_EMU_STRICT=1 makes this an error)\n", running_info->name.c_str(),
+                        "CUDA_EMU_STRICT=1 makes this an error)\n",
+                        running_info->name.c_str(),
                         describe_code_address(first_barrier->site).c_str(), exited);
             }
         }
@@ -367,9 +379,11 @@ bool open_barrier_or_fail()
         const cuda_thread *lane0 = &threads[t.warp * 32];
         for (int j = 0; j < 32; j++)
             if ((t.mask >> j & 1u) && lane0[j].state == AT_BARRIER)
-                fail_at(t, "deadlock: %s (mask 0x%08x) waits for lane %d, which waits at "
+                fail_at(t,
+                        "deadlock: %s (mask 0x%08x) waits for lane %d, which waits at "
                         "__syncthreads (%s) for this lane: a warp collective or barrier in "
-                        "divergent code", collective_name(t.kind), t.mask, j,
+                        "divergent code",
+                        collective_name(t.kind), t.mask, j,
                         describe_code_address(lane0[j].site).c_str());
         fail_at(t, "deadlock: %s (mask 0x%08x) can never complete", collective_name(t.kind),
                 t.mask);
@@ -522,4 +536,3 @@ unsigned active_mask()
 void device_trap(const char *what) { fatal("%s", what); }
 
 } // namespace cuda_emu
-
