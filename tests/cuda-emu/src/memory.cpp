@@ -41,7 +41,10 @@ std::map<uintptr_t, size_t> live;        /* base → bytes */
 std::map<uintptr_t, size_t> freed;       /* base → bytes, for reports (until reused) */
 std::map<uintptr_t, size_t> reusable;    /* freed ranges (with gap), used once bump runs out */
 size_t live_bytes = 0;
-allocation last_hit = {0, 0}; /* the hooks' one-entry cache */
+/* The hooks' cache of recently hit allocations (a kernel reads a few buffers in turn). */
+constexpr int recent_count = 4;
+allocation recent[recent_count] = {};
+int recent_next = 0;
 bool protect = true;
 int open_depth = 0;
 struct sigaction previous_segv;
@@ -190,8 +193,9 @@ cudaError_t device_free(void *ptr)
     live.erase(it);
     live_bytes -= size;
     freed[base] = size;
-    if (last_hit.base == base)
-        last_hit = {0, 0};
+    for (allocation &r : recent)
+        if (r.base == base)
+            r = {0, 0};
     const size_t span = round_up(size, allocation_alignment) + allocation_gap;
     /* Give whole pages back; their contents are gone (0 when touched again). */
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -300,11 +304,17 @@ static inline void on_access(const void *p, size_t size, bool write)
     }
     if (__builtin_expect(a - space_base >= space_end - space_base, 1))
         return;
-    if (!(a >= last_hit.base && a + size <= last_hit.base + last_hit.bytes)) {
+    if (!running_stats)
+        bad_access(a, size, write);
+    bool cached = false;
+    for (const allocation &r : recent)
+        cached |= a - r.base < r.bytes && a + size <= r.base + r.bytes;
+    if (!cached) {
         allocation hit;
-        if (!running_stats || !device_range(p, size, &hit))
+        if (!device_range(p, size, &hit))
             bad_access(a, size, write);
-        last_hit = hit;
+        recent[recent_next] = hit;
+        recent_next = (recent_next + 1) % recent_count;
     }
     if (write)
         running_stats->bytes_written += size, totals.bytes_written += size;

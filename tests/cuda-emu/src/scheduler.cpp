@@ -107,24 +107,54 @@ const char *collective_name(collective k)
     return (unsigned)k < sizeof names / sizeof *names ? names[k] : "a warp collective";
 }
 
+/* A pass hands the turn from thread to thread directly, in `order`, without going back to
+ * the scheduler in between (half the switches); the last runnable thread of the pass returns
+ * to it. Equivalent to resuming each runnable thread of `order` in turn: during a pass only
+ * the scheduler makes threads runnable, and it does so between passes. */
+int pass_position = -1; /* index in `order` of the thread that has the turn */
+
+cuda_thread *next_runnable()
+{
+    for (int k = pass_position + 1; k < thread_count; k++) {
+        cuda_thread *t = &threads[order[k]];
+        if (t->state == RUNNABLE) {
+            pass_position = k;
+            return t;
+        }
+    }
+    return nullptr;
+}
+
+/* Gives the turn to the next runnable thread of the pass (or back to the scheduler); returns
+ * when this thread gets a turn again (never when it has finished). */
+void pass_turn(cuda_thread *self, bool finished)
+{
+    cuda_thread *next = next_runnable();
+    current_thread = next;
+    fiber_switch(self->context, next ? next->context : host, finished);
+}
+
 void thread_main()
 {
     cuda_thread *self = static_cast<cuda_thread *>(current_thread);
     fiber_arrived(self->context);
     running_body->run();
     self->state = EXITED;
-    fiber_switch(self->context, host, true);
+    pass_turn(self, true);
     __builtin_unreachable();
 }
 
-/* Back to the scheduler; returns when this thread is resumed. */
-void yield_to_host(cuda_thread *self) { fiber_switch(self->context, host); }
-
-void resume(cuda_thread *t)
+/* One pass; false when no thread was runnable. */
+bool run_pass()
 {
-    current_thread = t;
-    fiber_switch(host, t->context);
+    pass_position = -1;
+    cuda_thread *first = next_runnable();
+    if (!first)
+        return false;
+    current_thread = first;
+    fiber_switch(host, first->context);
     current_thread = nullptr;
+    return true;
 }
 
 void allocate_threads()
@@ -415,13 +445,7 @@ void run_block()
     for (;;) {
         if (order_mode == 2)
             std::shuffle(order.begin(), order.end(), rng);
-        bool ran = false;
-        for (int i : order)
-            if (threads[i].state == RUNNABLE) {
-                resume(&threads[i]);
-                ran = true;
-            }
-        if (ran)
+        if (run_pass())
             continue;
         if (complete_collectives())
             continue;
@@ -497,7 +521,7 @@ uint64_t warp_collective(collective kind, unsigned mask, uint64_t value, int arg
     self->arg = arg;
     self->width = width;
     self->state = AT_COLLECTIVE;
-    yield_to_host(self);
+    pass_turn(self, false);
     return self->result;
 }
 
@@ -510,7 +534,7 @@ int block_barrier(barrier_reduce reduce, int predicate)
     self->reduce = reduce;
     self->predicate = predicate;
     self->state = AT_BARRIER;
-    yield_to_host(self);
+    pass_turn(self, false);
     self->site = nullptr;
     return self->predicate;
 }
