@@ -78,8 +78,8 @@ void fiber_prepare(fiber_context &f, void (*entry)())
      * switch, at the top of the stack) left their redzones poisoned: clear them. Everything
      * below returned normally. Only the top is cleared: the whole stack for every thread of
      * every block would be most of the emulator's time under ASan. */
-    const size_t top = f.stack_size < ((size_t)32 << 10) ? f.stack_size : (size_t)32 << 10;
-    __asan_unpoison_memory_region(f.stack + f.stack_size - top, top);
+    const size_t dirty = f.stack_size < ((size_t)32 << 10) ? f.stack_size : (size_t)32 << 10;
+    __asan_unpoison_memory_region(f.stack + f.stack_size - dirty, dirty);
 #endif
     f.asan_fake_stack = nullptr;
 #if defined(__x86_64__)

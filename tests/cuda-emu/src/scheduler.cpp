@@ -35,8 +35,6 @@
 
 namespace cuda_emu {
 
-extern uintptr_t dynamic_shared_base, dynamic_shared_capacity;
-extern size_t dynamic_shared_bytes;
 
 thread_view *current_thread = nullptr;
 uint3 block_index = {0, 0, 0};
