@@ -1,8 +1,8 @@
-/* ecdit.cu — the device kernels of EC-DiT (docs/ECDIT.md) and its text encoder: cross-
- * attention, the expert-choice router, the expert-choice MoE, LayerNorm with affine, exact-erf
- * GELU, row gather and the masked mean over prompt tokens. Semantics are those of the CPU
- * reference (engine/ops_cpu.c, engine/text_encoder.c); tests/gpu/test_cuda_kernels.c checks
- * each against a plain C copy of it.
+/* ecdit.cu — the device kernels of EC-DiT (docs/ECDIT.md) and its text encoder: the
+ * expert-choice router, the expert-choice MoE, LayerNorm with affine, exact-erf GELU, row
+ * gather and the masked mean over prompt tokens (cross-attention is in attention.cu).
+ * Semantics are those of the CPU reference (engine/ops_cpu.c, engine/text_encoder.c);
+ * tests/gpu/test_cuda_kernels.c checks each against a plain C copy of it.
  *
  * Expert choice on the device, without host synchronisation:
  *  1. ec_scores_kernel: scores = softmax(h·wᵀ) per token. Each (token, expert) logit is one
@@ -21,35 +21,11 @@
  *     every run.
  */
 #include "kernels.h"
-#include "attention.cuh"
 #include "launch.h"
 #include "reduce.cuh"
 
 #include <cuda_runtime.h>
 #include <math.h>
-
-/* ---- cross-attention (attention.cuh) -------------------------------------------------- */
-
-extern "C" cudaError_t mk_cross_attention(float *out, const float *q, int ldq, const float *k,
-                                          const float *v, int ldkv, int Tq, int Tk, int H,
-                                          int hd, cudaStream_t stream)
-{
-    if (Tq <= 0)
-        return cudaSuccess;
-    attention_args a = {};
-    a.out = out;
-    a.q = q;
-    a.k = k;
-    a.v = v;
-    a.ldq = ldq;
-    a.ldkv = ldkv;
-    a.ldo = (int64_t)H * hd;
-    a.Tq = Tq;
-    a.Tk = Tk;
-    a.hd = hd;
-    a.scale = 1.0f / sqrtf((float)hd);
-    return att_launch(a, H, 1, stream);
-}
 
 /* ---- expert-choice router: scores ------------------------------------------------------ */
 
