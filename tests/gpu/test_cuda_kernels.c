@@ -874,6 +874,8 @@ int main(void)
     test_cross_attention(40, 70, 70, 2, 200, false);
     test_cross_attention(64, 64, 64, 1, 512, false); /* the VAE's single head */
     test_cross_attention(9, 33, 33, 1, 700, false);
+    test_cross_attention(11, 21, 21, 1, 300, false);
+    test_cross_attention(5, 9, 9, 1, 1024, false); /* the widest head supported */
     if (!quick) {
         test_cross_attention(7, 4096, 4100, 2, 72, false);
         test_cross_attention(16384, 77, 77, 1, 72, false);
@@ -892,9 +894,10 @@ int main(void)
     if (!quick) {
         test_router_expert_choice(1, 4096, 0, 128, 16, 1.0f, true);
         test_router_expert_choice(1, 5000, 0, 32, 4, 1.0f, true);
-    } else {
-        test_router_expert_choice(1, 1024, 0, 32, 4, 1.0f, true);
     }
+    /* the largest group the shared-memory sort takes, and one token more (ranking) */
+    test_router_expert_choice(1, MK_EC_SORT_MAX, 0, 8, 2, 1.0f, true);
+    test_router_expert_choice(1, MK_EC_SORT_MAX + 1, 0, 8, 2, 1.5f, true);
 
     /* expert-choice MoE: every expert M rows (0, 1, some, all of N), shared or not, bf16 */
     test_moe_expert_choice(100, 96, 40, 48, 4, 30, false);
