@@ -867,8 +867,10 @@ int main(void)
     test_attention_n(3, 7, 2, 88, false);
     test_attention_n(1, 1, 4, 128, true);
     test_attention_n(2, 33, 2, 18, true);
-    if (!quick)
+    if (!quick) {
         test_attention_n(2, 1024, 2, 72, true);
+        test_attention_n(1, 4096, 1, 72, true);
+    }
 
     /* text encoder self-attention (packed, keys stop at the prompt length) and DiT cross-
      * attention to the text (separate buffers, odd strides) */
