@@ -904,9 +904,13 @@ int main(void)
         test_router_expert_choice(1, 4096, 0, 128, 16, 1.0f, true);
         test_router_expert_choice(1, 5000, 0, 32, 4, 1.0f, true);
     }
-    /* the largest group the shared-memory sort takes, and one token more (ranking) */
+    /* the largest group the shared-memory sort takes; one token more (radix selection of
+     * C ≤ MK_EC_SORT_MAX, then the sort), with a short last group too; C above
+     * MK_EC_SORT_MAX (ranking) */
     test_router_expert_choice(1, MK_EC_SORT_MAX, 0, 8, 2, 1.0f, true);
     test_router_expert_choice(1, MK_EC_SORT_MAX + 1, 0, 8, 2, 1.5f, true);
+    test_router_expert_choice(2, 6000, 5000, 8, 4, 2.0f, true);
+    test_router_expert_choice(1, MK_EC_SORT_MAX + 1, 0, 8, 2, 2.5f, true);
 
     /* expert-choice MoE: every expert M rows (0, 1, some, all of N), shared or not, bf16 */
     test_moe_expert_choice(100, 96, 40, 48, 4, 30, false);
