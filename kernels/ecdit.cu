@@ -1,8 +1,8 @@
-/* ecdit.cu — the device kernels of EC-DiT (docs/ECDIT.md) and its text encoder: cross-
- * attention, the expert-choice router, the expert-choice MoE, LayerNorm with affine, exact-erf
- * GELU, row gather and the masked mean over prompt tokens. Semantics are those of the CPU
- * reference (engine/ops_cpu.c, engine/text_encoder.c); tests/gpu/test_cuda_kernels.c checks
- * each against a plain C copy of it.
+/* ecdit.cu — the device kernels of EC-DiT (docs/ECDIT.md) and its text encoder: the
+ * expert-choice router, the expert-choice MoE, LayerNorm with affine, exact-erf GELU, row
+ * gather and the masked mean over prompt tokens (cross-attention is in attention.cu).
+ * Semantics are those of the CPU reference (engine/ops_cpu.c, engine/text_encoder.c);
+ * tests/gpu/test_cuda_kernels.c checks each against a plain C copy of it.
  *
  * Expert choice on the device, without host synchronisation:
  *  1. ec_scores_kernel: scores = softmax(h·wᵀ) per token. Each (token, expert) logit is one
@@ -12,44 +12,21 @@
  *     h and w stream through shared memory in chunks of 32 columns, 16 tokens per block.
  *  2. ec_select_kernel: one block per (image, group, expert) sorts the group's column of
  *     scores in shared memory (bitonic, 64-bit keys: descending score, then ascending token
- *     — a total order, so no tie can come out differently) and keeps the top C. Groups
- *     larger than MK_EC_SORT_MAX use ec_rank_kernel (rank = number of keys before a key,
- *     O(S²) but exact and tiled through shared memory).
+ *     — a total order, so no tie can come out differently) and keeps the top C. Larger
+ *     groups: ec_select_large_kernel (radix selection of the C-th key, then the same sort of
+ *     the C keys) when C ≤ MK_EC_SORT_MAX, else ec_rank_kernel (rank = number of keys
+ *     before a key, O(S²) but exact).
  *  3. mk_moe_expert_choice: every expert has exactly M rows, so moe.cu's grouped GEMMs run
  *     with offsets e·M built on the device; the combine reads an inverse map slot_of[e, N]
  *     (−1 where e did not take t) and sums experts in id order: no atomics, the same bits
  *     every run.
  */
 #include "kernels.h"
-#include "attention.cuh"
 #include "launch.h"
 #include "reduce.cuh"
 
 #include <cuda_runtime.h>
 #include <math.h>
-
-/* ---- cross-attention (attention.cuh) -------------------------------------------------- */
-
-extern "C" cudaError_t mk_cross_attention(float *out, const float *q, int ldq, const float *k,
-                                          const float *v, int ldkv, int Tq, int Tk, int H,
-                                          int hd, cudaStream_t stream)
-{
-    if (Tq <= 0)
-        return cudaSuccess;
-    attention_args a = {};
-    a.out = out;
-    a.q = q;
-    a.k = k;
-    a.v = v;
-    a.ldq = ldq;
-    a.ldkv = ldkv;
-    a.ldo = (int64_t)H * hd;
-    a.Tq = Tq;
-    a.Tk = Tk;
-    a.hd = hd;
-    a.scale = 1.0f / sqrtf((float)hd);
-    return att_launch(a, H, 1, stream);
-}
 
 /* ---- expert-choice router: scores ------------------------------------------------------ */
 
@@ -176,6 +153,27 @@ static __device__ ec_group ec_group_of(int block, int T, int G, int groups_per_i
     return g;
 }
 
+/* Sorts keys[P] (P a power of two) ascending in shared memory, with the whole block; ends
+ * with a barrier. */
+static __device__ void ec_bitonic_sort(unsigned long long *keys, int P)
+{
+    for (int k = 2; k <= P; k <<= 1)
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int i = threadIdx.x; i < P; i += blockDim.x) {
+                const int partner = i ^ j;
+                if (partner > i) {
+                    const unsigned long long a = keys[i], b = keys[partner];
+                    const bool ascending = (i & k) == 0;
+                    if ((a > b) == ascending) {
+                        keys[i] = b;
+                        keys[partner] = a;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+}
+
 static __global__ void __launch_bounds__(1024)
 ec_select_kernel(int32_t *tokens, float *gates, const float *scores, int T, int G,
                  int groups_per_image, int slots, int C_full, int C_last, int64_t M, int E)
@@ -189,22 +187,7 @@ ec_select_kernel(int32_t *tokens, float *gates, const float *scores, int T, int 
     for (int i = tid; i < P; i += blockDim.x)
         keys[i] = i < g.S ? ec_key(scores[(g.first + i) * E + e], i) : ~0ull;
     __syncthreads();
-    /* bitonic sort, ascending */
-    for (int k = 2; k <= P; k <<= 1)
-        for (int j = k >> 1; j > 0; j >>= 1) {
-            for (int i = tid; i < P; i += blockDim.x) {
-                const int partner = i ^ j;
-                if (partner > i) {
-                    const unsigned long long a = keys[i], b = keys[partner];
-                    const bool ascending = (i & k) == 0;
-                    if ((a > b) == ascending) {
-                        keys[i] = b;
-                        keys[partner] = a;
-                    }
-                }
-            }
-            __syncthreads();
-        }
+    ec_bitonic_sort(keys, P);
     for (int c = tid; c < g.C; c += blockDim.x) {
         const int index = (int)(keys[c] & 0xffffffffu);
         const int64_t token = g.first + index;
@@ -213,8 +196,77 @@ ec_select_kernel(int32_t *tokens, float *gates, const float *scores, int T, int 
     }
 }
 
-/* Groups above MK_EC_SORT_MAX tokens: each key's rank among the group's (keys are distinct)
- * counted against chunks of MK_EC_SORT_MAX keys staged in shared memory. */
+/* Groups above MK_EC_SORT_MAX tokens whose capacity C is at most MK_EC_SORT_MAX (the usual
+ * case: C ≈ S·f/E): radix selection of the C-th smallest key, 8 bits at a time over the 64
+ * (keys are distinct, so after 8 passes the prefix is that key), then the C keys up to it
+ * are gathered into shared memory and sorted. The histograms count with shared integer
+ * atomics (exact); the gathering order depends on timing, but the sort that follows does
+ * not, so the output is deterministic. */
+static __global__ void __launch_bounds__(1024)
+ec_select_large_kernel(int32_t *tokens, float *gates, const float *scores, int T, int G,
+                       int groups_per_image, int slots, int C_full, int C_last, int64_t M,
+                       int E)
+{
+    __shared__ unsigned long long keys[MK_EC_SORT_MAX];
+    __shared__ int histogram[256];
+    __shared__ unsigned long long prefix_shared, mask_shared;
+    __shared__ int want_shared, gathered;
+    const ec_group g = ec_group_of(blockIdx.x, T, G, groups_per_image, slots, C_full, C_last);
+    const int e = blockIdx.y, tid = threadIdx.x;
+    if (g.C <= 0)
+        return;
+    if (tid == 0) {
+        prefix_shared = 0;
+        mask_shared = 0;
+        want_shared = g.C - 1; /* 0-based rank of the last key taken */
+        gathered = 0;
+    }
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        for (int b = tid; b < 256; b += blockDim.x)
+            histogram[b] = 0;
+        __syncthreads(); /* also publishes the previous pass's prefix */
+        const unsigned long long prefix = prefix_shared, mask = mask_shared;
+        for (int i = tid; i < g.S; i += blockDim.x) {
+            const unsigned long long key = ec_key(scores[(g.first + i) * E + e], i);
+            if ((key & mask) == prefix)
+                atomicAdd(&histogram[(int)((key >> shift) & 255u)], 1);
+        }
+        __syncthreads();
+        if (tid == 0) {
+            int want = want_shared, digit = 0;
+            while (want >= histogram[digit]) /* the digit bucket holding rank `want` */
+                want -= histogram[digit++];
+            want_shared = want;
+            prefix_shared = prefix | ((unsigned long long)digit << shift);
+            mask_shared = mask | (255ull << shift);
+        }
+        __syncthreads(); /* thread 0 is done reading the histogram before it is cleared */
+    }
+    const unsigned long long last = prefix_shared; /* the C-th smallest key */
+    for (int i = tid; i < g.S; i += blockDim.x) {
+        const unsigned long long key = ec_key(scores[(g.first + i) * E + e], i);
+        if (key <= last)
+            keys[atomicAdd(&gathered, 1)] = key;
+    }
+    int P = 1;
+    while (P < g.C)
+        P <<= 1;
+    __syncthreads();
+    for (int i = g.C + tid; i < P; i += blockDim.x)
+        keys[i] = ~0ull;
+    __syncthreads();
+    ec_bitonic_sort(keys, P);
+    for (int c = tid; c < g.C; c += blockDim.x) {
+        const int index = (int)(keys[c] & 0xffffffffu);
+        const int64_t token = g.first + index;
+        tokens[(int64_t)e * M + g.out + c] = (int32_t)token;
+        gates[(int64_t)e * M + g.out + c] = scores[token * E + e];
+    }
+}
+
+/* Groups above MK_EC_SORT_MAX tokens with C above it too (capacity factors near E): each
+ * key's rank among the group's (keys are distinct) counted against chunks of MK_EC_SORT_MAX
+ * keys staged in shared memory. O(S²), exact. */
 static __global__ void __launch_bounds__(1024)
 ec_rank_kernel(int32_t *tokens, float *gates, const float *scores, int T, int G,
                int groups_per_image, int slots, int C_full, int C_last, int64_t M, int E)
@@ -287,6 +339,10 @@ extern "C" cudaError_t mk_router_expert_choice(float *scores, int32_t *tokens, f
         MK_LAUNCH(grid, threads, 0, stream, ec_select_kernel)(tokens, gates, scores, T, G,
                                                               groups_per_image, slots, C_full,
                                                               C_last, M, E);
+    } else if (C_full <= MK_EC_SORT_MAX && C_last <= MK_EC_SORT_MAX) {
+        MK_LAUNCH(grid, 1024, 0, stream, ec_select_large_kernel)(tokens, gates, scores, T, G,
+                                                                 groups_per_image, slots,
+                                                                 C_full, C_last, M, E);
     } else {
         MK_LAUNCH(grid, 1024, 0, stream, ec_rank_kernel)(tokens, gates, scores, T, G,
                                                          groups_per_image, slots, C_full,

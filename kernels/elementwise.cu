@@ -1,7 +1,7 @@
 /* elementwise.cu — the small kernels of the CUDA backend: LayerNorm·modulate, gate·residual
- * (one image or n at once), SiLU, bias, fp32 → bf16, the router's softmax + top-k, and
- * self-attention (the kernels are in attention.cuh: online softmax, no T×T matrix). fp32
- * throughout; each is judged against engine/ops_cpu.c by tests/gpu/.
+ * (one image or n at once), SiLU, bias, fp32 → bf16 and the router's softmax + top-k
+ * (attention is in attention.cu). fp32 throughout; each is judged against engine/ops_cpu.c
+ * by tests/gpu/.
  *
  * Precision notes (why the results match the CPU reference to ~1e-6 relative):
  *  - LayerNorm statistics are two-pass (mean, then squared deviations) in fp32 with a
@@ -13,7 +13,6 @@
  *    true near-ties.
  */
 #include "kernels.h"
-#include "attention.cuh"
 #include "launch.h"
 #include "reduce.cuh"
 
@@ -208,45 +207,4 @@ extern "C" cudaError_t mk_router_topk(int32_t *top_ids, float *top_weights, cons
     MK_LAUNCH((T + 127) / 128, 128, 0, stream, router_topk_kernel)(top_ids, top_weights, logits,
                                                                      T, E, k);
     return cudaGetLastError();
-}
-
-/* ---- attention (attention.cuh) ------------------------------------------------------- */
-
-extern "C" cudaError_t mk_attention_n(float *out, const float *qkv, int n, int T, int H, int hd,
-                                      const float *q_norm_w, const float *q_norm_b,
-                                      const float *k_norm_w, const float *k_norm_b, float eps,
-                                      cudaStream_t stream)
-{
-    if (n <= 0 || T <= 0)
-        return cudaSuccess;
-    if (hd <= 0 || hd > 128 || H <= 0)
-        return cudaErrorInvalidValue;
-    const int64_t D = (int64_t)H * hd;
-    attention_args a = {};
-    a.out = out;
-    a.q = qkv;
-    a.k = qkv + D;
-    a.v = qkv + 2 * D;
-    a.ldq = a.ldkv = 3 * D;
-    a.ldo = D;
-    a.q_batch = a.kv_batch = (int64_t)T * 3 * D;
-    a.o_batch = (int64_t)T * D;
-    a.Tq = a.Tk = T;
-    a.hd = hd;
-    a.q_norm_w = q_norm_w; /* both norms or neither (ops.h) */
-    a.q_norm_b = q_norm_b;
-    a.k_norm_w = q_norm_w ? k_norm_w : NULL;
-    a.k_norm_b = k_norm_b;
-    a.eps = eps;
-    a.scale = 1.0f / sqrtf((float)hd);
-    return att_launch(a, H, n, stream);
-}
-
-extern "C" cudaError_t mk_attention(float *out, const float *qkv, int T, int H, int hd,
-                                    const float *q_norm_w, const float *q_norm_b,
-                                    const float *k_norm_w, const float *k_norm_b, float eps,
-                                    cudaStream_t stream)
-{
-    return mk_attention_n(out, qkv, 1, T, H, hd, q_norm_w, q_norm_b, k_norm_w, k_norm_b, eps,
-                          stream);
 }

@@ -114,8 +114,9 @@ cudaError_t mk_cross_attention(float *out, const float *q, int ldq, const float 
  * the C = moire_ec_capacity(S, E, f) tokens with the largest scores[:, e], descending, ties
  * → lower token index: tokens[E, M] (global row indices), gates[E, M] (their scores),
  * M = n · moire_ec_slots_per_image(T, group, E, f). E ≤ MK_MOE_MAX_EXPERTS. Groups of up to
- * MK_EC_SORT_MAX tokens are sorted in shared memory; larger ones take a slower O(S²)
- * ranking (still exact). */
+ * MK_EC_SORT_MAX tokens are sorted in shared memory; larger ones select their C-th key by
+ * radix selection and sort the C keys when C ≤ MK_EC_SORT_MAX, else take an O(S²) ranking
+ * (all exact, same results). */
 #define MK_EC_SORT_MAX 4096
 cudaError_t mk_router_expert_choice(float *scores, int32_t *tokens, float *gates, const float *h,
                                     const float *w, int n, int T, int group, int D, int E,

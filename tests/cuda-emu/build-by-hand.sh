@@ -16,7 +16,7 @@ E=$R/tests/cuda-emu
 CXXF="-std=c++17 -O2 -g -Wall -Wextra -Wno-unused-parameter -I$E/include $X"
 # Kernel files: C++ with ThreadSanitizer's instrumentation only (no TSan runtime: the emulator
 # defines the hooks, counts the global-memory bytes and checks every device access).
-KF="-std=c++17 -O2 -g -ffp-contract=off -fsanitize=thread -Wall -Wno-unknown-pragmas -DMOIRE_CUDA_EMU -I$E/include -I$R/kernels"
+KF="-std=c++17 -O2 -g -ffp-contract=off -fno-thread-jumps -fsanitize=thread -Wall -Wno-unknown-pragmas -DMOIRE_CUDA_EMU -I$E/include -I$R/kernels"
 CF="-std=c11 -O2 -g -D_GNU_SOURCE -fopenmp -DMOIRE_HAVE_CUDA=1 -DMOIRE_CUDA_EMU -I$E/include -I$R/kernels -I$R/engine -I$B/engine -I$R/tests $(pkg-config --cflags glib-2.0 json-glib-1.0) $X"
 LIBS="$B/engine/libmoire.a -lopenblas $(pkg-config --libs glib-2.0 json-glib-1.0 libpng) -lm"
 cd "$O"
@@ -30,9 +30,9 @@ gcc $CF -c "$R/kernels/ops_cuda.c" -o ops_cuda.o
 gcc $CF -DMOIRE_DATADIR='"/nonexistent"' -DMOIRE_SOURCE_DATADIR="\"$R/data\"" -c "$R/engine/context.c" -o context_cuda.o
 gcc $CF -c "$R/engine/bench.c" -o bench_cuda.o
 gcc $CF -DMOIRE_TEST_DATA="\"$R/tests\"" -c "$R/tests/test_util.c" -o test_util.o
-for t in ops golden; do
+for t in ops golden kernels; do
     gcc $CF -DMOIRE_TEST_DATA="\"$R/tests\"" -c "$R/tests/gpu/test_cuda_$t.c" -o "test_cuda_$t.o"
     g++ -fopenmp $X -o "test_cuda_$t" "test_cuda_$t.o" test_util.o context_cuda.o bench_cuda.o \
         ops_cuda.o $K emu_*.o $LIBS
 done
-echo "built $O/test_cuda_ops $O/test_cuda_golden"
+echo "built $O/test_cuda_ops $O/test_cuda_golden $O/test_cuda_kernels"

@@ -10,10 +10,13 @@
  *
  * Tolerance: relative L2 error ≤ 1e-5 (≤ 1e-2 with bf16 expert weights); index outputs and
  * pure data movement exactly. Exits 77 (skip) when no CUDA device is visible; under the CUDA
- * emulator (tests/cuda-emu) there always is one. MOIRE_KERNELS_TEST_QUICK=1 leaves out the
- * largest shapes (for the emulator, which runs every GPU thread on the CPU).
+ * emulator (tests/cuda-emu) there always is one. The largest shapes are left out when
+ * MOIRE_KERNELS_TEST_QUICK=1, and by default on the emulator (built with MOIRE_CUDA_EMU: it
+ * runs every GPU thread on the CPU), where MOIRE_KERNELS_TEST_QUICK=0 brings them back.
  */
-#include "kernels.h"
+/* By path, so that no build needs kernels/ on its include path for this one header (the gpu
+ * suite and the emulator's gpu-emu suite both build this file). */
+#include "../../kernels/kernels.h"
 #include "test_util.h"
 
 #include <cuda_runtime_api.h>
@@ -845,7 +848,11 @@ int main(void)
         return 77;
     }
     const char *q = getenv("MOIRE_KERNELS_TEST_QUICK");
+#ifdef MOIRE_CUDA_EMU
+    quick = !q || !*q || strcmp(q, "0") != 0;
+#else
     quick = q && *q && strcmp(q, "0") != 0;
+#endif
 
     test_empty_launches();
 
@@ -860,8 +867,10 @@ int main(void)
     test_attention_n(3, 7, 2, 88, false);
     test_attention_n(1, 1, 4, 128, true);
     test_attention_n(2, 33, 2, 18, true);
-    if (!quick)
+    if (!quick) {
         test_attention_n(2, 1024, 2, 72, true);
+        test_attention_n(1, 4096, 1, 72, true);
+    }
 
     /* text encoder self-attention (packed, keys stop at the prompt length) and DiT cross-
      * attention to the text (separate buffers, odd strides) */
@@ -874,6 +883,8 @@ int main(void)
     test_cross_attention(40, 70, 70, 2, 200, false);
     test_cross_attention(64, 64, 64, 1, 512, false); /* the VAE's single head */
     test_cross_attention(9, 33, 33, 1, 700, false);
+    test_cross_attention(11, 21, 21, 1, 300, false);
+    test_cross_attention(5, 9, 9, 1, 1024, false); /* the widest head supported */
     if (!quick) {
         test_cross_attention(7, 4096, 4100, 2, 72, false);
         test_cross_attention(16384, 77, 77, 1, 72, false);
@@ -892,9 +903,14 @@ int main(void)
     if (!quick) {
         test_router_expert_choice(1, 4096, 0, 128, 16, 1.0f, true);
         test_router_expert_choice(1, 5000, 0, 32, 4, 1.0f, true);
-    } else {
-        test_router_expert_choice(1, 1024, 0, 32, 4, 1.0f, true);
     }
+    /* the largest group the shared-memory sort takes; one token more (radix selection of
+     * C ≤ MK_EC_SORT_MAX, then the sort), with a short last group too; C above
+     * MK_EC_SORT_MAX (ranking) */
+    test_router_expert_choice(1, MK_EC_SORT_MAX, 0, 8, 2, 1.0f, true);
+    test_router_expert_choice(1, MK_EC_SORT_MAX + 1, 0, 8, 2, 1.5f, true);
+    test_router_expert_choice(2, 6000, 5000, 8, 4, 2.0f, true);
+    test_router_expert_choice(1, MK_EC_SORT_MAX + 1, 0, 8, 2, 2.5f, true);
 
     /* expert-choice MoE: every expert M rows (0, 1, some, all of N), shared or not, bf16 */
     test_moe_expert_choice(100, 96, 40, 48, 4, 30, false);

@@ -1,7 +1,8 @@
-/* attention.cuh — the attention kernels (online softmax, no Tq×Tk matrix anywhere), shared by
- * elementwise.cu (self-attention over a packed qkv with optional qk-norm, mk_attention_n)
- * and ecdit.cu (cross-attention with strided q, k, v and a key count, mk_cross_attention).
- * Included by both; everything here is static, so each file gets its own instantiations.
+/* attention.cu — attention on the device (online softmax, no Tq×Tk matrix anywhere): the
+ * DiT's self-attention over a packed qkv with optional qk-norm, one image or n at once
+ * (mk_attention, mk_attention_n), and cross-attention with strided q, k, v and a key count
+ * (mk_cross_attention: EC-DiT's cross-attention to the text, the text encoder's masked
+ * self-attention, the VAE's single-head attention with hd 512).
  *
  * Two kernels, picked by head size:
  *  - attention_small_kernel<NV> (hd ≤ 128, NV = ⌈hd/32⌉): a block = 16 query rows of one
@@ -19,9 +20,7 @@
  * o = o·e^(m−m') + Σ_j p_j v_j, out = o / l. q is pre-multiplied by 1/√hd. Every
  * reduction has a fixed order, so a run is bit-reproducible.
  */
-#ifndef MOIRE_KERNELS_ATTENTION_CUH
-#define MOIRE_KERNELS_ATTENTION_CUH
-
+#include "kernels.h"
 #include "launch.h"
 
 #include <cuda_runtime.h>
@@ -331,4 +330,66 @@ static cudaError_t att_launch(const attention_args &a, int H, int n, cudaStream_
     return cudaGetLastError();
 }
 
-#endif /* MOIRE_KERNELS_ATTENTION_CUH */
+/* ---- launchers ------------------------------------------------------------------- */
+
+extern "C" cudaError_t mk_attention_n(float *out, const float *qkv, int n, int T, int H, int hd,
+                                      const float *q_norm_w, const float *q_norm_b,
+                                      const float *k_norm_w, const float *k_norm_b, float eps,
+                                      cudaStream_t stream)
+{
+    if (n <= 0 || T <= 0)
+        return cudaSuccess;
+    if (hd <= 0 || hd > 128 || H <= 0)
+        return cudaErrorInvalidValue;
+    const int64_t D = (int64_t)H * hd;
+    attention_args a = {};
+    a.out = out;
+    a.q = qkv;
+    a.k = qkv + D;
+    a.v = qkv + 2 * D;
+    a.ldq = a.ldkv = 3 * D;
+    a.ldo = D;
+    a.q_batch = a.kv_batch = (int64_t)T * 3 * D;
+    a.o_batch = (int64_t)T * D;
+    a.Tq = a.Tk = T;
+    a.hd = hd;
+    a.q_norm_w = q_norm_w; /* both norms or neither (ops.h) */
+    a.q_norm_b = q_norm_b;
+    a.k_norm_w = q_norm_w ? k_norm_w : NULL;
+    a.k_norm_b = k_norm_b;
+    a.eps = eps;
+    a.scale = 1.0f / sqrtf((float)hd);
+    return att_launch(a, H, n, stream);
+}
+
+extern "C" cudaError_t mk_attention(float *out, const float *qkv, int T, int H, int hd,
+                                    const float *q_norm_w, const float *q_norm_b,
+                                    const float *k_norm_w, const float *k_norm_b, float eps,
+                                    cudaStream_t stream)
+{
+    return mk_attention_n(out, qkv, 1, T, H, hd, q_norm_w, q_norm_b, k_norm_w, k_norm_b, eps,
+                          stream);
+}
+
+/* ---- cross-attention ------------------------------------------------------------------ */
+
+extern "C" cudaError_t mk_cross_attention(float *out, const float *q, int ldq, const float *k,
+                                          const float *v, int ldkv, int Tq, int Tk, int H,
+                                          int hd, cudaStream_t stream)
+{
+    if (Tq <= 0)
+        return cudaSuccess;
+    attention_args a = {};
+    a.out = out;
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.ldq = ldq;
+    a.ldkv = ldkv;
+    a.ldo = (int64_t)H * hd;
+    a.Tq = Tq;
+    a.Tk = Tk;
+    a.hd = hd;
+    a.scale = 1.0f / sqrtf((float)hd);
+    return att_launch(a, H, 1, stream);
+}
