@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <glib/gi18n-lib.h>
+#include <math.h>
 #include <string.h>
 
 #include "moire-generation-panel.h"
@@ -33,6 +34,8 @@ struct _MoireGenerationPanel
   gboolean              updating_model_dropdown;
 
   MoireJob             *job;
+  GQueue                queue;             /* MoireJob waiting to run, oldest first */
+  gboolean              can_queue;
   gboolean              has_last_seed;
   guint64               last_seed;
   gint64                job_started_us;
@@ -90,6 +93,9 @@ struct _MoireGenerationPanel
   GtkSpinButton        *dmcmc_steps_spin;
   GtkButton            *generate_button;
   GtkButton            *cancel_button;
+  GtkWidget            *queue_box;
+  GtkLabel             *queue_label;
+  GtkScrolledWindow    *sidebar_scroller;
   GtkStack             *preview_stack;
   GtkPicture           *preview_picture;
   GtkLabel             *preview_badge;
@@ -139,6 +145,7 @@ static const char panel_css[] =
   ".moire-thumbnail { border-radius: 4px; }\n";
 
 static void update_actions      (MoireGenerationPanel *self);
+static void start_next_queued   (MoireGenerationPanel *self);
 static void show_item           (MoireGenerationPanel *self,
                                  MoireHistoryItem     *item);
 
@@ -412,6 +419,25 @@ run_file_chooser (MoireGenerationPanel *self,
     }
   if (suggested_name != NULL)
     gtk_file_chooser_set_current_name (GTK_FILE_CHOOSER (chooser), suggested_name);
+  if (action == GTK_FILE_CHOOSER_ACTION_SAVE)
+    {
+      /* The folder saved to last time, else Pictures (never the process's working
+       * directory, which for a desktop launch is $HOME or /). */
+      g_autofree char *folder = self->gsettings != NULL
+                                  ? g_settings_get_string (self->gsettings, "save-folder") : NULL;
+      const char *pictures = g_get_user_special_dir (G_USER_DIRECTORY_PICTURES);
+      g_autoptr(GFile) start = NULL;
+
+      if (folder != NULL && *folder != '\0' && g_file_test (folder, G_FILE_TEST_IS_DIR))
+        start = g_file_new_for_path (folder);
+      else if (pictures != NULL && g_file_test (pictures, G_FILE_TEST_IS_DIR))
+        start = g_file_new_for_path (pictures);
+      if (start != NULL)
+        gtk_file_chooser_set_current_folder (GTK_FILE_CHOOSER (chooser), start, NULL);
+      /* where the chooser starts, for the tests (a native chooser cannot be asked) */
+      g_object_set_data_full (G_OBJECT (self), "moire-save-start",
+                              start != NULL ? g_file_get_path (start) : NULL, g_free);
+    }
   g_object_set_data (G_OBJECT (chooser), "moire-func", func);
   g_signal_connect (chooser, "response", G_CALLBACK (on_chooser_response), g_object_ref (self));
   gtk_native_dialog_show (GTK_NATIVE_DIALOG (chooser));
@@ -544,8 +570,7 @@ static void
 set_busy (MoireGenerationPanel *self,
           gboolean              busy)
 {
-  gtk_widget_set_visible (GTK_WIDGET (self->generate_button), !busy);
-  gtk_widget_set_visible (GTK_WIDGET (self->cancel_button), busy);
+  (void) busy; /* Generate stays: while one runs it queues the next; Stop follows the action */
   update_actions (self);
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_BUSY]);
 }
@@ -696,6 +721,7 @@ job_done (GObject      *source,
         }
       set_busy (self, FALSE);
       g_signal_emit (self, signals[SIGNAL_FINISHED], 0, FALSE);
+      start_next_queued (self);
       return;
     }
 
@@ -734,6 +760,55 @@ job_done (GObject      *source,
 
   set_busy (self, FALSE);
   g_signal_emit (self, signals[SIGNAL_FINISHED], 0, TRUE);
+  start_next_queued (self);
+}
+
+static void
+update_queue_label (MoireGenerationPanel *self)
+{
+  guint waiting = self->queue.length;
+
+  gtk_widget_set_visible (self->queue_box, waiting > 0);
+  if (waiting > 0)
+    {
+      /* Translators: under Generate while generations wait their turn */
+      g_autofree char *text = g_strdup_printf (g_dngettext (GETTEXT_PACKAGE, "%u more queued",
+                                                            "%u more queued", waiting),
+                                               waiting);
+
+      gtk_label_set_text (self->queue_label, text);
+    }
+  update_actions (self);
+}
+
+/* Starts `job` (the panel takes a reference) and shows that it runs. */
+static void
+start_job (MoireGenerationPanel *self,
+           MoireJob             *job)
+{
+  self->stream_round = 0;
+  g_signal_connect (job, "round", G_CALLBACK (on_job_round), self);
+  g_signal_connect (job, "progress", G_CALLBACK (on_job_progress), self);
+  g_signal_connect (job, "preview", G_CALLBACK (on_job_preview), self);
+  g_signal_connect (job, "paused", G_CALLBACK (on_job_paused), self);
+
+  self->job = g_object_ref (job);
+  self->job_started_us = g_get_monotonic_time ();
+  gtk_progress_bar_set_fraction (self->progress_bar, 0);
+  gtk_label_set_text (self->progress_label, _("Starting…"));
+  set_busy (self, TRUE);
+  moire_job_run_async (job, NULL, job_done, g_object_ref (self));
+}
+
+/* After a job ends (done, failed or stopped): the next queued one, if any. */
+static void
+start_next_queued (MoireGenerationPanel *self)
+{
+  g_autoptr(MoireJob) next = g_queue_pop_head (&self->queue);
+
+  update_queue_label (self);
+  if (next != NULL && self->job == NULL)
+    start_job (self, next);
 }
 
 void
@@ -745,7 +820,7 @@ moire_generation_panel_generate (MoireGenerationPanel *self)
 
   g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
 
-  if (self->job != NULL)
+  if (self->job != NULL && (!self->can_queue || moire_job_get_stream (self->job)))
     return;
   if (self->model == NULL)
     {
@@ -769,6 +844,8 @@ moire_generation_panel_generate (MoireGenerationPanel *self)
     return;
 
   moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, NULL);
+  /* The job copies the settings, init image and mask now: what is queued is what the form
+   * showed when Generate was pressed. */
   job = moire_job_new (self->model, self->settings, self->init_image, seed);
   moire_job_set_mask (job, self->mask);
   moire_job_set_preview_interval (job, self->live_preview ? self->preview_interval : 0);
@@ -776,20 +853,43 @@ moire_generation_panel_generate (MoireGenerationPanel *self)
   moire_job_set_stream (job, self->stream && moire_gen_settings_get_dmcmc (self->settings),
                         self->stream_rounds);
   moire_job_set_routing_map (job, self->show_routing);
-  self->stream_round = 0;
-  g_signal_connect (job, "round", G_CALLBACK (on_job_round), self);
-  g_signal_connect (job, "progress", G_CALLBACK (on_job_progress), self);
-  g_signal_connect (job, "preview", G_CALLBACK (on_job_preview), self);
-  g_signal_connect (job, "paused", G_CALLBACK (on_job_paused), self);
-
-  self->job = g_object_ref (job);
   self->has_last_seed = TRUE;
   self->last_seed = seed;
-  self->job_started_us = g_get_monotonic_time ();
-  gtk_progress_bar_set_fraction (self->progress_bar, 0);
-  gtk_label_set_text (self->progress_label, _("Starting…"));
-  set_busy (self, TRUE);
-  moire_job_run_async (job, NULL, job_done, g_object_ref (self));
+  if (self->job != NULL)
+    {
+      g_queue_push_tail (&self->queue, g_steal_pointer (&job));
+      update_queue_label (self);
+      return;
+    }
+  start_job (self, job);
+}
+
+guint
+moire_generation_panel_get_queue_length (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), 0);
+  return self->queue.length;
+}
+
+void
+moire_generation_panel_clear_queue (MoireGenerationPanel *self)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  g_queue_clear_full (&self->queue, g_object_unref);
+  update_queue_label (self);
+}
+
+void
+moire_generation_panel_set_can_queue (MoireGenerationPanel *self,
+                                      gboolean              can_queue)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  self->can_queue = can_queue;
+  if (!can_queue)
+    moire_generation_panel_clear_queue (self);
+  gtk_widget_set_tooltip_text (GTK_WIDGET (self->generate_button),
+                               can_queue ? _("Generate (Ctrl+Enter); while one runs, adds it to the queue")
+                                         : _("Generate (Ctrl+Enter)"));
 }
 
 void
@@ -835,6 +935,36 @@ moire_generation_panel_resume (MoireGenerationPanel *self)
 
 /* --- history ------------------------------------------------------------------------------- */
 
+/* The strip highlights the item on show; the newest (position 0, leftmost) is scrolled into
+ * view, so a new result never lands out of sight. */
+static void
+highlight_in_history (MoireGenerationPanel *self,
+                      MoireHistoryItem     *item)
+{
+  GtkSelectionModel *selection = gtk_list_view_get_model (self->history_view);
+  GListModel *items = G_LIST_MODEL (self->history);
+  guint n = g_list_model_get_n_items (items);
+
+  for (guint i = 0; i < n; i++)
+    {
+      g_autoptr(MoireHistoryItem) candidate = g_list_model_get_item (items, i);
+
+      if (candidate != item)
+        continue;
+      gtk_selection_model_select_item (selection, i, TRUE);
+      if (i == 0)
+        {
+          GtkWidget *scroller = gtk_widget_get_ancestor (GTK_WIDGET (self->history_view),
+                                                         GTK_TYPE_SCROLLED_WINDOW);
+
+          if (scroller != NULL)
+            gtk_adjustment_set_value (gtk_scrolled_window_get_hadjustment (GTK_SCROLLED_WINDOW (scroller)), 0);
+        }
+      return;
+    }
+  gtk_selection_model_unselect_all (selection);
+}
+
 static void
 show_item (MoireGenerationPanel *self,
            MoireHistoryItem     *item)
@@ -873,6 +1003,7 @@ show_item (MoireGenerationPanel *self,
   gtk_widget_set_visible (GTK_WIDGET (self->preview_badge), TRUE);
   gtk_label_set_text (self->result_label, moire_history_item_get_parameters (item));
   gtk_widget_set_tooltip_text (GTK_WIDGET (self->result_label), moire_history_item_get_parameters (item));
+  highlight_in_history (self, item);
   update_actions (self);
 }
 
@@ -897,6 +1028,12 @@ moire_generation_panel_restore_item (MoireGenerationPanel *self,
   moire_gen_settings_set_batch_count (restored, moire_gen_settings_get_batch_count (self->settings));
   moire_gen_settings_assign (self->settings, restored);
   show_item (self, item);
+  /* "Cancelled" or "Done in 2 s" described the last run, not this older image. */
+  if (self->job == NULL)
+    {
+      gtk_label_set_text (self->progress_label, "");
+      gtk_progress_bar_set_fraction (self->progress_bar, 0);
+    }
 }
 
 static void
@@ -1063,8 +1200,12 @@ update_actions (MoireGenerationPanel *self)
 {
   gboolean busy = self->job != NULL;
 
-  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.generate", !busy);
+  /* While a job runs Generate queues another one — except beside an endless DMCMC stream,
+   * which never makes room for it. */
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.generate",
+                                 !busy || !moire_job_get_stream (self->job));
   gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.cancel", busy);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-queue", self->queue.length > 0);
   gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.save-image", self->current_item != NULL);
   gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-history",
                                  g_list_model_get_n_items (G_LIST_MODEL (self->history)) > 0);
@@ -1143,6 +1284,14 @@ action_save_image (GtkWidget  *widget,
   suggested = moire_history_item_suggest_filename (self->current_item);
   run_file_chooser (self, _("Save Image"), GTK_FILE_CHOOSER_ACTION_SAVE, _("PNG images"), patterns,
                     suggested, save_file_chosen);
+}
+
+static void
+action_clear_queue (GtkWidget  *widget,
+                    const char *action_name,
+                    GVariant   *parameter)
+{
+  moire_generation_panel_clear_queue (MOIRE_GENERATION_PANEL (widget));
 }
 
 static void
@@ -1468,6 +1617,7 @@ moire_generation_panel_dispose (GObject *object)
   MoireGenerationPanel *self = MOIRE_GENERATION_PANEL (object);
   GtkWidget *child;
 
+  g_queue_clear_full (&self->queue, g_object_unref);
   if (self->job != NULL)
     {
       g_signal_handlers_disconnect_by_data (self->job, self);
@@ -1677,6 +1827,9 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_steps_spin);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, generate_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, cancel_button);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_label);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, sidebar_scroller);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_stack);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_picture);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_badge);
@@ -1690,6 +1843,7 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
 
   gtk_widget_class_install_action (widget_class, "panel.generate", NULL, action_generate);
   gtk_widget_class_install_action (widget_class, "panel.cancel", NULL, action_cancel);
+  gtk_widget_class_install_action (widget_class, "panel.clear-queue", NULL, action_clear_queue);
   gtk_widget_class_install_action (widget_class, "panel.choose-model", NULL, action_choose_model);
   gtk_widget_class_install_action (widget_class, "panel.choose-init-image", NULL, action_choose_init_image);
   gtk_widget_class_install_action (widget_class, "panel.clear-init-image", NULL, action_clear_init_image);
@@ -1703,6 +1857,64 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_Escape, 0, "panel.cancel", NULL);
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_o, GDK_CONTROL_MASK, "panel.open-image", NULL);
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_s, GDK_CONTROL_MASK, "panel.save-image", NULL);
+}
+
+/* A spin button or slider under the pointer takes the scroll wheel only once it has the
+ * keyboard focus; otherwise the wheel scrolls the form, as the user meant (scrolling past
+ * "Guidance" used to turn 3.0 into 5.5). */
+static gboolean
+on_unfocused_scroll (GtkEventControllerScroll *controller,
+                     double                    dx,
+                     double                    dy,
+                     MoireGenerationPanel     *self)
+{
+  GtkWidget *widget = gtk_event_controller_get_widget (GTK_EVENT_CONTROLLER (controller));
+  GtkAdjustment *vadjustment;
+  double step;
+
+  if (gtk_widget_get_state_flags (widget) & GTK_STATE_FLAG_FOCUS_WITHIN)
+    return FALSE; /* focused: the widget's own scrolling */
+  vadjustment = gtk_scrolled_window_get_vadjustment (self->sidebar_scroller);
+  /* GTK's own wheel step for scrolled windows: page_size^(2/3) per notch. */
+  step = gtk_event_controller_scroll_get_unit (controller) == GDK_SCROLL_UNIT_WHEEL
+           ? pow (gtk_adjustment_get_page_size (vadjustment), 2.0 / 3.0) : 1.0;
+  gtk_adjustment_set_value (vadjustment, gtk_adjustment_get_value (vadjustment) + dy * step);
+  return TRUE;
+}
+
+static void
+guard_scroll_wheel (MoireGenerationPanel *self,
+                    GtkWidget            *widget)
+{
+  for (GtkWidget *child = gtk_widget_get_first_child (widget); child != NULL;
+       child = gtk_widget_get_next_sibling (child))
+    guard_scroll_wheel (self, child);
+  if (GTK_IS_SPIN_BUTTON (widget) || GTK_IS_SCALE (widget))
+    {
+      GtkEventController *scroll =
+        gtk_event_controller_scroll_new (GTK_EVENT_CONTROLLER_SCROLL_BOTH_AXES);
+
+      gtk_event_controller_set_propagation_phase (scroll, GTK_PHASE_CAPTURE);
+      g_signal_connect (scroll, "scroll", G_CALLBACK (on_unfocused_scroll), self);
+      gtk_widget_add_controller (widget, scroll);
+    }
+}
+
+/* Ctrl+Enter generates wherever the focus is — also on a drop-down or inside its open list,
+ * which would otherwise take Enter for themselves: a capture-phase shortcut sees the key
+ * before any child does. */
+static void
+add_generate_shortcut (MoireGenerationPanel *self)
+{
+  GtkEventController *controller = gtk_shortcut_controller_new ();
+  static const guint keys[] = { GDK_KEY_Return, GDK_KEY_KP_Enter, GDK_KEY_ISO_Enter };
+
+  gtk_event_controller_set_propagation_phase (controller, GTK_PHASE_CAPTURE);
+  for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+    gtk_shortcut_controller_add_shortcut (GTK_SHORTCUT_CONTROLLER (controller),
+                                          gtk_shortcut_new (gtk_keyval_trigger_new (keys[i], GDK_CONTROL_MASK),
+                                                            gtk_named_action_new ("panel.generate")));
+  gtk_widget_add_controller (GTK_WIDGET (self), controller);
 }
 
 static void
@@ -1720,6 +1932,8 @@ moire_generation_panel_init (MoireGenerationPanel *self)
   self->warnings_shown = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->live_preview = TRUE;
   self->preview_interval = 1;
+  self->can_queue = TRUE;
+  g_queue_init (&self->queue);
 
   gtk_widget_init_template (GTK_WIDGET (self));
 
@@ -1818,8 +2032,10 @@ moire_generation_panel_init (MoireGenerationPanel *self)
   g_signal_connect (self->history_view, "activate", G_CALLBACK (on_history_activate), self);
   g_signal_connect_swapped (self->history, "items-changed", G_CALLBACK (on_history_changed), self);
 
+  guard_scroll_wheel (self, GTK_WIDGET (self->sidebar_scroller));
+  add_generate_shortcut (self);
+
   gtk_label_set_text (self->model_info, _("No model loaded"));
   gtk_widget_set_sensitive (self->strength_box, FALSE);
-  gtk_widget_set_visible (GTK_WIDGET (self->cancel_button), FALSE);
   update_actions (self);
 }

@@ -59,6 +59,13 @@ void              moire_generation_panel_set_mask            (MoireGenerationPan
 
 void              moire_generation_panel_generate            (MoireGenerationPanel *self);
 void              moire_generation_panel_cancel              (MoireGenerationPanel *self);
+/* The queue: Generate while a job runs adds one (settings, seed, init image and mask copied
+ * when pressed); each starts when the one before it ends (done, failed or stopped). */
+guint             moire_generation_panel_get_queue_length    (MoireGenerationPanel *self);
+void              moire_generation_panel_clear_queue         (MoireGenerationPanel *self);
+/* Hosts whose canvas follows one generation at a time (the GIMP plug-in) turn it off. */
+void              moire_generation_panel_set_can_queue       (MoireGenerationPanel *self,
+                                                              gboolean              can_queue);
 
 /* Shows `item` and restores its settings (all but the batch count). */
 void              moire_generation_panel_restore_item        (MoireGenerationPanel *self,

@@ -175,6 +175,7 @@ moire_model_handle_describe (MoireModelHandle *self)
 {
   const moire_model_config *config;
   g_autofree char *stem = NULL;
+  g_autofree char *number = NULL;
   const char *name, *dot;
   double millions;
   int size;
@@ -185,8 +186,10 @@ moire_model_handle_describe (MoireModelHandle *self)
   dot = strrchr (name, '.');
   stem = dot != NULL ? g_strndup (name, dot - name) : g_strdup (name);
   millions = (double) moire_model_parameter_count (self->model) / 1e6;
+  number = moire_gui_format_decimal (millions, 1);
   size = config->input_size * (config->space == MOIRE_SPACE_LATENT ? 8 : 1);
-  /* Translators: model summary: name, family, parameters in millions, trained image size */
-  return g_strdup_printf (_("%s · %s · %.1f M parameters · %d×%d"),
-                          stem, config->family, millions, size, size);
+  /* Translators: model summary: name, family, parameters in millions (with its decimal
+     separator already), trained image size */
+  return g_strdup_printf (_("%s · %s · %s M parameters · %d×%d"),
+                          stem, config->family, number, size, size);
 }
