@@ -94,6 +94,7 @@ struct _MoireGenerationPanel
   GtkButton            *generate_button;
   GtkButton            *cancel_button;
   GtkWidget            *queue_box;
+  GtkLabel             *notice_label;
   GtkLabel             *queue_label;
   GtkScrolledWindow    *sidebar_scroller;
   GtkStack             *preview_stack;
@@ -862,6 +863,23 @@ moire_generation_panel_generate (MoireGenerationPanel *self)
       return;
     }
   start_job (self, job);
+}
+
+void
+moire_generation_panel_set_notice (MoireGenerationPanel *self,
+                                   const char           *text)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  gtk_label_set_text (self->notice_label, text != NULL ? text : "");
+  gtk_widget_set_visible (GTK_WIDGET (self->notice_label), text != NULL && *text != '\0');
+}
+
+const char *
+moire_generation_panel_get_notice (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  return gtk_widget_get_visible (GTK_WIDGET (self->notice_label))
+           ? gtk_label_get_text (self->notice_label) : NULL;
 }
 
 guint
@@ -1828,6 +1846,7 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, generate_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, cancel_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, notice_label);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_label);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, sidebar_scroller);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_stack);

@@ -59,6 +59,11 @@ void              moire_generation_panel_set_mask            (MoireGenerationPan
 
 void              moire_generation_panel_generate            (MoireGenerationPanel *self);
 void              moire_generation_panel_cancel              (MoireGenerationPanel *self);
+/* A note that stays under Generate (unlike the banner, which the next generation clears):
+ * a condition of the whole session, like settings that cannot be saved. NULL removes it. */
+void              moire_generation_panel_set_notice          (MoireGenerationPanel *self,
+                                                              const char           *text);
+const char       *moire_generation_panel_get_notice          (MoireGenerationPanel *self);
 /* The queue: Generate while a job runs adds one (settings, seed, init image and mask copied
  * when pressed); each starts when the one before it ends (done, failed or stopped). */
 guint             moire_generation_panel_get_queue_length    (MoireGenerationPanel *self);

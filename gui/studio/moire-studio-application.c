@@ -9,6 +9,10 @@
 
 #include "config.h"
 
+/* g_settings_backend_get_default and the memory backend: to tell whether settings can be
+ * saved, and to keep them in memory when they cannot. */
+#define G_SETTINGS_ENABLE_BACKEND
+#include <gio/gsettingsbackend.h>
 #include <glib/gi18n.h>
 #include <stdio.h>
 
@@ -21,6 +25,7 @@ struct _MoireStudioApplication
   GtkApplication     parent_instance;
 
   GSettings         *settings;
+  char              *settings_note;  /* why settings are kept in memory only, or NULL */
   int                exit_status;
 
   /* Command line */
@@ -53,8 +58,31 @@ struct _MoireStudioApplication
 
 G_DEFINE_FINAL_TYPE (MoireStudioApplication, moire_studio_application, GTK_TYPE_APPLICATION)
 
+/* dconf — GSettings' usual backend — writes through a D-Bus service. Without a session bus
+ * (a fresh login over ssh, a container, a CI runner) every write fails and GSettings puts
+ * the old value back: the model path chosen at start-up reverts to "", so no model loads
+ * and nothing says why. Returns NULL when settings can be saved, else the reason. */
+static char *
+settings_unsavable_reason (void)
+{
+  g_autoptr(GSettingsBackend) backend = NULL;
+  g_autoptr(GDBusConnection) bus = NULL;
+  g_autoptr(GError) error = NULL;
+
+  if (g_getenv ("GSETTINGS_BACKEND") != NULL)
+    return NULL; /* chosen on purpose (memory in the tests, keyfile, …) */
+  backend = g_settings_backend_get_default ();
+  if (!g_str_equal (G_OBJECT_TYPE_NAME (backend), "DConfSettingsBackend"))
+    return NULL;
+  bus = g_bus_get_sync (G_BUS_TYPE_SESSION, NULL, &error);
+  if (bus != NULL)
+    return NULL;
+  g_message ("no D-Bus session bus for dconf (%s): settings are kept in memory", error->message);
+  return g_strdup (_("Settings cannot be saved here (dconf needs a D-Bus session, and there is none): they are kept until Moiré Studio closes."));
+}
+
 static GSettings *
-create_settings (void)
+create_settings (char **note)
 {
   GSettingsSchemaSource *source = g_settings_schema_source_get_default ();
   g_autoptr(GSettingsSchema) schema = NULL;
@@ -74,6 +102,13 @@ create_settings (void)
     {
       g_message ("GSettings schema %s is not installed; settings will not be remembered", APP_ID);
       return NULL;
+    }
+  *note = settings_unsavable_reason ();
+  if (*note != NULL)
+    {
+      g_autoptr(GSettingsBackend) memory = g_memory_settings_backend_new ();
+
+      return g_settings_new_full (schema, memory, NULL);
     }
   return g_settings_new_full (schema, NULL, NULL);
 }
@@ -452,7 +487,7 @@ moire_studio_application_startup (GApplication *application)
   gtk_application_set_accels_for_action (GTK_APPLICATION (self), "app.generate", generate_accels);
   gtk_application_set_accels_for_action (GTK_APPLICATION (self), "app.quit", quit_accels);
   gtk_window_set_default_icon_name (APP_ID);
-  self->settings = create_settings ();
+  self->settings = create_settings (&self->settings_note);
 }
 
 static void
@@ -485,6 +520,9 @@ moire_studio_application_activate (GApplication *application)
       self->runs = MAX (self->runs, 1);
     }
   moire_studio_window_choose_initial_model (window, self->model_path);
+  moire_generation_panel_set_notice (panel, self->settings_note);
+  if (self->settings_note != NULL && self->self_test)
+    g_print ("self-test: settings note: %s\n", self->settings_note);
   if (self->self_test && moire_generation_panel_get_model (panel) == NULL &&
       moire_gen_settings_get_model_path (moire_generation_panel_get_settings (panel))[0] == '\0')
     {
@@ -554,6 +592,7 @@ moire_studio_application_dispose (GObject *object)
 
   g_clear_handle_id (&self->timeout_id, g_source_remove);
   g_clear_object (&self->settings);
+  g_clear_pointer (&self->settings_note, g_free);
   G_OBJECT_CLASS (moire_studio_application_parent_class)->dispose (object);
 }
 
