@@ -134,6 +134,23 @@ const char *moire_model_dtype_name(const moire_model *model);
 const char *moire_model_name(const moire_model *model);
 /* Human-readable name of class `class_id`, or NULL when the model ships no names. */
 const char *moire_model_class_name(const moire_model *model, int class_id);
+/* Text-conditioned (EC-DiT) models: the words of the vocabulary, for completion in prompt
+ * fields (the special tokens [PAD] [BOS] [EOS] [UNK] are left out). Size 0 and NULL for
+ * class-conditional models, whose prompts are class names (moire_model_class_name). */
+int         moire_model_vocabulary_size(const moire_model *model);
+const char *moire_model_vocabulary_word(const moire_model *model, int index);
+
+/* One word of a prompt as the tokenizer splits it: bytes [start, start + length) of the
+ * prompt, and whether the model knows it (an unknown word becomes [UNK]). */
+typedef struct moire_prompt_word {
+    size_t start, length;
+    bool known;
+} moire_prompt_word;
+/* Splits `prompt` into words exactly as generation will and fills up to `max_words` of
+ * them; returns how many words there are (0 for class-conditional models). */
+int moire_model_check_prompt(const moire_model *model, const char *prompt,
+                             moire_prompt_word *words, int max_words);
+
 /* Resolves a prompt for a class-conditional model: a number ("207"), an exact class name,
  * or the closest one (case-insensitive, any of a class's comma-separated synonyms).
  * Fails with a message listing the nearest names when nothing matches well. */

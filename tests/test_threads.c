@@ -11,7 +11,6 @@
  *      user's own setting is left alone.
  * (The meson test environment sets OMP_WAIT_POLICY=PASSIVE itself, so without removing it
  * the first case would prove nothing.) */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <omp.h>
 #include <spawn.h>

@@ -46,6 +46,7 @@ struct _MoireStudioApplication
   gboolean           dmcmc;
   int                stream_rounds;
   gboolean           routing;
+  int                queue;
 
   /* Self-test state */
   MoireStudioWindow *window;
@@ -320,6 +321,13 @@ on_panel_finished (MoireGenerationPanel   *panel,
       self_test_fail (self, message != NULL ? message : "generation failed");
       return;
     }
+  /* --queue: the queued generations run one after the other; wait for the last. */
+  if (moire_generation_panel_get_queue_length (panel) > 0)
+    {
+      g_print ("self-test: done, a queued one follows (%u waiting)\n",
+               moire_generation_panel_get_queue_length (panel));
+      return;
+    }
   /* More runs first (--runs): the history fills up; the mid-generation screenshot is taken
    * during the last run. The seed moves on past the batch. */
   if (++self->runs_done < self->runs)
@@ -403,6 +411,11 @@ self_test_start_generation (MoireStudioApplication *self)
     return;
   self->generation_started = TRUE;
   g_print ("self-test: model %s\n", moire_model_handle_get_path (model));
+  {
+    g_autofree char *info = moire_model_handle_describe (model);
+
+    g_print ("self-test: model info: %s\n", info);
+  }
   print_labels (GTK_WIDGET (self->window));
   if (self->stream_rounds > 0)
     show_dmcmc_settings (GTK_WIDGET (self->window));
@@ -417,6 +430,18 @@ self_test_start_generation (MoireStudioApplication *self)
   g_signal_connect (panel, "finished", G_CALLBACK (on_panel_finished), self);
   /* Through the application action, as `gapplication action io.github.moire.Studio generate`. */
   g_action_group_activate_action (G_ACTION_GROUP (self), "generate", NULL);
+  /* --queue N: Generate pressed N more times while the first one runs. */
+  for (int i = 0; i < self->queue && moire_generation_panel_get_busy (panel); i++)
+    {
+      MoireGenSettings *settings = moire_generation_panel_get_settings (panel);
+
+      if (moire_gen_settings_get_seed_mode (settings) == MOIRE_SEED_MODE_FIXED)
+        moire_gen_settings_set_seed (settings, moire_gen_settings_get_seed (settings) +
+                                               (guint64) moire_gen_settings_get_batch_count (settings));
+      g_action_group_activate_action (G_ACTION_GROUP (self), "generate", NULL);
+    }
+  if (self->queue > 0)
+    g_print ("self-test: queued %u while running\n", moire_generation_panel_get_queue_length (panel));
   if (!moire_generation_panel_get_busy (panel))
     {
       const char *message = moire_generation_panel_get_message (panel);
@@ -643,6 +668,7 @@ moire_studio_application_init (MoireStudioApplication *self)
     { "pause-at-step", 0, 0, G_OPTION_ARG_INT, &self->pause_at_step, N_("Self-test: step of the mid-generation screenshot"), "N" },
     { "timeout", 0, 0, G_OPTION_ARG_INT, &self->timeout_s, N_("Self-test: give up after this many seconds"), "S" },
     { "runs", 0, 0, G_OPTION_ARG_INT, &self->runs, N_("Self-test: generate this many times"), "N" },
+    { "queue", 0, 0, G_OPTION_ARG_INT, &self->queue, N_("Self-test: press Generate N more times while the first generation runs (the queue)"), "N" },
     { "dmcmc", 0, 0, G_OPTION_ARG_NONE, &self->dmcmc, N_("Sample with DMCMC"), NULL },
     { "stream", 0, 0, G_OPTION_ARG_INT, &self->stream_rounds, N_("DMCMC stream mode; the self-test stops after N rounds"), "N" },
     { "routing", 0, 0, G_OPTION_ARG_NONE, &self->routing, N_("Show the expert-routing overlay"), NULL },

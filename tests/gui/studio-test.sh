@@ -104,6 +104,46 @@ check "routing: exits 0" [ "$rc" -eq 0 ]
 check "routing: the result has its map" grep -q "routing map: Experts per token" "$T/routing.log"
 check "routing: screenshot is a PNG" is_png "$T/studio-routing.png"
 
+# 7. German found next to the binary: no MOIRE_LOCALEDIR, only the build tree's po/ (meson
+#    writes po/LANG/LC_MESSAGES/moire.mo there); numbers with the German decimal comma.
+env -u MOIRE_LOCALEDIR -u LANG -u LC_ALL -u LC_MESSAGES LANGUAGE=de "${xvfb[@]}" "$studio" --self-test \
+    --model "$model" --prompt goldfish --steps 2 --timeout 40 >"$T/de-tree.log" 2>&1
+rc=$?
+cat "$T/de-tree.log"
+check "German from the build tree: exits 0" [ "$rc" -eq 0 ]
+check "German from the build tree (no MOIRE_LOCALEDIR)" grep -q "generate button: _Generieren" "$T/de-tree.log"
+check "German decimal comma: \"1,2 Mio. Parameter\"" grep -q "[0-9],[0-9] Mio\. Parameter" "$T/de-tree.log"
+
+# 8. No D-Bus session and a fresh HOME, GSettings' own default backend (dconf, which cannot
+#    write without a bus): the model still loads, a generation runs, and the app says that
+#    settings are kept in memory. (Where dbus-launch exists GLib starts a bus by itself;
+#    then there is nothing to fall back from and only the generation is checked.)
+mkdir -p "$T/fresh-home"
+env -i PATH="$PATH" HOME="$T/fresh-home" LANGUAGE=en GTK_A11Y=none NO_AT_BRIDGE=1 \
+    GSK_RENDERER="$GSK_RENDERER" OMP_NUM_THREADS=2 \
+    "${xvfb[@]}" "$studio" --self-test --model "$model" --prompt goldfish --steps 2 --timeout 40 \
+    >"$T/nodbus.log" 2>&1
+rc=$?
+cat "$T/nodbus.log"
+check "no D-Bus: exits 0 with a result" [ "$rc" -eq 0 ]
+check "no D-Bus: the model loaded" grep -q "self-test: model info: tiny_qkv" "$T/nodbus.log"
+if ! command -v dbus-launch >/dev/null; then
+    check "no D-Bus: says settings are kept in memory" grep -q "settings note: Settings cannot be saved" "$T/nodbus.log"
+fi
+
+# 9. The queue: Generate pressed twice more while the first runs: three generations, one
+#    after the other, all in the history.
+LANGUAGE=en "${xvfb[@]}" "$studio" --self-test --model "$model" --prompt goldfish --steps 4 --batch 2 \
+    --seed 11 --queue 2 --timeout 60 --output "$T/queue.png" >"$T/queue.log" 2>&1
+rc=$?
+cat "$T/queue.log"
+check "queue: exits 0" [ "$rc" -eq 0 ]
+check "queue: 2 queued while the first ran" grep -q "queued 2 while running" "$T/queue.log"
+check "queue: each waited its turn" grep -q "a queued one follows (1 waiting)" "$T/queue.log"
+check "queue: 3 runs of 2 in the history" grep -q "6 images in the history" "$T/queue.log"
+"$moire" info --image "$T/queue.png" >"$T/queue-info.txt" 2>&1
+check "queue: the last queued job kept its own seed (11 + 2 + 2)" grep -q "Seed: 15," "$T/queue-info.txt"
+
 if [ -n "${MOIRE_SCREENSHOT_DIR:-}" ]; then
     mkdir -p "$MOIRE_SCREENSHOT_DIR"
     cp "$T/studio-generating.png" "$T/studio-history.png" "$T/studio-de.png" \
