@@ -65,6 +65,7 @@ struct _MoireGenerationPanel
   GtkLabel             *banner_label;
   GtkButton            *banner_button;
   GtkEntry             *prompt_entry;
+  GtkLabel             *prompt_hint;
   GtkEntry             *negative_entry;
   GtkDropDown          *model_dropdown;
   GtkLabel             *model_info;
@@ -147,6 +148,7 @@ static const char panel_css[] =
 
 static void update_actions      (MoireGenerationPanel *self);
 static void start_next_queued   (MoireGenerationPanel *self);
+static void update_prompt_marks (MoireGenerationPanel *self);
 static void show_item           (MoireGenerationPanel *self,
                                  MoireHistoryItem     *item);
 
@@ -255,8 +257,28 @@ update_completion (MoireGenerationPanel *self)
 
       gtk_entry_set_placeholder_text (self->prompt_entry, hint);
     }
+  else if (self->model != NULL && moire_model_handle_has_vocabulary (self->model) &&
+           words != NULL && words[0] != NULL)
+    {
+      /* An example word: the last one without a space (the style phrases come first). */
+      const char *example = words[0];
+      g_autofree char *hint = NULL;
+
+      for (guint i = 0; words[i] != NULL; i++)
+        if (strchr (words[i], ' ') == NULL)
+          {
+            example = words[i];
+            if (g_str_equal (example, "apple"))
+              break;
+          }
+      /* Translators: placeholder of the prompt for text models; %s is a word it knows */
+      hint = g_strdup_printf (_("Words this model knows, e.g. “%s” — type to see them"), example);
+
+      gtk_entry_set_placeholder_text (self->prompt_entry, hint);
+    }
   else
     gtk_entry_set_placeholder_text (self->prompt_entry, _("Describe the image"));
+  update_prompt_marks (self);
 }
 
 static void
@@ -756,8 +778,16 @@ job_done (GObject      *source,
 
   /* Engine notices (e.g. "approximate colour preview of the latents"): once per session. */
   for (guint i = 0; warnings != NULL && warnings[i] != NULL; i++)
-    if (g_hash_table_add (self->warnings_shown, g_strdup (warnings[i])))
-      moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, warnings[i]);
+    {
+      /* The engine's "N word(s) of the prompts are not in the vocabulary" (English, after
+       * the fact) is what the prompt field already says while typing, translated and with
+       * the words named. */
+      if (strstr (warnings[i], "not in the vocabulary") != NULL &&
+          self->model != NULL && moire_model_handle_has_vocabulary (self->model))
+        continue;
+      if (g_hash_table_add (self->warnings_shown, g_strdup (warnings[i])))
+        moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, warnings[i]);
+    }
 
   set_busy (self, FALSE);
   g_signal_emit (self, signals[SIGNAL_FINISHED], 0, TRUE);
@@ -1516,23 +1546,155 @@ bind_spin (MoireGenerationPanel *self,
     }
 }
 
+/* The word being typed at the end of `text` (bytes after the last one that is not part of
+ * a word, as the tokenizer splits): "red apple, goo" → "goo". */
+static const char *
+trailing_word (const char *text)
+{
+  const char *start = text + strlen (text);
+
+  while (start > text)
+    {
+      unsigned char c = (unsigned char) start[-1];
+
+      if (!(g_ascii_isalnum (c) || c >= 0x80))
+        break;
+      start--;
+    }
+  return start;
+}
+
+/* Class names (DiT-MoE): a suggestion matches anywhere in it ("fish" finds "goldfish").
+ * Text models: the word being typed matches the start of a vocabulary word or phrase. */
 static gboolean
 completion_match (GtkEntryCompletion *completion,
                   const char         *key,
                   GtkTreeIter        *iter,
                   gpointer            user_data)
 {
+  MoireGenerationPanel *self = user_data;
   GtkTreeModel *model = gtk_entry_completion_get_model (completion);
   g_autofree char *word = NULL;
   g_autofree char *folded = NULL;
   g_autofree char *folded_key = NULL;
+  gboolean by_word = self->model != NULL && moire_model_handle_has_vocabulary (self->model);
 
   gtk_tree_model_get (model, iter, 0, &word, -1);
   if (word == NULL || key == NULL || *key == '\0')
     return FALSE;
+  if (by_word)
+    key = trailing_word (key);
+  if (*key == '\0')
+    return FALSE;
   folded = g_utf8_casefold (word, -1);
   folded_key = g_utf8_casefold (key, -1);
+  if (by_word)
+    return g_str_has_prefix (folded, folded_key) && !g_str_equal (folded, folded_key);
   return strstr (folded, folded_key) != NULL;
+}
+
+/* Text models: the chosen word replaces only the word being typed. */
+static gboolean
+on_completion_match_selected (GtkEntryCompletion   *completion,
+                              GtkTreeModel         *model,
+                              GtkTreeIter          *iter,
+                              MoireGenerationPanel *self)
+{
+  GtkEntry *entry = GTK_ENTRY (gtk_entry_completion_get_entry (completion));
+  g_autofree char *chosen = NULL;
+  g_autofree char *text = NULL;
+  const char *current;
+
+  if (self->model == NULL || !moire_model_handle_has_vocabulary (self->model))
+    return FALSE; /* class names: the whole field, GTK's default */
+  gtk_tree_model_get (model, iter, 0, &chosen, -1);
+  current = gtk_editable_get_text (GTK_EDITABLE (entry));
+  text = g_strdup_printf ("%.*s%s", (int) (trailing_word (current) - current), current, chosen);
+  gtk_editable_set_text (GTK_EDITABLE (entry), text);
+  gtk_editable_set_position (GTK_EDITABLE (entry), -1);
+  return TRUE;
+}
+
+/* Text models: words the model does not know are underlined while typing, and the prompt's
+ * are named under it (translated), instead of an English warning after a whole generation.
+ * The word still being typed at the end is left alone while it can become a known word. */
+static guint
+mark_unknown_words (MoireGenerationPanel *self,
+                    GtkEntry             *entry,
+                    GString              *unknown)
+{
+  const char *text = gtk_editable_get_text (GTK_EDITABLE (entry));
+  const moire_model *model = self->model != NULL ? moire_model_handle_get_model (self->model) : NULL;
+  PangoAttrList *attributes = pango_attr_list_new ();
+  int n = model != NULL ? moire_model_check_prompt (model, text, NULL, 0) : 0;
+  g_autofree moire_prompt_word *words = g_new0 (moire_prompt_word, MAX (n, 1));
+  const char * const *suggestions = self->model != NULL
+                                      ? moire_model_handle_get_prompt_suggestions (self->model) : NULL;
+  guint count = 0;
+
+  if (n > 0)
+    moire_model_check_prompt (model, text, words, n);
+  for (int i = 0; i < n; i++)
+    {
+      const moire_prompt_word *w = &words[i];
+      PangoAttribute *underline;
+
+      if (w->known)
+        continue;
+      if (w->start + w->length == strlen (text) && suggestions != NULL)
+        {
+          g_autofree char *typed = g_ascii_strdown (text + w->start, w->length);
+          gboolean could_become_known = FALSE;
+
+          for (guint k = 0; suggestions[k] != NULL && !could_become_known; k++)
+            could_become_known = g_str_has_prefix (suggestions[k], typed);
+          if (could_become_known)
+            continue;
+        }
+      underline = pango_attr_underline_new (PANGO_UNDERLINE_ERROR);
+      underline->start_index = (guint) w->start;
+      underline->end_index = (guint) (w->start + w->length);
+      pango_attr_list_insert (attributes, underline);
+      if (unknown != NULL)
+        {
+          if (unknown->len > 0)
+            /* Translators: between the unknown words of a prompt */
+            g_string_append (unknown, _(", "));
+          g_string_append_printf (unknown, "“%.*s”", (int) w->length, text + w->start);
+        }
+      count++;
+    }
+  gtk_entry_set_attributes (entry, attributes);
+  pango_attr_list_unref (attributes);
+  return count;
+}
+
+static void
+update_prompt_marks (MoireGenerationPanel *self)
+{
+  g_autoptr(GString) unknown = g_string_new (NULL);
+  guint count = mark_unknown_words (self, self->prompt_entry, unknown);
+
+  mark_unknown_words (self, self->negative_entry, NULL);
+  gtk_widget_set_visible (GTK_WIDGET (self->prompt_hint), count > 0);
+  if (count > 0)
+    {
+      /* Translators: under the prompt; %s lists the words, "“zebra”, “sofa”" */
+      g_autofree char *hint = g_strdup_printf (g_dngettext (GETTEXT_PACKAGE,
+                                                            "Not known to this model, ignored: %s",
+                                                            "Not known to this model, ignored: %s",
+                                                            count),
+                                               unknown->str);
+
+      gtk_label_set_text (self->prompt_hint, hint);
+    }
+}
+
+guint
+moire_generation_panel_get_unknown_word_count (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), 0);
+  return mark_unknown_words (self, self->prompt_entry, NULL);
 }
 
 static GtkEntryCompletion *
@@ -1544,7 +1706,8 @@ attach_completion (MoireGenerationPanel *self,
   gtk_entry_completion_set_model (completion, GTK_TREE_MODEL (self->suggestions));
   gtk_entry_completion_set_text_column (completion, 0);
   gtk_entry_completion_set_minimum_key_length (completion, 1);
-  gtk_entry_completion_set_match_func (completion, completion_match, NULL, NULL);
+  gtk_entry_completion_set_match_func (completion, completion_match, self, NULL);
+  g_signal_connect (completion, "match-selected", G_CALLBACK (on_completion_match_selected), self);
   gtk_entry_completion_set_popup_single_match (completion, FALSE);
   gtk_entry_set_completion (entry, completion);
   return completion;
@@ -1846,6 +2009,7 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, generate_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, cancel_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, prompt_hint);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, notice_label);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_label);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, sidebar_scroller);
@@ -2034,6 +2198,8 @@ moire_generation_panel_init (MoireGenerationPanel *self)
   g_signal_connect_swapped (self->dmcmc_switch, "notify::active", G_CALLBACK (on_dmcmc_switch_active), self);
   on_sampler_changed (self);
 
+  g_signal_connect_swapped (self->prompt_entry, "changed", G_CALLBACK (update_prompt_marks), self);
+  g_signal_connect_swapped (self->negative_entry, "changed", G_CALLBACK (update_prompt_marks), self);
   self->prompt_completion = attach_completion (self, self->prompt_entry);
   self->negative_completion = attach_completion (self, self->negative_entry);
   update_completion (self);

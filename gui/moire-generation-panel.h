@@ -64,6 +64,8 @@ void              moire_generation_panel_cancel              (MoireGenerationPan
 void              moire_generation_panel_set_notice          (MoireGenerationPanel *self,
                                                               const char           *text);
 const char       *moire_generation_panel_get_notice          (MoireGenerationPanel *self);
+/* Words of the prompt that the model does not know (text models), as underlined. */
+guint             moire_generation_panel_get_unknown_word_count (MoireGenerationPanel *self);
 /* The queue: Generate while a job runs adds one (settings, seed, init image and mask copied
  * when pressed); each starts when the one before it ends (done, failed or stopped). */
 guint             moire_generation_panel_get_queue_length    (MoireGenerationPanel *self);
