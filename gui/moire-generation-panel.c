@@ -1159,6 +1159,49 @@ find_recent_model (MoireGenerationPanel *self,
 }
 
 gboolean
+moire_generation_panel_add_history_file (MoireGenerationPanel  *self,
+                                         const char            *path,
+                                         GError               **error)
+{
+  moire_image *image = NULL;
+  char *text = NULL, *json = NULL;
+  moire_parameters parameters = moire_parameters_init ();
+  g_autoptr(MoireGenSettings) settings = NULL;
+  g_autoptr(MoireHistoryItem) item = NULL;
+  g_autofree char *model_name = NULL;
+  moire_status status;
+
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), FALSE);
+  g_return_val_if_fail (path != NULL, FALSE);
+
+  status = moire_png_load (path, &image, &text, &json);
+  if (status == MOIRE_OK && (text == NULL || *text == '\0'))
+    status = MOIRE_ERROR_FORMAT;
+  if (status == MOIRE_OK)
+    status = moire_parse_parameters (text, &parameters);
+  if (status != MOIRE_OK)
+    {
+      g_propagate_error (error, moire_gui_error_from_status (status, path));
+      moire_image_free (image);
+      free (text);
+      free (json);
+      return FALSE;
+    }
+  /* The item's own settings, from its texts: the form is left as it is. What cannot be
+   * restored (an unknown sampler…) stays at the form's value; that is only a history entry. */
+  settings = moire_gen_settings_copy (self->settings);
+  moire_gen_settings_apply_parameters (settings, &parameters, &model_name, NULL);
+  moire_gen_settings_apply_settings_json (settings, json, NULL);
+  item = moire_history_item_new (settings, image, text, json);
+  moire_history_prepend (self->history, item);
+  moire_parameters_clear (&parameters);
+  moire_image_free (image);
+  free (text);
+  free (json);
+  return TRUE;
+}
+
+gboolean
 moire_generation_panel_restore_from_file (MoireGenerationPanel  *self,
                                           const char            *path,
                                           GError               **error)

@@ -66,6 +66,11 @@ void              moire_generation_panel_set_notice          (MoireGenerationPan
 const char       *moire_generation_panel_get_notice          (MoireGenerationPanel *self);
 /* Words of the prompt that the model does not know (text models), as underlined. */
 guint             moire_generation_panel_get_unknown_word_count (MoireGenerationPanel *self);
+/* Adds a PNG made by Moiré (its parameters text) to the history without touching the form:
+ * how hosts bring back a history they kept (the studio's data folder, the GIMP image). */
+gboolean          moire_generation_panel_add_history_file    (MoireGenerationPanel *self,
+                                                              const char           *path,
+                                                              GError              **error);
 /* The queue: Generate while a job runs adds one (settings, seed, init image and mask copied
  * when pressed); each starts when the one before it ends (done, failed or stopped). */
 guint             moire_generation_panel_get_queue_length    (MoireGenerationPanel *self);
