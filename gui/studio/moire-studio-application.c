@@ -13,7 +13,9 @@
  * saved, and to keep them in memory when they cannot. */
 #define G_SETTINGS_ENABLE_BACKEND
 #include <gio/gsettingsbackend.h>
+#include <errno.h>
 #include <glib/gi18n.h>
+#include <glib/gstdio.h>
 #include <stdio.h>
 
 #include "moire-gui.h"
@@ -26,6 +28,7 @@ struct _MoireStudioApplication
 
   GSettings         *settings;
   char              *settings_note;  /* why settings are kept in memory only, or NULL */
+  char              *history_dir;    /* where results are kept between launches, or NULL */
   int                exit_status;
 
   /* Command line */
@@ -122,6 +125,100 @@ get_window (MoireStudioApplication *self)
   if (MOIRE_IS_STUDIO_WINDOW (window))
     return MOIRE_STUDIO_WINDOW (window);
   return NULL;
+}
+
+/* --- history kept between launches -------------------------------------------------------- */
+
+/* Results are kept as PNGs (with their parameters, like Save) in XDG_DATA_HOME/moire/history,
+ * named by time so that the name order is the age order; the newest HISTORY_KEEP stay. */
+#define HISTORY_KEEP 100
+
+static int
+compare_names (gconstpointer a,
+               gconstpointer b)
+{
+  return g_strcmp0 (*(char * const *) a, *(char * const *) b);
+}
+
+/* The PNG files of the history folder, oldest first. */
+static GPtrArray *
+list_history_files (const char *dir)
+{
+  g_autoptr(GDir) listing = g_dir_open (dir, 0, NULL);
+  GPtrArray *files = g_ptr_array_new_with_free_func (g_free);
+  const char *name;
+
+  while (listing != NULL && (name = g_dir_read_name (listing)) != NULL)
+    if (g_str_has_suffix (name, ".png"))
+      g_ptr_array_add (files, g_build_filename (dir, name, NULL));
+  g_ptr_array_sort (files, compare_names);
+  return files;
+}
+
+static void
+on_result_to_keep (MoireGenerationPanel   *panel,
+                   MoireHistoryItem       *item,
+                   MoireStudioApplication *self)
+{
+  g_autoptr(GPtrArray) files = NULL;
+  g_autoptr(GDateTime) now = g_date_time_new_now_utc ();
+  g_autofree char *stamp = g_date_time_format (now, "%Y%m%d-%H%M%S");
+  g_autofree char *name = g_strdup_printf ("%s-%06d-%" G_GUINT64_FORMAT ".png", stamp,
+                                           g_date_time_get_microsecond (now),
+                                           moire_history_item_get_seed (item));
+  g_autofree char *path = g_build_filename (self->history_dir, name, NULL);
+  g_autoptr(GError) error = NULL;
+
+  if (g_mkdir_with_parents (self->history_dir, 0700) != 0 ||
+      !moire_history_item_save_png (item, path, &error))
+    {
+      g_message ("cannot keep the result in %s: %s", self->history_dir,
+                 error != NULL ? error->message : g_strerror (errno));
+      return;
+    }
+  files = list_history_files (self->history_dir);
+  for (guint i = 0; i + HISTORY_KEEP < files->len; i++)
+    g_unlink (g_ptr_array_index (files, i));
+}
+
+/* Clear History empties the folder too. */
+static void
+on_history_items_changed (GListModel             *history,
+                          guint                   position,
+                          guint                   removed,
+                          guint                   added,
+                          MoireStudioApplication *self)
+{
+  g_autoptr(GPtrArray) files = NULL;
+
+  if (g_list_model_get_n_items (history) > 0)
+    return;
+  files = list_history_files (self->history_dir);
+  for (guint i = 0; i < files->len; i++)
+    g_unlink (g_ptr_array_index (files, i));
+}
+
+static void
+restore_history (MoireStudioApplication *self,
+                 MoireGenerationPanel   *panel)
+{
+  g_autoptr(GPtrArray) files = list_history_files (self->history_dir);
+  guint restored = 0;
+
+  for (guint i = files->len > HISTORY_KEEP ? files->len - HISTORY_KEEP : 0; i < files->len; i++)
+    {
+      g_autoptr(GError) error = NULL;
+
+      if (moire_generation_panel_add_history_file (panel, g_ptr_array_index (files, i), &error))
+        restored++;
+      else
+        g_message ("history: %s", error->message);
+    }
+  if (self->self_test)
+    g_print ("self-test: history restored: %u\n", restored);
+  g_signal_connect (panel, "result-ready", G_CALLBACK (on_result_to_keep), self);
+  g_signal_connect (moire_generation_panel_get_history (panel), "items-changed",
+                    G_CALLBACK (on_history_items_changed), self);
 }
 
 /* --- actions ------------------------------------------------------------------------------- */
@@ -546,6 +643,14 @@ moire_studio_application_activate (GApplication *application)
     }
   moire_studio_window_choose_initial_model (window, self->model_path);
   moire_generation_panel_set_notice (panel, self->settings_note);
+  /* Kept between launches — except in a self-test, unless MOIRE_STUDIO_HISTORY_DIR says
+   * where (tests never touch the user's own history). */
+  if (g_getenv ("MOIRE_STUDIO_HISTORY_DIR") != NULL)
+    self->history_dir = g_strdup (g_getenv ("MOIRE_STUDIO_HISTORY_DIR"));
+  else if (!self->self_test)
+    self->history_dir = g_build_filename (g_get_user_data_dir (), "moire", "history", NULL);
+  if (self->history_dir != NULL)
+    restore_history (self, panel);
   if (self->settings_note != NULL && self->self_test)
     g_print ("self-test: settings note: %s\n", self->settings_note);
   if (self->self_test && moire_generation_panel_get_model (panel) == NULL &&
@@ -618,6 +723,7 @@ moire_studio_application_dispose (GObject *object)
   g_clear_handle_id (&self->timeout_id, g_source_remove);
   g_clear_object (&self->settings);
   g_clear_pointer (&self->settings_note, g_free);
+  g_clear_pointer (&self->history_dir, g_free);
   G_OBJECT_CLASS (moire_studio_application_parent_class)->dispose (object);
 }
 

@@ -144,6 +144,18 @@ check "queue: 3 runs of 2 in the history" grep -q "6 images in the history" "$T/
 "$moire" info --image "$T/queue.png" >"$T/queue-info.txt" 2>&1
 check "queue: the last queued job kept its own seed (11 + 2 + 2)" grep -q "Seed: 15," "$T/queue-info.txt"
 
+# 10. History kept between launches (MOIRE_STUDIO_HISTORY_DIR stands in for
+#     XDG_DATA_HOME/moire/history): a second launch starts with the first one's results.
+for run in 1 2; do
+    MOIRE_STUDIO_HISTORY_DIR=$T/history LANGUAGE=en "${xvfb[@]}" "$studio" --self-test --model "$model" \
+        --prompt goldfish --steps 2 --batch 2 --seed $((20 + run * 2)) --timeout 40 >"$T/history$run.log" 2>&1
+done
+cat "$T/history2.log"
+check "history: the first launch starts empty" grep -q "history restored: 0" "$T/history1.log"
+check "history: the second launch gets the first one's 2 results" grep -q "history restored: 2" "$T/history2.log"
+check "history: 4 in the strip after the second launch" grep -q "4 images in the history" "$T/history2.log"
+check "history: kept as PNGs with their parameters" bash -c "ls '$T/history'/*-22.png '$T/history'/*-25.png >/dev/null"
+
 if [ -n "${MOIRE_SCREENSHOT_DIR:-}" ]; then
     mkdir -p "$MOIRE_SCREENSHOT_DIR"
     cp "$T/studio-generating.png" "$T/studio-history.png" "$T/studio-de.png" \
