@@ -29,6 +29,9 @@ struct _MoireGenerationPanel
   GRand                *rand;
 
   MoireModelHandle     *model;
+  MoireVaeHandle       *vae;
+  char                 *vae_path;
+  GCancellable         *vae_cancellable;
   GCancellable         *model_cancellable;
   gboolean              apply_defaults_on_load;
   gboolean              updating_model_dropdown;
@@ -69,6 +72,8 @@ struct _MoireGenerationPanel
   GtkEntry             *negative_entry;
   GtkDropDown          *model_dropdown;
   GtkLabel             *model_info;
+  GtkWidget            *vae_box;
+  GtkLabel             *vae_label;
   GtkDropDown          *sampler_dropdown;
   GtkDropDown          *schedule_dropdown;
   GtkSpinButton        *steps_spin;
@@ -122,6 +127,7 @@ enum {
   PROP_PREVIEW_INTERVAL,
   PROP_STREAM,
   PROP_SHOW_ROUTING,
+  PROP_VAE_PATH,
   N_PROPS
 };
 
@@ -149,6 +155,7 @@ static const char panel_css[] =
 static void update_actions      (MoireGenerationPanel *self);
 static void start_next_queued   (MoireGenerationPanel *self);
 static void update_prompt_marks (MoireGenerationPanel *self);
+static void update_vae_row      (MoireGenerationPanel *self);
 static void show_item           (MoireGenerationPanel *self,
                                  MoireHistoryItem     *item);
 
@@ -321,6 +328,7 @@ model_loaded (GObject      *source,
     }
   self->apply_defaults_on_load = FALSE;
   update_completion (self);
+  update_vae_row (self);
   update_actions (self);
 }
 
@@ -879,6 +887,8 @@ moire_generation_panel_generate (MoireGenerationPanel *self)
    * showed when Generate was pressed. */
   job = moire_job_new (self->model, self->settings, self->init_image, seed);
   moire_job_set_mask (job, self->mask);
+  if (self->model != NULL && moire_model_get_config (moire_model_handle_get_model (self->model))->space == MOIRE_SPACE_LATENT)
+    moire_job_set_vae (job, self->vae);
   moire_job_set_preview_interval (job, self->live_preview ? self->preview_interval : 0);
   moire_job_set_pause_at_step (job, self->pause_at_step);
   moire_job_set_stream (job, self->stream && moire_gen_settings_get_dmcmc (self->settings),
@@ -979,6 +989,86 @@ moire_generation_panel_resume (MoireGenerationPanel *self)
   g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
   if (self->job != NULL)
     moire_job_resume (self->job);
+}
+
+/* --- VAE (latent models) -------------------------------------------------------------------- */
+
+static void
+update_vae_row (MoireGenerationPanel *self)
+{
+  gboolean latent = self->model != NULL &&
+                    moire_model_get_config (moire_model_handle_get_model (self->model))->space == MOIRE_SPACE_LATENT;
+  g_autofree char *text = NULL;
+
+  gtk_widget_set_visible (self->vae_box, latent);
+  if (self->vae_cancellable != NULL)
+    text = g_strdup (_("VAE: loading…"));
+  else if (self->vae != NULL)
+    {
+      g_autofree char *name = g_path_get_basename (moire_vae_handle_get_path (self->vae));
+
+      /* Translators: the SD-VAE in use, "VAE: sdxl_vae.safetensors" */
+      text = g_strdup_printf (_("VAE: %s"), name);
+    }
+  else
+    text = g_strdup (_("Choose a VAE… (now: approximate colours)"));
+  gtk_label_set_text (self->vae_label, text);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-vae", self->vae != NULL);
+}
+
+static void
+vae_loaded (GObject      *source,
+            GAsyncResult *result,
+            gpointer      user_data)
+{
+  g_autoptr(MoireGenerationPanel) self = user_data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MoireVaeHandle) handle = moire_vae_handle_load_finish (result, &error);
+
+  if (handle == NULL && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  g_clear_object (&self->vae_cancellable);
+  if (handle == NULL)
+    {
+      g_autofree char *message = g_strdup_printf (_("Could not load the VAE: %s"), error->message);
+
+      moire_generation_panel_show_message (self, GTK_MESSAGE_ERROR, message);
+    }
+  g_set_object (&self->vae, handle);
+  update_vae_row (self);
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_VAE_PATH]);
+}
+
+void
+moire_generation_panel_set_vae_path (MoireGenerationPanel *self,
+                                     const char           *path)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+
+  if (path == NULL)
+    path = "";
+  if (g_strcmp0 (path, self->vae_path != NULL ? self->vae_path : "") == 0)
+    return;
+  g_free (self->vae_path);
+  self->vae_path = g_strdup (path);
+  if (self->vae_cancellable != NULL)
+    g_cancellable_cancel (self->vae_cancellable);
+  g_clear_object (&self->vae_cancellable);
+  g_clear_object (&self->vae);
+  if (*path != '\0')
+    {
+      self->vae_cancellable = g_cancellable_new ();
+      moire_vae_handle_load_async (path, self->vae_cancellable, vae_loaded, g_object_ref (self));
+    }
+  update_vae_row (self);
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_VAE_PATH]);
+}
+
+MoireVaeHandle *
+moire_generation_panel_get_vae (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  return self->vae;
 }
 
 /* --- history ------------------------------------------------------------------------------- */
@@ -1375,6 +1465,35 @@ action_save_image (GtkWidget  *widget,
   suggested = moire_history_item_suggest_filename (self->current_item);
   run_file_chooser (self, _("Save Image"), GTK_FILE_CHOOSER_ACTION_SAVE, _("PNG images"), patterns,
                     suggested, save_file_chosen);
+}
+
+static void
+vae_file_chosen (MoireGenerationPanel *self,
+                 GFile                *file)
+{
+  g_autofree char *path = g_file_get_path (file);
+
+  if (path != NULL)
+    moire_generation_panel_set_vae_path (self, path);
+}
+
+static void
+action_choose_vae (GtkWidget  *widget,
+                   const char *action_name,
+                   GVariant   *parameter)
+{
+  static const char * const patterns[] = { "*.safetensors", "*.ckpt", "*.pt", NULL };
+
+  run_file_chooser (MOIRE_GENERATION_PANEL (widget), _("Choose a VAE"),
+                    GTK_FILE_CHOOSER_ACTION_OPEN, _("VAE files"), patterns, NULL, vae_file_chosen);
+}
+
+static void
+action_clear_vae (GtkWidget  *widget,
+                  const char *action_name,
+                  GVariant   *parameter)
+{
+  moire_generation_panel_set_vae_path (MOIRE_GENERATION_PANEL (widget), "");
 }
 
 static void
@@ -1776,6 +1895,7 @@ moire_generation_panel_bind_gsettings (MoireGenerationPanel *self,
   g_settings_bind (settings, "preview-interval", self, "preview-interval", G_SETTINGS_BIND_DEFAULT);
   g_settings_bind (settings, "dmcmc-stream", self, "stream", G_SETTINGS_BIND_DEFAULT);
   g_settings_bind (settings, "show-routing", self, "show-routing", G_SETTINGS_BIND_DEFAULT);
+  g_settings_bind (settings, "vae-path", self, "vae-path", G_SETTINGS_BIND_DEFAULT);
   moire_gen_settings_bind_gsettings (self->settings, settings);
 }
 
@@ -1851,6 +1971,11 @@ moire_generation_panel_dispose (GObject *object)
   if (self->model_cancellable != NULL)
     g_cancellable_cancel (self->model_cancellable);
   g_clear_object (&self->model_cancellable);
+  if (self->vae_cancellable != NULL)
+    g_cancellable_cancel (self->vae_cancellable);
+  g_clear_object (&self->vae_cancellable);
+  g_clear_object (&self->vae);
+  g_clear_pointer (&self->vae_path, g_free);
   if (self->prompt_entry != NULL)
     gtk_entry_set_completion (self->prompt_entry, NULL);
   if (self->negative_entry != NULL)
@@ -1904,6 +2029,7 @@ moire_generation_panel_get_property (GObject    *object,
     case PROP_PREVIEW_INTERVAL: g_value_set_int (value, self->preview_interval); break;
     case PROP_STREAM: g_value_set_boolean (value, self->stream); break;
     case PROP_SHOW_ROUTING: g_value_set_boolean (value, self->show_routing); break;
+    case PROP_VAE_PATH: g_value_set_string (value, self->vae_path != NULL ? self->vae_path : ""); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
 }
@@ -1938,6 +2064,9 @@ moire_generation_panel_set_property (GObject      *object,
           self->stream = g_value_get_boolean (value);
           g_object_notify_by_pspec (object, pspec);
         }
+      break;
+    case PROP_VAE_PATH:
+      moire_generation_panel_set_vae_path (self, g_value_get_string (value));
       break;
     case PROP_SHOW_ROUTING:
       if (self->show_routing != g_value_get_boolean (value))
@@ -1990,6 +2119,10 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   properties[PROP_SHOW_ROUTING] =
     g_param_spec_boolean ("show-routing", NULL, NULL, FALSE,
                           G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
+  /* The SD-VAE file for latent models ("" = none: approximate colours). */
+  properties[PROP_VAE_PATH] =
+    g_param_spec_string ("vae-path", NULL, NULL, "",
+                         G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
   g_object_class_install_properties (object_class, N_PROPS, properties);
 
   /**
@@ -2052,6 +2185,8 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, generate_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, cancel_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, vae_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, vae_label);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, prompt_hint);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, notice_label);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_label);
@@ -2070,6 +2205,8 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_install_action (widget_class, "panel.generate", NULL, action_generate);
   gtk_widget_class_install_action (widget_class, "panel.cancel", NULL, action_cancel);
   gtk_widget_class_install_action (widget_class, "panel.clear-queue", NULL, action_clear_queue);
+  gtk_widget_class_install_action (widget_class, "panel.choose-vae", NULL, action_choose_vae);
+  gtk_widget_class_install_action (widget_class, "panel.clear-vae", NULL, action_clear_vae);
   gtk_widget_class_install_action (widget_class, "panel.choose-model", NULL, action_choose_model);
   gtk_widget_class_install_action (widget_class, "panel.choose-init-image", NULL, action_choose_init_image);
   gtk_widget_class_install_action (widget_class, "panel.clear-init-image", NULL, action_clear_init_image);

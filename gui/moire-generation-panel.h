@@ -20,6 +20,7 @@
 #include "moire-history.h"
 #include "moire-history-item.h"
 #include "moire-model-handle.h"
+#include "moire-vae-handle.h"
 
 G_BEGIN_DECLS
 
@@ -71,6 +72,11 @@ guint             moire_generation_panel_get_unknown_word_count (MoireGeneration
 gboolean          moire_generation_panel_add_history_file    (MoireGenerationPanel *self,
                                                               const char           *path,
                                                               GError              **error);
+/* Latent models: the SD-VAE file that decodes results ("" or NULL = none, approximate
+ * colours). Loads on a worker thread; property "vae-path" (bound to GSettings "vae-path"). */
+void              moire_generation_panel_set_vae_path        (MoireGenerationPanel *self,
+                                                              const char           *path);
+MoireVaeHandle   *moire_generation_panel_get_vae             (MoireGenerationPanel *self);
 /* The queue: Generate while a job runs adds one (settings, seed, init image and mask copied
  * when pressed); each starts when the one before it ends (done, failed or stopped). */
 guint             moire_generation_panel_get_queue_length    (MoireGenerationPanel *self);

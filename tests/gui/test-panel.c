@@ -356,6 +356,46 @@ test_text_model_words (Fixture *f, gconstpointer data)
   g_assert_cmpuint (moire_generation_panel_get_unknown_word_count (f->panel), ==, 0);
 }
 
+static gboolean
+vae_ready (Fixture *f)
+{
+  return moire_generation_panel_get_vae (f->panel) != NULL;
+}
+
+/* Latent models get a VAE chooser; with a VAE the results are decoded by it, and the
+ * engine's "approximate colours" notice does not appear. */
+static void
+test_vae_for_latent_models (Fixture *f, gconstpointer data)
+{
+  g_autofree char *dir = g_path_get_dirname (tiny_model);
+  g_autofree char *latent = g_build_filename (dir, "tiny_ecdit_latent.safetensors", NULL);
+  g_autofree char *vae = g_build_filename (dir, "tiny_vae.safetensors", NULL);
+  MoireGenSettings *settings = moire_generation_panel_get_settings (f->panel);
+  GtkWidget *choose;
+
+  choose = find_widget (GTK_WIDGET (f->panel), GTK_TYPE_BUTTON, button_has_action, "panel.choose-vae");
+  g_assert_nonnull (choose);
+  g_autofree char *pixel = g_build_filename (dir, "tiny_ecdit.safetensors", NULL);
+
+  moire_generation_panel_set_model_path (f->panel, pixel, FALSE);
+  iterate_until (model_ready, f);
+  g_assert_false (gtk_widget_get_visible (gtk_widget_get_parent (choose))); /* a pixel-space model */
+
+  moire_generation_panel_set_model_path (f->panel, latent, FALSE);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  iterate_until (model_ready, f);
+  g_assert_true (gtk_widget_get_visible (gtk_widget_get_parent (choose)));
+  g_object_set (f->panel, "vae-path", vae, NULL);
+  iterate_until (vae_ready, f);
+  moire_gen_settings_set_prompt (settings, "a red apple");
+  moire_gen_settings_set_steps (settings, 2);
+  moire_generation_panel_generate (f->panel);
+  iterate_until (job_finished, f);
+  g_assert_true (f->success);
+  g_assert_null (moire_generation_panel_get_message (f->panel));
+}
+
 static void
 test_cancel (Fixture *f, gconstpointer data)
 {
@@ -433,6 +473,7 @@ main (int   argc,
   g_test_add ("/panel/generate-and-restore", Fixture, NULL, fixture_setup, test_generate_and_restore, fixture_teardown);
   g_test_add ("/panel/queue", Fixture, NULL, fixture_setup, test_queue, fixture_teardown);
   g_test_add ("/panel/text-model-words", Fixture, NULL, fixture_setup, test_text_model_words, fixture_teardown);
+  g_test_add ("/panel/vae-for-latent-models", Fixture, NULL, fixture_setup, test_vae_for_latent_models, fixture_teardown);
   g_test_add ("/panel/cancel", Fixture, NULL, fixture_setup, test_cancel, fixture_teardown);
   g_test_add ("/panel/errors-in-banner", Fixture, NULL, fixture_setup, test_errors_in_banner, fixture_teardown);
   status = g_test_run ();
