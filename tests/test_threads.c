@@ -129,9 +129,13 @@ int main(int argc, char **argv)
           "the library did not set its policy before libgomp started: \"%s\"", passive_policy);
     CHECK(strncmp(active_policy, "active", 6) == 0,
           "the user's OMP_WAIT_POLICY=active was not kept: \"%s\"", active_policy);
-    /* Sleeping workers: almost no CPU while the main thread sleeps (measured 0.02-0.1).
-     * Spinning ones: about one core's worth (measured 0.6-1.0 on a shared 2-core machine). */
+    /* Sleeping workers: almost no CPU while the main thread sleeps (measured 0.02).
+     * Spinning ones: as much of a core as the scheduler gives them — 0.6 on a quiet shared
+     * 2-core machine, 0.24 at a load average of 20 — so the control asks only for clearly
+     * more than the sleeping case. */
     CHECK(passive < 0.3, "idle OpenMP threads still burn %.2f of a core", passive);
-    CHECK(active > 0.45, "the measurement cannot see spinning threads (%.2f)", active);
+    CHECK(active > 0.1 && active > 4 * passive,
+          "the measurement cannot tell spinning threads (%.2f) from sleeping ones (%.2f)", active,
+          passive);
     return test_finish("threads");
 }
