@@ -1011,7 +1011,7 @@ update_vae_row (MoireGenerationPanel *self)
       text = g_strdup_printf (_("VAE: %s"), name);
     }
   else
-    text = g_strdup (_("Choose a VAE… (now: approximate colours)"));
+    text = g_strdup (_("VAE: none (approximate colours)"));
   gtk_label_set_text (self->vae_label, text);
   gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-vae", self->vae != NULL);
 }
@@ -2222,6 +2222,15 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_s, GDK_CONTROL_MASK, "panel.save-image", NULL);
 }
 
+/* The strength as "0,75" in German: the interface language's decimal separator. */
+static char *
+format_strength (GtkScale *scale,
+                 double    value,
+                 gpointer  user_data)
+{
+  return moire_gui_format_decimal (value, gtk_scale_get_digits (scale));
+}
+
 /* A spin button or slider under the pointer takes the scroll wheel only once it has the
  * keyboard focus; otherwise the wheel scrolls the form, as the user meant (scrolling past
  * "Guidance" used to turn 3.0 into 5.5). */
@@ -2398,6 +2407,7 @@ moire_generation_panel_init (MoireGenerationPanel *self)
   g_signal_connect_swapped (self->history, "items-changed", G_CALLBACK (on_history_changed), self);
 
   guard_scroll_wheel (self, GTK_WIDGET (self->sidebar_scroller));
+  gtk_scale_set_format_value_func (self->strength_scale, format_strength, NULL, NULL);
   add_generate_shortcut (self);
 
   gtk_label_set_text (self->model_info, _("No model loaded"));
