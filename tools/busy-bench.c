@@ -9,9 +9,11 @@
  *                                [--threads N] [--hogs LIST] [--device cpu|cuda]
  *
  * Defaults: the embedded model (data/models/moire-emoji.safetensors, its own steps),
- * prompt "red apple", 3 runs, all cores, hogs "0,1,2". The time alone is measured before and
- * after the busy runs, and the better of the two is the baseline, so a machine that got
- * quieter or busier meanwhile shows up as two different "alone" lines. */
+ * prompt "red apple", 3 runs, all cores, hogs "0,1,2". The levels are interleaved — round r
+ * times one generation at each level in turn (alone, beside 1, beside 2), and each level's
+ * figure is its best over the rounds — so when the rest of the machine gets busier or quieter
+ * during the measurement, every level sees the change alike instead of one level taking it
+ * all. The load average before and after is printed: other programs count as neighbours too. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -193,38 +195,46 @@ int main(int argc, char **argv)
     /* warm-up: first-touch page faults, thread start */
     run_stats warm;
     moire_status status = time_runs(ctx, model, &params, 1, 0, &warm);
-    run_stats alone_before = {0}, alone_after = {0};
-    run_stats results[8];
-    if (status == MOIRE_OK)
-        status = time_runs(ctx, model, &params, runs, 0, &alone_before);
-    for (int l = 0; l < levels && status == MOIRE_OK; l++)
-        status = hog_counts[l] == 0 ? (results[l] = alone_before, MOIRE_OK)
-                                    : time_runs(ctx, model, &params, runs, hog_counts[l],
-                                                &results[l]);
-    if (status == MOIRE_OK)
-        status = time_runs(ctx, model, &params, runs, 0, &alone_after);
+    double best[8], worst[8], sum[8];
+    for (int l = 0; l < levels; l++) {
+        best[l] = 1e300;
+        worst[l] = sum[l] = 0.0;
+    }
+    for (int r = 0; r < runs && status == MOIRE_OK; r++)
+        for (int l = 0; l < levels && status == MOIRE_OK; l++) {
+            run_stats one;
+            status = time_runs(ctx, model, &params, 1, hog_counts[l], &one);
+            best[l] = one.best < best[l] ? one.best : best[l];
+            worst[l] = one.best > worst[l] ? one.best : worst[l];
+            sum[l] += one.best;
+        }
     if (status != MOIRE_OK) {
         fprintf(stderr, "moire-busy-bench: %s\n", moire_last_error());
         moire_ctx_free(ctx);
         moire_model_free(model);
         return 1;
     }
-    double base = alone_before.best < alone_after.best ? alone_before.best : alone_after.best;
-    printf("%-22s %8s %8s %8s %8s\n", "", "best s", "median", "worst", "ratio");
-    printf("%-22s %8.3f %8.3f %8.3f\n", "alone (before)", alone_before.best,
-           alone_before.median, alone_before.worst);
-    printf("%-22s %8.3f %8.3f %8.3f\n", "alone (after)", alone_after.best, alone_after.median,
-           alone_after.worst);
-    for (int l = 0; l < levels; l++) {
+    double base = 0.0;
+    for (int l = 0; l < levels; l++)
         if (hog_counts[l] == 0)
-            continue;
+            base = best[l];
+    printf("%-24s %8s %8s %8s %8s\n", "", "best s", "mean", "worst", "ratio");
+    for (int l = 0; l < levels; l++) {
         char label[64];
-        snprintf(label, sizeof label, "beside %d busy process%s", hog_counts[l],
-                 hog_counts[l] == 1 ? "" : "es");
-        printf("%-22s %8.3f %8.3f %8.3f %8.2f\n", label, results[l].best, results[l].median,
-               results[l].worst, results[l].best / base);
+        if (hog_counts[l] == 0)
+            snprintf(label, sizeof label, "alone");
+        else
+            snprintf(label, sizeof label, "beside %d busy process%s", hog_counts[l],
+                     hog_counts[l] == 1 ? "" : "es");
+        if (base > 0.0)
+            printf("%-24s %8.3f %8.3f %8.3f %8.2f\n", label, best[l], sum[l] / runs, worst[l],
+                   best[l] / base);
+        else
+            printf("%-24s %8.3f %8.3f %8.3f\n", label, best[l], sum[l] / runs, worst[l]);
     }
-    printf("ratio = best beside ÷ best alone (the better of before and after)\n");
+    if (getloadavg(load, 3) > 0)
+        printf("load average after: %.2f %.2f %.2f\n", load[0], load[1], load[2]);
+    printf("ratio = best beside ÷ best alone, best of %d interleaved rounds\n", runs);
     moire_ctx_free(ctx);
     moire_model_free(model);
     return 0;
