@@ -465,9 +465,6 @@ run_file_chooser (MoireGenerationPanel *self,
         start = g_file_new_for_path (pictures);
       if (start != NULL)
         gtk_file_chooser_set_current_folder (GTK_FILE_CHOOSER (chooser), start, NULL);
-      /* where the chooser starts, for the tests (a native chooser cannot be asked) */
-      g_object_set_data_full (G_OBJECT (self), "moire-save-start",
-                              start != NULL ? g_file_get_path (start) : NULL, g_free);
     }
   g_object_set_data (G_OBJECT (chooser), "moire-func", func);
   g_signal_connect (chooser, "response", G_CALLBACK (on_chooser_response), g_object_ref (self));
