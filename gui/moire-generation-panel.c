@@ -2271,9 +2271,11 @@ guard_scroll_wheel (MoireGenerationPanel *self,
 
 /* Ctrl+Enter generates wherever the focus is — also on a drop-down or inside its open list,
  * which would otherwise take Enter for themselves: a capture-phase shortcut sees the key
- * before any child does. */
-static void
-add_generate_shortcut (MoireGenerationPanel *self)
+ * before any child does. Events do not propagate past a GtkNative, and an open drop-down's
+ * list is a popover (a native of its own), so each popover in the panel gets the shortcut
+ * too; "panel.generate" still resolves through the popover's parents. */
+static GtkEventController *
+generate_shortcut_new (void)
 {
   GtkEventController *controller = gtk_shortcut_controller_new ();
   static const guint keys[] = { GDK_KEY_Return, GDK_KEY_KP_Enter, GDK_KEY_ISO_Enter };
@@ -2283,7 +2285,26 @@ add_generate_shortcut (MoireGenerationPanel *self)
     gtk_shortcut_controller_add_shortcut (GTK_SHORTCUT_CONTROLLER (controller),
                                           gtk_shortcut_new (gtk_keyval_trigger_new (keys[i], GDK_CONTROL_MASK),
                                                             gtk_named_action_new ("panel.generate")));
-  gtk_widget_add_controller (GTK_WIDGET (self), controller);
+  return controller;
+}
+
+static void
+add_generate_shortcut_to_popovers (GtkWidget *widget)
+{
+  for (GtkWidget *child = gtk_widget_get_first_child (widget); child != NULL;
+       child = gtk_widget_get_next_sibling (child))
+    {
+      if (GTK_IS_POPOVER (child))
+        gtk_widget_add_controller (child, generate_shortcut_new ());
+      add_generate_shortcut_to_popovers (child);
+    }
+}
+
+static void
+add_generate_shortcut (MoireGenerationPanel *self)
+{
+  gtk_widget_add_controller (GTK_WIDGET (self), generate_shortcut_new ());
+  add_generate_shortcut_to_popovers (GTK_WIDGET (self));
 }
 
 static void
