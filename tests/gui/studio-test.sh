@@ -156,6 +156,36 @@ check "history: the second launch gets the first one's 2 results" grep -q "histo
 check "history: 4 in the strip after the second launch" grep -q "4 images in the history" "$T/history2.log"
 check "history: kept as PNGs with their parameters" bash -c "ls '$T/history'/*-22.png '$T/history'/*-25.png >/dev/null"
 
+# 11. Ctrl+Enter wherever the focus is, pressed for real (xdotool) in a plain (not self-test)
+#     run: in the prompt, with the Sampler drop-down's list open (a popover: a native of its
+#     own), and on the closed drop-down. Each generation leaves a PNG in the history folder.
+#     The click goes to the Sampler drop-down of the default 1170×750 window with the tiny
+#     model (a latent model: the VAE row is shown above it).
+if command -v xdotool >/dev/null; then
+    cat > "$T/keys.sh" <<KEYS
+#!/bin/bash
+"$studio" --model "$model" --steps 4 --prompt goldfish >"$T/keys-studio.log" 2>&1 &
+pid=\$!
+for i in \$(seq 1 60); do xdotool search --name "Moiré Studio" >/dev/null 2>&1 && break; sleep 0.5; done
+sleep 3
+xdotool windowfocus --sync "\$(xdotool search --name 'Moiré Studio' | head -1)" 2>/dev/null
+count() { ls "$T/keys-history" 2>/dev/null | wc -l; }
+wait_for() { for i in \$(seq 1 40); do [ "\$(count)" -ge "\$1" ] && break; sleep 0.5; done; echo "keys: \$2: \$(count)"; }
+xdotool key ctrl+Return; wait_for 1 "in the prompt"
+xdotool mousemove 240 319 click 1; sleep 1.5
+xdotool key ctrl+Return; wait_for 2 "drop-down open"
+xdotool key Escape; sleep 1
+xdotool key ctrl+Return; wait_for 3 "drop-down focused"
+kill \$pid
+KEYS
+    chmod +x "$T/keys.sh"
+    MOIRE_STUDIO_HISTORY_DIR=$T/keys-history LANGUAGE=en "${xvfb[@]}" "$T/keys.sh" >"$T/keys.log" 2>&1
+    cat "$T/keys.log"
+    check "Ctrl+Enter in the prompt generates" grep -q "keys: in the prompt: 1" "$T/keys.log"
+    check "Ctrl+Enter with a drop-down's list open generates" grep -q "keys: drop-down open: 2" "$T/keys.log"
+    check "Ctrl+Enter on a focused drop-down generates" grep -q "keys: drop-down focused: 3" "$T/keys.log"
+fi
+
 if [ -n "${MOIRE_SCREENSHOT_DIR:-}" ]; then
     mkdir -p "$MOIRE_SCREENSHOT_DIR"
     cp "$T/studio-generating.png" "$T/studio-history.png" "$T/studio-de.png" \
