@@ -416,6 +416,13 @@ moire_host_preview_stack_position (MoireHost *host)
            : gimp_image_get_item_position (host->image, host->preview_layer);
 }
 
+gboolean
+moire_host_preview_has_mask (MoireHost *host)
+{
+  return host->preview_layer >= 0 && gimp_item_is_valid (host->preview_layer) &&
+         gimp_layer_get_mask (host->preview_layer) >= 0;
+}
+
 GBytes *
 moire_host_get_image_data (MoireHost  *host,
                            const char *name)

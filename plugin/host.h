@@ -71,6 +71,7 @@ gboolean      moire_host_preview_show         (MoireHost             *host,
  * -1 = no preview), for tests. */
 moire_image  *moire_host_preview_read         (MoireHost             *host);
 int           moire_host_preview_stack_position (MoireHost           *host);
+gboolean      moire_host_preview_has_mask     (MoireHost             *host);
 void          moire_host_preview_remove       (MoireHost             *host);
 
 /* A persistent parasite of the image (saved in XCF): the dialog's history. NULL when the

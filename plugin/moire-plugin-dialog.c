@@ -446,8 +446,9 @@ dump_preview (Dialog *self)
   preview = moire_host_preview_read (self->host);
   if (preview == NULL || moire_png_save (path, preview, NULL, NULL) != MOIRE_OK)
     g_printerr ("moire self-test: no preview layer to save\n");
-  g_printerr ("moire self-test: preview stack position %d\n",
-              moire_host_preview_stack_position (self->host));
+  g_printerr ("moire self-test: preview stack position %d, layer mask %s\n",
+              moire_host_preview_stack_position (self->host),
+              moire_host_preview_has_mask (self->host) ? "yes" : "no");
 }
 
 static void

@@ -95,11 +95,29 @@ check "pixel art: batch ran" has "$T/pixel.log" "batch command executed successf
 check "apply keeps the dialog open" has "$T/pixel.log" "moire self-test: applied, dialog still open"
 check "two applies, two layers" has "$T/pixel.log" "T: pixel layers=4 returned=2"
 check "results on top, above the layer that covered bg" has "$T/pixel.log" "T: pixel top=Moiré: goldfish #5 (2); second=Moiré: goldfish #5; third=cover;"
-check "preview layer on top of the stack" has "$T/pixel.log" "moire self-test: preview stack position 0"
+check "preview layer on top of the stack" has "$T/pixel.log" "moire self-test: preview stack position 0, layer mask no"
 check "pixel art: the preview is byte for byte the applied layer" "$PNG_CHECK" same "$T/pixel-preview.png" "$T/pixel-applied.png" 0
 check "pixel art: the layer is not flat" "$PNG_CHECK" varied "$T/pixel-applied.png"
 check "the dialog's history is kept with the image" has "$T/pixel.log" "T: history parasite=yes"
 check "reopened, the dialog has the image's history back" has "$T/pixel.log" "moire self-test: 2 results restored from the image"
+
+# Inpainting: the preview shows only the selection (a layer mask), as the result will.
+cat > "$T/inpaint.scm" <<SCM
+(let* ((img (car (gimp-image-new 96 96 RGB)))
+       (bg (car (gimp-layer-new img 96 96 RGB-IMAGE "bg" 100 LAYER-MODE-NORMAL))))
+  (gimp-image-insert-layer img bg 0 0)
+  (gimp-drawable-fill bg FILL-WHITE)
+  (gimp-image-select-ellipse img CHANNEL-OP-REPLACE 24 24 48 48)
+  (let* ((l (car (plug-in-moire-generate RUN-INTERACTIVE img bg "goldfish" "" "$MODEL" "" 4 0 7 0 0 1 2 0.9 0))))
+    (gimp-message (string-append "T: inpaint layer mask=" (if (>= (car (gimp-layer-get-mask l)) 0) "yes" "no"))))
+  (gimp-image-delete img))
+SCM
+MOIRE_GIMP_SELF_TEST=apply MOIRE_GIMP_PREVIEW_DUMP=$T/inpaint-preview.png gimp_xvfb "$T/inpaint.log" "$(cat "$T/inpaint.scm")"
+sed -n 's/^script-fu-Warning: //p' "$T/inpaint.log" | grep -v '^$' | sed 's/^/    /'
+grep "moire self-test" "$T/inpaint.log" | sed 's/^/    /'
+check "inpaint: batch ran" has "$T/inpaint.log" "batch command executed successfully"
+check "inpaint: the preview is masked by the selection" has "$T/inpaint.log" "moire self-test: preview stack position 0, layer mask yes"
+check "inpaint: the result too" has "$T/inpaint.log" "T: inpaint layer mask=yes"
 
 cat > "$T/cancel.scm" <<SCM
 (let* ((img (car (gimp-image-new 64 64 RGB)))
