@@ -94,6 +94,8 @@ typedef struct ecdit_token_info {
  * max_tokens ≥ 2. `info` may be NULL. */
 void ecdit_tokenize(const ecdit_vocab *vocab, const char *text, int max_tokens, int32_t *ids,
                     ecdit_token_info *info);
+/* The tokenizer's word bytes: ASCII letters and digits, and every byte ≥ 0x80. */
+bool ecdit_is_word_byte(unsigned char c);
 
 /* ---- the model ------------------------------------------------------------------------- */
 

@@ -134,6 +134,23 @@ const char *moire_model_dtype_name(const moire_model *model);
 const char *moire_model_name(const moire_model *model);
 /* Human-readable name of class `class_id`, or NULL when the model ships no names. */
 const char *moire_model_class_name(const moire_model *model, int class_id);
+/* Text-conditioned (EC-DiT) models: the words of the vocabulary, for completion in prompt
+ * fields (the special tokens [PAD] [BOS] [EOS] [UNK] are left out). Size 0 and NULL for
+ * class-conditional models, whose prompts are class names (moire_model_class_name). */
+int         moire_model_vocabulary_size(const moire_model *model);
+const char *moire_model_vocabulary_word(const moire_model *model, int index);
+
+/* One word of a prompt as the tokenizer splits it: bytes [start, start + length) of the
+ * prompt, and whether the model knows it (an unknown word becomes [UNK]). */
+typedef struct moire_prompt_word {
+    size_t start, length;
+    bool known;
+} moire_prompt_word;
+/* Splits `prompt` into words exactly as generation will and fills up to `max_words` of
+ * them; returns how many words there are (0 for class-conditional models). */
+int moire_model_check_prompt(const moire_model *model, const char *prompt,
+                             moire_prompt_word *words, int max_words);
+
 /* Resolves a prompt for a class-conditional model: a number ("207"), an exact class name,
  * or the closest one (case-insensitive, any of a class's comma-separated synonyms).
  * Fails with a message listing the nearest names when nothing matches well. */
@@ -184,6 +201,12 @@ const char      *moire_ctx_backend_name(const moire_ctx *ctx);
 void             moire_ctx_cancel(moire_ctx *ctx);
 void             moire_ctx_set_debug_callback(moire_ctx *ctx, moire_debug_tensor_fn fn,
                                               void *user_data);
+
+/* How the CPU backend's OpenMP threads wait between operations, for logs and benchmarks:
+ * "passive (set by libmoire)" — the library made them sleep instead of spin (it does so
+ * before libgomp starts whenever neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set; see
+ * engine/threads.c) — or what the environment chose. Never NULL. */
+const char      *moire_thread_wait_policy(void);
 
 /* One model evaluation. x: [n, C_in, h, w] (h, w multiples of the patch size), t: [n]
  * (DDPM: timestep in [0, T-1], may be fractional; RF: t ∈ [0, 1]), class_ids: [n]

@@ -139,7 +139,7 @@ int32_t ecdit_vocab_lookup(const ecdit_vocab *vocab, const char *word, size_t le
     return ECDIT_TOKEN_UNK;
 }
 
-static bool is_word_byte(unsigned char c)
+bool ecdit_is_word_byte(unsigned char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
            c >= 0x80;
@@ -154,13 +154,13 @@ void ecdit_tokenize(const ecdit_vocab *vocab, const char *text, int max_tokens, 
     const char *c = text ? text : "";
     char word[256];
     while (*c) {
-        if (!is_word_byte((unsigned char)*c)) {
+        if (!ecdit_is_word_byte((unsigned char)*c)) {
             c++;
             continue;
         }
         size_t length = 0;
         bool too_long = false;
-        for (; is_word_byte((unsigned char)*c); c++) {
+        for (; ecdit_is_word_byte((unsigned char)*c); c++) {
             if (length < sizeof word)
                 word[length++] = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
             else

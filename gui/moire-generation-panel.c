@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <glib/gi18n-lib.h>
+#include <math.h>
 #include <string.h>
 
 #include "moire-generation-panel.h"
@@ -28,11 +29,16 @@ struct _MoireGenerationPanel
   GRand                *rand;
 
   MoireModelHandle     *model;
+  MoireVaeHandle       *vae;
+  char                 *vae_path;
+  GCancellable         *vae_cancellable;
   GCancellable         *model_cancellable;
   gboolean              apply_defaults_on_load;
   gboolean              updating_model_dropdown;
 
   MoireJob             *job;
+  GQueue                queue;             /* MoireJob waiting to run, oldest first */
+  gboolean              can_queue;
   gboolean              has_last_seed;
   guint64               last_seed;
   gint64                job_started_us;
@@ -62,9 +68,12 @@ struct _MoireGenerationPanel
   GtkLabel             *banner_label;
   GtkButton            *banner_button;
   GtkEntry             *prompt_entry;
+  GtkLabel             *prompt_hint;
   GtkEntry             *negative_entry;
   GtkDropDown          *model_dropdown;
   GtkLabel             *model_info;
+  GtkWidget            *vae_box;
+  GtkLabel             *vae_label;
   GtkDropDown          *sampler_dropdown;
   GtkDropDown          *schedule_dropdown;
   GtkSpinButton        *steps_spin;
@@ -90,6 +99,10 @@ struct _MoireGenerationPanel
   GtkSpinButton        *dmcmc_steps_spin;
   GtkButton            *generate_button;
   GtkButton            *cancel_button;
+  GtkWidget            *queue_box;
+  GtkLabel             *notice_label;
+  GtkLabel             *queue_label;
+  GtkScrolledWindow    *sidebar_scroller;
   GtkStack             *preview_stack;
   GtkPicture           *preview_picture;
   GtkLabel             *preview_badge;
@@ -114,6 +127,7 @@ enum {
   PROP_PREVIEW_INTERVAL,
   PROP_STREAM,
   PROP_SHOW_ROUTING,
+  PROP_VAE_PATH,
   N_PROPS
 };
 
@@ -139,6 +153,9 @@ static const char panel_css[] =
   ".moire-thumbnail { border-radius: 4px; }\n";
 
 static void update_actions      (MoireGenerationPanel *self);
+static void start_next_queued   (MoireGenerationPanel *self);
+static void update_prompt_marks (MoireGenerationPanel *self);
+static void update_vae_row      (MoireGenerationPanel *self);
 static void show_item           (MoireGenerationPanel *self,
                                  MoireHistoryItem     *item);
 
@@ -247,8 +264,28 @@ update_completion (MoireGenerationPanel *self)
 
       gtk_entry_set_placeholder_text (self->prompt_entry, hint);
     }
+  else if (self->model != NULL && moire_model_handle_has_vocabulary (self->model) &&
+           words != NULL && words[0] != NULL)
+    {
+      /* An example word: the last one without a space (the style phrases come first). */
+      const char *example = words[0];
+      g_autofree char *hint = NULL;
+
+      for (guint i = 0; words[i] != NULL; i++)
+        if (strchr (words[i], ' ') == NULL)
+          {
+            example = words[i];
+            if (g_str_equal (example, "apple"))
+              break;
+          }
+      /* Translators: placeholder of the prompt for text models; %s is a word it knows */
+      hint = g_strdup_printf (_("Words this model knows, e.g. “%s” — type to see them"), example);
+
+      gtk_entry_set_placeholder_text (self->prompt_entry, hint);
+    }
   else
     gtk_entry_set_placeholder_text (self->prompt_entry, _("Describe the image"));
+  update_prompt_marks (self);
 }
 
 static void
@@ -291,6 +328,7 @@ model_loaded (GObject      *source,
     }
   self->apply_defaults_on_load = FALSE;
   update_completion (self);
+  update_vae_row (self);
   update_actions (self);
 }
 
@@ -412,6 +450,22 @@ run_file_chooser (MoireGenerationPanel *self,
     }
   if (suggested_name != NULL)
     gtk_file_chooser_set_current_name (GTK_FILE_CHOOSER (chooser), suggested_name);
+  if (action == GTK_FILE_CHOOSER_ACTION_SAVE)
+    {
+      /* The folder saved to last time, else Pictures (never the process's working
+       * directory, which for a desktop launch is $HOME or /). */
+      g_autofree char *folder = self->gsettings != NULL
+                                  ? g_settings_get_string (self->gsettings, "save-folder") : NULL;
+      const char *pictures = g_get_user_special_dir (G_USER_DIRECTORY_PICTURES);
+      g_autoptr(GFile) start = NULL;
+
+      if (folder != NULL && *folder != '\0' && g_file_test (folder, G_FILE_TEST_IS_DIR))
+        start = g_file_new_for_path (folder);
+      else if (pictures != NULL && g_file_test (pictures, G_FILE_TEST_IS_DIR))
+        start = g_file_new_for_path (pictures);
+      if (start != NULL)
+        gtk_file_chooser_set_current_folder (GTK_FILE_CHOOSER (chooser), start, NULL);
+    }
   g_object_set_data (G_OBJECT (chooser), "moire-func", func);
   g_signal_connect (chooser, "response", G_CALLBACK (on_chooser_response), g_object_ref (self));
   gtk_native_dialog_show (GTK_NATIVE_DIALOG (chooser));
@@ -544,8 +598,7 @@ static void
 set_busy (MoireGenerationPanel *self,
           gboolean              busy)
 {
-  gtk_widget_set_visible (GTK_WIDGET (self->generate_button), !busy);
-  gtk_widget_set_visible (GTK_WIDGET (self->cancel_button), busy);
+  (void) busy; /* Generate stays: while one runs it queues the next; Stop follows the action */
   update_actions (self);
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_BUSY]);
 }
@@ -696,6 +749,7 @@ job_done (GObject      *source,
         }
       set_busy (self, FALSE);
       g_signal_emit (self, signals[SIGNAL_FINISHED], 0, FALSE);
+      start_next_queued (self);
       return;
     }
 
@@ -729,11 +783,68 @@ job_done (GObject      *source,
 
   /* Engine notices (e.g. "approximate colour preview of the latents"): once per session. */
   for (guint i = 0; warnings != NULL && warnings[i] != NULL; i++)
-    if (g_hash_table_add (self->warnings_shown, g_strdup (warnings[i])))
-      moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, warnings[i]);
+    {
+      /* The engine's "N word(s) of the prompts are not in the vocabulary" (English, after
+       * the fact) is what the prompt field already says while typing, translated and with
+       * the words named. */
+      if (strstr (warnings[i], "not in the vocabulary") != NULL &&
+          self->model != NULL && moire_model_handle_has_vocabulary (self->model))
+        continue;
+      if (g_hash_table_add (self->warnings_shown, g_strdup (warnings[i])))
+        moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, warnings[i]);
+    }
 
   set_busy (self, FALSE);
   g_signal_emit (self, signals[SIGNAL_FINISHED], 0, TRUE);
+  start_next_queued (self);
+}
+
+static void
+update_queue_label (MoireGenerationPanel *self)
+{
+  guint waiting = self->queue.length;
+
+  gtk_widget_set_visible (self->queue_box, waiting > 0);
+  if (waiting > 0)
+    {
+      /* Translators: under Generate while generations wait their turn */
+      g_autofree char *text = g_strdup_printf (g_dngettext (GETTEXT_PACKAGE, "%u more queued",
+                                                            "%u more queued", waiting),
+                                               waiting);
+
+      gtk_label_set_text (self->queue_label, text);
+    }
+  update_actions (self);
+}
+
+/* Starts `job` (the panel takes a reference) and shows that it runs. */
+static void
+start_job (MoireGenerationPanel *self,
+           MoireJob             *job)
+{
+  self->stream_round = 0;
+  g_signal_connect (job, "round", G_CALLBACK (on_job_round), self);
+  g_signal_connect (job, "progress", G_CALLBACK (on_job_progress), self);
+  g_signal_connect (job, "preview", G_CALLBACK (on_job_preview), self);
+  g_signal_connect (job, "paused", G_CALLBACK (on_job_paused), self);
+
+  self->job = g_object_ref (job);
+  self->job_started_us = g_get_monotonic_time ();
+  gtk_progress_bar_set_fraction (self->progress_bar, 0);
+  gtk_label_set_text (self->progress_label, _("Starting…"));
+  set_busy (self, TRUE);
+  moire_job_run_async (job, NULL, job_done, g_object_ref (self));
+}
+
+/* After a job ends (done, failed or stopped): the next queued one, if any. */
+static void
+start_next_queued (MoireGenerationPanel *self)
+{
+  g_autoptr(MoireJob) next = g_queue_pop_head (&self->queue);
+
+  update_queue_label (self);
+  if (next != NULL && self->job == NULL)
+    start_job (self, next);
 }
 
 void
@@ -745,7 +856,7 @@ moire_generation_panel_generate (MoireGenerationPanel *self)
 
   g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
 
-  if (self->job != NULL)
+  if (self->job != NULL && (!self->can_queue || moire_job_get_stream (self->job)))
     return;
   if (self->model == NULL)
     {
@@ -769,27 +880,71 @@ moire_generation_panel_generate (MoireGenerationPanel *self)
     return;
 
   moire_generation_panel_show_message (self, GTK_MESSAGE_INFO, NULL);
+  /* The job copies the settings, init image and mask now: what is queued is what the form
+   * showed when Generate was pressed. */
   job = moire_job_new (self->model, self->settings, self->init_image, seed);
   moire_job_set_mask (job, self->mask);
+  if (self->model != NULL && moire_model_get_config (moire_model_handle_get_model (self->model))->space == MOIRE_SPACE_LATENT)
+    moire_job_set_vae (job, self->vae);
   moire_job_set_preview_interval (job, self->live_preview ? self->preview_interval : 0);
   moire_job_set_pause_at_step (job, self->pause_at_step);
   moire_job_set_stream (job, self->stream && moire_gen_settings_get_dmcmc (self->settings),
                         self->stream_rounds);
   moire_job_set_routing_map (job, self->show_routing);
-  self->stream_round = 0;
-  g_signal_connect (job, "round", G_CALLBACK (on_job_round), self);
-  g_signal_connect (job, "progress", G_CALLBACK (on_job_progress), self);
-  g_signal_connect (job, "preview", G_CALLBACK (on_job_preview), self);
-  g_signal_connect (job, "paused", G_CALLBACK (on_job_paused), self);
-
-  self->job = g_object_ref (job);
   self->has_last_seed = TRUE;
   self->last_seed = seed;
-  self->job_started_us = g_get_monotonic_time ();
-  gtk_progress_bar_set_fraction (self->progress_bar, 0);
-  gtk_label_set_text (self->progress_label, _("Starting…"));
-  set_busy (self, TRUE);
-  moire_job_run_async (job, NULL, job_done, g_object_ref (self));
+  if (self->job != NULL)
+    {
+      g_queue_push_tail (&self->queue, g_steal_pointer (&job));
+      update_queue_label (self);
+      return;
+    }
+  start_job (self, job);
+}
+
+void
+moire_generation_panel_set_notice (MoireGenerationPanel *self,
+                                   const char           *text)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  gtk_label_set_text (self->notice_label, text != NULL ? text : "");
+  gtk_widget_set_visible (GTK_WIDGET (self->notice_label), text != NULL && *text != '\0');
+}
+
+const char *
+moire_generation_panel_get_notice (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  return gtk_widget_get_visible (GTK_WIDGET (self->notice_label))
+           ? gtk_label_get_text (self->notice_label) : NULL;
+}
+
+guint
+moire_generation_panel_get_queue_length (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), 0);
+  return self->queue.length;
+}
+
+void
+moire_generation_panel_clear_queue (MoireGenerationPanel *self)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  g_queue_clear_full (&self->queue, g_object_unref);
+  update_queue_label (self);
+}
+
+void
+moire_generation_panel_set_can_queue (MoireGenerationPanel *self,
+                                      gboolean              can_queue)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  self->can_queue = can_queue;
+  if (!can_queue)
+    moire_generation_panel_clear_queue (self);
+  gtk_widget_set_tooltip_text (GTK_WIDGET (self->generate_button),
+                               can_queue ? _("Generate (Ctrl+Enter); while one runs, adds it to the queue")
+                                         : _("Generate (Ctrl+Enter)"));
 }
 
 void
@@ -833,7 +988,117 @@ moire_generation_panel_resume (MoireGenerationPanel *self)
     moire_job_resume (self->job);
 }
 
+/* --- VAE (latent models) -------------------------------------------------------------------- */
+
+static void
+update_vae_row (MoireGenerationPanel *self)
+{
+  gboolean latent = self->model != NULL &&
+                    moire_model_get_config (moire_model_handle_get_model (self->model))->space == MOIRE_SPACE_LATENT;
+  g_autofree char *text = NULL;
+
+  gtk_widget_set_visible (self->vae_box, latent);
+  if (self->vae_cancellable != NULL)
+    text = g_strdup (_("VAE: loading…"));
+  else if (self->vae != NULL)
+    {
+      g_autofree char *name = g_path_get_basename (moire_vae_handle_get_path (self->vae));
+
+      /* Translators: the SD-VAE in use, "VAE: sdxl_vae.safetensors" */
+      text = g_strdup_printf (_("VAE: %s"), name);
+    }
+  else
+    text = g_strdup (_("VAE: none (approximate colours)"));
+  gtk_label_set_text (self->vae_label, text);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-vae", self->vae != NULL);
+}
+
+static void
+vae_loaded (GObject      *source,
+            GAsyncResult *result,
+            gpointer      user_data)
+{
+  g_autoptr(MoireGenerationPanel) self = user_data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MoireVaeHandle) handle = moire_vae_handle_load_finish (result, &error);
+
+  if (handle == NULL && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  g_clear_object (&self->vae_cancellable);
+  if (handle == NULL)
+    {
+      g_autofree char *message = g_strdup_printf (_("Could not load the VAE: %s"), error->message);
+
+      moire_generation_panel_show_message (self, GTK_MESSAGE_ERROR, message);
+    }
+  g_set_object (&self->vae, handle);
+  update_vae_row (self);
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_VAE_PATH]);
+}
+
+void
+moire_generation_panel_set_vae_path (MoireGenerationPanel *self,
+                                     const char           *path)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+
+  if (path == NULL)
+    path = "";
+  if (g_strcmp0 (path, self->vae_path != NULL ? self->vae_path : "") == 0)
+    return;
+  g_free (self->vae_path);
+  self->vae_path = g_strdup (path);
+  if (self->vae_cancellable != NULL)
+    g_cancellable_cancel (self->vae_cancellable);
+  g_clear_object (&self->vae_cancellable);
+  g_clear_object (&self->vae);
+  if (*path != '\0')
+    {
+      self->vae_cancellable = g_cancellable_new ();
+      moire_vae_handle_load_async (path, self->vae_cancellable, vae_loaded, g_object_ref (self));
+    }
+  update_vae_row (self);
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_VAE_PATH]);
+}
+
+MoireVaeHandle *
+moire_generation_panel_get_vae (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), NULL);
+  return self->vae;
+}
+
 /* --- history ------------------------------------------------------------------------------- */
+
+/* The strip highlights the item on show; the newest (position 0, leftmost) is scrolled into
+ * view, so a new result never lands out of sight. */
+static void
+highlight_in_history (MoireGenerationPanel *self,
+                      MoireHistoryItem     *item)
+{
+  GtkSelectionModel *selection = gtk_list_view_get_model (self->history_view);
+  GListModel *items = G_LIST_MODEL (self->history);
+  guint n = g_list_model_get_n_items (items);
+
+  for (guint i = 0; i < n; i++)
+    {
+      g_autoptr(MoireHistoryItem) candidate = g_list_model_get_item (items, i);
+
+      if (candidate != item)
+        continue;
+      gtk_selection_model_select_item (selection, i, TRUE);
+      if (i == 0)
+        {
+          GtkWidget *scroller = gtk_widget_get_ancestor (GTK_WIDGET (self->history_view),
+                                                         GTK_TYPE_SCROLLED_WINDOW);
+
+          if (scroller != NULL)
+            gtk_adjustment_set_value (gtk_scrolled_window_get_hadjustment (GTK_SCROLLED_WINDOW (scroller)), 0);
+        }
+      return;
+    }
+  gtk_selection_model_unselect_all (selection);
+}
 
 static void
 show_item (MoireGenerationPanel *self,
@@ -873,6 +1138,7 @@ show_item (MoireGenerationPanel *self,
   gtk_widget_set_visible (GTK_WIDGET (self->preview_badge), TRUE);
   gtk_label_set_text (self->result_label, moire_history_item_get_parameters (item));
   gtk_widget_set_tooltip_text (GTK_WIDGET (self->result_label), moire_history_item_get_parameters (item));
+  highlight_in_history (self, item);
   update_actions (self);
 }
 
@@ -897,6 +1163,12 @@ moire_generation_panel_restore_item (MoireGenerationPanel *self,
   moire_gen_settings_set_batch_count (restored, moire_gen_settings_get_batch_count (self->settings));
   moire_gen_settings_assign (self->settings, restored);
   show_item (self, item);
+  /* "Cancelled" or "Done in 2 s" described the last run, not this older image. */
+  if (self->job == NULL)
+    {
+      gtk_label_set_text (self->progress_label, "");
+      gtk_progress_bar_set_fraction (self->progress_bar, 0);
+    }
 }
 
 static void
@@ -971,6 +1243,49 @@ find_recent_model (MoireGenerationPanel *self,
         return g_strdup (path);
     }
   return NULL;
+}
+
+gboolean
+moire_generation_panel_add_history_file (MoireGenerationPanel  *self,
+                                         const char            *path,
+                                         GError               **error)
+{
+  moire_image *image = NULL;
+  char *text = NULL, *json = NULL;
+  moire_parameters parameters = moire_parameters_init ();
+  g_autoptr(MoireGenSettings) settings = NULL;
+  g_autoptr(MoireHistoryItem) item = NULL;
+  g_autofree char *model_name = NULL;
+  moire_status status;
+
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), FALSE);
+  g_return_val_if_fail (path != NULL, FALSE);
+
+  status = moire_png_load (path, &image, &text, &json);
+  if (status == MOIRE_OK && (text == NULL || *text == '\0'))
+    status = MOIRE_ERROR_FORMAT;
+  if (status == MOIRE_OK)
+    status = moire_parse_parameters (text, &parameters);
+  if (status != MOIRE_OK)
+    {
+      g_propagate_error (error, moire_gui_error_from_status (status, path));
+      moire_image_free (image);
+      free (text);
+      free (json);
+      return FALSE;
+    }
+  /* The item's own settings, from its texts: the form is left as it is. What cannot be
+   * restored (an unknown sampler…) stays at the form's value; that is only a history entry. */
+  settings = moire_gen_settings_copy (self->settings);
+  moire_gen_settings_apply_parameters (settings, &parameters, &model_name, NULL);
+  moire_gen_settings_apply_settings_json (settings, json, NULL);
+  item = moire_history_item_new (settings, image, text, json);
+  moire_history_prepend (self->history, item);
+  moire_parameters_clear (&parameters);
+  moire_image_free (image);
+  free (text);
+  free (json);
+  return TRUE;
 }
 
 gboolean
@@ -1063,8 +1378,12 @@ update_actions (MoireGenerationPanel *self)
 {
   gboolean busy = self->job != NULL;
 
-  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.generate", !busy);
+  /* While a job runs Generate queues another one — except beside an endless DMCMC stream,
+   * which never makes room for it. */
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.generate",
+                                 !busy || !moire_job_get_stream (self->job));
   gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.cancel", busy);
+  gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-queue", self->queue.length > 0);
   gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.save-image", self->current_item != NULL);
   gtk_widget_action_set_enabled (GTK_WIDGET (self), "panel.clear-history",
                                  g_list_model_get_n_items (G_LIST_MODEL (self->history)) > 0);
@@ -1143,6 +1462,43 @@ action_save_image (GtkWidget  *widget,
   suggested = moire_history_item_suggest_filename (self->current_item);
   run_file_chooser (self, _("Save Image"), GTK_FILE_CHOOSER_ACTION_SAVE, _("PNG images"), patterns,
                     suggested, save_file_chosen);
+}
+
+static void
+vae_file_chosen (MoireGenerationPanel *self,
+                 GFile                *file)
+{
+  g_autofree char *path = g_file_get_path (file);
+
+  if (path != NULL)
+    moire_generation_panel_set_vae_path (self, path);
+}
+
+static void
+action_choose_vae (GtkWidget  *widget,
+                   const char *action_name,
+                   GVariant   *parameter)
+{
+  static const char * const patterns[] = { "*.safetensors", "*.ckpt", "*.pt", NULL };
+
+  run_file_chooser (MOIRE_GENERATION_PANEL (widget), _("Choose a VAE"),
+                    GTK_FILE_CHOOSER_ACTION_OPEN, _("VAE files"), patterns, NULL, vae_file_chosen);
+}
+
+static void
+action_clear_vae (GtkWidget  *widget,
+                  const char *action_name,
+                  GVariant   *parameter)
+{
+  moire_generation_panel_set_vae_path (MOIRE_GENERATION_PANEL (widget), "");
+}
+
+static void
+action_clear_queue (GtkWidget  *widget,
+                    const char *action_name,
+                    GVariant   *parameter)
+{
+  moire_generation_panel_clear_queue (MOIRE_GENERATION_PANEL (widget));
 }
 
 static void
@@ -1349,23 +1705,155 @@ bind_spin (MoireGenerationPanel *self,
     }
 }
 
+/* The word being typed at the end of `text` (bytes after the last one that is not part of
+ * a word, as the tokenizer splits): "red apple, goo" → "goo". */
+static const char *
+trailing_word (const char *text)
+{
+  const char *start = text + strlen (text);
+
+  while (start > text)
+    {
+      unsigned char c = (unsigned char) start[-1];
+
+      if (!(g_ascii_isalnum (c) || c >= 0x80))
+        break;
+      start--;
+    }
+  return start;
+}
+
+/* Class names (DiT-MoE): a suggestion matches anywhere in it ("fish" finds "goldfish").
+ * Text models: the word being typed matches the start of a vocabulary word or phrase. */
 static gboolean
 completion_match (GtkEntryCompletion *completion,
                   const char         *key,
                   GtkTreeIter        *iter,
                   gpointer            user_data)
 {
+  MoireGenerationPanel *self = user_data;
   GtkTreeModel *model = gtk_entry_completion_get_model (completion);
   g_autofree char *word = NULL;
   g_autofree char *folded = NULL;
   g_autofree char *folded_key = NULL;
+  gboolean by_word = self->model != NULL && moire_model_handle_has_vocabulary (self->model);
 
   gtk_tree_model_get (model, iter, 0, &word, -1);
   if (word == NULL || key == NULL || *key == '\0')
     return FALSE;
+  if (by_word)
+    key = trailing_word (key);
+  if (*key == '\0')
+    return FALSE;
   folded = g_utf8_casefold (word, -1);
   folded_key = g_utf8_casefold (key, -1);
+  if (by_word)
+    return g_str_has_prefix (folded, folded_key) && !g_str_equal (folded, folded_key);
   return strstr (folded, folded_key) != NULL;
+}
+
+/* Text models: the chosen word replaces only the word being typed. */
+static gboolean
+on_completion_match_selected (GtkEntryCompletion   *completion,
+                              GtkTreeModel         *model,
+                              GtkTreeIter          *iter,
+                              MoireGenerationPanel *self)
+{
+  GtkEntry *entry = GTK_ENTRY (gtk_entry_completion_get_entry (completion));
+  g_autofree char *chosen = NULL;
+  g_autofree char *text = NULL;
+  const char *current;
+
+  if (self->model == NULL || !moire_model_handle_has_vocabulary (self->model))
+    return FALSE; /* class names: the whole field, GTK's default */
+  gtk_tree_model_get (model, iter, 0, &chosen, -1);
+  current = gtk_editable_get_text (GTK_EDITABLE (entry));
+  text = g_strdup_printf ("%.*s%s", (int) (trailing_word (current) - current), current, chosen);
+  gtk_editable_set_text (GTK_EDITABLE (entry), text);
+  gtk_editable_set_position (GTK_EDITABLE (entry), -1);
+  return TRUE;
+}
+
+/* Text models: words the model does not know are underlined while typing, and the prompt's
+ * are named under it (translated), instead of an English warning after a whole generation.
+ * The word still being typed at the end is left alone while it can become a known word. */
+static guint
+mark_unknown_words (MoireGenerationPanel *self,
+                    GtkEntry             *entry,
+                    GString              *unknown)
+{
+  const char *text = gtk_editable_get_text (GTK_EDITABLE (entry));
+  const moire_model *model = self->model != NULL ? moire_model_handle_get_model (self->model) : NULL;
+  PangoAttrList *attributes = pango_attr_list_new ();
+  int n = model != NULL ? moire_model_check_prompt (model, text, NULL, 0) : 0;
+  g_autofree moire_prompt_word *words = g_new0 (moire_prompt_word, MAX (n, 1));
+  const char * const *suggestions = self->model != NULL
+                                      ? moire_model_handle_get_prompt_suggestions (self->model) : NULL;
+  guint count = 0;
+
+  if (n > 0)
+    moire_model_check_prompt (model, text, words, n);
+  for (int i = 0; i < n; i++)
+    {
+      const moire_prompt_word *w = &words[i];
+      PangoAttribute *underline;
+
+      if (w->known)
+        continue;
+      if (w->start + w->length == strlen (text) && suggestions != NULL)
+        {
+          g_autofree char *typed = g_ascii_strdown (text + w->start, w->length);
+          gboolean could_become_known = FALSE;
+
+          for (guint k = 0; suggestions[k] != NULL && !could_become_known; k++)
+            could_become_known = g_str_has_prefix (suggestions[k], typed);
+          if (could_become_known)
+            continue;
+        }
+      underline = pango_attr_underline_new (PANGO_UNDERLINE_ERROR);
+      underline->start_index = (guint) w->start;
+      underline->end_index = (guint) (w->start + w->length);
+      pango_attr_list_insert (attributes, underline);
+      if (unknown != NULL)
+        {
+          if (unknown->len > 0)
+            /* Translators: between the unknown words of a prompt */
+            g_string_append (unknown, _(", "));
+          g_string_append_printf (unknown, "“%.*s”", (int) w->length, text + w->start);
+        }
+      count++;
+    }
+  gtk_entry_set_attributes (entry, attributes);
+  pango_attr_list_unref (attributes);
+  return count;
+}
+
+static void
+update_prompt_marks (MoireGenerationPanel *self)
+{
+  g_autoptr(GString) unknown = g_string_new (NULL);
+  guint count = mark_unknown_words (self, self->prompt_entry, unknown);
+
+  mark_unknown_words (self, self->negative_entry, NULL);
+  gtk_widget_set_visible (GTK_WIDGET (self->prompt_hint), count > 0);
+  if (count > 0)
+    {
+      /* Translators: under the prompt; %s lists the words, "“zebra”, “sofa”" */
+      g_autofree char *hint = g_strdup_printf (g_dngettext (GETTEXT_PACKAGE,
+                                                            "Not known to this model, ignored: %s",
+                                                            "Not known to this model, ignored: %s",
+                                                            count),
+                                               unknown->str);
+
+      gtk_label_set_text (self->prompt_hint, hint);
+    }
+}
+
+guint
+moire_generation_panel_get_unknown_word_count (MoireGenerationPanel *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GENERATION_PANEL (self), 0);
+  return mark_unknown_words (self, self->prompt_entry, NULL);
 }
 
 static GtkEntryCompletion *
@@ -1377,7 +1865,8 @@ attach_completion (MoireGenerationPanel *self,
   gtk_entry_completion_set_model (completion, GTK_TREE_MODEL (self->suggestions));
   gtk_entry_completion_set_text_column (completion, 0);
   gtk_entry_completion_set_minimum_key_length (completion, 1);
-  gtk_entry_completion_set_match_func (completion, completion_match, NULL, NULL);
+  gtk_entry_completion_set_match_func (completion, completion_match, self, NULL);
+  g_signal_connect (completion, "match-selected", G_CALLBACK (on_completion_match_selected), self);
   gtk_entry_completion_set_popup_single_match (completion, FALSE);
   gtk_entry_set_completion (entry, completion);
   return completion;
@@ -1403,6 +1892,7 @@ moire_generation_panel_bind_gsettings (MoireGenerationPanel *self,
   g_settings_bind (settings, "preview-interval", self, "preview-interval", G_SETTINGS_BIND_DEFAULT);
   g_settings_bind (settings, "dmcmc-stream", self, "stream", G_SETTINGS_BIND_DEFAULT);
   g_settings_bind (settings, "show-routing", self, "show-routing", G_SETTINGS_BIND_DEFAULT);
+  g_settings_bind (settings, "vae-path", self, "vae-path", G_SETTINGS_BIND_DEFAULT);
   moire_gen_settings_bind_gsettings (self->settings, settings);
 }
 
@@ -1468,6 +1958,7 @@ moire_generation_panel_dispose (GObject *object)
   MoireGenerationPanel *self = MOIRE_GENERATION_PANEL (object);
   GtkWidget *child;
 
+  g_queue_clear_full (&self->queue, g_object_unref);
   if (self->job != NULL)
     {
       g_signal_handlers_disconnect_by_data (self->job, self);
@@ -1477,6 +1968,11 @@ moire_generation_panel_dispose (GObject *object)
   if (self->model_cancellable != NULL)
     g_cancellable_cancel (self->model_cancellable);
   g_clear_object (&self->model_cancellable);
+  if (self->vae_cancellable != NULL)
+    g_cancellable_cancel (self->vae_cancellable);
+  g_clear_object (&self->vae_cancellable);
+  g_clear_object (&self->vae);
+  g_clear_pointer (&self->vae_path, g_free);
   if (self->prompt_entry != NULL)
     gtk_entry_set_completion (self->prompt_entry, NULL);
   if (self->negative_entry != NULL)
@@ -1530,6 +2026,7 @@ moire_generation_panel_get_property (GObject    *object,
     case PROP_PREVIEW_INTERVAL: g_value_set_int (value, self->preview_interval); break;
     case PROP_STREAM: g_value_set_boolean (value, self->stream); break;
     case PROP_SHOW_ROUTING: g_value_set_boolean (value, self->show_routing); break;
+    case PROP_VAE_PATH: g_value_set_string (value, self->vae_path != NULL ? self->vae_path : ""); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
 }
@@ -1564,6 +2061,9 @@ moire_generation_panel_set_property (GObject      *object,
           self->stream = g_value_get_boolean (value);
           g_object_notify_by_pspec (object, pspec);
         }
+      break;
+    case PROP_VAE_PATH:
+      moire_generation_panel_set_vae_path (self, g_value_get_string (value));
       break;
     case PROP_SHOW_ROUTING:
       if (self->show_routing != g_value_get_boolean (value))
@@ -1616,6 +2116,10 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   properties[PROP_SHOW_ROUTING] =
     g_param_spec_boolean ("show-routing", NULL, NULL, FALSE,
                           G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
+  /* The SD-VAE file for latent models ("" = none: approximate colours). */
+  properties[PROP_VAE_PATH] =
+    g_param_spec_string ("vae-path", NULL, NULL, "",
+                         G_PARAM_READWRITE | G_PARAM_EXPLICIT_NOTIFY | G_PARAM_STATIC_STRINGS);
   g_object_class_install_properties (object_class, N_PROPS, properties);
 
   /**
@@ -1677,6 +2181,13 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, dmcmc_steps_spin);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, generate_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, cancel_button);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, vae_box);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, vae_label);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, prompt_hint);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, notice_label);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, queue_label);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, sidebar_scroller);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_stack);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_picture);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, preview_badge);
@@ -1690,6 +2201,9 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
 
   gtk_widget_class_install_action (widget_class, "panel.generate", NULL, action_generate);
   gtk_widget_class_install_action (widget_class, "panel.cancel", NULL, action_cancel);
+  gtk_widget_class_install_action (widget_class, "panel.clear-queue", NULL, action_clear_queue);
+  gtk_widget_class_install_action (widget_class, "panel.choose-vae", NULL, action_choose_vae);
+  gtk_widget_class_install_action (widget_class, "panel.clear-vae", NULL, action_clear_vae);
   gtk_widget_class_install_action (widget_class, "panel.choose-model", NULL, action_choose_model);
   gtk_widget_class_install_action (widget_class, "panel.choose-init-image", NULL, action_choose_init_image);
   gtk_widget_class_install_action (widget_class, "panel.clear-init-image", NULL, action_clear_init_image);
@@ -1703,6 +2217,94 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_Escape, 0, "panel.cancel", NULL);
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_o, GDK_CONTROL_MASK, "panel.open-image", NULL);
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_s, GDK_CONTROL_MASK, "panel.save-image", NULL);
+}
+
+/* The strength as "0,75" in German: the interface language's decimal separator. */
+static char *
+format_strength (GtkScale *scale,
+                 double    value,
+                 gpointer  user_data)
+{
+  return moire_gui_format_decimal (value, gtk_scale_get_digits (scale));
+}
+
+/* A spin button or slider under the pointer takes the scroll wheel only once it has the
+ * keyboard focus; otherwise the wheel scrolls the form, as the user meant (scrolling past
+ * "Guidance" used to turn 3.0 into 5.5). */
+static gboolean
+on_unfocused_scroll (GtkEventControllerScroll *controller,
+                     double                    dx,
+                     double                    dy,
+                     MoireGenerationPanel     *self)
+{
+  GtkWidget *widget = gtk_event_controller_get_widget (GTK_EVENT_CONTROLLER (controller));
+  GtkAdjustment *vadjustment;
+  double step;
+
+  if (gtk_widget_get_state_flags (widget) & GTK_STATE_FLAG_FOCUS_WITHIN)
+    return FALSE; /* focused: the widget's own scrolling */
+  vadjustment = gtk_scrolled_window_get_vadjustment (self->sidebar_scroller);
+  /* GTK's own wheel step for scrolled windows: page_size^(2/3) per notch. */
+  step = gtk_event_controller_scroll_get_unit (controller) == GDK_SCROLL_UNIT_WHEEL
+           ? pow (gtk_adjustment_get_page_size (vadjustment), 2.0 / 3.0) : 1.0;
+  gtk_adjustment_set_value (vadjustment, gtk_adjustment_get_value (vadjustment) + dy * step);
+  return TRUE;
+}
+
+static void
+guard_scroll_wheel (MoireGenerationPanel *self,
+                    GtkWidget            *widget)
+{
+  for (GtkWidget *child = gtk_widget_get_first_child (widget); child != NULL;
+       child = gtk_widget_get_next_sibling (child))
+    guard_scroll_wheel (self, child);
+  if (GTK_IS_SPIN_BUTTON (widget) || GTK_IS_SCALE (widget))
+    {
+      GtkEventController *scroll =
+        gtk_event_controller_scroll_new (GTK_EVENT_CONTROLLER_SCROLL_BOTH_AXES);
+
+      gtk_event_controller_set_propagation_phase (scroll, GTK_PHASE_CAPTURE);
+      g_signal_connect (scroll, "scroll", G_CALLBACK (on_unfocused_scroll), self);
+      gtk_widget_add_controller (widget, scroll);
+    }
+}
+
+/* Ctrl+Enter generates wherever the focus is — also on a drop-down or inside its open list,
+ * which would otherwise take Enter for themselves: a capture-phase shortcut sees the key
+ * before any child does. Events do not propagate past a GtkNative, and an open drop-down's
+ * list is a popover (a native of its own), so each popover in the panel gets the shortcut
+ * too; "panel.generate" still resolves through the popover's parents. */
+static GtkEventController *
+generate_shortcut_new (void)
+{
+  GtkEventController *controller = gtk_shortcut_controller_new ();
+  static const guint keys[] = { GDK_KEY_Return, GDK_KEY_KP_Enter, GDK_KEY_ISO_Enter };
+
+  gtk_event_controller_set_propagation_phase (controller, GTK_PHASE_CAPTURE);
+  for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+    gtk_shortcut_controller_add_shortcut (GTK_SHORTCUT_CONTROLLER (controller),
+                                          gtk_shortcut_new (gtk_keyval_trigger_new (keys[i], GDK_CONTROL_MASK),
+                                                            gtk_named_action_new ("panel.generate")));
+  return controller;
+}
+
+static void
+add_generate_shortcut_to_popovers (GtkWidget *widget)
+{
+  for (GtkWidget *child = gtk_widget_get_first_child (widget); child != NULL;
+       child = gtk_widget_get_next_sibling (child))
+    {
+      if (GTK_IS_POPOVER (child))
+        gtk_widget_add_controller (child, generate_shortcut_new ());
+      add_generate_shortcut_to_popovers (child);
+    }
+}
+
+static void
+add_generate_shortcut (MoireGenerationPanel *self)
+{
+  gtk_widget_add_controller (GTK_WIDGET (self), generate_shortcut_new ());
+  add_generate_shortcut_to_popovers (GTK_WIDGET (self));
 }
 
 static void
@@ -1720,6 +2322,8 @@ moire_generation_panel_init (MoireGenerationPanel *self)
   self->warnings_shown = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   self->live_preview = TRUE;
   self->preview_interval = 1;
+  self->can_queue = TRUE;
+  g_queue_init (&self->queue);
 
   gtk_widget_init_template (GTK_WIDGET (self));
 
@@ -1801,6 +2405,8 @@ moire_generation_panel_init (MoireGenerationPanel *self)
   g_signal_connect_swapped (self->dmcmc_switch, "notify::active", G_CALLBACK (on_dmcmc_switch_active), self);
   on_sampler_changed (self);
 
+  g_signal_connect_swapped (self->prompt_entry, "changed", G_CALLBACK (update_prompt_marks), self);
+  g_signal_connect_swapped (self->negative_entry, "changed", G_CALLBACK (update_prompt_marks), self);
   self->prompt_completion = attach_completion (self, self->prompt_entry);
   self->negative_completion = attach_completion (self, self->negative_entry);
   update_completion (self);
@@ -1818,8 +2424,11 @@ moire_generation_panel_init (MoireGenerationPanel *self)
   g_signal_connect (self->history_view, "activate", G_CALLBACK (on_history_activate), self);
   g_signal_connect_swapped (self->history, "items-changed", G_CALLBACK (on_history_changed), self);
 
+  guard_scroll_wheel (self, GTK_WIDGET (self->sidebar_scroller));
+  gtk_scale_set_format_value_func (self->strength_scale, format_strength, NULL, NULL);
+  add_generate_shortcut (self);
+
   gtk_label_set_text (self->model_info, _("No model loaded"));
   gtk_widget_set_sensitive (self->strength_box, FALSE);
-  gtk_widget_set_visible (GTK_WIDGET (self->cancel_button), FALSE);
   update_actions (self);
 }

@@ -20,6 +20,7 @@
 #include "moire-history.h"
 #include "moire-history-item.h"
 #include "moire-model-handle.h"
+#include "moire-vae-handle.h"
 
 G_BEGIN_DECLS
 
@@ -59,6 +60,30 @@ void              moire_generation_panel_set_mask            (MoireGenerationPan
 
 void              moire_generation_panel_generate            (MoireGenerationPanel *self);
 void              moire_generation_panel_cancel              (MoireGenerationPanel *self);
+/* A note that stays under Generate (unlike the banner, which the next generation clears):
+ * a condition of the whole session, like settings that cannot be saved. NULL removes it. */
+void              moire_generation_panel_set_notice          (MoireGenerationPanel *self,
+                                                              const char           *text);
+const char       *moire_generation_panel_get_notice          (MoireGenerationPanel *self);
+/* Words of the prompt that the model does not know (text models), as underlined. */
+guint             moire_generation_panel_get_unknown_word_count (MoireGenerationPanel *self);
+/* Adds a PNG made by Moiré (its parameters text) to the history without touching the form:
+ * how hosts bring back a history they kept (the studio's data folder, the GIMP image). */
+gboolean          moire_generation_panel_add_history_file    (MoireGenerationPanel *self,
+                                                              const char           *path,
+                                                              GError              **error);
+/* Latent models: the SD-VAE file that decodes results ("" or NULL = none, approximate
+ * colours). Loads on a worker thread; property "vae-path" (bound to GSettings "vae-path"). */
+void              moire_generation_panel_set_vae_path        (MoireGenerationPanel *self,
+                                                              const char           *path);
+MoireVaeHandle   *moire_generation_panel_get_vae             (MoireGenerationPanel *self);
+/* The queue: Generate while a job runs adds one (settings, seed, init image and mask copied
+ * when pressed); each starts when the one before it ends (done, failed or stopped). */
+guint             moire_generation_panel_get_queue_length    (MoireGenerationPanel *self);
+void              moire_generation_panel_clear_queue         (MoireGenerationPanel *self);
+/* Hosts whose canvas follows one generation at a time (the GIMP plug-in) turn it off. */
+void              moire_generation_panel_set_can_queue       (MoireGenerationPanel *self,
+                                                              gboolean              can_queue);
 
 /* Shows `item` and restores its settings (all but the batch count). */
 void              moire_generation_panel_restore_item        (MoireGenerationPanel *self,

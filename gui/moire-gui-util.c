@@ -24,12 +24,101 @@ moire_gui_error_from_status (moire_status  status,
   return g_error_new_literal (MOIRE_GUI_ERROR, (int) status, message);
 }
 
+/* TRUE when `dir` holds a translation of ours (LANG/LC_MESSAGES/moire.mo for some LANG). */
+static gboolean
+has_translations (const char *dir)
+{
+  g_autoptr(GDir) listing = g_dir_open (dir, 0, NULL);
+  const char *name;
+
+  while (listing != NULL && (name = g_dir_read_name (listing)) != NULL)
+    {
+      g_autofree char *mo = g_build_filename (dir, name, "LC_MESSAGES", GETTEXT_PACKAGE ".mo", NULL);
+
+      if (g_file_test (mo, G_FILE_TEST_IS_REGULAR))
+        return TRUE;
+    }
+  return FALSE;
+}
+
+/* The translations that belong to this binary, found from where it lies: in a meson build
+ * tree (build/gui/studio/moire-studio, build/plugin/moire) the build's po/ folder, which
+ * meson fills with LANG/LC_MESSAGES/moire.mo; in an installed or moved prefix
+ * (PREFIX/bin/moire-studio) PREFIX/share/locale. NULL when neither has any. */
+static char *
+find_localedir_near_binary (void)
+{
+  g_autofree char *exe = g_file_read_link ("/proc/self/exe", NULL);
+  g_autofree char *dir = exe != NULL ? g_path_get_dirname (exe) : NULL;
+
+  if (dir == NULL)
+    return NULL;
+  /* Build tree: the nearest ancestor (up to three levels) with build.ninja. */
+  {
+    g_autofree char *up = g_strdup (dir);
+
+    for (int level = 0; level < 4; level++)
+      {
+        g_autofree char *ninja = g_build_filename (up, "build.ninja", NULL);
+        char *parent;
+
+        if (g_file_test (ninja, G_FILE_TEST_IS_REGULAR))
+          {
+            g_autofree char *po = g_build_filename (up, "po", NULL);
+
+            return has_translations (po) ? g_steal_pointer (&po) : NULL;
+          }
+        parent = g_path_get_dirname (up);
+        g_free (up);
+        up = parent;
+      }
+  }
+  {
+    g_autofree char *share = g_build_filename (dir, "..", "share", "locale", NULL);
+
+    if (has_translations (share))
+      return g_steal_pointer (&share);
+  }
+  return NULL;
+}
+
 const char *
 moire_gui_get_localedir (void)
 {
+  static char *found = NULL;
+  static gsize looked = 0;
   const char *dir = g_getenv ("MOIRE_LOCALEDIR");
 
-  return (dir != NULL && *dir != '\0') ? dir : LOCALEDIR;
+  if (dir != NULL && *dir != '\0')
+    return dir;
+  if (g_once_init_enter (&looked))
+    {
+      found = find_localedir_near_binary ();
+      g_once_init_leave (&looked, 1);
+    }
+  return found != NULL ? found : LOCALEDIR;
+}
+
+char *
+moire_gui_format_decimal (double value,
+                          int    digits)
+{
+  char buffer[G_ASCII_DTOSTR_BUF_SIZE];
+  char format[8];
+  /* Translators: the decimal separator of numbers in the interface ("7.5 M", "2.5 s"):
+     "," in German and French. It follows the interface language, not LC_NUMERIC, so that
+     LANGUAGE=de alone gives "7,5". */
+  const char *separator = C_("decimal separator", ".");
+  GString *text = g_string_new (NULL);
+
+  g_snprintf (format, sizeof format, "%%.%df", CLAMP (digits, 0, 9));
+  g_ascii_formatd (buffer, sizeof buffer, format, value);
+  for (const char *c = buffer; *c != '\0'; c++)
+    if (*c == '.')
+      g_string_append (text, separator);
+    else
+      g_string_append_c (text, *c);
+  return g_string_free (text, FALSE);
 }
 
 void
@@ -180,8 +269,13 @@ moire_gui_format_duration (double seconds)
   if (!(seconds >= 0))
     return g_strdup ("");
   if (seconds < 9.95)
-    /* Translators: a short duration in seconds with one decimal, "2.5 s" */
-    return g_strdup_printf (_("%.1f s"), seconds);
+    {
+      g_autofree char *number = moire_gui_format_decimal (seconds, 1);
+
+      /* Translators: a short duration in seconds with one decimal, "2.5 s" (the number
+         already has the decimal separator) */
+      return g_strdup_printf (_("%s s"), number);
+    }
   s = (long) (seconds + 0.5);
   if (s < 60)
     /* Translators: a duration in seconds */

@@ -28,7 +28,12 @@ GError       *moire_gui_error_from_status           (moire_status     status,
 /* Binds the "moire" gettext domain (idempotent). Hosts that embed the panel need not call
  * it: the panel does so in class_init. $MOIRE_LOCALEDIR overrides the install location. */
 void          moire_gui_init_i18n                   (void);
+/* $MOIRE_LOCALEDIR, else the translations next to the binary (a build tree's po/, or
+ * PREFIX/share/locale), else the configured LOCALEDIR. */
 const char   *moire_gui_get_localedir               (void);
+/* `value` with `digits` decimals and the interface language's decimal separator ("7,5"). */
+char         *moire_gui_format_decimal              (double            value,
+                                                     int               digits);
 
 /* A copy of `image` as a texture; images smaller than `min_size` on their longer side are
  * enlarged by an integer factor with nearest-neighbour sampling so small images stay crisp.

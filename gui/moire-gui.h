@@ -11,3 +11,4 @@
 #include "moire-model-handle.h"
 #include "moire-model-locator.h"
 #include "moire-seed.h"
+#include "moire-vae-handle.h"

@@ -26,6 +26,7 @@ struct _MoireJob
   gboolean           stream;
   int                stream_rounds;
   gboolean           routing;
+  MoireVaeHandle    *vae;
 
   /* Main thread only. */
   GCancellable      *cancellable;
@@ -83,6 +84,7 @@ moire_job_finalize (GObject *object)
   MoireJob *self = MOIRE_JOB (object);
 
   g_clear_object (&self->model);
+  g_clear_object (&self->vae);
   g_clear_object (&self->settings);
   g_clear_object (&self->pending_frame);
   g_clear_pointer (&self->init_image, moire_image_free);
@@ -178,6 +180,15 @@ moire_job_new (MoireModelHandle  *model,
                 (gsize) init_image->width * init_image->height * init_image->channels);
     }
   return self;
+}
+
+void
+moire_job_set_vae (MoireJob       *self,
+                   MoireVaeHandle *vae)
+{
+  g_return_if_fail (MOIRE_IS_JOB (self));
+  g_return_if_fail (!self->running);
+  g_set_object (&self->vae, vae);
 }
 
 void
@@ -636,6 +647,7 @@ run_thread (GTask        *task,
       g_task_return_error (task, error);
       return;
     }
+  params.vae = self->vae != NULL ? moire_vae_handle_get_vae (self->vae) : NULL;
   params.init_image = self->init_image;
   params.mask = self->init_image != NULL ? self->mask : NULL;
   /* Streams make no routing maps (moire.h): only single runs record one. */

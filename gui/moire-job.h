@@ -17,6 +17,7 @@
 #include "moire-gen-settings.h"
 #include "moire-history-item.h"
 #include "moire-model-handle.h"
+#include "moire-vae-handle.h"
 
 G_BEGIN_DECLS
 
@@ -82,5 +83,10 @@ void        moire_job_get_frame_stats     (MoireJob             *self,
 void        moire_job_set_pause_at_step   (MoireJob             *self,
                                            int                   step);
 void        moire_job_resume              (MoireJob             *self);
+
+/* Latent models: decode (and encode the init image) with this SD-VAE instead of the
+ * approximate colour map. NULL = none. Before the run. */
+void        moire_job_set_vae             (MoireJob             *self,
+                                           MoireVaeHandle       *vae);
 
 G_END_DECLS

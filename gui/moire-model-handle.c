@@ -42,12 +42,39 @@ moire_model_handle_init (MoireModelHandle *self)
 {
 }
 
+/* Phrases that the project's own text models were trained with after the subject ("red
+ * apple, google style": docs/EMBEDDED_MODEL.md). Offered by completion only when every
+ * word of them is in the model's vocabulary, so other models never see them. */
+static const char *const style_phrases[] = { "google style", "twitter style", NULL };
+
+static gboolean
+phrase_is_known (const moire_model *model,
+                 const char        *phrase)
+{
+  moire_prompt_word words[8];
+  int n = moire_model_check_prompt (model, phrase, words, G_N_ELEMENTS (words));
+
+  for (int i = 0; i < n && i < (int) G_N_ELEMENTS (words); i++)
+    if (!words[i].known)
+      return FALSE;
+  return n > 0;
+}
+
 static GStrv
 collect_suggestions (const moire_model *model)
 {
   const moire_model_config *config = moire_model_get_config (model);
   g_autoptr(GStrvBuilder) builder = g_strv_builder_new ();
   g_autoptr(GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  int vocabulary = moire_model_vocabulary_size (model);
+
+  /* Text models: the style phrases first (they are what completion shows at "goo"), then
+   * every word, in the vocabulary's order. */
+  for (guint i = 0; vocabulary > 0 && style_phrases[i] != NULL; i++)
+    if (phrase_is_known (model, style_phrases[i]))
+      g_strv_builder_add (builder, style_phrases[i]);
+  for (int i = 0; i < vocabulary; i++)
+    g_strv_builder_add (builder, moire_model_vocabulary_word (model, i));
 
   for (int i = 0; i < config->num_classes; i++)
     {
@@ -157,6 +184,13 @@ moire_model_handle_get_model (MoireModelHandle *self)
 }
 
 gboolean
+moire_model_handle_has_vocabulary (MoireModelHandle *self)
+{
+  g_return_val_if_fail (MOIRE_IS_MODEL_HANDLE (self), FALSE);
+  return moire_model_vocabulary_size (self->model) > 0;
+}
+
+gboolean
 moire_model_handle_is_class_conditional (MoireModelHandle *self)
 {
   g_return_val_if_fail (MOIRE_IS_MODEL_HANDLE (self), FALSE);
@@ -175,6 +209,7 @@ moire_model_handle_describe (MoireModelHandle *self)
 {
   const moire_model_config *config;
   g_autofree char *stem = NULL;
+  g_autofree char *number = NULL;
   const char *name, *dot;
   double millions;
   int size;
@@ -185,8 +220,10 @@ moire_model_handle_describe (MoireModelHandle *self)
   dot = strrchr (name, '.');
   stem = dot != NULL ? g_strndup (name, dot - name) : g_strdup (name);
   millions = (double) moire_model_parameter_count (self->model) / 1e6;
+  number = moire_gui_format_decimal (millions, 1);
   size = config->input_size * (config->space == MOIRE_SPACE_LATENT ? 8 : 1);
-  /* Translators: model summary: name, family, parameters in millions, trained image size */
-  return g_strdup_printf (_("%s · %s · %.1f M parameters · %d×%d"),
-                          stem, config->family, millions, size, size);
+  /* Translators: model summary: name, family, parameters in millions (with its decimal
+     separator already), trained image size */
+  return g_strdup_printf (_("%s · %s · %s M parameters · %d×%d"),
+                          stem, config->family, number, size, size);
 }

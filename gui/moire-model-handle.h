@@ -29,6 +29,9 @@ const char         *moire_model_handle_get_path      (MoireModelHandle     *self
 const char         *moire_model_handle_get_name      (MoireModelHandle     *self);
 const moire_model  *moire_model_handle_get_model     (MoireModelHandle     *self);
 /* Whether prompts name classes (DiT-MoE) rather than being free text. */
+/* A text model with a word vocabulary (EC-DiT): completion works word by word, and words
+ * outside it can be marked while typing (moire_model_check_prompt). */
+gboolean            moire_model_handle_has_vocabulary          (MoireModelHandle *self);
 gboolean            moire_model_handle_is_class_conditional (MoireModelHandle *self);
 
 /* Suggestions for completing a prompt: the class names of a class-conditional model, each

@@ -24,10 +24,11 @@ struct MoireHost
   gint32    drawable;
   gint32    preview_layer;   /* -1 = none                                                 */
   MoireRect preview_rect;
+  gboolean  preview_masked;
   gboolean  progress;
 };
 
-#define N_ARGS 15
+#define N_ARGS 16
 
 static void query (void);
 static void run   (const gchar      *name,
@@ -59,6 +60,7 @@ query (void)
     { GIMP_PDB_INT32,    "count",           "Number of images; each becomes a layer" },
     { GIMP_PDB_INT32,    "mode",            "{ GENERATE (0), IMAGE-TO-IMAGE from the drawable (1), INPAINT the selection (2) }" },
     { GIMP_PDB_FLOAT,    "strength",        "Denoising strength for modes 1 and 2 (0..1)" },
+    { GIMP_PDB_INT32,    "scaling",         "How the result is scaled to the target: { SMOOTH (0), PIXEL-ART (1) nearest neighbour }" },
   };
   static const GimpParamDef rets[] = {
     { GIMP_PDB_LAYER,      "layer",      "The first new layer (image 0 of the batch)" },
@@ -101,6 +103,8 @@ values_from_params (MoirePluginValues *values,
     values->mode = param[13].data.d_int32;
   if (n_params > 14)
     values->strength = param[14].data.d_float;
+  if (n_params > 15)
+    values->scaling = CLAMP (param[15].data.d_int32, 0, MOIRE_PLUGIN_SCALING_COUNT_ - 1);
 }
 
 static void
@@ -335,6 +339,7 @@ gboolean
 moire_host_preview_show (MoireHost        *host,
                          const MoireRect  *rect,
                          const moire_image *image,
+                         gboolean          mask_with_selection,
                          GError          **error)
 {
   g_return_val_if_fail (image->width == rect->width && image->height == rect->height, FALSE);
@@ -346,7 +351,8 @@ moire_host_preview_show (MoireHost        *host,
     }
   if (host->preview_layer >= 0 &&
       (!gimp_item_is_valid (host->preview_layer) ||
-       memcmp (rect, &host->preview_rect, sizeof *rect) != 0))
+       memcmp (rect, &host->preview_rect, sizeof *rect) != 0 ||
+       mask_with_selection != host->preview_masked))
     moire_host_preview_remove (host);
 
   if (host->preview_layer < 0)
@@ -357,9 +363,20 @@ moire_host_preview_show (MoireHost        *host,
       /* Frozen undo: the temporary layer never shows up in the undo history. */
       gimp_image_undo_freeze (host->image);
       layer = new_layer (host, "Moiré preview", rect, GIMP_LAYER_MODE_NORMAL);
-      if (layer >= 0 && gimp_image_insert_layer (host->image, layer, 0, -1))
+      /* On top of the whole stack (parent 0, position 0), where it is the results' place
+       * too: just above the active layer it could be hidden under the layers above it. */
+      if (layer >= 0 && gimp_image_insert_layer (host->image, layer, 0, 0))
         {
           gimp_layer_set_offsets (layer, rect->x, rect->y);
+          /* Inpainting changes only the selection: the preview shows only that, like the
+           * applied layer with its selection mask. */
+          if (mask_with_selection)
+            {
+              gint32 mask = gimp_layer_create_mask (layer, GIMP_ADD_MASK_SELECTION);
+
+              if (mask >= 0)
+                gimp_layer_add_mask (layer, mask);
+            }
           if (active >= 0 && gimp_item_is_valid (active))
             gimp_image_set_active_layer (host->image, active);
         }
@@ -373,10 +390,74 @@ moire_host_preview_show (MoireHost        *host,
         }
       host->preview_layer = layer;
       host->preview_rect = *rect;
+      host->preview_masked = mask_with_selection;
     }
   write_layer (host->preview_layer, image);
   gimp_displays_flush ();
   return TRUE;
+}
+
+moire_image *
+moire_host_preview_read (MoireHost *host)
+{
+  if (host->preview_layer < 0 || !gimp_item_is_valid (host->preview_layer))
+    return NULL;
+  return read_buffer (host->preview_layer, &host->preview_rect, "R'G'B'A u8", 4, NULL);
+}
+
+int
+moire_host_preview_stack_position (MoireHost *host)
+{
+  if (host->preview_layer < 0 || !gimp_item_is_valid (host->preview_layer))
+    return -1;
+  /* 0 = the top of the image's stack (a layer inside a group counts its group's place) */
+  return gimp_item_get_parent (host->preview_layer) > 0
+           ? gimp_image_get_item_position (host->image, gimp_item_get_parent (host->preview_layer))
+           : gimp_image_get_item_position (host->image, host->preview_layer);
+}
+
+gboolean
+moire_host_preview_has_mask (MoireHost *host)
+{
+  return host->preview_layer >= 0 && gimp_item_is_valid (host->preview_layer) &&
+         gimp_layer_get_mask (host->preview_layer) >= 0;
+}
+
+GBytes *
+moire_host_get_image_data (MoireHost  *host,
+                           const char *name)
+{
+  GimpParasite *parasite = gimp_image_get_parasite (host->image, name);
+  GBytes *data;
+
+  if (parasite == NULL)
+    return NULL;
+  data = g_bytes_new (gimp_parasite_data (parasite), gimp_parasite_data_size (parasite));
+  gimp_parasite_free (parasite);
+  return data;
+}
+
+void
+moire_host_set_image_data (MoireHost  *host,
+                           const char *name,
+                           GBytes     *data)
+{
+  GimpParasite *parasite;
+  gsize size = 0;
+  gconstpointer bytes;
+
+  if (!gimp_image_is_valid (host->image))
+    return;
+  if (data == NULL || g_bytes_get_size (data) == 0)
+    {
+      gimp_image_detach_parasite (host->image, name);
+      return;
+    }
+  bytes = g_bytes_get_data (data, &size);
+  /* Persistent (saved in XCF), not undoable: a history is not an edit of the picture. */
+  parasite = gimp_parasite_new (name, GIMP_PARASITE_PERSISTENT, (guint32) size, bytes);
+  gimp_image_attach_parasite (host->image, parasite);
+  gimp_parasite_free (parasite);
 }
 
 void
@@ -421,7 +502,8 @@ moire_host_insert_results (MoireHost             *host,
       g_autofree char *name = unique_layer_name (host->image, results[i].name);
       gint32 layer = new_layer (host, name, rect, mode);
 
-      if (layer < 0 || !gimp_image_insert_layer (host->image, layer, 0, -1))
+      /* On top of the stack (see the preview): each insert goes above the previous one. */
+      if (layer < 0 || !gimp_image_insert_layer (host->image, layer, 0, 0))
         {
           ok = FALSE;
           break;

@@ -58,16 +58,32 @@ moire_image  *moire_host_read_selection       (MoireHost             *host,
                                                const MoireRect       *rect,
                                                GError               **error);
 
-/* Shows `image` (RGBA, rect-sized) in a temporary preview layer above the drawable, made on
- * the first call (and again when `rect` changes). Adding, updating and removing it leaves no
- * undo step. Updates the displays. */
+/* Shows `image` (RGBA, rect-sized) in a temporary preview layer on top of the layer stack,
+ * made on the first call (and again when `rect` or `mask_with_selection` changes);
+ * `mask_with_selection` masks it with the selection, as the inpainted result will be.
+ * Adding, updating and removing it leaves no undo step. Updates the displays. */
 gboolean      moire_host_preview_show         (MoireHost             *host,
                                                const MoireRect       *rect,
                                                const moire_image     *image,
+                                               gboolean               mask_with_selection,
                                                GError               **error);
+/* The preview layer's pixels (RGBA, as written) and its place in the layer stack (0 = top,
+ * -1 = no preview), for tests. */
+moire_image  *moire_host_preview_read         (MoireHost             *host);
+int           moire_host_preview_stack_position (MoireHost           *host);
+gboolean      moire_host_preview_has_mask     (MoireHost             *host);
 void          moire_host_preview_remove       (MoireHost             *host);
 
-/* Adds one layer per result at `rect`, image 0 on top, with its parasites, all inside one
+/* A persistent parasite of the image (saved in XCF): the dialog's history. NULL when the
+ * image has none. Setting it leaves no undo step. */
+GBytes       *moire_host_get_image_data       (MoireHost             *host,
+                                               const char            *name);
+void          moire_host_set_image_data       (MoireHost             *host,
+                                               const char            *name,
+                                               GBytes                *data);
+
+/* Adds one layer per result at `rect` on top of the layer stack (image 0 uppermost), with
+ * its parasites, all inside one
  * undo group. `mask_with_selection`: each layer gets the selection as its layer mask
  * (inpainting). The new layers' ids go to `layer_ids` (a GArray of gint32) when not NULL. */
 gboolean      moire_host_insert_results       (MoireHost             *host,

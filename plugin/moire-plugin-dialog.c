@@ -8,11 +8,19 @@
  *   generate-requested → read the target, init image and mask for the chosen mode
  *   preview-frame      → scale to the target, write into the preview layer (a few per second)
  *   result-ready       → keep the item; finished → show image 0 in the preview layer
- *   Apply              → remove the preview, insert the results as layers (one undo group)
- *   Cancel / close     → stop the engine, remove the preview
+ *   Apply              → remove the preview, insert the results as layers (one undo group);
+ *                        the dialog stays for the next one. Apply and Close also closes it.
+ *   Close              → stop the engine, remove the preview
+ * The dialog's history is kept with the image (parasite "moire-history", saved in XCF): the
+ * newest results come back when the dialog is opened again on that image.
+ * Scaling (smooth or pixel art) goes through moire_plugin_scale_image for the preview and
+ * for Apply alike, so the preview is exactly what Apply inserts.
  *
  * Test hooks (environment): MOIRE_GIMP_SELF_TEST=apply generates as soon as the model is
- * loaded and applies the result; =cancel closes the dialog at the first preview frame.
+ * loaded and applies the result; =apply-keep applies (dialog stays), generates again and
+ * applies and closes; =cancel closes the dialog at the first preview frame.
+ * MOIRE_GIMP_PREVIEW_DUMP=FILE saves the preview layer's pixels as PNG just before Apply and
+ * prints its place in the layer stack (0 = top).
  * MOIRE_GIMP_SCREENSHOT=FILE saves the dialog as PNG before applying; MOIRE_GIMP_READY_FILE /
  * MOIRE_GIMP_CONTINUE_FILE let a test take a screen shot of the whole host while the dialog is
  * open with the result on the canvas (the dialog writes the first, waits for the second).
@@ -20,13 +28,19 @@
 #define G_LOG_DOMAIN "moire-plugin"
 
 #include <glib/gi18n-lib.h>
+#include <glib/gstdio.h>
 #include <gtk/gtk.h>
+#include <string.h>
 
 #include "moire-gui.h"
 #include "moire-plugin.h"
 
 #define PREVIEW_MIN_INTERVAL_US (150 * G_TIME_SPAN_MILLISECOND)
 #define SELF_TEST_TIMEOUT_S     120
+#define HISTORY_PARASITE        "moire-history"
+/* What the image keeps: the newest results, at most this many and this many bytes of PNG. */
+#define HISTORY_KEEP_ITEMS      12
+#define HISTORY_KEEP_BYTES      (4 << 20)
 
 typedef struct
 {
@@ -40,8 +54,11 @@ typedef struct
   GtkWindow            *window;
   MoireGenerationPanel *panel;
   GtkDropDown          *mode_dropdown;
+  GtkDropDown          *scaling_dropdown;
   GtkLabel             *target_label;
   GtkWidget            *apply_button;
+  GtkWidget            *apply_close_button;
+  int                   history_restored; /* items the image's parasite gave back */
 
   MoirePluginMode       mode;      /* of the generation in progress / pending            */
   MoireRect             target;
@@ -51,9 +68,18 @@ typedef struct
   guint                 frame_source;
   gint64                last_frame_us;
 
-  const char           *self_test; /* NULL, "apply" or "cancel"                           */
+  const char           *self_test; /* NULL, "apply", "apply-keep" or "cancel"             */
   gboolean              self_test_started;
+  int                   self_test_applies;
 } Dialog;
+
+static const char *const scaling_labels[] = {
+  /* Translators: how the generated picture is scaled to the selection; "smooth" blends */
+  N_("Smooth"),
+  /* Translators: scaling that keeps every generated pixel a crisp square block */
+  N_("Pixel art"),
+  NULL
+};
 
 static const char *const mode_labels[] = {
   /* Translators: plug-in modes; the first makes a picture from the prompt alone */
@@ -101,15 +127,25 @@ show_error (Dialog     *self,
   moire_generation_panel_show_message (self->panel, GTK_MESSAGE_ERROR, message);
 }
 
+static MoirePluginScaling
+get_scaling (Dialog *self)
+{
+  return (MoirePluginScaling) gtk_drop_down_get_selected (self->scaling_dropdown);
+}
+
 static void
 show_in_preview (Dialog            *self,
                  const moire_image *image)
 {
   g_autoptr(GError) error = NULL;
-  g_autoptr(moire_image) scaled = moire_plugin_scale_rgba (image, self->target.width,
-                                                           self->target.height);
+  /* The same scaling as Apply (moire_plugin_insert_images): the preview is the result. */
+  g_autoptr(moire_image) scaled = moire_plugin_scale_image (image, self->target.width,
+                                                            self->target.height,
+                                                            get_scaling (self));
 
-  if (scaled == NULL || !moire_host_preview_show (self->host, &self->target, scaled, &error))
+  if (scaled == NULL ||
+      !moire_host_preview_show (self->host, &self->target, scaled,
+                                self->mode == MOIRE_PLUGIN_MODE_INPAINT, &error))
     show_error (self, error != NULL ? error->message : "out of memory");
 }
 
@@ -162,6 +198,102 @@ clear_pending (Dialog *self)
 {
   g_ptr_array_set_size (self->pending, 0);
   gtk_widget_set_sensitive (self->apply_button, FALSE);
+  gtk_widget_set_sensitive (self->apply_close_button, FALSE);
+}
+
+/* --- history kept with the image ---------------------------------------------------------- */
+
+/* The parasite: "MOIREHIST1\n", then per item a 32-bit big-endian length and a PNG with the
+ * A1111 parameters and the moire JSON (moire_history_item_save_png), newest first. */
+#define HISTORY_MAGIC "MOIREHIST1\n"
+
+static void
+load_history (Dialog *self)
+{
+  g_autoptr(GBytes) data = moire_host_get_image_data (self->host, HISTORY_PARASITE);
+  g_autofree char *dir = NULL;
+  const guint8 *bytes;
+  gsize size = 0, at = strlen (HISTORY_MAGIC);
+  GPtrArray *paths;
+
+  if (data == NULL)
+    return;
+  bytes = g_bytes_get_data (data, &size);
+  if (size < at || memcmp (bytes, HISTORY_MAGIC, at) != 0)
+    return;
+  dir = g_dir_make_tmp ("moire-history-XXXXXX", NULL);
+  if (dir == NULL)
+    return;
+  paths = g_ptr_array_new_with_free_func (g_free);
+  while (at + 4 <= size)
+    {
+      guint32 length = ((guint32) bytes[at] << 24) | ((guint32) bytes[at + 1] << 16) |
+                       ((guint32) bytes[at + 2] << 8) | bytes[at + 3];
+      char *path;
+
+      at += 4;
+      if (length > size - at)
+        break;
+      path = g_strdup_printf ("%s/%u.png", dir, paths->len);
+      if (g_file_set_contents (path, (const char *) bytes + at, length, NULL))
+        g_ptr_array_add (paths, path);
+      else
+        g_free (path);
+      at += length;
+    }
+  /* oldest first, so that the newest ends up in front */
+  for (guint i = paths->len; i > 0; i--)
+    {
+      const char *path = g_ptr_array_index (paths, i - 1);
+
+      if (moire_generation_panel_add_history_file (self->panel, path, NULL))
+        self->history_restored++;
+      g_unlink (path);
+    }
+  g_ptr_array_unref (paths);
+  g_rmdir (dir);
+}
+
+static void
+save_history (Dialog *self)
+{
+  GListModel *history = G_LIST_MODEL (moire_generation_panel_get_history (self->panel));
+  guint n = MIN (g_list_model_get_n_items (history), HISTORY_KEEP_ITEMS);
+  g_autofree char *dir = NULL;
+  g_autofree char *path = NULL;
+  GByteArray *out;
+
+  if (n == 0)
+    return;
+  dir = g_dir_make_tmp ("moire-history-XXXXXX", NULL);
+  if (dir == NULL)
+    return;
+  path = g_build_filename (dir, "item.png", NULL);
+  out = g_byte_array_new ();
+  g_byte_array_append (out, (const guint8 *) HISTORY_MAGIC, strlen (HISTORY_MAGIC));
+  for (guint i = 0; i < n; i++)
+    {
+      g_autoptr(MoireHistoryItem) item = g_list_model_get_item (history, i);
+      g_autofree char *png = NULL;
+      gsize length = 0;
+      guint8 header[4];
+
+      if (!moire_history_item_save_png (item, path, NULL) ||
+          !g_file_get_contents (path, &png, &length, NULL))
+        continue;
+      if (out->len + 4 + length > HISTORY_KEEP_BYTES)
+        break;
+      header[0] = length >> 24; header[1] = length >> 16; header[2] = length >> 8; header[3] = length;
+      g_byte_array_append (out, header, 4);
+      g_byte_array_append (out, (const guint8 *) png, length);
+    }
+  g_unlink (path);
+  g_rmdir (dir);
+  {
+    g_autoptr(GBytes) data = g_byte_array_free_to_bytes (out);
+
+    moire_host_set_image_data (self->host, HISTORY_PARASITE, data);
+  }
 }
 
 /* --- panel signals -------------------------------------------------------------------------- */
@@ -250,7 +382,7 @@ on_finished (MoireGenerationPanel *panel,
     {
       clear_pending (self);
       moire_host_preview_remove (self->host);
-      if (self->self_test != NULL && g_str_equal (self->self_test, "apply"))
+      if (self->self_test != NULL && !g_str_equal (self->self_test, "cancel"))
         {
           const char *message = moire_generation_panel_get_message (panel);
 
@@ -268,6 +400,7 @@ on_finished (MoireGenerationPanel *panel,
       show_in_preview (self, image);
   }
   gtk_widget_set_sensitive (self->apply_button, TRUE);
+  gtk_widget_set_sensitive (self->apply_close_button, TRUE);
   if (self->self_test != NULL)
     self_test_after_result (self);
 }
@@ -298,10 +431,29 @@ store_values (Dialog *self)
   v->count = moire_gen_settings_get_batch_count (settings);
   v->mode = self->mode;
   v->strength = moire_gen_settings_get_strength (settings);
+  v->scaling = get_scaling (self);
+}
+
+/* Test hook: the preview layer as PNG, and its place in the stack, just before Apply. */
+static void
+dump_preview (Dialog *self)
+{
+  const char *path = g_getenv ("MOIRE_GIMP_PREVIEW_DUMP");
+  g_autoptr(moire_image) preview = NULL;
+
+  if (path == NULL || *path == '\0')
+    return;
+  preview = moire_host_preview_read (self->host);
+  if (preview == NULL || moire_png_save (path, preview, NULL, NULL) != MOIRE_OK)
+    g_printerr ("moire self-test: no preview layer to save\n");
+  g_printerr ("moire self-test: preview stack position %d, layer mask %s\n",
+              moire_host_preview_stack_position (self->host),
+              moire_host_preview_has_mask (self->host) ? "yes" : "no");
 }
 
 static void
-apply (Dialog *self)
+apply (Dialog   *self,
+       gboolean  close)
 {
   guint n = self->pending->len;
   g_autoptr(GPtrArray) images = g_ptr_array_new_with_free_func ((GDestroyNotify) moire_image_free);
@@ -313,6 +465,7 @@ apply (Dialog *self)
 
   if (n == 0 || moire_generation_panel_get_busy (self->panel))
     return;
+  dump_preview (self);
   for (guint i = 0; i < n; i++)
     {
       MoireHistoryItem *item = g_ptr_array_index (self->pending, i);
@@ -324,7 +477,7 @@ apply (Dialog *self)
       jsons[i] = moire_history_item_get_settings_json (item);
     }
   moire_host_preview_remove (self->host);
-  if (!moire_plugin_insert_images (self->host, &self->target, self->mode,
+  if (!moire_plugin_insert_images (self->host, &self->target, self->mode, get_scaling (self),
                                    (moire_image * const *) images->pdata, prompts, seeds, texts,
                                    jsons, (int) n, self->layer_ids, &error))
     {
@@ -333,7 +486,19 @@ apply (Dialog *self)
     }
   store_values (self);
   self->applied = TRUE;
-  g_main_loop_quit (self->loop);
+  /* Applied once: the same results are not inserted twice; the next Generate makes more. */
+  clear_pending (self);
+  save_history (self);
+  if (close)
+    g_main_loop_quit (self->loop);
+  else
+    {
+      g_autofree char *message =
+        g_strdup_printf (g_dngettext (GETTEXT_PACKAGE, "Added %u layer. Generate again, or close the dialog.",
+                                      "Added %u layers. Generate again, or close the dialog.", n), n);
+
+      moire_generation_panel_show_message (self->panel, GTK_MESSAGE_INFO, message);
+    }
 }
 
 static gboolean
@@ -343,6 +508,7 @@ on_close_request (GtkWindow *window,
   if (moire_generation_panel_get_busy (self->panel))
     moire_generation_panel_cancel (self->panel);
   moire_host_preview_remove (self->host);
+  save_history (self);
   g_main_loop_quit (self->loop);
   return TRUE; /* the window is destroyed by moire_plugin_dialog_run */
 }
@@ -351,7 +517,30 @@ static void
 on_apply_clicked (GtkButton *button,
                   Dialog    *self)
 {
-  apply (self);
+  apply (self, FALSE);
+}
+
+static void
+on_apply_close_clicked (GtkButton *button,
+                        Dialog    *self)
+{
+  apply (self, TRUE);
+}
+
+/* A different scaling re-renders the result on the canvas at once. */
+static void
+on_scaling_changed (GtkDropDown *dropdown,
+                    GParamSpec  *pspec,
+                    Dialog      *self)
+{
+  if (self->pending->len > 0 && !moire_generation_panel_get_busy (self->panel))
+    {
+      g_autoptr(moire_image) image =
+        moire_history_item_dup_image (g_ptr_array_index (self->pending, 0));
+
+      if (image != NULL)
+        show_in_preview (self, image);
+    }
 }
 
 static void
@@ -447,7 +636,16 @@ wait_for_continue (gpointer user_data)
 
   if (continue_file != NULL && !g_file_test (continue_file, G_FILE_TEST_EXISTS))
     return G_SOURCE_CONTINUE;
-  apply (self);
+  /* apply-keep: the first Apply keeps the dialog open and a second generation follows */
+  if (g_str_equal (self->self_test, "apply-keep") && self->self_test_applies++ == 0)
+    {
+      apply (self, FALSE);
+      g_printerr ("moire self-test: applied, dialog %s\n",
+                  gtk_widget_get_visible (GTK_WIDGET (self->window)) ? "still open" : "closed");
+      moire_generation_panel_generate (self->panel);
+      return G_SOURCE_REMOVE;
+    }
+  apply (self, TRUE);
   return G_SOURCE_REMOVE;
 }
 
@@ -471,7 +669,7 @@ self_test_after_result (Dialog *self)
 {
   GdkFrameClock *clock = gtk_widget_get_frame_clock (GTK_WIDGET (self->window));
 
-  if (!g_str_equal (self->self_test, "apply"))
+  if (!g_str_equal (self->self_test, "apply") && !g_str_equal (self->self_test, "apply-keep"))
     return;
   /* Screenshots are taken after a paint: at an arbitrary moment a pending resize leaves the
    * snapshot empty. */
@@ -513,7 +711,10 @@ build_window (Dialog *self)
   GtkWidget *header = gtk_box_new (GTK_ORIENTATION_VERTICAL, 4);
   GtkWidget *mode_row = gtk_box_new (GTK_ORIENTATION_HORIZONTAL, 8);
   GtkWidget *buttons = gtk_box_new (GTK_ORIENTATION_HORIZONTAL, 8);
-  GtkWidget *cancel = gtk_button_new_with_mnemonic (_("_Cancel"));
+  /* "Close", not "Cancel": the panel's own button that stops a generation is "Stop". */
+  GtkWidget *cancel = gtk_button_new_with_mnemonic (_("_Close"));
+  GtkWidget *scaling_row = gtk_box_new (GTK_ORIENTATION_HORIZONTAL, 8);
+  const char *scalings[G_N_ELEMENTS (scaling_labels)];
   GtkWidget *label;
   const char *translated[G_N_ELEMENTS (mode_labels)];
 
@@ -532,6 +733,16 @@ build_window (Dialog *self)
   gtk_widget_set_hexpand (GTK_WIDGET (self->mode_dropdown), TRUE);
   gtk_box_append (GTK_BOX (mode_row), GTK_WIDGET (self->mode_dropdown));
   gtk_box_append (GTK_BOX (header), mode_row);
+  label = gtk_label_new (_("Scaling"));
+  gtk_box_append (GTK_BOX (scaling_row), label);
+  for (guint i = 0; i < G_N_ELEMENTS (scaling_labels); i++)
+    scalings[i] = scaling_labels[i] != NULL ? _(scaling_labels[i]) : NULL;
+  self->scaling_dropdown = GTK_DROP_DOWN (gtk_drop_down_new_from_strings (scalings));
+  gtk_widget_set_hexpand (GTK_WIDGET (self->scaling_dropdown), TRUE);
+  gtk_widget_set_tooltip_text (GTK_WIDGET (self->scaling_dropdown),
+                               _("How the generated picture is scaled to the selection: smooth, or pixel art (every generated pixel a sharp block). The canvas preview shows exactly what Apply adds."));
+  gtk_box_append (GTK_BOX (scaling_row), GTK_WIDGET (self->scaling_dropdown));
+  gtk_box_append (GTK_BOX (header), scaling_row);
   self->target_label = GTK_LABEL (gtk_label_new (NULL));
   gtk_label_set_xalign (self->target_label, 0);
   gtk_widget_add_css_class (GTK_WIDGET (self->target_label), "dim-label");
@@ -547,17 +758,23 @@ build_window (Dialog *self)
   gtk_widget_set_margin_top (buttons, 6);
   gtk_widget_set_margin_bottom (buttons, 12);
   gtk_widget_set_halign (buttons, GTK_ALIGN_END);
-  self->apply_button = gtk_button_new_with_mnemonic (_("_Apply as Layers"));
-  gtk_widget_add_css_class (self->apply_button, "suggested-action");
+  self->apply_button = gtk_button_new_with_mnemonic (_("_Apply"));
   gtk_widget_set_tooltip_text (self->apply_button,
-                               _("Keep the last results as layers and close"));
+                               _("Add the last results as layers; the dialog stays open for more"));
   gtk_widget_set_sensitive (self->apply_button, FALSE);
+  self->apply_close_button = gtk_button_new_with_mnemonic (_("Apply and C_lose"));
+  gtk_widget_add_css_class (self->apply_close_button, "suggested-action");
+  gtk_widget_set_tooltip_text (self->apply_close_button,
+                               _("Add the last results as layers and close the dialog"));
+  gtk_widget_set_sensitive (self->apply_close_button, FALSE);
   gtk_box_append (GTK_BOX (buttons), cancel);
   gtk_box_append (GTK_BOX (buttons), self->apply_button);
+  gtk_box_append (GTK_BOX (buttons), self->apply_close_button);
   gtk_box_append (GTK_BOX (box), buttons);
 
   g_signal_connect (cancel, "clicked", G_CALLBACK (on_cancel_clicked), self);
   g_signal_connect (self->apply_button, "clicked", G_CALLBACK (on_apply_clicked), self);
+  g_signal_connect (self->apply_close_button, "clicked", G_CALLBACK (on_apply_close_clicked), self);
   g_signal_connect (window, "close-request", G_CALLBACK (on_close_request), self);
   return window;
 }
@@ -591,6 +808,14 @@ moire_plugin_dialog_run (MoireHost         *host,
   self->window = GTK_WINDOW (build_window (self));
 
   settings_from_values (self);
+  /* One canvas, one generation at a time: the preview layer follows the job in progress. */
+  moire_generation_panel_set_can_queue (self->panel, FALSE);
+  gtk_drop_down_set_selected (self->scaling_dropdown,
+                              CLAMP (values->scaling, 0, MOIRE_PLUGIN_SCALING_COUNT_ - 1));
+  g_signal_connect (self->scaling_dropdown, "notify::selected", G_CALLBACK (on_scaling_changed), self);
+  load_history (self);
+  if (self->self_test != NULL)
+    g_printerr ("moire self-test: %d results restored from the image\n", self->history_restored);
   gtk_drop_down_set_selected (self->mode_dropdown,
                               CLAMP (values->mode, 0, MOIRE_PLUGIN_MODE_COUNT_ - 1));
   on_mode_changed (self->mode_dropdown, NULL, self);
@@ -628,6 +853,7 @@ moire_plugin_dialog_run (MoireHost         *host,
   g_clear_object (&self->queued_frame);
   g_signal_handlers_disconnect_by_data (self->panel, self);
   g_signal_handlers_disconnect_by_data (self->mode_dropdown, self);
+  g_signal_handlers_disconnect_by_data (self->scaling_dropdown, self);
   gtk_window_destroy (self->window);
   while (g_main_context_pending (NULL))
     g_main_context_iteration (NULL, FALSE);

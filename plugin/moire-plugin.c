@@ -248,6 +248,39 @@ pixel_rgba (const moire_image *src,
 }
 
 moire_image *
+moire_plugin_scale_image (const moire_image  *src,
+                          int                 width,
+                          int                 height,
+                          MoirePluginScaling  scaling)
+{
+  moire_image *dst;
+
+  g_return_val_if_fail (src != NULL && width > 0 && height > 0, NULL);
+  if (scaling != MOIRE_PLUGIN_SCALING_PIXEL_ART)
+    return moire_plugin_scale_rgba (src, width, height);
+  dst = moire_image_new (width, height, 4);
+  if (dst == NULL)
+    return NULL;
+  for (int y = 0; y < height; y++)
+    {
+      /* the source row/column under the output pixel's centre: (y + ½)·H/h, in integers */
+      int sy = (int) (((int64_t) 2 * y + 1) * src->height / (2 * (int64_t) height));
+
+      for (int x = 0; x < width; x++)
+        {
+          int sx = (int) (((int64_t) 2 * x + 1) * src->width / (2 * (int64_t) width));
+          float px[4];
+          uint8_t *out = dst->pixels + ((size_t) y * width + x) * 4;
+
+          pixel_rgba (src, (size_t) sy * src->width + sx, px);
+          for (int c = 0; c < 4; c++)
+            out[c] = (uint8_t) px[c];
+        }
+    }
+  return dst;
+}
+
+moire_image *
 moire_plugin_scale_rgba (const moire_image *src,
                          int                width,
                          int                height)
@@ -412,6 +445,7 @@ gboolean
 moire_plugin_insert_images (MoireHost              *host,
                             const MoireRect        *target,
                             MoirePluginMode         mode,
+                            MoirePluginScaling      scaling,
                             moire_image * const    *images,
                             const char * const     *prompts,
                             const guint64          *seeds,
@@ -428,7 +462,8 @@ moire_plugin_insert_images (MoireHost              *host,
 
   for (int i = 0; i < count; i++)
     {
-      moire_image *image = moire_plugin_scale_rgba (images[i], target->width, target->height);
+      moire_image *image = moire_plugin_scale_image (images[i], target->width, target->height,
+                                                     scaling);
       char *name;
 
       if (image == NULL)
@@ -510,7 +545,8 @@ moire_plugin_run_direct (MoireHost         *host,
         prompts[i] = values->prompt;
         seeds[i] = params.seed + (guint64) i;
       }
-    ok = moire_plugin_insert_images (host, &target, values->mode, images, prompts, seeds,
+    ok = moire_plugin_insert_images (host, &target, values->mode, values->scaling, images,
+                                     prompts, seeds,
                                      (const char * const *) texts->pdata,
                                      (const char * const *) jsons->pdata, count, layer_ids,
                                      error);

@@ -23,6 +23,15 @@ typedef enum
 
 #define MOIRE_PLUGIN_SEED_RANDOM (-1)
 
+/* How a result is scaled to the target rectangle. The preview layer and the applied layers
+ * use the same function with the same choice, so what is previewed is what Apply inserts. */
+typedef enum
+{
+  MOIRE_PLUGIN_SCALING_SMOOTH = 0,    /* bilinear up, area average down: photos, paintings */
+  MOIRE_PLUGIN_SCALING_PIXEL_ART = 1, /* nearest neighbour: every model pixel a crisp block */
+  MOIRE_PLUGIN_SCALING_COUNT_
+} MoirePluginScaling;
+
 /* Plain data with fixed-size strings: the host stores it byte for byte as "last values". */
 typedef struct
 {
@@ -38,9 +47,10 @@ typedef struct
   gint32  count;                  /* images (layers) per run                              */
   gint32  mode;                   /* MoirePluginMode                                      */
   gdouble strength;               /* img2img / inpaint: 0..1                              */
+  gint32  scaling;                /* MoirePluginScaling                                   */
 } MoirePluginValues;
 
-#define MOIRE_PLUGIN_VALUES_VERSION 1u
+#define MOIRE_PLUGIN_VALUES_VERSION 2u
 
 void          moire_plugin_values_init          (MoirePluginValues      *values);
 /* Copies `text` into a fixed-size field, truncating at a UTF-8 character boundary. */
@@ -82,6 +92,12 @@ gboolean      moire_plugin_read_inputs          (MoireHost              *host,
 moire_image  *moire_plugin_scale_rgba           (const moire_image      *src,
                                                  int                     width,
                                                  int                     height);
+/* `src` as RGBA of width × height with `scaling`: SMOOTH is moire_plugin_scale_rgba;
+ * PIXEL_ART takes for each output pixel the source pixel its centre falls in. */
+moire_image  *moire_plugin_scale_image          (const moire_image      *src,
+                                                 int                     width,
+                                                 int                     height,
+                                                 MoirePluginScaling      scaling);
 
 /* "Moiré: golden retriever #7" (a long prompt is shortened with "…"). */
 char         *moire_plugin_layer_name           (const char             *prompt,
@@ -107,6 +123,7 @@ gboolean      moire_plugin_run_direct           (MoireHost              *host,
 gboolean      moire_plugin_insert_images        (MoireHost              *host,
                                                  const MoireRect        *target,
                                                  MoirePluginMode         mode,
+                                                 MoirePluginScaling      scaling,
                                                  moire_image * const    *images,
                                                  const char * const     *prompts,
                                                  const guint64          *seeds,

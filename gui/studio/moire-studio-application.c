@@ -9,7 +9,13 @@
 
 #include "config.h"
 
+/* g_settings_backend_get_default and the memory backend: to tell whether settings can be
+ * saved, and to keep them in memory when they cannot. */
+#define G_SETTINGS_ENABLE_BACKEND
+#include <gio/gsettingsbackend.h>
+#include <errno.h>
 #include <glib/gi18n.h>
+#include <glib/gstdio.h>
 #include <stdio.h>
 
 #include "moire-gui.h"
@@ -21,6 +27,8 @@ struct _MoireStudioApplication
   GtkApplication     parent_instance;
 
   GSettings         *settings;
+  char              *settings_note;  /* why settings are kept in memory only, or NULL */
+  char              *history_dir;    /* where results are kept between launches, or NULL */
   int                exit_status;
 
   /* Command line */
@@ -41,6 +49,7 @@ struct _MoireStudioApplication
   gboolean           dmcmc;
   int                stream_rounds;
   gboolean           routing;
+  int                queue;
 
   /* Self-test state */
   MoireStudioWindow *window;
@@ -53,8 +62,31 @@ struct _MoireStudioApplication
 
 G_DEFINE_FINAL_TYPE (MoireStudioApplication, moire_studio_application, GTK_TYPE_APPLICATION)
 
+/* dconf — GSettings' usual backend — writes through a D-Bus service. Without a session bus
+ * (a fresh login over ssh, a container, a CI runner) every write fails and GSettings puts
+ * the old value back: the model path chosen at start-up reverts to "", so no model loads
+ * and nothing says why. Returns NULL when settings can be saved, else the reason. */
+static char *
+settings_unsavable_reason (void)
+{
+  g_autoptr(GSettingsBackend) backend = NULL;
+  g_autoptr(GDBusConnection) bus = NULL;
+  g_autoptr(GError) error = NULL;
+
+  if (g_getenv ("GSETTINGS_BACKEND") != NULL)
+    return NULL; /* chosen on purpose (memory in the tests, keyfile, …) */
+  backend = g_settings_backend_get_default ();
+  if (!g_str_equal (G_OBJECT_TYPE_NAME (backend), "DConfSettingsBackend"))
+    return NULL;
+  bus = g_bus_get_sync (G_BUS_TYPE_SESSION, NULL, &error);
+  if (bus != NULL)
+    return NULL;
+  g_message ("no D-Bus session bus for dconf (%s): settings are kept in memory", error->message);
+  return g_strdup (_("Settings cannot be saved here (dconf needs a D-Bus session, and there is none): they are kept until Moiré Studio closes."));
+}
+
 static GSettings *
-create_settings (void)
+create_settings (char **note)
 {
   GSettingsSchemaSource *source = g_settings_schema_source_get_default ();
   g_autoptr(GSettingsSchema) schema = NULL;
@@ -75,6 +107,13 @@ create_settings (void)
       g_message ("GSettings schema %s is not installed; settings will not be remembered", APP_ID);
       return NULL;
     }
+  *note = settings_unsavable_reason ();
+  if (*note != NULL)
+    {
+      g_autoptr(GSettingsBackend) memory = g_memory_settings_backend_new ();
+
+      return g_settings_new_full (schema, memory, NULL);
+    }
   return g_settings_new_full (schema, NULL, NULL);
 }
 
@@ -86,6 +125,100 @@ get_window (MoireStudioApplication *self)
   if (MOIRE_IS_STUDIO_WINDOW (window))
     return MOIRE_STUDIO_WINDOW (window);
   return NULL;
+}
+
+/* --- history kept between launches -------------------------------------------------------- */
+
+/* Results are kept as PNGs (with their parameters, like Save) in XDG_DATA_HOME/moire/history,
+ * named by time so that the name order is the age order; the newest HISTORY_KEEP stay. */
+#define HISTORY_KEEP 100
+
+static int
+compare_names (gconstpointer a,
+               gconstpointer b)
+{
+  return g_strcmp0 (*(char * const *) a, *(char * const *) b);
+}
+
+/* The PNG files of the history folder, oldest first. */
+static GPtrArray *
+list_history_files (const char *dir)
+{
+  g_autoptr(GDir) listing = g_dir_open (dir, 0, NULL);
+  GPtrArray *files = g_ptr_array_new_with_free_func (g_free);
+  const char *name;
+
+  while (listing != NULL && (name = g_dir_read_name (listing)) != NULL)
+    if (g_str_has_suffix (name, ".png"))
+      g_ptr_array_add (files, g_build_filename (dir, name, NULL));
+  g_ptr_array_sort (files, compare_names);
+  return files;
+}
+
+static void
+on_result_to_keep (MoireGenerationPanel   *panel,
+                   MoireHistoryItem       *item,
+                   MoireStudioApplication *self)
+{
+  g_autoptr(GPtrArray) files = NULL;
+  g_autoptr(GDateTime) now = g_date_time_new_now_utc ();
+  g_autofree char *stamp = g_date_time_format (now, "%Y%m%d-%H%M%S");
+  g_autofree char *name = g_strdup_printf ("%s-%06d-%" G_GUINT64_FORMAT ".png", stamp,
+                                           g_date_time_get_microsecond (now),
+                                           moire_history_item_get_seed (item));
+  g_autofree char *path = g_build_filename (self->history_dir, name, NULL);
+  g_autoptr(GError) error = NULL;
+
+  if (g_mkdir_with_parents (self->history_dir, 0700) != 0 ||
+      !moire_history_item_save_png (item, path, &error))
+    {
+      g_message ("cannot keep the result in %s: %s", self->history_dir,
+                 error != NULL ? error->message : g_strerror (errno));
+      return;
+    }
+  files = list_history_files (self->history_dir);
+  for (guint i = 0; i + HISTORY_KEEP < files->len; i++)
+    g_unlink (g_ptr_array_index (files, i));
+}
+
+/* Clear History empties the folder too. */
+static void
+on_history_items_changed (GListModel             *history,
+                          guint                   position,
+                          guint                   removed,
+                          guint                   added,
+                          MoireStudioApplication *self)
+{
+  g_autoptr(GPtrArray) files = NULL;
+
+  if (g_list_model_get_n_items (history) > 0)
+    return;
+  files = list_history_files (self->history_dir);
+  for (guint i = 0; i < files->len; i++)
+    g_unlink (g_ptr_array_index (files, i));
+}
+
+static void
+restore_history (MoireStudioApplication *self,
+                 MoireGenerationPanel   *panel)
+{
+  g_autoptr(GPtrArray) files = list_history_files (self->history_dir);
+  guint restored = 0;
+
+  for (guint i = files->len > HISTORY_KEEP ? files->len - HISTORY_KEEP : 0; i < files->len; i++)
+    {
+      g_autoptr(GError) error = NULL;
+
+      if (moire_generation_panel_add_history_file (panel, g_ptr_array_index (files, i), &error))
+        restored++;
+      else
+        g_message ("history: %s", error->message);
+    }
+  if (self->self_test)
+    g_print ("self-test: history restored: %u\n", restored);
+  g_signal_connect (panel, "result-ready", G_CALLBACK (on_result_to_keep), self);
+  g_signal_connect (moire_generation_panel_get_history (panel), "items-changed",
+                    G_CALLBACK (on_history_items_changed), self);
 }
 
 /* --- actions ------------------------------------------------------------------------------- */
@@ -285,6 +418,13 @@ on_panel_finished (MoireGenerationPanel   *panel,
       self_test_fail (self, message != NULL ? message : "generation failed");
       return;
     }
+  /* --queue: the queued generations run one after the other; wait for the last. */
+  if (moire_generation_panel_get_queue_length (panel) > 0)
+    {
+      g_print ("self-test: done, a queued one follows (%u waiting)\n",
+               moire_generation_panel_get_queue_length (panel));
+      return;
+    }
   /* More runs first (--runs): the history fills up; the mid-generation screenshot is taken
    * during the last run. The seed moves on past the batch. */
   if (++self->runs_done < self->runs)
@@ -368,6 +508,11 @@ self_test_start_generation (MoireStudioApplication *self)
     return;
   self->generation_started = TRUE;
   g_print ("self-test: model %s\n", moire_model_handle_get_path (model));
+  {
+    g_autofree char *info = moire_model_handle_describe (model);
+
+    g_print ("self-test: model info: %s\n", info);
+  }
   print_labels (GTK_WIDGET (self->window));
   if (self->stream_rounds > 0)
     show_dmcmc_settings (GTK_WIDGET (self->window));
@@ -382,6 +527,18 @@ self_test_start_generation (MoireStudioApplication *self)
   g_signal_connect (panel, "finished", G_CALLBACK (on_panel_finished), self);
   /* Through the application action, as `gapplication action io.github.moire.Studio generate`. */
   g_action_group_activate_action (G_ACTION_GROUP (self), "generate", NULL);
+  /* --queue N: Generate pressed N more times while the first one runs. */
+  for (int i = 0; i < self->queue && moire_generation_panel_get_busy (panel); i++)
+    {
+      MoireGenSettings *settings = moire_generation_panel_get_settings (panel);
+
+      if (moire_gen_settings_get_seed_mode (settings) == MOIRE_SEED_MODE_FIXED)
+        moire_gen_settings_set_seed (settings, moire_gen_settings_get_seed (settings) +
+                                               (guint64) moire_gen_settings_get_batch_count (settings));
+      g_action_group_activate_action (G_ACTION_GROUP (self), "generate", NULL);
+    }
+  if (self->queue > 0)
+    g_print ("self-test: queued %u while running\n", moire_generation_panel_get_queue_length (panel));
   if (!moire_generation_panel_get_busy (panel))
     {
       const char *message = moire_generation_panel_get_message (panel);
@@ -452,7 +609,7 @@ moire_studio_application_startup (GApplication *application)
   gtk_application_set_accels_for_action (GTK_APPLICATION (self), "app.generate", generate_accels);
   gtk_application_set_accels_for_action (GTK_APPLICATION (self), "app.quit", quit_accels);
   gtk_window_set_default_icon_name (APP_ID);
-  self->settings = create_settings ();
+  self->settings = create_settings (&self->settings_note);
 }
 
 static void
@@ -485,6 +642,17 @@ moire_studio_application_activate (GApplication *application)
       self->runs = MAX (self->runs, 1);
     }
   moire_studio_window_choose_initial_model (window, self->model_path);
+  moire_generation_panel_set_notice (panel, self->settings_note);
+  /* Kept between launches — except in a self-test, unless MOIRE_STUDIO_HISTORY_DIR says
+   * where (tests never touch the user's own history). */
+  if (g_getenv ("MOIRE_STUDIO_HISTORY_DIR") != NULL)
+    self->history_dir = g_strdup (g_getenv ("MOIRE_STUDIO_HISTORY_DIR"));
+  else if (!self->self_test)
+    self->history_dir = g_build_filename (g_get_user_data_dir (), "moire", "history", NULL);
+  if (self->history_dir != NULL)
+    restore_history (self, panel);
+  if (self->settings_note != NULL && self->self_test)
+    g_print ("self-test: settings note: %s\n", self->settings_note);
   if (self->self_test && moire_generation_panel_get_model (panel) == NULL &&
       moire_gen_settings_get_model_path (moire_generation_panel_get_settings (panel))[0] == '\0')
     {
@@ -554,6 +722,8 @@ moire_studio_application_dispose (GObject *object)
 
   g_clear_handle_id (&self->timeout_id, g_source_remove);
   g_clear_object (&self->settings);
+  g_clear_pointer (&self->settings_note, g_free);
+  g_clear_pointer (&self->history_dir, g_free);
   G_OBJECT_CLASS (moire_studio_application_parent_class)->dispose (object);
 }
 
@@ -604,6 +774,7 @@ moire_studio_application_init (MoireStudioApplication *self)
     { "pause-at-step", 0, 0, G_OPTION_ARG_INT, &self->pause_at_step, N_("Self-test: step of the mid-generation screenshot"), "N" },
     { "timeout", 0, 0, G_OPTION_ARG_INT, &self->timeout_s, N_("Self-test: give up after this many seconds"), "S" },
     { "runs", 0, 0, G_OPTION_ARG_INT, &self->runs, N_("Self-test: generate this many times"), "N" },
+    { "queue", 0, 0, G_OPTION_ARG_INT, &self->queue, N_("Self-test: press Generate N more times while the first generation runs (the queue)"), "N" },
     { "dmcmc", 0, 0, G_OPTION_ARG_NONE, &self->dmcmc, N_("Sample with DMCMC"), NULL },
     { "stream", 0, 0, G_OPTION_ARG_INT, &self->stream_rounds, N_("DMCMC stream mode; the self-test stops after N rounds"), "N" },
     { "routing", 0, 0, G_OPTION_ARG_NONE, &self->routing, N_("Show the expert-routing overlay"), NULL },

@@ -31,7 +31,7 @@ gimp-2.10 -n -s --gimprc=$T/gimprc -b '
   (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 200 120 256 256)
   (gimp-display-new img)
   (gimp-displays-flush)
-  (plug-in-moire-generate RUN-INTERACTIVE img bg "red apple" "" "" "" 24 0 7 0 0 1 0 0.75)
+  (plug-in-moire-generate RUN-INTERACTIVE img bg "red apple" "" "" "" 24 0 7 0 0 1 0 0.75 1)
   (gimp-image-clean-all img))' > $T/gimp.log 2>&1 &
 pid=\$!
 for i in \$(seq 1 600); do [ -e $T/ready ] && break; sleep 0.5; done

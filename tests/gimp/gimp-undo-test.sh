@@ -100,7 +100,7 @@ sf '(begin (gimp-image-insert-layer img bg 0 0) (gimp-drawable-fill bg FILL-WHIT
            (gimp-image-insert-layer img mk 0 -1)
            (gimp-image-set-filename img "'"$T"'/moire-undo-test.xcf")
            (gimp-display-new img) (gimp-displays-flush) (stack))' | tee "$T/before.txt"; echo
-r=$(sf "(begin (plug-in-moire-generate RUN-NONINTERACTIVE img bg \"goldfish\" \"\" \"$MODEL\" \"\" 4 0 7 0 0 2 0 0.75)
+r=$(sf "(begin (plug-in-moire-generate RUN-NONINTERACTIVE img bg \"goldfish\" \"\" \"$MODEL\" \"\" 4 0 7 0 0 2 0 0.75 0)
            (gimp-displays-flush) (stack))")
 echo "after generate: $r"
 echo "$r" > "$T/generated.txt"

@@ -222,7 +222,10 @@ test_generate_and_restore (Fixture *f, gconstpointer data)
   g_assert_nonnull (generate);
   g_assert_true (gtk_widget_activate_action (GTK_WIDGET (f->panel), "panel.generate", NULL));
   g_assert_true (moire_generation_panel_get_busy (f->panel));
-  g_assert_false (gtk_widget_get_visible (generate)); /* Cancel replaces it */
+  /* Generate stays (pressed again it queues); Stop is enabled beside it */
+  g_assert_true (gtk_widget_get_visible (generate));
+  g_assert_true (gtk_widget_is_sensitive (find_widget (GTK_WIDGET (f->panel), GTK_TYPE_BUTTON,
+                                                       button_has_action, "panel.cancel")));
   iterate_until (job_finished, f);
   g_assert_true (f->success);
   g_assert_false (moire_generation_panel_get_busy (f->panel));
@@ -265,6 +268,132 @@ test_generate_and_restore (Fixture *f, gconstpointer data)
   g_assert_cmpint (f->requests, ==, 2);
   g_assert_false (moire_generation_panel_get_busy (f->panel));
   g_assert_cmpuint (moire_gen_settings_get_seed (settings), ==, 500);
+}
+
+static void
+test_queue (Fixture *f, gconstpointer data)
+{
+  MoireGenSettings *settings = moire_generation_panel_get_settings (f->panel);
+  MoireHistory *history = moire_generation_panel_get_history (f->panel);
+
+  moire_generation_panel_set_model_path (f->panel, tiny_model, FALSE);
+  iterate_until (model_ready, f);
+  moire_gen_settings_set_prompt (settings, "goldfish");
+  moire_gen_settings_set_steps (settings, 30);
+  moire_gen_settings_set_seed (settings, 100);
+  moire_gen_settings_set_seed_mode (settings, MOIRE_SEED_MODE_FIXED);
+  moire_generation_panel_generate (f->panel);
+  g_assert_true (moire_generation_panel_get_busy (f->panel));
+
+  /* Pressed twice more while it runs: two wait; clearing the queue drops them, not the job */
+  moire_gen_settings_set_seed (settings, 200);
+  g_assert_true (gtk_widget_activate_action (GTK_WIDGET (f->panel), "panel.generate", NULL));
+  moire_gen_settings_set_seed (settings, 300);
+  moire_generation_panel_generate (f->panel);
+  g_assert_cmpuint (moire_generation_panel_get_queue_length (f->panel), ==, 2);
+  g_assert_true (gtk_widget_activate_action (GTK_WIDGET (f->panel), "panel.clear-queue", NULL));
+  g_assert_cmpuint (moire_generation_panel_get_queue_length (f->panel), ==, 0);
+  g_assert_true (moire_generation_panel_get_busy (f->panel));
+
+  /* One more, with its own steps: it starts when the first ends, with what was queued */
+  moire_gen_settings_set_seed (settings, 400);
+  moire_gen_settings_set_steps (settings, 3);
+  moire_generation_panel_generate (f->panel);
+  moire_gen_settings_set_seed (settings, 999); /* changed after queueing: not used */
+  g_assert_cmpuint (moire_generation_panel_get_queue_length (f->panel), ==, 1);
+  iterate_until (job_finished, f);
+  g_assert_true (f->success);
+  g_assert_true (moire_generation_panel_get_busy (f->panel)); /* the queued one started */
+  g_assert_cmpuint (moire_generation_panel_get_queue_length (f->panel), ==, 0);
+  f->finished = 0;
+  iterate_until (job_finished, f);
+  g_assert_true (f->success);
+  g_assert_false (moire_generation_panel_get_busy (f->panel));
+  g_assert_cmpuint (g_list_model_get_n_items (G_LIST_MODEL (history)), ==, 2);
+  g_assert_cmpuint (moire_history_item_get_seed (moire_history_peek_newest (history)), ==, 400);
+  g_assert_cmpint (moire_gen_settings_get_steps (moire_history_item_get_settings (moire_history_peek_newest (history))), ==, 3);
+}
+
+/* Text models: completion offers the vocabulary (and the style phrases where the words are
+ * known); unknown words are counted as underlined, but not the word still being typed. */
+static void
+test_text_model_words (Fixture *f, gconstpointer data)
+{
+  g_autofree char *ecdit = g_build_filename (g_path_get_dirname (tiny_model), "tiny_ecdit.safetensors", NULL);
+  MoireGenSettings *settings = moire_generation_panel_get_settings (f->panel);
+  GtkWidget *entry = find_widget (GTK_WIDGET (f->panel), GTK_TYPE_ENTRY, NULL, NULL);
+  GtkTreeModel *model;
+  GtkTreeIter iter;
+  gboolean found_apple = FALSE, found_special = FALSE;
+
+  moire_generation_panel_set_model_path (f->panel, ecdit, FALSE);
+  iterate_until (model_ready, f);
+  model = gtk_entry_completion_get_model (gtk_entry_get_completion (GTK_ENTRY (entry)));
+  for (gboolean ok = gtk_tree_model_get_iter_first (model, &iter); ok; ok = gtk_tree_model_iter_next (model, &iter))
+    {
+      g_autofree char *word = NULL;
+
+      gtk_tree_model_get (model, &iter, 0, &word, -1);
+      found_apple |= g_strcmp0 (word, "apple") == 0;
+      found_special |= word != NULL && word[0] == '[';
+    }
+  g_assert_true (found_apple);
+  g_assert_false (found_special);
+
+  moire_gen_settings_set_prompt (settings, "a red zebra apple");
+  g_assert_cmpuint (moire_generation_panel_get_unknown_word_count (f->panel), ==, 1);
+  moire_gen_settings_set_prompt (settings, "a red app"); /* still typing "apple" */
+  g_assert_cmpuint (moire_generation_panel_get_unknown_word_count (f->panel), ==, 0);
+  moire_gen_settings_set_prompt (settings, "a sofa, zebra and cat");
+  g_assert_cmpuint (moire_generation_panel_get_unknown_word_count (f->panel), ==, 3);
+  g_assert_nonnull (gtk_entry_get_attributes (GTK_ENTRY (entry)));
+
+  /* A class-conditional model: no word marks */
+  moire_generation_panel_set_model_path (f->panel, tiny_model, FALSE);
+  iterate_until (model_ready, f);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  g_assert_cmpuint (moire_generation_panel_get_unknown_word_count (f->panel), ==, 0);
+}
+
+static gboolean
+vae_ready (Fixture *f)
+{
+  return moire_generation_panel_get_vae (f->panel) != NULL;
+}
+
+/* Latent models get a VAE chooser; with a VAE the results are decoded by it, and the
+ * engine's "approximate colours" notice does not appear. */
+static void
+test_vae_for_latent_models (Fixture *f, gconstpointer data)
+{
+  g_autofree char *dir = g_path_get_dirname (tiny_model);
+  g_autofree char *latent = g_build_filename (dir, "tiny_ecdit_latent.safetensors", NULL);
+  g_autofree char *vae = g_build_filename (dir, "tiny_vae.safetensors", NULL);
+  MoireGenSettings *settings = moire_generation_panel_get_settings (f->panel);
+  GtkWidget *choose;
+
+  choose = find_widget (GTK_WIDGET (f->panel), GTK_TYPE_BUTTON, button_has_action, "panel.choose-vae");
+  g_assert_nonnull (choose);
+  g_autofree char *pixel = g_build_filename (dir, "tiny_ecdit.safetensors", NULL);
+
+  moire_generation_panel_set_model_path (f->panel, pixel, FALSE);
+  iterate_until (model_ready, f);
+  g_assert_false (gtk_widget_get_visible (gtk_widget_get_parent (choose))); /* a pixel-space model */
+
+  moire_generation_panel_set_model_path (f->panel, latent, FALSE);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  iterate_until (model_ready, f);
+  g_assert_true (gtk_widget_get_visible (gtk_widget_get_parent (choose)));
+  g_object_set (f->panel, "vae-path", vae, NULL);
+  iterate_until (vae_ready, f);
+  moire_gen_settings_set_prompt (settings, "a red apple");
+  moire_gen_settings_set_steps (settings, 2);
+  moire_generation_panel_generate (f->panel);
+  iterate_until (job_finished, f);
+  g_assert_true (f->success);
+  g_assert_null (moire_generation_panel_get_message (f->panel));
 }
 
 static void
@@ -342,6 +471,9 @@ main (int   argc,
   g_test_add ("/panel/widgets-follow-settings", Fixture, NULL, fixture_setup, test_widgets_follow_settings, fixture_teardown);
   g_test_add ("/panel/model-and-completion", Fixture, NULL, fixture_setup, test_model_and_completion, fixture_teardown);
   g_test_add ("/panel/generate-and-restore", Fixture, NULL, fixture_setup, test_generate_and_restore, fixture_teardown);
+  g_test_add ("/panel/queue", Fixture, NULL, fixture_setup, test_queue, fixture_teardown);
+  g_test_add ("/panel/text-model-words", Fixture, NULL, fixture_setup, test_text_model_words, fixture_teardown);
+  g_test_add ("/panel/vae-for-latent-models", Fixture, NULL, fixture_setup, test_vae_for_latent_models, fixture_teardown);
   g_test_add ("/panel/cancel", Fixture, NULL, fixture_setup, test_cancel, fixture_teardown);
   g_test_add ("/panel/errors-in-banner", Fixture, NULL, fixture_setup, test_errors_in_banner, fixture_teardown);
   status = g_test_run ();
