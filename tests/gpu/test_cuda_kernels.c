@@ -21,6 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef MOIRE_CUDA_EMU
+#include "cuda_emu.h" /* global-memory traffic per kernel (test_moe_mma_traffic) */
+#endif
+
 static bool quick; /* MOIRE_KERNELS_TEST_QUICK: skip the largest shapes */
 
 /* ---- device helpers ------------------------------------------------------------------- */
@@ -734,6 +738,75 @@ static void test_moe_mma(int T, int k, int E, int D, int F, enum moe_pattern pat
     dev_free(slot_of_pair), dev_free(act), dev_free(act_simt), dev_free(out), dev_free(out_simt);
 }
 
+#ifdef MOIRE_CUDA_EMU
+/* Global-memory bytes one kernel (by name) read in the launches since the last reset. */
+static uint64_t emu_bytes_read(const char *kernel)
+{
+    cuda_emu_kernel_counters rows[256];
+    const int n = cuda_emu_kernel_counters_get(rows, 256);
+    uint64_t bytes = 0;
+    for (int i = 0; i < n && i < 256; i++)
+        if (strcmp(rows[i].name, kernel) == 0)
+            bytes += rows[i].bytes_read;
+    return bytes;
+}
+
+/* The point of the tensor-core tiles: with at most 128 rows per expert (the XL CFG batch
+ * averages 128), every weight byte is read from global memory once per GEMM — counted by
+ * the emulator. The SIMT kernel's 64-row tiles read an expert's weights once per 64 rows. */
+static void test_moe_mma_traffic(void)
+{
+    /* the XL CFG batch's routing: 2 × 256 tokens, top-2 of 8 experts, 128 pairs each */
+    const int T = 512, k = 2, E = 8, D = 64, F = 128, P = T * k;
+    float *hh = rnd((size_t)T * D, 81, -1, 1);
+    float *gu = rnd((size_t)E * 2 * F * D, 82, -0.1f, 0.1f);
+    int32_t *ids = malloc((size_t)P * sizeof(int32_t));
+    float *hw = rnd((size_t)P, 83, 0.1f, 1.0f);
+    for (int t = 0; t < T; t++) /* experts t % 8 and (t + 3) % 8 */
+        ids[t * k] = t % E, ids[t * k + 1] = (t + 3) % E;
+    uint16_t *gu16 = malloc((size_t)E * 2 * F * D * sizeof(uint16_t));
+    for (size_t i = 0; i < (size_t)E * 2 * F * D; i++)
+        gu16[i] = to_bf16(gu[i]);
+    float *h = dev_copy(hh, (size_t)T * D * sizeof(float));
+    void *w = dev_copy(gu16, (size_t)E * 2 * F * D * sizeof(uint16_t));
+    int32_t *top_ids = dev_copy(ids, (size_t)P * sizeof(int32_t));
+    float *top_w = dev_copy(hw, (size_t)P * sizeof(float));
+    int32_t *offsets = dev_alloc((size_t)(E + 1) * 4), *tile_offsets = dev_alloc((size_t)(E + 1) * 4);
+    int32_t *sorted_token = dev_alloc((size_t)P * 4), *slot = dev_alloc((size_t)P * 4);
+    float *sorted_weight = dev_alloc((size_t)P * 4), *act = dev_alloc((size_t)P * F * 4);
+    const int max_tiles = (P + MK_MOE_TILE_M - 1) / MK_MOE_TILE_M + E;
+    LAUNCH_OK(mk_moe_route(offsets, tile_offsets, sorted_token, sorted_weight, slot, top_ids,
+                           top_w, T, k, E, 0));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    cuda_emu_counters_reset();
+    LAUNCH_OK(mk_moe_gate_up_mma(act, h, w, offsets, tile_offsets, sorted_token, 0, E, D, F,
+                                 max_tiles, 0));
+    LAUNCH_OK(mk_moe_gate_up(act, h, w, 1, offsets, tile_offsets, sorted_token, 0, E, D, F,
+                             max_tiles, 0));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const uint64_t weights = (uint64_t)E * 2 * F * D * 2;
+    const uint64_t a_rows = (uint64_t)P * D * 4 * ((F + 63) / 64); /* A once per N-tile */
+    /* dispatch reads per block: offsets (2 per expert by warp 0) and 128 sorted_token */
+    const uint64_t blocks = (uint64_t)((F + 63) / 64) * ((max_tiles + E) / 2);
+    const uint64_t index = blocks * (2 * E * 4 + 128 * 4);
+    const uint64_t mma = emu_bytes_read("moe_mma_kernel<true>");
+    const uint64_t simt = emu_bytes_read("grouped_gemm_kernel<unsigned short, true>");
+    CHECK(mma >= weights + a_rows && mma <= weights + a_rows + index,
+          "moe_mma gate_up read %llu bytes: expected the weights once (%llu) + A per N-tile "
+          "(%llu) + at most %llu of dispatch",
+          (unsigned long long)mma, (unsigned long long)weights, (unsigned long long)a_rows,
+          (unsigned long long)index);
+    printf("OK     global bytes read by gate_up, %d pairs on %d experts (D %d, F %d): tensor-core "
+           "%llu, SIMT %llu (weights %llu)\n",
+           P, E, D, F, (unsigned long long)mma, (unsigned long long)simt,
+           (unsigned long long)weights);
+    free(hh), free(gu), free(ids), free(hw), free(gu16);
+    dev_free(h), dev_free(w), dev_free(top_ids), dev_free(top_w), dev_free(offsets);
+    dev_free(tile_offsets), dev_free(sorted_token), dev_free(slot), dev_free(sorted_weight);
+    dev_free(act);
+}
+#endif
+
 /* The shapes the tensor-core path refuses (D or F not a multiple of 8) are refused. */
 static void test_moe_mma_refusals(void)
 {
@@ -1074,6 +1147,9 @@ int main(void)
     test_moe_mma(150, 1, 1, 64, 48, MOE_RANDOM, true);
     if (!quick)
         test_moe_mma(256, 2, 8, 1152, 128, MOE_RANDOM, false);
+#ifdef MOIRE_CUDA_EMU
+    test_moe_mma_traffic();
+#endif
     if (only_mma)
         return test_finish("cuda_kernels");
 
