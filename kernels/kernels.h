@@ -106,6 +106,18 @@ cudaError_t mk_moe_gate_up_mma(float *act, const float *h, const void *w_gate_up
 cudaError_t mk_moe_down_mma(float *out, const float *act, const void *w_down,
                             const int32_t *offsets, const int32_t *tile_offsets, int dense_rows,
                             int E, int D, int F, int max_tiles, cudaStream_t stream);
+/* The same pair with the intermediate activations in bf16: gate_up writes act [P, F] as bf16
+ * (RNE), down reads it with cp.async. The values are the ones the fp32 pair rounds to on
+ * its way into the tensor cores, so down's result is the same; the act traffic halves (down
+ * re-reads act once per 64-column tile). */
+cudaError_t mk_moe_gate_up_mma_bf16(uint16_t *act, const float *h, const void *w_gate_up,
+                                    const int32_t *offsets, const int32_t *tile_offsets,
+                                    const int32_t *sorted_token, int dense_rows, int E, int D,
+                                    int F, int max_tiles, cudaStream_t stream);
+cudaError_t mk_moe_down_mma_bf16(float *out, const uint16_t *act, const void *w_down,
+                                 const int32_t *offsets, const int32_t *tile_offsets,
+                                 int dense_rows, int E, int D, int F, int max_tiles,
+                                 cudaStream_t stream);
 
 /* Unit test of kernels/mma.cuh (one warp): d[16,16] = a[16,16] · B + c[16,16] in bf16 with fp32
  * accumulation, B given twice: bt[n][k] (= Bᵀ, the weights' layout) and b[k][n]. mode 0: mma

@@ -109,12 +109,16 @@ static __device__ bool find_mma_tile(int info[3], const int32_t *offsets, int de
 /* out[r, n] for the block's rows r and columns n0 ≤ n < n0 + 64:
  *   DUAL:  SiLU(A[src(r)] · W[e, n]) · (A[src(r)] · W[e, N + n])   (W[e] is [2N, K])
  *   else:  A[src(r)] · W[e, n]                                       (W[e] is [N, K])
- * A is fp32 [*, K], W bf16; src(r) = sorted_token[r] (or r). K and N multiples of 8. */
-template <bool DUAL>
+ * A is [*, K], fp32 (rounded to bf16 on the way to shared memory) or, A_BF16, bf16 (copied
+ * by cp.async like W); out fp32 or, OUT_BF16, bf16 (RNE). W bf16; src(r) = sorted_token[r]
+ * (or r). K and N multiples of 8. */
+template <bool DUAL, bool A_BF16, bool OUT_BF16>
 static __global__ void __launch_bounds__(MMA_THREADS)
-moe_mma_kernel(float *out, const float *A, const uint16_t *W, const int32_t *offsets,
+moe_mma_kernel(void *out_, const void *A_, const uint16_t *W, const int32_t *offsets,
                const int32_t *sorted_token, int dense_rows, int E, int K, int N)
 {
+    const float *A = (const float *)A_;
+    const uint16_t *A16 = (const uint16_t *)A_;
     constexpr int B_ROWS = DUAL ? 2 * MMA_BN : MMA_BN;
     __shared__ __align__(16) uint16_t As[2][MMA_BM * MMA_BK];
     __shared__ __align__(16) uint16_t Bs[2][B_ROWS * MMA_BK];
@@ -139,6 +143,8 @@ moe_mma_kernel(float *out, const float *A, const uint16_t *W, const int32_t *off
     float4 a_regs[2][2];
 
     auto load_a = [&](int k0) { /* global fp32 → registers */
+        if constexpr (A_BF16)
+            return; /* cp.async in load_b */
         const int k = k0 + a_chunk * 8;
         for (int h = 0; h < 2; h++) {
             if (a_src[h] >= 0 && k < K) {
@@ -152,6 +158,8 @@ moe_mma_kernel(float *out, const float *A, const uint16_t *W, const int32_t *off
         }
     };
     auto store_a = [&](int stage) { /* registers → bf16 shared */
+        if constexpr (A_BF16)
+            return;
         for (int h = 0; h < 2; h++) {
             const float4 x = a_regs[h][0], y = a_regs[h][1];
             uint4 v;
@@ -163,6 +171,13 @@ moe_mma_kernel(float *out, const float *A, const uint16_t *W, const int32_t *off
         }
     };
     auto load_b = [&](int stage, int k0) { /* cp.async, zero-filled past N and K */
+        if constexpr (A_BF16) /* the gathered bf16 A rows too, zero-filled past the rows and K */
+            for (int h = 0; h < 2; h++) {
+                const int k = k0 + a_chunk * 8;
+                const bool ok = a_src[h] >= 0 && k < K;
+                cp_async_16(&As[stage][stage_offset(a_row + 64 * h, a_chunk)],
+                            ok ? (const void *)(A16 + (size_t)a_src[h] * K + k) : A_, ok);
+            }
         for (int idx = tid; idx < B_ROWS * 4; idx += MMA_THREADS) {
             const int r = idx >> 2, chunk = idx & 3;
             const int n = n0 + (r % MMA_BN);
@@ -254,13 +269,17 @@ moe_mma_kernel(float *out, const float *A, const uint16_t *W, const int32_t *off
                     v0 = v0 / (1.0f + expf(-v0)) * u[2 * h];
                     v1 = v1 / (1.0f + expf(-v1)) * u[2 * h + 1];
                 }
-                *(float2 *)&out[(size_t)(row0 + r) * N + n] = make_float2(v0, v1);
+                const size_t at = (size_t)(row0 + r) * N + n;
+                if constexpr (OUT_BF16)
+                    *(uint32_t *)((uint16_t *)out_ + at) = mma_pack_bf16(v0, v1);
+                else
+                    *(float2 *)((float *)out_ + at) = make_float2(v0, v1);
             }
         }
 }
 
-template <bool DUAL>
-static cudaError_t launch_mma(float *out, const float *A, const void *W,
+template <bool DUAL, bool A_BF16, bool OUT_BF16>
+static cudaError_t launch_mma(void *out, const void *A, const void *W,
                               const int32_t *offsets, const int32_t *sorted_token,
                               int dense_rows, int E, int K, int N, int max_tiles,
                               cudaStream_t stream)
@@ -279,7 +298,7 @@ static cudaError_t launch_mma(float *out, const float *A, const void *W,
     if (grid_y <= 0)
         return cudaSuccess;
     const dim3 grid((unsigned)((N + MMA_BN - 1) / MMA_BN), (unsigned)grid_y);
-    MK_LAUNCH(grid, MMA_THREADS, 0, stream, moe_mma_kernel<DUAL>)(
+    MK_LAUNCH(grid, MMA_THREADS, 0, stream, moe_mma_kernel<DUAL, A_BF16, OUT_BF16>)(
         out, A, (const uint16_t *)W, offsets, sorted_token, dense_rows, E, K, N);
     return cudaGetLastError();
 }
@@ -295,8 +314,20 @@ extern "C" cudaError_t mk_moe_gate_up_mma(float *act, const float *h, const void
                                           int D, int F, int max_tiles, cudaStream_t stream)
 {
     (void)tile_offsets; /* 64-row tiles; the 128-row tiles come from offsets */
-    return launch_mma<true>(act, h, w_gate_up, offsets, sorted_token, dense_rows, E, D, F,
-                            max_tiles, stream);
+    return launch_mma<true, false, false>(act, h, w_gate_up, offsets, sorted_token, dense_rows,
+                                          E, D, F, max_tiles, stream);
+}
+
+extern "C" cudaError_t mk_moe_gate_up_mma_bf16(uint16_t *act, const float *h,
+                                               const void *w_gate_up, const int32_t *offsets,
+                                               const int32_t *tile_offsets,
+                                               const int32_t *sorted_token, int dense_rows,
+                                               int E, int D, int F, int max_tiles,
+                                               cudaStream_t stream)
+{
+    (void)tile_offsets;
+    return launch_mma<true, false, true>(act, h, w_gate_up, offsets, sorted_token, dense_rows,
+                                         E, D, F, max_tiles, stream);
 }
 
 extern "C" cudaError_t mk_moe_down_mma(float *out, const float *act, const void *w_down,
@@ -305,8 +336,18 @@ extern "C" cudaError_t mk_moe_down_mma(float *out, const float *act, const void 
                                        cudaStream_t stream)
 {
     (void)tile_offsets;
-    return launch_mma<false>(out, act, w_down, offsets, NULL, dense_rows, E, F, D, max_tiles,
-                             stream);
+    return launch_mma<false, false, false>(out, act, w_down, offsets, NULL, dense_rows, E, F, D,
+                                           max_tiles, stream);
+}
+
+extern "C" cudaError_t mk_moe_down_mma_bf16(float *out, const uint16_t *act, const void *w_down,
+                                            const int32_t *offsets, const int32_t *tile_offsets,
+                                            int dense_rows, int E, int D, int F, int max_tiles,
+                                            cudaStream_t stream)
+{
+    (void)tile_offsets;
+    return launch_mma<false, true, false>(out, act, w_down, offsets, NULL, dense_rows, E, F, D,
+                                          max_tiles, stream);
 }
 
 /* ---- the fragment test: one warp, one 16×16×16 product, three ways ------------------- */

@@ -597,6 +597,14 @@ static void test_mma_fragments(uint64_t seed)
     dev_free(a), dev_free(b), dev_free(bt), dev_free(c), dev_free(d);
 }
 
+/* got == want byte for byte (a result that must equal another kernel's exactly). */
+static void check_same_bits(const char *label, const void *got, const void *want, size_t bytes)
+{
+    const bool same = memcmp(got, want, bytes) == 0;
+    CHECK(same, "%s: differs from the expected bits", label);
+    printf("%s %-44s bit-identical to the expected\n", same ? "OK    " : "NOT OK", label);
+}
+
 /* Routing patterns for test_moe_mma. */
 enum moe_pattern {
     MOE_RANDOM,        /* k distinct random experts per token                              */
@@ -666,6 +674,10 @@ static void test_moe_mma(int T, int k, int E, int D, int F, enum moe_pattern pat
     float *out = dev_alloc((size_t)P * D * sizeof(float)), *out_simt = dev_alloc((size_t)P * D * sizeof(float));
     CUDA_CHECK(cudaMemset(act, 0xff, (size_t)P * F * sizeof(float)));
     CUDA_CHECK(cudaMemset(out, 0xff, (size_t)P * D * sizeof(float)));
+    uint16_t *act16 = dev_alloc((size_t)P * F * sizeof(uint16_t));
+    float *out16 = dev_alloc((size_t)P * D * sizeof(float));
+    CUDA_CHECK(cudaMemset(act16, 0xff, (size_t)P * F * sizeof(uint16_t)));
+    CUDA_CHECK(cudaMemset(out16, 0xff, (size_t)P * D * sizeof(float)));
     const int max_tiles = (P + MK_MOE_TILE_M - 1) / MK_MOE_TILE_M + E;
 
     int32_t *h_off = NULL, *h_tok = NULL;
@@ -674,6 +686,8 @@ static void test_moe_mma(int T, int k, int E, int D, int F, enum moe_pattern pat
         LAUNCH_OK(mk_moe_gate_up(act_simt, h, wgu, 1, NULL, NULL, NULL, P, 1, D, F, 0, 0));
         LAUNCH_OK(mk_moe_down_mma(out, act, wdn, NULL, NULL, P, 1, D, F, 0, 0));
         LAUNCH_OK(mk_moe_down(out_simt, act_simt, wdn, 1, NULL, NULL, P, 1, D, F, 0, 0));
+        LAUNCH_OK(mk_moe_gate_up_mma_bf16(act16, h, wgu, NULL, NULL, NULL, P, 1, D, F, 0, 0));
+        LAUNCH_OK(mk_moe_down_mma_bf16(out16, act16, wdn, NULL, NULL, P, 1, D, F, 0, 0));
     } else {
         LAUNCH_OK(mk_moe_route(offsets, tile_offsets, sorted_token, sorted_weight, slot_of_pair,
                                top_ids, top_w, T, k, E, 0));
@@ -684,6 +698,10 @@ static void test_moe_mma(int T, int k, int E, int D, int F, enum moe_pattern pat
         LAUNCH_OK(mk_moe_down_mma(out, act, wdn, offsets, tile_offsets, 0, E, D, F, max_tiles, 0));
         LAUNCH_OK(mk_moe_down(out_simt, act_simt, wdn, 1, offsets, tile_offsets, 0, E, D, F,
                               max_tiles, 0));
+        LAUNCH_OK(mk_moe_gate_up_mma_bf16(act16, h, wgu, offsets, tile_offsets, sorted_token, 0,
+                                          E, D, F, max_tiles, 0));
+        LAUNCH_OK(mk_moe_down_mma_bf16(out16, act16, wdn, offsets, tile_offsets, 0, E, D, F,
+                                       max_tiles, 0));
         h_off = dev_back(offsets, (size_t)(E + 1) * sizeof(int32_t));
         h_tok = dev_back(sorted_token, (size_t)P * sizeof(int32_t));
     }
@@ -729,6 +747,20 @@ static void test_moe_mma(int T, int k, int E, int D, int F, enum moe_pattern pat
     test_check_tensor(name, got_act, got_act_simt, (int64_t)P * F, 1e-2);
     snprintf(name, sizeof name, "moe mma down T%d k%d E%d D%d F%d %s (vs SIMT bf16)", T, k, E, D, F, pat);
     test_check_tensor(name, got_out, got_out_simt, (int64_t)P * D, 1e-2);
+
+    /* the bf16-act pair: act = the fp32 pair's act rounded (RNE), down's result bit for bit
+     * (the fp32 pair rounds act the same way on its way into the tensor cores) */
+    uint16_t *got_act16 = dev_back(act16, (size_t)P * F * sizeof(uint16_t));
+    float *got_out16 = dev_back(out16, (size_t)P * D * sizeof(float));
+    uint16_t *want_act16 = malloc((size_t)P * F * sizeof(uint16_t) + 2);
+    for (size_t i = 0; i < (size_t)P * F; i++)
+        want_act16[i] = to_bf16(got_act[i]);
+    snprintf(name, sizeof name, "moe mma gate_up bf16 act T%d k%d E%d D%d F%d %s", T, k, E, D, F, pat);
+    check_same_bits(name, got_act16, want_act16, (size_t)P * F * sizeof(uint16_t));
+    snprintf(name, sizeof name, "moe mma down from bf16 act T%d k%d E%d D%d F%d %s", T, k, E, D, F, pat);
+    check_same_bits(name, got_out16, got_out, (size_t)P * D * sizeof(float));
+    free(got_act16), free(got_out16), free(want_act16);
+    dev_free(act16), dev_free(out16);
 
     free(hh), free(gu), free(dn), free(hw), free(ids), free(gu16), free(dn16);
     free(h_off), free(h_tok), free(got_act), free(got_act_simt), free(got_out), free(got_out_simt);
@@ -789,7 +821,7 @@ static void test_moe_mma_traffic(void)
     /* dispatch reads per block: offsets (2 per expert by warp 0) and 128 sorted_token */
     const uint64_t blocks = (uint64_t)((F + 63) / 64) * ((max_tiles + E) / 2);
     const uint64_t index = blocks * (2 * E * 4 + 128 * 4);
-    const uint64_t mma = emu_bytes_read("moe_mma_kernel<true>");
+    const uint64_t mma = emu_bytes_read("moe_mma_kernel<true, false, false>");
     const uint64_t simt = emu_bytes_read("grouped_gemm_kernel<unsigned short, true>");
     CHECK(mma >= weights + a_rows && mma <= weights + a_rows + index,
           "moe_mma gate_up read %llu bytes: expected the weights once (%llu) + A per N-tile "
