@@ -143,10 +143,8 @@ moe_mma_kernel(void *out_, const void *A_, const uint16_t *W, const int32_t *off
     float4 a_regs[2][2];
 
     auto load_a = [&](int k0) { /* global fp32 → registers */
-        if constexpr (A_BF16)
-            return; /* cp.async in load_b */
         const int k = k0 + a_chunk * 8;
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < (A_BF16 ? 0 : 2); h++) { /* bf16 A: cp.async in load_b */
             if (a_src[h] >= 0 && k < K) {
                 const float4 *p = (const float4 *)(A + (size_t)a_src[h] * K + k);
                 a_regs[h][0] = p[0];
@@ -158,9 +156,7 @@ moe_mma_kernel(void *out_, const void *A_, const uint16_t *W, const int32_t *off
         }
     };
     auto store_a = [&](int stage) { /* registers → bf16 shared */
-        if constexpr (A_BF16)
-            return;
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < (A_BF16 ? 0 : 2); h++) {
             const float4 x = a_regs[h][0], y = a_regs[h][1];
             uint4 v;
             v.x = mma_pack_bf16(x.x, x.y);
