@@ -12,6 +12,10 @@
  * pure data movement exactly. Exits 77 (skip) when no CUDA device is visible; under the CUDA
  * emulator (tests/cuda-emu) there always is one. MOIRE_KERNELS_TEST_QUICK=1 leaves out the
  * largest shapes (for the emulator, which runs every GPU thread on the CPU).
+ *
+ * The tensor-core cases come first (mma.cuh fragment layouts; moe_mma.cu's GEMMs vs fp32, vs
+ * the SIMT kernels and, for the bf16-act pair, bit for bit; under the emulator also the bytes
+ * gate_up reads). MOIRE_KERNELS_TEST_ONLY=mma stops after them.
  */
 #include "kernels.h"
 #include "test_util.h"
