@@ -92,6 +92,41 @@ cudaError_t mk_moe_down(float *out, const float *act, const void *w_down, int bf
                         const int32_t *offsets, const int32_t *tile_offsets, int dense_rows,
                         int E, int D, int F, int max_tiles, cudaStream_t stream);
 
+/* The same two GEMMs on tensor cores (moe_mma.cu: mma.sync m16n8k16 bf16, fp32 accumulation,
+ * the activations rounded to bf16 as they are loaded, 128-row × 64-column tiles, cp.async
+ * double buffering), for bf16 weights only. Same arguments and modes as mk_moe_gate_up /
+ * mk_moe_down without `bf16` (tile_offsets is accepted and unused: the 128-row tiles are
+ * derived from offsets on the device; max_tiles is mk_moe_route's 64-row bound). Use them
+ * when mk_moe_mma_supported(D, F): D and F multiples of 8 (else cudaErrorInvalidValue). */
+int mk_moe_mma_supported(int D, int F);
+cudaError_t mk_moe_gate_up_mma(float *act, const float *h, const void *w_gate_up,
+                               const int32_t *offsets, const int32_t *tile_offsets,
+                               const int32_t *sorted_token, int dense_rows, int E, int D, int F,
+                               int max_tiles, cudaStream_t stream);
+cudaError_t mk_moe_down_mma(float *out, const float *act, const void *w_down,
+                            const int32_t *offsets, const int32_t *tile_offsets, int dense_rows,
+                            int E, int D, int F, int max_tiles, cudaStream_t stream);
+/* The same pair with the intermediate activations in bf16: gate_up writes act [P, F] as bf16
+ * (RNE), down reads it with cp.async. The values are the ones the fp32 pair rounds to on
+ * its way into the tensor cores, so down's result is the same; the act traffic halves (down
+ * re-reads act once per 64-column tile). */
+cudaError_t mk_moe_gate_up_mma_bf16(uint16_t *act, const float *h, const void *w_gate_up,
+                                    const int32_t *offsets, const int32_t *tile_offsets,
+                                    const int32_t *sorted_token, int dense_rows, int E, int D,
+                                    int F, int max_tiles, cudaStream_t stream);
+cudaError_t mk_moe_down_mma_bf16(float *out, const uint16_t *act, const void *w_down,
+                                 const int32_t *offsets, const int32_t *tile_offsets,
+                                 int dense_rows, int E, int D, int F, int max_tiles,
+                                 cudaStream_t stream);
+
+/* Unit test of kernels/mma.cuh (one warp): d[16,16] = a[16,16] · B + c[16,16] in bf16 with fp32
+ * accumulation, B given twice: bt[n][k] (= Bᵀ, the weights' layout) and b[k][n]. mode 0: mma
+ * with the fragments loaded by the PTX ISA's formulas; 1: ldmatrix.x4 of a and bt; 2:
+ * ldmatrix.x4 of a, ldmatrix.x4.trans of b. */
+cudaError_t mk_mma_fragment_test(float *d, const uint16_t *a, const uint16_t *bt,
+                                 const uint16_t *b, const float *c, int mode,
+                                 cudaStream_t stream);
+
 /* y[t,:] = base[t,:] (or 0 when base is NULL) + Σ_j w[t,j] · rows[slot_of_pair[t·k+j], :],
  * j in order (deterministic: no atomics). */
 cudaError_t mk_moe_combine(float *y, const float *base, const float *rows,

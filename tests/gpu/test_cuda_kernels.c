@@ -13,6 +13,10 @@
  * emulator (tests/cuda-emu) there always is one. The largest shapes are left out when
  * MOIRE_KERNELS_TEST_QUICK=1, and by default on the emulator (built with MOIRE_CUDA_EMU: it
  * runs every GPU thread on the CPU), where MOIRE_KERNELS_TEST_QUICK=0 brings them back.
+ *
+ * The tensor-core cases come first (mma.cuh fragment layouts; moe_mma.cu's GEMMs vs fp32, vs
+ * the SIMT kernels and, for the bf16-act pair, bit for bit; under the emulator also the bytes
+ * gate_up reads). MOIRE_KERNELS_TEST_ONLY=mma stops after them.
  */
 /* By path, so that no build needs kernels/ on its include path for this one header (the gpu
  * suite and the emulator's gpu-emu suite both build this file). */
@@ -23,6 +27,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef MOIRE_CUDA_EMU
+#include "cuda_emu.h" /* global-memory traffic per kernel (test_moe_mma_traffic) */
+#endif
 
 static bool quick; /* MOIRE_KERNELS_TEST_QUICK: skip the largest shapes */
 
@@ -543,6 +551,314 @@ static void test_moe_expert_choice(int N, int D, int F, int S, int E, int M, boo
     dev_free(h), dev_free(tokens), dev_free(gates), dev_free(y), dev_free(ws);
 }
 
+/* ---- tensor cores: mma.cuh fragments and the MoE GEMMs of moe_mma.cu ------------------- */
+
+static float from_bf16(uint16_t b)
+{
+    const uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* One warp, d = a · B + c (16×16×16, bf16 in, fp32 out), B given as bt[n][k] and b[k][n]:
+ * mode 0 the fragments straight from the PTX ISA's formulas, 1 ldmatrix.x4, 2 ldmatrix.x4.trans
+ * for B. Every element distinct (random), so a lane or register mixed up shows. The products
+ * of bf16 values are exact in fp32: only the summation order differs from the reference. */
+static void test_mma_fragments(uint64_t seed)
+{
+    float *ha = rnd(256, seed, -2, 2), *hb = rnd(256, seed + 1, -2, 2);
+    float *hc = rnd(256, seed + 2, -1, 1);
+    uint16_t a16[256], b16[256], bt16[256];
+    for (int i = 0; i < 256; i++) {
+        a16[i] = to_bf16(ha[i]);
+        b16[i] = to_bf16(hb[i]); /* b[k][n] */
+    }
+    for (int k = 0; k < 16; k++)
+        for (int n = 0; n < 16; n++)
+            bt16[n * 16 + k] = b16[k * 16 + n];
+    float want[256];
+    for (int m = 0; m < 16; m++)
+        for (int n = 0; n < 16; n++) {
+            double s = hc[m * 16 + n];
+            for (int k = 0; k < 16; k++)
+                s += (double)from_bf16(a16[m * 16 + k]) * from_bf16(b16[k * 16 + n]);
+            want[m * 16 + n] = (float)s;
+        }
+    uint16_t *a = dev_copy(a16, sizeof a16), *b = dev_copy(b16, sizeof b16);
+    uint16_t *bt = dev_copy(bt16, sizeof bt16);
+    float *c = dev_copy(hc, 256 * sizeof(float));
+    float *d = dev_alloc(256 * sizeof(float));
+    static const char *const what[3] = {"PTX formulas", "ldmatrix", "ldmatrix.trans"};
+    for (int mode = 0; mode < 3; mode++) {
+        CUDA_CHECK(cudaMemset(d, 0xff, 256 * sizeof(float))); /* NaN where nothing is written */
+        LAUNCH_OK(mk_mma_fragment_test(d, a, bt, b, c, mode, 0));
+        float *got = dev_back(d, 256 * sizeof(float));
+        char name[96];
+        snprintf(name, sizeof name, "mma m16n8k16 bf16 fragments (%s) seed %llu", what[mode],
+                 (unsigned long long)seed);
+        test_check_tensor(name, got, want, 256, 1e-5);
+        free(got);
+    }
+    free(ha), free(hb), free(hc);
+    dev_free(a), dev_free(b), dev_free(bt), dev_free(c), dev_free(d);
+}
+
+/* got == want byte for byte (a result that must equal another kernel's exactly). */
+static void check_same_bits(const char *label, const void *got, const void *want, size_t bytes)
+{
+    const bool same = memcmp(got, want, bytes) == 0;
+    CHECK(same, "%s: differs from the expected bits", label);
+    printf("%s %-44s bit-identical to the expected\n", same ? "OK    " : "NOT OK", label);
+}
+
+/* Routing patterns for test_moe_mma. */
+enum moe_pattern {
+    MOE_RANDOM,        /* k distinct random experts per token                              */
+    MOE_EDGES,         /* expert 0 never, expert 1 exactly once, expert 2 by every token   */
+    MOE_ALL_ON_ONE,    /* every token's first choice is expert E-1 (an expert with T rows) */
+};
+
+/* The routed experts of a top-k MoE layer through mk_moe_route, then the tensor-core GEMMs
+ * (mk_moe_gate_up_mma, mk_moe_down_mma), against a double-precision reference from the fp32
+ * activations and the bf16 weights (≤ 1e-2: the activations are rounded to bf16 on the
+ * tensor cores) and against the SIMT bf16 kernels of moe.cu. Outputs start as NaN, so an
+ * unwritten row fails. dense: offsets NULL (the shared expert's form), E = 1, k = 1. */
+static void test_moe_mma(int T, int k, int E, int D, int F, enum moe_pattern pattern, bool dense)
+{
+    const int P = T * k;
+    float *hh = rnd((size_t)T * D, 71, -1, 1);
+    float *gu = rnd((size_t)E * 2 * F * D, 72, -0.08f, 0.08f);
+    float *dn = rnd((size_t)E * D * F, 73, -0.08f, 0.08f);
+    float *hw = rnd((size_t)P, 74, 0.05f, 1.0f);
+    int32_t *ids = malloc((size_t)P * sizeof(int32_t));
+    uint64_t state = 0x243f6a8885a308d3ull ^ (uint64_t)(T * 131 + E * 7 + pattern);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < k; j++) {
+            int e;
+            bool again;
+            do {
+                state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+                e = (int)(state % (uint64_t)E);
+                if (pattern == MOE_EDGES) {
+                    if (j == 0)
+                        e = 2;
+                    else if (t == T / 2)
+                        e = 1;
+                    else if (e < 3)
+                        e = 3 + (int)(state % (uint64_t)(E - 3));
+                } else if (pattern == MOE_ALL_ON_ONE && j == 0) {
+                    e = E - 1;
+                }
+                again = false;
+                for (int i = 0; i < j; i++)
+                    again |= ids[t * k + i] == e;
+            } while (again);
+            ids[t * k + j] = e;
+        }
+    if (dense)
+        for (int p = 0; p < P; p++)
+            ids[p] = 0;
+
+    /* bf16 weights; the reference uses exactly these values */
+    const size_t ngu = (size_t)E * 2 * F * D, ndn = (size_t)E * D * F;
+    uint16_t *gu16 = malloc(ngu * sizeof(uint16_t)), *dn16 = malloc(ndn * sizeof(uint16_t));
+    for (size_t i = 0; i < ngu; i++)
+        gu16[i] = to_bf16(gu[i]), gu[i] = from_bf16(gu16[i]);
+    for (size_t i = 0; i < ndn; i++)
+        dn16[i] = to_bf16(dn[i]), dn[i] = from_bf16(dn16[i]);
+
+    float *h = dev_copy(hh, (size_t)T * D * sizeof(float));
+    void *wgu = dev_copy(gu16, ngu * sizeof(uint16_t)), *wdn = dev_copy(dn16, ndn * sizeof(uint16_t));
+    int32_t *top_ids = dev_copy(ids, (size_t)P * sizeof(int32_t));
+    float *top_w = dev_copy(hw, (size_t)P * sizeof(float));
+    int32_t *offsets = dev_alloc((size_t)(E + 1) * sizeof(int32_t));
+    int32_t *tile_offsets = dev_alloc((size_t)(E + 1) * sizeof(int32_t));
+    int32_t *sorted_token = dev_alloc((size_t)P * sizeof(int32_t));
+    float *sorted_weight = dev_alloc((size_t)P * sizeof(float));
+    int32_t *slot_of_pair = dev_alloc((size_t)P * sizeof(int32_t));
+    float *act = dev_alloc((size_t)P * F * sizeof(float)), *act_simt = dev_alloc((size_t)P * F * sizeof(float));
+    float *out = dev_alloc((size_t)P * D * sizeof(float)), *out_simt = dev_alloc((size_t)P * D * sizeof(float));
+    CUDA_CHECK(cudaMemset(act, 0xff, (size_t)P * F * sizeof(float)));
+    CUDA_CHECK(cudaMemset(out, 0xff, (size_t)P * D * sizeof(float)));
+    uint16_t *act16 = dev_alloc((size_t)P * F * sizeof(uint16_t));
+    float *out16 = dev_alloc((size_t)P * D * sizeof(float));
+    CUDA_CHECK(cudaMemset(act16, 0xff, (size_t)P * F * sizeof(uint16_t)));
+    CUDA_CHECK(cudaMemset(out16, 0xff, (size_t)P * D * sizeof(float)));
+    const int max_tiles = (P + MK_MOE_TILE_M - 1) / MK_MOE_TILE_M + E;
+
+    int32_t *h_off = NULL, *h_tok = NULL;
+    if (dense) {
+        LAUNCH_OK(mk_moe_gate_up_mma(act, h, wgu, NULL, NULL, NULL, P, 1, D, F, 0, 0));
+        LAUNCH_OK(mk_moe_gate_up(act_simt, h, wgu, 1, NULL, NULL, NULL, P, 1, D, F, 0, 0));
+        LAUNCH_OK(mk_moe_down_mma(out, act, wdn, NULL, NULL, P, 1, D, F, 0, 0));
+        LAUNCH_OK(mk_moe_down(out_simt, act_simt, wdn, 1, NULL, NULL, P, 1, D, F, 0, 0));
+        LAUNCH_OK(mk_moe_gate_up_mma_bf16(act16, h, wgu, NULL, NULL, NULL, P, 1, D, F, 0, 0));
+        LAUNCH_OK(mk_moe_down_mma_bf16(out16, act16, wdn, NULL, NULL, P, 1, D, F, 0, 0));
+    } else {
+        LAUNCH_OK(mk_moe_route(offsets, tile_offsets, sorted_token, sorted_weight, slot_of_pair,
+                               top_ids, top_w, T, k, E, 0));
+        LAUNCH_OK(mk_moe_gate_up_mma(act, h, wgu, offsets, tile_offsets, sorted_token, 0, E, D, F,
+                                     max_tiles, 0));
+        LAUNCH_OK(mk_moe_gate_up(act_simt, h, wgu, 1, offsets, tile_offsets, sorted_token, 0, E, D,
+                                 F, max_tiles, 0));
+        LAUNCH_OK(mk_moe_down_mma(out, act, wdn, offsets, tile_offsets, 0, E, D, F, max_tiles, 0));
+        LAUNCH_OK(mk_moe_down(out_simt, act_simt, wdn, 1, offsets, tile_offsets, 0, E, D, F,
+                              max_tiles, 0));
+        LAUNCH_OK(mk_moe_gate_up_mma_bf16(act16, h, wgu, offsets, tile_offsets, sorted_token, 0,
+                                          E, D, F, max_tiles, 0));
+        LAUNCH_OK(mk_moe_down_mma_bf16(out16, act16, wdn, offsets, tile_offsets, 0, E, D, F,
+                                       max_tiles, 0));
+        h_off = dev_back(offsets, (size_t)(E + 1) * sizeof(int32_t));
+        h_tok = dev_back(sorted_token, (size_t)P * sizeof(int32_t));
+    }
+    float *got_act = dev_back(act, (size_t)P * F * sizeof(float));
+    float *got_act_simt = dev_back(act_simt, (size_t)P * F * sizeof(float));
+    float *got_out = dev_back(out, (size_t)P * D * sizeof(float));
+    float *got_out_simt = dev_back(out_simt, (size_t)P * D * sizeof(float));
+
+    /* reference, slot by slot: expert e = the segment of offsets holding the slot */
+    float *want_act = malloc((size_t)P * F * sizeof(float));
+    float *want_out = malloc((size_t)P * D * sizeof(float));
+    int e = 0;
+    for (int s = 0; s < P; s++) {
+        while (!dense && s >= h_off[e + 1])
+            e++;
+        const float *x = hh + (size_t)(dense ? s : h_tok[s]) * D;
+        const float *wg = gu + (size_t)e * 2 * F * D, *wd = dn + (size_t)e * D * F;
+        float *a_row = want_act + (size_t)s * F;
+        for (int f = 0; f < F; f++) {
+            double g = 0.0, u = 0.0;
+            for (int d = 0; d < D; d++) {
+                g += (double)x[d] * wg[(size_t)f * D + d];
+                u += (double)x[d] * wg[(size_t)(F + f) * D + d];
+            }
+            a_row[f] = silu_ref((float)g) * (float)u;
+        }
+        for (int d = 0; d < D; d++) {
+            double acc = 0.0;
+            for (int f = 0; f < F; f++)
+                acc += (double)a_row[f] * wd[(size_t)d * F + f];
+            want_out[(size_t)s * D + d] = (float)acc;
+        }
+    }
+    char name[160];
+    const char *pat = dense ? "dense" : pattern == MOE_EDGES ? "experts 0/1/all"
+                                      : pattern == MOE_ALL_ON_ONE ? "all on one"
+                                                                  : "random";
+    snprintf(name, sizeof name, "moe mma gate_up T%d k%d E%d D%d F%d %s (vs fp32)", T, k, E, D, F, pat);
+    test_check_tensor(name, got_act, want_act, (int64_t)P * F, 1e-2);
+    snprintf(name, sizeof name, "moe mma down T%d k%d E%d D%d F%d %s (vs fp32)", T, k, E, D, F, pat);
+    test_check_tensor(name, got_out, want_out, (int64_t)P * D, 1e-2);
+    snprintf(name, sizeof name, "moe mma gate_up T%d k%d E%d D%d F%d %s (vs SIMT bf16)", T, k, E, D, F, pat);
+    test_check_tensor(name, got_act, got_act_simt, (int64_t)P * F, 1e-2);
+    snprintf(name, sizeof name, "moe mma down T%d k%d E%d D%d F%d %s (vs SIMT bf16)", T, k, E, D, F, pat);
+    test_check_tensor(name, got_out, got_out_simt, (int64_t)P * D, 1e-2);
+
+    /* the bf16-act pair: act = the fp32 pair's act rounded (RNE), down's result bit for bit
+     * (the fp32 pair rounds act the same way on its way into the tensor cores) */
+    uint16_t *got_act16 = dev_back(act16, (size_t)P * F * sizeof(uint16_t));
+    float *got_out16 = dev_back(out16, (size_t)P * D * sizeof(float));
+    uint16_t *want_act16 = malloc((size_t)P * F * sizeof(uint16_t) + 2);
+    for (size_t i = 0; i < (size_t)P * F; i++)
+        want_act16[i] = to_bf16(got_act[i]);
+    snprintf(name, sizeof name, "moe mma gate_up bf16 act T%d k%d E%d D%d F%d %s", T, k, E, D, F, pat);
+    check_same_bits(name, got_act16, want_act16, (size_t)P * F * sizeof(uint16_t));
+    snprintf(name, sizeof name, "moe mma down from bf16 act T%d k%d E%d D%d F%d %s", T, k, E, D, F, pat);
+    check_same_bits(name, got_out16, got_out, (size_t)P * D * sizeof(float));
+    free(got_act16), free(got_out16), free(want_act16);
+    dev_free(act16), dev_free(out16);
+
+    free(hh), free(gu), free(dn), free(hw), free(ids), free(gu16), free(dn16);
+    free(h_off), free(h_tok), free(got_act), free(got_act_simt), free(got_out), free(got_out_simt);
+    free(want_act), free(want_out);
+    dev_free(h), dev_free(wgu), dev_free(wdn), dev_free(top_ids), dev_free(top_w);
+    dev_free(offsets), dev_free(tile_offsets), dev_free(sorted_token), dev_free(sorted_weight);
+    dev_free(slot_of_pair), dev_free(act), dev_free(act_simt), dev_free(out), dev_free(out_simt);
+}
+
+#ifdef MOIRE_CUDA_EMU
+/* Global-memory bytes one kernel (by name) read in the launches since the last reset. */
+static uint64_t emu_bytes_read(const char *kernel)
+{
+    cuda_emu_kernel_counters rows[256];
+    const int n = cuda_emu_kernel_counters_get(rows, 256);
+    uint64_t bytes = 0;
+    for (int i = 0; i < n && i < 256; i++)
+        if (strcmp(rows[i].name, kernel) == 0)
+            bytes += rows[i].bytes_read;
+    return bytes;
+}
+
+/* The point of the tensor-core tiles: with at most 128 rows per expert (the XL CFG batch
+ * averages 128), every weight byte is read from global memory once per GEMM — counted by
+ * the emulator. The SIMT kernel's 64-row tiles read an expert's weights once per 64 rows. */
+static void test_moe_mma_traffic(void)
+{
+    /* the XL CFG batch's routing: 2 × 256 tokens, top-2 of 8 experts, 128 pairs each */
+    const int T = 512, k = 2, E = 8, D = 64, F = 128, P = T * k;
+    float *hh = rnd((size_t)T * D, 81, -1, 1);
+    float *gu = rnd((size_t)E * 2 * F * D, 82, -0.1f, 0.1f);
+    int32_t *ids = malloc((size_t)P * sizeof(int32_t));
+    float *hw = rnd((size_t)P, 83, 0.1f, 1.0f);
+    for (int t = 0; t < T; t++) /* experts t % 8 and (t + 3) % 8 */
+        ids[t * k] = t % E, ids[t * k + 1] = (t + 3) % E;
+    uint16_t *gu16 = malloc((size_t)E * 2 * F * D * sizeof(uint16_t));
+    for (size_t i = 0; i < (size_t)E * 2 * F * D; i++)
+        gu16[i] = to_bf16(gu[i]);
+    float *h = dev_copy(hh, (size_t)T * D * sizeof(float));
+    void *w = dev_copy(gu16, (size_t)E * 2 * F * D * sizeof(uint16_t));
+    int32_t *top_ids = dev_copy(ids, (size_t)P * sizeof(int32_t));
+    float *top_w = dev_copy(hw, (size_t)P * sizeof(float));
+    int32_t *offsets = dev_alloc((size_t)(E + 1) * 4), *tile_offsets = dev_alloc((size_t)(E + 1) * 4);
+    int32_t *sorted_token = dev_alloc((size_t)P * 4), *slot = dev_alloc((size_t)P * 4);
+    float *sorted_weight = dev_alloc((size_t)P * 4), *act = dev_alloc((size_t)P * F * 4);
+    const int max_tiles = (P + MK_MOE_TILE_M - 1) / MK_MOE_TILE_M + E;
+    LAUNCH_OK(mk_moe_route(offsets, tile_offsets, sorted_token, sorted_weight, slot, top_ids,
+                           top_w, T, k, E, 0));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    cuda_emu_counters_reset();
+    LAUNCH_OK(mk_moe_gate_up_mma(act, h, w, offsets, tile_offsets, sorted_token, 0, E, D, F,
+                                 max_tiles, 0));
+    LAUNCH_OK(mk_moe_gate_up(act, h, w, 1, offsets, tile_offsets, sorted_token, 0, E, D, F,
+                             max_tiles, 0));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const uint64_t weights = (uint64_t)E * 2 * F * D * 2;
+    const uint64_t a_rows = (uint64_t)P * D * 4 * ((F + 63) / 64); /* A once per N-tile */
+    /* dispatch reads per block: offsets (2 per expert by warp 0) and 128 sorted_token */
+    const uint64_t blocks = (uint64_t)((F + 63) / 64) * ((max_tiles + E) / 2);
+    const uint64_t index = blocks * (2 * E * 4 + 128 * 4);
+    const uint64_t mma = emu_bytes_read("moe_mma_kernel<true, false, false>");
+    const uint64_t simt = emu_bytes_read("grouped_gemm_kernel<unsigned short, true>");
+    CHECK(mma >= weights + a_rows && mma <= weights + a_rows + index,
+          "moe_mma gate_up read %llu bytes: expected the weights once (%llu) + A per N-tile "
+          "(%llu) + at most %llu of dispatch",
+          (unsigned long long)mma, (unsigned long long)weights, (unsigned long long)a_rows,
+          (unsigned long long)index);
+    printf("OK     global bytes read by gate_up, %d pairs on %d experts (D %d, F %d): tensor-core "
+           "%llu, SIMT %llu (weights %llu)\n",
+           P, E, D, F, (unsigned long long)mma, (unsigned long long)simt,
+           (unsigned long long)weights);
+    free(hh), free(gu), free(ids), free(hw), free(gu16);
+    dev_free(h), dev_free(w), dev_free(top_ids), dev_free(top_w), dev_free(offsets);
+    dev_free(tile_offsets), dev_free(sorted_token), dev_free(slot), dev_free(sorted_weight);
+    dev_free(act);
+}
+#endif
+
+/* The shapes the tensor-core path refuses (D or F not a multiple of 8) are refused. */
+static void test_moe_mma_refusals(void)
+{
+    CHECK(mk_moe_mma_supported(1152, 4608) && mk_moe_mma_supported(1408, 104),
+          "mk_moe_mma_supported accepts multiples of 8");
+    CHECK(!mk_moe_mma_supported(1150, 4608) && !mk_moe_mma_supported(1152, 100),
+          "mk_moe_mma_supported refuses D or F not a multiple of 8");
+    CHECK(mk_moe_gate_up_mma(NULL, NULL, NULL, NULL, NULL, NULL, 4, 1, 12, 16, 0, 0) ==
+              cudaErrorInvalidValue,
+          "mk_moe_gate_up_mma refuses D 12");
+    (void)cudaGetLastError();
+}
+
 /* ---- text encoder ops ----------------------------------------------------------------- */
 
 static void test_layernorm_affine(int T, int D, bool in_place)
@@ -853,6 +1169,32 @@ int main(void)
 #else
     quick = q && *q && strcmp(q, "0") != 0;
 #endif
+
+    /* MOIRE_KERNELS_TEST_ONLY=mma: only the tensor-core cases (for work on them in the
+     * emulator, where the whole program takes minutes) */
+    const char *only = getenv("MOIRE_KERNELS_TEST_ONLY");
+    const bool only_mma = only && strcmp(only, "mma") == 0;
+
+    /* tensor cores (mma.cuh, moe_mma.cu): fragment layouts, then the MoE GEMMs on awkward
+     * shapes — F not a multiple of the 64-column tile, K (D for gate_up, F for down) not a
+     * multiple of 32, hidden 1152 and 1408, experts with 0 / 1 / all tokens, one expert with
+     * 520 rows (5 M-tiles), 1040 (token, expert) pairs, the dense (shared expert) form */
+    test_mma_fragments(1);
+    test_mma_fragments(2);
+    test_moe_mma_refusals();
+    test_moe_mma(40, 2, 4, 64, 72, MOE_RANDOM, false);
+    test_moe_mma(200, 2, 5, 40, 24, MOE_EDGES, false);
+    test_moe_mma(520, 2, 8, 40, 16, MOE_ALL_ON_ONE, false);
+    test_moe_mma(20, 2, 3, 1152, 40, MOE_RANDOM, false);
+    test_moe_mma(30, 2, 4, 1408, 104, MOE_EDGES, false);
+    test_moe_mma(150, 1, 1, 64, 48, MOE_RANDOM, true);
+    if (!quick)
+        test_moe_mma(256, 2, 8, 1152, 128, MOE_RANDOM, false);
+#ifdef MOIRE_CUDA_EMU
+    test_moe_mma_traffic();
+#endif
+    if (only_mma)
+        return test_finish("cuda_kernels");
 
     test_empty_launches();
 
