@@ -234,6 +234,9 @@ static const char usage_eval[] =
     "  --save-grid FILE.png\n"
     "                      the images as a grid to look at: 10 columns, cells as generated\n"
     "                      (the first 400 images)\n"
+    "  --features FILE.npy every image's classifier features, then its prompted class and\n"
+    "                      that class's rank (0 = top 1): float32 [N, D + 2], for the\n"
+    "                      statistics of tools/eval/ (KID, diversity, recall)\n"
     "  --quiet             no progress on stderr\n"
     "\n"
     "The summary goes to stdout. Images of another size than the classifier's input are\n"
@@ -2028,10 +2031,12 @@ static int cmd_eval(int argc, char **argv)
     const char *model_path = NULL, *classifier_text = NULL, *images_text = NULL,
                *classes_text = NULL, *seed_text = NULL, *batch_text = NULL,
                *threads_text = NULL,
-               *device_text = NULL, *json_path = NULL, *grid_path = NULL, *quiet = NULL;
+               *device_text = NULL, *json_path = NULL, *grid_path = NULL, *quiet = NULL,
+               *features_path = NULL;
     sampler_options sampling = {0};
     const option_spec specs[] = {
         {"model", true, &model_path},     {"classifier", true, &classifier_text},
+        {"features", true, &features_path},
         {"images", true, &images_text},   {"classes", true, &classes_text},
         {"seed", true, &seed_text},       {"batch", true, &batch_text},
         SAMPLER_OPTION_SPECS(sampling),
@@ -2077,6 +2082,8 @@ static int cmd_eval(int argc, char **argv)
         return rc;
     if (grid_path && (rc = check_output_path("--save-grid", grid_path)))
         return rc;
+    if (features_path && (rc = check_output_path("--features", features_path)))
+        return rc;
 
     /* The classifier: --classifier, $MOIRE_CLASSIFIER, or the one beside the model. */
     const char *env_classifier = getenv("MOIRE_CLASSIFIER");
@@ -2102,6 +2109,7 @@ static int cmd_eval(int argc, char **argv)
     moire_ctx *ctx = NULL;
     int *class_ids = NULL;
     float *features = NULL, *logits = NULL;
+    int *image_class = NULL, *image_rank = NULL; /* [N] for --features */
     moire_image **kept = NULL; /* [EVAL_GRID_MAX] for --save-grid, as generated */
     int kept_count = 0;
     if ((rc = load_model(model_path, &model)))
@@ -2126,7 +2134,10 @@ static int cmd_eval(int argc, char **argv)
     features = malloc((size_t)image_count * (size_t)D * sizeof *features); /* [N, D] */
     logits = malloc((size_t)batch * (size_t)K * sizeof *logits);          /* [B, K] */
     kept = grid_path ? calloc(EVAL_GRID_MAX, sizeof *kept) : NULL;
-    if (!class_ids || !features || !logits || (grid_path && !kept)) {
+    image_class = calloc((size_t)image_count, sizeof *image_class);
+    image_rank = calloc((size_t)image_count, sizeof *image_rank);
+    if (!class_ids || !features || !logits || (grid_path && !kept) || !image_class ||
+        !image_rank) {
         error_line("out of memory for the features of %d images", image_count);
         rc = EXIT_ERROR;
         goto done;
@@ -2254,6 +2265,8 @@ static int cmd_eval(int argc, char **argv)
             const int rank = class_rank(logits + (size_t)i * K, K, k);
             top1 += rank == 0;
             top5 += rank < 5;
+            image_class[first + i] = k;
+            image_rank[first + i] = rank;
             if (kept && first + i < EVAL_GRID_MAX && !kept[first + i]) {
                 kept[first + i] = images[i];
                 images[i] = NULL;
@@ -2352,6 +2365,28 @@ static int cmd_eval(int argc, char **argv)
         goto done;
     if (grid_path && kept_count > 0 && (rc = write_eval_grid(grid_path, kept, kept_count)))
         goto done;
+    if (features_path) {
+        /* [N, D + 2]: the features, then the prompted class and its rank (0 = top-1), for
+           the statistics tools/eval/ computes (KID, diversity, recall, error bars). */
+        float *table = malloc((size_t)image_count * (size_t)(D + 2) * sizeof *table);
+        if (!table) {
+            error_line("--features: out of memory");
+            rc = EXIT_ERROR;
+            goto done;
+        }
+        for (int i = 0; i < image_count; i++) {
+            memcpy(table + (size_t)i * (D + 2), features + (size_t)i * D, (size_t)D * sizeof *table);
+            table[(size_t)i * (D + 2) + D] = (float)image_class[i];
+            table[(size_t)i * (D + 2) + D + 1] = (float)image_rank[i];
+        }
+        const int64_t shape[2] = {image_count, D + 2};
+        const moire_status saved = moire_npy_save(features_path, 2, shape, table);
+        free(table);
+        if (saved != MOIRE_OK) {
+            rc = engine_error("--features");
+            goto done;
+        }
+    }
 
 done:
     for (int i = 0; kept && i < EVAL_GRID_MAX; i++)
@@ -2360,6 +2395,8 @@ done:
     free(features);
     free(logits);
     free(class_ids);
+    free(image_class);
+    free(image_rank);
     moire_ctx_free(ctx);
     moire_classifier_free(classifier);
     moire_model_free(model);
