@@ -331,16 +331,18 @@ def main():
               f"KID×1000 {1000 * row['kid'][0]:6.1f} ± {1000 * row['kid'][1]:5.1f}  "
               f"div {row['diversity'][0]:5.2f}  recall {row['recall'][0]:.2f}  "
               f"top-1 {100 * row['top1'][0]:5.1f} %", flush=True)
-        with open(args.out + ".json", "w") as f:  # after every setting: a partial run is kept
+        # after every setting, so that a run cut short keeps what it measured
+        with open(args.out + ".json", "w") as f:
             json.dump(dict(model=args.model, classifier=args.classifier, prompts=args.prompts,
                            per_prompt=args.per_prompt, seeds=args.seeds, grid=args.grid,
                            reference_images=len(ref), rows=rows), f, indent=1)
-    header = (f"# DMCMC evaluation: {model_file}\n\n{args.prompts} prompts × {args.per_prompt} "
-              f"image(s) per prompt = {images} images per run, {args.seeds} seeds "
-              f"(image j: seed 100000·k + j); KID, precision and recall against the "
-              f"{len(ref)} training images; `{' '.join(sys.argv)}`")
-    write_table(args.out + ".md", rows, header)
-    write_svg(args.out + ".svg", rows, f"{model_file}: FID and KID vs NFE ({images} images × {args.seeds} seeds; DLG dashed)")
+        header = (f"# DMCMC evaluation: {model_file}\n\n{args.prompts} prompts × {args.per_prompt} "
+                  f"image(s) per prompt = {images} images per run, {args.seeds} seeds "
+                  f"(image j: seed 100000·k + j); KID, precision and recall against the "
+                  f"{len(ref)} training images; `{' '.join(sys.argv)}`")
+        write_table(args.out + ".md", rows, header)
+        write_svg(args.out + ".svg", rows, f"{model_file}: FID and KID vs NFE ({images} images "
+                  f"× {args.seeds} seeds; DLG dashed)")
     print(f"wrote {args.out}.json, .md, .svg")
 
 
