@@ -357,6 +357,9 @@ expect_fail "eval: a model as the classifier" "no \"moire.classifier\" metadata"
     "$MOIRE" eval --model "$ECDIT" --classifier "$ECDIT" --json ev.json
 expect_fail "eval: classes a class model lacks" "class 'red apple' .* is not a class of" ev.json \
     "$MOIRE" eval --model "$QKV" --classifier "$CLS" --json ev.json
+"${EV[@]}" --images 4 --steps 2 --features evf.npy >/dev/null 2>&1
+check "eval --features: float32 [N, D + 2] (24 features, class, rank)" \
+    bash -c "head -c 128 evf.npy | grep -aq \"'descr': '<f4', 'fortran_order': False, 'shape': (4, 26)\""
 expect_fail "eval: --images 1" "images: 1 is out of range" ev.json "${EV[@]}" --images 1 --json ev.json
 expect_fail "eval: --images not a number" "not a whole number" ev.json "${EV[@]}" --images many --json ev.json
 expect_fail "eval: unknown option" "unknown option '--output'" ev.json "${EV[@]}" --output x.png --json ev.json
