@@ -13,7 +13,8 @@ the embedded classifier's feature space:
 
 - FID (moire eval's, against the classifier's reference statistics) and KID (unbiased MMD²,
   cubic polynomial kernel, against the features of the classifier's training images — less
-  biased than FID at a few hundred images);
+  biased than FID at a few hundred images; this feature space is not Inception's, its values
+  are tens, not thousandths);
 - within-prompt diversity: the mean pairwise feature distance between images of one prompt
   (from one seed when a prompt has several images in it — for DMCMC those are the successive
   emissions of one chain —, else pooled over the seeds: independent chains or seeds);
@@ -221,7 +222,7 @@ def label(s):
 
 def write_table(path, rows, header):
     lines = [header, "",
-             "| setting | NFE / image | incl. burn-in | FID | KID ×1000 | diversity | precision | "
+             "| setting | NFE / image | incl. burn-in | FID | KID | diversity | precision | "
              "recall | top-1 % | top-5 % | s / image |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["setting"]["kind"], label(r), r["nfe"])):
@@ -231,7 +232,7 @@ def write_table(path, rows, header):
         div = f"{r['diversity'][0]:.2f} ± {r['diversity'][1]:.2f}" + (" (p)" if r["diversity_pooled_over_seeds"] else "")
         lines.append(
             f"| {label(r)}, {steps} steps{extra} | {r['nfe']} | {r['nfe_amortized'][0]:.1f} | "
-            f"{r['fid'][0]:.1f} ± {r['fid'][1]:.1f} | {1000 * r['kid'][0]:.1f} ± {1000 * r['kid'][1]:.1f} | "
+            f"{r['fid'][0]:.1f} ± {r['fid'][1]:.1f} | {r['kid'][0]:.2f} ± {r['kid'][1]:.2f} | "
             f"{div} | {r['precision'][0]:.2f} ± {r['precision'][1]:.2f} | "
             f"{r['recall'][0]:.2f} ± {r['recall'][1]:.2f} | {100 * r['top1'][0]:.1f} ± {100 * r['top1'][1]:.1f} | "
             f"{100 * r['top5'][0]:.1f} ± {100 * r['top5'][1]:.1f} | {r['seconds_per_image']:.2f} |")
@@ -243,10 +244,10 @@ def write_table(path, rows, header):
 
 
 def write_svg(path, rows, title):
-    """Two panels, FID and KID×1000 against NFE per image, one curve per sampler (DLG dashed),
+    """Two panels, FID and KID against NFE per image, one curve per sampler (DLG dashed),
     error bars = the standard deviation over the seeds."""
-    W, H, pad, gap = 980, 430, 60, 50
-    pw = (W - 2 * pad - gap) // 2
+    W, H, pad, gap, legend = 1180, 430, 60, 50, 200
+    pw = (W - 2 * pad - gap - legend) // 2
     ph = H - 2 * pad
     curves = {}
     for r in rows:
@@ -256,7 +257,7 @@ def write_svg(path, rows, title):
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>']
-    for panel, (metric, scale, name) in enumerate([("fid", 1, "FID"), ("kid", 1000, "KID ×1000")]):
+    for panel, (metric, scale, name) in enumerate([("fid", 1, "FID"), ("kid", 1, "KID")]):
         x0 = pad + panel * (pw + gap)
         vals = [r[metric][0] * scale for r in rows] + [(r[metric][0] + r[metric][1]) * scale for r in rows]
         lows = [(r[metric][0] - r[metric][1]) * scale for r in rows]
@@ -368,7 +369,7 @@ def main():
         row = summarise(setting, runs, ref, ref.shape[1])
         rows.append(row)
         print(f"   {label(row):32s} NFE {row['nfe']:3d}  FID {row['fid'][0]:7.1f} ± {row['fid'][1]:5.1f}  "
-              f"KID×1000 {1000 * row['kid'][0]:6.1f} ± {1000 * row['kid'][1]:5.1f}  "
+              f"KID {row['kid'][0]:7.2f} ± {row['kid'][1]:5.2f}  "
               f"div {row['diversity'][0]:5.2f}  recall {row['recall'][0]:.2f}  "
               f"top-1 {100 * row['top1'][0]:5.1f} %", flush=True)
         # after every setting, so that a run cut short keeps what it measured
