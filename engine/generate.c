@@ -932,6 +932,8 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
             st->model = model;
             st->params = p;
             st->params.dmcmc = NULL;
+            /* each round is a run of its own: a routing map per round would leak the last */
+            st->params.routing_map = NULL;
             st->resolved = resolved;
             if (callbacks) {
                 st->callbacks = *callbacks;

@@ -423,7 +423,8 @@ void moire_stream_free(moire_stream *stream);
  *
  * In both chain modes the diversity guard kicks a chain whose new picture is within
  * guard_distance of its previous one (RMS over model-space values, [-1, 1] for pixel models).
- * moire_stream_next and moire_stream_get_info work on these streams as on moire_stream_new's. */
+ * moire_stream_next and moire_stream_get_info work on these streams as on moire_stream_new's;
+ * params->routing_map is not filled by a stream. */
 typedef enum moire_stream_mode {
     MOIRE_STREAM_CHAINS = 0,     /* moire_stream_new: DMCMC chains from noise, guard off     */
     MOIRE_STREAM_NEW_PICTURES,
