@@ -71,6 +71,9 @@ struct moire_dmcmc {
     /* scratch */
     float *x_in, *t_in, *out, *noise;   /* model batch and one chain's noise        */
     double *den, *den_old, *work, *best_y, *best_s, *levels, *d1;
+    double *previous;        /* [n, chw] each chain's last emission (the diversity guard)  */
+    double *last_distance;   /* [n] RMS distance of the last emission from the one before */
+    double *source;          /* [n, chw] the given pictures chains start from, or NULL     */
     moire_dmcmc_stats stats;
 };
 
@@ -91,6 +94,8 @@ moire_dmcmc_params moire_dmcmc_params_default(void)
         .sigma_high = 5.0f,
         .damping = 0.5f,
         .level = MOIRE_DMCMC_LEVEL_AUTO,
+        .guard_distance = 0.0f,
+        .kick_sigma = 1.0f,
     };
     return p;
 }
@@ -443,8 +448,9 @@ static moire_status sweep(moire_dmcmc *m, double eta)
 }
 
 /* Fresh chains for those flagged in `which` (all when NULL): a burn_in_steps DPM++ 2M run from
- * pure noise, re-noised to sigma_init, then burn_in sweeps. Model calls always carry the whole
- * batch; chains not being re-seeded keep their state. Returns the NFE spent. */
+ * pure noise — or, for chains started from given pictures (m->source), those pictures —
+ * re-noised to sigma_init, then burn_in sweeps. Model calls always carry the whole batch;
+ * chains not being re-seeded keep their state. Returns the NFE spent. */
 static moire_status seed_chains(moire_dmcmc *m, const bool *which, bool calibrate, int *nfe)
 {
     const moire_dmcmc_params *p = &m->params;
@@ -462,15 +468,20 @@ static moire_status seed_chains(moire_dmcmc *m, const bool *which, bool calibrat
     memcpy(saved_s, m->s, (size_t)m->n * sizeof(double));
     *nfe = 0;
 
-    for (int c = 0; c < m->n; c++) {
-        const float *z = next_noise(m, c);
-        starts[c] = start;
-        for (size_t j = 0; j < m->chw; j++)
-            clean[(size_t)c * m->chw + j] = start * z[j];
+    moire_status status = MOIRE_OK;
+    if (m->source) {
+        memcpy(clean, m->source, m->total * sizeof(double));
+    } else {
+        for (int c = 0; c < m->n; c++) {
+            const float *z = next_noise(m, c);
+            starts[c] = start;
+            for (size_t j = 0; j < m->chw; j++)
+                clean[(size_t)c * m->chw + j] = start * z[j];
+        }
+        build_levels(m, starts, p->burn_in_steps, m->levels);
+        status = integrate(m, clean, MOIRE_DMCMC_DPMPP_2M, p->burn_in_steps, m->levels);
+        *nfe += p->burn_in_steps;
     }
-    build_levels(m, starts, p->burn_in_steps, m->levels);
-    moire_status status = integrate(m, clean, MOIRE_DMCMC_DPMPP_2M, p->burn_in_steps, m->levels);
-    *nfe += p->burn_in_steps;
 
     if (status == MOIRE_OK && calibrate) {
         /* f(σ_k) = mean((y − D)²)/σ_k² for y = x0 + σ_k·z on the fresh samples. */
@@ -529,6 +540,7 @@ void moire_dmcmc_free(moire_dmcmc *m)
     free(m->log_sigmas), free(m->x_in), free(m->t_in), free(m->out), free(m->noise);
     free(m->den), free(m->den_old), free(m->work), free(m->best_y), free(m->best_s);
     free(m->levels), free(m->d1), free(m->level_estimates);
+    free(m->previous), free(m->last_distance), free(m->source);
     free(m);
 }
 
@@ -560,6 +572,12 @@ static moire_status check_params(const moire_dmcmc_params *p)
         !(p->churn >= 0.0f))
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "DMCMC damping must be in [0, 1), tweedie sigma > 0, churn ≥ 0");
+    if (!(p->guard_distance >= 0.0f && p->guard_distance <= 10.0f) ||
+        !(p->kick_sigma > 0.0f && p->kick_sigma <= 100.0f))
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "DMCMC guard distance must be in [0, 10] (0 = off) and the kick level "
+                          "in (0, 100] (got %g, %g)",
+                          (double)p->guard_distance, (double)p->kick_sigma);
     return MOIRE_OK;
 }
 
@@ -571,18 +589,20 @@ moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc
                                       NULL, out);
 }
 
-/* One-off model evaluations of seeding: the burn-in integrator, the calibration (first time
- * only) and the burn-in sweeps. */
-static int seeding_nfe(const moire_dmcmc_params *p, bool calibrate)
+/* One-off model evaluations of seeding: the burn-in integrator (not for chains started from
+ * given pictures), the calibration (first time only) and the burn-in sweeps. */
+static int seeding_nfe(const moire_dmcmc *m, bool calibrate)
 {
-    return p->burn_in_steps + (calibrate ? CALIBRATION_LEVELS : 0) + p->burn_in;
+    const moire_dmcmc_params *p = &m->params;
+    return (m->source ? 0 : p->burn_in_steps) + (calibrate ? CALIBRATION_LEVELS : 0) + p->burn_in;
 }
 
-moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
-                                        const moire_dmcmc_params *params, int n, int h, int w,
-                                        const uint64_t *seeds, moire_model_fn model,
-                                        void *model_user_data, const moire_dmcmc_hooks *hooks,
-                                        moire_dmcmc **out)
+/* Both constructors: `source` [n, C, h, w] (model space) or NULL for chains from noise. */
+static moire_status create_chains(const moire_model_config *config,
+                                  const moire_dmcmc_params *params, int n, int h, int w,
+                                  const uint64_t *seeds, const float *source, moire_model_fn model,
+                                  void *model_user_data, const moire_dmcmc_hooks *hooks,
+                                  moire_dmcmc **out)
 {
     if (!config || !params || !seeds || !model || !out)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_dmcmc_new: a required pointer is NULL");
@@ -621,13 +641,19 @@ moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
     m->best_s = malloc((size_t)n * sizeof(double));
     m->levels = malloc((size_t)n * (N + 1) * sizeof(double));
     m->level_estimates = malloc((size_t)n * sizeof(double));
+    m->previous = malloc(m->total * sizeof(double));
+    m->last_distance = calloc((size_t)n, sizeof(double));
+    m->source = source ? malloc(m->total * sizeof(double)) : NULL;
     if (!m->seeds || !m->draws || !m->y || !m->s || !m->reseed || !m->x_in || !m->t_in ||
         !m->out || !m->noise || !m->den || !m->den_old || !m->work || !m->d1 || !m->best_y ||
-        !m->best_s || !m->levels || !m->level_estimates) {
+        !m->best_s || !m->levels || !m->level_estimates || !m->previous || !m->last_distance ||
+        (source && !m->source)) {
         moire_dmcmc_free(m);
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for %d DMCMC chains", n);
     }
     memcpy(m->seeds, seeds, (size_t)n * sizeof *seeds);
+    for (size_t j = 0; source && j < m->total; j++)
+        m->source[j] = (double)source[j];
 
     if (config->objective == MOIRE_OBJECTIVE_DDPM_EPS) {
         m->T = config->num_train_timesteps;
@@ -659,7 +685,7 @@ moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
     /* The calibration serves the residual estimate only. */
     const bool calibrate = m->level == NULL;
     m->phase_done = 0;
-    m->phase_total = seeding_nfe(params, calibrate);
+    m->phase_total = seeding_nfe(m, calibrate);
     int nfe = 0;
     status = seed_chains(m, NULL, calibrate, &nfe);
     m->stats.nfe_burn_in = nfe;
@@ -670,6 +696,56 @@ moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
     }
     *out = m;
     return MOIRE_OK;
+}
+
+moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
+                                        const moire_dmcmc_params *params, int n, int h, int w,
+                                        const uint64_t *seeds, moire_model_fn model,
+                                        void *model_user_data, const moire_dmcmc_hooks *hooks,
+                                        moire_dmcmc **out)
+{
+    return create_chains(config, params, n, h, w, seeds, NULL, model, model_user_data, hooks,
+                         out);
+}
+
+moire_status moire_dmcmc_new_from_states(const moire_model_config *config,
+                                         const moire_dmcmc_params *params, int n, int h, int w,
+                                         const uint64_t *seeds, const float *states,
+                                         moire_model_fn model, void *model_user_data,
+                                         const moire_dmcmc_hooks *hooks, moire_dmcmc **out)
+{
+    if (!states)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "moire_dmcmc_new_from_states: no pictures to start from");
+    return create_chains(config, params, n, h, w, seeds, states, model, model_user_data, hooks,
+                         out);
+}
+
+/* The diversity guard after an emission (out_y [n, chw]): each chain's RMS distance from its
+ * previous emission; a chain closer than guard_distance has its state re-noised up to
+ * kick_sigma, so its next window starts from a new layout. No model evaluation. */
+static void diversity_guard(moire_dmcmc *m, const double *out_y)
+{
+    const moire_dmcmc_params *p = &m->params;
+    for (int c = 0; c < m->n; c++) {
+        const double *now = out_y + (size_t)c * m->chw, *before = m->previous + (size_t)c * m->chw;
+        double sum = 0.0;
+        for (size_t j = 0; j < m->chw; j++)
+            sum += (now[j] - before[j]) * (now[j] - before[j]);
+        m->last_distance[c] = m->stats.emitted > 0 ? sqrt(sum / (double)m->chw) : INFINITY;
+        if (p->guard_distance > 0.0f && m->last_distance[c] < p->guard_distance) {
+            const double s = m->s[c];
+            const double s_kick = clamp_level(m, fmax((double)p->kick_sigma, s));
+            const double add = sqrt(fmax(s_kick * s_kick - s * s, 0.0));
+            const float *z = next_noise(m, c);
+            double *yc = m->y + (size_t)c * m->chw;
+            for (size_t j = 0; j < m->chw; j++)
+                yc[j] += add * (double)z[j];
+            m->s[c] = s_kick;
+            m->stats.kicks++;
+        }
+    }
+    memcpy(m->previous, out_y, m->total * sizeof(double));
 }
 
 moire_status moire_dmcmc_next(moire_dmcmc *m, float *out)
@@ -684,7 +760,7 @@ moire_status moire_dmcmc_next(moire_dmcmc *m, float *out)
     for (int c = 0; c < m->n; c++)
         any |= m->reseed[c];
     m->phase_done = 0;
-    m->phase_total = moire_dmcmc_nfe_per_sample(p) + (any ? seeding_nfe(p, false) : 0);
+    m->phase_total = moire_dmcmc_nfe_per_sample(p) + (any ? seeding_nfe(m, false) : 0);
     if (any) {
         bool *which = malloc((size_t)m->n * sizeof(bool));
         if (!which)
@@ -732,6 +808,7 @@ moire_status moire_dmcmc_next(moire_dmcmc *m, float *out)
         return status;
     for (size_t j = 0; j < m->total; j++)
         out[j] = (float)m->best_y[j];
+    diversity_guard(m, m->best_y);
     m->stats.emitted++;
     m->stats.nfe_per_sample = moire_dmcmc_nfe_per_sample(p);
     m->stats.mean_start_sigma = mean_start;
@@ -751,4 +828,9 @@ double moire_dmcmc_chain_sigma(const moire_dmcmc *m, int c)
 const double *moire_dmcmc_chain_state(const moire_dmcmc *m, int c)
 {
     return (c >= 0 && c < m->n) ? m->y + (size_t)c * m->chw : NULL;
+}
+
+double moire_dmcmc_last_distance(const moire_dmcmc *m, int c)
+{
+    return (c >= 0 && c < m->n) ? m->last_distance[c] : NAN;
 }

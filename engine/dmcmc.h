@@ -26,6 +26,7 @@ typedef struct moire_dmcmc_stats {
     int emitted;           /* samples emitted per chain so far                              */
     double mean_start_sigma; /* mean level (VE) the integrator started from, last emission */
     bool level_classifier; /* levels come from the level hook, not the residual estimate  */
+    int kicks;             /* diversity-guard kicks so far (params.guard_distance)          */
 } moire_dmcmc_stats;
 
 typedef struct moire_dmcmc moire_dmcmc;
@@ -57,12 +58,25 @@ moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
                                         const uint64_t *seeds, moire_model_fn model,
                                         void *model_user_data, const moire_dmcmc_hooks *hooks,
                                         moire_dmcmc **out);
-/* Emits one new sample per chain into out[n, C, h, w]. */
+/* Chains that start from given pictures instead of from noise: states [n, C, h, w] (model
+ * space, clean) re-noised to params->sigma_init, then params->burn_in sweeps; no burn-in
+ * integrator. A chain that leaves the guard band restarts from its picture. The variations
+ * stream (moire_stream_open) is this. */
+moire_status moire_dmcmc_new_from_states(const moire_model_config *config,
+                                         const moire_dmcmc_params *params, int n, int h, int w,
+                                         const uint64_t *seeds, const float *states,
+                                         moire_model_fn model, void *model_user_data,
+                                         const moire_dmcmc_hooks *hooks, moire_dmcmc **out);
+/* Emits one new sample per chain into out[n, C, h, w]; then the diversity guard
+ * (params.guard_distance) kicks chains whose sample is a near-copy of their previous one. */
 moire_status moire_dmcmc_next(moire_dmcmc *chains, float *out);
 const moire_dmcmc_stats *moire_dmcmc_get_stats(const moire_dmcmc *chains);
 /* Current level of chain c (VE σ) and its state y_c [C, h, w] (VE form, double). */
 double moire_dmcmc_chain_sigma(const moire_dmcmc *chains, int c);
 const double *moire_dmcmc_chain_state(const moire_dmcmc *chains, int c);
+/* RMS distance (model space) of chain c's last emission from the one before; +inf after the
+ * first emission. */
+double moire_dmcmc_last_distance(const moire_dmcmc *chains, int c);
 void moire_dmcmc_free(moire_dmcmc *chains);
 
 /* ---- exposed for the unit tests --------------------------------------------------------- */

@@ -331,10 +331,16 @@ typedef struct moire_dmcmc_params {
     float sigma_low, sigma_high;
     float damping;            /* level update: ln s ← damping·ln s + (1 − damping)·ln ŝ      */
     moire_dmcmc_level level;  /* where ŝ comes from                                         */
+    /* Diversity guard: a chain whose new emission is within guard_distance (RMS over the
+     * model-space values, [-1, 1] for pixel models) of its previous one is kicked — its
+     * state re-noised up to level kick_sigma (no model evaluation) — so the next emission
+     * leaves the near-copy. 0 = off (the default of the plain sampler). */
+    float guard_distance;
+    float kick_sigma;
 } moire_dmcmc_params;
 
 /* eta 0.08, skip 4, DPM++ 2M with 5 steps, Tweedie → 10 NFE per image; burn-in 24 steps,
- * 8 sweeps; sigma_init 0.5, band [0.02, 5]. */
+ * 8 sweeps; sigma_init 0.5, band [0.02, 5]; guard off, kick level 1. */
 moire_dmcmc_params moire_dmcmc_params_default(void);
 const char  *moire_dmcmc_integrator_name(moire_dmcmc_integrator integrator);
 moire_status moire_dmcmc_integrator_from_name(const char *name, moire_dmcmc_integrator *out);
@@ -419,9 +425,57 @@ typedef struct moire_stream_info {
     int reseeds;
     double mean_start_sigma; /* mean level (VE σ) the integrator started from, last emission */
     moire_dmcmc_level level; /* CLASSIFIER or RESIDUAL: what the chains use (AUTO resolved)   */
+    int kicks;            /* diversity-guard kicks so far (chains that repeated themselves)  */
+    int nfe_total;        /* every model evaluation the stream made, one-off costs included */
+    bool chains;          /* DMCMC chains (false: a new-pictures stream of a plain sampler)  */
 } moire_stream_info;
 void moire_stream_get_info(const moire_stream *stream, moire_stream_info *info);
 void moire_stream_free(moire_stream *stream);
+
+/* ---- Streams for artists: new pictures, and variations of one picture ----------------------
+ * moire_stream_open gives the two streams an artist browses with (docs/DMCMC.md, "Streams"):
+ *
+ * - MOIRE_STREAM_NEW_PICTURES: every round is params->batch_count fresh pictures of the
+ *   prompt. With a plain sampler (params->sampler, steps) each round is an independent run with
+ *   new seeds (round r, image i: seed + r·batch_count + i); with MOIRE_SAMPLER_DMCMC they come
+ *   from persistent chains from noise, with the diversity guard on.
+ * - MOIRE_STREAM_VARIATIONS: chains started from `source` (a history item, a PNG, a GIMP layer;
+ *   resampled to the run's size) re-noised to the level the variation strength maps to; every
+ *   round each chain emits a variation of it. Strength 0 stays close to the picture, 1 keeps
+ *   little more than its colours and layout (moire_variation_settings gives the mapping).
+ *
+ * In both chain modes the diversity guard kicks a chain whose new picture is within
+ * guard_distance of its previous one (RMS over model-space values, [-1, 1] for pixel models).
+ * moire_stream_next and moire_stream_get_info work on these streams as on moire_stream_new's;
+ * params->routing_map is not filled by a stream. */
+typedef enum moire_stream_mode {
+    MOIRE_STREAM_CHAINS = 0,     /* moire_stream_new: DMCMC chains from noise, guard off     */
+    MOIRE_STREAM_NEW_PICTURES,
+    MOIRE_STREAM_VARIATIONS,
+} moire_stream_mode;
+
+typedef struct moire_stream_params {
+    moire_stream_mode mode;
+    const moire_image *source;  /* VARIATIONS: the picture (must outlive moire_stream_open) */
+    float variation_strength;   /* VARIATIONS: 0..1                                         */
+    float guard_distance;       /* chain modes; < 0 = the default, 0 = off                   */
+} moire_stream_params;
+
+/* NEW_PICTURES, no source, strength 0.5, guard at its default. */
+moire_stream_params moire_stream_params_default(void);
+/* The guard distance a stream uses by default. */
+#define MOIRE_STREAM_GUARD_DEFAULT 0.04f
+/* Variation strength (0..1) → the chains' start level σ (VE) and Langevin step η: σ grows
+ * geometrically from 0.05 to 3, η = ½·strength·σ² (a contraction of strength/4 per sweep). */
+void moire_variation_settings(float strength, float *sigma, float *eta);
+/* Opens a stream of `stream_params->mode` (NULL = defaults). params as for moire_stream_new;
+ * for VARIATIONS params->init_image must be NULL (the source is the picture). The DMCMC
+ * settings come from params->dmcmc (NULL = defaults); VARIATIONS overrides their eta,
+ * sigma_init (and widens the guard band around it) and sets burn_in 0. */
+moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
+                               const moire_generate_params *params,
+                               const moire_stream_params *stream_params,
+                               const moire_callbacks *callbacks, moire_stream **out_stream);
 
 /* The A1111-layout "parameters" text for image `image_index` of a run (its seed is
  * seed + image_index), with the defaults resolved as the generation resolved them. Caller

@@ -316,6 +316,28 @@ printf 'garbage' >levels/m-levels.safetensors
 expect_fail "a damaged MODEL-levels.safetensors fails the load, naming the way out" "m-levels.safetensors.*remove it" lv.png \
     "$MOIRE" generate --model levels/m.safetensors --prompt "red apple" --output lv.png
 rm -f levels/m-levels.safetensors
+# Streams for browsing: new pictures (plain sampler, new seeds per round) and variations of a
+# picture with the diversity guard (docs/DMCMC.md, "Streams").
+"$MOIRE" generate --model "$QKV" --prompt goldfish --stream 2 --stream-mode new --sampler euler \
+    --steps 3 --seed 5 --quiet --output np.png >npout.txt 2>nperr.txt
+check "new-pictures stream: one file per round, plain NFE" \
+    bash -c "[ \"\$(cat npout.txt)\" = \"\$(printf 'np-0.png\nnp-1.png')\" ] && grep -q 'new pictures: 3 NFE per image' nperr.txt"
+"$MOIRE" generate --model "$QKV" --prompt goldfish --sampler euler --steps 3 --seed 6 --quiet \
+    --output np6.png >/dev/null 2>&1
+check "new-pictures round 1 is the plain run with seed + 1" cmp -s np-1.png np6.png
+"$MOIRE" generate --model "$QKV" --prompt goldfish --stream 2 --vary np6.png \
+    --variation-strength 0.3 --seed 5 --quiet --output va.png >/dev/null 2>vaerr.txt
+check "variations stream writes its rounds" bash -c "$(declare -f is_png); is_png va-0.png && is_png va-1.png"
+check "variations stream reports the diversity guard" grep -q 'diversity guard: [0-9]* kick' vaerr.txt
+expect_fail "--stream-mode vary without --vary" "needs --vary" va.png \
+    "$MOIRE" generate --model "$QKV" --prompt goldfish --stream 2 --stream-mode vary --output va.png
+expect_fail "--vary without --stream" "give --stream N" va.png \
+    "$MOIRE" generate --model "$QKV" --prompt goldfish --vary np6.png --output va.png
+expect_fail "--variation-strength out of range" "variation-strength" va.png \
+    "$MOIRE" generate --model "$QKV" --prompt goldfish --stream 2 --vary np6.png \
+    --variation-strength 2 --output va.png
+expect_fail "--stream-guard on a plain chains stream" "applies to --stream-mode new or vary" va.png \
+    "$MOIRE" generate --model "$QKV" --prompt goldfish --stream 2 --stream-guard 0.1 --output va.png
 
 
 # ---- eval: FID and prompt adherence against an image classifier ------------------------
@@ -335,6 +357,9 @@ expect_fail "eval: a model as the classifier" "no \"moire.classifier\" metadata"
     "$MOIRE" eval --model "$ECDIT" --classifier "$ECDIT" --json ev.json
 expect_fail "eval: classes a class model lacks" "class 'red apple' .* is not a class of" ev.json \
     "$MOIRE" eval --model "$QKV" --classifier "$CLS" --json ev.json
+"${EV[@]}" --images 4 --steps 2 --features evf.npy >/dev/null 2>&1
+check "eval --features: float32 [N, D + 2] (24 features, class, rank)" \
+    bash -c "head -c 128 evf.npy | grep -aq \"'descr': '<f4', 'fortran_order': False, 'shape': (4, 26)\""
 expect_fail "eval: --images 1" "images: 1 is out of range" ev.json "${EV[@]}" --images 1 --json ev.json
 expect_fail "eval: --images not a number" "not a whole number" ev.json "${EV[@]}" --images many --json ev.json
 expect_fail "eval: unknown option" "unknown option '--output'" ev.json "${EV[@]}" --output x.png --json ev.json

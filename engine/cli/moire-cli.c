@@ -141,6 +141,18 @@ static const char usage_generate[] =
     "                      when the model has one)\n"
     "The model evaluations per image (and the one-off burn-in) are reported on stderr.\n"
     "\n"
+    "Streams for browsing (with --stream N; docs/DMCMC.md, \"Streams\"):\n"
+    "  --stream-mode MODE  chains (default: DMCMC chains from noise, as above), new (fresh\n"
+    "                      pictures every round: --sampler's plain run with new seeds, or\n"
+    "                      DMCMC chains with --sampler dmcmc) or vary (variations of --vary)\n"
+    "  --vary FILE.png     variations of this picture: chains start from it (implies\n"
+    "                      --stream-mode vary)\n"
+    "  --variation-strength X\n"
+    "                      0..1 (default 0.5): how far the variations may move from the\n"
+    "                      picture (the chains' start level and Langevin step)\n"
+    "  --stream-guard D    kick a chain whose new picture is within RMS distance D of its\n"
+    "                      previous one (default 0.04 for new and vary, 0 = off)\n"
+    "\n"
     "The written paths are printed on stdout, one per line. Ctrl-C stops the run (exit\n"
     "status 130) and writes nothing (a stream keeps the rounds already written).\n";
 
@@ -222,6 +234,9 @@ static const char usage_eval[] =
     "  --save-grid FILE.png\n"
     "                      the images as a grid to look at: 10 columns, cells as generated\n"
     "                      (the first 400 images)\n"
+    "  --features FILE.npy every image's classifier features, then its prompted class and\n"
+    "                      that class's rank (0 = top 1): float32 [N, D + 2], for the\n"
+    "                      statistics of tools/eval/ (KID, diversity, recall)\n"
     "  --quiet             no progress on stderr\n"
     "\n"
     "The summary goes to stdout. Images of another size than the classifier's input are\n"
@@ -827,7 +842,9 @@ static int cmd_generate(int argc, char **argv)
                *seed_text = NULL, *width_text = NULL, *height_text = NULL, *batch_text = NULL,
                *init_path = NULL, *strength_text = NULL, *mask_path = NULL,
                *threads_text = NULL, *vae_path = NULL, *device_text = NULL, *output = NULL,
-               *quiet = NULL, *routing_path = NULL, *stream_text = NULL;
+               *quiet = NULL, *routing_path = NULL, *stream_text = NULL,
+               *stream_mode_text = NULL, *vary_path = NULL, *variation_text = NULL,
+               *guard_text = NULL;
     sampler_options sampling = {0};
     const option_spec specs[] = {
         {"model", true, &model_path},        {"prompt", true, &prompt},
@@ -839,7 +856,9 @@ static int cmd_generate(int argc, char **argv)
         {"threads", true, &threads_text},    {"vae", true, &vae_path},
         {"device", true, &device_text},      {"output", true, &output},
         {"quiet", false, &quiet},            {"routing-map", true, &routing_path},
-        {"stream", true, &stream_text},
+        {"stream", true, &stream_text},      {"stream-mode", true, &stream_mode_text},
+        {"vary", true, &vary_path},          {"variation-strength", true, &variation_text},
+        {"stream-guard", true, &guard_text},
     };
     int rc = parse_options("generate", argc, argv, 2, specs, (int)(sizeof specs / sizeof *specs));
     if (rc)
@@ -876,7 +895,56 @@ static int cmd_generate(int argc, char **argv)
     int stream_rounds = 0;
     if (stream_text && (rc = parse_int("stream", stream_text, 1, 100000, &stream_rounds)))
         return rc;
-    if ((rc = apply_sampler_options("generate", &sampling, stream_text != NULL, &params,
+    /* Streams for browsing: moire_stream_open's modes. */
+    moire_stream_params stream_params = moire_stream_params_default();
+    stream_params.mode = MOIRE_STREAM_CHAINS;
+    if (stream_mode_text) {
+        if (strcmp(stream_mode_text, "chains") == 0)
+            stream_params.mode = MOIRE_STREAM_CHAINS;
+        else if (strcmp(stream_mode_text, "new") == 0)
+            stream_params.mode = MOIRE_STREAM_NEW_PICTURES;
+        else if (strcmp(stream_mode_text, "vary") == 0)
+            stream_params.mode = MOIRE_STREAM_VARIATIONS;
+        else {
+            error_line("--stream-mode %s: use chains, new or vary", stream_mode_text);
+            return EXIT_USAGE;
+        }
+    }
+    if (vary_path) {
+        if (stream_mode_text && stream_params.mode != MOIRE_STREAM_VARIATIONS) {
+            error_line("--vary makes a variations stream; leave out --stream-mode %s",
+                       stream_mode_text);
+            return EXIT_USAGE;
+        }
+        stream_params.mode = MOIRE_STREAM_VARIATIONS;
+    }
+    if ((stream_mode_text || vary_path || variation_text || guard_text) && !stream_text) {
+        error_line("--stream-mode, --vary, --variation-strength and --stream-guard shape a "
+                   "stream: give --stream N (rounds) too");
+        return EXIT_USAGE;
+    }
+    if (stream_params.mode == MOIRE_STREAM_VARIATIONS && !vary_path) {
+        error_line("--stream-mode vary needs --vary FILE.png (the picture to vary)");
+        return EXIT_USAGE;
+    }
+    if (variation_text && stream_params.mode != MOIRE_STREAM_VARIATIONS) {
+        error_line("--variation-strength applies to --vary FILE.png");
+        return EXIT_USAGE;
+    }
+    if (variation_text && (rc = parse_float("variation-strength", variation_text, 0.0, 1.0,
+                                            false, &stream_params.variation_strength)))
+        return rc;
+    if (guard_text && stream_params.mode == MOIRE_STREAM_CHAINS) {
+        error_line("--stream-guard applies to --stream-mode new or vary");
+        return EXIT_USAGE;
+    }
+    if (guard_text &&
+        (rc = parse_float("stream-guard", guard_text, 0.0, 10.0, false, &stream_params.guard_distance)))
+        return rc;
+    /* --stream implies dmcmc, except for a new-pictures stream, whose sampler is --sampler's */
+    const bool stream_forces_dmcmc =
+        stream_text != NULL && stream_params.mode != MOIRE_STREAM_NEW_PICTURES;
+    if ((rc = apply_sampler_options("generate", &sampling, stream_forces_dmcmc, &params,
                                     &dmcmc)))
         return rc;
     if (width_text && (rc = parse_int("width", width_text, 1, 32768, &params.width)))
@@ -994,6 +1062,13 @@ static int cmd_generate(int argc, char **argv)
         else
             params.init_image = init;
     }
+    moire_image *vary = NULL;
+    if (!rc && vary_path) {
+        if (moire_png_load(vary_path, &vary, NULL, NULL) != MOIRE_OK)
+            rc = engine_error("--vary");
+        else
+            stream_params.source = vary;
+    }
     if (!rc && mask_path) {
         if (moire_png_load(mask_path, &mask, NULL, NULL) != MOIRE_OK) {
             rc = engine_error("--mask");
@@ -1022,15 +1097,19 @@ static int cmd_generate(int argc, char **argv)
             /* Each round's files are written as soon as they exist, so an artist can watch
              * the variations arrive (and Ctrl-C keeps what was already written). */
             moire_stream *stream = NULL;
-            status = moire_stream_new(ctx, model, &params, &callbacks, &stream);
+            status = moire_stream_open(ctx, model, &params, &stream_params, &callbacks, &stream);
+            moire_stream_info opened;
+            moire_stream_get_info(stream, &opened);
             for (int round = 0; status == MOIRE_OK && round < stream_rounds; round++) {
                 moire_image **batch = NULL;
                 int n = 0;
                 status = moire_stream_next(stream, &batch, &n);
                 for (int i = 0; status == MOIRE_OK && i < n; i++) {
                     const int index = round * params.batch_count + i;
-                    char *parameters = moire_format_parameters(model, &params, i);
-                    char *json = moire_format_settings_json(model, &params, i);
+                    /* a plain new-pictures round r uses seeds seed + r·batch + i */
+                    const int seed_index = opened.chains ? i : index;
+                    char *parameters = moire_format_parameters(model, &params, seed_index);
+                    char *json = moire_format_settings_json(model, &params, seed_index);
                     if (!parameters || !json)
                         status = MOIRE_ERROR_OUT_OF_MEMORY;
                     else
@@ -1049,8 +1128,13 @@ static int cmd_generate(int argc, char **argv)
             }
             moire_stream_info info;
             moire_stream_get_info(stream, &info);
-            if (status == MOIRE_OK)
+            if (status == MOIRE_OK && info.chains)
                 print_dmcmc_nfe(&dmcmc, &info);
+            else if (status == MOIRE_OK)
+                fprintf(stderr, "moire: new pictures: %d NFE per image, %d per image slot in "
+                                "all\n", info.nfe_per_image, info.nfe_total);
+            if (status == MOIRE_OK && stream_params.mode != MOIRE_STREAM_CHAINS && info.chains)
+                fprintf(stderr, "moire: diversity guard: %d kick(s)\n", info.kicks);
             moire_stream_free(stream);
             image_count = 0; /* written already */
         } else {
@@ -1100,6 +1184,7 @@ static int cmd_generate(int argc, char **argv)
     moire_ctx_free(ctx);
     moire_image_free(init);
     moire_image_free(mask);
+    moire_image_free(vary);
     moire_image_free(mask_gray);
     moire_vae_free(vae);
     moire_model_free(model);
@@ -1946,10 +2031,12 @@ static int cmd_eval(int argc, char **argv)
     const char *model_path = NULL, *classifier_text = NULL, *images_text = NULL,
                *classes_text = NULL, *seed_text = NULL, *batch_text = NULL,
                *threads_text = NULL,
-               *device_text = NULL, *json_path = NULL, *grid_path = NULL, *quiet = NULL;
+               *device_text = NULL, *json_path = NULL, *grid_path = NULL, *quiet = NULL,
+               *features_path = NULL;
     sampler_options sampling = {0};
     const option_spec specs[] = {
         {"model", true, &model_path},     {"classifier", true, &classifier_text},
+        {"features", true, &features_path},
         {"images", true, &images_text},   {"classes", true, &classes_text},
         {"seed", true, &seed_text},       {"batch", true, &batch_text},
         SAMPLER_OPTION_SPECS(sampling),
@@ -1995,6 +2082,8 @@ static int cmd_eval(int argc, char **argv)
         return rc;
     if (grid_path && (rc = check_output_path("--save-grid", grid_path)))
         return rc;
+    if (features_path && (rc = check_output_path("--features", features_path)))
+        return rc;
 
     /* The classifier: --classifier, $MOIRE_CLASSIFIER, or the one beside the model. */
     const char *env_classifier = getenv("MOIRE_CLASSIFIER");
@@ -2020,6 +2109,7 @@ static int cmd_eval(int argc, char **argv)
     moire_ctx *ctx = NULL;
     int *class_ids = NULL;
     float *features = NULL, *logits = NULL;
+    int *image_class = NULL, *image_rank = NULL; /* [N] for --features */
     moire_image **kept = NULL; /* [EVAL_GRID_MAX] for --save-grid, as generated */
     int kept_count = 0;
     if ((rc = load_model(model_path, &model)))
@@ -2044,7 +2134,10 @@ static int cmd_eval(int argc, char **argv)
     features = malloc((size_t)image_count * (size_t)D * sizeof *features); /* [N, D] */
     logits = malloc((size_t)batch * (size_t)K * sizeof *logits);          /* [B, K] */
     kept = grid_path ? calloc(EVAL_GRID_MAX, sizeof *kept) : NULL;
-    if (!class_ids || !features || !logits || (grid_path && !kept)) {
+    image_class = calloc((size_t)image_count, sizeof *image_class);
+    image_rank = calloc((size_t)image_count, sizeof *image_rank);
+    if (!class_ids || !features || !logits || (grid_path && !kept) || !image_class ||
+        !image_rank) {
         error_line("out of memory for the features of %d images", image_count);
         rc = EXIT_ERROR;
         goto done;
@@ -2172,6 +2265,8 @@ static int cmd_eval(int argc, char **argv)
             const int rank = class_rank(logits + (size_t)i * K, K, k);
             top1 += rank == 0;
             top5 += rank < 5;
+            image_class[first + i] = k;
+            image_rank[first + i] = rank;
             if (kept && first + i < EVAL_GRID_MAX && !kept[first + i]) {
                 kept[first + i] = images[i];
                 images[i] = NULL;
@@ -2270,6 +2365,28 @@ static int cmd_eval(int argc, char **argv)
         goto done;
     if (grid_path && kept_count > 0 && (rc = write_eval_grid(grid_path, kept, kept_count)))
         goto done;
+    if (features_path) {
+        /* [N, D + 2]: the features, then the prompted class and its rank (0 = top-1), for
+           the statistics tools/eval/ computes (KID, diversity, recall, error bars). */
+        float *table = malloc((size_t)image_count * (size_t)(D + 2) * sizeof *table);
+        if (!table) {
+            error_line("--features: out of memory");
+            rc = EXIT_ERROR;
+            goto done;
+        }
+        for (int i = 0; i < image_count; i++) {
+            memcpy(table + (size_t)i * (D + 2), features + (size_t)i * D, (size_t)D * sizeof *table);
+            table[(size_t)i * (D + 2) + D] = (float)image_class[i];
+            table[(size_t)i * (D + 2) + D + 1] = (float)image_rank[i];
+        }
+        const int64_t shape[2] = {image_count, D + 2};
+        const moire_status saved = moire_npy_save(features_path, 2, shape, table);
+        free(table);
+        if (saved != MOIRE_OK) {
+            rc = engine_error("--features");
+            goto done;
+        }
+    }
 
 done:
     for (int i = 0; kept && i < EVAL_GRID_MAX; i++)
@@ -2278,6 +2395,8 @@ done:
     free(features);
     free(logits);
     free(class_ids);
+    free(image_class);
+    free(image_rank);
     moire_ctx_free(ctx);
     moire_classifier_free(classifier);
     moire_model_free(model);
