@@ -127,8 +127,8 @@ static moire_status open_mapped(const char *path, const uint8_t *map, size_t map
                                 &pickle_size, &pickle_owned);
     pk_state_dict state_dict = {0};
     if (status == MOIRE_OK)
-        status = pk_load_state_dict(path, pickle, pickle_size, find_storage, &lookup,
-                                    &state_dict);
+        status = pk_load_state_dict_from_file(path, pickle, pickle_size, map_size,
+                                              find_storage, &lookup, &state_dict);
     free(pickle_owned);
     free(lookup.name);
     zip_close(archive);

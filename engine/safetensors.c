@@ -13,6 +13,7 @@
 #include "safetensors.h"
 
 #include "internal.h"
+#include "json_guard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -444,14 +445,13 @@ static moire_status parse_header(st_file *file, const char *header, size_t heade
 {
     const char *path = file->path;
     JsonParser *parser = json_parser_new();
-    GError *error = NULL;
     moire_status status = MOIRE_OK;
-    if (!json_parser_load_from_data(parser, header, (gssize)header_size, &error)) {
+    if (moire_json_load(parser, "header", header, (long long)header_size) != MOIRE_OK) {
+        char *why = strdup(moire_last_error());
         status = moire_fail(MOIRE_ERROR_FORMAT,
-                            "%s: the header is not valid JSON (%s); the file is truncated or "
-                            "not a safetensors file: download or export it again",
-                            path, error ? error->message : "parse error");
-        g_clear_error(&error);
+                            "%s: the %s; the file is truncated, damaged or not a safetensors "
+                            "file: download or export it again", path, why ? why : "header");
+        free(why);
         g_object_unref(parser);
         return status;
     }
