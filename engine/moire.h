@@ -220,6 +220,16 @@ moire_status moire_png_save(const char *path, const moire_image *image,
  * asked, its "parameters" (tEXt, zTXt or iTXt) and "moire" texts (NULL if absent; free()). */
 moire_status moire_png_load(const char *path, moire_image **out_image, char **out_parameters,
                             char **out_moire_json);
+/* A PNG's size and texts without decoding its pixels (what `moire info --image` shows):
+ * channels is the count moire_png_load would produce. Text chunks inflating past 1 MiB are
+ * refused. Free the texts with moire_png_info_clear. */
+typedef struct moire_png_info {
+    int width, height, channels;
+    char *parameters;   /* the "parameters" text, or NULL */
+    char *moire_json;   /* the "moire" text, or NULL      */
+} moire_png_info;
+moire_status moire_png_read_info(const char *path, moire_png_info *out);
+void         moire_png_info_clear(moire_png_info *info);
 
 /* ------------------------------------------------------------------------------------------
  * Sampling

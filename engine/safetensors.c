@@ -13,6 +13,7 @@
 #include "safetensors.h"
 
 #include "internal.h"
+#include "file_guard.h"
 #include "json_guard.h"
 
 #include <errno.h>
@@ -510,17 +511,12 @@ moire_status st_open(const char *path, st_file **out)
     *out = NULL;
     if (!path)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "st_open: path is NULL");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot open: %s; check the path and permissions",
-                          path, strerror(errno));
-    struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-        close(fd);
-        return moire_fail(MOIRE_ERROR_IO, "%s: not a regular file; pass a .safetensors file",
-                          path);
-    }
-    size_t file_size = (size_t)info.st_size;
+    int fd;
+    uint64_t size_on_disk = 0;
+    moire_status open_status = moire_open_input(path, "a .safetensors file", &fd, &size_on_disk);
+    if (open_status != MOIRE_OK)
+        return open_status;
+    size_t file_size = (size_t)size_on_disk;
     if (file_size < 8) {
         close(fd);
         return moire_fail(MOIRE_ERROR_FORMAT,
@@ -922,16 +918,14 @@ moire_status st_writer_save(st_writer *writer, const char *path)
         ok = false;
         write_errno = errno;
     }
-    if (ok && rename(temp_path, path) != 0) {
-        ok = false;
-        write_errno = errno;
-    }
     moire_status status = MOIRE_OK;
-    if (!ok) {
-        unlink(temp_path);
+    if (!ok)
         status = moire_fail(MOIRE_ERROR_IO, "%s: writing failed: %s; check free disk space and "
                             "permissions", path, strerror(write_errno));
-    }
+    else
+        status = moire_output_replace(temp_path, path);
+    if (status != MOIRE_OK)
+        unlink(temp_path);
     g_free(temp_path);
     g_string_free(header, TRUE);
     return status;

@@ -11,8 +11,11 @@
  * Items 4 (output paths), 7 (memory estimate) and the rest of 8 are checked through the
  * CLI in tests/cli_hostile.sh.
  */
+#include "generate.h"
 #include "internal.h"
+#include "model.h"
 #include "json_guard.h"
+#include "metadata.h"
 #include "npy.h"
 #include "pickle.h"
 #include "safetensors.h"
@@ -209,11 +212,260 @@ static void test_deep_metadata(void)
     free(deep);
 }
 
+/* ---- 2: linear-time parameters parsing ---------------------------------------------- */
+
+static void time_parameters(const char *what, const char *text)
+{
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    moire_parameters parameters;
+    moire_status status = moire_parse_parameters(text, &parameters);
+    double seconds = seconds_since(start);
+    CHECK(status == MOIRE_OK, "%s: %s", what, moire_last_error());
+    moire_parameters_clear(&parameters);
+    /* was 11 s for 256 KiB and minutes for 1 MiB; linear now: milliseconds */
+    CHECK(seconds < 1.0, "%s: %.2f s", what, seconds);
+    printf("ok     %-36s %zu bytes in %.3f s\n", what, strlen(text), seconds);
+}
+
+static char *repeat_text(const char *head, const char *unit, size_t total)
+{
+    size_t head_len = strlen(head), unit_len = strlen(unit);
+    char *text = malloc(head_len + total + 1);
+    memcpy(text, head, head_len);
+    size_t n = head_len;
+    while (n + unit_len <= head_len + total) {
+        memcpy(text + n, unit, unit_len);
+        n += unit_len;
+    }
+    text[n] = '\0';
+    return text;
+}
+
+static void test_parameters_linear(void)
+{
+    const size_t mib = 1u << 20;
+    char *text = repeat_text("prompt\nSteps: 20, Seed: 1, Size: 8x8, ", "word ", mib);
+    time_parameters("1 MiB of words without ':'", text);
+    free(text);
+    text = repeat_text("x\n", "a-", mib);
+    time_parameters("1 MiB of 'a-' (the 1,181-byte PNG)", text);
+    free(text);
+    text = repeat_text("p\nSteps: 20, Seed: 1, Size: 8x8, ", "k: \"x\\\", ", mib);
+    time_parameters("1 MiB of unterminated quotes", text);
+    free(text);
+    /* the same answers as before on a normal line */
+    moire_parameters p;
+    CHECK(moire_parse_parameters("cat\nSteps: 20, Sampler: Euler a, Lora: \"a, \\\"b\\\"\", "
+                                 "Seed: 5, Size: 64x32", &p) == MOIRE_OK, "parse");
+    CHECK(p.steps == 20 && p.seed == 5 && p.width == 64 && p.height == 32 && p.sampler &&
+              strcmp(p.sampler, "Euler a") == 0 && p.pair_count == 5,
+          "steps %d seed %llu size %dx%d pairs %d", p.steps, (unsigned long long)p.seed,
+          p.width, p.height, p.pair_count);
+    moire_parameters_clear(&p);
+}
+
+/* ---- 3: pickle objects bounded by the file's size ---------------------------------- */
+
+static void test_pickle_budget(void)
+{
+    /* 300,000 EMPTY_DICT opcodes: what a 32 KB DEFLATE-packed data.pkl can inflate to */
+    size_t n = 300000;
+    uint8_t *pickle = malloc(n + 1);
+    memset(pickle, '}', n);
+    pickle[n] = '.';
+    pk_state_dict state_dict;
+    moire_status status = pk_load_state_dict_from_file("small.pt", pickle, n + 1, 32768, NULL,
+                                                       NULL, &state_dict);
+    CHECK(status != MOIRE_OK && strstr(moire_last_error(), "objects"),
+          "300,000 objects from a 32 KB file: %s", moire_last_error());
+    printf("ok     %-36s %s\n", "300,000 objects from 32 KB", moire_last_error());
+    CHECK(pk_object_budget(32768) == PK_MIN_OBJECTS + 4096, "budget %zu",
+          pk_object_budget(32768));
+    CHECK(pk_object_budget((size_t)1 << 40) == PK_MAX_OBJECTS, "budget cap");
+    free(pickle);
+}
+
+/* ---- 5: only regular files are read ------------------------------------------------- */
+
+static void on_alarm(int signal_number)
+{
+    (void)signal_number;
+    static const char message[] = "FAIL: a reader blocked on a FIFO (5 s)\n";
+    if (write(2, message, sizeof message - 1) < 0) {
+    }
+    _exit(1);
+}
+
+static void test_not_regular(void)
+{
+    signal(SIGALRM, on_alarm);
+    alarm(5); /* before the fix, opening the FIFO waited for a writer forever */
+    const char *fifo = tmp_file("fifo.safetensors");
+    unlink(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0, "mkfifo: %s", strerror(errno));
+    expect_open_fails("a FIFO as a model", fifo, "FIFO");
+    moire_model *model = NULL;
+    CHECK(moire_model_load(fifo, &model) != MOIRE_OK && strstr(moire_last_error(), "FIFO"),
+          "model load on a FIFO: %s", moire_last_error());
+    moire_npy npy;
+    CHECK(moire_npy_load(fifo, &npy) != MOIRE_OK && strstr(moire_last_error(), "FIFO"),
+          ".npy on a FIFO: %s", moire_last_error());
+    moire_image *image = NULL;
+    CHECK(moire_png_load(fifo, &image, NULL, NULL) != MOIRE_OK &&
+              strstr(moire_last_error(), "FIFO"), "PNG on a FIFO: %s", moire_last_error());
+    moire_png_info info;
+    CHECK(moire_png_read_info(fifo, &info) != MOIRE_OK && strstr(moire_last_error(), "FIFO"),
+          "PNG info on a FIFO: %s", moire_last_error());
+    expect_open_fails("a directory as a model", test_tmp_dir(), "directory");
+    expect_open_fails("a device as a model", "/dev/zero", "character device");
+
+    /* a FIFO planted beside a model as its noise-level companion */
+    const char *model_path = model_with_metadata("planted.safetensors", "x", "y");
+    const char *companion = tmp_file("planted-levels.safetensors");
+    unlink(companion);
+    CHECK(mkfifo(companion, 0600) == 0, "mkfifo: %s", strerror(errno));
+    CHECK(moire_model_load(model_path, &model) != MOIRE_OK &&
+              strstr(moire_last_error(), "FIFO"),
+          "a FIFO companion: %s", moire_last_error());
+    printf("ok     %-36s %s\n", "a FIFO beside a model", moire_last_error());
+    moire_model_free(model);
+    alarm(0);
+}
+
+/* ---- 4: outputs replace only regular files ------------------------------------------ */
+
+static void test_output_paths(void)
+{
+    moire_image *image = moire_image_new(2, 2, 3);
+    const char *fifo = tmp_file("out_fifo.png");
+    unlink(fifo);
+    mkfifo(fifo, 0600);
+    CHECK(moire_png_save(fifo, image, NULL, NULL) != MOIRE_OK &&
+              strstr(moire_last_error(), "FIFO"), "saved over a FIFO: %s", moire_last_error());
+    struct stat info;
+    CHECK(lstat(fifo, &info) == 0 && S_ISFIFO(info.st_mode), "the FIFO was replaced");
+    const char *target = tmp_file("real.png"), *link = tmp_file("link.png");
+    unlink(link);
+    CHECK(symlink(target, link) == 0, "symlink");
+    CHECK(moire_png_save(link, image, NULL, NULL) != MOIRE_OK &&
+              strstr(moire_last_error(), "symbolic link"),
+          "saved over a symlink: %s", moire_last_error());
+    CHECK(lstat(link, &info) == 0 && S_ISLNK(info.st_mode), "the link was replaced");
+    printf("ok     %-36s %s\n", "a PNG over a symbolic link", moire_last_error());
+    CHECK(moire_png_save(target, image, NULL, NULL) == MOIRE_OK, "%s", moire_last_error());
+    CHECK(moire_png_save(target, image, NULL, NULL) == MOIRE_OK, "over a regular file: %s",
+          moire_last_error());
+    int64_t shape[1] = {2};
+    float values[2] = {1, 2};
+    CHECK(moire_npy_save(fifo, 1, shape, values) != MOIRE_OK, ".npy over a FIFO");
+    CHECK(moire_png_save("/proc/x.png", image, NULL, NULL) != MOIRE_OK &&
+              !strstr(moire_last_error(), "create the directory"),
+          "/proc/x.png: %s", moire_last_error());
+    printf("ok     %-36s %s\n", "/proc/x.png", moire_last_error());
+    moire_image_free(image);
+}
+
+/* ---- 6: non-finite numbers ---------------------------------------------------------- */
+
+static void test_non_finite(void)
+{
+    /* .npy inputs with NaN / Inf */
+    const char *path = tmp_file("nan.npy");
+    int64_t shape[1] = {3};
+    float values[3] = {1.0f, NAN, 2.0f};
+    CHECK(moire_npy_save(path, 1, shape, values) == MOIRE_OK, "%s", moire_last_error());
+    moire_npy npy;
+    CHECK(moire_npy_load(path, &npy) != MOIRE_OK && strstr(moire_last_error(), "NaN"),
+          "a NaN .npy loaded: %s", moire_last_error());
+    values[1] = INFINITY;
+    moire_npy_save(path, 1, shape, values);
+    CHECK(moire_npy_load(path, &npy) != MOIRE_OK && strstr(moire_last_error(), "infinite"),
+          "an infinite .npy loaded: %s", moire_last_error());
+
+    /* finite but huge weights (3e38): the forward pass overflows; was a garbage image */
+    st_file *source = NULL;
+    CHECK(st_open(test_data_path("golden/tiny_qknorm.safetensors"), &source) == MOIRE_OK,
+          "%s", moire_last_error());
+    if (!source)
+        return;
+    st_writer *writer = st_writer_new();
+    float **copies = calloc((size_t)st_tensor_count(source), sizeof *copies);
+    for (int i = 0; i < st_tensor_count(source); i++) {
+        const st_tensor *t = st_tensor_at(source, i);
+        copies[i] = malloc((size_t)t->numel * sizeof(float) + 1);
+        st_convert_to_f32(copies[i], t->data, t->dtype, t->numel);
+        if (strcmp(t->name, "x_embedder.proj.weight") == 0)
+            for (int64_t j = 0; j < t->numel; j++)
+                copies[i][j] = 3e38f;
+        st_writer_add_f32(writer, t->name, ST_F32, t->ndim, t->shape, copies[i]);
+    }
+    for (int i = 0; i < st_metadata_count(source); i++) {
+        const char *k = st_metadata_key_at(source, i);
+        st_writer_set_metadata(writer, k, st_metadata_get(source, k));
+    }
+    path = tmp_file("huge_weights.safetensors");
+    CHECK(st_writer_save(writer, path) == MOIRE_OK, "%s", moire_last_error());
+    st_writer_free(writer);
+    for (int i = 0; i < st_tensor_count(source); i++)
+        free(copies[i]);
+    free(copies);
+    st_close(source);
+
+    moire_model *model = NULL;
+    CHECK(moire_model_load(path, &model) == MOIRE_OK, "%s", moire_last_error());
+    moire_ctx_params cp = moire_ctx_params_default();
+    cp.device = MOIRE_DEVICE_CPU;
+    cp.n_threads = 2;
+    moire_ctx *ctx = NULL;
+    CHECK(moire_ctx_new(&cp, &ctx) == MOIRE_OK, "%s", moire_last_error());
+    if (model && ctx) {
+        moire_generate_params params = moire_generate_params_default();
+        params.prompt = "goldfish";
+        params.steps = 2;
+        params.seed = 1;
+        moire_image **images = NULL;
+        int count = 0;
+        moire_status status = moire_generate(ctx, model, &params, NULL, &images, &count);
+        CHECK(status != MOIRE_OK && strstr(moire_last_error(), "huge_weights") &&
+                  (strstr(moire_last_error(), "NaN") || strstr(moire_last_error(), "infinity")),
+              "3e38 weights: status %s, %d image(s): %s", moire_status_to_string(status), count,
+              moire_last_error());
+        printf("ok     %-36s %s\n", "3e38 weights", moire_last_error());
+        for (int i = 0; i < count; i++)
+            moire_image_free(images[i]);
+        free(images);
+
+        /* NaN → byte: was undefined behaviour (UBSan: float-cast-overflow); now 0 */
+        const moire_model_config *c = &model->config;
+        size_t n = (size_t)c->in_channels * c->input_size * c->input_size;
+        float *x = malloc(n * sizeof(float));
+        for (size_t j = 0; j < n; j++)
+            x[j] = NAN;
+        moire_image *image = moire_decode_to_image(model, x, c->input_size, c->input_size,
+                                                   c->input_size, c->input_size);
+        CHECK(image != NULL, "decode");
+        bool zeros = image != NULL;
+        for (size_t j = 0; image && j < (size_t)image->width * image->height * image->channels;
+             j++)
+            zeros = zeros && image->pixels[j] == 0;
+        CHECK(zeros, "NaN did not become 0");
+        moire_image_free(image);
+        free(x);
+    }
+    moire_ctx_free(ctx);
+    moire_model_free(model);
+}
+
 int main(void)
 {
-    /* a stack overflow must fail this test, not take the harness down silently */
     test_json_guard();
     test_deep_safetensors_header();
     test_deep_metadata();
+    test_parameters_linear();
+    test_pickle_budget();
+    test_not_regular();
+    test_output_paths();
+    test_non_finite();
     return test_finish("hostile");
 }

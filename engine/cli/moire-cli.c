@@ -9,6 +9,7 @@
  * any long computation starts.
  */
 #include "bench.h"
+#include "file_guard.h"
 #include "metadata.h"
 #include "moire.h"
 #include "npy.h"
@@ -430,6 +431,11 @@ static int check_output_path(const char *option, const char *path)
                    path);
         return EXIT_ERROR;
     }
+    /* a FIFO, a device or a symbolic link is never replaced (file_guard.h) */
+    if (moire_check_output_path(path) != MOIRE_OK) {
+        error_line("%s: %s", option, moire_last_error());
+        return EXIT_ERROR;
+    }
     char *dir = strdup(path);
     if (!dir) {
         error_line("out of memory");
@@ -445,7 +451,7 @@ static int check_output_path(const char *option, const char *path)
     int result = 0;
     if (stat(dir, &st) != 0) {
         error_line("cannot write %s: the directory %s does not exist (%s); create it first or "
-                   "choose another %s",
+                   "choose another path for %s",
                    path, dir, strerror(errno), option);
         result = EXIT_ERROR;
     } else if (!S_ISDIR(st.st_mode)) {
@@ -453,7 +459,7 @@ static int check_output_path(const char *option, const char *path)
         result = EXIT_ERROR;
     } else if (access(dir, W_OK | X_OK) != 0) {
         error_line("cannot write %s: the directory %s is not writable (%s); choose another "
-                   "%s",
+                   "path for %s",
                    path, dir, strerror(errno), option);
         result = EXIT_ERROR;
     }
@@ -1221,13 +1227,15 @@ static int info_model(const char *path)
 
 static int info_image(const char *path)
 {
-    moire_image *image = NULL;
-    char *parameters = NULL, *json = NULL;
-    if (moire_png_load(path, &image, &parameters, &json) != MOIRE_OK)
+    /* the size and texts only: no pixel is decoded (a hostile file declaring 16384² would
+       otherwise cost a gigabyte just to print its settings) */
+    moire_png_info info;
+    if (moire_png_read_info(path, &info) != MOIRE_OK)
         return engine_error(NULL);
+    char *parameters = info.parameters, *json = info.moire_json;
     int rc = 0;
-    printf("image:             %s (%dx%d, %d channel%s)\n", path, image->width, image->height,
-           image->channels, image->channels == 1 ? "" : "s");
+    printf("image:             %s (%dx%d, %d channel%s)\n", path, info.width, info.height,
+           info.channels, info.channels == 1 ? "" : "s");
     if (!parameters && !json) {
         error_line("%s has no generation settings (no \"parameters\" or \"moire\" text chunk)",
                    path);
@@ -1266,9 +1274,7 @@ static int info_image(const char *path)
     }
     if (json)
         printf("moire:             %s\n", json);
-    free(parameters);
-    free(json);
-    moire_image_free(image);
+    moire_png_info_clear(&info);
     return rc;
 }
 
@@ -1479,7 +1485,7 @@ static int cmd_convert(int argc, char **argv)
                    "OUT.safetensors");
         return EXIT_USAGE;
     }
-    if (check_output_path("the output path", paths[1]) != 0)
+    if (check_output_path("the output", paths[1]) != 0)
         return EXIT_ERROR;
     pt_convert_report report;
     if (pt_convert(paths[0], paths[1], &report) != MOIRE_OK)
@@ -1861,8 +1867,13 @@ static int write_eval_json(const char *path, const eval_result *r)
     json_string(f, r->backend);
     fprintf(f, "}\n");
     const bool written = fflush(f) == 0 && !ferror(f) && fsync(fd) == 0;
-    if (fclose(f) != 0 || !written || rename(tmp, path) != 0) {
+    if (fclose(f) != 0 || !written) {
         error_line("--json: cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return EXIT_ERROR;
+    }
+    if (moire_output_replace(tmp, path) != MOIRE_OK) {
+        error_line("--json: %s", moire_last_error());
         unlink(tmp);
         return EXIT_ERROR;
     }
