@@ -15,6 +15,7 @@
 #include "ecdit.h"
 #include "generate.h"
 #include "internal.h"
+#include "memory_estimate.h"
 #include "model.h"
 #include "routing_map.h"
 #include "sampler.h"
@@ -961,6 +962,12 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
     const int batch = params->batch_count;
     const size_t in_size = (size_t)cfg->in_channels * resolved.model_h * resolved.model_w;
     const int chunk_max = batch < GENERATE_CHUNK ? batch : GENERATE_CHUNK;
+    /* refuse a job that cannot fit before the first step (memory_estimate.c) */
+    status = moire_generate_check_memory(ctx, model, chunk_max, resolved.width, resolved.height,
+                                         resolved.model_h, resolved.model_w,
+                                         resolved.cfg_scale != 1.0f, params->vae != NULL);
+    if (status != MOIRE_OK)
+        return status;
     float *samples = moire_malloc_array(chunk_max * in_size, sizeof(float));
     moire_image **images = calloc((size_t)batch, sizeof *images);
     if (!samples || !images) {

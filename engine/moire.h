@@ -164,6 +164,12 @@ typedef void (*moire_log_fn)(moire_log_level level, const char *message, void *u
 typedef void (*moire_debug_tensor_fn)(const char *name, int layer, const float *data,
                                       int ndim, const int64_t *shape, void *user_data);
 
+/* The engine's limits, for hosts that validate options before calling it (the CLI's
+ * --threads, --width, --height): moire_ctx_new refuses more threads, moire_generate larger
+ * sides (context.c and generate.c check the same numbers). */
+#define MOIRE_MAX_THREADS 1024
+#define MOIRE_MAX_IMAGE_SIDE 8192
+
 typedef struct moire_ctx_params {
     moire_device device;
     int n_threads;       /* 0 = all cores                                                   */

@@ -353,9 +353,12 @@ static moire_status parse_tensor_entry(const st_file *file, const char *name, Js
                               "integer; the file is corrupt: export it again", path, name, d);
         int64_t dim = json_node_get_int(dim_node);
         if (dim < 0)
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' has a negative dimension "
-                              "(%lld) in its shape; the file is corrupt: export it again",
-                              path, name, (long long)dim);
+            /* json-glib wraps integers of 2^63 and more (2^64 - 1 reads as -1), so a
+               negative value here may have been a huge one in the file */
+            return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': shape entry %u is out of "
+                              "range (negative, or 2^63 or more; read as %lld); the file is "
+                              "corrupt or hostile: export it again", path, name, d,
+                              (long long)dim);
         tensor->shape[d] = dim;
         if (dim != 0 && numel > INT64_MAX / dim)
             overflow = true;

@@ -40,11 +40,11 @@ build() {
                  -fsanitize=address,undefined -fno-sanitize-recover=undefined
                  -fno-omit-frame-pointer -I"$root/engine"
                  -DMOIRE_DATADIR='""' -DMOIRE_SOURCE_DATADIR="\"$root/data\"")
-    local pkg blas
+    local pkg libs blas blas_libs
     pkg=$(pkg-config --cflags glib-2.0 json-glib-1.0 libpng)
-    local libs
     libs=$(pkg-config --libs glib-2.0 json-glib-1.0 libpng)
-    blas=$(pkg-config --cflags --libs openblas 2>/dev/null || pkg-config --cflags --libs cblas)
+    blas=$(pkg-config --cflags openblas 2>/dev/null || pkg-config --cflags cblas)
+    blas_libs=$(pkg-config --libs openblas 2>/dev/null || pkg-config --libs cblas)
     mkdir -p "$out/obj"
     # the whole engine, no OpenMP (the fuzzer runs single-threaded); objects are rebuilt only
     # when their source or a header is newer, two at a time
@@ -65,7 +65,7 @@ build() {
     for target in "${targets[@]}"; do
         # shellcheck disable=SC2086
         "$cc" "${flags[@]}" -fsanitize=fuzzer $pkg $blas "$root/tests/fuzz/fuzz_$target.c" \
-            "${objs[@]}" $libs $blas -lm -o "$out/fuzz_$target"
+            "${objs[@]}" $libs $blas_libs -lm -o "$out/fuzz_$target"
     done
 }
 

@@ -885,9 +885,9 @@ static int cmd_generate(int argc, char **argv)
     if ((rc = apply_sampler_options("generate", &sampling, stream_text != NULL, &params,
                                     &dmcmc)))
         return rc;
-    if (width_text && (rc = parse_int("width", width_text, 1, 32768, &params.width)))
+    if (width_text && (rc = parse_int("width", width_text, 1, MOIRE_MAX_IMAGE_SIDE, &params.width)))
         return rc;
-    if (height_text && (rc = parse_int("height", height_text, 1, 32768, &params.height)))
+    if (height_text && (rc = parse_int("height", height_text, 1, MOIRE_MAX_IMAGE_SIDE, &params.height)))
         return rc;
     if (batch_text && (rc = parse_int("batch", batch_text, 1, 10000, &params.batch_count)))
         return rc;
@@ -909,7 +909,7 @@ static int cmd_generate(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
         return rc;
@@ -1326,7 +1326,7 @@ static int cmd_forward(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
         return rc;
@@ -1605,7 +1605,7 @@ static int cmd_bench(int argc, char **argv)
     if ((resolution_text && (rc = parse_int("resolution", resolution_text, 16, 4096, &resolution))) ||
         (batch_text && (rc = parse_int("batch", batch_text, 1, 1024, &batch))) ||
         (steps_text && (rc = parse_int("steps", steps_text, 1, 100000, &steps))) ||
-        (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads))) ||
+        (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads))) ||
         (rc = parse_device(device_text, &ctx_params.device)))
         return rc;
     if (precision && strcmp(precision, "bf16") != 0 && strcmp(precision, "fp32") != 0) {
@@ -1998,7 +1998,7 @@ static int cmd_eval(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log_once;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
         return rc;
