@@ -5,9 +5,10 @@
 #
 # Usage: tests/cli_hostile.sh path/to/moire
 # The hostile files are made by tests/hostile/make_hostile_files.py (python3, standard
-# library). `moire info --image` on each hostile PNG must answer within 1 s (ISSUE19_MAX_S)
-# and, where /usr/bin/time is installed, peak at most 100 MB above `moire --version`
-# (the CUDA libraries alone map ~220 MB in a CUDA build, so the bound is on the growth).
+# library). `moire info --image` on each hostile PNG must take at most 1 CPU second
+# (ISSUE19_MAX_S) and peak at most 100 MB above `moire --version` (measured with
+# /usr/bin/time where installed; the CUDA libraries alone map ~220 MB in a CUDA build, so the
+# bound is on the growth).
 set -u
 
 MOIRE=${1:?usage: cli_hostile.sh path/to/moire}
@@ -59,6 +60,8 @@ expect_fail "a 2^64 dimension" "out of range \(negative, or 2\^63" \
     "$MOIRE" info --model "$H/shape_2_64.safetensors"
 
 # ---- 2, 3: every hostile PNG answers fast and small ------------------------------------
+# CPU seconds (user + system) are checked, not wall time: the CI machine is shared, and a
+# CUDA build spends ~0.3 s of wall time just mapping its libraries
 baseline_kb=0
 if [ -x /usr/bin/time ]; then
     /usr/bin/time -f '%M' -o base.txt "$MOIRE" --version >/dev/null 2>&1
@@ -68,23 +71,24 @@ for png in "$H"/*.png; do
     name=$(basename "$png")
     start=$(date +%s.%N)
     if [ -x /usr/bin/time ]; then
-        timeout 20 /usr/bin/time -f '%M' -o rss.txt "$MOIRE" info --image "$png" \
+        timeout 20 /usr/bin/time -f '%M %U %S' -o rss.txt "$MOIRE" info --image "$png" \
             >stdout.txt 2>stderr.txt
     else
         timeout 20 "$MOIRE" info --image "$png" >stdout.txt 2>stderr.txt
     fi
     rc=$?
-    seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
-    rss_kb=$( [ -s rss.txt ] && tail -n 1 rss.txt || echo 0)
+    wall=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
+    read -r rss_kb user_s sys_s < <( [ -s rss.txt ] && tail -n 1 rss.txt || echo "0 $wall 0")
+    cpu=$(awk -v u="$user_s" -v s="$sys_s" 'BEGIN { printf "%.2f", u + s }')
     growth_mb=$(( (rss_kb - baseline_kb) / 1024 ))
     if [ $rc -gt 2 ]; then
         fail "info --image $name: exit status $rc: $(head -c 300 stderr.txt)"
-    elif awk -v s="$seconds" -v m="$MAX_S" 'BEGIN { exit !(s > m) }'; then
-        fail "info --image $name: $seconds s (at most $MAX_S)"
+    elif awk -v s="$cpu" -v m="$MAX_S" 'BEGIN { exit !(s > m) }'; then
+        fail "info --image $name: $cpu CPU seconds (at most $MAX_S; wall $wall s)"
     elif [ "$growth_mb" -gt 100 ]; then
         fail "info --image $name: peak RSS $((rss_kb / 1024)) MB, $growth_mb MB over --version"
     else
-        pass "info --image $name: exit $rc in $seconds s, peak RSS $((rss_kb / 1024)) MB (+$growth_mb MB)"
+        pass "info --image $name: exit $rc, $cpu CPU s ($wall s wall), peak RSS $((rss_kb / 1024)) MB (+$growth_mb MB)"
     fi
 done
 expect_fail "a 64 MiB zTXt bomb" "inflates past 1048576 bytes" \
