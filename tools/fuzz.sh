@@ -83,7 +83,7 @@ run() {
         done
     fi
     (cd "$out" && "$out/fuzz_$target" -max_total_time="$seconds" -max_len=$max_len \
-        -dict="$root/tests/fuzz/dict/$target.dict" -timeout=10 -rss_limit_mb=2048 \
+        -dict="$root/tests/fuzz/dict/$target.dict" -timeout=60 -len_control=0 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$out/artifacts/$target/" "$@" "$corpus" \
         2>&1 | tee "$out/$target.log")
 }
