@@ -26,9 +26,15 @@
  * sensible writer and keeps json-glib's recursion a few KB of stack. */
 #define MOIRE_JSON_MAX_DEPTH 64
 
+/* Memory json-glib may spend on a text of L bytes: MOIRE_JSON_BASE_BUDGET + 16·L (the
+ * engine's bound for a file's metadata, docs/ENGINE.md "Hostile files"). A real safetensors
+ * header costs ~20 bytes of tree per byte of text, so headers up to ~10 MB pass; 1 MB of
+ * empty objects ("{},{},…", ~290 bytes of tree each) does not. */
+#define MOIRE_JSON_BASE_BUDGET (48.0 * 1000 * 1000)
+
 /* Checks `text` (length bytes, or up to the NUL when length < 0). Returns true when it nests
- * at most MOIRE_JSON_MAX_DEPTH deep and no object has two members of the same name (names
- * compared after unescaping). Otherwise returns false and writes a one-line reason, such as
+ * at most MOIRE_JSON_MAX_DEPTH deep, no object has two members of the same name (names
+ * compared after unescaping) and the parsed tree fits MOIRE_JSON_BASE_BUDGET + 16·length. Otherwise returns false and writes a one-line reason, such as
  * "nested deeper than 64 levels at byte 64" or "member \"a\" appears twice in one object
  * (byte 12)", to why[why_size]. */
 bool moire_json_check(const char *text, long long length, char *why, size_t why_size);

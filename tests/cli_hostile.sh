@@ -91,6 +91,33 @@ for png in "$H"/*.png; do
         pass "info --image $name: exit $rc, $cpu CPU s ($wall s wall), peak RSS $((rss_kb / 1024)) MB (+$growth_mb MB)"
     fi
 done
+# every hostile model file: refused within 1 CPU s and 64 MB + 16 × its size over the baseline
+for model in "$H"/*.safetensors; do
+    name=$(basename "$model")
+    size_mb=$(( $(stat -c %s "$model") / 1048576 ))
+    bound_mb=$((64 + 16 * size_mb))
+    if [ -x /usr/bin/time ]; then
+        timeout 20 /usr/bin/time -f '%M %U %S' -o rss.txt "$MOIRE" info --model "$model" \
+            >stdout.txt 2>stderr.txt
+    else
+        timeout 20 "$MOIRE" info --model "$model" >stdout.txt 2>stderr.txt
+    fi
+    rc=$?
+    read -r rss_kb user_s sys_s < <( [ -s rss.txt ] && tail -n 1 rss.txt || echo "0 0 0")
+    cpu=$(awk -v u="$user_s" -v s="$sys_s" 'BEGIN { printf "%.2f", u + s }')
+    growth_mb=$(( (rss_kb - baseline_kb) / 1024 ))
+    if [ $rc -ne 1 ]; then
+        fail "info --model $name: exit status $rc (want 1): $(head -c 300 stderr.txt)"
+    elif awk -v s="$cpu" -v m="$MAX_S" 'BEGIN { exit !(s > m) }'; then
+        fail "info --model $name: $cpu CPU seconds (at most $MAX_S)"
+    elif [ "$growth_mb" -gt "$bound_mb" ]; then
+        fail "info --model $name: $growth_mb MB over --version (bound $bound_mb MB)"
+    else
+        pass "info --model $name: refused, $cpu CPU s, peak RSS +$growth_mb MB (bound $bound_mb MB)"
+    fi
+done
+expect_fail "1 MB of empty objects as a header" "over the budget" \
+    "$MOIRE" info --model "$H/empty_objects.safetensors"
 expect_fail "a 64 MiB zTXt bomb" "inflates past 1048576 bytes" \
     "$MOIRE" info --image "$H/ztxt_bomb.png"
 "$MOIRE" info --image "$H/declares_16384.png" >stdout.txt 2>&1

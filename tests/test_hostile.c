@@ -114,6 +114,18 @@ static void test_json_guard(void)
                            why, sizeof why),
           "the same name in different objects refused: %s", why);
     CHECK(moire_json_check("[\"a\", \"a\"]", -1, why, sizeof why), "array strings refused");
+    /* the memory budget: 1 MB of "{}," would cost json-glib ~100 MB (~290 bytes a node) */
+    size_t n = 1 << 20;
+    char *objects = malloc(n + 1);
+    objects[0] = '[';
+    for (size_t i = 1; i + 3 < n; i += 3)
+        memcpy(objects + i, "{},", 3);
+    size_t used = 1 + (n - 4) / 3 * 3;
+    memcpy(objects + used - 1, "]", 2);
+    CHECK(!moire_json_check(objects, -1, why, sizeof why) && strstr(why, "budget"),
+          "1 MB of empty objects accepted (%s)", why);
+    printf("ok     %-36s %s\n", "1 MB of empty objects", why);
+    free(objects);
     /* brackets inside strings do not count */
     CHECK(moire_json_check("{\"k\": \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
                            "[[[[[[[[[[[[[[[[[[\\\"\"}", -1, why, sizeof why),

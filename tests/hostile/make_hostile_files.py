@@ -58,6 +58,12 @@ def main():
     header = (b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
               b'"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}')
     write("duplicate.safetensors", struct.pack("<Q", len(header)) + header + bytes(4))
+    # … and the headers that cost json-glib the most per byte: 1 MB of empty objects (~100 MB
+    # of tree: over the budget) and 1 MB of zeros (~37 MB: within it, then refused as no object)
+    header = b"[" + b"{}," * 349524 + b"{}]"
+    write("empty_objects.safetensors", struct.pack("<Q", len(header)) + header)
+    header = b"[" + b"0," * 524287 + b"0]"
+    write("zeros.safetensors", struct.pack("<Q", len(header)) + header)
     # 8. a shape of 2^64 - 1 (read as -1 before)
     header = b'{"w": {"dtype": "F32", "shape": [18446744073709551615], "data_offsets": [0, 4]}}'
     write("shape_2_64.safetensors", struct.pack("<Q", len(header)) + header + bytes(4))
