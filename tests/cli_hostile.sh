@@ -151,6 +151,11 @@ expect_fail "--output onto a symbolic link" "symbolic link" "${GEN[@]}" --output
 [ -L link.png ] && [ ! -e target.png ] && pass "the link is untouched" || fail "the link was replaced or followed"
 expect_fail "convert onto a FIFO" "FIFO" \
     "$MOIRE" convert "$DATA/fixtures/pt/qknorm_model_f32.pt" out_fifo.png
+if [ "$(id -u)" -eq 0 ] && mknod full_device c 1 7 2>/dev/null; then
+    # as root, `--output /dev/full` replaced the device node with a PNG: a copy of that node
+    expect_fail "--output onto a device node" "character device" "${GEN[@]}" --output full_device
+    [ -c full_device ] && pass "the device node is still a device" || fail "the device node was replaced"
+fi
 "${GEN[@]}" --output regular.png >/dev/null 2>&1 && "${GEN[@]}" --output regular.png >/dev/null 2>&1
 [ -f regular.png ] && pass "--output over a regular file" || fail "--output over a regular file"
 expect_fail "--output in /proc" "does not take new files" "${GEN[@]}" --output /proc/x.png
