@@ -17,6 +17,7 @@ DATA=${MOIRE_TEST_DATA:-$(cd "$(dirname "$0")" && pwd)}
 QKV=$DATA/golden/tiny_qkv.safetensors
 QKNORM=$DATA/golden/tiny_qknorm.safetensors
 MAX_S=${ISSUE19_MAX_S:-1.0}
+CHECK_RSS=${ISSUE19_CHECK_RSS:-1}  # 0 under ASan (its quarantine holds freed memory)
 TMP=$(mktemp -d /tmp/moire-hostile-test-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 cd "$TMP" || exit 1
@@ -85,7 +86,7 @@ for png in "$H"/*.png; do
         fail "info --image $name: exit status $rc: $(head -c 300 stderr.txt)"
     elif awk -v s="$cpu" -v m="$MAX_S" 'BEGIN { exit !(s > m) }'; then
         fail "info --image $name: $cpu CPU seconds (at most $MAX_S; wall $wall s)"
-    elif [ "$growth_mb" -gt 100 ]; then
+    elif [ "$CHECK_RSS" = 1 ] && [ "$growth_mb" -gt 100 ]; then
         fail "info --image $name: peak RSS $((rss_kb / 1024)) MB, $growth_mb MB over --version"
     else
         pass "info --image $name: exit $rc, $cpu CPU s ($wall s wall), peak RSS $((rss_kb / 1024)) MB (+$growth_mb MB)"
@@ -110,7 +111,7 @@ for model in "$H"/*.safetensors; do
         fail "info --model $name: exit status $rc (want 1): $(head -c 300 stderr.txt)"
     elif awk -v s="$cpu" -v m="$MAX_S" 'BEGIN { exit !(s > m) }'; then
         fail "info --model $name: $cpu CPU seconds (at most $MAX_S)"
-    elif [ "$growth_mb" -gt "$bound_mb" ]; then
+    elif [ "$CHECK_RSS" = 1 ] && [ "$growth_mb" -gt "$bound_mb" ]; then
         fail "info --model $name: $growth_mb MB over --version (bound $bound_mb MB)"
     else
         pass "info --model $name: refused, $cpu CPU s, peak RSS +$growth_mb MB (bound $bound_mb MB)"
