@@ -128,6 +128,10 @@ else
     fail "info --image on a 16384² PNG: $(head -c 300 stdout.txt)"
 fi
 
+expect_fail "--init declaring 16384² (1 GB of pixels) is refused unread" "16384x16384.*scale it down" \
+    "$MOIRE" generate --model "$QKNORM" --init "$H/declares_16384.png" --strength 0.5 --class 1 \
+    --steps 2 --quiet --output init16k.png
+
 # ---- 5: FIFOs as inputs and beside a model ---------------------------------------------
 mkfifo fifo.safetensors fifo.png fifo.npy
 expect_fail "a FIFO as --model" "FIFO" "$MOIRE" info --model fifo.safetensors

@@ -467,6 +467,25 @@ static int check_output_path(const char *option, const char *path)
     return result;
 }
 
+/* Refuses (message printed, returns 1) a PNG declaring more than MOIRE_MAX_IMAGE_SIDE a side
+ * before its pixels are decoded; reading the header costs nothing (png_info.c). */
+static int check_image_side(const char *option, const char *path)
+{
+    moire_png_info info;
+    if (moire_png_read_info(path, &info) != MOIRE_OK) {
+        engine_error(option);
+        return 1;
+    }
+    const int width = info.width, height = info.height;
+    moire_png_info_clear(&info);
+    if (width > MOIRE_MAX_IMAGE_SIDE || height > MOIRE_MAX_IMAGE_SIDE) {
+        error_line("%s %s: the image is %dx%d; at most %d a side is used: scale it down first",
+                   option, path, width, height, MOIRE_MAX_IMAGE_SIDE);
+        return 1;
+    }
+    return 0;
+}
+
 /* "out.png" → "out-3.png"; "out" → "out-3". Caller frees. */
 static char *batch_path(const char *path, int index)
 {
@@ -994,6 +1013,12 @@ static int cmd_generate(int argc, char **argv)
         else
             params.vae = vae;
     }
+    /* the declared size first: decoding costs width·height·4 bytes, and an image larger than
+       any generation (a 1 MB PNG may declare 16384², 1 GB of pixels) is refused unread */
+    if (!rc && init_path && check_image_side("--init", init_path))
+        rc = EXIT_ERROR;
+    if (!rc && mask_path && check_image_side("--mask", mask_path))
+        rc = EXIT_ERROR;
     if (!rc && init_path) {
         if (moire_png_load(init_path, &init, NULL, NULL) != MOIRE_OK)
             rc = engine_error("--init");
