@@ -19,6 +19,7 @@
  */
 #include "fid.h"
 #include "internal.h"
+#include "json_guard.h"
 #include "safetensors.h"
 #include "weight_binding.h"
 
@@ -245,13 +246,13 @@ static moire_status parse_meta(const char *path, const st_file *file, classifier
                           "are written by tools/train/train_classifier.py)",
                           path, CLASSIFIER_METADATA_KEY);
     JsonParser *parser = json_parser_new();
-    GError *error = NULL;
     moire_status status;
-    if (!json_parser_load_from_data(parser, json, -1, &error)) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
-                            "%s: metadata \"%s\" is not valid JSON (%s); " CLASSIFIER_FIX, path,
-                            CLASSIFIER_METADATA_KEY, error ? error->message : "parse error");
-        g_clear_error(&error);
+    if (moire_json_load(parser, "metadata \"" CLASSIFIER_METADATA_KEY "\"", json, -1) !=
+        MOIRE_OK) {
+        char *why = strdup(moire_last_error());
+        status = moire_fail(MOIRE_ERROR_FORMAT, "%s: %s; " CLASSIFIER_FIX, path,
+                            why ? why : "bad metadata");
+        free(why);
     } else {
         JsonNode *root = json_parser_get_root(parser);
         status = root && JSON_NODE_HOLDS_OBJECT(root)

@@ -7,6 +7,7 @@
  */
 #include "ecdit.h"
 #include "internal.h"
+#include "json_guard.h"
 #include "weight_binding.h"
 
 #include <ctype.h>
@@ -43,7 +44,7 @@ moire_status ecdit_config_from_json(moire_model_config *config, const char *json
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
     JsonObject *object = NULL;
-    if (json_parser_load_from_data(parser, json, -1, NULL)) {
+    if (moire_json_load(parser, "moire.config", json, -1) == MOIRE_OK) {
         JsonNode *root = json_parser_get_root(parser);
         if (root && JSON_NODE_HOLDS_OBJECT(root))
             object = json_node_get_object(root);

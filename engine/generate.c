@@ -15,6 +15,7 @@
 #include "ecdit.h"
 #include "generate.h"
 #include "internal.h"
+#include "memory_estimate.h"
 #include "model.h"
 #include "routing_map.h"
 #include "sampler.h"
@@ -219,6 +220,12 @@ static moire_status guided_model_call(void *user_data, const float *x_in, const 
                                                 g->t2, g->y2, g->out2);
     if (status != MOIRE_OK)
         return status;
+    /* a NaN or an infinity here (damaged weights, or finite ones so large they overflow)
+       would end as a garbage image with exit status 0: stop with the model's name instead */
+    status = moire_check_finite(g->out2, (size_t)batch * out_size, g->model->name,
+                                "the model's output");
+    if (status != MOIRE_OK)
+        return status;
 
     memcpy(out, g->out2, n * out_size * sizeof(float));
     if (guided) {
@@ -362,7 +369,8 @@ static moire_status encode_image(moire_ctx *ctx, const moire_model *model, const
 static uint8_t to_byte(float v) /* v in [-1, 1] */
 {
     float u = (v + 1.0f) * 127.5f + 0.5f;
-    return (uint8_t)(u < 0.0f ? 0.0f : (u > 255.0f ? 255.0f : u));
+    /* !(u >= 0) also catches NaN, whose conversion to an integer is undefined behaviour */
+    return (uint8_t)(!(u >= 0.0f) ? 0.0f : (u > 255.0f ? 255.0f : u));
 }
 
 moire_image *moire_decode_to_image(const moire_model *model, const float *x, int model_h,
@@ -414,6 +422,10 @@ static moire_status decode_result(moire_ctx *ctx, const moire_model *model, cons
 {
     const int h = resolved->model_h, w = resolved->model_w;
     *out = NULL;
+    moire_status finite = moire_check_finite(x, (size_t)model->config.in_channels * h * w,
+                                             model->name, "the sample");
+    if (finite != MOIRE_OK)
+        return finite;
     if (!vae || model->config.space != MOIRE_SPACE_LATENT) {
         *out = moire_decode_to_image(model, x, h, w, resolved->width, resolved->height);
         return *out ? MOIRE_OK
@@ -1140,6 +1152,12 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
     const int batch = params->batch_count;
     const size_t in_size = (size_t)cfg->in_channels * resolved.model_h * resolved.model_w;
     const int chunk_max = batch < GENERATE_CHUNK ? batch : GENERATE_CHUNK;
+    /* refuse a job that cannot fit before the first step (memory_estimate.c) */
+    status = moire_generate_check_memory(ctx, model, chunk_max, resolved.width, resolved.height,
+                                         resolved.model_h, resolved.model_w,
+                                         resolved.cfg_scale != 1.0f, params->vae != NULL);
+    if (status != MOIRE_OK)
+        return status;
     float *samples = moire_malloc_array(chunk_max * in_size, sizeof(float));
     moire_image **images = calloc((size_t)batch, sizeof *images);
     if (!samples || !images) {

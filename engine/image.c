@@ -8,6 +8,7 @@
  * resources of its own: state sits in a struct owned by the caller, which frees it after
  * the jump, so nothing is ever jumped over while allocated or freed.
  */
+#include "file_guard.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -169,14 +170,8 @@ static int open_temporary(const char *path, char *tmp_path, size_t tmp_size)
 
 static moire_status io_failure(const char *path, int err, const char *what)
 {
-    const char *hint = "";
-    if (err == ENOENT)
-        hint = "; create the directory first or choose another output path";
-    else if (err == EACCES || err == EPERM || err == EROFS)
-        hint = "; choose a directory you can write to";
-    else if (err == ENOSPC || err == EDQUOT)
-        hint = "; free some disk space";
-    return moire_fail(MOIRE_ERROR_IO, "%s: cannot %s: %s%s", path, what, strerror(err), hint);
+    return moire_fail(MOIRE_ERROR_IO, "%s: cannot %s: %s%s", path, what, strerror(err),
+                      moire_output_hint(path, err));
 }
 
 moire_status moire_png_save(const char *path, const moire_image *image,
@@ -256,8 +251,8 @@ moire_status moire_png_save(const char *path, const moire_image *image,
         status = io_failure(path, errno, "write the file");
     if (fclose(writer.file) != 0 && status == MOIRE_OK)
         status = io_failure(path, errno, "write the file");
-    if (status == MOIRE_OK && rename(tmp_path, path) != 0)
-        status = io_failure(path, errno, "replace the file");
+    if (status == MOIRE_OK)
+        status = moire_output_replace(tmp_path, path);
     if (status != MOIRE_OK)
         unlink(tmp_path);
     free(writer.rows);
@@ -284,6 +279,15 @@ static int png_read_inner(png_structp png, png_infop info, png_reader *reader)
     png_init_io(png, reader->file);
     png_set_sig_bytes(png, 8);
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff); /* our own, clearer check below */
+    /* Ancillary chunks are buffered whole by libpng: bound each (8 MB; real iCCP profiles
+       are under 1 MB) and their number, so a small file cannot ask for gigabytes. The
+       texts are read by moire_png_read_info (png_info.c, its own bounds); libpng skips
+       them. */
+    png_set_chunk_malloc_max(png, 8u << 20);
+    png_set_chunk_cache_max(png, 256);
+    static const png_byte text_chunks[] = {'t', 'E', 'X', 't', '\0', 'z', 'T', 'X', 't', '\0',
+                                           'i', 'T', 'X', 't', '\0'};
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, text_chunks, 3);
     png_read_info(png, info);
 
     png_uint_32 width = 0, height = 0;
@@ -324,40 +328,6 @@ static int png_read_inner(png_structp png, png_infop info, png_reader *reader)
     return 0;
 }
 
-/* A copy of a text chunk as UTF-8: iTXt is UTF-8 by definition; tEXt/zTXt are Latin-1
- * per the spec, but many writers (sd.cpp) put UTF-8 there, so valid UTF-8 is kept. */
-static char *text_to_utf8(const png_text *text)
-{
-    const char *s = text->text ? text->text : "";
-    size_t n = text->compression >= PNG_ITXT_COMPRESSION_NONE ? text->itxt_length
-                                                               : text->text_length;
-    if (strlen(s) < n)
-        n = strlen(s);
-    if (g_utf8_validate(s, (gssize)n, NULL)) {
-        char *copy = malloc(n + 1);
-        if (copy) {
-            memcpy(copy, s, n);
-            copy[n] = '\0';
-        }
-        return copy;
-    }
-    char *copy = malloc(2 * n + 1); /* Latin-1 → UTF-8 at most doubles */
-    if (!copy)
-        return NULL;
-    size_t j = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x80) {
-            copy[j++] = (char)c;
-        } else {
-            copy[j++] = (char)(0xC0 | (c >> 6));
-            copy[j++] = (char)(0x80 | (c & 0x3F));
-        }
-    }
-    copy[j] = '\0';
-    return copy;
-}
-
 moire_status moire_png_load(const char *path, moire_image **out_image, char **out_parameters,
                             char **out_moire_json)
 {
@@ -373,10 +343,9 @@ moire_status moire_png_load(const char *path, moire_image **out_image, char **ou
 
     png_reader reader;
     memset(&reader, 0, sizeof reader);
-    reader.file = fopen(path, "rb");
-    if (!reader.file)
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot open the image: %s", path,
-                          strerror(errno));
+    moire_status open_status = moire_fopen_input(path, "a PNG image", &reader.file, NULL);
+    if (open_status != MOIRE_OK)
+        return open_status;
     unsigned char signature[8];
     size_t got = fread(signature, 1, sizeof signature, reader.file);
     if (got != sizeof signature || png_sig_cmp(signature, 0, sizeof signature) != 0) {
@@ -417,19 +386,18 @@ moire_status moire_png_load(const char *path, moire_image **out_image, char **ou
     }
 
     if (status == MOIRE_OK && (out_parameters || out_moire_json)) {
-        png_textp texts = NULL;
-        int count = png_get_text(png, info, &texts, NULL);
-        for (int i = 0; i < count && status == MOIRE_OK; i++) {
-            char **slot = NULL;
-            if (out_parameters && strcmp(texts[i].key, "parameters") == 0)
-                slot = out_parameters;
-            else if (out_moire_json && strcmp(texts[i].key, "moire") == 0)
-                slot = out_moire_json;
-            if (!slot || *slot)
-                continue; /* the first chunk with a key wins */
-            *slot = text_to_utf8(&texts[i]);
-            if (!*slot)
-                status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        moire_png_info texts;
+        status = moire_png_read_info(path, &texts);
+        if (status == MOIRE_OK) {
+            if (out_parameters) {
+                *out_parameters = texts.parameters;
+                texts.parameters = NULL;
+            }
+            if (out_moire_json) {
+                *out_moire_json = texts.moire_json;
+                texts.moire_json = NULL;
+            }
+            moire_png_info_clear(&texts);
         }
     }
     png_destroy_read_struct(png ? &png : NULL, info ? &info : NULL, NULL);

@@ -33,6 +33,12 @@ void *moire_calloc_array(size_t count, size_t size);
  * for the backends' weight bindings, which must never match a freed object's successor. */
 uint64_t moire_next_serial(void);
 
+/* MOIRE_OK when all `count` values are finite; otherwise MOIRE_ERROR_FORMAT saying that
+ * `what` of model `model_name` holds a NaN or an infinity (damaged or out-of-range weights)
+ * and how to fix it. (numeric_guard.c) */
+moire_status moire_check_finite(const float *values, size_t count, const char *model_name,
+                                const char *what);
+
 /* Monotonic seconds, for progress estimates. */
 double moire_now_seconds(void);
 

@@ -365,40 +365,65 @@ bad:
     return NULL;
 }
 
+/* Scanning state kept across the matches of one line, so that the whole line is parsed in
+ * linear time (a regex engine retrying at every position is quadratic: issue 19 measured
+ * 11 s for 256 KiB). */
+typedef struct param_scan {
+    /* The last quoted value scanned: from the quote at `quote_open` to its closing quote at
+     * `quote_close` (or where the scan stopped, unterminated). A later value that opens
+     * with an escaped quote inside that range stops at the same place: the escape pairs
+     * line up, because that quote was the second byte of a `\"` pair. */
+    const char *quote_open, *quote_close;
+} param_scan;
+
 /* One match of A1111's re_param at `pos`:
  *   \s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)
- * Fills the key and value ranges and returns the end of the match, or NULL. */
-static const char *match_param(const char *pos, const char *end, const char **key,
-                               size_t *key_len, const char **value, size_t *value_len)
+ * Fills the key and value ranges and returns the end of the match. On no match returns NULL
+ * and sets *resume past every start position that cannot match either: a start anywhere in
+ * the whitespace and key run just scanned reaches the same non-':' byte. */
+static const char *match_param(param_scan *scan, const char *pos, const char *end,
+                               const char **key, size_t *key_len, const char **value,
+                               size_t *value_len, const char **resume)
 {
     const char *p = pos;
+    *resume = pos + 1;
     while (p < end && is_py_space(*p))
         p++;
-    if (p >= end || !is_word_char((unsigned char)*p))
+    if (p >= end || !is_word_char((unsigned char)*p)) {
+        *resume = p > pos ? p : pos + 1;
         return NULL;
+    }
     const char *k = p++;
     const char *run = p;
     while (p < end && (is_word_char((unsigned char)*p) || *p == ' ' || *p == '-' || *p == '/'))
         p++;
-    if (p == run || p >= end || *p != ':')
+    if (p == run || p >= end || *p != ':') {
+        *resume = p > pos ? p : pos + 1;
         return NULL;
+    }
     *key = k;
     *key_len = (size_t)(p - k);
     p++;
     while (p < end && is_py_space(*p))
         p++;
     if (p < end && *p == '"') {
-        const char *q = p + 1;
-        bool any = false;
-        while (q < end && *q != '"') {
-            if (*q == '\\') {
-                if (q + 1 >= end)
-                    break;
+        const char *q;
+        if (scan->quote_open && p > scan->quote_open && p < scan->quote_close) {
+            q = scan->quote_close;
+        } else {
+            q = p + 1;
+            while (q < end && *q != '"') {
+                if (*q == '\\') {
+                    if (q + 1 >= end)
+                        break;
+                    q++;
+                }
                 q++;
             }
-            q++;
-            any = true;
+            scan->quote_open = p;
+            scan->quote_close = q;
         }
+        bool any = q > p + 1;
         if (any && q < end && *q == '"' && (q + 1 == end || q[1] == ',')) {
             *value = p;
             *value_len = (size_t)(q + 1 - p);
@@ -417,15 +442,17 @@ static int count_params(const char *line, const char *end)
 {
     int count = 0;
     const char *pos = line;
+    param_scan scan = {0};
     while (pos < end) {
-        const char *key, *value;
+        const char *key, *value, *resume;
         size_t key_len, value_len;
-        const char *next = match_param(pos, end, &key, &key_len, &value, &value_len);
+        const char *next = match_param(&scan, pos, end, &key, &key_len, &value, &value_len,
+                                       &resume);
         if (next) {
             count++;
             pos = next;
         } else {
-            pos++;
+            pos = resume;
         }
     }
     return count;
@@ -585,12 +612,14 @@ moire_status moire_parse_parameters(const char *text, moire_parameters *out)
 
     if (last && !oom) {
         const char *pos = last;
+        param_scan scan = {0};
         while (pos < end && !oom) {
-            const char *key, *value;
+            const char *key, *value, *resume;
             size_t key_len, value_len;
-            const char *next = match_param(pos, end, &key, &key_len, &value, &value_len);
+            const char *next = match_param(&scan, pos, end, &key, &key_len, &value,
+                                           &value_len, &resume);
             if (!next) {
-                pos++;
+                pos = resume;
                 continue;
             }
             pos = next;

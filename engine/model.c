@@ -12,6 +12,7 @@
 #include "class_names.h"
 #include "ecdit.h"
 #include "internal.h"
+#include "json_guard.h"
 #include "pt_reader.h"
 #include "weight_binding.h"
 
@@ -186,13 +187,12 @@ static moire_status parse_config_field(moire_model_config *config,
 moire_status dit_config_from_json(moire_model_config *config, const char *json)
 {
     JsonParser *parser = json_parser_new();
-    GError *error = NULL;
     moire_status status = MOIRE_OK;
-    if (!json_parser_load_from_data(parser, json, -1, &error)) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
-                            "moire.config is not valid JSON (%s); fix or remove the metadata",
-                            error ? error->message : "parse error");
-        g_clear_error(&error);
+    if (moire_json_load(parser, "moire.config", json, -1) != MOIRE_OK) {
+        char *why = strdup(moire_last_error());
+        status = moire_fail(MOIRE_ERROR_FORMAT, "%s; fix or remove the metadata",
+                            why ? why : "moire.config is not valid JSON");
+        free(why);
         g_object_unref(parser);
         return status;
     }
@@ -872,7 +872,7 @@ static moire_status load_class_names(moire_model *model)
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
     JsonArray *array = NULL;
-    if (json_parser_load_from_data(parser, json, -1, NULL)) {
+    if (moire_json_load(parser, model->path, json, -1) == MOIRE_OK) {
         JsonNode *root = json_parser_get_root(parser);
         if (root && JSON_NODE_HOLDS_ARRAY(root))
             array = json_node_get_array(root);
@@ -933,7 +933,7 @@ static moire_status load_defaults(moire_model *model)
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
     JsonObject *object = NULL;
-    if (json_parser_load_from_data(parser, json, -1, NULL)) {
+    if (moire_json_load(parser, model->path, json, -1) == MOIRE_OK) {
         JsonNode *root = json_parser_get_root(parser);
         if (root && JSON_NODE_HOLDS_OBJECT(root))
             object = json_node_get_object(root);

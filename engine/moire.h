@@ -181,6 +181,12 @@ typedef void (*moire_log_fn)(moire_log_level level, const char *message, void *u
 typedef void (*moire_debug_tensor_fn)(const char *name, int layer, const float *data,
                                       int ndim, const int64_t *shape, void *user_data);
 
+/* The engine's limits, for hosts that validate options before calling it (the CLI's
+ * --threads, --width, --height): moire_ctx_new refuses more threads, moire_generate larger
+ * sides (context.c and generate.c check the same numbers). */
+#define MOIRE_MAX_THREADS 1024
+#define MOIRE_MAX_IMAGE_SIDE 8192
+
 typedef struct moire_ctx_params {
     moire_device device;
     int n_threads;       /* 0 = all cores                                                   */
@@ -243,6 +249,16 @@ moire_status moire_png_save(const char *path, const moire_image *image,
  * asked, its "parameters" (tEXt, zTXt or iTXt) and "moire" texts (NULL if absent; free()). */
 moire_status moire_png_load(const char *path, moire_image **out_image, char **out_parameters,
                             char **out_moire_json);
+/* A PNG's size and texts without decoding its pixels (what `moire info --image` shows):
+ * channels is the count moire_png_load would produce. Text chunks inflating past 1 MiB are
+ * refused. Free the texts with moire_png_info_clear. */
+typedef struct moire_png_info {
+    int width, height, channels;
+    char *parameters;   /* the "parameters" text, or NULL */
+    char *moire_json;   /* the "moire" text, or NULL      */
+} moire_png_info;
+moire_status moire_png_read_info(const char *path, moire_png_info *out);
+void         moire_png_info_clear(moire_png_info *info);
 
 /* ------------------------------------------------------------------------------------------
  * Sampling

@@ -8,6 +8,7 @@
  */
 #include "npy.h"
 
+#include "file_guard.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -275,17 +276,13 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_npy_load: NULL argument");
     memset(out, 0, sizeof *out);
 
-    FILE *file = fopen(path, "rb");
-    if (!file)
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot open: %s", path, strerror(errno));
-    moire_status status = MOIRE_OK;
+    FILE *file = NULL;
+    uint64_t size_on_disk = 0;
+    moire_status status = moire_fopen_input(path, "a .npy file", &file, &size_on_disk);
+    if (status != MOIRE_OK)
+        return status;
     unsigned char *bytes = NULL;
-    struct stat st;
-    if (fstat(fileno(file), &st) != 0) {
-        status = moire_fail(MOIRE_ERROR_IO, "%s: cannot stat: %s", path, strerror(errno));
-        goto done;
-    }
-    size_t file_size = (size_t)st.st_size;
+    size_t file_size = (size_t)size_on_disk;
     if (file_size < NPY_MAGIC_LEN + 4) {
         status = moire_fail(MOIRE_ERROR_FORMAT,
                             "%s: %zu bytes is too short for a .npy file (truncated?)", path,
@@ -376,6 +373,17 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
         goto done;
     }
     convert(bytes + data_start, dtype, numel, out->data);
+    /* inputs are latents, timesteps and labels: a NaN or an infinity is never meant, and
+       would come out as a silently wrong result */
+    for (int64_t i = 0; i < numel; i++) {
+        if (!isfinite(out->data[i])) {
+            status = moire_fail(MOIRE_ERROR_FORMAT,
+                                "%s: value %lld is %s; .npy inputs must be finite: fix the "
+                                "array (numpy.nan_to_num) and save it again", path,
+                                (long long)i, isnan(out->data[i]) ? "NaN" : "infinite");
+            goto done;
+        }
+    }
     out->ndim = header.ndim;
     memcpy(out->shape, header.shape, sizeof out->shape);
     out->numel = numel;
@@ -478,10 +486,11 @@ moire_status moire_npy_save(const char *path, int ndim, const int64_t *shape,
 
     char tmp_path[4096 + 16];
     int fd = open_temporary(path, tmp_path, sizeof tmp_path);
-    if (fd < 0)
+    if (fd < 0) {
+        int err = errno;
         return moire_fail(MOIRE_ERROR_IO, "%s: cannot create the file: %s%s", path,
-                          strerror(errno),
-                          errno == ENOENT ? "; create the directory first" : "");
+                          strerror(err), moire_output_hint(path, err));
+    }
     bool ok = write_all(fd, header, padded) &&
               write_all(fd, data, (size_t)numel * sizeof(float)) && fsync(fd) == 0;
     int err = errno;
@@ -489,13 +498,13 @@ moire_status moire_npy_save(const char *path, int ndim, const int64_t *shape,
         ok = false;
         err = errno;
     }
-    if (ok && rename(tmp_path, path) != 0) {
-        ok = false;
-        err = errno;
-    }
     if (!ok) {
         unlink(tmp_path);
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot write the file: %s", path, strerror(err));
+        return moire_fail(MOIRE_ERROR_IO, "%s: cannot write the file: %s%s", path,
+                          strerror(err), moire_output_hint(path, err));
     }
-    return MOIRE_OK;
+    moire_status status = moire_output_replace(tmp_path, path);
+    if (status != MOIRE_OK)
+        unlink(tmp_path);
+    return status;
 }

@@ -154,6 +154,7 @@ typedef struct machine {
     pk_obj **memo;
     size_t memo_capacity;
     size_t memo_used;       /* for MEMOIZE: memo[memo_used] */
+    size_t max_objects;     /* pk_object_budget(the file's size)                          */
 } machine;
 
 static moire_status out_of_memory(const machine *m)
@@ -179,7 +180,7 @@ static bool grow_array(void **array, size_t *capacity, size_t needed, size_t ele
 
 static pk_obj *new_obj(machine *m, pk_kind kind)
 {
-    if (m->object_count >= PK_MAX_OBJECTS)
+    if (m->object_count >= m->max_objects)
         return NULL;
     if (!grow_array((void **)&m->objects, &m->object_capacity, m->object_count + 1,
                     sizeof(pk_obj *)))
@@ -256,10 +257,11 @@ static moire_status corrupt(const machine *m, size_t at, const char *what)
 static moire_status push(machine *m, pk_obj *obj)
 {
     if (!obj)
-        return m->object_count >= PK_MAX_OBJECTS
-                   ? moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle creates more than %d "
-                                "objects; refusing it (a state_dict needs far fewer)", m->path,
-                                PK_MAX_OBJECTS)
+        return m->object_count >= m->max_objects
+                   ? moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle creates more than %zu "
+                                "objects, more than a file of this size can hold (a "
+                                "state_dict needs about one per 16 bytes of the file); "
+                                "refusing it", m->path, m->max_objects)
                    : out_of_memory(m);
     if (m->stack_count >= PK_MAX_STACK)
         return moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle stack grows past %d entries; "
@@ -1003,12 +1005,25 @@ static moire_status extract(const machine *m, const pk_obj *root, pk_state_dict 
     return MOIRE_OK;
 }
 
+size_t pk_object_budget(size_t file_size)
+{
+    size_t budget = PK_MIN_OBJECTS + file_size / 8;
+    return budget < PK_MAX_OBJECTS ? budget : PK_MAX_OBJECTS;
+}
+
 moire_status pk_load_state_dict(const char *path, const uint8_t *bytes, size_t size,
                                 pk_storage_fn storage_fn, void *user_data, pk_state_dict *out)
 {
+    return pk_load_state_dict_from_file(path, bytes, size, size, storage_fn, user_data, out);
+}
+
+moire_status pk_load_state_dict_from_file(const char *path, const uint8_t *bytes, size_t size,
+                                          size_t file_size, pk_storage_fn storage_fn,
+                                          void *user_data, pk_state_dict *out)
+{
     memset(out, 0, sizeof *out);
     machine m = {.path = path, .in = bytes, .size = size, .storage_fn = storage_fn,
-                 .user_data = user_data};
+                 .user_data = user_data, .max_objects = pk_object_budget(file_size)};
     pk_obj *root = NULL;
     moire_status status = run(&m, &root);
     if (status == MOIRE_OK)

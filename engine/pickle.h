@@ -25,6 +25,11 @@
 #define PK_MAX_MEMO (1 << 22)
 #define PK_MAX_MARKS (1 << 16)
 #define PK_MAX_OBJECTS (1 << 24)
+/* Objects are also bounded by the size of the file the pickle came from (a DEFLATE-packed
+ * data.pkl inflates up to 1032×, so a 32 KB .pt could create 2^24 objects, 2.4 GB): at most
+ * PK_MIN_OBJECTS + file size / 8, i.e. about 150 bytes of memory per 8 bytes of file. A real
+ * state_dict spends more than 16 bytes of the file per object (storages, zip headers). */
+#define PK_MIN_OBJECTS (1 << 16)
 
 /* Storage element types (the torch.*Storage classes on the allow-list). */
 typedef enum pk_storage_type {
@@ -61,6 +66,12 @@ typedef struct pk_state_dict {
 moire_status pk_load_state_dict(const char *path, const uint8_t *bytes, size_t size,
                                  pk_storage_fn storage_fn, void *user_data,
                                  pk_state_dict *out);
+/* The same, with the object count bounded by the size of the file the pickle came from
+ * (pk_object_budget); pk_load_state_dict uses `size` for it. */
+moire_status pk_load_state_dict_from_file(const char *path, const uint8_t *bytes, size_t size,
+                                          size_t file_size, pk_storage_fn storage_fn,
+                                          void *user_data, pk_state_dict *out);
+size_t       pk_object_budget(size_t file_size);
 /* Frees the tensors array and names (not the tensor data). */
 void         pk_state_dict_clear(pk_state_dict *state_dict);
 

@@ -3,6 +3,8 @@
  */
 #include "pt_reader.h"
 
+#include "file_guard.h"
+
 #include "class_names.h"
 #include "internal.h"
 #include "model.h"
@@ -127,8 +129,8 @@ static moire_status open_mapped(const char *path, const uint8_t *map, size_t map
                                 &pickle_size, &pickle_owned);
     pk_state_dict state_dict = {0};
     if (status == MOIRE_OK)
-        status = pk_load_state_dict(path, pickle, pickle_size, find_storage, &lookup,
-                                    &state_dict);
+        status = pk_load_state_dict_from_file(path, pickle, pickle_size, map_size,
+                                              find_storage, &lookup, &state_dict);
     free(pickle_owned);
     free(lookup.name);
     zip_close(archive);
@@ -148,9 +150,9 @@ static moire_status open_mapped(const char *path, const uint8_t *map, size_t map
 
 static int read_magic(const char *path, uint8_t magic[4])
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
+    int fd;
+    if (moire_open_input(path, "a model file", &fd, NULL) != MOIRE_OK)
+        return -1; /* not a regular file: the opener that follows says so */
     ssize_t got = read(fd, magic, 4);
     close(fd);
     return got < 0 ? -1 : (int)got;
@@ -167,17 +169,12 @@ moire_status pt_open(const char *path, st_file **out, pt_info *info)
     *out = NULL;
     if (!path)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "pt_open: path is NULL");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot open: %s; check the path and permissions",
-                          path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return moire_fail(MOIRE_ERROR_IO, "%s: not a regular file; pass a .pt checkpoint",
-                          path);
-    }
-    size_t size = (size_t)st.st_size;
+    int fd;
+    uint64_t size_on_disk = 0;
+    moire_status open_status = moire_open_input(path, "a .pt checkpoint", &fd, &size_on_disk);
+    if (open_status != MOIRE_OK)
+        return open_status;
+    size_t size = (size_t)size_on_disk;
     if (size < 22) {
         close(fd);
         return moire_fail(MOIRE_ERROR_FORMAT, "%s: %zu bytes is too short for a PyTorch "

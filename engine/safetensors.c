@@ -13,6 +13,8 @@
 #include "safetensors.h"
 
 #include "internal.h"
+#include "file_guard.h"
+#include "json_guard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -351,9 +353,12 @@ static moire_status parse_tensor_entry(const st_file *file, const char *name, Js
                               "integer; the file is corrupt: export it again", path, name, d);
         int64_t dim = json_node_get_int(dim_node);
         if (dim < 0)
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' has a negative dimension "
-                              "(%lld) in its shape; the file is corrupt: export it again",
-                              path, name, (long long)dim);
+            /* json-glib wraps integers of 2^63 and more (2^64 - 1 reads as -1), so a
+               negative value here may have been a huge one in the file */
+            return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': shape entry %u is out of "
+                              "range (negative, or 2^63 or more; read as %lld); the file is "
+                              "corrupt or hostile: export it again", path, name, d,
+                              (long long)dim);
         tensor->shape[d] = dim;
         if (dim != 0 && numel > INT64_MAX / dim)
             overflow = true;
@@ -444,14 +449,13 @@ static moire_status parse_header(st_file *file, const char *header, size_t heade
 {
     const char *path = file->path;
     JsonParser *parser = json_parser_new();
-    GError *error = NULL;
     moire_status status = MOIRE_OK;
-    if (!json_parser_load_from_data(parser, header, (gssize)header_size, &error)) {
+    if (moire_json_load(parser, "header", header, (long long)header_size) != MOIRE_OK) {
+        char *why = strdup(moire_last_error());
         status = moire_fail(MOIRE_ERROR_FORMAT,
-                            "%s: the header is not valid JSON (%s); the file is truncated or "
-                            "not a safetensors file: download or export it again",
-                            path, error ? error->message : "parse error");
-        g_clear_error(&error);
+                            "%s: the %s; the file is truncated, damaged or not a safetensors "
+                            "file: download or export it again", path, why ? why : "header");
+        free(why);
         g_object_unref(parser);
         return status;
     }
@@ -510,17 +514,12 @@ moire_status st_open(const char *path, st_file **out)
     *out = NULL;
     if (!path)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "st_open: path is NULL");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot open: %s; check the path and permissions",
-                          path, strerror(errno));
-    struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-        close(fd);
-        return moire_fail(MOIRE_ERROR_IO, "%s: not a regular file; pass a .safetensors file",
-                          path);
-    }
-    size_t file_size = (size_t)info.st_size;
+    int fd;
+    uint64_t size_on_disk = 0;
+    moire_status open_status = moire_open_input(path, "a .safetensors file", &fd, &size_on_disk);
+    if (open_status != MOIRE_OK)
+        return open_status;
+    size_t file_size = (size_t)size_on_disk;
     if (file_size < 8) {
         close(fd);
         return moire_fail(MOIRE_ERROR_FORMAT,
@@ -922,16 +921,14 @@ moire_status st_writer_save(st_writer *writer, const char *path)
         ok = false;
         write_errno = errno;
     }
-    if (ok && rename(temp_path, path) != 0) {
-        ok = false;
-        write_errno = errno;
-    }
     moire_status status = MOIRE_OK;
-    if (!ok) {
-        unlink(temp_path);
+    if (!ok)
         status = moire_fail(MOIRE_ERROR_IO, "%s: writing failed: %s; check free disk space and "
                             "permissions", path, strerror(write_errno));
-    }
+    else
+        status = moire_output_replace(temp_path, path);
+    if (status != MOIRE_OK)
+        unlink(temp_path);
     g_free(temp_path);
     g_string_free(header, TRUE);
     return status;

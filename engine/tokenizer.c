@@ -9,6 +9,7 @@
  */
 #include "ecdit.h"
 #include "internal.h"
+#include "json_guard.h"
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
@@ -52,7 +53,7 @@ moire_status ecdit_vocab_load(ecdit_vocab *vocab, const char *json, int expected
     JsonArray *array = NULL;
     moire_status status = MOIRE_OK;
     vocab_entry *entries = NULL;
-    if (json_parser_load_from_data(parser, json, -1, NULL)) {
+    if (moire_json_load(parser, path, json, -1) == MOIRE_OK) {
         JsonNode *root = json_parser_get_root(parser);
         if (root && JSON_NODE_HOLDS_ARRAY(root))
             array = json_node_get_array(root);

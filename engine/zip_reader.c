@@ -651,6 +651,15 @@ moire_status zip_entry_read(const zip_archive *archive, const zip_entry *entry,
                           "over the %zu-byte limit for it; the file is corrupt or a zip bomb",
                           archive->path, entry->name, (unsigned long long)entry->size,
                           max_size);
+    /* DEFLATE's best ratio is 1032:1 (a 258-byte match in under 2 bits): an entry declaring
+       more than that is refused before its buffer is allocated, so a kilobyte cannot cost
+       the 64 MB of the largest allowed pickle */
+    if (entry->method == 8 && entry->size / 1032 > entry->compressed_size + 64)
+        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' declares %llu bytes from "
+                          "%llu compressed, more than DEFLATE can produce; the file is corrupt "
+                          "or a zip bomb", archive->path, entry->name,
+                          (unsigned long long)entry->size,
+                          (unsigned long long)entry->compressed_size);
     const uint8_t *bytes = entry->data;
     uint8_t *buffer = NULL;
     if (entry->method == 8) {

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "json_guard.h"
 #include "moire-gen-settings.h"
 #include "moire-gui-util.h"
 
@@ -731,7 +732,10 @@ moire_gen_settings_apply_settings_json (MoireGenSettings  *self,
   if (json == NULL || *json == '\0')
     return TRUE;
   parser = json_parser_new ();
-  if (!json_parser_load_from_data (parser, json, -1, &parse_error) ||
+  /* a PNG is untrusted: the engine's guard refuses deep nesting (json-glib would recurse
+   * until the stack overflows) and duplicate names before json-glib sees the text */
+  if (!moire_json_check (json, -1, NULL, 0) ||
+      !json_parser_load_from_data (parser, json, -1, &parse_error) ||
       !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
     {
       g_set_error (error, MOIRE_GUI_ERROR, MOIRE_GUI_ERROR_FAILED,

@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 # g++: the CUDA emulator (tests/cuda-emu/, suite gpu-emu) that runs the CUDA backend on the CPU.
 PACKAGES=(meson ninja-build pkg-config gcc g++ libc6-dev
           libopenblas-dev libjson-glib-dev libpng-dev libglib2.0-dev
-          python3 python3-numpy)
+          python3 python3-numpy
+          # the fuzz suite (tools/fuzz.sh ci: libFuzzer + ASan/UBSan) and the peak-RSS check
+          # of tests/cli_hostile.sh (/usr/bin/time)
+          clang libclang-rt-14-dev time)
 # Moiré Studio (gui/) and its tests: GTK 4, translations, desktop-data validators, Xvfb for
 # the `gui` suite, fonts and icons for screenshots. MOIRE_NO_GUI=1 skips them (CPU-only).
 if [ -z "${MOIRE_NO_GUI:-}" ]; then

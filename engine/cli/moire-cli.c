@@ -9,6 +9,7 @@
  * any long computation starts.
  */
 #include "bench.h"
+#include "file_guard.h"
 #include "metadata.h"
 #include "moire.h"
 #include "npy.h"
@@ -445,6 +446,11 @@ static int check_output_path(const char *option, const char *path)
                    path);
         return EXIT_ERROR;
     }
+    /* a FIFO, a device or a symbolic link is never replaced (file_guard.h) */
+    if (moire_check_output_path(path) != MOIRE_OK) {
+        error_line("%s: %s", option, moire_last_error());
+        return EXIT_ERROR;
+    }
     char *dir = strdup(path);
     if (!dir) {
         error_line("out of memory");
@@ -460,7 +466,7 @@ static int check_output_path(const char *option, const char *path)
     int result = 0;
     if (stat(dir, &st) != 0) {
         error_line("cannot write %s: the directory %s does not exist (%s); create it first or "
-                   "choose another %s",
+                   "choose another path for %s",
                    path, dir, strerror(errno), option);
         result = EXIT_ERROR;
     } else if (!S_ISDIR(st.st_mode)) {
@@ -468,12 +474,31 @@ static int check_output_path(const char *option, const char *path)
         result = EXIT_ERROR;
     } else if (access(dir, W_OK | X_OK) != 0) {
         error_line("cannot write %s: the directory %s is not writable (%s); choose another "
-                   "%s",
+                   "path for %s",
                    path, dir, strerror(errno), option);
         result = EXIT_ERROR;
     }
     free(dir);
     return result;
+}
+
+/* Refuses (message printed, returns 1) a PNG declaring more than MOIRE_MAX_IMAGE_SIDE a side
+ * before its pixels are decoded; reading the header costs nothing (png_info.c). */
+static int check_image_side(const char *option, const char *path)
+{
+    moire_png_info info;
+    if (moire_png_read_info(path, &info) != MOIRE_OK) {
+        engine_error(option);
+        return 1;
+    }
+    const int width = info.width, height = info.height;
+    moire_png_info_clear(&info);
+    if (width > MOIRE_MAX_IMAGE_SIDE || height > MOIRE_MAX_IMAGE_SIDE) {
+        error_line("%s %s: the image is %dx%d; at most %d a side is used: scale it down first",
+                   option, path, width, height, MOIRE_MAX_IMAGE_SIDE);
+        return 1;
+    }
+    return 0;
 }
 
 /* "out.png" → "out-3.png"; "out" → "out-3". Caller frees. */
@@ -947,9 +972,9 @@ static int cmd_generate(int argc, char **argv)
     if ((rc = apply_sampler_options("generate", &sampling, stream_forces_dmcmc, &params,
                                     &dmcmc)))
         return rc;
-    if (width_text && (rc = parse_int("width", width_text, 1, 32768, &params.width)))
+    if (width_text && (rc = parse_int("width", width_text, 1, MOIRE_MAX_IMAGE_SIDE, &params.width)))
         return rc;
-    if (height_text && (rc = parse_int("height", height_text, 1, 32768, &params.height)))
+    if (height_text && (rc = parse_int("height", height_text, 1, MOIRE_MAX_IMAGE_SIDE, &params.height)))
         return rc;
     if (batch_text && (rc = parse_int("batch", batch_text, 1, 10000, &params.batch_count)))
         return rc;
@@ -971,7 +996,7 @@ static int cmd_generate(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
         return rc;
@@ -1056,6 +1081,12 @@ static int cmd_generate(int argc, char **argv)
         else
             params.vae = vae;
     }
+    /* the declared size first: decoding costs width·height·4 bytes, and an image larger than
+       any generation (a 1 MB PNG may declare 16384², 1 GB of pixels) is refused unread */
+    if (!rc && init_path && check_image_side("--init", init_path))
+        rc = EXIT_ERROR;
+    if (!rc && mask_path && check_image_side("--mask", mask_path))
+        rc = EXIT_ERROR;
     if (!rc && init_path) {
         if (moire_png_load(init_path, &init, NULL, NULL) != MOIRE_OK)
             rc = engine_error("--init");
@@ -1306,13 +1337,15 @@ static int info_model(const char *path)
 
 static int info_image(const char *path)
 {
-    moire_image *image = NULL;
-    char *parameters = NULL, *json = NULL;
-    if (moire_png_load(path, &image, &parameters, &json) != MOIRE_OK)
+    /* the size and texts only: no pixel is decoded (a hostile file declaring 16384² would
+       otherwise cost a gigabyte just to print its settings) */
+    moire_png_info info;
+    if (moire_png_read_info(path, &info) != MOIRE_OK)
         return engine_error(NULL);
+    char *parameters = info.parameters, *json = info.moire_json;
     int rc = 0;
-    printf("image:             %s (%dx%d, %d channel%s)\n", path, image->width, image->height,
-           image->channels, image->channels == 1 ? "" : "s");
+    printf("image:             %s (%dx%d, %d channel%s)\n", path, info.width, info.height,
+           info.channels, info.channels == 1 ? "" : "s");
     if (!parameters && !json) {
         error_line("%s has no generation settings (no \"parameters\" or \"moire\" text chunk)",
                    path);
@@ -1351,9 +1384,7 @@ static int info_image(const char *path)
     }
     if (json)
         printf("moire:             %s\n", json);
-    free(parameters);
-    free(json);
-    moire_image_free(image);
+    moire_png_info_clear(&info);
     return rc;
 }
 
@@ -1405,7 +1436,7 @@ static int cmd_forward(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
         return rc;
@@ -1564,7 +1595,7 @@ static int cmd_convert(int argc, char **argv)
                    "OUT.safetensors");
         return EXIT_USAGE;
     }
-    if (check_output_path("the output path", paths[1]) != 0)
+    if (check_output_path("the output", paths[1]) != 0)
         return EXIT_ERROR;
     pt_convert_report report;
     if (pt_convert(paths[0], paths[1], &report) != MOIRE_OK)
@@ -1684,7 +1715,7 @@ static int cmd_bench(int argc, char **argv)
     if ((resolution_text && (rc = parse_int("resolution", resolution_text, 16, 4096, &resolution))) ||
         (batch_text && (rc = parse_int("batch", batch_text, 1, 1024, &batch))) ||
         (steps_text && (rc = parse_int("steps", steps_text, 1, 100000, &steps))) ||
-        (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads))) ||
+        (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads))) ||
         (rc = parse_device(device_text, &ctx_params.device)))
         return rc;
     if (precision && strcmp(precision, "bf16") != 0 && strcmp(precision, "fp32") != 0) {
@@ -1946,8 +1977,13 @@ static int write_eval_json(const char *path, const eval_result *r)
     json_string(f, r->backend);
     fprintf(f, "}\n");
     const bool written = fflush(f) == 0 && !ferror(f) && fsync(fd) == 0;
-    if (fclose(f) != 0 || !written || rename(tmp, path) != 0) {
+    if (fclose(f) != 0 || !written) {
         error_line("--json: cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return EXIT_ERROR;
+    }
+    if (moire_output_replace(tmp, path) != MOIRE_OK) {
+        error_line("--json: %s", moire_last_error());
         unlink(tmp);
         return EXIT_ERROR;
     }
@@ -2074,7 +2110,7 @@ static int cmd_eval(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log_once;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, 4096, &ctx_params.n_threads)))
+    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
         return rc;
     if ((rc = parse_device(device_text, &ctx_params.device)))
         return rc;

@@ -667,6 +667,19 @@ test_settings_dmcmc_restore (void)
     t, "{\"sampler\": \"dmcmc\", \"dmcmc\": {\"integrator\": \"rk45\", \"skip\": 1}}", &error));
   g_assert_nonnull (strstr (error->message, "rk45"));
   g_assert_cmpint (moire_gen_settings_get_dmcmc_skip (t), ==, 1);
+  g_clear_error (&error);
+  /* A PNG's "moire" text of 100,000 nested arrays overflowed json-glib's recursion (issue 19);
+     the engine's JSON guard refuses it first. */
+  {
+    g_autofree char *deep = g_malloc (200001);
+
+    memset (deep, '[', 100000);
+    memset (deep + 100000, ']', 100000);
+    deep[200000] = '\0';
+    g_assert_false (moire_gen_settings_apply_settings_json (t, deep, &error));
+    g_assert_error (error, MOIRE_GUI_ERROR, MOIRE_GUI_ERROR_FAILED);
+    g_clear_error (&error);
+  }
   free (text);
   free (json);
 }
