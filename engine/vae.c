@@ -16,7 +16,9 @@
 #include "bind.h"
 #include "context.h"
 #include "dit_common.h"
+#include "file_guard.h"
 #include "internal.h"
+#include "json_guard.h"
 #include "ops.h"
 #include "safetensors.h"
 #include "vae.h"
@@ -498,13 +500,33 @@ static void bind_norm(vae_walker *w, vae_norm *n)
  * checked against the weights so that a mismatched pair is reported, not silently used. */
 static moire_status read_config_json(moire_vae *vae, const char *config_path, bool required)
 {
-    GError *error = NULL;
+    /* An untrusted file like every other input: a regular file of sane size, checked for
+       nesting and duplicate keys before json-glib sees it (json_guard.h). */
+    FILE *stream = NULL;
+    uint64_t size = 0;
+    moire_status status = moire_fopen_input(config_path, "a VAE config.json", &stream, &size);
+    if (status != MOIRE_OK)
+        return status;
+    if (size > ((uint64_t)1 << 20)) {
+        fclose(stream);
+        return moire_fail(MOIRE_ERROR_FORMAT, "%s: %llu bytes is too large for a VAE config "
+                          "(at most 1 MB); fix or remove the file", config_path,
+                          (unsigned long long)size);
+    }
+    char *text = malloc((size_t)size + 1);
+    const size_t got = text ? fread(text, 1, (size_t)size, stream) : 0;
+    fclose(stream);
+    if (!text || got != size) {
+        free(text);
+        return moire_fail(MOIRE_ERROR_IO, "%s: could not be read; fix or remove the file",
+                          config_path);
+    }
+    text[size] = '\0';
     JsonParser *parser = json_parser_new();
-    moire_status status = MOIRE_OK;
-    if (!json_parser_load_from_file(parser, config_path, &error)) {
-        status = moire_fail(MOIRE_ERROR_FORMAT, "%s: %s; fix or remove the file", config_path,
-                            error->message);
-        g_error_free(error);
+    status = moire_json_load(parser, config_path, text, (long long)size);
+    free(text);
+    if (status != MOIRE_OK) {
+        moire_error_prefix("fix or remove the file");
         g_object_unref(parser);
         return status;
     }
