@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(meson ninja-build pkg-config gcc libc6-dev
+# g++: the CUDA emulator (tests/cuda-emu/, suite gpu-emu) that runs the CUDA backend on the CPU.
+PACKAGES=(meson ninja-build pkg-config gcc g++ libc6-dev
           libopenblas-dev libjson-glib-dev libpng-dev libglib2.0-dev
           python3 python3-numpy)
 # Moiré Studio (gui/) and its tests: GTK 4, translations, desktop-data validators, Xvfb for

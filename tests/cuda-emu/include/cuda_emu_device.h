@@ -116,10 +116,22 @@ template <class T> inline T from_bits(uint64_t u)
 
 /* ---- barriers and warp collectives ----------------------------------------------------- */
 
-inline __attribute__((always_inline)) void __syncthreads() { (void)cuda_emu::block_barrier(cuda_emu::BARRIER_PLAIN, 0); }
-inline __attribute__((always_inline)) int __syncthreads_count(int p) { return cuda_emu::block_barrier(cuda_emu::BARRIER_COUNT, p); }
-inline __attribute__((always_inline)) int __syncthreads_and(int p) { return cuda_emu::block_barrier(cuda_emu::BARRIER_AND, p); }
-inline __attribute__((always_inline)) int __syncthreads_or(int p) { return cuda_emu::block_barrier(cuda_emu::BARRIER_OR, p); }
+inline __attribute__((always_inline)) void __syncthreads()
+{
+    (void)cuda_emu::block_barrier(cuda_emu::BARRIER_PLAIN, 0);
+}
+inline __attribute__((always_inline)) int __syncthreads_count(int p)
+{
+    return cuda_emu::block_barrier(cuda_emu::BARRIER_COUNT, p);
+}
+inline __attribute__((always_inline)) int __syncthreads_and(int p)
+{
+    return cuda_emu::block_barrier(cuda_emu::BARRIER_AND, p);
+}
+inline __attribute__((always_inline)) int __syncthreads_or(int p)
+{
+    return cuda_emu::block_barrier(cuda_emu::BARRIER_OR, p);
+}
 inline void __syncwarp(unsigned mask = 0xffffffffu)
 {
     (void)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_SYNCWARP, mask, 0, 0, 32);
@@ -130,15 +142,16 @@ inline void __threadfence_block() {}
 
 template <class T> inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = warpSize)
 {
-    return cuda_emu::from_bits<T>(cuda_emu::warp_collective(
-        cuda_emu::COLLECTIVE_SHFL, mask, cuda_emu::to_bits(v), src_lane, width));
+    return cuda_emu::from_bits<T>(cuda_emu::warp_collective(cuda_emu::COLLECTIVE_SHFL, mask,
+                                                            cuda_emu::to_bits(v), src_lane, width));
 }
 template <class T> inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize)
 {
     return cuda_emu::from_bits<T>(cuda_emu::warp_collective(
         cuda_emu::COLLECTIVE_SHFL_UP, mask, cuda_emu::to_bits(v), (int)delta, width));
 }
-template <class T> inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize)
+template <class T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize)
 {
     return cuda_emu::from_bits<T>(cuda_emu::warp_collective(
         cuda_emu::COLLECTIVE_SHFL_DOWN, mask, cuda_emu::to_bits(v), (int)delta, width));
@@ -150,7 +163,8 @@ template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, i
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate)
 {
-    return (unsigned)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_BALLOT, mask, predicate != 0, 0, 32);
+    return (unsigned)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_BALLOT, mask, predicate != 0, 0,
+                                               32);
 }
 inline int __any_sync(unsigned mask, int predicate)
 {
@@ -178,23 +192,28 @@ inline unsigned __reduce_add_sync(unsigned mask, unsigned v)
 }
 inline int __reduce_add_sync(unsigned mask, int v)
 {
-    return (int)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_ADD, mask, (uint32_t)v, 0, 32);
+    return (int)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_ADD, mask, (uint32_t)v, 0,
+                                          32);
 }
 inline unsigned __reduce_min_sync(unsigned mask, unsigned v)
 {
-    return (unsigned)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_MIN_UNSIGNED, mask, v, 0, 32);
+    return (unsigned)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_MIN_UNSIGNED, mask, v, 0,
+                                               32);
 }
 inline int __reduce_min_sync(unsigned mask, int v)
 {
-    return (int)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_MIN_SIGNED, mask, (uint32_t)v, 0, 32);
+    return (int)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_MIN_SIGNED, mask, (uint32_t)v,
+                                          0, 32);
 }
 inline unsigned __reduce_max_sync(unsigned mask, unsigned v)
 {
-    return (unsigned)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_MAX_UNSIGNED, mask, v, 0, 32);
+    return (unsigned)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_MAX_UNSIGNED, mask, v, 0,
+                                               32);
 }
 inline int __reduce_max_sync(unsigned mask, int v)
 {
-    return (int)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_MAX_SIGNED, mask, (uint32_t)v, 0, 32);
+    return (int)cuda_emu::warp_collective(cuda_emu::COLLECTIVE_REDUCE_MAX_SIGNED, mask, (uint32_t)v,
+                                          0, 32);
 }
 inline unsigned __reduce_and_sync(unsigned mask, unsigned v)
 {
@@ -225,7 +244,10 @@ template <class T> inline T cuda_emu_atomic_update(T *p, T v, int op)
 }
 inline int atomicAdd(int *p, int v) { return cuda_emu_atomic_update(p, v, 0); }
 inline unsigned atomicAdd(unsigned *p, unsigned v) { return cuda_emu_atomic_update(p, v, 0); }
-inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v) { return cuda_emu_atomic_update(p, v, 0); }
+inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v)
+{
+    return cuda_emu_atomic_update(p, v, 0);
+}
 inline float atomicAdd(float *p, float v) { return cuda_emu_atomic_update(p, v, 0); }
 inline double atomicAdd(double *p, double v) { return cuda_emu_atomic_update(p, v, 0); }
 inline int atomicSub(int *p, int v) { return cuda_emu_atomic_update(p, v, 1); }
@@ -233,14 +255,23 @@ inline unsigned atomicSub(unsigned *p, unsigned v) { return cuda_emu_atomic_upda
 inline int atomicMin(int *p, int v) { return cuda_emu_atomic_update(p, v, 2); }
 inline unsigned atomicMin(unsigned *p, unsigned v) { return cuda_emu_atomic_update(p, v, 2); }
 inline long long atomicMin(long long *p, long long v) { return cuda_emu_atomic_update(p, v, 2); }
-inline unsigned long long atomicMin(unsigned long long *p, unsigned long long v) { return cuda_emu_atomic_update(p, v, 2); }
+inline unsigned long long atomicMin(unsigned long long *p, unsigned long long v)
+{
+    return cuda_emu_atomic_update(p, v, 2);
+}
 inline int atomicMax(int *p, int v) { return cuda_emu_atomic_update(p, v, 3); }
 inline unsigned atomicMax(unsigned *p, unsigned v) { return cuda_emu_atomic_update(p, v, 3); }
 inline long long atomicMax(long long *p, long long v) { return cuda_emu_atomic_update(p, v, 3); }
-inline unsigned long long atomicMax(unsigned long long *p, unsigned long long v) { return cuda_emu_atomic_update(p, v, 3); }
+inline unsigned long long atomicMax(unsigned long long *p, unsigned long long v)
+{
+    return cuda_emu_atomic_update(p, v, 3);
+}
 inline int atomicExch(int *p, int v) { return cuda_emu_atomic_update(p, v, 4); }
 inline unsigned atomicExch(unsigned *p, unsigned v) { return cuda_emu_atomic_update(p, v, 4); }
-inline unsigned long long atomicExch(unsigned long long *p, unsigned long long v) { return cuda_emu_atomic_update(p, v, 4); }
+inline unsigned long long atomicExch(unsigned long long *p, unsigned long long v)
+{
+    return cuda_emu_atomic_update(p, v, 4);
+}
 inline float atomicExch(float *p, float v) { return cuda_emu_atomic_update(p, v, 4); }
 template <class T> inline T cuda_emu_atomic_cas(T *p, T compare, T v)
 {
@@ -250,17 +281,67 @@ template <class T> inline T cuda_emu_atomic_cas(T *p, T compare, T v)
     return old;
 }
 inline int atomicCAS(int *p, int c, int v) { return cuda_emu_atomic_cas(p, c, v); }
-inline unsigned atomicCAS(unsigned *p, unsigned c, unsigned v) { return cuda_emu_atomic_cas(p, c, v); }
-inline unsigned long long atomicCAS(unsigned long long *p, unsigned long long c, unsigned long long v) { return cuda_emu_atomic_cas(p, c, v); }
-inline unsigned short atomicCAS(unsigned short *p, unsigned short c, unsigned short v) { return cuda_emu_atomic_cas(p, c, v); }
-inline int atomicAnd(int *p, int v) { const int o = *p; *p = o & v; return o; }
-inline unsigned atomicAnd(unsigned *p, unsigned v) { const unsigned o = *p; *p = o & v; return o; }
-inline int atomicOr(int *p, int v) { const int o = *p; *p = o | v; return o; }
-inline unsigned atomicOr(unsigned *p, unsigned v) { const unsigned o = *p; *p = o | v; return o; }
-inline int atomicXor(int *p, int v) { const int o = *p; *p = o ^ v; return o; }
-inline unsigned atomicXor(unsigned *p, unsigned v) { const unsigned o = *p; *p = o ^ v; return o; }
-inline unsigned atomicInc(unsigned *p, unsigned limit) { const unsigned o = *p; *p = o >= limit ? 0 : o + 1; return o; }
-inline unsigned atomicDec(unsigned *p, unsigned limit) { const unsigned o = *p; *p = (o == 0 || o > limit) ? limit : o - 1; return o; }
+inline unsigned atomicCAS(unsigned *p, unsigned c, unsigned v)
+{
+    return cuda_emu_atomic_cas(p, c, v);
+}
+inline unsigned long long atomicCAS(unsigned long long *p, unsigned long long c,
+                                    unsigned long long v)
+{
+    return cuda_emu_atomic_cas(p, c, v);
+}
+inline unsigned short atomicCAS(unsigned short *p, unsigned short c, unsigned short v)
+{
+    return cuda_emu_atomic_cas(p, c, v);
+}
+inline int atomicAnd(int *p, int v)
+{
+    const int o = *p;
+    *p = o & v;
+    return o;
+}
+inline unsigned atomicAnd(unsigned *p, unsigned v)
+{
+    const unsigned o = *p;
+    *p = o & v;
+    return o;
+}
+inline int atomicOr(int *p, int v)
+{
+    const int o = *p;
+    *p = o | v;
+    return o;
+}
+inline unsigned atomicOr(unsigned *p, unsigned v)
+{
+    const unsigned o = *p;
+    *p = o | v;
+    return o;
+}
+inline int atomicXor(int *p, int v)
+{
+    const int o = *p;
+    *p = o ^ v;
+    return o;
+}
+inline unsigned atomicXor(unsigned *p, unsigned v)
+{
+    const unsigned o = *p;
+    *p = o ^ v;
+    return o;
+}
+inline unsigned atomicInc(unsigned *p, unsigned limit)
+{
+    const unsigned o = *p;
+    *p = o >= limit ? 0 : o + 1;
+    return o;
+}
+inline unsigned atomicDec(unsigned *p, unsigned limit)
+{
+    const unsigned o = *p;
+    *p = (o == 0 || o > limit) ? limit : o - 1;
+    return o;
+}
 
 /* ---- integer and bit intrinsics -------------------------------------------------------- */
 
@@ -294,14 +375,50 @@ inline double max(double a, double b) { return fmax(a, b); }
 
 /* ---- float intrinsics: IEEE rounding, no contraction (kernels are built -ffp-contract=off) */
 
-inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
-inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
-inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
-inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
-inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
-inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
-inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
-inline float __fdiv_rn(float a, float b) { volatile float r = a / b; return r; }
+inline float __uint_as_float(unsigned u)
+{
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline unsigned __float_as_uint(float f)
+{
+    unsigned u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+inline float __int_as_float(int i)
+{
+    float f;
+    std::memcpy(&f, &i, 4);
+    return f;
+}
+inline int __float_as_int(float f)
+{
+    int i;
+    std::memcpy(&i, &f, 4);
+    return i;
+}
+inline float __fadd_rn(float a, float b)
+{
+    volatile float r = a + b;
+    return r;
+}
+inline float __fsub_rn(float a, float b)
+{
+    volatile float r = a - b;
+    return r;
+}
+inline float __fmul_rn(float a, float b)
+{
+    volatile float r = a * b;
+    return r;
+}
+inline float __fdiv_rn(float a, float b)
+{
+    volatile float r = a / b;
+    return r;
+}
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 inline float __frcp_rn(float a) { return 1.0f / a; }
 inline float __fsqrt_rn(float a) { return sqrtf(a); }
@@ -329,12 +446,16 @@ inline float4 make_float4(float x, float y, float z, float w) { return float4{x,
 inline int2 make_int2(int x, int y) { return int2{x, y}; }
 inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
 inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
-inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w)
+{
+    return uint4{x, y, z, w};
+}
 inline dim3 make_dim3(unsigned x, unsigned y, unsigned z) { return dim3(x, y, z); }
 
 /* ---- cudaFuncSetAttribute for a kernel (the toolkit's template form) ------------------- */
 template <class... P>
-inline cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), enum cudaFuncAttribute attr, int value)
+inline cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), enum cudaFuncAttribute attr,
+                                        int value)
 {
     return cudaFuncSetAttribute(reinterpret_cast<const void *>(kernel), attr, value);
 }

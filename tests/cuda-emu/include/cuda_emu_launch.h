@@ -41,7 +41,9 @@ template <class... P> struct bound_kernel final : kernel_body {
     void (*kernel)(P...);
     std::tuple<std::decay_t<P>...> args;
     template <class... A>
-    explicit bound_kernel(void (*k)(P...), A &&...a) : kernel(k), args(std::forward<A>(a)...) {}
+    explicit bound_kernel(void (*k)(P...), A &&...a) : kernel(k), args(std::forward<A>(a)...)
+    {
+    }
     void run() const override { std::apply(kernel, args); }
 };
 
@@ -50,8 +52,10 @@ template <class... P> struct launcher {
     void (*kernel)(P...);
     template <class... A> void operator()(A &&...a) const
     {
-        static_assert(sizeof...(A) == sizeof...(P), "kernel launched with the wrong number of arguments");
-        submit_launch(request, std::make_shared<const bound_kernel<P...>>(kernel, std::forward<A>(a)...));
+        static_assert(sizeof...(A) == sizeof...(P),
+                      "kernel launched with the wrong number of arguments");
+        submit_launch(request,
+                      std::make_shared<const bound_kernel<P...>>(kernel, std::forward<A>(a)...));
     }
 };
 
@@ -59,14 +63,15 @@ template <class... P>
 inline launcher<P...> make_launcher(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                                     void (*kernel)(P...), const char *spelled)
 {
-    return launcher<P...>{{grid, block, shared_bytes, stream, reinterpret_cast<const void *>(kernel), spelled},
-                          kernel};
+    return launcher<P...>{
+        {grid, block, shared_bytes, stream, reinterpret_cast<const void *>(kernel), spelled},
+        kernel};
 }
 
 } // namespace cuda_emu
 
-#define CUDA_EMU_LAUNCH(grid, block, shared_bytes, stream, ...)                                  \
-    ::cuda_emu::make_launcher((grid), (block), (size_t)(shared_bytes), (stream), &__VA_ARGS__,  \
+#define CUDA_EMU_LAUNCH(grid, block, shared_bytes, stream, ...)                                    \
+    ::cuda_emu::make_launcher((grid), (block), (size_t)(shared_bytes), (stream), &__VA_ARGS__,     \
                               #__VA_ARGS__)
 
 #endif

@@ -91,20 +91,36 @@ enum cudaFuncAttribute {
 struct dim3 {
     unsigned int x, y, z;
     constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
-        : x(vx), y(vy), z(vz) {}
+        : x(vx), y(vy), z(vz)
+    {
+    }
 };
 #else
 typedef struct dim3 {
     unsigned int x, y, z;
 } dim3;
 #endif
-typedef struct uint3 { unsigned int x, y, z; } uint3;
-typedef struct __attribute__((aligned(8))) float2 { float x, y; } float2;
-typedef struct __attribute__((aligned(16))) float4 { float x, y, z, w; } float4;
-typedef struct __attribute__((aligned(8))) int2 { int x, y; } int2;
-typedef struct __attribute__((aligned(16))) int4 { int x, y, z, w; } int4;
-typedef struct __attribute__((aligned(8))) uint2 { unsigned int x, y; } uint2;
-typedef struct __attribute__((aligned(16))) uint4 { unsigned int x, y, z, w; } uint4;
+typedef struct uint3 {
+    unsigned int x, y, z;
+} uint3;
+typedef struct __attribute__((aligned(8))) float2 {
+    float x, y;
+} float2;
+typedef struct __attribute__((aligned(16))) float4 {
+    float x, y, z, w;
+} float4;
+typedef struct __attribute__((aligned(8))) int2 {
+    int x, y;
+} int2;
+typedef struct __attribute__((aligned(16))) int4 {
+    int x, y, z, w;
+} int4;
+typedef struct __attribute__((aligned(8))) uint2 {
+    unsigned int x, y;
+} uint2;
+typedef struct __attribute__((aligned(16))) uint4 {
+    unsigned int x, y, z, w;
+} uint4;
 
 /* The fields the project reads, with an H100 SXM's values (cudaGetDeviceProperties). */
 struct cudaDeviceProp {

@@ -71,8 +71,8 @@ extern "C" int cuda_emu_kernel_counters_get(cuda_emu_kernel_counters *rows, int 
     for (auto &kv : cuda_emu::table()) {
         if (n < capacity) {
             const cuda_emu::kernel_stats &s = kv.second;
-            rows[n] = {s.name.c_str(), s.launches, s.blocks, s.threads, s.bytes_read,
-                       s.bytes_written};
+            rows[n] = {s.name.c_str(), s.launches,   s.blocks,
+                       s.threads,      s.bytes_read, s.bytes_written};
         }
         n++;
     }
@@ -97,9 +97,8 @@ extern "C" void cuda_emu_print_stats(FILE *out)
         const cuda_emu::kernel_stats &s = kv.second;
         if (!s.launches)
             continue;
-        fprintf(out, "  %10llu %12llu %14llu %12.3f %12.3f  %s\n",
-                (unsigned long long)s.launches, (unsigned long long)s.blocks,
-                (unsigned long long)s.threads, s.bytes_read / 1e6, s.bytes_written / 1e6,
-                s.name.c_str());
+        fprintf(out, "  %10llu %12llu %14llu %12.3f %12.3f  %s\n", (unsigned long long)s.launches,
+                (unsigned long long)s.blocks, (unsigned long long)s.threads, s.bytes_read / 1e6,
+                s.bytes_written / 1e6, s.name.c_str());
     }
 }

@@ -58,12 +58,17 @@ struct algo_record {
 };
 static_assert(sizeof(algo_record) == sizeof(cublasLtMatmulAlgo_t), "algo_record fills the algo");
 
-size_t element_bytes(cudaDataType_t t) { return t == CUDA_R_16BF || t == CUDA_R_16F ? 2 : t == CUDA_R_64F ? 8 : 4; }
+size_t element_bytes(cudaDataType_t t)
+{
+    return t == CUDA_R_16BF || t == CUDA_R_16F ? 2 : t == CUDA_R_64F ? 8 : 4;
+}
 
 const char *type_name(cudaDataType_t t)
 {
-    return t == CUDA_R_32F ? "CUDA_R_32F" : t == CUDA_R_16BF ? "CUDA_R_16BF"
-           : t == CUDA_R_16F ? "CUDA_R_16F" : "another type";
+    return t == CUDA_R_32F    ? "CUDA_R_32F"
+           : t == CUDA_R_16BF ? "CUDA_R_16BF"
+           : t == CUDA_R_16F  ? "CUDA_R_16F"
+                              : "another type";
 }
 
 bool has_bias(int e)
@@ -85,7 +90,8 @@ cublasStatus_t check(const char *call, const cuda_emu_lt_matmul_desc *d,
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     if ((d->compute != CUBLAS_COMPUTE_32F && d->compute != CUBLAS_COMPUTE_32F_FAST_TF32 &&
-         d->compute != CUBLAS_COMPUTE_32F_FAST_16BF) || d->scale != CUDA_R_32F) {
+         d->compute != CUBLAS_COMPUTE_32F_FAST_16BF) ||
+        d->scale != CUDA_R_32F) {
         complain("%s: the reference supports compute type 32F with scale type CUDA_R_32F", call);
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
@@ -117,10 +123,11 @@ cublasStatus_t check(const char *call, const cuda_emu_lt_matmul_desc *d,
     const uint64_t bn = d->transb == CUBLAS_OP_T ? b->rows : b->cols;
     if (am != m || bn != n || ak != bk || c->rows != m || c->cols != n) {
         complain("%s: shapes do not chain: op(A) is %llux%llu (TRANSA=%s), op(B) %llux%llu "
-                 "(TRANSB=%s), C %llux%llu, D %llux%llu", call, (unsigned long long)am,
-                 (unsigned long long)ak, d->transa ? "T" : "N", (unsigned long long)bk,
-                 (unsigned long long)bn, d->transb ? "T" : "N", (unsigned long long)c->rows,
-                 (unsigned long long)c->cols, (unsigned long long)m, (unsigned long long)n);
+                 "(TRANSB=%s), C %llux%llu, D %llux%llu",
+                 call, (unsigned long long)am, (unsigned long long)ak, d->transa ? "T" : "N",
+                 (unsigned long long)bk, (unsigned long long)bn, d->transb ? "T" : "N",
+                 (unsigned long long)c->rows, (unsigned long long)c->cols, (unsigned long long)m,
+                 (unsigned long long)n);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     const char *names = "ABCD";
@@ -128,13 +135,13 @@ cublasStatus_t check(const char *call, const cuda_emu_lt_matmul_desc *d,
     for (const cuda_emu_lt_layout *l : {a, b, c, dl}) {
         if (l->ld < (int64_t)l->rows || l->ld < 1) {
             complain("%s: the leading dimension of %c (%lld) is less than its rows (%llu): "
-                     "layouts are column-major", call, names[i], (long long)l->ld,
-                     (unsigned long long)l->rows);
+                     "layouts are column-major",
+                     call, names[i], (long long)l->ld, (unsigned long long)l->rows);
             return CUBLAS_STATUS_INVALID_VALUE;
         }
         if (l->batch != dl->batch) {
-            complain("%s: BATCH_COUNT of %c (%d) differs from D's (%d)", call, names[i],
-                     l->batch, dl->batch);
+            complain("%s: BATCH_COUNT of %c (%d) differs from D's (%d)", call, names[i], l->batch,
+                     dl->batch);
             return CUBLAS_STATUS_INVALID_VALUE;
         }
         i++;
@@ -163,7 +170,8 @@ uint64_t signature(const cuda_emu_lt_matmul_desc *d, const cuda_emu_lt_layout *a
 
 uint64_t span_elements(const cuda_emu_lt_layout *l)
 {
-    return (l->cols - 1) * (uint64_t)l->ld + l->rows + (uint64_t)(l->batch - 1) * (uint64_t)l->stride;
+    return (l->cols - 1) * (uint64_t)l->ld + l->rows +
+           (uint64_t)(l->batch - 1) * (uint64_t)l->stride;
 }
 
 inline double load(const void *p, cudaDataType_t t, uint64_t i)
@@ -233,7 +241,8 @@ void run_matmul(const matmul_job &j)
                     v = v > 0 ? v : 0;
                 if (j.desc.epilogue == CUBLASLT_EPILOGUE_GELU ||
                     j.desc.epilogue == CUBLASLT_EPILOGUE_GELU_BIAS)
-                    v = 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+                    v = 0.5 * v *
+                        (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
                 store(j.D, j.d.type, od + i + col * j.d.ld, v);
             }
         }
@@ -316,8 +325,8 @@ static cublasStatus_t read_int(const char *what, const void *buf, size_t size, i
 }
 
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
-                                              cublasLtMatmulDescAttributes_t attr,
-                                              const void *buf, size_t size)
+                                              cublasLtMatmulDescAttributes_t attr, const void *buf,
+                                              size_t size)
 {
     if (!d || !buf)
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -347,7 +356,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
     }
     default:
         complain("cublasLtMatmulDescSetAttribute: attribute %d is not supported by the "
-                 "reference", (int)attr);
+                 "reference",
+                 (int)attr);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
 }
@@ -462,12 +472,12 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
-                              const void *alpha, const void *A, cublasLtMatrixLayout_t a,
-                              const void *B, cublasLtMatrixLayout_t b, const void *beta,
-                              const void *C, cublasLtMatrixLayout_t c, void *D,
-                              cublasLtMatrixLayout_t d, const cublasLtMatmulAlgo_t *algo,
-                              void *workspace, size_t workspace_bytes, cudaStream_t stream)
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void *alpha,
+                              const void *A, cublasLtMatrixLayout_t a, const void *B,
+                              cublasLtMatrixLayout_t b, const void *beta, const void *C,
+                              cublasLtMatrixLayout_t c, void *D, cublasLtMatrixLayout_t d,
+                              const cublasLtMatmulAlgo_t *algo, void *workspace,
+                              size_t workspace_bytes, cudaStream_t stream)
 {
     std::lock_guard<std::recursive_mutex> lock(api_lock());
     const char *call = "cublasLtMatmul";
@@ -478,16 +488,17 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     if (s != CUBLAS_STATUS_SUCCESS)
         return s;
     if (!algo) {
-        complain("%s: algo is NULL (the reference needs one from cublasLtMatmulAlgoGetHeuristic)", call);
+        complain("%s: algo is NULL (the reference needs one from cublasLtMatmulAlgoGetHeuristic)",
+                 call);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     algo_record r;
     memcpy(&r, algo, sizeof r);
     if (r.m != p.m || r.n != p.n || r.k != p.k || r.signature != signature(desc, a, d)) {
         complain("%s: the algorithm was chosen for another problem (%llux%llux%llu) than this "
-                 "one (%llux%llux%llu) or other types/transposes", call, (unsigned long long)r.m,
-                 (unsigned long long)r.n, (unsigned long long)r.k, (unsigned long long)p.m,
-                 (unsigned long long)p.n, (unsigned long long)p.k);
+                 "one (%llux%llux%llu) or other types/transposes",
+                 call, (unsigned long long)r.m, (unsigned long long)r.n, (unsigned long long)r.k,
+                 (unsigned long long)p.m, (unsigned long long)p.n, (unsigned long long)p.k);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     float al, be;
@@ -500,12 +511,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         if (i == 2 && be == 0.0f && !C)
             continue;
         const uintptr_t v = (uintptr_t)ptrs[i];
-        const uint64_t need = r.align[i] > element_bytes(ls[i]->type) ? r.align[i]
-                                                                     : element_bytes(ls[i]->type);
+        const uint64_t need =
+            r.align[i] > element_bytes(ls[i]->type) ? r.align[i] : element_bytes(ls[i]->type);
         if (v % need) {
             complain("%s: %c at %p is not aligned to %llu bytes (the algorithm was chosen for "
-                     "that alignment: lower CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_%c_BYTES)", call,
-                     names[i], ptrs[i], (unsigned long long)need, names[i]);
+                     "that alignment: lower CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_%c_BYTES)",
+                     call, names[i], ptrs[i], (unsigned long long)need, names[i]);
             return CUBLAS_STATUS_INVALID_VALUE;
         }
         if (i == 2 && be == 0.0f)
@@ -513,9 +524,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         const size_t bytes = span_elements(ls[i]) * element_bytes(ls[i]->type);
         if (!device_range(ptrs[i], bytes)) {
             complain("%s: %c (%p, %zu bytes for %llux%llu, ld %lld) is not entirely inside one "
-                     "device allocation", call, names[i], ptrs[i], bytes,
-                     (unsigned long long)ls[i]->rows, (unsigned long long)ls[i]->cols,
-                     (long long)ls[i]->ld);
+                     "device allocation",
+                     call, names[i], ptrs[i], bytes, (unsigned long long)ls[i]->rows,
+                     (unsigned long long)ls[i]->cols, (long long)ls[i]->ld);
             return CUBLAS_STATUS_INVALID_VALUE;
         }
     }

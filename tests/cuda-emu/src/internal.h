@@ -47,6 +47,16 @@ size_t device_memory_total();
  * that dereferences a device pointer faults and is reported (CUDA_EMU_PROTECT=0: off). */
 void device_memory_open();
 void device_memory_close();
+/* For the access hooks (access_hooks.cpp): the device range, the recently hit allocations,
+ * the running block's dynamic shared memory, and the report of a bad access. */
+constexpr size_t allocation_gap = 4096;
+constexpr int recent_count = 4;
+extern uintptr_t space_base, space_end;
+extern allocation recent[recent_count];
+extern int recent_next;
+extern uintptr_t dynamic_shared_base, dynamic_shared_capacity;
+extern size_t dynamic_shared_bytes;
+[[noreturn]] void bad_access(uintptr_t address, size_t size, bool write);
 
 /* ---- counters (counters.cpp) ----------------------------------------------------------- */
 
@@ -67,8 +77,8 @@ struct shared_variable {
     size_t bytes;
 };
 struct kernel_info {
-    std::string name;                     /* demangled, no parameter list             */
-    std::vector<shared_variable> shared;  /* its __shared__ statics                   */
+    std::string name;                    /* demangled, no parameter list             */
+    std::vector<shared_variable> shared; /* its __shared__ statics                   */
     size_t static_shared_bytes = 0;
     int max_dynamic_shared_bytes = 48 * 1024; /* cudaFuncAttributeMaxDynamicSharedMemorySize */
 };

@@ -32,16 +32,22 @@ namespace cuda_emu {
 namespace {
 
 constexpr size_t allocation_alignment = 256;
-constexpr size_t allocation_gap = 4096;
+
 constexpr size_t reported_total = (size_t)80 << 30; /* an H100's 80 GB */
 
-uintptr_t space_base = 0, space_end = 0; /* the reserved range */
+} // namespace
+
+uintptr_t space_base = 0, space_end = 0; /* the reserved range (access_hooks.cpp reads it) */
+allocation recent[recent_count] = {};    /* the hooks' cache of recently hit allocations */
+int recent_next = 0;
+
+namespace {
+
 uintptr_t bump = 0;                      /* next fresh address */
 std::map<uintptr_t, size_t> live;        /* base → bytes */
 std::map<uintptr_t, size_t> freed;       /* base → bytes, for reports (until reused) */
 std::map<uintptr_t, size_t> reusable;    /* freed ranges (with gap), used once bump runs out */
 size_t live_bytes = 0;
-allocation last_hit = {0, 0};            /* the hooks' one-entry cache */
 bool protect = true;
 int open_depth = 0;
 struct sigaction previous_segv;
@@ -182,15 +188,17 @@ cudaError_t device_free(void *ptr)
             complain("cudaFree(%p): not the start of a cudaMalloc allocation", ptr);
         else
             complain("cudaFree(%p): not device memory (host memory is freed with free or "
-                     "cudaFreeHost)", ptr);
+                     "cudaFreeHost)",
+                     ptr);
         return cudaErrorInvalidValue;
     }
     const size_t size = it->second;
     live.erase(it);
     live_bytes -= size;
     freed[base] = size;
-    if (last_hit.base == base)
-        last_hit = {0, 0};
+    for (allocation &r : recent)
+        if (r.base == base)
+            r = {0, 0};
     const size_t span = round_up(size, allocation_alignment) + allocation_gap;
     /* Give whole pages back; their contents are gone (0 when touched again). */
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -245,23 +253,25 @@ size_t device_memory_total() { return reported_total; }
 
 /* ---- the access hooks ------------------------------------------------------------------ */
 
-[[noreturn]] static void bad_access(uintptr_t a, size_t size, bool write)
+void bad_access(uintptr_t a, size_t size, bool write)
 {
     const char *op = write ? "write" : "read";
     if (!running_stats)
         fatal("host code in a kernel file %ss %zu bytes of device memory at %p: device memory "
-              "is only for kernels and copies", op, size, (void *)a);
+              "is only for kernels and copies",
+              op, size, (void *)a);
     auto it = live.upper_bound(a);
     if (it != live.begin()) {
         --it;
         if (a >= it->first && a < it->first + it->second)
             fatal("out-of-bounds %s of %zu bytes at %p: it runs %zu bytes past the end of a "
-                  "%zu-byte allocation at %p", op, size, (void *)a,
-                  (size_t)(a + size - (it->first + it->second)), it->second, (void *)it->first);
+                  "%zu-byte allocation at %p",
+                  op, size, (void *)a, (size_t)(a + size - (it->first + it->second)), it->second,
+                  (void *)it->first);
         if (a >= it->first + it->second && a < it->first + it->second + allocation_gap)
             fatal("out-of-bounds %s of %zu bytes at %p: %zu bytes past the end of a %zu-byte "
-                  "allocation at %p (index off by %zu elements of %zu bytes?)", op, size,
-                  (void *)a, (size_t)(a - (it->first + it->second)), it->second,
+                  "allocation at %p (index off by %zu elements of %zu bytes?)",
+                  op, size, (void *)a, (size_t)(a - (it->first + it->second)), it->second,
                   (void *)it->first, (size_t)(a - (it->first + it->second)) / size + 1, size);
     }
     auto f = freed.upper_bound(a);
@@ -269,132 +279,15 @@ size_t device_memory_total() { return reported_total; }
         --f;
         if (a >= f->first && a < f->first + f->second)
             fatal("%s of %zu bytes at %p: use after cudaFree (inside a freed %zu-byte "
-                  "allocation at %p)", op, size, (void *)a, f->second, (void *)f->first);
+                  "allocation at %p)",
+                  op, size, (void *)a, f->second, (void *)f->first);
     }
     auto next = live.upper_bound(a);
     if (next != live.end() && next->first - a < allocation_gap)
         fatal("out-of-bounds %s of %zu bytes at %p: %zu bytes before the start of a %zu-byte "
-              "allocation at %p (negative index?)", op, size, (void *)a,
-              (size_t)(next->first - a), next->second, (void *)next->first);
+              "allocation at %p (negative index?)",
+              op, size, (void *)a, (size_t)(next->first - a), next->second, (void *)next->first);
     fatal("%s of %zu bytes at %p: not inside any device allocation", op, size, (void *)a);
 }
 
-/* Shared with the scheduler: the running block's dynamic shared memory. */
-uintptr_t dynamic_shared_base = 0, dynamic_shared_capacity = 0;
-size_t dynamic_shared_bytes = 0;
-
-static inline void on_access(const void *p, size_t size, bool write)
-{
-    const uintptr_t a = (uintptr_t)p;
-    if (__builtin_expect(a - dynamic_shared_base < dynamic_shared_capacity, 0)) {
-        if (a + size > dynamic_shared_base + dynamic_shared_bytes)
-            fatal("%s of %zu bytes at offset %zu of dynamic shared memory: the launch asked "
-                  "for %zu bytes", write ? "write" : "read", size,
-                  (size_t)(a - dynamic_shared_base), dynamic_shared_bytes);
-        return;
-    }
-    if (__builtin_expect(a - space_base >= space_end - space_base, 1))
-        return;
-    if (!(a >= last_hit.base && a + size <= last_hit.base + last_hit.bytes)) {
-        allocation hit;
-        if (!running_stats || !device_range(p, size, &hit))
-            bad_access(a, size, write);
-        last_hit = hit;
-    }
-    if (write)
-        running_stats->bytes_written += size, totals.bytes_written += size;
-    else
-        running_stats->bytes_read += size, totals.bytes_read += size;
-}
-
 } // namespace cuda_emu
-
-/* ---- ThreadSanitizer's instrumentation interface, served without its runtime ------------- */
-
-#define CUDA_EMU_TSAN_ACCESS(n)                                                                \
-    extern "C" void __tsan_read##n(void *p) { cuda_emu::on_access(p, n, false); }              \
-    extern "C" void __tsan_write##n(void *p) { cuda_emu::on_access(p, n, true); }              \
-    extern "C" void __tsan_unaligned_read##n(void *p) { cuda_emu::on_access(p, n, false); }    \
-    extern "C" void __tsan_unaligned_write##n(void *p) { cuda_emu::on_access(p, n, true); }    \
-    extern "C" void __tsan_volatile_read##n(void *p) { cuda_emu::on_access(p, n, false); }     \
-    extern "C" void __tsan_volatile_write##n(void *p) { cuda_emu::on_access(p, n, true); }
-CUDA_EMU_TSAN_ACCESS(1)
-CUDA_EMU_TSAN_ACCESS(2)
-CUDA_EMU_TSAN_ACCESS(4)
-CUDA_EMU_TSAN_ACCESS(8)
-CUDA_EMU_TSAN_ACCESS(16)
-extern "C" void __tsan_read_range(void *p, unsigned long size)
-{
-    if (size)
-        cuda_emu::on_access(p, size, false);
-}
-extern "C" void __tsan_write_range(void *p, unsigned long size)
-{
-    if (size)
-        cuda_emu::on_access(p, size, true);
-}
-extern "C" void __tsan_init(void) {}
-extern "C" void __tsan_func_entry(void *) {}
-extern "C" void __tsan_func_exit(void) {}
-extern "C" void __tsan_vptr_update(void **, void *) {}
-extern "C" void __tsan_vptr_read(void **) {}
-extern "C" void __tsan_atomic_thread_fence(int) {}
-extern "C" void __tsan_atomic_signal_fence(int) {}
-
-/* Atomics in instrumented files (shared_ptr reference counts in the launch code): performed
- * for real, never counted (they touch host memory). */
-#define CUDA_EMU_TSAN_ATOMICS(bits, type)                                                      \
-    extern "C" type __tsan_atomic##bits##_load(const volatile type *a, int)                    \
-    {                                                                                          \
-        return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                           \
-    }                                                                                          \
-    extern "C" void __tsan_atomic##bits##_store(volatile type *a, type v, int)                 \
-    {                                                                                          \
-        __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                              \
-    }                                                                                          \
-    extern "C" type __tsan_atomic##bits##_exchange(volatile type *a, type v, int)              \
-    {                                                                                          \
-        return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                    \
-    }                                                                                          \
-    extern "C" type __tsan_atomic##bits##_fetch_add(volatile type *a, type v, int)             \
-    {                                                                                          \
-        return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                     \
-    }                                                                                          \
-    extern "C" type __tsan_atomic##bits##_fetch_sub(volatile type *a, type v, int)             \
-    {                                                                                          \
-        return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                     \
-    }                                                                                          \
-    extern "C" type __tsan_atomic##bits##_fetch_and(volatile type *a, type v, int)             \
-    {                                                                                          \
-        return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                     \
-    }                                                                                          \
-    extern "C" type __tsan_atomic##bits##_fetch_or(volatile type *a, type v, int)              \
-    {                                                                                          \
-        return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                      \
-    }                                                                                          \
-    extern "C" type __tsan_atomic##bits##_fetch_xor(volatile type *a, type v, int)             \
-    {                                                                                          \
-        return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                     \
-    }                                                                                          \
-    extern "C" int __tsan_atomic##bits##_compare_exchange_strong(volatile type *a, type *c,    \
-                                                                 type v, int, int)             \
-    {                                                                                          \
-        return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST,                   \
-                                           __ATOMIC_SEQ_CST);                                  \
-    }                                                                                          \
-    extern "C" int __tsan_atomic##bits##_compare_exchange_weak(volatile type *a, type *c,      \
-                                                               type v, int, int)               \
-    {                                                                                          \
-        return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST,                   \
-                                           __ATOMIC_SEQ_CST);                                  \
-    }                                                                                          \
-    extern "C" type __tsan_atomic##bits##_compare_exchange_val(volatile type *a, type c,       \
-                                                               type v, int, int)               \
-    {                                                                                          \
-        __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);      \
-        return c;                                                                              \
-    }
-CUDA_EMU_TSAN_ATOMICS(8, int8_t)
-CUDA_EMU_TSAN_ATOMICS(16, int16_t)
-CUDA_EMU_TSAN_ATOMICS(32, int32_t)
-CUDA_EMU_TSAN_ATOMICS(64, int64_t)

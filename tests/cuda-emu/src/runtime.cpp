@@ -70,8 +70,7 @@ const auto clock_start = std::chrono::steady_clock::now();
 
 double now_ms()
 {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                     clock_start)
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - clock_start)
         .count();
 }
 
@@ -119,7 +118,8 @@ void invalidate_captures(const char *call, const char *why)
         if (s->capturing && !s->capture_invalidated) {
             s->capture_invalidated = true;
             complain("%s during stream capture: %s; the capture is invalidated "
-                     "(cudaStreamEndCapture will fail), as on the device", call, why);
+                     "(cudaStreamEndCapture will fail), as on the device",
+                     call, why);
         }
 }
 
@@ -143,8 +143,10 @@ where classify(const void *p, size_t bytes)
 
 const char *where_name(where w)
 {
-    return w == DEVICE ? "device memory" : w == PINNED ? "pinned host memory"
-           : w == PAGEABLE ? "pageable host memory" : "device memory outside any allocation";
+    return w == DEVICE     ? "device memory"
+           : w == PINNED   ? "pinned host memory"
+           : w == PAGEABLE ? "pageable host memory"
+                           : "device memory outside any allocation";
 }
 
 } // namespace
@@ -237,16 +239,16 @@ void submit_launch(const launch_request &request, std::shared_ptr<const kernel_b
         problem = "more than 227 KB of shared memory per block", error = cudaErrorInvalidValue;
     if (problem) {
         complain("launch of %s with grid (%u,%u,%u), block (%u,%u,%u), %zu bytes of dynamic "
-                 "shared memory (%zu static): %s", info.name.c_str(), g.x, g.y, g.z, b.x, b.y,
-                 b.z, request.shared_bytes, info.static_shared_bytes, problem);
+                 "shared memory (%zu static): %s",
+                 info.name.c_str(), g.x, g.y, g.z, b.x, b.y, b.z, request.shared_bytes,
+                 info.static_shared_bytes, problem);
         last_error = error;
         return;
     }
     launch_request copy = request;
     kernel_info *ip = &info;
-    cudaError_t e = enqueue(request.stream, {"a kernel launch", [copy, body, ip] {
-                                                 run_kernel(copy, *body, *ip);
-                                             }});
+    cudaError_t e = enqueue(
+        request.stream, {"a kernel launch", [copy, body, ip] { run_kernel(copy, *body, *ip); }});
     if (e != cudaSuccess)
         last_error = e;
 }
@@ -278,16 +280,22 @@ cudaError_t cudaPeekAtLastError(void)
 const char *cudaGetErrorName(cudaError_t e)
 {
     switch (e) {
-#define NAME(x) case x: return #x;
-        NAME(cudaSuccess) NAME(cudaErrorInvalidValue) NAME(cudaErrorMemoryAllocation)
-        NAME(cudaErrorInitializationError) NAME(cudaErrorInvalidConfiguration)
-        NAME(cudaErrorInvalidDevicePointer) NAME(cudaErrorInvalidMemcpyDirection)
-        NAME(cudaErrorNoDevice) NAME(cudaErrorInvalidDevice) NAME(cudaErrorInvalidResourceHandle)
-        NAME(cudaErrorIllegalState) NAME(cudaErrorNotReady) NAME(cudaErrorIllegalAddress)
-        NAME(cudaErrorLaunchOutOfResources) NAME(cudaErrorLaunchFailure)
-        NAME(cudaErrorNotSupported) NAME(cudaErrorStreamCaptureUnsupported)
-        NAME(cudaErrorStreamCaptureInvalidated) NAME(cudaErrorStreamCaptureUnmatched)
-        NAME(cudaErrorStreamCaptureImplicit) NAME(cudaErrorUnknown)
+#define NAME(x)                                                                                    \
+    case x: return #x;
+        NAME(cudaSuccess)
+        NAME(cudaErrorInvalidValue) NAME(cudaErrorMemoryAllocation)
+            NAME(cudaErrorInitializationError) NAME(cudaErrorInvalidConfiguration)
+                NAME(cudaErrorInvalidDevicePointer) NAME(cudaErrorInvalidMemcpyDirection)
+                    NAME(cudaErrorNoDevice) NAME(cudaErrorInvalidDevice)
+                        NAME(cudaErrorInvalidResourceHandle) NAME(cudaErrorIllegalState)
+                            NAME(cudaErrorNotReady) NAME(cudaErrorIllegalAddress)
+                                NAME(cudaErrorLaunchOutOfResources) NAME(cudaErrorLaunchFailure)
+                                    NAME(cudaErrorNotSupported)
+                                        NAME(cudaErrorStreamCaptureUnsupported)
+                                            NAME(cudaErrorStreamCaptureInvalidated)
+                                                NAME(cudaErrorStreamCaptureUnmatched)
+                                                    NAME(cudaErrorStreamCaptureImplicit)
+                                                        NAME(cudaErrorUnknown)
 #undef NAME
     }
     return "cudaErrorUnknown";
@@ -303,10 +311,13 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
-    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
-    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnsupported:
+        return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+        return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureUnmatched: return "capture was not initiated in this stream";
-    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorStreamCaptureImplicit:
+        return "operation would make the legacy stream depend on a capturing blocking stream";
     default: return cudaGetErrorName(e);
     }
 }
@@ -387,8 +398,9 @@ cudaError_t cudaFuncSetAttribute(const void *func, enum cudaFuncAttribute attr, 
     if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
         if (value < 0 || (size_t)value + info.static_shared_bytes > 227 * 1024) {
             complain("cudaFuncSetAttribute(%s, MaxDynamicSharedMemorySize, %d): at most %zu "
-                     "bytes (227 KB less %zu static)", info.name.c_str(), value,
-                     227 * 1024 - info.static_shared_bytes, info.static_shared_bytes);
+                     "bytes (227 KB less %zu static)",
+                     info.name.c_str(), value, 227 * 1024 - info.static_shared_bytes,
+                     info.static_shared_bytes);
             return cudaErrorInvalidValue;
         }
         info.max_dynamic_shared_bytes = value;
@@ -406,7 +418,8 @@ cudaError_t cudaMalloc(void **ptr, size_t bytes)
     API_LOCK;
     if (!ptr)
         return cudaErrorInvalidValue;
-    if (refused_during_capture("cudaMalloc", true, "allocation is not allowed (use "
+    if (refused_during_capture("cudaMalloc", true,
+                               "allocation is not allowed (use "
                                "cudaMallocAsync, or allocate before capturing)"))
         return cudaErrorStreamCaptureUnsupported;
     return device_malloc(ptr, bytes);
@@ -470,8 +483,8 @@ static cudaError_t copy(const char *call, void *dst, const void *src, size_t byt
     const where d = classify(dst, bytes), s = classify(src, bytes);
     if (d == DEVICE_OUT_OF_RANGE || s == DEVICE_OUT_OF_RANGE) {
         complain("%s(%p ← %p, %zu bytes): the %s range is not inside one live device "
-                 "allocation (out of bounds, or freed)", call, dst, src, bytes,
-                 d == DEVICE_OUT_OF_RANGE ? "destination" : "source");
+                 "allocation (out of bounds, or freed)",
+                 call, dst, src, bytes, d == DEVICE_OUT_OF_RANGE ? "destination" : "source");
         return cudaErrorInvalidValue;
     }
     const bool dd = d == DEVICE, sd = s == DEVICE;
@@ -486,12 +499,13 @@ static cudaError_t copy(const char *call, void *dst, const void *src, size_t byt
     if (!ok) {
         static const char *kinds[] = {"HostToHost", "HostToDevice", "DeviceToHost",
                                       "DeviceToDevice", "Default"};
-        complain("%s(kind cudaMemcpy%s): the destination %p is %s and the source %p is %s",
-                 call, kinds[kind], dst, where_name(d), src, where_name(s));
+        complain("%s(kind cudaMemcpy%s): the destination %p is %s and the source %p is %s", call,
+                 kinds[kind], dst, where_name(d), src, where_name(s));
         return cudaErrorInvalidValue;
     }
     const bool pageable = (!dd && d == PAGEABLE) || (!sd && s == PAGEABLE);
-    if (pageable && refused_during_capture(call, false, "a copy to or from pageable host "
+    if (pageable && refused_during_capture(call, false,
+                                           "a copy to or from pageable host "
                                            "memory cannot be captured (use pinned memory)"))
         return cudaErrorStreamCaptureUnsupported;
     if (dd)
@@ -501,8 +515,8 @@ static cudaError_t copy(const char *call, void *dst, const void *src, size_t byt
     work_item item{"a copy", nullptr};
     if (kind == cudaMemcpyHostToDevice && s == PAGEABLE) {
         /* staged now: the caller may reuse or free src as soon as the call returns */
-        auto staged = std::make_shared<std::vector<char>>((const char *)src,
-                                                          (const char *)src + bytes);
+        auto staged =
+            std::make_shared<std::vector<char>>((const char *)src, (const char *)src + bytes);
         item.run = [dst, staged, bytes] {
             memcpy(dst, staged->data(), bytes);
             count_bytes(0, bytes);
@@ -546,8 +560,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpy
     return copy("cudaMemcpy", dst, src, bytes, kind, nullptr, true);
 }
 
-static cudaError_t fill(const char *call, void *dst, int value, size_t bytes,
-                        cudaStream_t stream)
+static cudaError_t fill(const char *call, void *dst, int value, size_t bytes, cudaStream_t stream)
 {
     if (bytes == 0)
         return cudaSuccess;
@@ -712,8 +725,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event)
         return cudaErrorStreamCaptureUnsupported;
     }
     totals.host_syncs++;
-    if (event->recorded && event->stream && (event->stream == &legacy_stream ||
-                                             streams.count(event->stream)))
+    if (event->recorded && event->stream &&
+        (event->stream == &legacy_stream || streams.count(event->stream)))
         flush(event->stream);
     return cudaSuccess;
 }
@@ -736,7 +749,8 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
     if ((start->flags | end->flags) & cudaEventDisableTiming)
         return cudaErrorInvalidResourceHandle;
     if (!start->completed || !end->completed)
-        return start->recorded && end->recorded ? cudaErrorNotReady : cudaErrorInvalidResourceHandle;
+        return start->recorded && end->recorded ? cudaErrorNotReady
+                                                : cudaErrorInvalidResourceHandle;
     *ms = (float)(end->time_ms - start->time_ms);
     return cudaSuccess;
 }
@@ -803,14 +817,13 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureSta
     cuda_emu_stream *s = resolve(stream);
     if (!s)
         return cudaErrorInvalidResourceHandle;
-    *status = !s->capturing ? cudaStreamCaptureStatusNone
+    *status = !s->capturing            ? cudaStreamCaptureStatusNone
               : s->capture_invalidated ? cudaStreamCaptureStatusInvalidated
                                        : cudaStreamCaptureStatusActive;
     return cudaSuccess;
 }
 
-cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
-                                 unsigned long long flags)
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags)
 {
     API_LOCK;
     (void)flags;

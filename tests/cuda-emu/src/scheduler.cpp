@@ -35,8 +35,6 @@
 
 namespace cuda_emu {
 
-extern uintptr_t dynamic_shared_base, dynamic_shared_capacity;
-extern size_t dynamic_shared_bytes;
 
 thread_view *current_thread = nullptr;
 uint3 block_index = {0, 0, 0};
@@ -98,12 +96,40 @@ void read_settings()
 
 const char *collective_name(collective k)
 {
-    static const char *names[] = {
-        "__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync",
-        "__ballot_sync", "__any_sync", "__all_sync", "__match_any_sync", "__match_all_sync",
-        "__reduce_add_sync", "__reduce_min_sync", "__reduce_max_sync", "__reduce_min_sync",
-        "__reduce_max_sync", "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync"};
+    static const char *names[] = {"__syncwarp",        "__shfl_sync",       "__shfl_up_sync",
+                                  "__shfl_down_sync",  "__shfl_xor_sync",   "__ballot_sync",
+                                  "__any_sync",        "__all_sync",        "__match_any_sync",
+                                  "__match_all_sync",  "__reduce_add_sync", "__reduce_min_sync",
+                                  "__reduce_max_sync", "__reduce_min_sync", "__reduce_max_sync",
+                                  "__reduce_and_sync", "__reduce_or_sync",  "__reduce_xor_sync"};
     return (unsigned)k < sizeof names / sizeof *names ? names[k] : "a warp collective";
+}
+
+/* A pass hands the turn from thread to thread directly, in `order`, without going back to
+ * the scheduler in between (half the switches); the last runnable thread of the pass returns
+ * to it. Equivalent to resuming each runnable thread of `order` in turn: during a pass only
+ * the scheduler makes threads runnable, and it does so between passes. */
+int pass_position = -1; /* index in `order` of the thread that has the turn */
+
+cuda_thread *next_runnable()
+{
+    for (int k = pass_position + 1; k < thread_count; k++) {
+        cuda_thread *t = &threads[order[k]];
+        if (t->state == RUNNABLE) {
+            pass_position = k;
+            return t;
+        }
+    }
+    return nullptr;
+}
+
+/* Gives the turn to the next runnable thread of the pass (or back to the scheduler); returns
+ * when this thread gets a turn again (never when it has finished). */
+void pass_turn(cuda_thread *self, bool finished)
+{
+    cuda_thread *next = next_runnable();
+    current_thread = next;
+    fiber_switch(self->context, next ? next->context : host, finished);
 }
 
 void thread_main()
@@ -112,21 +138,21 @@ void thread_main()
     fiber_arrived(self->context);
     running_body->run();
     self->state = EXITED;
-    fiber_switch(self->context, host, true);
+    pass_turn(self, true);
     __builtin_unreachable();
 }
 
-/* Back to the scheduler; returns when this thread is resumed. */
-void yield_to_host(cuda_thread *self)
+/* One pass; false when no thread was runnable. */
+bool run_pass()
 {
-    fiber_switch(self->context, host);
-}
-
-void resume(cuda_thread *t)
-{
-    current_thread = t;
-    fiber_switch(host, t->context);
+    pass_position = -1;
+    cuda_thread *first = next_runnable();
+    if (!first)
+        return false;
+    current_thread = first;
+    fiber_switch(host, first->context);
     current_thread = nullptr;
+    return true;
 }
 
 void allocate_threads()
@@ -153,8 +179,8 @@ void allocate_threads()
 std::string thread_name(const cuda_thread &t)
 {
     char buf[96];
-    snprintf(buf, sizeof buf, "thread (%u,%u,%u) (warp %u lane %u)", t.thread_idx.x,
-             t.thread_idx.y, t.thread_idx.z, t.warp, t.lane);
+    snprintf(buf, sizeof buf, "thread (%u,%u,%u) (warp %u lane %u)", t.thread_idx.x, t.thread_idx.y,
+             t.thread_idx.z, t.warp, t.lane);
     return buf;
 }
 
@@ -187,22 +213,26 @@ bool complete_collectives()
             const unsigned m = t.mask;
             const char *name = collective_name(t.kind);
             if (!(m >> l & 1u))
-                fail_at(t, "%s with mask 0x%08x, which does not name the calling lane %d", name,
-                        m, l);
+                fail_at(t, "%s with mask 0x%08x, which does not name the calling lane %d", name, m,
+                        l);
             bool ready = true;
             for (int j = 0; j < 32; j++) {
                 if (!(m >> j & 1u))
                     continue;
                 if (j >= lanes)
-                    fail_at(t, "%s with mask 0x%08x names lane %d, but this warp has only %d "
-                            "lanes (block of %d threads)", name, m, j, lanes, thread_count);
+                    fail_at(t,
+                            "%s with mask 0x%08x names lane %d, but this warp has only %d "
+                            "lanes (block of %d threads)",
+                            name, m, j, lanes, thread_count);
                 const cuda_thread &o = lane0[j];
                 if (o.state == EXITED)
-                    fail_at(t, "%s with mask 0x%08x names lane %d, which has exited: a warp "
+                    fail_at(t,
+                            "%s with mask 0x%08x names lane %d, which has exited: a warp "
                             "collective in divergent code (undefined behaviour on the device)",
                             name, m, j);
                 if (o.state == AT_COLLECTIVE && (o.mask != m || o.kind != t.kind))
-                    fail_at(t, "lanes of warp %d meet at different warp collectives: lane %d "
+                    fail_at(t,
+                            "lanes of warp %d meet at different warp collectives: lane %d "
                             "at %s (mask 0x%08x), lane %d at %s (mask 0x%08x): divergent code",
                             w, l, name, m, j, collective_name(o.kind), o.mask);
                 if (o.state != AT_COLLECTIVE)
@@ -220,8 +250,8 @@ bool complete_collectives()
                 cuda_thread &me = lane0[j];
                 const int width = me.width;
                 if (width < 1 || width > 32 || (width & (width - 1)))
-                    fail_at(me, "%s with width %d: the width must be a power of two up to 32",
-                            name, width);
+                    fail_at(me, "%s with width %d: the width must be a power of two up to 32", name,
+                            width);
                 const int seg = j & ~(width - 1);
                 int src = j;
                 uint64_t r = 0;
@@ -238,8 +268,10 @@ bool complete_collectives()
                         src = j;
                 shuffle:
                     if (!(m >> src & 1u))
-                        fail_at(me, "%s reads lane %d, which is not in the mask 0x%08x "
-                                "(the result is undefined on the device)", name, src, m);
+                        fail_at(me,
+                                "%s reads lane %d, which is not in the mask 0x%08x "
+                                "(the result is undefined on the device)",
+                                name, src, m);
                     r = values[src];
                     break;
                 case COLLECTIVE_BALLOT:
@@ -276,8 +308,12 @@ bool complete_collectives()
                         }
                         switch (me.kind) {
                         case COLLECTIVE_REDUCE_ADD: acc += v; break;
-                        case COLLECTIVE_REDUCE_MIN_SIGNED: acc = (int32_t)v < (int32_t)acc ? v : acc; break;
-                        case COLLECTIVE_REDUCE_MAX_SIGNED: acc = (int32_t)v > (int32_t)acc ? v : acc; break;
+                        case COLLECTIVE_REDUCE_MIN_SIGNED:
+                            acc = (int32_t)v < (int32_t)acc ? v : acc;
+                            break;
+                        case COLLECTIVE_REDUCE_MAX_SIGNED:
+                            acc = (int32_t)v > (int32_t)acc ? v : acc;
+                            break;
                         case COLLECTIVE_REDUCE_MIN_UNSIGNED: acc = v < acc ? v : acc; break;
                         case COLLECTIVE_REDUCE_MAX_UNSIGNED: acc = v > acc ? v : acc; break;
                         case COLLECTIVE_REDUCE_AND: acc &= v; break;
@@ -317,11 +353,12 @@ bool open_barrier_or_fail()
             if (!first_barrier)
                 first_barrier = &t;
             else if (t.site != first_barrier->site)
-                fail_at(t, "divergent __syncthreads: %s waits at %s, %s at %s; every thread of "
+                fail_at(t,
+                        "divergent __syncthreads: %s waits at %s, %s at %s; every thread of "
                         "the block must reach the same barrier",
                         thread_name(*first_barrier).c_str(),
-                        describe_code_address(first_barrier->site).c_str(),
-                        thread_name(t).c_str(), describe_code_address(t.site).c_str());
+                        describe_code_address(first_barrier->site).c_str(), thread_name(t).c_str(),
+                        describe_code_address(t.site).c_str());
         } else if (t.state == AT_COLLECTIVE && !first_collective) {
             first_collective = &t;
         }
@@ -332,14 +369,17 @@ bool open_barrier_or_fail()
         if (exited) {
             static std::map<std::string, bool> warned;
             if (strict)
-                fail_at(*first_barrier, "__syncthreads at %s after %d thread(s) of the block "
+                fail_at(*first_barrier,
+                        "__syncthreads at %s after %d thread(s) of the block "
                         "exited (undefined behaviour by the CUDA programming guide)",
                         describe_code_address(first_barrier->site).c_str(), exited);
             if (!warned[running_info->name]) {
                 warned[running_info->name] = true;
-                fprintf(stderr, "cuda-emu: warning: kernel %s: __syncthreads at %s after %d "
+                fprintf(stderr,
+                        "cuda-emu: warning: kernel %s: __syncthreads at %s after %d "
                         "thread(s) exited (undefined by the programming guide; "
-                        "CUDA_EMU_STRICT=1 makes this an error)\n", running_info->name.c_str(),
+                        "CUDA_EMU_STRICT=1 makes this an error)\n",
+                        running_info->name.c_str(),
                         describe_code_address(first_barrier->site).c_str(), exited);
             }
         }
@@ -367,9 +407,11 @@ bool open_barrier_or_fail()
         const cuda_thread *lane0 = &threads[t.warp * 32];
         for (int j = 0; j < 32; j++)
             if ((t.mask >> j & 1u) && lane0[j].state == AT_BARRIER)
-                fail_at(t, "deadlock: %s (mask 0x%08x) waits for lane %d, which waits at "
+                fail_at(t,
+                        "deadlock: %s (mask 0x%08x) waits for lane %d, which waits at "
                         "__syncthreads (%s) for this lane: a warp collective or barrier in "
-                        "divergent code", collective_name(t.kind), t.mask, j,
+                        "divergent code",
+                        collective_name(t.kind), t.mask, j,
                         describe_code_address(lane0[j].site).c_str());
         fail_at(t, "deadlock: %s (mask 0x%08x) can never complete", collective_name(t.kind),
                 t.mask);
@@ -401,13 +443,7 @@ void run_block()
     for (;;) {
         if (order_mode == 2)
             std::shuffle(order.begin(), order.end(), rng);
-        bool ran = false;
-        for (int i : order)
-            if (threads[i].state == RUNNABLE) {
-                resume(&threads[i]);
-                ran = true;
-            }
-        if (ran)
+        if (run_pass())
             continue;
         if (complete_collectives())
             continue;
@@ -483,7 +519,7 @@ uint64_t warp_collective(collective kind, unsigned mask, uint64_t value, int arg
     self->arg = arg;
     self->width = width;
     self->state = AT_COLLECTIVE;
-    yield_to_host(self);
+    pass_turn(self, false);
     return self->result;
 }
 
@@ -496,7 +532,7 @@ int block_barrier(barrier_reduce reduce, int predicate)
     self->reduce = reduce;
     self->predicate = predicate;
     self->state = AT_BARRIER;
-    yield_to_host(self);
+    pass_turn(self, false);
     self->site = nullptr;
     return self->predicate;
 }
@@ -522,4 +558,3 @@ unsigned active_mask()
 void device_trap(const char *what) { fatal("%s", what); }
 
 } // namespace cuda_emu
-

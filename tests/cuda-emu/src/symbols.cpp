@@ -53,8 +53,11 @@ symbol_table &table()
     if (t.loaded)
         return t;
     t.loaded = true;
-    std::ifstream f("/proc/self/exe", std::ios::binary);
-    std::vector<char> image((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::ifstream f("/proc/self/exe", std::ios::binary | std::ios::ate);
+    std::vector<char> image(f ? (size_t)f.tellg() : 0);
+    f.seekg(0);
+    if (!image.empty() && !f.read(image.data(), (std::streamsize)image.size()))
+        image.clear();
     if (image.size() < sizeof(Elf64_Ehdr))
         return t;
     const Elf64_Ehdr *eh = (const Elf64_Ehdr *)image.data();

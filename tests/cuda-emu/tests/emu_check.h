@@ -8,21 +8,21 @@
 
 static int emu_checks, emu_failures;
 
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        emu_checks++;                                                                      \
-        if (!(cond)) {                                                                     \
-            emu_failures++;                                                                \
-            printf("FAIL   %s:%d: ", __FILE__, __LINE__);                                  \
-            printf(__VA_ARGS__);                                                           \
-            printf("\n");                                                                  \
-        }                                                                                  \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        emu_checks++;                                                                              \
+        if (!(cond)) {                                                                             \
+            emu_failures++;                                                                        \
+            printf("FAIL   %s:%d: ", __FILE__, __LINE__);                                          \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+        }                                                                                          \
     } while (0)
 
-#define CUDA_OK(stmt)                                                                      \
-    do {                                                                                   \
-        cudaError_t err_ = (stmt);                                                         \
-        CHECK(err_ == cudaSuccess, "%s: %s", #stmt, cudaGetErrorName(err_));               \
+#define CUDA_OK(stmt)                                                                              \
+    do {                                                                                           \
+        cudaError_t err_ = (stmt);                                                                 \
+        CHECK(err_ == cudaSuccess, "%s: %s", #stmt, cudaGetErrorName(err_));                       \
     } while (0)
 
 static inline int emu_check_summary(const char *name)

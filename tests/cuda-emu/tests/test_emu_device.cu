@@ -20,10 +20,10 @@ static __global__ void shuffle_kernel(int *out)
 {
     const int lane = threadIdx.x & 31, t = threadIdx.x;
     int *o = out + t * 8;
-    o[0] = __shfl_sync(FULL, lane * 10, 3);               /* broadcast lane 3 */
-    o[1] = __shfl_sync(FULL, lane * 10, lane + 1, 8);     /* rotate inside groups of 8 */
-    o[2] = __shfl_up_sync(FULL, lane, 2);                 /* lanes 0, 1 keep theirs */
-    o[3] = __shfl_down_sync(FULL, lane, 5, 16);           /* no crossing of 16-lane halves */
+    o[0] = __shfl_sync(FULL, lane * 10, 3);           /* broadcast lane 3 */
+    o[1] = __shfl_sync(FULL, lane * 10, lane + 1, 8); /* rotate inside groups of 8 */
+    o[2] = __shfl_up_sync(FULL, lane, 2);             /* lanes 0, 1 keep theirs */
+    o[3] = __shfl_down_sync(FULL, lane, 5, 16);       /* no crossing of 16-lane halves */
     o[4] = __shfl_xor_sync(FULL, lane, 1);
     o[5] = (int)__shfl_xor_sync(FULL, (float)lane + 0.5f, 16);
     o[6] = __reduce_add_sync(FULL, (unsigned)lane);
@@ -147,12 +147,16 @@ static void test_atomics()
     CUDA_OK(cudaMemcpy(h, di, sizeof h, cudaMemcpyDeviceToHost));
     CUDA_OK(cudaMemcpy(&f, df, sizeof f, cudaMemcpyDeviceToHost));
     CUDA_OK(cudaMemcpy(&w, dw, sizeof w, cudaMemcpyDeviceToHost));
-    CHECK(h[0] == 2048 && h[1] == 1023 && h[2] == -1023 && h[3] == 7, "atomic add/max/min/exch: "
-          "%d %d %d %d", h[0], h[1], h[2], h[3]);
+    CHECK(h[0] == 2048 && h[1] == 1023 && h[2] == -1023 && h[3] == 7,
+          "atomic add/max/min/exch: "
+          "%d %d %d %d",
+          h[0], h[1], h[2], h[3]);
     CHECK(h[4] >= 1 && h[4] <= 1024, "atomicCAS kept the first value: %d", h[4]);
     CHECK(f == 1024.0f && w == 2048ull << 33, "atomicAdd float %g, u64 %llu", f, w);
-    CHECK(h[5] == 2048 && h[6] == 512 && h[7] == 3, "shared atomics %d, __syncthreads_count %d, "
-          "and/or %d", h[5], h[6], h[7]);
+    CHECK(h[5] == 2048 && h[6] == 512 && h[7] == 3,
+          "shared atomics %d, __syncthreads_count %d, "
+          "and/or %d",
+          h[5], h[6], h[7]);
     cudaFree(di);
     cudaFree(df);
     cudaFree(dw);

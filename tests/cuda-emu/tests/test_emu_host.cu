@@ -36,7 +36,8 @@ static void test_copies()
     CHECK(cudaMemcpy(d, host.data(), 4, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue,
           "DeviceToHost into device memory accepted");
     CHECK(cudaMemcpy(d, host.data(), (n + 1) * sizeof(float), cudaMemcpyHostToDevice) ==
-              cudaErrorInvalidValue, "a copy past the end of an allocation accepted");
+              cudaErrorInvalidValue,
+          "a copy past the end of an allocation accepted");
     CHECK(cudaMemcpy(d2, d, 4, cudaMemcpyHostToDevice) == cudaErrorInvalidValue,
           "HostToDevice between device pointers accepted");
     CUDA_OK(cudaMemcpy(d, host.data(), n * sizeof(float), cudaMemcpyDefault));
@@ -129,8 +130,10 @@ static void test_graphs()
     std::vector<float> pageable(n);
     CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
     CHECK(cudaMemcpyAsync(pageable.data(), y, 4, cudaMemcpyDeviceToHost, s) ==
-              cudaErrorStreamCaptureUnsupported, "pageable copy during capture");
-    CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated, "after a pageable copy");
+              cudaErrorStreamCaptureUnsupported,
+          "pageable copy during capture");
+    CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated,
+          "after a pageable copy");
 
     /* A good capture: upload (pinned), kernel, memset + kernel, download (pinned). */
     CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
@@ -153,8 +156,8 @@ static void test_graphs()
     CHECK(c.launches == 0, "graph launched before the sync: %llu", (unsigned long long)c.launches);
     CUDA_OK(cudaStreamSynchronize(s));
     cuda_emu_counters_get(&c);
-    CHECK(pinned[5] == 5.0f * 1.5f * 1.5f && pinned[0] == 0.0f, "replay twice: %g %g",
-          pinned[5], pinned[0]);
+    CHECK(pinned[5] == 5.0f * 1.5f * 1.5f && pinned[0] == 0.0f, "replay twice: %g %g", pinned[5],
+          pinned[0]);
     CHECK(c.launches == 4 && c.graph_launches == 2 && c.host_syncs == 1 && c.device_allocs == 0,
           "replay counters: %llu launches, %llu graph launches, %llu syncs, %llu allocations",
           (unsigned long long)c.launches, (unsigned long long)c.graph_launches,
@@ -188,24 +191,32 @@ static void run_gemm_case(cublasLtHandle_t lt, const gemm_case &gc)
     const int batch = gc.batch;
     std::vector<float> A(sa * batch), B(sb * batch), C(sc * batch), bias(m);
     srand(m * 131 + n * 7 + k);
-    for (auto &v : A) v = (float)(rand() % 200 - 100) / 64.0f;
-    for (auto &v : B) v = (float)(rand() % 200 - 100) / 64.0f;
-    for (auto &v : C) v = (float)(rand() % 200 - 100) / 64.0f;
-    for (auto &v : bias) v = (float)(rand() % 200 - 100) / 16.0f;
+    for (auto &v : A)
+        v = (float)(rand() % 200 - 100) / 64.0f;
+    for (auto &v : B)
+        v = (float)(rand() % 200 - 100) / 64.0f;
+    for (auto &v : C)
+        v = (float)(rand() % 200 - 100) / 64.0f;
+    for (auto &v : bias)
+        v = (float)(rand() % 200 - 100) / 16.0f;
     const size_t el = gc.bf16 ? 2 : 4;
     std::vector<uint16_t> A16(A.size()), B16(B.size());
     for (size_t i = 0; i < A.size(); i++)
-        A16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(A[i])), A[i] = gc.bf16 ? bf16_round(A[i]) : A[i];
+        A16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(A[i])),
+        A[i] = gc.bf16 ? bf16_round(A[i]) : A[i];
     for (size_t i = 0; i < B.size(); i++)
-        B16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(B[i])), B[i] = gc.bf16 ? bf16_round(B[i]) : B[i];
+        B16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(B[i])),
+        B[i] = gc.bf16 ? bf16_round(B[i]) : B[i];
     void *dA, *dB, *dBias;
     float *dC;
     CUDA_OK(cudaMalloc(&dA, A.size() * el));
     CUDA_OK(cudaMalloc(&dB, B.size() * el));
     CUDA_OK(cudaMalloc((void **)&dC, C.size() * 4));
     CUDA_OK(cudaMalloc(&dBias, m * 4));
-    CUDA_OK(cudaMemcpy(dA, gc.bf16 ? (void *)A16.data() : (void *)A.data(), A.size() * el, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(dB, gc.bf16 ? (void *)B16.data() : (void *)B.data(), B.size() * el, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(dA, gc.bf16 ? (void *)A16.data() : (void *)A.data(), A.size() * el,
+                       cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(dB, gc.bf16 ? (void *)B16.data() : (void *)B.data(), B.size() * el,
+                       cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(dC, C.data(), C.size() * 4, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(dBias, bias.data(), m * 4, cudaMemcpyHostToDevice));
 
@@ -217,12 +228,14 @@ static void run_gemm_case(cublasLtHandle_t lt, const gemm_case &gc)
     cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
     cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     if (gc.bias || gc.relu) {
-        const int32_t ep = gc.bias ? (gc.relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
-                                   : CUBLASLT_EPILOGUE_RELU;
+        const int32_t ep = gc.bias
+                               ? (gc.relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                               : CUBLASLT_EPILOGUE_RELU;
         const int32_t bt = CUDA_R_32F;
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
-        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &dBias, sizeof dBias);
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &dBias,
+                                       sizeof dBias);
     }
     cublasLtMatrixLayoutCreate(&la, in, a_rows, a_cols, lda);
     cublasLtMatrixLayoutCreate(&lb, in, b_rows, b_cols, ldb);
@@ -231,23 +244,29 @@ static void run_gemm_case(cublasLtHandle_t lt, const gemm_case &gc)
         const int32_t count = batch;
         for (auto [l, stride] : {std::pair{la, sa}, std::pair{lb, sb}, std::pair{lc, sc}}) {
             const int64_t st = stride;
-            cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count);
-            cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st, sizeof st);
+            cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                             sizeof count);
+            cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &st,
+                                             sizeof st);
         }
     }
     cublasLtMatmulPreference_t pref;
     cublasLtMatmulPreferenceCreate(&pref);
     const uint32_t align = 4;
-    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    for (auto attr :
+         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
         cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof align);
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
     CHECK(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, lc, lc, pref, 1, &result, &found) ==
-              CUBLAS_STATUS_SUCCESS && found == 1, "heuristic");
+                  CUBLAS_STATUS_SUCCESS &&
+              found == 1,
+          "heuristic");
     const float alpha = 1.5f, beta = gc.beta;
     CHECK(cublasLtMatmul(lt, desc, &alpha, dA, la, dB, lb, &beta, dC, lc, dC, lc, &result.algo,
-                         nullptr, 0, 0) == CUBLAS_STATUS_SUCCESS, "matmul");
+                         nullptr, 0, 0) == CUBLAS_STATUS_SUCCESS,
+          "matmul");
     std::vector<float> D(C.size());
     CUDA_OK(cudaMemcpy(D.data(), dC, D.size() * 4, cudaMemcpyDeviceToHost));
     double worst = 0;
@@ -256,8 +275,10 @@ static void run_gemm_case(cublasLtHandle_t lt, const gemm_case &gc)
             for (int i = 0; i < m; i++) {
                 double acc = 0;
                 for (int l = 0; l < k; l++) {
-                    const float a = gc.ta ? A[bt * sa + l + (long)i * lda] : A[bt * sa + i + (long)l * lda];
-                    const float b = gc.tb ? B[bt * sb + j + (long)l * ldb] : B[bt * sb + l + (long)j * ldb];
+                    const float a =
+                        gc.ta ? A[bt * sa + l + (long)i * lda] : A[bt * sa + i + (long)l * lda];
+                    const float b =
+                        gc.tb ? B[bt * sb + j + (long)l * ldb] : B[bt * sb + l + (long)j * ldb];
                     acc += (double)a * b;
                 }
                 double want = alpha * acc + beta * C[bt * sc + i + (long)j * ldc];
@@ -268,8 +289,10 @@ static void run_gemm_case(cublasLtHandle_t lt, const gemm_case &gc)
                 const double err = fabs(D[bt * sc + i + (long)j * ldc] - want) / (1.0 + fabs(want));
                 worst = err > worst ? err : worst;
             }
-    CHECK(worst < 1e-5, "GEMM m=%d n=%d k=%d ta=%d tb=%d bf16=%d bias=%d relu=%d batch=%d beta=%g: "
-          "error %.3g", m, n, k, gc.ta, gc.tb, gc.bf16, gc.bias, gc.relu, batch, beta, worst);
+    CHECK(worst < 1e-5,
+          "GEMM m=%d n=%d k=%d ta=%d tb=%d bf16=%d bias=%d relu=%d batch=%d beta=%g: "
+          "error %.3g",
+          m, n, k, gc.ta, gc.tb, gc.bf16, gc.bias, gc.relu, batch, beta, worst);
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(la);
     cublasLtMatrixLayoutDestroy(lb);
@@ -296,27 +319,34 @@ static void test_gemm_refusals(cublasLtHandle_t lt)
     cublasLtMatmulHeuristicResult_t r;
     int found = 0;
     CHECK(cublasLtMatmulAlgoGetHeuristic(lt, desc, lbad, l64, l64, l64, pref, 1, &r, &found) ==
-              CUBLAS_STATUS_INVALID_VALUE, "ld < rows accepted");
+              CUBLAS_STATUS_INVALID_VALUE,
+          "ld < rows accepted");
     CHECK(cublasLtMatmulAlgoGetHeuristic(lt, desc, l32, l32, l64, l64, pref, 1, &r, &found) ==
-              CUBLAS_STATUS_INVALID_VALUE, "32x64 · 32x64 accepted");
+              CUBLAS_STATUS_INVALID_VALUE,
+          "32x64 · 32x64 accepted");
     CHECK(cublasLtMatmulAlgoGetHeuristic(lt, desc, l64, l64, l64, l64, pref, 1, &r, &found) ==
-              CUBLAS_STATUS_SUCCESS, "64³ refused");
+              CUBLAS_STATUS_SUCCESS,
+          "64³ refused");
     const float one = 1, zero = 0;
     std::vector<float> host(4096);
     CHECK(cublasLtMatmul(lt, desc, &one, host.data(), l64, B, l64, &zero, C, l64, C, l64, &r.algo,
-                         nullptr, 0, 0) == CUBLAS_STATUS_INVALID_VALUE, "host A accepted");
+                         nullptr, 0, 0) == CUBLAS_STATUS_INVALID_VALUE,
+          "host A accepted");
     CHECK(cublasLtMatmul(lt, desc, &one, A + 1, l64, B, l64, &zero, C, l64, C, l64, &r.algo,
                          nullptr, 0, 0) == CUBLAS_STATUS_INVALID_VALUE,
           "A aligned to 4 bytes accepted by an algo for 256-byte alignment");
     CHECK(cublasLtMatmul(lt, desc, &one, A, l64, B, l64, &zero, d + 3 * 4096 - 64, l64,
-                         d + 3 * 4096 - 64, l64, &r.algo, nullptr, 0, 0) ==
-              CUBLAS_STATUS_INVALID_VALUE, "D running past its allocation accepted");
+                         d + 3 * 4096 - 64, l64, &r.algo, nullptr, 0,
+                         0) == CUBLAS_STATUS_INVALID_VALUE,
+          "D running past its allocation accepted");
     cublasLtMatrixLayout_t l16;
     cublasLtMatrixLayoutCreate(&l16, CUDA_R_32F, 64, 16, 64);
-    CHECK(cublasLtMatmul(lt, desc, &one, A, l64, B, l16, &zero, C, l16, C, l16, &r.algo, nullptr,
-                         0, 0) == CUBLAS_STATUS_INVALID_VALUE, "algo of another problem accepted");
-    CHECK(cublasLtMatmul(lt, desc, &one, A, l64, B, l64, &zero, C, l64, C, l64, &r.algo, nullptr,
-                         0, 0) == CUBLAS_STATUS_SUCCESS, "a good call refused");
+    CHECK(cublasLtMatmul(lt, desc, &one, A, l64, B, l16, &zero, C, l16, C, l16, &r.algo, nullptr, 0,
+                         0) == CUBLAS_STATUS_INVALID_VALUE,
+          "algo of another problem accepted");
+    CHECK(cublasLtMatmul(lt, desc, &one, A, l64, B, l64, &zero, C, l64, C, l64, &r.algo, nullptr, 0,
+                         0) == CUBLAS_STATUS_SUCCESS,
+          "a good call refused");
     CUDA_OK(cudaDeviceSynchronize());
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(l64);
@@ -336,12 +366,12 @@ int main()
     const gemm_case cases[] = {
         /* m, n, k, pads, batch, ta, tb, bf16, bias, relu, beta */
         {17, 9, 33, 0, 0, 0, 1, false, false, false, false, false, 0.0f},
-        {17, 9, 33, 3, 5, 2, 1, true, false, false, false, false, 0.0f},  /* the project's T·N */
+        {17, 9, 33, 3, 5, 2, 1, true, false, false, false, false, 0.0f}, /* the project's T·N */
         {17, 9, 33, 1, 0, 0, 1, false, true, false, false, false, 0.5f},
         {8, 12, 5, 0, 2, 0, 1, true, true, false, true, false, 0.0f},
-        {64, 3, 96, 0, 0, 0, 1, true, false, true, true, false, 0.0f},   /* bf16 with bias */
-        {31, 7, 64, 0, 0, 4, 1, true, false, true, true, true, 0.0f},    /* bf16, relu + bias */
-        {6, 5, 4, 2, 1, 3, 3, false, true, false, false, false, -1.0f},  /* batched */
+        {64, 3, 96, 0, 0, 0, 1, true, false, true, true, false, 0.0f},  /* bf16 with bias */
+        {31, 7, 64, 0, 0, 4, 1, true, false, true, true, true, 0.0f},   /* bf16, relu + bias */
+        {6, 5, 4, 2, 1, 3, 3, false, true, false, false, false, -1.0f}, /* batched */
     };
     for (const gemm_case &gc : cases)
         run_gemm_case(lt, gc);

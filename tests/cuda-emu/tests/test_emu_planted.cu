@@ -234,7 +234,7 @@ static int run_case(const char *name)
 /* ---- the driver ---------------------------------------------------------------------------- */
 
 struct outcome {
-    int status;  /* exit code, or 128 + signal */
+    int status; /* exit code, or 128 + signal */
     std::string output;
 };
 
@@ -287,12 +287,14 @@ static void expect_order_dependent(const char *name, bool dependent)
                   x = run_child(name, "random");
     const bool ran = f.status == 0 && r.status == 0 && x.status == 0;
     const bool differ = f.output != r.output || f.output != x.output;
-    CHECK(ran && differ == dependent, "%s: fwd \"%s\", rev \"%s\", random \"%s\" (exit %d %d %d): "
-          "%s", name, f.output.c_str(), r.output.c_str(), x.output.c_str(), f.status, r.status,
-          x.status, dependent ? "the race was not caught" : "the correct kernel depends on the order");
+    CHECK(ran && differ == dependent,
+          "%s: fwd \"%s\", rev \"%s\", random \"%s\" (exit %d %d %d): "
+          "%s",
+          name, f.output.c_str(), r.output.c_str(), x.output.c_str(), f.status, r.status, x.status,
+          dependent ? "the race was not caught" : "the correct kernel depends on the order");
     if (ran && differ == dependent)
-        printf("OK     %-29s fwd/rev/random: %s\n", name, dependent ? "results differ (caught)"
-                                                                     : "same result");
+        printf("OK     %-29s fwd/rev/random: %s\n", name,
+               dependent ? "results differ (caught)" : "same result");
 }
 
 int main(int argc, char **argv)
