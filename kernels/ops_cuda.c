@@ -641,6 +641,35 @@ static int is_bf16(const moire_swiglu *s)
     return s->gate_up.dtype == MOIRE_DTYPE_BF16;
 }
 
+/* out[rows, D] = down(SiLU(gate(h)) ⊙ up(h)) for the rows of a stack of SwiGLU experts, in
+ * the grouped mode (offsets from mk_moe_route) or the dense one (offsets NULL, E 1).
+ * bf16 weights whose shapes allow it (mk_moe_mma_supported) go to the tensor cores
+ * (moe_mma.cu; the intermediate activations in bf16, so `act` needs rows·F·2 bytes);
+ * fp32 weights and other shapes to the SIMT kernels (moe.cu; act rows·F·4 bytes). */
+static cudaError_t swiglu_gemms(cuda_backend *cb, float *out, void *act, const float *h,
+                                const moire_swiglu *sw, const int32_t *offsets,
+                                const int32_t *tile_offsets, const int32_t *sorted_token,
+                                int dense_rows, int E, int D, int max_tiles)
+{
+    const int F = sw->hidden;
+    if (is_bf16(sw) && mk_moe_mma_supported(D, F)) {
+        cudaError_t err = mk_moe_gate_up_mma_bf16(act, h, sw->gate_up.data, offsets,
+                                                  tile_offsets, sorted_token, dense_rows, E, D,
+                                                  F, max_tiles, cb->stream);
+        if (err == cudaSuccess)
+            err = mk_moe_down_mma_bf16(out, act, sw->down.data, offsets, tile_offsets,
+                                       dense_rows, E, D, F, max_tiles, cb->stream);
+        return err;
+    }
+    cudaError_t err = mk_moe_gate_up(act, h, sw->gate_up.data, is_bf16(sw), offsets,
+                                     tile_offsets, sorted_token, dense_rows, E, D, F, max_tiles,
+                                     cb->stream);
+    if (err == cudaSuccess)
+        err = mk_moe_down(out, act, sw->down.data, is_bf16(sw), offsets, tile_offsets,
+                          dense_rows, E, D, F, max_tiles, cb->stream);
+    return err;
+}
+
 static moire_status cuda_moe_experts(const moire_ops *ops, float *y, const float *h, int T,
                                      int D, const moire_swiglu *experts,
                                      const moire_swiglu *shared, int k, const int32_t *top_ids,
@@ -686,17 +715,10 @@ static moire_status cuda_moe_experts(const moire_ops *ops, float *y, const float
     cudaError_t err = mk_moe_route(offsets, tile_offsets, sorted_token, sorted_weight,
                                    slot_of_pair, top_ids, top_weights, T, k, E, cb->stream);
     if (err == cudaSuccess)
-        err = mk_moe_gate_up(act, h, experts->gate_up.data, is_bf16(experts), offsets,
-                             tile_offsets, sorted_token, 0, E, D, F, max_tiles, cb->stream);
-    if (err == cudaSuccess)
-        err = mk_moe_down(rows, act, experts->down.data, is_bf16(experts), offsets,
-                          tile_offsets, 0, E, D, F, max_tiles, cb->stream);
+        err = swiglu_gemms(cb, rows, act, h, experts, offsets, tile_offsets, sorted_token, 0, E,
+                           D, max_tiles);
     if (err == cudaSuccess && S > 0)
-        err = mk_moe_gate_up(shared_act, h, shared->gate_up.data, is_bf16(shared), NULL, NULL,
-                             NULL, T, 1, D, S, 0, cb->stream);
-    if (err == cudaSuccess && S > 0)
-        err = mk_moe_down(shared_out, shared_act, shared->down.data, is_bf16(shared), NULL,
-                          NULL, T, 1, D, S, 0, cb->stream);
+        err = swiglu_gemms(cb, shared_out, shared_act, h, shared, NULL, NULL, NULL, T, 1, D, 0);
     if (err == cudaSuccess)
         err = mk_moe_combine(y, S > 0 ? shared_out : NULL, rows, slot_of_pair, top_weights, T,
                              D, k, cb->stream);
@@ -758,11 +780,7 @@ static moire_status cuda_swiglu(const moire_ops *ops, float *y, const float *h, 
     moire_status status = scratch(ops, (size_t)T * F * sizeof(float), &act);
     if (status != MOIRE_OK)
         return status;
-    cudaError_t err = mk_moe_gate_up(act, h, mlp->gate_up.data, is_bf16(mlp), NULL, NULL, NULL,
-                                     T, 1, D, F, 0, cb->stream);
-    if (err == cudaSuccess)
-        err = mk_moe_down(y, act, mlp->down.data, is_bf16(mlp), NULL, NULL, T, 1, D, F, 0,
-                          cb->stream);
+    cudaError_t err = swiglu_gemms(cb, y, act, h, mlp, NULL, NULL, NULL, T, 1, D, 0);
     moire_arena_release(ops->arena, mark);
     if (err != cudaSuccess)
         return cuda_fail(err, "the SwiGLU kernels", __func__);

@@ -19,6 +19,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -504,6 +505,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     float al, be;
     memcpy(&al, alpha, 4);
     memcpy(&be, beta, 4);
+    /* Fault injection for the engine's known-answer check (tests/gpu/test_cuda_auto.c):
+       CUDA_EMU_FAULT=matmul makes every product 10 % too large, as a broken driver or
+       library would — wrong numbers, no error code. */
+    const char *fault = getenv("CUDA_EMU_FAULT");
+    if (fault && strcmp(fault, "matmul") == 0)
+        al *= 1.1f;
     const void *ptrs[4] = {A, B, C, D};
     const cuda_emu_lt_layout *ls[4] = {a, b, c, d};
     const char *names = "ABCD";

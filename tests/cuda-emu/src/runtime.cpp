@@ -326,6 +326,12 @@ const char *cudaGetErrorString(cudaError_t e)
 
 cudaError_t cudaGetDeviceCount(int *count)
 {
+    /* CUDA_EMU_FAULT=nodevice: what a machine without a usable driver answers. */
+    const char *fault = getenv("CUDA_EMU_FAULT");
+    if (fault && strcmp(fault, "nodevice") == 0) {
+        *count = 0;
+        return cudaErrorNoDevice;
+    }
     *count = 1;
     return cudaSuccess;
 }
