@@ -26,8 +26,8 @@ static inline void on_access(const void *p, size_t size, bool write)
     }
     if (__builtin_expect(a - space_base >= space_end - space_base, 1))
         return;
-    if (!running_stats)
-        bad_access(a, size, write);
+    if (!running_stats || (size <= 16 && !(size & (size - 1)) && (a & (size - 1))))
+        bad_access(a, size, write); /* host code, or misaligned: the device faults on both */
     bool cached = false;
     for (const allocation &r : recent)
         cached |= a - r.base < r.bytes && a + size <= r.base + r.bytes;

@@ -260,6 +260,10 @@ void bad_access(uintptr_t a, size_t size, bool write)
         fatal("host code in a kernel file %ss %zu bytes of device memory at %p: device memory "
               "is only for kernels and copies",
               op, size, (void *)a);
+    if (size <= 16 && !(size & (size - 1)) && (a & (size - 1)))
+        fatal("misaligned %s of %zu bytes at %p: the device requires %zu-byte alignment "
+              "(cudaErrorMisalignedAddress)",
+              op, size, (void *)a, size);
     auto it = live.upper_bound(a);
     if (it != live.begin()) {
         --it;

@@ -10,6 +10,7 @@
  *                         the device, a deadlock report here);
  *   partial_warp_mask     a full mask in the last warp of a 48-thread block;
  *   use_after_free        a kernel reads a buffer after cudaFree;
+ *   misaligned            a float read 2 bytes off its alignment (the device faults);
  *   dynamic_shared_oob    an index past the launch's dynamic shared memory;
  *   host_deref            host code reads device memory through a pointer;
  *   sync_in_capture       a "forward" that synchronises its stream inside graph capture. */
@@ -136,6 +137,21 @@ static int use_after_free()
     return cudaDeviceSynchronize() != cudaSuccess;
 }
 
+static __global__ void misaligned_kernel(float *y, const char *bytes)
+{
+    y[threadIdx.x] = *(const float *)(bytes + 4 * threadIdx.x + 2); /* the bug */
+}
+
+static int misaligned()
+{
+    float *y;
+    char *x;
+    cudaMalloc((void **)&y, 32 * sizeof(float));
+    cudaMalloc((void **)&x, 256);
+    MK_LAUNCH(1, 32, 0, 0, misaligned_kernel)(y, x);
+    return cudaDeviceSynchronize() != cudaSuccess;
+}
+
 static __global__ void stage_kernel(float *y, int n)
 {
     MK_DYNAMIC_SHARED(float, tile);
@@ -221,6 +237,8 @@ static int run_case(const char *name)
         return launch_int_kernel(partial_warp_kernel, 48);
     if (!strcmp(name, "use_after_free"))
         return use_after_free();
+    if (!strcmp(name, "misaligned"))
+        return misaligned();
     if (!strcmp(name, "dynamic_shared_oob"))
         return dynamic_shared_oob();
     if (!strcmp(name, "host_deref"))
@@ -309,6 +327,7 @@ int main(int argc, char **argv)
     expect_caught("collective_vs_barrier", "deadlock");
     expect_caught("partial_warp_mask", "has only 16 lanes");
     expect_caught("use_after_free", "use after cudaFree");
+    expect_caught("misaligned", "misaligned read");
     expect_caught("dynamic_shared_oob", "dynamic shared memory");
     expect_caught("host_deref", "host code dereferenced device memory");
     expect_caught("sync_in_capture", "during stream capture");
