@@ -47,15 +47,13 @@ moire_status ecdit_text_encode(moire_ctx *ctx, const moire_model *model, int pro
     out->max_tokens = L;
     out->ids = moire_malloc_array((size_t)rows, sizeof(int32_t));
     out->lengths = moire_malloc_array((size_t)prompts, sizeof(int));
-    int32_t *positions = moire_malloc_array((size_t)rows, sizeof(int32_t));
     int32_t *lengths32 = moire_malloc_array((size_t)prompts, sizeof(int32_t));
     /* The result outlives this pass (every step of the generation reads it): backend memory
      * of its own, not the arena. */
     out->tokens = ops->mem_alloc(ops, (size_t)rows * Dt * sizeof(float));
     out->pooled = ops->mem_alloc(ops, (size_t)prompts * D * sizeof(float));
-    if (!out->ids || !out->lengths || !positions || !lengths32 || !out->tokens ||
-        !out->pooled) {
-        free(positions), free(lengths32);
+    if (!out->ids || !out->lengths || !lengths32 || !out->tokens || !out->pooled) {
+        free(lengths32);
         ecdit_text_cond_free(out);
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory encoding %d prompts",
                           prompts);
@@ -69,12 +67,10 @@ moire_status ecdit_text_encode(moire_ctx *ctx, const moire_model *model, int pro
         lengths32[i] = info.length;
         out->unknown_words += info.unknown_words;
         out->dropped_words += info.dropped_words;
-        for (int j = 0; j < L; j++)
-            positions[(size_t)i * L + j] = j;
     }
     status = moire_arena_begin(&ctx->arena);
     if (status != MOIRE_OK) {
-        free(positions), free(lengths32);
+        free(lengths32);
         ecdit_text_cond_free(out);
         return status;
     }
@@ -85,19 +81,16 @@ moire_status ecdit_text_encode(moire_ctx *ctx, const moire_model *model, int pro
     float *hidden = dit_take(arena, (size_t)rows * (Ft > Dt ? Ft : Dt), sizeof(float), &status);
     float *mean = dit_take(arena, (size_t)prompts * Dt, sizeof(float), &status);
     int32_t *ids_dev = dit_take(arena, (size_t)rows, sizeof(int32_t), &status);
-    int32_t *pos_dev = dit_take(arena, (size_t)rows, sizeof(int32_t), &status);
     int32_t *len_dev = dit_take(arena, (size_t)prompts, sizeof(int32_t), &status);
     dit_upload(ops, ids_dev, out->ids, (size_t)rows * sizeof(int32_t), &status);
-    dit_upload(ops, pos_dev, positions, (size_t)rows * sizeof(int32_t), &status);
     dit_upload(ops, len_dev, lengths32, (size_t)prompts * sizeof(int32_t), &status);
-    free(positions), free(lengths32);
+    free(lengths32);
     float *x = out->tokens;
     if (status == MOIRE_OK)
         status = ops->gather_rows(ops, x, &mb->token_embedding, ids_dev, rows, Dt);
-    if (status == MOIRE_OK)
-        status = ops->gather_rows(ops, normed, &mb->position_embedding, pos_dev, rows, Dt);
-    if (status == MOIRE_OK)
-        status = ops->add(ops, x, x, normed, (int64_t)rows * Dt);
+    if (status == MOIRE_OK) /* position j's row to token j of every prompt: [L, Dt] broadcast */
+        status = ops->gate_residual(ops, x, mb->position_embedding.data, 0, NULL, 0, prompts,
+                                    L, Dt);
     if (status == MOIRE_OK && ctx->debug_fn)
         dit_emit_ids(ctx, "text_ids", -1, ids_dev, 2, prompts, L);
 

@@ -517,16 +517,8 @@ static __global__ void layernorm_affine_kernel(float *y, const float *x, const f
     const int64_t row = blockIdx.x;
     const float *xr = x + row * D;
     float *yr = y + row * D;
-    float s = 0.0f;
-    for (int d = threadIdx.x; d < D; d += blockDim.x)
-        s += xr[d];
-    const float mean = mk_block_sum(s, scratch) / D;
-    float sq = 0.0f;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        const float c = xr[d] - mean;
-        sq += c * c;
-    }
-    const float inv = 1.0f / sqrtf(mk_block_sum(sq, scratch) / D + eps);
+    float mean, inv;
+    mk_row_stats(xr, D, eps, scratch, &mean, &inv);
     for (int d = threadIdx.x; d < D; d += blockDim.x)
         yr[d] = ((xr[d] - mean) * inv) * w[d] + b[d];
 }

@@ -39,6 +39,25 @@ template <typename T> static __device__ T mk_block_sum(T v, T *scratch)
     return scratch[32];
 }
 
+/* LayerNorm statistics of one row xr[D], computed by the whole block, two-pass (the mean,
+ * then the squared deviations): *mean and *inv = 1/√(var + eps), the same in every thread.
+ * `scratch` as for mk_block_sum. */
+static __device__ inline void mk_row_stats(const float *xr, int D, float eps, float *scratch,
+                                    float *mean, float *inv)
+{
+    float s = 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+        s += xr[d];
+    const float m = mk_block_sum(s, scratch) / D;
+    float sq = 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        const float c = xr[d] - m;
+        sq += c * c;
+    }
+    *mean = m;
+    *inv = 1.0f / sqrtf(mk_block_sum(sq, scratch) / D + eps);
+}
+
 /* A grid-stride loop's grid: enough blocks of `threads` for count elements, at most
  * 8·65535 (the loop covers the rest). */
 static inline unsigned mk_grid_for(int64_t count, int threads)
