@@ -90,7 +90,7 @@ static void print_kernels(const char *spec)
         moire_perf_kernel rows[MAX_ROWS];
         int n;
         moire_perf_step step = predict(s, rows, &n);
-        printf("%s-%dE%dA %d², CFG batch %d, bf16 weights%s: %lld launches, %.2f ms device, "
+        printf("%s-%dE%dA %d², %d images per forward (CFG), bf16 weights%s: %lld launches, %.2f ms device, "
                "%.2f ms eager, %.2f ms as one graph; %.2f GB HBM, %.3f TFLOP\n",
                g->name, g->experts, g->top_k, resolution, s.images,
                flash ? ", flash attention (expected)" : "", (long long)step.launches,
