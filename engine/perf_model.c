@@ -22,6 +22,7 @@
 #include "bench.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 /* H100 SXM5 (80 GB HBM3). Sources: the H100 datasheet (3.35 TB/s HBM3, 989 TFLOP/s dense
@@ -239,22 +240,37 @@ static void attention_simt(builder *b, const moire_perf_shape *s, int64_t launch
     per_step(r);
 }
 
-/* Expected: a flash attention on tensor cores (mma.sync, the `flash` helper's kernel): 64
- * query rows per block, K/V read once per query tile, the activations as today (fp32) or
- * bf16 with bf16_activations. */
+/* Expected: the tensor-core flash attention of the `flash` helper (branch flash, commit
+ * a0fa87e, kernels/attention_mma.cu; not merged when this was written), two launches:
+ *  - attention_pack_kernel: each (token, head) row of q, k and v read once (q and k
+ *    LayerNormed here, reading the norm weights again per row), written as bf16 [n, H, T, HP],
+ *    HP = hd rounded up to 16;
+ *  - flash_attention_kernel<HP>: a block = 64 query rows of one head of one image; Q read
+ *    once, all of K and V once per query block (cp.async), mma.sync; out fp32.
+ * With bf16_activations the pack reads bf16. */
 static void attention_flash(builder *b, const moire_perf_shape *s, int64_t launches)
 {
     const double n = s->images, T = s->tokens, H = s->heads, hd = s->hidden / s->heads;
-    const double elem = s->bf16_activations ? 2 : 4;
-    moire_perf_kernel *r = add(b, "block: attention (flash, expected)", "flash attention (expected)",
-                               MOIRE_PERF_MMA, launches);
+    const double in = s->bf16_activations ? 2 : 4;
+    const double HP = ceil_div(hd, 16) * 16, norm = s->qk_norm ? 2 : 0;
+    moire_perf_kernel *r = add(b, "block: attention pack (expected)", "attention_pack_kernel",
+                               MOIRE_PERF_SIMT, launches);
     r->expected = true;
-    const double q_tiles = ceil_div(T, 64);
-    const double hd_pad = ceil_div(hd, 16) * 16;
-    r->bytes_read = n * H * (T * hd * elem + q_tiles * T * hd * elem * 2);
-    r->bytes_written = n * T * H * hd * elem;
-    r->hbm_bytes = n * T * 3 * H * hd * elem + r->bytes_written;
-    r->flops = n * H * (q_tiles * 64) * ceil_div(T, 64) * 64 * hd_pad * 4;
+    r->bytes_read = n * T * H * (3 * hd * in + norm * 2 * hd * 4);
+    r->bytes_written = 3 * n * T * H * HP * 2;
+    r->hbm_bytes = n * T * H * 3 * hd * in + r->bytes_written;
+    r->flops = n * T * H * hd * 2 * 8;
+    per_step(r);
+
+    static char name[48];
+    snprintf(name, sizeof name, "flash_attention_kernel<%d>", (int)HP);
+    r = add(b, "block: attention flash (expected)", name, MOIRE_PERF_MMA, launches);
+    r->expected = true;
+    const double q_blocks = ceil_div(T, 64);
+    r->bytes_read = n * H * (T * HP * 2 + q_blocks * T * HP * 2 * 2);
+    r->bytes_written = n * T * H * hd * 4;
+    r->hbm_bytes = 3 * n * H * T * HP * 2 + r->bytes_written;
+    r->flops = n * H * (q_blocks * 64) * (ceil_div(T, 64) * 64) * HP * 4;
     per_step(r);
 }
 
