@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- errors --------------------------------------------------------------------------- */
 
@@ -908,9 +909,35 @@ static moire_status cuda_timestep_frequencies(const moire_ops *ops, float *freq,
  * anything that cannot be replayed into an error instead of a graph that silently reuses a
  * stale host copy. */
 
+/* Replays in flight per graph. The host queues a replay only once the one GRAPH_AHEAD launches
+ * back has finished (polled, not waited for: cudaEventQuery and a short sleep), so the device
+ * always has the next step queued while progress reports and cancellation stay within
+ * GRAPH_AHEAD steps of the device instead of racing to the end of the run. */
+#define GRAPH_AHEAD 2
+#define GRAPH_POLL_NS 100000L
+
 struct moire_graph {
     cudaGraphExec_t exec;
+    cudaEvent_t done[GRAPH_AHEAD]; /* recorded after each launch, used round robin          */
+    bool pending[GRAPH_AHEAD];
+    int next;
 };
+
+/* Until `event` has completed, without a host wait (see GRAPH_AHEAD). */
+static moire_status poll_event(cudaEvent_t event)
+{
+    for (;;) {
+        cudaError_t err = cudaEventQuery(event);
+        if (err == cudaSuccess)
+            return MOIRE_OK;
+        if (err != cudaErrorNotReady)
+            return cuda_fail(err, "cudaEventQuery(an earlier step)", __func__);
+        struct timespec pause = {0, GRAPH_POLL_NS};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static void cuda_graph_free(const moire_ops *ops, moire_graph *graph);
 
 static moire_status cuda_graph_begin(const moire_ops *ops)
 {
@@ -942,6 +969,12 @@ static moire_status cuda_graph_end(const moire_ops *ops, moire_graph **out)
         free(g);
         return cuda_fail(err, "cudaGraphInstantiate(the sampling step)", __func__);
     }
+    for (int i = 0; i < GRAPH_AHEAD && err == cudaSuccess; i++)
+        err = cudaEventCreateWithFlags(&g->done[i], cudaEventDisableTiming);
+    if (err != cudaSuccess) {
+        cuda_graph_free(ops, g);
+        return cuda_fail(err, "cudaEventCreateWithFlags(a step's completion)", __func__);
+    }
     *out = g;
     return MOIRE_OK;
 }
@@ -950,7 +983,16 @@ static moire_status cuda_graph_launch(const moire_ops *ops, moire_graph *graph)
 {
     if (!graph)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_launch: no graph");
+    const int slot = graph->next;
+    if (graph->pending[slot]) {
+        moire_status status = poll_event(graph->done[slot]);
+        if (status != MOIRE_OK)
+            return status;
+    }
     CUDA_TRY(cudaGraphLaunch(graph->exec, STREAM(ops)));
+    CUDA_TRY(cudaEventRecord(graph->done[slot], STREAM(ops)));
+    graph->pending[slot] = true;
+    graph->next = (slot + 1) % GRAPH_AHEAD;
     return MOIRE_OK;
 }
 
@@ -959,7 +1001,11 @@ static void cuda_graph_free(const moire_ops *ops, moire_graph *graph)
     (void)ops;
     if (!graph)
         return;
-    if (cudaGraphExecDestroy(graph->exec) != cudaSuccess)
+    /* an event or graph still in use is released by the driver once its work completes */
+    for (int i = 0; i < GRAPH_AHEAD; i++)
+        if (graph->done[i])
+            cudaEventDestroy(graph->done[i]);
+    if (graph->exec && cudaGraphExecDestroy(graph->exec) != cudaSuccess)
         (void)cudaGetLastError();
     free(graph);
 }

@@ -12,8 +12,11 @@
  *    too where built with it); the first step runs directly.
  *  - A replayed run is bit-identical to the same run with every step issued directly
  *    (MOIRE_CUDA_GRAPH=0).
+ *  - While recording, upload, download and allocation are refused; a recorded ×2 replays.
+ *  - On the CPU table, the forward on backend arrays equals the host forward bit for bit.
  * Exits 77 (skip) when no CUDA device is visible. */
 #include "context.h"
+#include "dit_common.h"
 #include "generate.h"
 #include "internal.h"
 #include "model.h"
@@ -370,10 +373,9 @@ static void check_generation(moire_ctx *cpu, moire_ctx *gpu, const moire_model *
               (unsigned long long)(now->copies_to_device - was->copies_to_device),
               (unsigned long long)(now->copies_to_host - was->copies_to_host));
         if (s == costs.steps - 1)
-            printf("       %s: the last step = %llu graph launch, %llu kernels launched or "
-                   "recorded outside it, %llu host waits, %llu device allocations\n",
+            printf("       %s: the last step = %llu graph launch, %llu host waits, %llu "
+                   "device allocations\n",
                    label, (unsigned long long)(now->graph_launches - was->graph_launches),
-                   (unsigned long long)(now->launches - was->launches),
                    (unsigned long long)(now->host_syncs - was->host_syncs),
                    (unsigned long long)(now->device_allocs - was->device_allocs));
 #endif
@@ -393,6 +395,67 @@ static void check_generation(moire_ctx *cpu, moire_ctx *gpu, const moire_model *
     free(a), free(b), free(c);
 }
 
+/* While a step is being recorded nothing may allocate, copy from or to the host, or wait:
+ * the CUDA table refuses (an error naming the call), and the recording still ends cleanly. */
+static void check_recording_refusals(moire_ctx *gpu)
+{
+    const moire_ops *ops = &gpu->ops;
+    float host[4] = {1, 2, 3, 4};
+    float *dev = ops->mem_alloc(ops, sizeof host);
+    CHECK(dev && ops->upload(ops, dev, host, sizeof host) == MOIRE_OK &&
+              ops->graph_begin(ops) == MOIRE_OK,
+          "graph_begin: %s", moire_last_error());
+    CHECK(ops->upload(ops, dev, host, sizeof host) != MOIRE_OK &&
+              strstr(moire_last_error(), "recorded"),
+          "an upload while recording was not refused (%s)", moire_last_error());
+    CHECK(ops->download(ops, host, dev, sizeof host) != MOIRE_OK &&
+              strstr(moire_last_error(), "recorded"),
+          "a download while recording was not refused (%s)", moire_last_error());
+    CHECK(ops->mem_alloc(ops, 64) == NULL && strstr(moire_last_error(), "recorded"),
+          "an allocation while recording was not refused (%s)", moire_last_error());
+    CHECK(ops->scale(ops, dev, dev, 2.0f, 4) == MOIRE_OK, "scale while recording: %s",
+          moire_last_error());
+    moire_graph *graph = NULL;
+    CHECK(ops->graph_end(ops, &graph) == MOIRE_OK && graph, "graph_end: %s",
+          moire_last_error());
+    /* the recording ran nothing; two replays double twice */
+    CHECK(ops->graph_launch(ops, graph) == MOIRE_OK &&
+              ops->graph_launch(ops, graph) == MOIRE_OK &&
+              ops->graph_launch(ops, graph) == MOIRE_OK,
+          "graph_launch: %s", moire_last_error());
+    float back[4] = {0};
+    CHECK(ops->download(ops, back, dev, sizeof back) == MOIRE_OK && back[0] == 8.0f &&
+              back[3] == 32.0f,
+          "three replays of ×2 gave %g … %g (8 … 32 expected)", (double)back[0],
+          (double)back[3]);
+    ops->graph_free(ops, graph);
+    ops->mem_free(ops, dev);
+}
+
+/* On the CPU table the forward on backend arrays is the host forward, bit for bit (what keeps
+ * the CPU images unchanged now that generate.c uses it). */
+static void check_cpu_forward_identity(moire_ctx *cpu, const moire_model *model)
+{
+    const moire_model_config *cfg = moire_model_get_config(model);
+    const int n = 2, side = cfg->input_size;
+    const size_t in = (size_t)n * cfg->in_channels * side * side;
+    const size_t out = (size_t)n * cfg->out_channels * side * side;
+    float *x = malloc(in * 4), *a = malloc(out * 4), *b = malloc(out * 4);
+    test_fill_random(x, (int64_t)in, 31, -1, 1);
+    const float t[2] = {0.25f, 731.0f};
+    const int32_t y[2] = {1, cfg->num_classes};
+    const float *pos_embed = model->weights.pos_embed;
+    float *positions = dit_positions_on_backend(&cpu->ops, cfg, pos_embed, side, side);
+    CHECK(positions && moire_forward(cpu, model, n, side, side, x, t, y, a) == MOIRE_OK &&
+              dit_forward_on_backend(cpu, model, n, side, side, x, t, y, positions, b) ==
+                  MOIRE_OK,
+          "cpu forwards: %s", moire_last_error());
+    CHECK(memcmp(a, b, out * 4) == 0, "cpu: the forward on backend arrays differs from the "
+                                      "host forward");
+    cpu->ops.mem_free(&cpu->ops, positions);
+    free(x), free(a), free(b);
+}
+
 int main(void)
 {
     moire_ctx_params params = moire_ctx_params_default();
@@ -407,12 +470,14 @@ int main(void)
     if (moire_ctx_new(&params, &cpu) != MOIRE_OK)
         return 1;
     check_sampler_ops(&gpu->ops);
+    check_recording_refusals(gpu);
 
     moire_model *model = NULL;
     const char *file = test_data_path("golden/tiny_qkv.safetensors");
     CHECK(moire_model_load(file, &model) == MOIRE_OK, "%s: %s", file, moire_last_error());
     if (model) {
         const bool ddpm = moire_model_get_config(model)->objective == MOIRE_OBJECTIVE_DDPM_EPS;
+        check_cpu_forward_identity(cpu, model);
         check_generation(cpu, gpu, model, MOIRE_SAMPLER_DEFAULT, 4.0f);
         check_generation(cpu, gpu, model, MOIRE_SAMPLER_DDIM, 4.0f);
         check_generation(cpu, gpu, model, MOIRE_SAMPLER_DPMPP_2M, 1.0f);
