@@ -41,6 +41,8 @@ if [ -z "${GPU_CHECK_QUICK:-}" ] && command -v compute-sanitizer >/dev/null; the
         "$BUILD/tests/gpu/test_cuda_ops"
     step memcheck_golden compute-sanitizer --tool memcheck --error-exitcode 1 \
         "$BUILD/tests/gpu/test_cuda_golden"
+    step memcheck_graph compute-sanitizer --tool memcheck --error-exitcode 1 \
+        "$BUILD/tests/gpu/test_cuda_graph"
     step racecheck_route compute-sanitizer --tool racecheck --error-exitcode 1 \
         "$BUILD/tests/gpu/test_cuda_ops"
 fi
