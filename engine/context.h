@@ -30,4 +30,12 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
                          const float *x, const float *t, const int32_t *class_ids,
                          float *out);
 
+/* The same on backend arrays: x [n, C, h, w], t [n], class_ids [n] and out [n, Co, h, w] in
+ * the context's backend memory, positions [T, D] from dit_positions_on_backend. Uploads and
+ * downloads nothing, so a sampling step built on it can be recorded as a graph. */
+moire_status dit_forward_on_backend(moire_ctx *ctx, const moire_model *model, int n, int h,
+                                    int w, const float *x, const float *t,
+                                    const int32_t *class_ids, const float *positions,
+                                    float *out);
+
 #endif /* MOIRE_CONTEXT_H */

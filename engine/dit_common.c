@@ -155,11 +155,75 @@ void dit_emit_ids(const moire_ctx *ctx, const char *name, int layer, const int32
     free(as_float), free(view);
 }
 
+/* dit_embed on backend arrays: patches and timestep features made by the backend, the
+ * positions already there, nothing uploaded (a sampling step recorded as a graph). */
+static moire_status embed_on_backend(const moire_ops *ops, const moire_model_config *cfg,
+                                     const model_bound *mb, int n, int h, int w,
+                                     const float *x, const float *t, const float *positions,
+                                     float *tokens, float *cond, float *t_hidden,
+                                     moire_ctx *debug_ctx)
+{
+    const int D = cfg->hidden_size, C = cfg->in_channels, p = cfg->patch_size;
+    const int T = (h / p) * (w / p), N = n * T, patch_dim = C * p * p;
+    moire_arena *arena = ops->arena;
+    const size_t mark = moire_arena_mark(arena);
+    moire_status status = MOIRE_OK;
+    float *patches = dit_take(arena, (size_t)N * patch_dim, sizeof(float), &status);
+    float *freq = dit_take(arena, (size_t)n * DIT_TIMESTEP_FREQ_DIM, sizeof(float), &status);
+    if (status == MOIRE_OK)
+        status = ops->patchify(ops, patches, x, n, C, h, w, p, false);
+    if (status == MOIRE_OK)
+        status = ops->timestep_frequencies(ops, freq, t, n);
+    if (status == MOIRE_OK)
+        status = ops->linear(ops, tokens, patches, &mb->x_embedder_proj_weight,
+                             &mb->x_embedder_proj_bias, N, patch_dim, D);
+    if (status == MOIRE_OK)
+        status = ops->gate_residual(ops, tokens, positions, 0, NULL, 0, n, T, D);
+    if (status == MOIRE_OK && debug_ctx) {
+        dit_emit(debug_ctx, "x_embed", -1, tokens, 3, n, T, D);
+        dit_emit(debug_ctx, "t_freq", -1, freq, 2, n, DIT_TIMESTEP_FREQ_DIM, 0);
+    }
+    if (status == MOIRE_OK)
+        status = ops->linear(ops, t_hidden, freq, &mb->t_embedder_mlp0_weight,
+                             &mb->t_embedder_mlp0_bias, n, DIT_TIMESTEP_FREQ_DIM, D);
+    if (status == MOIRE_OK)
+        status = ops->silu(ops, t_hidden, t_hidden, (int64_t)n * D);
+    if (status == MOIRE_OK)
+        status = ops->linear(ops, cond, t_hidden, &mb->t_embedder_mlp2_weight,
+                             &mb->t_embedder_mlp2_bias, n, D, D);
+    if (status == MOIRE_OK && debug_ctx)
+        dit_emit(debug_ctx, "t_emb", -1, cond, 2, n, D, 0);
+    moire_arena_release(arena, mark);
+    return status;
+}
+
+float *dit_positions_on_backend(const moire_ops *ops, const moire_model_config *cfg,
+                                const float *pos_embed_host, int h, int w)
+{
+    const int D = cfg->hidden_size, p = cfg->patch_size, gh = h / p, gw = w / p;
+    float *host = moire_malloc_array((size_t)gh * gw * D, sizeof(float));
+    if (!host) {
+        moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the position table");
+        return NULL;
+    }
+    dit_positions(host, pos_embed_host, cfg->input_size / p, gh, gw, D);
+    float *dev = ops->mem_alloc(ops, (size_t)gh * gw * D * sizeof(float));
+    if (dev && ops->upload(ops, dev, host, (size_t)gh * gw * D * sizeof(float)) != MOIRE_OK) {
+        ops->mem_free(ops, dev);
+        dev = NULL;
+    }
+    free(host);
+    return dev;
+}
+
 moire_status dit_embed(const moire_ops *ops, const moire_model_config *cfg,
                        const model_bound *mb, const float *pos_embed_host, int n, int h, int w,
-                       const float *x, const float *t, float *tokens, float *cond,
-                       float *t_hidden, moire_ctx *debug_ctx)
+                       const float *x, const float *t, const float *device_positions,
+                       float *tokens, float *cond, float *t_hidden, moire_ctx *debug_ctx)
 {
+    if (device_positions)
+        return embed_on_backend(ops, cfg, mb, n, h, w, x, t, device_positions, tokens, cond,
+                                t_hidden, debug_ctx);
     const int D = cfg->hidden_size, C = cfg->in_channels, p = cfg->patch_size;
     const int gh = h / p, gw = w / p, T = gh * gw, N = n * T, patch_dim = C * p * p;
     moire_arena *arena = ops->arena;
@@ -227,8 +291,10 @@ moire_status dit_final_layer(const moire_ops *ops, float *head, float *normed, f
 }
 
 moire_status dit_output(moire_ctx *ctx, const float *head, int n, int Co, int h, int w, int p,
-                        float *out)
+                        float *out, bool out_on_backend)
 {
+    if (out_on_backend)
+        return ctx->ops.patchify(&ctx->ops, out, head, n, Co, h, w, p, true);
     const int T = (h / p) * (w / p), head_dim = p * p * Co;
     moire_status status;
     float *host = dit_download_copy(&ctx->ops, head, (size_t)n * T * head_dim * sizeof(float),

@@ -7,6 +7,7 @@
 
 #include "moire.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,11 +48,19 @@ void dit_upload(const moire_ops *ops, void *dst, const void *src, size_t bytes,
                 moire_status *status);
 
 /* The trunk both families start with: tokens[n·T, D] = patch embedding of x[n, C, h, w]
- * (host) + positions; cond[n, D] = MLP(freq(t[n] (host))). `t_hidden` [n, D] is scratch. */
+ * + positions; cond[n, D] = MLP(freq(t[n])). `t_hidden` [n, D] is scratch. x and t are host
+ * arrays when device_positions is NULL; otherwise they are backend arrays and
+ * device_positions[T, D] the positions of this size (dit_positions_on_backend), and nothing
+ * is uploaded (a step that can be recorded as a graph). */
 moire_status dit_embed(const moire_ops *ops, const moire_model_config *cfg,
                        const model_bound *mb, const float *pos_embed_host, int n, int h, int w,
-                       const float *x, const float *t, float *tokens, float *cond,
-                       float *t_hidden, moire_ctx *debug_ctx);
+                       const float *x, const float *t, const float *device_positions,
+                       float *tokens, float *cond, float *t_hidden, moire_ctx *debug_ctx);
+
+/* The positions [T, D] of an h × w input in backend memory (ops->mem_free it), for
+ * dit_embed's backend form; NULL + moire_fail on failure. */
+float *dit_positions_on_backend(const moire_ops *ops, const moire_model_config *cfg,
+                                const float *pos_embed_host, int h, int w);
 
 /* The adaLN final layer both families end with: modulation[n, 2D] = Linear(cond_act) as
  * (shift, scale), then head[n·T, head_dim] = Linear(LayerNorm(tokens)·(1 + scale) + shift).
@@ -62,9 +71,10 @@ moire_status dit_final_layer(const moire_ops *ops, float *head, float *normed, f
                              const moire_tensor *linear_weight, const moire_tensor *linear_bias,
                              int n, int T, int D, int head_dim, float eps);
 
-/* head[n·T, p·p·Co] (backend) → out[n, Co, h, w] (host): the forward's one download. */
+/* head[n·T, p·p·Co] (backend) → out[n, Co, h, w]: on the host (the forward's one
+ * download), or in backend memory when out_on_backend. */
 moire_status dit_output(moire_ctx *ctx, const float *head, int n, int Co, int h, int w, int p,
-                        float *out);
+                        float *out, bool out_on_backend);
 
 /* Hands a backend tensor of floats to the context's debug callback (a host copy on device
  * backends; nothing when no callback is set). */

@@ -101,9 +101,11 @@ static moire_status report_selection(moire_ctx *ctx, int layer, const int32_t *s
     return MOIRE_OK;
 }
 
-moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
-                           const float *x, const float *t, const ecdit_text_cond *text,
-                           const int *prompt_of, float *out)
+/* The forward, on host arrays (device_positions NULL) or on backend arrays (x, t, out and
+ * device_positions in the backend: nothing crosses to the host). */
+static moire_status forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                            const float *x, const float *t, const ecdit_text_cond *text,
+                            const int *prompt_of, const float *device_positions, float *out)
 {
     const moire_model_config *cfg = &model->config;
     const moire_ops *ops = &ctx->ops;
@@ -130,7 +132,7 @@ moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int 
     /* Patch embedding, positions and the timestep MLP, as DiT-MoE (dit_common.c). */
     if (status == MOIRE_OK)
         status = dit_embed(ops, cfg, mb, model->ecdit->weights.pos_embed, n, h, w, x, t,
-                           buf.tokens, buf.cond, buf.t_hidden, ctx);
+                           device_positions, buf.tokens, buf.cond, buf.t_hidden, ctx);
     /* c = t_emb + pooled text of the image's prompt */
     for (int i = 0; i < n && status == MOIRE_OK; i++)
         status = ops->gate_residual(ops, buf.cond + (size_t)i * D,
@@ -225,9 +227,28 @@ moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int 
                         eps));
     if (status == MOIRE_OK) {
         dit_emit(ctx, "final_out", -1, buf.head, 3, n, T, head_dim);
-        status = dit_output(ctx, buf.head, n, cfg->out_channels, h, w, p, out);
+        status = dit_output(ctx, buf.head, n, cfg->out_channels, h, w, p, out,
+                            device_positions != NULL);
     }
 #undef TRY
     moire_arena_end(&ctx->arena);
     return status;
+}
+
+moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                           const float *x, const float *t, const ecdit_text_cond *text,
+                           const int *prompt_of, float *out)
+{
+    return forward(ctx, model, n, h, w, x, t, text, prompt_of, NULL, out);
+}
+
+moire_status ecdit_forward_on_backend(moire_ctx *ctx, const moire_model *model, int n, int h,
+                                      int w, const float *x, const float *t,
+                                      const ecdit_text_cond *text, const int *prompt_of,
+                                      const float *positions, float *out)
+{
+    if (!positions)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "ecdit_forward_on_backend: no position table (dit_positions_on_backend)");
+    return forward(ctx, model, n, h, w, x, t, text, prompt_of, positions, out);
 }

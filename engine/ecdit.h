@@ -142,4 +142,12 @@ moire_status ecdit_forward(moire_ctx *ctx, const moire_model *model, int n, int 
                            const float *x, const float *t, const ecdit_text_cond *text,
                            const int *prompt_of, float *out);
 
+/* ecdit_forward on backend arrays: x, t, out in the context's backend memory, positions
+ * [T, D] from dit_positions_on_backend. Uploads and downloads nothing, so a sampling step
+ * built on it can be recorded as a graph. */
+moire_status ecdit_forward_on_backend(moire_ctx *ctx, const moire_model *model, int n, int h,
+                                      int w, const float *x, const float *t,
+                                      const ecdit_text_cond *text, const int *prompt_of,
+                                      const float *positions, float *out);
+
 #endif /* MOIRE_ECDIT_H */

@@ -142,8 +142,11 @@ static moire_status run_blocks(moire_ctx *ctx, const moire_model *model, const m
     return MOIRE_OK;
 }
 
-moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
-                         const float *x, const float *t, const int32_t *class_ids, float *out)
+/* The forward, on host arrays (device_positions NULL) or on backend arrays (x, t,
+ * class_ids, out and device_positions all in the backend: nothing crosses to the host). */
+static moire_status forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                            const float *x, const float *t, const int32_t *class_ids,
+                            const float *device_positions, float *out)
 {
     const moire_model_config *cfg = &model->config;
     const moire_ops *ops = &ctx->ops;
@@ -160,13 +163,16 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
     forward_buffers buf;
     status = take_buffers(&buf, &ctx->arena, cfg, n, T);
     if (status == MOIRE_OK)
-        status = dit_embed(ops, cfg, mb, model->weights.pos_embed, n, h, w, x, t, buf.tokens,
-                           buf.cond, buf.t_hidden, ctx);
+        status = dit_embed(ops, cfg, mb, model->weights.pos_embed, n, h, w, x, t,
+                           device_positions, buf.tokens, buf.cond, buf.t_hidden, ctx);
     /* c = t_emb + class_table[y]: the class rows are gathered on the backend. */
-    dit_upload(ops, buf.class_ids, class_ids, (size_t)n * sizeof(int32_t), &status);
+    const int32_t *ids = class_ids;
+    if (!device_positions) {
+        dit_upload(ops, buf.class_ids, class_ids, (size_t)n * sizeof(int32_t), &status);
+        ids = buf.class_ids;
+    }
     if (status == MOIRE_OK)
-        status = ops->gather_rows(ops, buf.t_hidden, &mb->y_embedder_table, buf.class_ids, n,
-                                  D);
+        status = ops->gather_rows(ops, buf.t_hidden, &mb->y_embedder_table, ids, n, D);
     if (status == MOIRE_OK)
         status = ops->gate_residual(ops, buf.cond, buf.t_hidden, D, NULL, 0, n, 1, D);
     if (status == MOIRE_OK) {
@@ -176,7 +182,25 @@ moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h,
     if (status == MOIRE_OK)
         status = run_blocks(ctx, model, mb, &buf, n, T);
     if (status == MOIRE_OK)
-        status = dit_output(ctx, buf.head, n, cfg->out_channels, h, w, p, out);
+        status = dit_output(ctx, buf.head, n, cfg->out_channels, h, w, p, out,
+                            device_positions != NULL);
     moire_arena_end(&ctx->arena);
     return status;
+}
+
+moire_status dit_forward(moire_ctx *ctx, const moire_model *model, int n, int h, int w,
+                         const float *x, const float *t, const int32_t *class_ids, float *out)
+{
+    return forward(ctx, model, n, h, w, x, t, class_ids, NULL, out);
+}
+
+moire_status dit_forward_on_backend(moire_ctx *ctx, const moire_model *model, int n, int h,
+                                    int w, const float *x, const float *t,
+                                    const int32_t *class_ids, const float *positions,
+                                    float *out)
+{
+    if (!positions)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "dit_forward_on_backend: no position table (dit_positions_on_backend)");
+    return forward(ctx, model, n, h, w, x, t, class_ids, positions, out);
 }

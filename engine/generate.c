@@ -189,6 +189,10 @@ typedef struct guided_model {
     /* text models: prompt 0 = the prompt, 1 = the negative (or empty) one */
     const ecdit_text_cond *text;
     int *prompt_of;   /* [2n]          0 for the conditional half, then 1  */
+    /* The same batch in the context's backend memory, for guided_model_call_on_backend
+     * (NULL until guided_model_bind_backend). */
+    float *dev_x2, *dev_t2, *dev_out2, *dev_positions;
+    int32_t *dev_y2;
 } guided_model;
 
 static moire_status guided_model_call(void *user_data, const float *x_in, const float *t,
@@ -242,6 +246,88 @@ static moire_status guided_model_call(void *user_data, const float *x_in, const 
             }
     }
     return MOIRE_OK;
+}
+
+/* The guided model on backend arrays (sampler.h's device_model): x_in [n, C, h, w], t [n]
+ * and out [n, Co, h, w] live in the context's backend, and so does everything here — the
+ * CFG batch, the forward and the guidance — so the sampler can record the whole step as one
+ * graph. The CPU table runs the same ops on host memory, with the same numbers as
+ * guided_model_call. The per-step finiteness check of guided_model_call would need a
+ * download; here the finished sample is checked instead (decode_result). */
+static moire_status guided_model_call_on_backend(void *user_data, const float *x_in,
+                                                 const float *t, float *out)
+{
+    guided_model *g = user_data;
+    const moire_ops *ops = &g->ctx->ops;
+    const moire_model_config *cfg = &g->model->config;
+    const int64_t in_size = (int64_t)cfg->in_channels * g->h * g->w;
+    const int64_t out_size = (int64_t)cfg->out_channels * g->h * g->w;
+    const bool guided = g->resolved->cfg_scale != 1.0f;
+    const int n = g->n, batch = guided ? 2 * n : n;
+    moire_status status = MOIRE_OK;
+    for (int half = 0; half < (guided ? 2 : 1) && status == MOIRE_OK; half++) {
+        status = ops->copy_2d(ops, g->dev_x2 + half * n * in_size, 0, x_in, 0, 1, n * in_size);
+        if (status == MOIRE_OK)
+            status = ops->copy_2d(ops, g->dev_t2 + half * n, 0, t, 0, 1, n);
+    }
+    g->nfe++;
+    if (status == MOIRE_OK)
+        status = g->text ? ecdit_forward_on_backend(g->ctx, g->model, batch, g->h, g->w,
+                                                    g->dev_x2, g->dev_t2, g->text, g->prompt_of,
+                                                    g->dev_positions, g->dev_out2)
+                         : dit_forward_on_backend(g->ctx, g->model, batch, g->h, g->w,
+                                                  g->dev_x2, g->dev_t2, g->dev_y2,
+                                                  g->dev_positions, g->dev_out2);
+    /* out = uncond + s·(cond − uncond) on the guided channels, as guided_model_call */
+    if (status == MOIRE_OK)
+        status = ops->guidance_combine(
+            ops, out, g->dev_out2, n, out_size,
+            guided ? (int64_t)g->resolved->guided_channels * g->h * g->w : 0,
+            g->resolved->cfg_scale);
+    return status;
+}
+
+static void guided_model_release_backend(guided_model *g)
+{
+    if (!g->ctx)
+        return;
+    const moire_ops *ops = &g->ctx->ops;
+    void *bufs[] = {g->dev_x2, g->dev_t2, g->dev_out2, g->dev_positions, g->dev_y2};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i])
+            ops->mem_free(ops, bufs[i]);
+    g->dev_x2 = g->dev_t2 = g->dev_out2 = g->dev_positions = NULL;
+    g->dev_y2 = NULL;
+}
+
+/* Allocates the backend batch, uploads the class ids and the position table (once per
+ * chunk; the steps then upload nothing). */
+static moire_status guided_model_bind_backend(guided_model *g)
+{
+    const moire_ops *ops = &g->ctx->ops;
+    const moire_model_config *cfg = &g->model->config;
+    const size_t in_size = (size_t)cfg->in_channels * g->h * g->w;
+    const size_t out_size = (size_t)cfg->out_channels * g->h * g->w;
+    const size_t batch = 2 * (size_t)g->n;
+    g->dev_x2 = ops->mem_alloc(ops, batch * in_size * sizeof(float));
+    g->dev_t2 = g->dev_x2 ? ops->mem_alloc(ops, batch * sizeof(float)) : NULL;
+    g->dev_out2 = g->dev_t2 ? ops->mem_alloc(ops, batch * out_size * sizeof(float)) : NULL;
+    g->dev_y2 = g->dev_out2 ? ops->mem_alloc(ops, batch * sizeof(int32_t)) : NULL;
+    const float *pos_embed = g->text ? g->model->ecdit->weights.pos_embed
+                                     : g->model->weights.pos_embed;
+    g->dev_positions = g->dev_y2 ? dit_positions_on_backend(ops, cfg, pos_embed, g->h, g->w)
+                                 : NULL;
+    moire_status status = g->dev_positions ? MOIRE_OK : MOIRE_ERROR_OUT_OF_MEMORY;
+    if (status == MOIRE_OK && !g->text) {
+        for (int i = 0; i < g->n; i++) {
+            g->y2[i] = g->resolved->class_id;
+            g->y2[g->n + i] = g->resolved->uncond_class_id;
+        }
+        status = ops->upload(ops, g->dev_y2, g->y2, batch * sizeof(int32_t));
+    }
+    if (status != MOIRE_OK)
+        guided_model_release_backend(g);
+    return status;
 }
 
 /* ---- image ↔ model space -------------------------------------------------------------- */
@@ -515,7 +601,7 @@ static bool on_step(void *user_data, int step, int step_count, int nfe, const fl
     const int done = r->steps_done_before + step;
     if (done > 0)
         progress.remaining_s = progress.elapsed_s / done * (r->total_steps - done);
-    if (cb->preview && cb->preview_interval > 0 &&
+    if (cb->preview && cb->preview_interval > 0 && x0 &&
         (step % cb->preview_interval == 0 || step == step_count)) {
         moire_image *img = moire_decode_to_image(r->model, x0, r->resolved->model_h,
                                                  r->resolved->model_w, r->resolved->width,
@@ -540,6 +626,7 @@ typedef struct chunk_setup {
 
 static void chunk_setup_free(chunk_setup *c)
 {
+    guided_model_release_backend(&c->g);
     free(c->g.x2), free(c->g.t2), free(c->g.y2), free(c->g.out2), free(c->g.prompt_of);
     free(c->seeds);
     ecdit_text_cond_free(&c->text);
@@ -649,7 +736,20 @@ static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
         .model_user_data = &setup.g,
         .on_step = reporter ? on_step : NULL,
         .on_step_user_data = reporter,
+        .x0_every = -1,
     };
+    const moire_callbacks *cb = reporter ? reporter->callbacks : NULL;
+    if (cb && cb->preview && cb->preview_interval > 0)
+        request.x0_every = cb->preview_interval; /* the previews' steps only */
+    /* The step on the context's backend (device model, graphs on CUDA) unless something
+     * needs the host in the middle of a forward: the routing map and the debug callback. */
+    if (!ctx->routing && !ctx->debug_fn) {
+        status = guided_model_bind_backend(&setup.g);
+        if (status != MOIRE_OK)
+            goto done;
+        request.ops = &ctx->ops;
+        request.device_model = guided_model_call_on_backend;
+    }
     status = moire_sample(&request, out, NULL);
 done:
     free(init), free(mask);

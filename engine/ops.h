@@ -24,6 +24,7 @@
 #define MOIRE_OPS_H
 
 #include "moire.h"
+#include "sampler_math.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -32,6 +33,7 @@
 
 typedef struct moire_ops moire_ops;
 typedef struct moire_arena moire_arena;
+typedef struct moire_graph moire_graph;
 
 typedef enum moire_dtype { MOIRE_DTYPE_F32 = 0, MOIRE_DTYPE_BF16 = 1 } moire_dtype;
 
@@ -78,6 +80,34 @@ static inline bool moire_swiglu_present(const moire_swiglu *s)
 {
     return s && s->experts > 0 && s->hidden > 0;
 }
+
+/* ---- samplers on the backend (sampler.c's device path; formulas in sampler_math.h) ----
+ * One call of `sampler_op` does one elementwise piece of a sampling step on backend memory.
+ * Its scalars come from row *step of coef (MOIRE_SAMPLER_COEFS doubles per row, see
+ * sampler_math.h), both in backend memory, so a captured step replays unchanged: the host
+ * never passes a per-step number. State arrays are double (as sampler.c's host loops), the
+ * model's input and output float. Shapes: n images of chw = C·h·w state values; the model
+ * output holds out_stride floats per image (Co·h·w), ε or v first, the DDPM variance
+ * interpolation after it (at + chw). */
+/* The ops (moire_sampler_op) are listed in sampler_math.h. */
+
+typedef struct moire_sampler_args {
+    moire_sampler_op op;
+    int slot;                 /* MODEL_INPUT, DENOISE: 0 or 1                              */
+    int n;                    /* images                                                    */
+    int64_t chw;              /* state values per image                                    */
+    int64_t out_stride;       /* model output floats per image                             */
+    int learned_variance;     /* DDPM: read the variance interpolation                     */
+    double *y, *y2, *den, *old; /* [n, chw] state, Heun predictor, D, previous D           */
+    const double *src;        /* MODEL_INPUT, DENOISE, TO_FLOAT                            */
+    double *dst;              /* DENOISE                                                   */
+    float *x_in, *t_in;       /* MODEL_INPUT: [n, chw], [n]                                 */
+    float *x0;                /* TO_FLOAT: [n, chw]                                        */
+    const float *model_out;   /* [n, out_stride]                                           */
+    const float *noise;       /* [rows, n, chw]; row NOISE_ROW of the step                  */
+    const double *coef;       /* [steps, MOIRE_SAMPLER_COEFS]                               */
+    int32_t *step;            /* the row index (ADVANCE increments it)                     */
+} moire_sampler_args;
 
 struct moire_ops {
     const char *name; /* "cpu", "cuda" */
@@ -203,6 +233,36 @@ struct moire_ops {
     /* dst[r·dst_ld + c] = src[r·src_ld + c] for r < rows, c < cols (crops and pastes). */
     moire_status (*copy_2d)(const moire_ops *ops, float *dst, int64_t dst_ld, const float *src,
                             int64_t src_ld, int rows, int64_t cols);
+
+    /* ---- sampling step (sampler.c's device path, generate.c's guided model) ---- */
+
+    /* One elementwise piece of a sampling step (moire_sampler_args above). */
+    moire_status (*sampler_op)(const moire_ops *ops, const moire_sampler_args *args);
+    /* Classifier-free guidance of a CFG batch both[2n, image] (conditional images first):
+     * out[i] = both[i], then on the first `guided` floats of each image
+     * out = u + scale·(out − u), u = both[n + i] (float, as generate.c's host loop). */
+    moire_status (*guidance_combine)(const moire_ops *ops, float *out, const float *both, int n,
+                                     int64_t image, int64_t guided, float scale);
+    /* DiT patches (dit_common.c's dit_patchify / dit_unpatchify), T = (h/p)·(w/p):
+     * forward: dst[n·T, C·p·p] (channel-major patches) from src = x[n, C, h, w];
+     * inverse: dst = x[n, C, h, w] from the final layer's src[n·T, p·p·C] (pixel-major). */
+    moire_status (*patchify)(const moire_ops *ops, float *dst, const float *src, int n, int C,
+                             int h, int w, int p, bool inverse);
+    /* freq[n, 256] = the sinusoidal timestep features of t[n] (dit_timestep_frequencies). */
+    moire_status (*timestep_frequencies)(const moire_ops *ops, float *freq, const float *t,
+                                         int n);
+
+    /* ---- one sampling step as a graph ----
+     * graph_begin starts recording the queued work instead of running it; graph_end stops
+     * and returns the recording in *graph, or NULL when the backend runs work directly (the
+     * CPU: the step has already run, and the caller runs the next one directly too).
+     * graph_launch replays a recording (no allocation, no host wait); graph_free drops it.
+     * While recording, nothing may allocate, upload, download or wait (the CUDA table
+     * refuses with an error naming the call). */
+    moire_status (*graph_begin)(const moire_ops *ops);
+    moire_status (*graph_end)(const moire_ops *ops, moire_graph **graph);
+    moire_status (*graph_launch)(const moire_ops *ops, moire_graph *graph);
+    void (*graph_free)(const moire_ops *ops, moire_graph *graph);
 
     /* ---- image ops: one image [C, H, W] ---- */
 

@@ -10,8 +10,10 @@
  * own pthread pool run next to OpenMP teams made both spin against each other: on 2 cores a
  * tiny forward took 800 ms instead of 2 ms.
  */
+#include "dit_common.h"
 #include "internal.h"
 #include "ops.h"
+#include "sampler_math.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -930,6 +932,175 @@ static moire_status cpu_avgpool2(const moire_ops *ops, float *y, const float *x,
     return MOIRE_OK;
 }
 
+/* ---- sampling step ------------------------------------------------------------------------
+ * sampler.c's host loops, moved here unchanged (same expressions, double state) so the CPU
+ * image stays bit-identical; the scalars come from the step's coefficient row. */
+
+static moire_status cpu_sampler_op(const moire_ops *ops, const moire_sampler_args *a)
+{
+    (void)ops;
+    COUNT_CALL();
+    if (a->op == MOIRE_SAMPLER_OP_ADVANCE) {
+        *a->step += 1;
+        return MOIRE_OK;
+    }
+    const double *c = a->coef + (size_t)*a->step * MOIRE_SAMPLER_COEFS;
+    const size_t total = (size_t)a->n * (size_t)a->chw, chw = (size_t)a->chw;
+    const float *noise = a->noise ? a->noise + (size_t)c[MOIRE_COEF_NOISE_ROW] * total : NULL;
+    switch (a->op) {
+    case MOIRE_SAMPLER_OP_MODEL_INPUT: {
+        const double scale = c[a->slot ? MOIRE_COEF_IN_SCALE1 : MOIRE_COEF_IN_SCALE0];
+        const double time = c[a->slot ? MOIRE_COEF_TIME1 : MOIRE_COEF_TIME0];
+        for (size_t j = 0; j < total; j++)
+            a->x_in[j] = (float)(scale * a->src[j]);
+        for (int b = 0; b < a->n; b++)
+            a->t_in[b] = (float)time;
+        return MOIRE_OK;
+    }
+    case MOIRE_SAMPLER_OP_DENOISE: {
+        const double s = c[a->slot ? MOIRE_COEF_LEVEL1 : MOIRE_COEF_LEVEL0];
+        for (int b = 0; b < a->n; b++) {
+            size_t base = (size_t)b * chw;
+            const float *out = a->model_out + (size_t)b * (size_t)a->out_stride;
+            for (size_t j = 0; j < chw; j++)
+                a->dst[base + j] = a->src[base + j] - s * (double)out[j];
+        }
+        return MOIRE_OK;
+    }
+    case MOIRE_SAMPLER_OP_DDPM:
+        for (int b = 0; b < a->n; b++) {
+            size_t base = (size_t)b * chw;
+            const float *out = a->model_out + (size_t)b * (size_t)a->out_stride;
+            for (size_t j = 0; j < chw; j++) {
+                double var = a->learned_variance ? (double)out[chw + j] : 0.0;
+                double nz = noise ? (double)noise[base + j] : 0.0;
+                a->y[base + j] = moire_sampler_ddpm(c, a->y[base + j], (double)out[j],
+                                                    a->learned_variance, var, nz,
+                                                    &a->den[base + j]);
+            }
+        }
+        return MOIRE_OK;
+    case MOIRE_SAMPLER_OP_RF_EULER: {
+        const double t = c[MOIRE_COEF_A], dt = c[MOIRE_COEF_B];
+        for (int b = 0; b < a->n; b++) {
+            size_t base = (size_t)b * chw;
+            const float *out = a->model_out + (size_t)b * (size_t)a->out_stride;
+            for (size_t j = 0; j < chw; j++) {
+                double z = a->y[base + j], v = (double)out[j];
+                a->den[base + j] = z - t * v;
+                a->y[base + j] = z - dt * v;
+            }
+        }
+        return MOIRE_OK;
+    }
+    case MOIRE_SAMPLER_OP_EULER: {
+        const double s = c[MOIRE_COEF_A], ds = c[MOIRE_COEF_C];
+        for (size_t j = 0; j < total; j++)
+            a->y[j] += ds * (a->y[j] - a->den[j]) / s;
+        return MOIRE_OK;
+    }
+    case MOIRE_SAMPLER_OP_HEUN_PREDICT: {
+        const double s = c[MOIRE_COEF_A], ds = c[MOIRE_COEF_C];
+        for (size_t j = 0; j < total; j++)
+            a->y2[j] = a->y[j] + ds * (a->y[j] - a->den[j]) / s;
+        return MOIRE_OK;
+    }
+    case MOIRE_SAMPLER_OP_HEUN_CORRECT: {
+        const double s = c[MOIRE_COEF_A], s_next = c[MOIRE_COEF_B], ds = c[MOIRE_COEF_C];
+        for (size_t j = 0; j < total; j++) {
+            double d1 = (a->y[j] - a->den[j]) / s;
+            double d2 = (a->y2[j] - a->old[j]) / s_next;
+            a->y[j] += ds * 0.5 * (d1 + d2);
+        }
+        return MOIRE_OK;
+    }
+    case MOIRE_SAMPLER_OP_DDIM:
+        for (size_t j = 0; j < total; j++)
+            a->y[j] = moire_sampler_ddim(c, a->y[j], a->den[j],
+                                         noise ? (double)noise[j] : 0.0);
+        return MOIRE_OK;
+    case MOIRE_SAMPLER_OP_DPMPP_2M:
+        for (size_t j = 0; j < total; j++) {
+            a->y[j] = moire_sampler_dpmpp_2m(c, a->y[j], a->den[j], a->old[j]);
+            a->old[j] = a->den[j];
+        }
+        return MOIRE_OK;
+    case MOIRE_SAMPLER_OP_TO_FLOAT:
+        for (size_t j = 0; j < total; j++)
+            a->x0[j] = (float)a->src[j];
+        return MOIRE_OK;
+    default:
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_op: unknown op %d",
+                          (int)a->op);
+    }
+}
+
+static moire_status cpu_guidance_combine(const moire_ops *ops, float *out, const float *both,
+                                         int n, int64_t image, int64_t guided, float scale)
+{
+    (void)ops;
+    COUNT_CALL();
+    if (out != both)
+        memmove(out, both, (size_t)n * (size_t)image * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * (size_t)image;
+        const float *u = both + ((size_t)n + (size_t)i) * (size_t)image;
+        for (int64_t j = 0; j < guided; j++)
+            o[j] = u[j] + scale * (o[j] - u[j]);
+    }
+    return MOIRE_OK;
+}
+
+static moire_status cpu_patchify(const moire_ops *ops, float *dst, const float *src, int n,
+                                 int C, int h, int w, int p, bool inverse)
+{
+    (void)ops;
+    COUNT_CALL();
+    if (inverse)
+        dit_unpatchify(dst, src, n, C, h, w, p);
+    else
+        dit_patchify(dst, src, n, C, h, w, p);
+    return MOIRE_OK;
+}
+
+static moire_status cpu_timestep_frequencies(const moire_ops *ops, float *freq, const float *t,
+                                             int n)
+{
+    (void)ops;
+    COUNT_CALL();
+    dit_timestep_frequencies(freq, t, n);
+    return MOIRE_OK;
+}
+
+/* The CPU runs work as it is issued: nothing to record, graph_end hands back no graph and
+ * the caller keeps running its steps directly. */
+static moire_status cpu_graph_begin(const moire_ops *ops)
+{
+    (void)ops;
+    return MOIRE_OK;
+}
+
+static moire_status cpu_graph_end(const moire_ops *ops, moire_graph **graph)
+{
+    (void)ops;
+    *graph = NULL;
+    return MOIRE_OK;
+}
+
+static moire_status cpu_graph_launch(const moire_ops *ops, moire_graph *graph)
+{
+    (void)ops;
+    (void)graph;
+    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                      "graph_launch: the CPU backend records no graphs (graph_end gave none)");
+}
+
+static void cpu_graph_free(const moire_ops *ops, moire_graph *graph)
+{
+    (void)ops;
+    (void)graph;
+}
+
 static int default_thread_count(void)
 {
 #ifdef _OPENMP
@@ -980,6 +1151,14 @@ moire_status moire_ops_cpu_init(moire_ops *ops, int n_threads)
         .group_norm_apply = cpu_group_norm_apply,
         .upsample_nearest2x = cpu_upsample_nearest2x,
         .avgpool2 = cpu_avgpool2,
+        .sampler_op = cpu_sampler_op,
+        .guidance_combine = cpu_guidance_combine,
+        .patchify = cpu_patchify,
+        .timestep_frequencies = cpu_timestep_frequencies,
+        .graph_begin = cpu_graph_begin,
+        .graph_end = cpu_graph_end,
+        .graph_launch = cpu_graph_launch,
+        .graph_free = cpu_graph_free,
         .destroy = cpu_destroy,
     };
     *ops = prototype;

@@ -39,10 +39,21 @@ typedef struct moire_sample_request {
     const float *mask;                /* [h, w] in [0,1], 1 = regenerate; NULL = all     */
     moire_model_fn model;
     void *model_user_data;
-    /* After every step: x0_estimate[n, C, h, w]. Return false to cancel. May be NULL. */
+    /* After every step: x0_estimate[n, C, h, w] (NULL on the steps x0_every skips). Return
+     * false to cancel. May be NULL. */
     bool (*on_step)(void *user_data, int step, int step_count, int nfe,
                     const float *x0_estimate);
     void *on_step_user_data;
+    /* Which steps on_step gets the x̂0 estimate on: 0 every step; k > 0 every k-th and the
+     * last; < 0 none. On a device each one is a download (a host wait). */
+    int x0_every;
+    /* The device path: `device_model` is `model` on backend memory (x_in, t, out are
+     * `ops` arrays). With both set, the whole run — state, sampler arithmetic, the model —
+     * stays in the backend and each step is recorded once as a graph and replayed
+     * (MOIRE_CUDA_GRAPH=0: no graphs). Runs with an inpainting mask, or whose injected noise
+     * would not fit a bounded device table, use `model` on the host instead. */
+    const struct moire_ops *ops;
+    moire_model_fn device_model;
 } moire_sample_request;
 
 /* Runs the sampler; out[n, C, h, w] receives the final sample (x̂0 at level 0).

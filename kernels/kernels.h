@@ -237,6 +237,30 @@ cudaError_t mk_avgpool2(float *y, const float *x, int C, int H, int W, cudaStrea
 cudaError_t mk_copy_2d(float *dst, int64_t dst_ld, const float *src, int64_t src_ld, int rows,
                        int64_t cols, cudaStream_t stream);
 
+/* ---- the sampling step (sampler.cu) ---- */
+
+/* One piece of a sampling step: engine/ops.h `sampler_op`, its fields as arguments (op is a
+ * moire_sampler_op value). All pointers device memory; coef and step pick the scalars. */
+cudaError_t mk_sampler_op(int op, int slot, int n, int64_t chw, int64_t out_stride,
+                          int learned_variance, double *y, double *y2, double *den, double *old,
+                          const double *src, double *dst, float *x_in, float *t_in, float *x0,
+                          const float *model_out, const float *noise, const double *coef,
+                          int32_t *step, cudaStream_t stream);
+
+/* out[n, image] = both[n] with out = u + scale·(out − u) on the first `guided` floats of each
+ * image, u = both[n + i] (ops.h `guidance_combine`). out may be both. */
+cudaError_t mk_guidance_combine(float *out, const float *both, int n, int64_t image,
+                                int64_t guided, float scale, cudaStream_t stream);
+
+/* DiT patchify (inverse 0: dst[n·T, C·p·p] from x[n, C, h, w]) or unpatchify (inverse 1:
+ * dst x[n, C, h, w] from src[n·T, p·p·C]). */
+cudaError_t mk_patchify(float *dst, const float *src, int n, int C, int h, int w, int p,
+                        int inverse, cudaStream_t stream);
+
+/* freq[n, dim] = cos | sin of t[i]·10000^(−j/(dim/2)), computed in double. */
+cudaError_t mk_timestep_frequencies(float *freq, const float *t, int n, int dim,
+                                    cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- errors --------------------------------------------------------------------------- */
 
@@ -124,6 +125,7 @@ typedef struct cuda_backend {
     char name[128];
     size_t total_memory;
     double copy_bytes_per_s;
+    bool capturing;             /* between graph_begin and graph_end (no alloc/copy/wait)  */
 } cuda_backend;
 
 #define WEIGHT_STAGE_FLOATS ((size_t)16 << 20)
@@ -144,9 +146,23 @@ static void account(cuda_backend *cb, size_t bytes, bool add)
     }
 }
 
+static moire_status refuse_while_capturing(const cuda_backend *cb, const char *what)
+{
+    if (!cb->capturing)
+        return MOIRE_OK;
+    return moire_fail(MOIRE_ERROR_BACKEND,
+                      "%s while a sampling step is being recorded as a CUDA graph: the step "
+                      "must not allocate, copy from the host or wait (an engine bug; "
+                      "MOIRE_CUDA_GRAPH=0 runs steps without graphs)",
+                      what);
+}
+
 static moire_status device_alloc(cuda_backend *cb, void **ptr, size_t bytes, const char *what)
 {
     *ptr = NULL;
+    moire_status refused = refuse_while_capturing(cb, what);
+    if (refused != MOIRE_OK)
+        return refused;
     if (bytes == 0)
         bytes = 256;
     cudaError_t err = cudaMalloc(ptr, bytes);
@@ -265,7 +281,9 @@ static moire_status cuda_upload(const moire_ops *ops, void *dst, const void *src
     if (!bytes)
         return MOIRE_OK;
     char *pinned;
-    moire_status status = stage_take(cb, bytes, &pinned);
+    moire_status status = refuse_while_capturing(cb, "an upload");
+    if (status == MOIRE_OK)
+        status = stage_take(cb, bytes, &pinned);
     if (status != MOIRE_OK)
         return status;
     memcpy(pinned, src, bytes);
@@ -278,7 +296,9 @@ static moire_status cuda_download(const moire_ops *ops, void *dst, const void *s
 {
     cuda_backend *cb = backend_of(ops);
     char *pinned = NULL;
-    moire_status status = bytes ? stage_take(cb, bytes, &pinned) : MOIRE_OK;
+    moire_status status = refuse_while_capturing(cb, "a download");
+    if (status == MOIRE_OK && bytes)
+        status = stage_take(cb, bytes, &pinned);
     if (status != MOIRE_OK)
         return status;
     if (bytes)
@@ -851,6 +871,145 @@ static moire_status cuda_copy_2d(const moire_ops *ops, float *dst, int64_t dst_l
     return MOIRE_OK;
 }
 
+/* ---- the sampling step: sampler update, guidance, patches (sampler.cu) -------------------- */
+
+static moire_status cuda_sampler_op(const moire_ops *ops, const moire_sampler_args *a)
+{
+    CUDA_TRY(mk_sampler_op((int)a->op, a->slot, a->n, a->chw, a->out_stride,
+                           a->learned_variance, a->y, a->y2, a->den, a->old, a->src, a->dst,
+                           a->x_in, a->t_in, a->x0, a->model_out, a->noise, a->coef, a->step,
+                           STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_guidance_combine(const moire_ops *ops, float *out, const float *both,
+                                          int n, int64_t image, int64_t guided, float scale)
+{
+    CUDA_TRY(mk_guidance_combine(out, both, n, image, guided, scale, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_patchify(const moire_ops *ops, float *dst, const float *src, int n,
+                                  int C, int h, int w, int p, bool inverse)
+{
+    CUDA_TRY(mk_patchify(dst, src, n, C, h, w, p, inverse ? 1 : 0, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+static moire_status cuda_timestep_frequencies(const moire_ops *ops, float *freq, const float *t,
+                                              int n)
+{
+    CUDA_TRY(mk_timestep_frequencies(freq, t, n, 256, STREAM(ops)));
+    return MOIRE_OK;
+}
+
+/* ---- the sampling step as a CUDA graph ------------------------------------------------------
+ * Stream capture of the context's one stream: every op queued between graph_begin and
+ * graph_end is recorded, not run. The refusals above (device_alloc, upload, download) turn
+ * anything that cannot be replayed into an error instead of a graph that silently reuses a
+ * stale host copy. */
+
+/* Replays in flight per graph. The host queues a replay only once the one GRAPH_AHEAD launches
+ * back has finished (polled, not waited for: cudaEventQuery and a short sleep), so the device
+ * always has the next step queued while progress reports and cancellation stay within
+ * GRAPH_AHEAD steps of the device instead of racing to the end of the run. */
+#define GRAPH_AHEAD 2
+#define GRAPH_POLL_NS 100000L
+
+struct moire_graph {
+    cudaGraphExec_t exec;
+    cudaEvent_t done[GRAPH_AHEAD]; /* recorded after each launch, used round robin          */
+    bool pending[GRAPH_AHEAD];
+    int next;
+};
+
+/* Until `event` has completed, without a host wait (see GRAPH_AHEAD). */
+static moire_status poll_event(cudaEvent_t event)
+{
+    for (;;) {
+        cudaError_t err = cudaEventQuery(event);
+        if (err == cudaSuccess)
+            return MOIRE_OK;
+        if (err != cudaErrorNotReady)
+            return cuda_fail(err, "cudaEventQuery(an earlier step)", __func__);
+        struct timespec pause = {0, GRAPH_POLL_NS};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static void cuda_graph_free(const moire_ops *ops, moire_graph *graph);
+
+static moire_status cuda_graph_begin(const moire_ops *ops)
+{
+    cuda_backend *cb = backend_of(ops);
+    if (cb->capturing)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_begin: already recording");
+    CUDA_TRY(cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal));
+    cb->capturing = true;
+    return MOIRE_OK;
+}
+
+static moire_status cuda_graph_end(const moire_ops *ops, moire_graph **out)
+{
+    cuda_backend *cb = backend_of(ops);
+    *out = NULL;
+    if (!cb->capturing)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_end: not recording");
+    cb->capturing = false;
+    cudaGraph_t graph = NULL;
+    CUDA_TRY(cudaStreamEndCapture(cb->stream, &graph));
+    moire_graph *g = calloc(1, sizeof *g);
+    if (!g) {
+        cudaGraphDestroy(graph);
+        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a CUDA graph");
+    }
+    cudaError_t err = cudaGraphInstantiate(&g->exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (err != cudaSuccess) {
+        free(g);
+        return cuda_fail(err, "cudaGraphInstantiate(the sampling step)", __func__);
+    }
+    for (int i = 0; i < GRAPH_AHEAD && err == cudaSuccess; i++)
+        err = cudaEventCreateWithFlags(&g->done[i], cudaEventDisableTiming);
+    if (err != cudaSuccess) {
+        cuda_graph_free(ops, g);
+        return cuda_fail(err, "cudaEventCreateWithFlags(a step's completion)", __func__);
+    }
+    *out = g;
+    return MOIRE_OK;
+}
+
+static moire_status cuda_graph_launch(const moire_ops *ops, moire_graph *graph)
+{
+    if (!graph)
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_launch: no graph");
+    const int slot = graph->next;
+    if (graph->pending[slot]) {
+        moire_status status = poll_event(graph->done[slot]);
+        if (status != MOIRE_OK)
+            return status;
+    }
+    CUDA_TRY(cudaGraphLaunch(graph->exec, STREAM(ops)));
+    CUDA_TRY(cudaEventRecord(graph->done[slot], STREAM(ops)));
+    graph->pending[slot] = true;
+    graph->next = (slot + 1) % GRAPH_AHEAD;
+    return MOIRE_OK;
+}
+
+static void cuda_graph_free(const moire_ops *ops, moire_graph *graph)
+{
+    (void)ops;
+    if (!graph)
+        return;
+    /* an event or graph still in use is released by the driver once its work completes */
+    for (int i = 0; i < GRAPH_AHEAD; i++)
+        if (graph->done[i])
+            cudaEventDestroy(graph->done[i]);
+    if (graph->exec && cudaGraphExecDestroy(graph->exec) != cudaSuccess)
+        (void)cudaGetLastError();
+    free(graph);
+}
+
 /* ---- image ops ------------------------------------------------------------------------- */
 
 /* im2col scratch per band of output rows (floats): bounded whatever the image size. */
@@ -1059,6 +1218,14 @@ moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16)
         .group_norm_apply = cuda_group_norm_apply,
         .upsample_nearest2x = cuda_upsample_nearest2x,
         .avgpool2 = cuda_avgpool2,
+        .sampler_op = cuda_sampler_op,
+        .guidance_combine = cuda_guidance_combine,
+        .patchify = cuda_patchify,
+        .timestep_frequencies = cuda_timestep_frequencies,
+        .graph_begin = cuda_graph_begin,
+        .graph_end = cuda_graph_end,
+        .graph_launch = cuda_graph_launch,
+        .graph_free = cuda_graph_free,
         .destroy = cuda_destroy,
     };
     *ops = prototype;

@@ -189,6 +189,9 @@ if [ "$built" = 1 ] && [ -z "${GPU_CHECK_QUICK:-}" ] && command -v compute-sanit
         --tool memcheck --error-exitcode 1 "$BUILD/tests/gpu/test_cuda_kernels"
     step memcheck_auto 60 compute-sanitizer --tool memcheck --leak-check full \
         --error-exitcode 1 "$BUILD/tests/gpu/test_cuda_auto"
+    # a whole generation replayed from CUDA graphs (the capture/replay path)
+    step memcheck_graph 120 compute-sanitizer --tool memcheck --error-exitcode 1 \
+        "$BUILD/tests/gpu/test_cuda_graph"
 fi
 
 # ---- 7. per-kernel device times (nsys), when there is time left -----------------------------
