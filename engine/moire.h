@@ -519,7 +519,10 @@ typedef struct moire_vae moire_vae;
 #define MOIRE_VAE_SCALING_FACTOR 0.18215f /* SD 1.x/2.x latent scale                        */
 #define MOIRE_VAE_MAX_LEVELS     8
 #define MOIRE_VAE_TILE           64       /* moire_vae_decode tiles latents larger than this  */
-#define MOIRE_VAE_TILE_OVERLAP   16       /* … with this many latent pixels of overlap        */
+#define MOIRE_VAE_TILE_OVERLAP   32       /* … with this many latent pixels of overlap: each
+                                             tile's own pixels are ≥ 16 from its edges, more
+                                             than the SD-VAE decoder's reach (12.25), so the
+                                             tiled decode equals the untiled one           */
 
 typedef struct moire_vae_info {
     const char *layout;          /* "diffusers" or "ldm" (first_stage_model.* / encoder.down…) */
@@ -547,9 +550,11 @@ const moire_vae_info *moire_vae_get_info(const moire_vae *vae);
 moire_status moire_vae_decode(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
                               const float *latents, float *rgb);
 /* The same with explicit tiling: tiles of tile × tile latent pixels overlapping by `overlap`
- * (0 <= overlap < tile), blended linearly across the overlap; tile 0 = never tile. Tiles see
- * only their own GroupNorm statistics and attention context, so the result differs slightly
- * from an untiled decode (docs/VAE.md gives the size of the difference). */
+ * (0 <= overlap < tile); tile 0 = never tile. The attention and every GroupNorm use the whole
+ * image (the GroupNorm statistics are gathered over the tiles, one pass per GroupNorm), and
+ * each output pixel comes from the tile that owns it, cut in the middle of each overlap. The
+ * result equals an untiled decode (to float rounding) when overlap/2 covers the decoder's
+ * reach in latent pixels; with less, pixels near the cuts differ (docs/VAE.md). */
 moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
                                     int tile, int overlap, const float *latents, float *rgb);
 /* rgb [n, 3, H, W] in [-1, 1] (H, W multiples of downscale) → model-space latents
