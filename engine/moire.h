@@ -531,6 +531,7 @@ typedef struct moire_vae_info {
     int block_out_channels[MOIRE_VAE_MAX_LEVELS]; /* full resolution first (128,256,512,512)  */
     int layers_per_block;        /* encoder resnets per level; the decoder has one more (2) */
     int norm_num_groups;         /* GroupNorm groups (32)                                   */
+    int image_channels;          /* 3 = RGB (the SD VAEs), 4 = RGBA (decoder out, encoder in) */
     int downscale;               /* pixels per latent pixel, 2^(levels−1) (8)               */
     float scaling_factor;        /* model-space latents = posterior mean × this             */
     bool has_encoder;            /* decoder-only files load; encoding then fails            */
@@ -545,7 +546,8 @@ moire_status moire_vae_load(const char *path, moire_vae **out_vae);
 void         moire_vae_free(moire_vae *vae);
 const moire_vae_info *moire_vae_get_info(const moire_vae *vae);
 
-/* latents [n, z, h, w] (model space) → rgb [n, 3, h·downscale, w·downscale] in ≈[-1, 1].
+/* latents [n, z, h, w] (model space) → rgb [n, image_channels, h·downscale, w·downscale] in
+ * ≈[-1, 1] (RGB, or RGBA with straight alpha for a 4-channel VAE).
  * Latents larger than MOIRE_VAE_TILE on a side are decoded in overlapping tiles. */
 moire_status moire_vae_decode(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
                               const float *latents, float *rgb);
@@ -557,7 +559,7 @@ moire_status moire_vae_decode(moire_ctx *ctx, const moire_vae *vae, int n, int h
  * reach in latent pixels; with less, pixels near the cuts differ (docs/VAE.md). */
 moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
                                     int tile, int overlap, const float *latents, float *rgb);
-/* rgb [n, 3, H, W] in [-1, 1] (H, W multiples of downscale) → model-space latents
+/* rgb [n, image_channels, H, W] in [-1, 1] (H, W multiples of downscale) → model-space latents
  * [n, z, H/downscale, W/downscale]: the posterior mean × scaling factor (no sampling). */
 moire_status moire_vae_encode(moire_ctx *ctx, const moire_vae *vae, int n, int height, int width,
                               const float *rgb, float *latents);

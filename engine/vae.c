@@ -220,7 +220,7 @@ static void want_coder(vae_loader *l, bool decoder)
 
     snprintf(name, sizeof name, "%s.conv_in", part);
     want_conv(l, &c->conv_in, name, decoder ? top : info->block_out_channels[0],
-              decoder ? z : 3, 3);
+              decoder ? z : info->image_channels, 3);
     int channels = decoder ? top : info->block_out_channels[0];
     if (decoder)
         want_mid(l, &c->mid, part, top);
@@ -248,7 +248,7 @@ static void want_coder(vae_loader *l, bool decoder)
     snprintf(name, sizeof name, "%s.%s", part, l->ldm ? "norm_out" : "conv_norm_out");
     want_norm(l, &c->norm_out, name, channels);
     snprintf(name, sizeof name, "%s.conv_out", part);
-    want_conv(l, &c->conv_out, name, decoder ? 3 : 2 * z, channels, 3);
+    want_conv(l, &c->conv_out, name, decoder ? info->image_channels : 2 * z, channels, 3);
 }
 
 static void format_structure(char *buffer, size_t size, const moire_vae_info *info)
@@ -359,6 +359,14 @@ static moire_status infer_structure(vae_loader *l)
         return moire_fail(MOIRE_ERROR_FORMAT,
                           "%s: '%sdecoder.conv_in.weight' has an unexpected shape; expected "
                           "[C, z, 3, 3] with z ≤ 64 latent channels", l->path, l->prefix);
+    /* RGB (the SD VAEs) or RGBA (Moiré's own 128-px emoji VAE, tools/train/train_vae128.py) */
+    const st_tensor *conv_out = find_key(l, "decoder.conv_out.weight");
+    info->image_channels = conv_out && conv_out->ndim == 4 ? dim_of(conv_out, 0) : 0;
+    if (info->image_channels != 3 && info->image_channels != 4)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: '%sdecoder.conv_out.weight' %s; expected [3 or 4, C, 3, 3] "
+                          "(RGB or RGBA)", l->path, l->prefix,
+                          conv_out ? "has an unexpected shape" : "is missing");
     info->downscale = 1 << (levels - 1);
     info->has_encoder = find_key(l, "encoder.conv_in.weight") != NULL;
     return MOIRE_OK;
@@ -578,6 +586,16 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
                             "config and the weights are from different VAEs", config_path,
                             (long long)json_object_get_int_member(o, "latent_channels"),
                             info->latent_channels);
+    static const char *const channel_keys[] = {"in_channels", "out_channels"};
+    for (int i = 0; i < 2 && status == MOIRE_OK; i++)
+        if (json_object_has_member(o, channel_keys[i]) &&
+            json_object_get_int_member(o, channel_keys[i]) != info->image_channels)
+            status = moire_fail(MOIRE_ERROR_FORMAT,
+                                "%s: %s %lld does not match the weights (%d image channels); "
+                                "the config and the weights are from different VAEs",
+                                config_path, channel_keys[i],
+                                (long long)json_object_get_int_member(o, channel_keys[i]),
+                                info->image_channels);
     g_object_unref(parser);
     return status;
 }
@@ -1025,7 +1043,8 @@ static moire_status decode_mid(const vae_run *r, const moire_vae *vae, int h, in
     return MOIRE_OK;
 }
 
-/* The rest of the decoder: x [top, h, w] (backend, freed here) → rgb [3, f·h, f·w] (host). */
+/* The rest of the decoder: x [top, h, w] (backend, freed here) → rgb [image_channels, f·h,
+ * f·w] (host). */
 static moire_status decode_up(const vae_run *r, const moire_vae *vae, int h, int w, float *x,
                               float *rgb)
 {
@@ -1055,18 +1074,20 @@ static moire_status decode_up(const vae_run *r, const moire_vae *vae, int h, int
         if (status == MOIRE_OK)
             emit(r, "vae.decoder.up_out", i, x, C, H, W);
     }
-    float *rgb_dev = alloc_floats(r, (size_t)3 * H * W, &status);
+    const int out_channels = info->image_channels;
+    float *rgb_dev = alloc_floats(r, (size_t)out_channels * H * W, &status);
     if (status == MOIRE_OK)
         status = group_norm(r, &d->norm_out, x, C, (size_t)H * W, true, x);
     if (status == MOIRE_OK)
         status = conv2d(r, &d->conv_out, x, H, W, 1, rgb_dev);
     if (status == MOIRE_OK)
-        status = r->ops->download(r->ops, rgb, rgb_dev, (size_t)3 * H * W * sizeof(float));
+        status = r->ops->download(r->ops, rgb, rgb_dev,
+                                  (size_t)out_channels * H * W * sizeof(float));
     release(r, x), release(r, rgb_dev);
     return status;
 }
 
-/* latent [z, h, w] → rgb [3, f·h, f·w], one image, no tiling (host arrays). */
+/* latent [z, h, w] → rgb [image_channels, f·h, f·w], one image, no tiling (host arrays). */
 static moire_status decode_one(const vae_run *r, const moire_vae *vae, int h, int w,
                                const float *latent, float *rgb)
 {
@@ -1113,7 +1134,7 @@ static int up_path_norms(const moire_vae *vae)
 
 /* One pass over the tiles of mid [top, h, w] (backend): the up path of each, with t->target
  * set. A gathering pass (target ≥ 0) stops each tile at the target GroupNorm; the final pass
- * (target −1) writes each tile's core of the image into rgb [3, f·h, f·w] (host). */
+ * (target −1) writes each tile's core of the image into rgb [image_channels, f·h, f·w]. */
 static moire_status tiles_pass(vae_run *r, const moire_vae *vae, int h, int w, const float *mid,
                                const int *ys, const int *cut_y, int ny, const int *xs,
                                const int *cut_x, int nx, float *tile_rgb, float *rgb)
@@ -1148,7 +1169,7 @@ static moire_status tiles_pass(vae_run *r, const moire_vae *vae, int h, int w, c
             if (status != MOIRE_OK)
                 break;
             const int W = f * w, TW = f * tw;
-            for (int c = 0; c < 3; c++)
+            for (int c = 0; c < vae->info.image_channels; c++)
                 for (int y = f * t->core[0]; y < f * t->core[1]; y++)
                     memcpy(rgb + c * plane + (size_t)(f * ys[ty] + y) * W + f * cut_x[tx],
                            tile_rgb + c * tile_plane + (size_t)y * TW + f * t->core[2],
@@ -1204,7 +1225,8 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
     t.known = moire_malloc_array((size_t)2 * r.groups * norms, sizeof(float));
     t.partial = moire_malloc_array((size_t)3 * r.groups, sizeof(double));
     t.host_stats = moire_malloc_array((size_t)2 * r.groups, sizeof(float));
-    float *tile_rgb = moire_malloc_array((size_t)3 * f * th * f * tw, sizeof(float));
+    float *tile_rgb = moire_malloc_array((size_t)vae->info.image_channels * f * th * f * tw,
+                                         sizeof(float));
     if (!t.known || !t.partial || !t.host_stats || !tile_rgb)
         status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the VAE tiles");
     r.tiled = &t;
@@ -1235,10 +1257,10 @@ moire_status vae_encode_image(moire_ctx *ctx, const moire_vae *vae, int height, 
     moire_status status = run_init(&r, ctx, vae, true);
     const vae_coder *e = &vae->encoder;
     const int z = info->latent_channels;
-    int H = height, W = width, C = 3;
-    float *x = alloc_floats(&r, (size_t)3 * H * W, &status);
+    int H = height, W = width, C = info->image_channels;
+    float *x = alloc_floats(&r, (size_t)C * H * W, &status);
     if (status == MOIRE_OK)
-        status = r.ops->upload(r.ops, x, rgb, (size_t)3 * H * W * sizeof(float));
+        status = r.ops->upload(r.ops, x, rgb, (size_t)C * H * W * sizeof(float));
     if (status == MOIRE_OK)
         status = conv_replace(&r, &e->conv_in, &x, H, W, 1);
     for (int i = 0; i < info->levels && status == MOIRE_OK; i++) {
@@ -1294,7 +1316,7 @@ moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n,
     atomic_store(&ctx->cancel_requested, 0);
     const moire_vae_info *info = &vae->info;
     const size_t in = (size_t)info->latent_channels * h * w;
-    const size_t out = (size_t)3 * info->downscale * h * info->downscale * w;
+    const size_t out = (size_t)info->image_channels * info->downscale * h * info->downscale * w;
     for (int i = 0; i < n; i++) {
         moire_status status =
             vae_decode_image(ctx, vae, h, w, latents + i * in, rgb + i * out, tile, overlap);
@@ -1325,7 +1347,7 @@ moire_status moire_vae_encode(moire_ctx *ctx, const moire_vae *vae, int n, int h
                           "image size %dx%d cannot be encoded: use multiples of %d up to %d "
                           "pixels per side", width, height, f, f * VAE_MAX_SIDE);
     atomic_store(&ctx->cancel_requested, 0);
-    const size_t in = (size_t)3 * height * width;
+    const size_t in = (size_t)vae->info.image_channels * height * width;
     const size_t out = (size_t)vae->info.latent_channels * (height / f) * (width / f);
     for (int i = 0; i < n; i++) {
         moire_status status = vae_encode_image(ctx, vae, height, width, rgb + i * in,

@@ -565,6 +565,101 @@ static void run_bench(void)
     remove(path);
 }
 
+/* moire_generate through an RGBA VAE: the result has an alpha channel, and an RGBA init
+ * image goes through the 4-channel encoder (img2img). */
+static void test_generate_rgba(const moire_vae *vae)
+{
+    moire_model *model = NULL;
+    if (moire_model_load(test_data_path("golden/tiny_qkv.safetensors"), &model) != MOIRE_OK) {
+        CHECK(false, "tiny_qkv: %s", moire_last_error());
+        return;
+    }
+    moire_generate_params params = moire_generate_params_default();
+    params.class_id = 3;
+    params.steps = 2;
+    params.vae = vae;
+    moire_image **images = NULL;
+    int count = 0;
+    moire_status status = moire_generate(ctx, model, &params, NULL, &images, &count);
+    CHECK(status == MOIRE_OK && count == 1 && images[0]->channels == 4,
+          "generate with an RGBA VAE: %s", status == MOIRE_OK ? "not 4 channels" : moire_last_error());
+    moire_images_free(images, count);
+    moire_image *init = moire_image_new(32, 32, 4);
+    for (int i = 0; i < 32 * 32 * 4; i++)
+        init->pixels[i] = (uint8_t)(i * 13 % 251);
+    params.init_image = init;
+    params.strength = 0.5f;
+    params.width = params.height = 32;
+    status = moire_generate(ctx, model, &params, NULL, &images, &count);
+    CHECK(status == MOIRE_OK && count == 1 && images[0]->channels == 4 &&
+              images[0]->width == 32, "img2img with an RGBA VAE: %s", moire_last_error());
+    if (status == MOIRE_OK)
+        printf("OK     %-40s %dx%dx%d\n", "generate + img2img, RGBA VAE", images[0]->width,
+               images[0]->height, images[0]->channels);
+    moire_images_free(images, count);
+    moire_image_free(init);
+    moire_model_free(model);
+}
+
+/* The RGBA autoencoder of the 128-px embedded model, as tools/train/train_vae128.py exports
+ * it (a diffusers directory with config.json; here a tiny one from 2 training steps, made by
+ * tools/golden/make_golden_vae128.py): 4 image channels, f = 8, 4 groups, scaling factor from
+ * config.json. Decode and encode against the float64 PyTorch reference, and a tiled decode
+ * (4 image channels through the tile cores) against the untiled one. */
+static void test_rgba_vae128(void)
+{
+    moire_vae *vae = load_vae(test_data_path("golden/vae128_tiny"));
+    st_file *ref = NULL;
+    if (!vae || st_open(test_data_path("golden/vae128_tiny.ref.safetensors"), &ref) != MOIRE_OK) {
+        CHECK(false, "vae128_tiny: %s (run tools/golden/make_golden_vae128.py)", moire_last_error());
+        moire_vae_free(vae);
+        return;
+    }
+    const moire_vae_info *info = moire_vae_get_info(vae);
+    CHECK(info->image_channels == 4 && info->levels == 4 && info->downscale == 8 &&
+          info->latent_channels == 4 && info->norm_num_groups == 4 && info->has_encoder &&
+          info->block_out_channels[0] == 8 && info->block_out_channels[3] == 16 &&
+          fabsf(info->scaling_factor - MOIRE_VAE_SCALING_FACTOR) > 0.01f,
+          "vae128_tiny: structure inferred wrong (image channels %d, groups %d, scale %g)",
+          info->image_channels, info->norm_num_groups, info->scaling_factor);
+    int64_t n_lat, n_dec, n_img, n_enc;
+    float *latents = ref_tensor(ref, "latents", &n_lat);      /* [1, 4, 4, 6]   */
+    float *dec_want = ref_tensor(ref, "decoded", &n_dec);     /* [1, 4, 32, 48] */
+    float *image = ref_tensor(ref, "image", &n_img);          /* [1, 4, 32, 48] */
+    float *enc_want = ref_tensor(ref, "encoded", &n_enc);     /* [1, 4, 4, 6]   */
+    float *dec = malloc(n_dec * sizeof(float)), *enc = malloc(n_enc * sizeof(float));
+    CHECK(n_dec == 4 * 32 * 48 && n_enc == 4 * 4 * 6, "vae128_tiny reference shapes");
+    CHECK(moire_vae_decode(ctx, vae, 1, 4, 6, latents, dec) == MOIRE_OK, "RGBA decode: %s",
+          moire_last_error());
+    test_check_tensor("RGBA vae128 (trainer's export) decode", dec, dec_want, n_dec, TOLERANCE);
+    CHECK(moire_vae_encode(ctx, vae, 1, 32, 48, image, enc) == MOIRE_OK, "RGBA encode: %s",
+          moire_last_error());
+    test_check_tensor("RGBA vae128 (trainer's export) encode", enc, enc_want, n_enc, TOLERANCE);
+    /* Tiled against untiled, four channels through the tile cores: this decoder reaches 8.5
+     * latent pixels (two ResNets a level: 4 + ½ + 2 + ¼ + 1 + ⅛ + ½ + ⅛), so a 24×24 latent in
+     * 3×3 tiles of 20 with overlap 18 (cores ≥ 9 from the inner edges) must give the untiled
+     * result to float rounding. */
+    {
+        const int s = 24;
+        const size_t n_rgba = (size_t)4 * 8 * s * 8 * s;
+        float *big = malloc((size_t)4 * s * s * sizeof(float));
+        float *whole = malloc(n_rgba * sizeof(float)), *tiles = malloc(n_rgba * sizeof(float));
+        smooth_latent(big, s, s, 23);
+        CHECK(moire_vae_decode_tiled(ctx, vae, 1, s, s, 0, 0, big, whole) == MOIRE_OK &&
+                  moire_vae_decode_tiled(ctx, vae, 1, s, s, 20, 18, big, tiles) == MOIRE_OK,
+              "RGBA tiled decode: %s", moire_last_error());
+        const double rel = test_rel_error(tiles, whole, (int64_t)n_rgba);
+        CHECK(rel <= 1e-4, "RGBA tiled decode: rel %.3e to the untiled one", rel);
+        printf("%s RGBA vae128 24x24 latent in 3x3 tiles (20, overlap 18) vs untiled rel=%.3e "
+               "(bound 1e-4)\n", rel <= 1e-4 ? "OK    " : "NOT OK", rel);
+        free(big), free(whole), free(tiles);
+    }
+    test_generate_rgba(vae);
+    free(dec), free(enc), free(latents), free(dec_want), free(image), free(enc_want);
+    st_close(ref);
+    moire_vae_free(vae);
+}
+
 int main(void)
 {
     moire_ctx_params cp = moire_ctx_params_default();
@@ -609,6 +704,7 @@ int main(void)
     test_cancel(diffusers);
     test_errors_and_decoder_only(src);
     test_generate(diffusers);
+    test_rgba_vae128();
 
     free(a.rgb), free(a.latents), free(b.rgb), free(b.latents);
     moire_vae_free(diffusers);
