@@ -49,6 +49,14 @@ const char *moire_status_to_string(moire_status status);
  * libmoire call on this thread. */
 const char *moire_last_error(void);
 
+/* After a call failed with MOIRE_ERROR_OUT_OF_MEMORY because the requested size does not fit
+ * (moire_generate and the other generating calls check before the first step): true, with
+ * the largest width × height of the same shape that fits, the size the message names as
+ * "at most about W x H fits". False after any other failure. Same lifetime as
+ * moire_last_error() (a front end offers it: the CLI names --width/--height, the GUI a
+ * one-click "Use W × H"). */
+bool moire_last_error_fitting_size(int *width, int *height);
+
 /* ------------------------------------------------------------------------------------------
  * Models
  * ---------------------------------------------------------------------------------------- */
