@@ -10,6 +10,8 @@
 #define ERROR_MESSAGE_MAX 2048
 
 static _Thread_local char error_message[ERROR_MESSAGE_MAX];
+/* The size that fits, set with the message of a too-large request (0 × 0: none). */
+static _Thread_local int fitting_width, fitting_height;
 
 const char *moire_status_to_string(moire_status status)
 {
@@ -37,7 +39,25 @@ moire_status moire_fail(moire_status status, const char *fmt, ...)
     va_start(args, fmt);
     vsnprintf(error_message, sizeof error_message, fmt, args);
     va_end(args);
+    fitting_width = fitting_height = 0;
     return status;
+}
+
+void moire_error_set_fitting_size(int width, int height)
+{
+    fitting_width = width;
+    fitting_height = height;
+}
+
+bool moire_last_error_fitting_size(int *width, int *height)
+{
+    if (fitting_width <= 0 || fitting_height <= 0)
+        return false;
+    if (width)
+        *width = fitting_width;
+    if (height)
+        *height = fitting_height;
+    return true;
 }
 
 void moire_error_prefix(const char *fmt, ...)
@@ -58,6 +78,7 @@ void moire_error_prefix(const char *fmt, ...)
 void moire_error_clear(void)
 {
     error_message[0] = '\0';
+    fitting_width = fitting_height = 0;
 }
 
 void *moire_malloc_array(size_t count, size_t size)

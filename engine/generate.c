@@ -389,14 +389,20 @@ static moire_status encode_image(moire_ctx *ctx, const moire_model *model, const
     const moire_model_config *cfg = &model->config;
     const size_t plane = (size_t)h * w;
     if (vae && cfg->space == MOIRE_SPACE_LATENT) {
-        const int f = moire_vae_get_info(vae)->downscale, H = f * h, W = f * w;
-        float *rgb = moire_malloc_array((size_t)3 * H * W, sizeof(float));
+        const moire_vae_info *info = moire_vae_get_info(vae);
+        const int f = info->downscale, H = f * h, W = f * w, C = info->image_channels;
+        const bool rgba = C == 4, img_alpha = img->channels == 4 || img->channels == 2;
+        float *rgb = moire_malloc_array((size_t)C * H * W, sizeof(float));
         if (!rgb)
             return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the init image");
-        for (int c = 0; c < 3; c++)
+        for (int c = 0; c < C; c++) /* an RGBA VAE gets straight alpha (opaque without one) */
             for (int gy = 0; gy < H; gy++)
                 for (int gx = 0; gx < W; gx++)
-                    rgb[((size_t)c * H + gy) * W + gx] = image_channel(img, c, gx, gy, W, H, false);
+                    rgb[((size_t)c * H + gy) * W + gx] =
+                        c < 3 ? image_channel(img, c, gx, gy, W, H, rgba)
+                              : img_alpha ? 2.0f * sample_area(img, img->channels - 1, gx, gy,
+                                                               W, H) - 1.0f
+                                          : 1.0f;
         moire_status status = vae_encode_image(ctx, vae, H, W, rgb, x);
         free(rgb);
         if (status != MOIRE_OK)
@@ -517,10 +523,11 @@ static moire_status decode_result(moire_ctx *ctx, const moire_model *model, cons
         return *out ? MOIRE_OK
                     : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
     }
-    const int f = moire_vae_get_info(vae)->downscale, H = f * h, W = f * w;
+    const moire_vae_info *info = moire_vae_get_info(vae);
+    const int f = info->downscale, H = f * h, W = f * w, C = info->image_channels;
     const size_t plane = (size_t)H * W;
-    float *rgb = moire_malloc_array(3 * plane, sizeof(float));
-    moire_image *img = moire_image_new(W, H, 3);
+    float *rgb = moire_malloc_array(C * plane, sizeof(float)); /* RGB or RGBA (straight) */
+    moire_image *img = moire_image_new(W, H, C);
     moire_status status = rgb && img ? MOIRE_OK
                                      : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                                                   "out of memory for the VAE decode of %dx%d", W, H);
@@ -528,19 +535,19 @@ static moire_status decode_result(moire_ctx *ctx, const moire_model *model, cons
         status = vae_decode_image(ctx, vae, h, w, x, rgb, MOIRE_VAE_TILE, MOIRE_VAE_TILE_OVERLAP);
     if (status == MOIRE_OK)
         for (size_t j = 0; j < plane; j++)
-            for (int c = 0; c < 3; c++)
-                img->pixels[j * 3 + c] = to_byte(rgb[c * plane + j]);
+            for (int c = 0; c < C; c++)
+                img->pixels[j * C + c] = to_byte(rgb[c * plane + j]);
     free(rgb);
     if (status == MOIRE_OK && (W != resolved->width || H != resolved->height)) {
-        moire_image *sized = moire_image_new(resolved->width, resolved->height, 3);
+        moire_image *sized = moire_image_new(resolved->width, resolved->height, C);
         if (!sized)
             status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
         for (int y = 0; sized && y < sized->height; y++)
             for (int xx = 0; xx < sized->width; xx++)
-                for (int c = 0; c < 3; c++) {
+                for (int c = 0; c < C; c++) {
                     float v = sample_bilinear(img, c, (xx + 0.5f) * W / sized->width,
                                               (y + 0.5f) * H / sized->height);
-                    sized->pixels[((size_t)y * sized->width + xx) * 3 + c] =
+                    sized->pixels[((size_t)y * sized->width + xx) * C + c] =
                         (uint8_t)(v * 255.0f + 0.5f);
                 }
         moire_image_free(img);

@@ -24,6 +24,8 @@ moire_status moire_fail(moire_status status, const char *fmt, ...) MOIRE_PRINTF(
 /* Prepends "context: " to the current thread's error message (for call chains). */
 void moire_error_prefix(const char *fmt, ...) MOIRE_PRINTF(1, 2);
 void moire_error_clear(void);
+/* Attaches the largest size that fits to the failure just recorded (memory_estimate.c). */
+void moire_error_set_fitting_size(int width, int height);
 
 /* Checked allocation helpers: NULL on overflow or failure (callers report OUT_OF_MEMORY). */
 void *moire_malloc_array(size_t count, size_t size);

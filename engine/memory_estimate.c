@@ -131,12 +131,14 @@ moire_status moire_generate_check_memory(const moire_ctx *ctx, const moire_model
         }
     }
     const char *where = on_device ? "device memory" : "memory";
-    if (fit_w > 0)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                          "%dx%d with %s needs about %.0f MB of %s but %.0f MB are available; "
-                          "at most about %dx%d fits (or make fewer images at once)",
-                          width, height, model->name, need / 1e6, where, available / 1e6,
-                          fit_w, fit_h);
+    if (fit_w > 0) {
+        moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                   "%dx%d with %s needs about %.0f MB of %s but %.0f MB are available; at most "
+                   "about %dx%d fits (or make fewer images at once)",
+                   width, height, model->name, need / 1e6, where, available / 1e6, fit_w, fit_h);
+        moire_error_set_fitting_size(fit_w, fit_h); /* moire_last_error_fitting_size */
+        return MOIRE_ERROR_OUT_OF_MEMORY;
+    }
     return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                       "%dx%d with %s needs about %.0f MB of %s but %.0f MB are available; free "
                       "some memory", width, height, model->name, need / 1e6, where,

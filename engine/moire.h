@@ -49,6 +49,14 @@ const char *moire_status_to_string(moire_status status);
  * libmoire call on this thread. */
 const char *moire_last_error(void);
 
+/* After a call failed with MOIRE_ERROR_OUT_OF_MEMORY because the requested size does not fit
+ * (moire_generate and the other generating calls check before the first step): true, with
+ * the largest width × height of the same shape that fits, the size the message names as
+ * "at most about W x H fits". False after any other failure. Same lifetime as
+ * moire_last_error() (a front end offers it: the CLI names --width/--height, the GUI a
+ * one-click "Use W × H"). */
+bool moire_last_error_fitting_size(int *width, int *height);
+
 /* ------------------------------------------------------------------------------------------
  * Models
  * ---------------------------------------------------------------------------------------- */
@@ -519,7 +527,10 @@ typedef struct moire_vae moire_vae;
 #define MOIRE_VAE_SCALING_FACTOR 0.18215f /* SD 1.x/2.x latent scale                        */
 #define MOIRE_VAE_MAX_LEVELS     8
 #define MOIRE_VAE_TILE           64       /* moire_vae_decode tiles latents larger than this  */
-#define MOIRE_VAE_TILE_OVERLAP   16       /* … with this many latent pixels of overlap        */
+#define MOIRE_VAE_TILE_OVERLAP   32       /* … with this many latent pixels of overlap: each
+                                             tile's own pixels are ≥ 16 from its edges, more
+                                             than the SD-VAE decoder's reach (12.25), so the
+                                             tiled decode equals the untiled one           */
 
 typedef struct moire_vae_info {
     const char *layout;          /* "diffusers" or "ldm" (first_stage_model.* / encoder.down…) */
@@ -528,6 +539,7 @@ typedef struct moire_vae_info {
     int block_out_channels[MOIRE_VAE_MAX_LEVELS]; /* full resolution first (128,256,512,512)  */
     int layers_per_block;        /* encoder resnets per level; the decoder has one more (2) */
     int norm_num_groups;         /* GroupNorm groups (32)                                   */
+    int image_channels;          /* 3 = RGB (the SD VAEs), 4 = RGBA (decoder out, encoder in) */
     int downscale;               /* pixels per latent pixel, 2^(levels−1) (8)               */
     float scaling_factor;        /* model-space latents = posterior mean × this             */
     bool has_encoder;            /* decoder-only files load; encoding then fails            */
@@ -542,17 +554,20 @@ moire_status moire_vae_load(const char *path, moire_vae **out_vae);
 void         moire_vae_free(moire_vae *vae);
 const moire_vae_info *moire_vae_get_info(const moire_vae *vae);
 
-/* latents [n, z, h, w] (model space) → rgb [n, 3, h·downscale, w·downscale] in ≈[-1, 1].
+/* latents [n, z, h, w] (model space) → rgb [n, image_channels, h·downscale, w·downscale] in
+ * ≈[-1, 1] (RGB, or RGBA with straight alpha for a 4-channel VAE).
  * Latents larger than MOIRE_VAE_TILE on a side are decoded in overlapping tiles. */
 moire_status moire_vae_decode(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
                               const float *latents, float *rgb);
 /* The same with explicit tiling: tiles of tile × tile latent pixels overlapping by `overlap`
- * (0 <= overlap < tile), blended linearly across the overlap; tile 0 = never tile. Tiles see
- * only their own GroupNorm statistics and attention context, so the result differs slightly
- * from an untiled decode (docs/VAE.md gives the size of the difference). */
+ * (0 <= overlap < tile); tile 0 = never tile. The attention and every GroupNorm use the whole
+ * image (the GroupNorm statistics are gathered over the tiles, one pass per GroupNorm), and
+ * each output pixel comes from the tile that owns it, cut in the middle of each overlap. The
+ * result equals an untiled decode (to float rounding) when overlap/2 covers the decoder's
+ * reach in latent pixels; with less, pixels near the cuts differ (docs/VAE.md). */
 moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n, int h, int w,
                                     int tile, int overlap, const float *latents, float *rgb);
-/* rgb [n, 3, H, W] in [-1, 1] (H, W multiples of downscale) → model-space latents
+/* rgb [n, image_channels, H, W] in [-1, 1] (H, W multiples of downscale) → model-space latents
  * [n, z, H/downscale, W/downscale]: the posterior mean × scaling factor (no sampling). */
 moire_status moire_vae_encode(moire_ctx *ctx, const moire_vae *vae, int n, int height, int width,
                               const float *rgb, float *latents);

@@ -220,7 +220,7 @@ static void want_coder(vae_loader *l, bool decoder)
 
     snprintf(name, sizeof name, "%s.conv_in", part);
     want_conv(l, &c->conv_in, name, decoder ? top : info->block_out_channels[0],
-              decoder ? z : 3, 3);
+              decoder ? z : info->image_channels, 3);
     int channels = decoder ? top : info->block_out_channels[0];
     if (decoder)
         want_mid(l, &c->mid, part, top);
@@ -248,7 +248,7 @@ static void want_coder(vae_loader *l, bool decoder)
     snprintf(name, sizeof name, "%s.%s", part, l->ldm ? "norm_out" : "conv_norm_out");
     want_norm(l, &c->norm_out, name, channels);
     snprintf(name, sizeof name, "%s.conv_out", part);
-    want_conv(l, &c->conv_out, name, decoder ? 3 : 2 * z, channels, 3);
+    want_conv(l, &c->conv_out, name, decoder ? info->image_channels : 2 * z, channels, 3);
 }
 
 static void format_structure(char *buffer, size_t size, const moire_vae_info *info)
@@ -359,6 +359,14 @@ static moire_status infer_structure(vae_loader *l)
         return moire_fail(MOIRE_ERROR_FORMAT,
                           "%s: '%sdecoder.conv_in.weight' has an unexpected shape; expected "
                           "[C, z, 3, 3] with z ≤ 64 latent channels", l->path, l->prefix);
+    /* RGB (the SD VAEs) or RGBA (Moiré's own 128-px emoji VAE, tools/train/train_vae128.py) */
+    const st_tensor *conv_out = find_key(l, "decoder.conv_out.weight");
+    info->image_channels = conv_out && conv_out->ndim == 4 ? dim_of(conv_out, 0) : 0;
+    if (info->image_channels != 3 && info->image_channels != 4)
+        return moire_fail(MOIRE_ERROR_FORMAT,
+                          "%s: '%sdecoder.conv_out.weight' %s; expected [3 or 4, C, 3, 3] "
+                          "(RGB or RGBA)", l->path, l->prefix,
+                          conv_out ? "has an unexpected shape" : "is missing");
     info->downscale = 1 << (levels - 1);
     info->has_encoder = find_key(l, "encoder.conv_in.weight") != NULL;
     return MOIRE_OK;
@@ -578,6 +586,16 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
                             "config and the weights are from different VAEs", config_path,
                             (long long)json_object_get_int_member(o, "latent_channels"),
                             info->latent_channels);
+    static const char *const channel_keys[] = {"in_channels", "out_channels"};
+    for (int i = 0; i < 2 && status == MOIRE_OK; i++)
+        if (json_object_has_member(o, channel_keys[i]) &&
+            json_object_get_int_member(o, channel_keys[i]) != info->image_channels)
+            status = moire_fail(MOIRE_ERROR_FORMAT,
+                                "%s: %s %lld does not match the weights (%d image channels); "
+                                "the config and the weights are from different VAEs",
+                                config_path, channel_keys[i],
+                                (long long)json_object_get_int_member(o, channel_keys[i]),
+                                info->image_channels);
     g_object_unref(parser);
     return status;
 }
@@ -701,6 +719,26 @@ const moire_vae_info *moire_vae_get_info(const moire_vae *vae)
  * runs once per image, so unlike the sampling step it may allocate).
  * ---------------------------------------------------------------------------------------- */
 
+/* A tiled decode's whole-image GroupNorm statistics (see vae_decode_image). Each tile runs
+ * the up path once per GroupNorm in it: the pass for GroupNorm `target` applies the already
+ * known whole-image statistics of the GroupNorms before it, gathers the target's input over
+ * the pixels the tile owns (its core) into `partial`, and stops there; after the last tile
+ * the merged statistics become known. A final pass applies all of them. Memory stays one
+ * tile's activations plus a few numbers per GroupNorm. */
+typedef struct vae_tiled_norms {
+    int seen;        /* GroupNorms of the up path met so far in this tile's pass             */
+    int target;      /* the GroupNorm whose statistics this pass gathers; −1: final pass     */
+    int tile_h, tile_w;  /* the tile, latent pixels                                          */
+    int core[4];     /* the latent pixels the tile owns: rows [0], [1]), columns [2], [3])  */
+    float *known;    /* [up-path GroupNorms, groups, 2] whole-image mean and 1/σ (host)     */
+    double *partial; /* [groups, 3] pixel count, mean and M2 of the target so far (host)    */
+    float *host_stats; /* [groups, 2] one tile's statistics, downloaded (host)              */
+} vae_tiled_norms;
+
+/* What group_norm returns once the target GroupNorm's statistics are gathered: the tile's
+ * pass stops there (never returned by the public functions). */
+#define VAE_GATHERED ((moire_status)0x7fff)
+
 typedef struct vae_run {
     moire_ctx *ctx;
     const moire_ops *ops;
@@ -708,6 +746,7 @@ typedef struct vae_run {
     float *stats;              /* [groups, 2] GroupNorm statistics (backend)            */
     int groups;
     bool emit; /* send intermediates to the debug callback (off for tiles) */
+    vae_tiled_norms *tiled;    /* set while the up path runs on a tile                  */
 } vae_run;
 
 static void vae_free_bound(void *p)
@@ -793,12 +832,64 @@ static moire_status conv2d(const vae_run *r, const vae_conv *c, const float *x, 
                           c->ci, H, W, c->co, k, stride, pad_lo, pad_hi);
 }
 
-/* out[C, HW] = GroupNorm(x) · weight + bias, then SiLU when asked. out may be x. */
+/* Merges the statistics of the target GroupNorm's input x [C, H, W] (a tile's activations,
+ * H = s·tile_h) over the tile's core into t->partial (Chan et al.'s pairwise update, in
+ * double). The backend reduces the core; only [groups, 2] numbers come back. */
+static moire_status gather_core_stats(const vae_run *r, const float *x, int C, size_t HW)
+{
+    vae_tiled_norms *t = r->tiled;
+    int s = 1; /* this activation's pixels per latent pixel */
+    while ((size_t)s * s * t->tile_h * t->tile_w < HW)
+        s *= 2;
+    const int W = s * t->tile_w, rows = s * (t->core[1] - t->core[0]);
+    const int cols = s * (t->core[3] - t->core[2]);
+    const size_t plane = (size_t)rows * cols;
+    moire_status status = MOIRE_OK;
+    float *core = alloc_floats(r, (size_t)C * plane, &status); /* [C, rows, cols] */
+    for (int c = 0; c < C && status == MOIRE_OK; c++)
+        status = r->ops->copy_2d(r->ops, core + c * plane, cols,
+                                 x + c * HW + (size_t)s * t->core[0] * W + (size_t)s * t->core[2],
+                                 W, rows, cols);
+    if (status == MOIRE_OK)
+        status = r->ops->group_norm_stats(r->ops, r->stats, core, C, (int64_t)plane, r->groups,
+                                          (float)VAE_GN_EPS);
+    if (status == MOIRE_OK)
+        status = r->ops->download(r->ops, t->host_stats, r->stats,
+                                  (size_t)2 * r->groups * sizeof(float));
+    release(r, core);
+    if (status != MOIRE_OK)
+        return status;
+    const double n_b = (double)(C / r->groups) * plane;
+    for (int g = 0; g < r->groups && n_b > 0; g++) {
+        double *p = t->partial + 3 * g; /* count, mean, M2 */
+        const double mean_b = t->host_stats[2 * g], inv = t->host_stats[2 * g + 1];
+        double var_b = 1.0 / (inv * inv) - VAE_GN_EPS;
+        var_b = var_b > 0.0 ? var_b : 0.0;
+        const double n = p[0] + n_b, delta = mean_b - p[1];
+        p[2] += var_b * n_b + delta * delta * p[0] * n_b / n;
+        p[1] += delta * n_b / n;
+        p[0] = n;
+    }
+    return VAE_GATHERED;
+}
+
+/* out[C, HW] = GroupNorm(x) · weight + bias, then SiLU when asked. out may be x. In a tiled
+ * decode's up path the statistics are the whole image's (vae_tiled_norms). */
 static moire_status group_norm(const vae_run *r, const vae_norm *nrm, const float *x, int C,
                                size_t HW, bool with_silu, float *out)
 {
-    moire_status status = r->ops->group_norm_stats(r->ops, r->stats, x, C, (int64_t)HW,
-                                                   r->groups, (float)VAE_GN_EPS);
+    moire_status status = MOIRE_OK;
+    if (r->tiled) {
+        vae_tiled_norms *t = r->tiled;
+        const int index = t->seen++;
+        if (index == t->target)
+            return gather_core_stats(r, x, C, HW);
+        status = r->ops->upload(r->ops, r->stats, t->known + (size_t)2 * r->groups * index,
+                                (size_t)2 * r->groups * sizeof(float));
+    } else {
+        status = r->ops->group_norm_stats(r->ops, r->stats, x, C, (int64_t)HW, r->groups,
+                                          (float)VAE_GN_EPS);
+    }
     if (status == MOIRE_OK)
         status = r->ops->group_norm_apply(r->ops, out, x, r->stats, &r->bound[2 * nrm->slot],
                                           &r->bound[2 * nrm->slot + 1], C, (int64_t)HW,
@@ -952,7 +1043,8 @@ static moire_status decode_mid(const vae_run *r, const moire_vae *vae, int h, in
     return MOIRE_OK;
 }
 
-/* The rest of the decoder: x [top, h, w] (backend, freed here) → rgb [3, f·h, f·w] (host). */
+/* The rest of the decoder: x [top, h, w] (backend, freed here) → rgb [image_channels, f·h,
+ * f·w] (host). */
 static moire_status decode_up(const vae_run *r, const moire_vae *vae, int h, int w, float *x,
                               float *rgb)
 {
@@ -982,18 +1074,20 @@ static moire_status decode_up(const vae_run *r, const moire_vae *vae, int h, int
         if (status == MOIRE_OK)
             emit(r, "vae.decoder.up_out", i, x, C, H, W);
     }
-    float *rgb_dev = alloc_floats(r, (size_t)3 * H * W, &status);
+    const int out_channels = info->image_channels;
+    float *rgb_dev = alloc_floats(r, (size_t)out_channels * H * W, &status);
     if (status == MOIRE_OK)
         status = group_norm(r, &d->norm_out, x, C, (size_t)H * W, true, x);
     if (status == MOIRE_OK)
         status = conv2d(r, &d->conv_out, x, H, W, 1, rgb_dev);
     if (status == MOIRE_OK)
-        status = r->ops->download(r->ops, rgb, rgb_dev, (size_t)3 * H * W * sizeof(float));
+        status = r->ops->download(r->ops, rgb, rgb_dev,
+                                  (size_t)out_channels * H * W * sizeof(float));
     release(r, x), release(r, rgb_dev);
     return status;
 }
 
-/* latent [z, h, w] → rgb [3, f·h, f·w], one image, no tiling (host arrays). */
+/* latent [z, h, w] → rgb [image_channels, f·h, f·w], one image, no tiling (host arrays). */
 static moire_status decode_one(const vae_run *r, const moire_vae *vae, int h, int w,
                                const float *latent, float *rgb)
 {
@@ -1018,25 +1112,87 @@ static int tile_origins(int n, int size, int overlap, int *origins, int max_coun
     return count;
 }
 
-/* Linear blending weight of pixel p (0..len) of a tile whose previous neighbour overlaps its
- * first `before` pixels and whose next neighbour overlaps its last `after` pixels. */
-static float ramp(int p, int len, int before, int after)
+/* Where each tile's own pixels begin along one axis: cuts[i] for tile i (cuts[0] = 0,
+ * cuts[count] = n), in the middle of the overlap with the previous tile, so a tile owns the
+ * pixels at least overlap/2 away from its neighbours' edges, and the cores partition the axis. */
+static void tile_cuts(const int *origins, int count, int size, int n, int *cuts)
 {
-    float wgt = 1.0f;
-    if (before > 0 && p < before)
-        wgt = (p + 0.5f) / before;
-    if (after > 0 && p >= len - after) {
-        float down = (len - p - 0.5f) / after;
-        wgt = down < wgt ? down : wgt;
+    cuts[0] = 0;
+    for (int i = 1; i < count; i++)
+        cuts[i] = (origins[i] + origins[i - 1] + size) / 2;
+    cuts[count] = n;
+}
+
+/* The GroupNorms of the decoder's up path, in execution order: two per ResNet, plus norm_out. */
+static int up_path_norms(const moire_vae *vae)
+{
+    int count = 1;
+    for (int i = 0; i < vae->info.levels; i++)
+        count += 2 * vae->decoder.levels[i].resnet_count;
+    return count;
+}
+
+/* One pass over the tiles of mid [top, h, w] (backend): the up path of each, with t->target
+ * set. A gathering pass (target ≥ 0) stops each tile at the target GroupNorm; the final pass
+ * (target −1) writes each tile's core of the image into rgb [image_channels, f·h, f·w]. */
+static moire_status tiles_pass(vae_run *r, const moire_vae *vae, int h, int w, const float *mid,
+                               const int *ys, const int *cut_y, int ny, const int *xs,
+                               const int *cut_x, int nx, float *tile_rgb, float *rgb)
+{
+    vae_tiled_norms *t = r->tiled;
+    const int f = vae->info.downscale, top = vae->info.block_out_channels[vae->info.levels - 1];
+    const int th = t->tile_h, tw = t->tile_w;
+    const size_t plane = (size_t)f * h * f * w, tile_plane = (size_t)f * th * f * tw;
+    moire_status status = MOIRE_OK;
+    for (int ty = 0; ty < ny && status == MOIRE_OK; ty++)
+        for (int tx = 0; tx < nx && status == MOIRE_OK; tx++) {
+            t->seen = 0;
+            t->core[0] = cut_y[ty] - ys[ty], t->core[1] = cut_y[ty + 1] - ys[ty];
+            t->core[2] = cut_x[tx] - xs[tx], t->core[3] = cut_x[tx + 1] - xs[tx];
+            float *tile_in = alloc_floats(r, (size_t)top * th * tw, &status);
+            for (int c = 0; c < top && status == MOIRE_OK; c++)
+                status = r->ops->copy_2d(r->ops, tile_in + (size_t)c * th * tw, tw,
+                                         mid + ((size_t)c * h + ys[ty]) * w + xs[tx], w, th, tw);
+            if (status != MOIRE_OK) {
+                release(r, tile_in);
+                break;
+            }
+            status = decode_up(r, vae, th, tw, tile_in, tile_rgb); /* frees tile_in */
+            if (t->target >= 0) {
+                if (status == VAE_GATHERED)
+                    status = MOIRE_OK;
+                else if (status == MOIRE_OK) /* cannot happen: the up path has the target */
+                    status = moire_fail(MOIRE_ERROR_BACKEND, "tiled VAE: GroupNorm %d not met",
+                                        t->target);
+                continue;
+            }
+            if (status != MOIRE_OK)
+                break;
+            const int W = f * w, TW = f * tw;
+            for (int c = 0; c < vae->info.image_channels; c++)
+                for (int y = f * t->core[0]; y < f * t->core[1]; y++)
+                    memcpy(rgb + c * plane + (size_t)(f * ys[ty] + y) * W + f * cut_x[tx],
+                           tile_rgb + c * tile_plane + (size_t)y * TW + f * t->core[2],
+                           (size_t)f * (t->core[3] - t->core[2]) * sizeof(float));
+        }
+    return status;
+}
+
+/* Turns the merged partial sums of GroupNorm `index` into its whole-image mean and 1/σ. */
+static void finish_norm_stats(vae_tiled_norms *t, int groups, int index)
+{
+    float *known = t->known + (size_t)2 * groups * index;
+    for (int g = 0; g < groups; g++) {
+        const double *p = t->partial + 3 * g;
+        known[2 * g] = (float)p[1];
+        known[2 * g + 1] = (float)(1.0 / sqrt(p[2] / p[0] + VAE_GN_EPS));
     }
-    return wgt;
 }
 
 moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w,
                               const float *latent, float *rgb, int tile, int overlap)
 {
     vae_run r;
-    const moire_vae_info *info = &vae->info;
     moire_status status = run_init(&r, ctx, vae, true);
     if (status != MOIRE_OK) {
         run_done(&r);
@@ -1048,7 +1204,9 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
         return status;
     }
     /* The mid block (with the only attention) runs once on the whole latent: it is cheap at
-     * latent resolution and keeps the global attention exact. Only the up path is tiled. */
+     * latent resolution and keeps the global attention exact. Only the up path is tiled, and
+     * its GroupNorms use the whole image's statistics, gathered over the tiles one GroupNorm
+     * at a time (vae_tiled_norms). Each output pixel comes from the one tile that owns it. */
     float *mid = NULL;
     status = decode_mid(&r, vae, h, w, latent, &mid);
     if (status != MOIRE_OK) {
@@ -1056,59 +1214,32 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
         return status;
     }
     r.emit = false;
-    const int f = info->downscale, z = info->block_out_channels[info->levels - 1];
+    const int f = vae->info.downscale, norms = up_path_norms(vae);
     const int th = h < tile ? h : tile, tw = w < tile ? w : tile;
-    int ys[VAE_MAX_SIDE], xs[VAE_MAX_SIDE];
+    int ys[VAE_MAX_SIDE], xs[VAE_MAX_SIDE], cut_y[VAE_MAX_SIDE + 1], cut_x[VAE_MAX_SIDE + 1];
     const int ny = tile_origins(h, th, overlap, ys, VAE_MAX_SIDE);
     const int nx = tile_origins(w, tw, overlap, xs, VAE_MAX_SIDE);
-    const size_t plane = (size_t)f * h * f * w, tile_plane = (size_t)f * th * f * tw;
-    float *weight_sum = moire_calloc_array(plane, sizeof(float));
-    float *tile_rgb = moire_malloc_array(3 * tile_plane, sizeof(float));
-    float *wy = moire_malloc_array((size_t)f * th, sizeof(float));
-    float *wx = moire_malloc_array((size_t)f * tw, sizeof(float));
-    if (!weight_sum || !tile_rgb || !wy || !wx)
+    tile_cuts(ys, ny, th, h, cut_y);
+    tile_cuts(xs, nx, tw, w, cut_x);
+    vae_tiled_norms t = {.tile_h = th, .tile_w = tw};
+    t.known = moire_malloc_array((size_t)2 * r.groups * norms, sizeof(float));
+    t.partial = moire_malloc_array((size_t)3 * r.groups, sizeof(double));
+    t.host_stats = moire_malloc_array((size_t)2 * r.groups, sizeof(float));
+    float *tile_rgb = moire_malloc_array((size_t)vae->info.image_channels * f * th * f * tw,
+                                         sizeof(float));
+    if (!t.known || !t.partial || !t.host_stats || !tile_rgb)
         status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the VAE tiles");
-    if (status == MOIRE_OK)
-        memset(rgb, 0, 3 * plane * sizeof(float));
-    for (int ty = 0; ty < ny && status == MOIRE_OK; ty++) {
-        const int before_y = ty > 0 ? ys[ty - 1] + th - ys[ty] : 0;
-        const int after_y = ty < ny - 1 ? ys[ty] + th - ys[ty + 1] : 0;
-        for (int p = 0; p < f * th; p++)
-            wy[p] = ramp(p, f * th, f * before_y, f * after_y);
-        for (int tx = 0; tx < nx && status == MOIRE_OK; tx++) {
-            const int before_x = tx > 0 ? xs[tx - 1] + tw - xs[tx] : 0;
-            const int after_x = tx < nx - 1 ? xs[tx] + tw - xs[tx + 1] : 0;
-            for (int p = 0; p < f * tw; p++)
-                wx[p] = ramp(p, f * tw, f * before_x, f * after_x);
-            float *tile_in = alloc_floats(&r, (size_t)z * th * tw, &status);
-            for (int c = 0; c < z && status == MOIRE_OK; c++)
-                status = ctx->ops.copy_2d(&ctx->ops, tile_in + (size_t)c * th * tw, tw,
-                                          mid + ((size_t)c * h + ys[ty]) * w + xs[tx], w, th,
-                                          tw);
-            if (status != MOIRE_OK) {
-                release(&r, tile_in);
-                break;
-            }
-            status = decode_up(&r, vae, th, tw, tile_in, tile_rgb); /* frees tile_in */
-            if (status != MOIRE_OK)
-                break;
-            const int oy = f * ys[ty], ox = f * xs[tx], W = f * w, TW = f * tw;
-            for (int y = 0; y < f * th; y++)
-                for (int xx = 0; xx < TW; xx++) {
-                    const float wgt = wy[y] * wx[xx];
-                    const size_t dst = (size_t)(oy + y) * W + ox + xx;
-                    weight_sum[dst] += wgt;
-                    for (int c = 0; c < 3; c++)
-                        rgb[c * plane + dst] += wgt * tile_rgb[c * tile_plane + (size_t)y * TW + xx];
-                }
-        }
+    r.tiled = &t;
+    for (int target = 0; target <= norms && status == MOIRE_OK; target++) {
+        t.target = target < norms ? target : -1;
+        memset(t.partial, 0, (size_t)3 * r.groups * sizeof(double));
+        status = tiles_pass(&r, vae, h, w, mid, ys, cut_y, ny, xs, cut_x, nx, tile_rgb, rgb);
+        if (status == MOIRE_OK && target < norms)
+            finish_norm_stats(&t, r.groups, target);
     }
-    if (status == MOIRE_OK)
-        for (size_t j = 0; j < plane; j++)
-            for (int c = 0; c < 3; c++)
-                rgb[c * plane + j] /= weight_sum[j];
+    r.tiled = NULL;
     release(&r, mid);
-    free(weight_sum), free(tile_rgb), free(wy), free(wx);
+    free(t.known), free(t.partial), free(t.host_stats), free(tile_rgb);
     run_done(&r);
     return status;
 }
@@ -1126,10 +1257,10 @@ moire_status vae_encode_image(moire_ctx *ctx, const moire_vae *vae, int height, 
     moire_status status = run_init(&r, ctx, vae, true);
     const vae_coder *e = &vae->encoder;
     const int z = info->latent_channels;
-    int H = height, W = width, C = 3;
-    float *x = alloc_floats(&r, (size_t)3 * H * W, &status);
+    int H = height, W = width, C = info->image_channels;
+    float *x = alloc_floats(&r, (size_t)C * H * W, &status);
     if (status == MOIRE_OK)
-        status = r.ops->upload(r.ops, x, rgb, (size_t)3 * H * W * sizeof(float));
+        status = r.ops->upload(r.ops, x, rgb, (size_t)C * H * W * sizeof(float));
     if (status == MOIRE_OK)
         status = conv_replace(&r, &e->conv_in, &x, H, W, 1);
     for (int i = 0; i < info->levels && status == MOIRE_OK; i++) {
@@ -1185,7 +1316,7 @@ moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n,
     atomic_store(&ctx->cancel_requested, 0);
     const moire_vae_info *info = &vae->info;
     const size_t in = (size_t)info->latent_channels * h * w;
-    const size_t out = (size_t)3 * info->downscale * h * info->downscale * w;
+    const size_t out = (size_t)info->image_channels * info->downscale * h * info->downscale * w;
     for (int i = 0; i < n; i++) {
         moire_status status =
             vae_decode_image(ctx, vae, h, w, latents + i * in, rgb + i * out, tile, overlap);
@@ -1216,7 +1347,7 @@ moire_status moire_vae_encode(moire_ctx *ctx, const moire_vae *vae, int n, int h
                           "image size %dx%d cannot be encoded: use multiples of %d up to %d "
                           "pixels per side", width, height, f, f * VAE_MAX_SIDE);
     atomic_store(&ctx->cancel_requested, 0);
-    const size_t in = (size_t)3 * height * width;
+    const size_t in = (size_t)vae->info.image_channels * height * width;
     const size_t out = (size_t)vae->info.latent_channels * (height / f) * (width / f);
     for (int i = 0; i < n; i++) {
         moire_status status = vae_encode_image(ctx, vae, height, width, rgb + i * in,

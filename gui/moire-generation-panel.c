@@ -11,6 +11,7 @@
 #include "moire-gui-util.h"
 #include "moire-job.h"
 #include "moire-seed.h"
+#include "moire-size-fix.h"
 
 #define THUMBNAIL_SIZE 96
 
@@ -212,6 +213,16 @@ show_error_with_action (MoireGenerationPanel *self,
   gtk_button_set_label (self->banner_button, button_label);
   gtk_actionable_set_action_name (GTK_ACTIONABLE (self->banner_button), action);
   gtk_widget_set_visible (GTK_WIDGET (self->banner_button), TRUE);
+}
+
+void
+moire_generation_panel_show_error_with_action (MoireGenerationPanel *self,
+                                               const char           *message,
+                                               const char           *button_label,
+                                               const char           *action)
+{
+  g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
+  show_error_with_action (self, message, button_label, action);
 }
 
 /* --- model --------------------------------------------------------------------------------- */
@@ -745,7 +756,8 @@ job_done (GObject      *source,
           g_autofree char *message = g_strdup_printf (_("Generation failed: %s"), error->message);
 
           gtk_label_set_text (self->progress_label, _("Failed"));
-          moire_generation_panel_show_message (self, GTK_MESSAGE_ERROR, message);
+          if (!moire_size_fix_offer (self, job, message)) /* "Use W × H" when too large */
+            moire_generation_panel_show_message (self, GTK_MESSAGE_ERROR, message);
         }
       set_busy (self, FALSE);
       g_signal_emit (self, signals[SIGNAL_FINISHED], 0, FALSE);
@@ -2211,6 +2223,7 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_install_action (widget_class, "panel.save-image", NULL, action_save_image);
   gtk_widget_class_install_action (widget_class, "panel.clear-history", NULL, action_clear_history);
   gtk_widget_class_install_action (widget_class, "panel.dismiss-banner", NULL, action_dismiss_banner);
+  moire_size_fix_install_action (widget_class);
 
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_Return, GDK_CONTROL_MASK, "panel.generate", NULL);
   gtk_widget_class_add_binding_action (widget_class, GDK_KEY_KP_Enter, GDK_CONTROL_MASK, "panel.generate", NULL);

@@ -100,6 +100,12 @@ gboolean          moire_generation_panel_restore_from_file   (MoireGenerationPan
 void              moire_generation_panel_show_message        (MoireGenerationPanel *self,
                                                               GtkMessageType        type,
                                                               const char           *message);
+/* An error in the banner with a button that activates `action` (a "panel." action; the
+ * button hides with the next message). */
+void              moire_generation_panel_show_error_with_action (MoireGenerationPanel *self,
+                                                                 const char           *message,
+                                                                 const char           *button_label,
+                                                                 const char           *action);
 /* The banner's text, or NULL when hidden (for tests and self-tests). */
 const char       *moire_generation_panel_get_message         (MoireGenerationPanel *self);
 

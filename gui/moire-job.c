@@ -49,6 +49,9 @@ struct _MoireJob
   GPtrArray         *warnings;
   GQueue             rounds;          /* RoundReport, oldest first: all are delivered   */
   gboolean           rounds_scheduled;
+
+  /* Written by the worker before the task returns, read after moire_job_run_finish. */
+  int                fitting_width, fitting_height; /* a too-large size's fix, or 0 */
 };
 
 /* One round of a stream, on its way to the main context. */
@@ -678,7 +681,12 @@ run_thread (GTask        *task,
   else
     status = moire_generate (ctx, model, &params, &callbacks, &images, &count);
   if (status != MOIRE_OK && status != MOIRE_ERROR_CANCELLED)
-    error = moire_gui_error_from_status (status, NULL);
+    {
+      error = moire_gui_error_from_status (status, NULL);
+      /* the size did not fit in memory: remember the largest that does, for a one-click fix */
+      if (!moire_last_error_fitting_size (&self->fitting_width, &self->fitting_height))
+        self->fitting_width = self->fitting_height = 0;
+    }
 
   g_mutex_lock (&self->lock);
   self->ctx = NULL;
@@ -765,6 +773,19 @@ moire_job_run_async (MoireJob            *self,
   g_task_set_source_tag (outer, moire_job_run_async);
   task = g_task_new (self, NULL, run_done, outer);
   g_task_run_in_thread (task, run_thread);
+}
+
+gboolean
+moire_job_get_fitting_size (MoireJob *self,
+                            int      *width,
+                            int      *height)
+{
+  g_return_val_if_fail (MOIRE_IS_JOB (self), FALSE);
+  if (self->fitting_width <= 0 || self->fitting_height <= 0)
+    return FALSE;
+  *width = self->fitting_width;
+  *height = self->fitting_height;
+  return TRUE;
 }
 
 GPtrArray *

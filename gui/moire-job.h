@@ -64,6 +64,11 @@ void        moire_job_run_async           (MoireJob             *self,
 GPtrArray  *moire_job_run_finish          (MoireJob             *self,
                                            GAsyncResult         *result,
                                            GError              **error);
+/* After the job failed because its size needs more memory than there is: TRUE with the
+ * largest width × height of the same shape that fits (moire_last_error_fitting_size). */
+gboolean    moire_job_get_fitting_size    (MoireJob             *self,
+                                           int                  *width,
+                                           int                  *height);
 /* Thread-safe; harmless before the start and after the end. */
 void        moire_job_cancel              (MoireJob             *self);
 gboolean    moire_job_is_running          (MoireJob             *self);

@@ -183,6 +183,9 @@ start=$(date +%s.%N)
 expect_fail "8192² needs more memory than there is" "needs about [0-9]+ MB of memory.*fits" \
     "$MOIRE" generate --model "$QKV" --class 1 --steps 2 --width 8192 --height 8192 \
     --quiet --output big.png
+grep -qE -- "^moire: use --width [0-9]+ --height [0-9]+ to make the largest that fits" stderr.txt \
+    && pass "the refusal names the flags for the size that fits" \
+    || fail "the refusal names no --width/--height: $(head -c 300 stderr.txt)"
 seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
 awk -v s="$seconds" 'BEGIN { exit !(s < 5) }' && pass "refused before any step ($seconds s)" \
     || fail "the refusal took $seconds s"

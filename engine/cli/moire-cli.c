@@ -55,6 +55,9 @@ static int engine_error(const char *context)
         error_line("%s: %s", context, message[0] ? message : "unknown error");
     else
         error_line("%s", message[0] ? message : "unknown error");
+    int fit_w, fit_h; /* a too-large size: name the flags that give the size that fits */
+    if (moire_last_error_fitting_size(&fit_w, &fit_h))
+        fprintf(stderr, "moire: use --width %d --height %d to make the largest that fits\n", fit_w, fit_h);
     return EXIT_ERROR;
 }
 

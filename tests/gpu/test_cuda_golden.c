@@ -4,7 +4,7 @@
  *    tests/test_golden.c) and against the CPU forward; a 5-step sampler run with CFG;
  *  - the tiny EC-DiT models (text encoder, expert choice) and the embedded model
  *    (data/models/moire-emoji) against the CPU, forward and a short generation;
- *  - the tiny SD-VAE, decode (whole and tiled) and encode, against the CPU;
+ *  - the tiny SD-VAE and the tiny RGBA one, decode (whole and tiled) and encode, against the CPU;
  *  - for every model: no op ran on the CPU while the CUDA context worked (the CPU table's
  *    call counter did not move: no host fallback), and after a warm-up one CFG forward
  *    allocates nothing and synchronises once, to download its result (the backend's
@@ -268,18 +268,21 @@ static void check_ecdit(moire_ctx *cpu, moire_ctx *gpu, const char *file, const 
     moire_model_free(model);
 }
 
-/* The SD-VAE on the device against the CPU: decode (whole, then in 4×4 tiles with overlap
- * 2) and encode. */
-static void check_vae(moire_ctx *cpu, moire_ctx *gpu)
+/* An SD-VAE on the device against the CPU: decode (whole, then in 4×4 tiles with overlap
+ * 2, whole-image GroupNorm statistics gathered on the device) and encode. `name`: the RGB
+ * tiny_vae.safetensors or the RGBA vae128_tiny directory (the 128-px trainer's export). */
+static void check_vae(moire_ctx *cpu, moire_ctx *gpu, const char *name)
 {
     moire_vae *vae = NULL;
-    const char *file = test_data_path("golden/tiny_vae.safetensors");
+    char path[256], label[160];
+    snprintf(path, sizeof path, "golden/%s", name);
+    const char *file = test_data_path(path);
     CHECK(moire_vae_load(file, &vae) == MOIRE_OK, "%s: %s", file, moire_last_error());
     if (!vae)
         return;
     const moire_vae_info *info = moire_vae_get_info(vae);
     const int z = info->latent_channels, f = info->downscale, h = 8, w = 6;
-    const size_t nl = (size_t)z * h * w, nr = (size_t)3 * f * h * f * w;
+    const size_t nl = (size_t)z * h * w, nr = (size_t)info->image_channels * f * h * f * w;
     float *lat = malloc(nl * 4), *ra = malloc(nr * 4), *rb = malloc(nr * 4);
     float *ea = malloc(nl * 4), *eb = malloc(nl * 4);
     test_fill_random(lat, (int64_t)nl, 9, -2, 2);
@@ -292,16 +295,17 @@ static void check_vae(moire_ctx *cpu, moire_ctx *gpu)
               "cuda decode: %s", moire_last_error());
         CHECK(moire_ops_cpu_calls() == calls, "the VAE ran %llu ops on the CPU",
               (unsigned long long)(moire_ops_cpu_calls() - calls));
-        test_check_tensor(tiled ? "vae decode 8x6 in 4x4 tiles: cuda vs cpu"
-                                : "vae decode 8x6: cuda vs cpu",
-                          rb, ra, (int64_t)nr, TOLERANCE);
+        snprintf(label, sizeof label, "%s decode 8x6%s: cuda vs cpu", name,
+                 tiled ? " in 4x4 tiles" : "");
+        test_check_tensor(label, rb, ra, (int64_t)nr, TOLERANCE);
     }
     if (info->has_encoder) {
         CHECK(moire_vae_encode(cpu, vae, 1, f * h, f * w, ra, ea) == MOIRE_OK, "cpu encode: %s",
               moire_last_error());
         CHECK(moire_vae_encode(gpu, vae, 1, f * h, f * w, ra, eb) == MOIRE_OK, "cuda encode: %s",
               moire_last_error());
-        test_check_tensor("vae encode: cuda vs cpu", eb, ea, (int64_t)nl, TOLERANCE);
+        snprintf(label, sizeof label, "%s encode: cuda vs cpu", name);
+        test_check_tensor(label, eb, ea, (int64_t)nl, TOLERANCE);
     }
     free(lat), free(ra), free(rb), free(ea), free(eb);
     moire_vae_free(vae);
@@ -359,7 +363,8 @@ int main(void)
     check_rebind(cpu, gpu);
     check_ecdit(cpu, gpu, test_data_path("golden/tiny_ecdit.safetensors"), "red apple",
                 STEPS(4));
-    check_vae(cpu, gpu);
+    check_vae(cpu, gpu, "tiny_vae.safetensors");
+    check_vae(cpu, gpu, "vae128_tiny");
     char embedded[512];
     snprintf(embedded, sizeof embedded, "%s",
              test_data_path("../data/models/moire-emoji.safetensors"));

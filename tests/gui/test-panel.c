@@ -2,9 +2,11 @@
  * GtkApplication (as the GIMP plug-in will). Needs a display (run under xvfb-run).
  * Checks settings ↔ widget state, prompt completion from the model's class names, a
  * generation through the panel's action with its signals, history restore, PNG restore,
- * and that errors end up in the panel's banner instead of crashing. */
+ * that errors end up in the panel's banner instead of crashing, and the one-click fix for a
+ * size that does not fit in memory. */
 #include <glib/gstdio.h>
 #include <gtk/gtk.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -448,11 +450,62 @@ test_errors_in_banner (Fixture *f, gconstpointer data)
   g_assert_false (f->success);
   g_assert_nonnull (moire_generation_panel_get_message (f->panel));
   g_test_message ("banner: %s", moire_generation_panel_get_message (f->panel));
+  {
+    /* not a size problem: no "Use W × H" button (test_size_that_fits) */
+    GtkWidget *fix = find_widget (GTK_WIDGET (f->panel), GTK_TYPE_BUTTON, button_has_action,
+                                  "panel.use-fitting-size");
+    g_assert_true (fix == NULL || !gtk_widget_get_visible (fix));
+  }
 
   /* Opening something that is not a PNG */
   g_assert_true (g_file_set_contents (not_png, "nope", -1, NULL));
   g_assert_false (moire_generation_panel_restore_from_file (f->panel, not_png, &error));
   g_assert_nonnull (error);
+}
+
+/* A size that cannot fit in memory (issue 18, item 8): the embedded 32-px model (pixel space,
+ * patch 4) at 4096 × 4096 has a million tokens, whose attention alone needs terabytes, so the
+ * engine refuses it before the first step on any machine and names the largest size that
+ * fits. The banner offers it as a button; one click sets it, and the form follows. */
+static void
+test_size_that_fits (Fixture *f, gconstpointer data)
+{
+  MoireGenSettings *settings = moire_generation_panel_get_settings (f->panel);
+  const char *tests = g_getenv ("MOIRE_TEST_DATA");
+  g_autofree char *embedded = g_build_filename (tests != NULL ? tests : MOIRE_TEST_DATA, "..",
+                                                "data", "models", "moire-emoji.safetensors", NULL);
+  GtkWidget *button;
+  const char *label;
+  int width = 0, height = 0;
+
+  moire_generation_panel_set_model_path (f->panel, embedded, FALSE);
+  iterate_until (model_ready, f);
+  moire_gen_settings_set_prompt (settings, "red apple");
+  moire_gen_settings_set_steps (settings, 2);
+  moire_gen_settings_set_size (settings, 4096, 2048);
+  moire_generation_panel_generate (f->panel);
+  iterate_until (job_finished, f);
+  g_assert_false (f->success);
+  g_assert_nonnull (strstr (moire_generation_panel_get_message (f->panel), "fits"));
+  g_test_message ("banner: %s", moire_generation_panel_get_message (f->panel));
+
+  button = find_widget (GTK_WIDGET (f->panel), GTK_TYPE_BUTTON, button_has_action,
+                        "panel.use-fitting-size");
+  g_assert_nonnull (button);
+  g_assert_true (gtk_widget_get_visible (button));
+  label = gtk_button_get_label (GTK_BUTTON (button));
+  g_test_message ("button: %s", label);
+  g_assert_cmpint (sscanf (label, "Use %d × %d", &width, &height), ==, 2);
+  /* the same shape (2:1), smaller, and a multiple of the model's patch */
+  g_assert_cmpint (width, >, 0);
+  g_assert_cmpint (width, <, 4096);
+  g_assert_cmpint (abs (width - 2 * height), <=, 8);
+  g_assert_cmpint (width % 4, ==, 0);
+
+  g_signal_emit_by_name (button, "clicked"); /* the click */
+  g_assert_cmpint (moire_gen_settings_get_width (settings), ==, width);
+  g_assert_cmpint (moire_gen_settings_get_height (settings), ==, height);
+  g_assert_null (moire_generation_panel_get_message (f->panel)); /* the banner closed */
 }
 
 int
@@ -475,6 +528,7 @@ main (int   argc,
   g_test_add ("/panel/text-model-words", Fixture, NULL, fixture_setup, test_text_model_words, fixture_teardown);
   g_test_add ("/panel/vae-for-latent-models", Fixture, NULL, fixture_setup, test_vae_for_latent_models, fixture_teardown);
   g_test_add ("/panel/cancel", Fixture, NULL, fixture_setup, test_cancel, fixture_teardown);
+  g_test_add ("/panel/size-that-fits", Fixture, NULL, fixture_setup, test_size_that_fits, fixture_teardown);
   g_test_add ("/panel/errors-in-banner", Fixture, NULL, fixture_setup, test_errors_in_banner, fixture_teardown);
   status = g_test_run ();
 
