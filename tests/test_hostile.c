@@ -15,7 +15,7 @@
 #include "internal.h"
 #include "model.h"
 #include "json_guard.h"
-#include "metadata.h"
+#include "moire-metadata.h"
 #include "npy.h"
 #include "pickle.h"
 #include "safetensors.h"

@@ -15,6 +15,7 @@
 #ifndef MOIRE_JSON_GUARD_H
 #define MOIRE_JSON_GUARD_H
 
+#include "moire-metadata.h"
 #include "moire.h"
 
 #include <json-glib/json-glib.h>
@@ -32,12 +33,7 @@
  * empty objects ("{},{},…", ~290 bytes of tree each) does not. */
 #define MOIRE_JSON_BASE_BUDGET (48.0 * 1000 * 1000)
 
-/* Checks `text` (length bytes, or up to the NUL when length < 0). Returns true when it nests
- * at most MOIRE_JSON_MAX_DEPTH deep, no object has two members of the same name (names
- * compared after unescaping) and the parsed tree fits MOIRE_JSON_BASE_BUDGET + 16·length. Otherwise returns false and writes a one-line reason, such as
- * "nested deeper than 64 levels at byte 64" or "member \"a\" appears twice in one object
- * (byte 12)", to why[why_size]. */
-bool moire_json_check(const char *text, long long length, char *why, size_t why_size);
+/* moire_json_check (the structural check of untrusted JSON) is public: moire-metadata.h. */
 
 /* moire_json_check, then json_parser_load_from_data. On failure returns MOIRE_ERROR_FORMAT
  * with the message "<what>: <reason>" (moire_last_error()). */

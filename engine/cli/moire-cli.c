@@ -10,7 +10,7 @@
  */
 #include "bench.h"
 #include "file_guard.h"
-#include "metadata.h"
+#include "moire-metadata.h"
 #include "moire.h"
 #include "npy.h"
 #include "pt_reader.h"

@@ -1,4 +1,4 @@
-/* metadata.h — the A1111 "parameters" text: formatting from resolved values and parsing
+/* moire-metadata.h — the A1111 "parameters" text: formatting from resolved values and parsing
  * back (for `moire info --image` and the GUI's "reuse settings").
  *
  * Layout (hosts.md §4.1): the prompt (may span lines), a "Negative prompt: …" line only when
@@ -54,5 +54,14 @@ moire_status moire_parse_parameters(const char *text, moire_parameters *out);
 /* Shortest decimal that reads back as the same float, "7" for 7.0, "4.5", like Python's
  * str(); `buffer` needs 32 bytes. Non-finite values print as "nan"/"inf". */
 const char *moire_format_float(float value, char *buffer, size_t size);
+
+/* The settings JSON of a PNG (its "moire" chunk) is untrusted input: hosts check it with
+ * moire_json_check before handing it to a JSON parser. Checks `text` (length bytes, or up to
+ * the NUL when length < 0). Returns true when it nests at most 64 levels deep, no object has
+ * two members of the same name (names compared after unescaping) and the parsed tree fits
+ * the engine's memory budget for a file's metadata (48 MB + 16 bytes per byte of text).
+ * Otherwise returns false and writes a one-line reason, such as "nested deeper than 64 levels
+ * at byte 64" or "member \"a\" appears twice in one object (byte 12)", to why[why_size]. */
+bool moire_json_check(const char *text, long long length, char *why, size_t why_size);
 
 #endif /* MOIRE_METADATA_H */

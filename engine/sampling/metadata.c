@@ -10,7 +10,7 @@
  * Batch images differ only in their seed (seed + index); nothing else about the batch is
  * written, so image i of a batch carries exactly the texts of a single run with its seed.
  */
-#include "metadata.h"
+#include "moire-metadata.h"
 
 #include "generate.h"
 #include "internal.h"

@@ -3,7 +3,7 @@
  * and the A1111 "parameters" parser on the same bytes as text. Built by tools/fuzz.sh. */
 #include "fuzz_common.h"
 #include "internal.h"
-#include "metadata.h"
+#include "moire-metadata.h"
 #include "json_guard.h"
 #include "safetensors.h"
 
