@@ -31,13 +31,7 @@ moire_status moire_open_input(const char *path, const char *what, int *out_fd,
 moire_status moire_fopen_input(const char *path, const char *what, FILE **out_stream,
                                uint64_t *out_size);
 
-/* MOIRE_OK when `path` does not exist or is a regular file; otherwise an error saying what
- * it is (a symbolic link, a directory, a device, a FIFO) and to choose another path. */
-moire_status moire_check_output_path(const char *path);
-
-/* moire_check_output_path(path), then rename(tmp_path, path). On failure tmp_path is left
- * for the caller to unlink. */
-moire_status moire_output_replace(const char *tmp_path, const char *path);
+/* moire_check_output_path and moire_output_replace are public API (moire.h). */
 
 /* The advice after "cannot create/write <path>: <strerror(err)>", starting with "; " (or ""):
  * ENOENT says "create the directory first" only when the directory is really missing (in

@@ -1,6 +1,6 @@
 /* moire-cli.c — the `moire` command: generate images, inspect models and PNGs, and run one
- * forward pass on a .npy tensor. A client of moire.h only (plus npy.h and metadata.h for
- * file formats).
+ * forward pass on a .npy tensor. A client of the public API only (engine/include/: moire.h,
+ * moire-metadata.h).
  *
  * Exit status: 0 success, 1 an error (bad file, bad value for this model, engine failure),
  * 2 a usage error (unknown option, missing or malformed value), 130 interrupted (Ctrl-C).
@@ -8,12 +8,8 @@
  * PNG and .npy files are written atomically, and the output directory is checked before
  * any long computation starts.
  */
-#include "bench.h"
-#include "file_guard.h"
 #include "moire-metadata.h"
 #include "moire.h"
-#include "npy.h"
-#include "pt_reader.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1597,8 +1593,8 @@ static int cmd_convert(int argc, char **argv)
     }
     if (check_output_path("the output", paths[1]) != 0)
         return EXIT_ERROR;
-    pt_convert_report report;
-    if (pt_convert(paths[0], paths[1], &report) != MOIRE_OK)
+    moire_convert_report report;
+    if (moire_convert_checkpoint(paths[0], paths[1], &report) != MOIRE_OK)
         return engine_error(NULL);
     const moire_model_config *c = &report.config;
     printf("%s\n", paths[1]);
@@ -1608,12 +1604,12 @@ static int cmd_convert(int argc, char **argv)
             c->attention_layout == MOIRE_ATTENTION_QK_NORM ? "qk-norm (XL/G)" : "qkv (S/B)",
             c->depth, c->hidden_size, c->num_experts, c->top_k, c->num_classes,
             c->objective == MOIRE_OBJECTIVE_RECTIFIED_FLOW ? "rectified flow" : "DDPM-eps");
-    if (report.info.wrapper[0])
-        fprintf(stderr, "; unwrapped {\"%s\": ...}", report.info.wrapper);
-    if (report.info.stripped_prefix)
+    if (report.wrapper[0])
+        fprintf(stderr, "; unwrapped {\"%s\": ...}", report.wrapper);
+    if (report.stripped_prefix)
         fprintf(stderr, "; removed the 'module.' key prefix");
-    if (report.info.skipped_entries)
-        fprintf(stderr, "; skipped %d non-tensor entries", report.info.skipped_entries);
+    if (report.skipped_entries)
+        fprintf(stderr, "; skipped %d non-tensor entries", report.skipped_entries);
     if (report.class_names_written)
         fprintf(stderr, "; ImageNet class names included");
     fputc('\n', stderr);

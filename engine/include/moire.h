@@ -658,6 +658,87 @@ moire_status moire_classifier_estimate_sigma(const moire_classifier *classifier,
                                              const float *states, int count,
                                              double *out_sigma);
 
+/* ==========================================================================================
+ * Host tools: .npy files, checkpoint conversion, benchmarks, output paths
+ * (what `moire forward`, `convert`, `bench` and every writer of a file use)
+ * ======================================================================================== */
+
+/* NumPy .npy files (version 1.0/2.0, little-endian float32/float64/float16 and int32/int64
+ * read as float; always written as float32 version 1.0). Fortran-order arrays are refused. */
+#define MOIRE_NPY_MAX_DIMS 8
+
+typedef struct moire_npy {
+    int ndim;
+    int64_t shape[MOIRE_NPY_MAX_DIMS];
+    int64_t numel;
+    float *data; /* owned */
+} moire_npy;
+
+moire_status moire_npy_load(const char *path, moire_npy *out);
+/* Atomic (temporary file + rename). */
+moire_status moire_npy_save(const char *path, int ndim, const int64_t *shape,
+                            const float *data);
+void moire_npy_free(moire_npy *npy);
+
+/* What moire_convert_checkpoint wrote. */
+typedef struct moire_convert_report {
+    int tensor_count;
+    char dtype_name[8];        /* of the tensors: "F32", "F16", "BF16" or "mixed"          */
+    moire_model_config config; /* written as "moire.config"                                */
+    char wrapper[32];          /* "" or the key unwrapped: "ema", "model", "state_dict", …  */
+    bool stripped_prefix;      /* "module." was removed from the keys                       */
+    int skipped_entries;       /* non-tensor entries of the state dict                      */
+    bool class_names_written;  /* the ImageNet names went into moire.class_names            */
+} moire_convert_report;
+
+/* Writes `in_path` (a .pt checkpoint written by torch.save ≥ 1.6, or a safetensors file) as a
+ * safetensors file at `out_path`, atomically: the same tensors, bit for bit, in their own
+ * dtypes, plus "moire.config" (inferred from the keys and shapes unless the input carries one)
+ * and, for a 1000-class model, "moire.class_names". `report` may be NULL. */
+moire_status moire_convert_checkpoint(const char *in_path, const char *out_path,
+                                      moire_convert_report *report);
+
+/* Random-weight models of the released DiT-MoE geometries, built in memory, and backend
+ * figures for `moire bench` (docs/PERFORMANCE.md). */
+typedef struct moire_bench_geometry {
+    const char *name;  /* "S/2", "B/2", "XL/2", "G/2", "tiny"                             */
+    int depth, hidden, heads, experts, top_k;
+    bool rectified_flow; /* XL/G: qk-norm layout, 50 RF steps; S/B: qkv, 250 DDPM steps   */
+} moire_bench_geometry;
+
+/* The geometry called `name` (case-insensitive; "XL/2-8E2A" or "xl" work too), or NULL. */
+const moire_bench_geometry *moire_bench_geometry_find(const char *name);
+/* All known geometries, NULL-terminated. */
+const moire_bench_geometry *const *moire_bench_geometries(void);
+
+/* A model with the geometry's shapes for images of resolution² pixels (SD-VAE latents /8)
+ * and random weights (uniform, ±1/√D): not loadable, not meaningful, only fast to build:
+ * the weight tensors are windows into one small random pool, so memory on the host stays
+ * small while every tensor has its own address (a device backend copies each separately). */
+moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution,
+                                   moire_model **out_model);
+
+/* Device name, memory, peak memory of this context's backend and a measured copy bandwidth
+ * (CUDA: device-to-device; CPU: memcpy; read + write counted). */
+typedef struct moire_bench_stats {
+    char device_name[128];
+    double memory_total_bytes, memory_peak_bytes, copy_bytes_per_s;
+    int weight_bytes_per_parameter; /* 4 (fp32) or 2 (bf16 GEMM weights)                    */
+} moire_bench_stats;
+moire_status moire_bench_stats_get(const moire_ctx *ctx, moire_bench_stats *stats);
+
+/* Output paths: writers create "<path>.XXXXXX" beside the target and finish with
+ * moire_output_replace, which renames it over the target only when the target is a regular
+ * file or does not exist; a symbolic link, device, FIFO or directory is refused with a message
+ * asking for another path. moire_check_output_path runs the same test before any work. */
+/* MOIRE_OK when `path` does not exist or is a regular file; otherwise an error saying what
+ * it is (a symbolic link, a directory, a device, a FIFO) and to choose another path. */
+moire_status moire_check_output_path(const char *path);
+
+/* moire_check_output_path(path), then rename(tmp_path, path). On failure tmp_path is left
+ * for the caller to unlink. */
+moire_status moire_output_replace(const char *tmp_path, const char *path);
+
 #ifdef __cplusplus
 }
 #endif

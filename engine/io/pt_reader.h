@@ -1,5 +1,5 @@
 /* pt_reader.h — PyTorch checkpoints (.pt / .pth / .bin written by torch.save ≥ 1.6) as
- * st_files, and `moire convert`.
+ * st_files.
  *
  * A checkpoint is a ZIP archive (zip_reader.h) holding `<name>/data.pkl`, a pickle that
  * describes the object, and `<name>/data/<key>` storages with the raw little-endian
@@ -32,18 +32,7 @@ moire_status pt_open(const char *path, st_file **out, pt_info *info);
  * a message saying how to re-save it; anything else → st_open (safetensors). */
 moire_status model_file_open(const char *path, st_file **out);
 
-typedef struct pt_convert_report {
-    int tensor_count;
-    char dtype_name[8];           /* of the tensors: "F32", "F16", "BF16" or "mixed"       */
-    moire_model_config config;
-    pt_info info;
-    bool class_names_written;     /* the ImageNet names went into moire.class_names       */
-} pt_convert_report;
-
-/* Writes `in_path` (a .pt checkpoint, or a safetensors file) as a safetensors file at
- * `out_path`, atomically: the same tensors, bit for bit, in their own dtypes, plus
- * "moire.config" (inferred from the keys and shapes unless the input carries one) and,
- * for a 1000-class model, "moire.class_names". `report` may be NULL. */
-moire_status pt_convert(const char *in_path, const char *out_path, pt_convert_report *report);
+/* `moire convert` (pt_convert: a checkpoint as safetensors, config included) needs the model
+ * config and is models/pt_convert.c, declared in model.h. */
 
 #endif /* MOIRE_PT_READER_H */

@@ -1,6 +1,5 @@
 /* bench.c — random-weight models of the released geometries for `moire bench`, and the
  * backend figures printed next to the timings (bench.h, docs/PERFORMANCE.md). */
-#include "bench.h"
 #include "context.h"
 #include "internal.h"
 #include "model.h"

@@ -1,7 +1,6 @@
 /* context.c — moire_ctx: picks the backend, holds the cancel flag and the debug callback,
  * and checks the arguments of moire_forward() before handing over to forward.c. */
 #include "context.h"
-#include "bench.h"
 #include "ecdit.h"
 #include "internal.h"
 #include "model.h"

@@ -140,22 +140,7 @@ moire_status ecdit_config_validate(const moire_model_config *c)
         return moire_fail(MOIRE_ERROR_FORMAT,
                           "model config: capacity_factor = %g must be in (0, 1024]; 2 is the "
                           "paper's value; fix moire.config", (double)c->capacity_factor);
-    if ((unsigned)c->attention_layout > MOIRE_ATTENTION_QK_NORM ||
-        (unsigned)c->objective > MOIRE_OBJECTIVE_RECTIFIED_FLOW ||
-        (unsigned)c->space > MOIRE_SPACE_PIXEL)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
-                          "model config: attention_layout, objective or space has an unknown "
-                          "value");
-    if (!(c->beta_start > 0.0f && c->beta_start < c->beta_end && c->beta_end < 1.0f))
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "model config: beta_start = %g and beta_end = %g must satisfy "
-                          "0 < beta_start < beta_end < 1; fix moire.config",
-                          (double)c->beta_start, (double)c->beta_end);
-    if (!(c->layernorm_eps > 0.0f) || !isfinite(c->layernorm_eps))
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "model config: layernorm_eps = %g must be positive; fix moire.config",
-                          (double)c->layernorm_eps);
-    return MOIRE_OK;
+    return model_config_check_common(c);
 }
 
 bool ecdit_block_is_moe(const moire_model_config *config, int block)

@@ -12,6 +12,7 @@
 
 #include "moire.h"
 #include "dit_common.h"
+#include "pt_reader.h"
 #include "safetensors.h"
 
 typedef struct dit_attention_weights {
@@ -101,6 +102,18 @@ char *dit_config_to_json(const moire_model_config *config);
 moire_status dit_config_infer(moire_model_config *config, const st_file *file);
 /* Checks the config is self-consistent and within sane limits (message on failure). */
 moire_status dit_config_validate(const moire_model_config *config);
+/* A "moire.config" JSON read over the DiT-MoE defaults, the family checked (an unknown one is
+ * named before its keys); then dit_config_check_required once the family's own keys are read:
+ * the first geometry key missing (or 0) is named. */
+moire_status dit_config_read(moire_model_config *config, const char *json);
+moire_status dit_config_check_required(const moire_model_config *config);
+/* The end of both families' validation: enum values, betas, LayerNorm epsilon. */
+moire_status model_config_check_common(const moire_model_config *config);
+/* Parses "blocks.{i}." at the start of a checkpoint key; returns i, or -1 when it does not
+ * match. When `rest` is given it receives the text after the prefix. */
+int model_block_index(const char *name, const char **rest);
+/* Binds every DiT-MoE weight of model->file to model->dit (model_weights.c). */
+moire_status dit_model_bind(moire_model *model);
 
 struct weight_list;
 struct weight_file_kind;
@@ -108,5 +121,21 @@ struct weight_file_kind;
  * model what it bound: the fp32 arena, parameter count, unused tensors, dtype name. */
 moire_status model_bind_weight_list(moire_model *model, struct weight_list *list,
                                     const struct weight_file_kind *kind);
+
+/* Converting (pt_convert.c) */
+
+typedef struct pt_convert_report {
+    int tensor_count;
+    char dtype_name[8];           /* of the tensors: "F32", "F16", "BF16" or "mixed"       */
+    moire_model_config config;
+    pt_info info;
+    bool class_names_written;     /* the ImageNet names went into moire.class_names       */
+} pt_convert_report;
+
+/* Writes `in_path` (a .pt checkpoint, or a safetensors file) as a safetensors file at
+ * `out_path`, atomically: the same tensors, bit for bit, in their own dtypes, plus
+ * "moire.config" (inferred from the keys and shapes unless the input carries one) and,
+ * for a 1000-class model, "moire.class_names". `report` may be NULL. */
+moire_status pt_convert(const char *in_path, const char *out_path, pt_convert_report *report);
 
 #endif /* MOIRE_MODEL_H */
