@@ -246,6 +246,28 @@ static moire_status cpu_gate_residual(const moire_ops *ops, float *x, const floa
     return MOIRE_OK;
 }
 
+/* Each of the `rows` rows of scores[rows, cols] becomes its softmax, in place: the row's
+ * maximum subtracted before exp (no overflow), the sum in double. The attention ops' middle
+ * step; parallel over rows when the work is large. */
+static void softmax_rows(const moire_ops *ops, float *scores, int rows, int cols)
+{
+#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)rows * cols > PARALLEL_MIN_WORK)
+    for (int t = 0; t < rows; t++) {
+        float *row = scores + (size_t)t * cols;
+        float max = -FLT_MAX;
+        for (int j = 0; j < cols; j++)
+            max = fmaxf(max, row[j]);
+        double sum = 0.0;
+        for (int j = 0; j < cols; j++) {
+            row[j] = expf(row[j] - max);
+            sum += row[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < cols; j++)
+            row[j] *= inv;
+    }
+}
+
 /* Per image and head: gather q, k, v into contiguous [T, hd] (LayerNormed for the qk-norm
  * layout), S = q·kᵀ/√hd as one GEMM, row softmax, o = S·v as another GEMM. The [T, T] score
  * matrix is materialised one head at a time: fine for a reference (4096 tokens → 64 MB). */
@@ -293,21 +315,7 @@ static moire_status cpu_attention(const moire_ops *ops, float *out, const float 
                 }
             }
             gemm(ops, true, T, T, hd, scale, q, hd, k, hd, scores, T);
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * T > PARALLEL_MIN_WORK)
-            for (int t = 0; t < T; t++) {
-                float *row = scores + (size_t)t * T;
-                float max = -FLT_MAX;
-                for (int j = 0; j < T; j++)
-                    max = fmaxf(max, row[j]);
-                double sum = 0.0;
-                for (int j = 0; j < T; j++) {
-                    row[j] = expf(row[j] - max);
-                    sum += row[j];
-                }
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j < T; j++)
-                    row[j] *= inv;
-            }
+            softmax_rows(ops, scores, T, T);
             gemm(ops, false, T, hd, T, 1.0f, scores, T, v, hd, o, hd);
 #pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * hd > PARALLEL_MIN_WORK)
             for (int t = 0; t < T; t++)
@@ -484,21 +492,7 @@ static moire_status cpu_cross_attention(const moire_ops *ops, float *out, const 
                 memcpy(qh + (size_t)t * hd, q + (size_t)(t0 + t) * ldq + h * hd,
                        hd * sizeof(float));
             gemm(ops, true, rows, Tk, hd, scale, qh, hd, kh, hd, scores, Tk);
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)rows * Tk > PARALLEL_MIN_WORK)
-            for (int t = 0; t < rows; t++) {
-                float *row = scores + (size_t)t * Tk;
-                float max = -FLT_MAX;
-                for (int j = 0; j < Tk; j++)
-                    max = fmaxf(max, row[j]);
-                double sum = 0.0;
-                for (int j = 0; j < Tk; j++) {
-                    row[j] = expf(row[j] - max);
-                    sum += row[j];
-                }
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j < Tk; j++)
-                    row[j] *= inv;
-            }
+            softmax_rows(ops, scores, rows, Tk);
             gemm(ops, false, rows, hd, Tk, 1.0f, scores, Tk, vh, hd, oh, hd);
             for (int t = 0; t < rows; t++)
                 memcpy(out + (size_t)(t0 + t) * D + h * hd, oh + (size_t)t * hd,

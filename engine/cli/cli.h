@@ -78,6 +78,11 @@ int parse_seed(const char *text, uint64_t *out);
 
 int parse_device(const char *text, moire_device *out);
 
+/* --threads and --device, which every command that runs the model takes, into params.
+ * Returns 0 or EXIT_USAGE (message printed). */
+int parse_context_options(const char *threads_text, const char *device_text,
+                          moire_ctx_params *params);
+
 /* Applies the sampler options of `command` to params. `stream` (generate --stream) implies
  * the DMCMC sampler. For DMCMC, *dmcmc receives its settings (--steps are the integrator's) and
  * params->dmcmc points to it, so it must live as long as params. Returns 0 or EXIT_USAGE

@@ -101,8 +101,7 @@ int cmd_bench(int argc, char **argv)
     if ((resolution_text && (rc = parse_int("resolution", resolution_text, 16, 4096, &resolution))) ||
         (batch_text && (rc = parse_int("batch", batch_text, 1, 1024, &batch))) ||
         (steps_text && (rc = parse_int("steps", steps_text, 1, 100000, &steps))) ||
-        (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads))) ||
-        (rc = parse_device(device_text, &ctx_params.device)))
+        (rc = parse_context_options(threads_text, device_text, &ctx_params)))
         return rc;
     if (precision && strcmp(precision, "bf16") != 0 && strcmp(precision, "fp32") != 0) {
         error_line("--precision: use bf16 or fp32");

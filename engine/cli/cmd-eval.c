@@ -18,21 +18,6 @@
 #define EVAL_GRID_COLUMNS   10
 #define EVAL_GRID_MAX       400 /* images kept for --save-grid                        */
 
-/* The classifier that belongs to a model: data/models/moire-emoji.safetensors →
- * data/models/moire-emoji-features.safetensors. Caller frees. */
-static char *default_classifier_path(const char *model_path)
-{
-    const char *slash = strrchr(model_path, '/');
-    const char *dot = strrchr(model_path, '.');
-    if (!dot || (slash && dot < slash) || dot == (slash ? slash + 1 : model_path))
-        dot = model_path + strlen(model_path);
-    const size_t size = (size_t)(dot - model_path) + sizeof "-features.safetensors";
-    char *out = malloc(size);
-    if (out)
-        snprintf(out, size, "%.*s-features.safetensors", (int)(dot - model_path), model_path);
-    return out;
-}
-
 /* Item j of n spread evenly over k slots (k <= n): floor(j*k/n), so consecutive items share
  * a slot. It picks the class of each image (image j of N → class of the C run) and the
  * classifier class behind each of the C (class c of C → class of the K). A run of images
@@ -295,9 +280,7 @@ int cmd_eval(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log_once;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
-        return rc;
-    if ((rc = parse_device(device_text, &ctx_params.device)))
+    if ((rc = parse_context_options(threads_text, device_text, &ctx_params)))
         return rc;
     if (json_path && (rc = check_output_path("--json", json_path)))
         return rc;
@@ -309,9 +292,10 @@ int cmd_eval(int argc, char **argv)
     /* The classifier: --classifier, $MOIRE_CLASSIFIER, or the one beside the model. */
     const char *env_classifier = getenv("MOIRE_CLASSIFIER");
     const bool classifier_named = classifier_text || (env_classifier && env_classifier[0]);
-    char *classifier_path = classifier_text  ? strdup(classifier_text)
-                            : classifier_named ? strdup(env_classifier)
-                                               : default_classifier_path(model_path);
+    char *classifier_path =
+        classifier_text    ? strdup(classifier_text)
+        : classifier_named ? strdup(env_classifier)
+                           : moire_model_companion_path(model_path, MOIRE_FEATURES_SUFFIX);
     if (!classifier_path) {
         error_line("out of memory");
         return EXIT_ERROR;

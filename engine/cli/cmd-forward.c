@@ -39,9 +39,7 @@ int cmd_forward(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
-        return rc;
-    if ((rc = parse_device(device_text, &ctx_params.device)))
+    if ((rc = parse_context_options(threads_text, device_text, &ctx_params)))
         return rc;
     if ((rc = check_output_path("--output", output)))
         return rc;

@@ -194,9 +194,7 @@ int cmd_generate(int argc, char **argv)
         return rc;
     moire_ctx_params ctx_params = moire_ctx_params_default();
     ctx_params.log = print_engine_log;
-    if (threads_text && (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &ctx_params.n_threads)))
-        return rc;
-    if ((rc = parse_device(device_text, &ctx_params.device)))
+    if ((rc = parse_context_options(threads_text, device_text, &ctx_params)))
         return rc;
 
     /* 2. The output paths, before the long run (a stream writes rounds × batch files:

@@ -2,7 +2,6 @@
  * file names, the default model and loading, and Ctrl-C (cancels the running context). */
 #include "cli.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,56 +119,14 @@ void print_dmcmc_nfe(const moire_dmcmc_params *d, const moire_stream_info *info)
     fputc('\n', stderr);
 }
 
-/* The default model when --model is not given, looked up like the studio and the GIMP plug-in
- * do: $MOIRE_MODEL, then the first *.safetensors (by name) in $MOIRE_DATA_DIR/models, the
- * installed share/moire/models and the source tree's data/models. Returns the path (a static
- * buffer) or NULL; `searched` receives the places looked in, for the error message. */
-static const char *find_default_model(char *searched, size_t searched_size)
-{
-    static char found[8192];
-    const char *env = getenv("MOIRE_MODEL");
-    if (env && env[0])
-        return env;
-    const char *data_dir = getenv("MOIRE_DATA_DIR");
-    char dirs[3][4096];
-    int dir_count = 0;
-    if (data_dir && data_dir[0])
-        snprintf(dirs[dir_count++], sizeof dirs[0], "%s/models", data_dir);
-#ifdef MOIRE_DATADIR
-    snprintf(dirs[dir_count++], sizeof dirs[0], "%s/models", MOIRE_DATADIR);
-#endif
-#ifdef MOIRE_SOURCE_DATADIR
-    snprintf(dirs[dir_count++], sizeof dirs[0], "%s/models", MOIRE_SOURCE_DATADIR);
-#endif
-    searched[0] = '\0';
-    for (int d = 0; d < dir_count; d++) {
-        size_t used = strlen(searched);
-        snprintf(searched + used, searched_size - used, "%s%s", d ? ", " : "", dirs[d]);
-        DIR *dir = opendir(dirs[d]);
-        if (!dir)
-            continue;
-        char best[1024] = "";
-        struct dirent *entry;
-        while ((entry = readdir(dir)) != NULL) {
-            const char *name = entry->d_name;
-            size_t len = strlen(name);
-            if (moire_is_model_file_name(name) && len < sizeof best && (!best[0] || strcmp(name, best) < 0))
-                snprintf(best, sizeof best, "%s", name);
-        }
-        closedir(dir);
-        if (best[0]) {
-            snprintf(found, sizeof found, "%.4095s/%.1023s", dirs[d], best);
-            return found;
-        }
-    }
-    return NULL;
-}
-
 /* --model left out: the default model, or the usage error that says where it was looked for. */
 int default_model_or_usage_error(const char **model_path)
 {
+    /* kept for the rest of the process, like the argv strings it stands in for */
+    static char *default_model;
     char searched[8192];
-    *model_path = find_default_model(searched, sizeof searched);
+    free(default_model);
+    *model_path = default_model = moire_default_model_path(searched, sizeof searched);
     if (!*model_path) {
         error_line("no --model given and no default model found (looked at $MOIRE_MODEL and "
                    "in %s); give --model FILE (a .safetensors or .pt model)", searched);

@@ -154,6 +154,16 @@ int parse_device(const char *text, moire_device *out)
     return 0;
 }
 
+int parse_context_options(const char *threads_text, const char *device_text,
+                          moire_ctx_params *params)
+{
+    int rc;
+    if (threads_text &&
+        (rc = parse_int("threads", threads_text, 0, MOIRE_MAX_THREADS, &params->n_threads)))
+        return rc;
+    return parse_device(device_text, &params->device);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Sampler options (generate and eval)
  * ---------------------------------------------------------------------------------------- */

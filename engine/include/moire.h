@@ -124,6 +124,32 @@ void         moire_model_free(moire_model *model);
  * rule. */
 bool moire_is_model_file_name(const char *name);
 
+/* The companion files beside MODEL.safetensors (moire_model_companion_path). */
+#define MOIRE_FEATURES_SUFFIX "-features.safetensors" /* the image classifier of `moire eval` */
+#define MOIRE_LEVELS_SUFFIX "-levels.safetensors"     /* the dmcmc noise-level classifier    */
+
+/* MODEL.EXT → MODEL<suffix>: the path without its extension, then `suffix`
+ * (MOIRE_FEATURES_SUFFIX, MOIRE_LEVELS_SUFFIX). Newly allocated (free()); NULL when out of
+ * memory or given NULL. */
+char *moire_model_companion_path(const char *model_path, const char *suffix);
+
+/* Where Moiré looks for its installed data (class-name lists, the embedded model), in order:
+ * $MOIRE_DATA_DIR, the installed share/moire, the source tree's data/ (uninstalled builds).
+ * Writes up to MOIRE_DATA_DIRS_MAX folders to dirs (strings that live as long as the process
+ * and its environment) and returns how many. */
+#define MOIRE_DATA_DIRS_MAX 3
+int moire_data_dirs(const char *dirs[MOIRE_DATA_DIRS_MAX]);
+
+/* The first model file (moire_is_model_file_name, alphabetically) in `dir`, as DIR/NAME; NULL
+ * when there is none or `dir` cannot be read. Newly allocated (free()). */
+char *moire_find_model_in_dir(const char *dir);
+
+/* The default model when the user chose none: $MOIRE_MODEL when set (as given; a host may
+ * check that it exists), else the first model in the "models" folder of each data folder
+ * (moire_data_dirs). Newly allocated (free()), or NULL; `searched` (NULL allowed) receives the
+ * folders looked in, separated by ", ", for the message that no model was found. */
+char *moire_default_model_path(char *searched, size_t searched_size);
+
 const moire_model_config *moire_model_get_config(const moire_model *model);
 /* The noise-level classifier loaded with the model, or NULL (see "Image classifier"). */
 const struct moire_classifier *moire_model_level_classifier(const moire_model *model);

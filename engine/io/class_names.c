@@ -61,23 +61,10 @@ static char **read_names(const char *path, int count)
     return names;
 }
 
-static int candidate_dirs(const char *dirs[3])
-{
-    int n = 0;
-    const char *env = getenv("MOIRE_DATA_DIR");
-    if (env && *env)
-        dirs[n++] = env;
-    if (*MOIRE_DATADIR)
-        dirs[n++] = MOIRE_DATADIR;
-    if (*MOIRE_SOURCE_DATADIR)
-        dirs[n++] = MOIRE_SOURCE_DATADIR;
-    return n;
-}
-
 char **class_names_load_imagenet(int count)
 {
-    const char *dirs[3];
-    int n = candidate_dirs(dirs);
+    const char *dirs[MOIRE_DATA_DIRS_MAX];
+    int n = moire_data_dirs(dirs);
     for (int i = 0; i < n; i++) {
         size_t size = strlen(dirs[i]) + sizeof CLASS_NAMES_IMAGENET_FILE + 2;
         char *path = malloc(size);
@@ -94,8 +81,8 @@ char **class_names_load_imagenet(int count)
 
 void class_names_describe_search(char *buffer, size_t size)
 {
-    const char *dirs[3];
-    int n = candidate_dirs(dirs);
+    const char *dirs[MOIRE_DATA_DIRS_MAX];
+    int n = moire_data_dirs(dirs);
     size_t used = (size_t)snprintf(buffer, size, "no readable %s with %d class names was found "
                                    "in", CLASS_NAMES_IMAGENET_FILE, CLASS_NAMES_IMAGENET_COUNT);
     for (int i = 0; i < n && used < size; i++)

@@ -202,20 +202,10 @@ done:
  * Public API
  * ---------------------------------------------------------------------------------------- */
 
-#define LEVEL_CLASSIFIER_SUFFIX "-levels.safetensors"
-
 static bool has_suffix(const char *name, const char *suffix)
 {
     size_t n = strlen(name), k = strlen(suffix);
     return n >= k && strcmp(name + n - k, suffix) == 0;
-}
-
-bool moire_is_model_file_name(const char *name)
-{
-    return name && has_suffix(name, ".safetensors") && strlen(name) > strlen(".safetensors") &&
-           !has_suffix(name, "-features.safetensors") && !has_suffix(name, ".ref.safetensors") &&
-           !has_suffix(name, ".snapshot.safetensors") &&
-           !has_suffix(name, LEVEL_CLASSIFIER_SUFFIX);
 }
 
 /* MODEL-levels.safetensors beside MODEL.safetensors: the dmcmc sampler's noise-level
@@ -226,12 +216,9 @@ static moire_status load_level_classifier(moire_model *model)
     const char *path = model->path;
     if (!has_suffix(path, ".safetensors"))
         return MOIRE_OK; /* .pt checkpoints ship none */
-    const size_t stem = strlen(path) - strlen(".safetensors");
-    char *companion = malloc(stem + strlen(LEVEL_CLASSIFIER_SUFFIX) + 1);
+    char *companion = moire_model_companion_path(path, MOIRE_LEVELS_SUFFIX);
     if (!companion)
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
-    memcpy(companion, path, stem);
-    strcpy(companion + stem, LEVEL_CLASSIFIER_SUFFIX);
     if (!g_file_test(companion, G_FILE_TEST_EXISTS)) {
         free(companion);
         return MOIRE_OK;
