@@ -66,6 +66,10 @@ for folder in "${!LAYERS[@]}"; do
         done < <(sed -nE 's/^\s*#\s*include\s*"([^"]+)".*/\1/p' "$src")
     done
 done
+# every source is in a layer folder (a file at engine/'s root would be in no layer)
+for src in "$dir"/*.c "$dir"/*.h; do
+    [ -e "$src" ] && fail "engine/$(basename "$src") is in no layer: move it into the layer folder it belongs to (docs/ENGINE.md)"
+done
 # every engine folder is in the map, so a new layer cannot slip past the check
 for layer_dir in "$dir"/*/; do
     folder=engine/$(basename "$layer_dir")
