@@ -1,5 +1,5 @@
 /* perf-model.c — `moire-perf-model`: the predicted milliseconds per sampling step of every
- * `moire bench` geometry on an H100 SXM (engine/perf_model.c), optionally beside the
+ * `moire bench` geometry on an H100 SXM (engine/models/perf_model.c), optionally beside the
  * measured column of a `moire bench` run (tools/gpu-check.sh passes its log).
  *
  *   moire-perf-model                         the table (bf16, CFG, batch 1; XL also at 512²
@@ -134,7 +134,7 @@ int main(int argc, char **argv)
                "*(expected)* | measured |\n");
         printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
-        printf("predicted ms per CFG step on the %s (engine/perf_model.c); measured from %s\n",
+        printf("predicted ms per CFG step on the %s (engine/models/perf_model.c); measured from %s\n",
                d->name, measured ? measured : "(none)");
         printf("%-14s %5s %5s %8s %9s %9s %9s %9s %9s %9s\n", "model", "res", "batch",
                "launches", "eager", "graph", "+flash", "+bf16act", "+wide", "measured");

@@ -1,4 +1,4 @@
-/* test_perf_model.c — engine/perf_model.c against the kernels it describes: one warmed-up
+/* test_perf_model.c — engine/models/perf_model.c against the kernels it describes: one warmed-up
  * CFG forward of small random-weight DiT-MoE models (bf16 weights, both attention layouts,
  * head sizes 32 / 64 / 72) on the CUDA emulator, whose per-kernel counters (launches, global
  * bytes read and written, tests/cuda-emu/include/cuda_emu.h) must match the model's rows
