@@ -34,11 +34,11 @@ static moire_perf_step predict(moire_perf_shape s, moire_perf_kernel *rows, int 
     moire_perf_kernel local[MAX_ROWS];
     if (!rows)
         rows = local;
-    int n = moire_perf_step_kernels(&s, rows, MAX_ROWS);
+    int n = perf_step_kernels(&s, rows, MAX_ROWS);
     if (n > MAX_ROWS)
         n = MAX_ROWS;
     moire_perf_step step;
-    moire_perf_step_time(rows, n, moire_perf_h100_sxm(), &step);
+    perf_step_time(rows, n, perf_h100_sxm(), &step);
     if (count)
         *count = n;
     return step;
@@ -83,9 +83,9 @@ static void print_kernels(const char *spec)
                 spec);
         exit(2);
     }
-    const moire_perf_device *d = moire_perf_h100_sxm();
+    const moire_perf_device *d = perf_h100_sxm();
     for (int flash = 0; flash < 2; flash++) {
-        moire_perf_shape s = moire_perf_shape_for_bench(g, resolution, batch);
+        moire_perf_shape s = perf_shape_for_bench(g, resolution, batch);
         s.flash_attention = flash;
         moire_perf_kernel rows[MAX_ROWS];
         int n;
@@ -102,7 +102,7 @@ static void print_kernels(const char *spec)
             const moire_perf_kernel *r = &rows[i];
             printf("  %-38s %-36s %6lld %10.2f %10.2f %9.2f %9.1f%s\n", r->op, r->kernel,
                    (long long)r->launches, (r->bytes_read + r->bytes_written) / 1e6,
-                   r->hbm_bytes / 1e6, r->flops / 1e9, moire_perf_kernel_seconds(r, d) * 1e6,
+                   r->hbm_bytes / 1e6, r->flops / 1e9, perf_kernel_seconds(r, d) * 1e6,
                    r->expected ? "  (expected)" : "");
         }
         printf("\n");
@@ -127,7 +127,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    const moire_perf_device *d = moire_perf_h100_sxm();
+    const moire_perf_device *d = perf_h100_sxm();
     if (markdown) {
         printf("| model | res | batch | launches | today, eager | today, one graph | + flash "
                "attention *(expected)* | + bf16 activations *(expected)* | + 128-wide expert tiles "
@@ -142,7 +142,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof table_rows / sizeof *table_rows; i++) {
         const row_spec *rs = &table_rows[i];
         const moire_bench_geometry *g = moire_bench_geometry_find(rs->geometry);
-        moire_perf_shape s = moire_perf_shape_for_bench(g, rs->resolution, rs->batch);
+        moire_perf_shape s = perf_shape_for_bench(g, rs->resolution, rs->batch);
         const moire_perf_step today = predict(s, NULL, NULL);
         s.flash_attention = true;
         const moire_perf_step flash = predict(s, NULL, NULL);

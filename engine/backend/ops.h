@@ -327,7 +327,7 @@ moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
  * C[M,N] = alpha · A[M,K] · op(B), op(B) = Bᵀ for B [N,K] (b_transposed) or B for B [K,N].
  * Split over ops->n_threads by OpenMP with single-threaded OpenBLAS inside (see ops_cpu.c);
  * deterministic for a given thread count. */
-void moire_cpu_gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, float alpha,
-                    const float *A, int lda, const float *B, int ldb, float *C, int ldc);
+void ops_cpu_gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, float alpha,
+                  const float *A, int lda, const float *B, int ldb, float *C, int ldc);
 
 #endif /* MOIRE_OPS_H */

@@ -67,8 +67,8 @@ static void gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, f
     }
 }
 
-void moire_cpu_gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, float alpha,
-                    const float *A, int lda, const float *B, int ldb, float *C, int ldc)
+void ops_cpu_gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, float alpha,
+                  const float *A, int lda, const float *B, int ldb, float *C, int ldc)
 {
     gemm(ops, b_transposed, M, N, K, alpha, A, lda, B, ldb, C, ldc);
 }

@@ -73,14 +73,14 @@ void *moire_calloc_array(size_t count, size_t size)
     return calloc(count ? count : 1, size ? size : 1);
 }
 
-double moire_now_seconds(void)
+double clock_now_seconds(void)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
 }
 
-uint64_t moire_next_serial(void)
+uint64_t model_next_serial(void)
 {
     static atomic_uint_fast64_t next = 1;
     return (uint64_t)atomic_fetch_add(&next, 1);

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char *moire_file_kind_name(unsigned mode)
+const char *file_kind_name(unsigned mode)
 {
     if (S_ISREG(mode))
         return "a regular file";
@@ -29,8 +29,8 @@ const char *moire_file_kind_name(unsigned mode)
     return "not a regular file";
 }
 
-moire_status moire_open_input(const char *path, const char *what, int *out_fd,
-                              uint64_t *out_size)
+moire_status file_open_input(const char *path, const char *what, int *out_fd,
+                             uint64_t *out_size)
 {
     *out_fd = -1;
     if (!path || !path[0])
@@ -54,7 +54,7 @@ moire_status moire_open_input(const char *path, const char *what, int *out_fd,
     if (!S_ISREG(info.st_mode)) {
         close(fd);
         return moire_fail(MOIRE_ERROR_IO, "%s is %s, not a regular file; pass %s", path,
-                          moire_file_kind_name(info.st_mode), what);
+                          file_kind_name(info.st_mode), what);
     }
     int flags = fcntl(fd, F_GETFL);
     if (flags >= 0)
@@ -65,12 +65,12 @@ moire_status moire_open_input(const char *path, const char *what, int *out_fd,
     return MOIRE_OK;
 }
 
-moire_status moire_fopen_input(const char *path, const char *what, FILE **out_stream,
-                               uint64_t *out_size)
+moire_status file_fopen_input(const char *path, const char *what, FILE **out_stream,
+                              uint64_t *out_size)
 {
     *out_stream = NULL;
     int fd;
-    moire_status status = moire_open_input(path, what, &fd, out_size);
+    moire_status status = file_open_input(path, what, &fd, out_size);
     if (status != MOIRE_OK)
         return status;
     FILE *stream = fdopen(fd, "rb");
@@ -82,7 +82,7 @@ moire_status moire_fopen_input(const char *path, const char *what, FILE **out_st
     return MOIRE_OK;
 }
 
-const char *moire_output_hint(const char *path, int err)
+const char *file_output_hint(const char *path, int err)
 {
     if (err == ENOENT) {
         const char *slash = path ? strrchr(path, '/') : NULL;
@@ -127,7 +127,7 @@ moire_status moire_check_output_path(const char *path)
                           "the path it points to, or another name", path);
     return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "%s is %s; an output replaces only a regular file: choose another "
-                      "output path", path, moire_file_kind_name(info.st_mode));
+                      "output path", path, file_kind_name(info.st_mode));
 }
 
 moire_status moire_output_replace(const char *tmp_path, const char *path)

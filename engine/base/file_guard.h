@@ -1,6 +1,6 @@
 /* file_guard.h — opening untrusted inputs and replacing outputs safely.
  *
- * Inputs: every reader opens its file through moire_open_input, which opens without
+ * Inputs: every reader opens its file through file_open_input, which opens without
  * blocking (O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer forever),
  * checks the open descriptor (fstat, not the path: no window for a swap) and refuses
  * anything but a regular file — FIFO, device, directory, socket — with a message naming
@@ -25,20 +25,20 @@
 /* Opens `path` read-only (close-on-exec, blocking mode restored after the check). `what`
  * names the expected kind in the message ("a .safetensors model", "a PNG image"). On
  * success *out_fd is the descriptor and *out_size (may be NULL) the file's size. */
-moire_status moire_open_input(const char *path, const char *what, int *out_fd,
-                              uint64_t *out_size);
+moire_status file_open_input(const char *path, const char *what, int *out_fd,
+                             uint64_t *out_size);
 /* The same as a stdio stream ("rb"). */
-moire_status moire_fopen_input(const char *path, const char *what, FILE **out_stream,
-                               uint64_t *out_size);
+moire_status file_fopen_input(const char *path, const char *what, FILE **out_stream,
+                              uint64_t *out_size);
 
 /* moire_check_output_path and moire_output_replace are public API (moire.h). */
 
 /* The advice after "cannot create/write <path>: <strerror(err)>", starting with "; " (or ""):
  * ENOENT says "create the directory first" only when the directory is really missing (in
  * /proc or /sys it exists but takes no new files). */
-const char *moire_output_hint(const char *path, int err);
+const char *file_output_hint(const char *path, int err);
 
 /* "a FIFO (named pipe)", "a directory", … for a st_mode (for messages). */
-const char *moire_file_kind_name(unsigned mode);
+const char *file_kind_name(unsigned mode);
 
 #endif /* MOIRE_FILE_GUARD_H */

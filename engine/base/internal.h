@@ -31,15 +31,15 @@ void *moire_calloc_array(size_t count, size_t size);
 
 /* A number never returned before in this process (from 1): identifies a loaded model or VAE
  * for the backends' weight bindings, which must never match a freed object's successor. */
-uint64_t moire_next_serial(void);
+uint64_t model_next_serial(void);
 
 /* MOIRE_OK when all `count` values are finite; otherwise MOIRE_ERROR_FORMAT saying that
  * `what` of model `model_name` holds a NaN or an infinity (damaged or out-of-range weights)
  * and how to fix it. (numeric_guard.c) */
-moire_status moire_check_finite(const float *values, size_t count, const char *model_name,
-                                const char *what);
+moire_status numeric_check_finite(const float *values, size_t count, const char *model_name,
+                                  const char *what);
 
 /* Monotonic seconds, for progress estimates. */
-double moire_now_seconds(void);
+double clock_now_seconds(void);
 
 #endif /* MOIRE_INTERNAL_H */

@@ -204,7 +204,7 @@ bool moire_json_check(const char *text, long long length, char *why, size_t why_
     return ok;
 }
 
-moire_status moire_json_load(JsonParser *parser, const char *what, const char *text,
+moire_status json_guard_load(JsonParser *parser, const char *what, const char *text,
                              long long length)
 {
     if (!text)

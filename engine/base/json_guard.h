@@ -4,7 +4,7 @@
  * 200 KB safetensors header overflow the stack; and it keeps the last of two members with
  * the same name, so a header naming one tensor twice silently loses one. moire_json_check
  * scans the text once (linear time, memory proportional to the number of keys of the open
- * objects) and refuses both before the parser runs. moire_json_load is the check followed
+ * objects) and refuses both before the parser runs. json_guard_load is the check followed
  * by json_parser_load_from_data; every JSON read of the engine (safetensors header,
  * moire.config, vocabularies, companion and classifier metadata, tokenizer, EC-DiT config)
  * and of the studio (the PNG "moire" settings restore) goes through one of the two.
@@ -37,7 +37,7 @@
 
 /* moire_json_check, then json_parser_load_from_data. On failure returns MOIRE_ERROR_FORMAT
  * with the message "<what>: <reason>" (moire_last_error()). */
-moire_status moire_json_load(JsonParser *parser, const char *what, const char *text,
+moire_status json_guard_load(JsonParser *parser, const char *what, const char *text,
                              long long length);
 
 #endif /* MOIRE_JSON_GUARD_H */

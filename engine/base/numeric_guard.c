@@ -5,8 +5,8 @@
 
 #include <math.h>
 
-moire_status moire_check_finite(const float *values, size_t count, const char *model_name,
-                                const char *what)
+moire_status numeric_check_finite(const float *values, size_t count, const char *model_name,
+                                  const char *what)
 {
     for (size_t i = 0; i < count; i++) {
         if (isfinite(values[i]))

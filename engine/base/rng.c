@@ -21,7 +21,7 @@
 static const double two_pi = 6.283185307179586476925286766559;
 static const double inv_2_32 = 1.0 / 4294967296.0;
 
-void moire_philox4x32(const uint32_t key[2], const uint32_t counter[4], uint32_t out[4])
+void rng_philox4x32(const uint32_t key[2], const uint32_t counter[4], uint32_t out[4])
 {
     uint32_t k0 = key[0], k1 = key[1];
     uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
@@ -51,7 +51,7 @@ static void normal_block(const uint32_t key[2], uint64_t block, uint64_t stream,
     const uint32_t counter[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)stream,
                                  (uint32_t)(stream >> 32)};
     uint32_t w[4];
-    moire_philox4x32(key, counter, w);
+    rng_philox4x32(key, counter, w);
     for (int pair = 0; pair < 2; pair++) {
         double u1 = ((double)w[2 * pair] + 1.0) * inv_2_32; /* (0, 1]: log never sees 0 */
         double u2 = (double)w[2 * pair + 1] * inv_2_32;      /* [0, 1)                   */

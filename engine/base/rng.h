@@ -30,7 +30,7 @@
 #define MOIRE_RNG_STREAM_MASK    UINT64_C(0x200000000)
 
 /* The raw Philox4x32-10 block for (key, counter). */
-void moire_philox4x32(const uint32_t key[2], const uint32_t counter[4], uint32_t out[4]);
+void rng_philox4x32(const uint32_t key[2], const uint32_t counter[4], uint32_t out[4]);
 
 /* out[j] = normal sample number (offset + j) of (seed, stream), j < count. */
 void moire_rng_normal(uint64_t seed, uint64_t stream, uint64_t offset, float *out,

@@ -171,7 +171,7 @@ static int open_temporary(const char *path, char *tmp_path, size_t tmp_size)
 static moire_status io_failure(const char *path, int err, const char *what)
 {
     return moire_fail(MOIRE_ERROR_IO, "%s: cannot %s: %s%s", path, what, strerror(err),
-                      moire_output_hint(path, err));
+                      file_output_hint(path, err));
 }
 
 moire_status moire_png_save(const char *path, const moire_image *image,
@@ -343,7 +343,7 @@ moire_status moire_png_load(const char *path, moire_image **out_image, char **ou
 
     png_reader reader;
     memset(&reader, 0, sizeof reader);
-    moire_status open_status = moire_fopen_input(path, "a PNG image", &reader.file, NULL);
+    moire_status open_status = file_fopen_input(path, "a PNG image", &reader.file, NULL);
     if (open_status != MOIRE_OK)
         return open_status;
     unsigned char signature[8];

@@ -278,7 +278,7 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
 
     FILE *file = NULL;
     uint64_t size_on_disk = 0;
-    moire_status status = moire_fopen_input(path, "a .npy file", &file, &size_on_disk);
+    moire_status status = file_fopen_input(path, "a .npy file", &file, &size_on_disk);
     if (status != MOIRE_OK)
         return status;
     unsigned char *bytes = NULL;
@@ -489,7 +489,7 @@ moire_status moire_npy_save(const char *path, int ndim, const int64_t *shape,
     if (fd < 0) {
         int err = errno;
         return moire_fail(MOIRE_ERROR_IO, "%s: cannot create the file: %s%s", path,
-                          strerror(err), moire_output_hint(path, err));
+                          strerror(err), file_output_hint(path, err));
     }
     bool ok = write_all(fd, header, padded) &&
               write_all(fd, data, (size_t)numel * sizeof(float)) && fsync(fd) == 0;
@@ -501,7 +501,7 @@ moire_status moire_npy_save(const char *path, int ndim, const int64_t *shape,
     if (!ok) {
         unlink(tmp_path);
         return moire_fail(MOIRE_ERROR_IO, "%s: cannot write the file: %s%s", path,
-                          strerror(err), moire_output_hint(path, err));
+                          strerror(err), file_output_hint(path, err));
     }
     moire_status status = moire_output_replace(tmp_path, path);
     if (status != MOIRE_OK)

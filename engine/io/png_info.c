@@ -152,7 +152,7 @@ moire_status moire_png_read_info(const char *path, moire_png_info *out)
     memset(out, 0, sizeof *out);
     FILE *stream = NULL;
     uint64_t file_size = 0;
-    moire_status status = moire_fopen_input(path, "a PNG image", &stream, &file_size);
+    moire_status status = file_fopen_input(path, "a PNG image", &stream, &file_size);
     if (status != MOIRE_OK)
         return status;
 

@@ -148,7 +148,7 @@ static moire_status open_mapped(const char *path, const uint8_t *map, size_t map
 static int read_magic(const char *path, uint8_t magic[4])
 {
     int fd;
-    if (moire_open_input(path, "a model file", &fd, NULL) != MOIRE_OK)
+    if (file_open_input(path, "a model file", &fd, NULL) != MOIRE_OK)
         return -1; /* not a regular file: the opener that follows says so */
     ssize_t got = read(fd, magic, 4);
     close(fd);
@@ -168,7 +168,7 @@ moire_status pt_open(const char *path, st_file **out, pt_info *info)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "pt_open: path is NULL");
     int fd;
     uint64_t size_on_disk = 0;
-    moire_status open_status = moire_open_input(path, "a .pt checkpoint", &fd, &size_on_disk);
+    moire_status open_status = file_open_input(path, "a .pt checkpoint", &fd, &size_on_disk);
     if (open_status != MOIRE_OK)
         return open_status;
     size_t size = (size_t)size_on_disk;

@@ -450,7 +450,7 @@ static moire_status parse_header(st_file *file, const char *header, size_t heade
     const char *path = file->path;
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
-    if (moire_json_load(parser, "header", header, (long long)header_size) != MOIRE_OK) {
+    if (json_guard_load(parser, "header", header, (long long)header_size) != MOIRE_OK) {
         char *why = strdup(moire_last_error());
         status = moire_fail(MOIRE_ERROR_FORMAT,
                             "%s: the %s; the file is truncated, damaged or not a safetensors "
@@ -516,7 +516,7 @@ moire_status st_open(const char *path, st_file **out)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "st_open: path is NULL");
     int fd;
     uint64_t size_on_disk = 0;
-    moire_status open_status = moire_open_input(path, "a .safetensors file", &fd, &size_on_disk);
+    moire_status open_status = file_open_input(path, "a .safetensors file", &fd, &size_on_disk);
     if (open_status != MOIRE_OK)
         return open_status;
     size_t file_size = (size_t)size_on_disk;

@@ -51,7 +51,7 @@ moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution
     moire_model *m = calloc(1, sizeof *m);
     if (!m)
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
-    m->serial = moire_next_serial();
+    m->serial = model_next_serial();
     moire_model_config *c = &m->config;
     const int D = g->hidden;
     snprintf(c->family, sizeof c->family, "dit-moe");
@@ -183,9 +183,9 @@ moire_status moire_bench_stats_get(const moire_ctx *ctx, moire_bench_stats *stat
             memset(a, 1, bytes), memset(b, 2, bytes);
             double best = 1e30;
             for (int i = 0; i < 3; i++) {
-                double t0 = moire_now_seconds();
+                double t0 = clock_now_seconds();
                 memcpy(b, a, bytes);
-                double dt = moire_now_seconds() - t0;
+                double dt = clock_now_seconds() - t0;
                 best = dt < best ? dt : best;
             }
             cpu_copy = 2.0 * bytes / best;

@@ -247,7 +247,7 @@ static moire_status parse_meta(const char *path, const st_file *file, classifier
                           path, CLASSIFIER_METADATA_KEY);
     JsonParser *parser = json_parser_new();
     moire_status status;
-    if (moire_json_load(parser, "metadata \"" CLASSIFIER_METADATA_KEY "\"", json, -1) !=
+    if (json_guard_load(parser, "metadata \"" CLASSIFIER_METADATA_KEY "\"", json, -1) !=
         MOIRE_OK) {
         char *why = strdup(moire_last_error());
         status = moire_fail(MOIRE_ERROR_FORMAT, "%s: %s; " CLASSIFIER_FIX, path,

@@ -23,7 +23,7 @@ moire_ctx_params moire_ctx_params_default(void)
     return params;
 }
 
-void moire_ctx_log(const moire_ctx *ctx, moire_log_level level, const char *fmt, ...)
+void ctx_log(const moire_ctx *ctx, moire_log_level level, const char *fmt, ...)
 {
     if (!ctx || !ctx->params.log)
         return;
@@ -183,8 +183,8 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
             ctx_attach(ctx);
             status = cuda_known_answer(ctx, bf16);
             if (status == MOIRE_OK) {
-                moire_ctx_log(ctx, MOIRE_LOG_INFO, "using the CUDA backend (%s)",
-                              bf16 ? "bf16 weights" : "fp32");
+                ctx_log(ctx, MOIRE_LOG_INFO, "using the CUDA backend (%s)",
+                        bf16 ? "bf16 weights" : "fp32");
                 *out_ctx = ctx;
                 return MOIRE_OK;
             }
@@ -197,7 +197,7 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
         /* auto: say it once per process, in words a user can act on, then use the CPU. */
         static atomic_flag told = ATOMIC_FLAG_INIT;
         if (!atomic_flag_test_and_set(&told))
-            moire_ctx_log(ctx, status == MOIRE_ERROR_UNSUPPORTED ? MOIRE_LOG_INFO
+            ctx_log(ctx, status == MOIRE_ERROR_UNSUPPORTED ? MOIRE_LOG_INFO
                                                                   : MOIRE_LOG_WARNING,
                           "using the CPU backend: %s", moire_last_error());
         moire_error_clear();
@@ -207,9 +207,9 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
     ctx_attach(ctx);
 #ifndef MOIRE_HAVE_CUDA
     if (p.device == MOIRE_DEVICE_AUTO)
-        moire_ctx_log(ctx, MOIRE_LOG_INFO,
-                      "using the CPU backend with %d threads (this build has no CUDA backend)",
-                      ctx->ops.n_threads);
+        ctx_log(ctx, MOIRE_LOG_INFO,
+                "using the CPU backend with %d threads (this build has no CUDA backend)",
+                ctx->ops.n_threads);
 #endif
     *out_ctx = ctx;
     return MOIRE_OK;

@@ -22,7 +22,7 @@ struct moire_ctx {
 };
 
 /* Logs through the context's callback (no-op when none). */
-void moire_ctx_log(const moire_ctx *ctx, moire_log_level level, const char *fmt, ...)
+void ctx_log(const moire_ctx *ctx, moire_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* The DiT-MoE forward pass (forward.c): moire_forward() without argument checks. */

@@ -44,7 +44,7 @@ moire_status ecdit_config_from_json(moire_model_config *config, const char *json
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
     JsonObject *object = NULL;
-    if (moire_json_load(parser, "moire.config", json, -1) == MOIRE_OK) {
+    if (json_guard_load(parser, "moire.config", json, -1) == MOIRE_OK) {
         JsonNode *root = json_parser_get_root(parser);
         if (root && JSON_NODE_HOLDS_OBJECT(root))
             object = json_node_get_object(root);

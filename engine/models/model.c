@@ -84,7 +84,7 @@ static moire_status load_class_names(moire_model *model)
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
     JsonArray *array = NULL;
-    if (moire_json_load(parser, model->path, json, -1) == MOIRE_OK) {
+    if (json_guard_load(parser, model->path, json, -1) == MOIRE_OK) {
         JsonNode *root = json_parser_get_root(parser);
         if (root && JSON_NODE_HOLDS_ARRAY(root))
             array = json_node_get_array(root);
@@ -145,7 +145,7 @@ static moire_status load_defaults(moire_model *model)
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
     JsonObject *object = NULL;
-    if (moire_json_load(parser, model->path, json, -1) == MOIRE_OK) {
+    if (json_guard_load(parser, model->path, json, -1) == MOIRE_OK) {
         JsonNode *root = json_parser_get_root(parser);
         if (root && JSON_NODE_HOLDS_OBJECT(root))
             object = json_node_get_object(root);
@@ -275,7 +275,7 @@ moire_status moire_model_load(const char *path, moire_model **out_model)
     moire_model *model = calloc(1, sizeof *model);
     if (!model)
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
-    model->serial = moire_next_serial();
+    model->serial = model_next_serial();
     /* by content: a zip is a torch.save checkpoint (pt_reader.h), else safetensors */
     moire_status status = model_file_open(path, &model->file);
     if (status == MOIRE_OK) {

@@ -70,7 +70,7 @@ struct ecdit_model; /* ecdit.h */
 
 struct moire_model {
     moire_model_config config;
-    uint64_t serial;          /* unique in the process (moire_next_serial): the key of the
+    uint64_t serial;          /* unique in the process (model_next_serial): the key of the
                                  model's weights on a backend (bind.h), never its address */
     dit_weights weights;
     st_file *file;            /* the mapping F32 weights point into                       */

@@ -175,7 +175,7 @@ moire_status dit_config_from_json(moire_model_config *config, const char *json)
 {
     JsonParser *parser = json_parser_new();
     moire_status status = MOIRE_OK;
-    if (moire_json_load(parser, "moire.config", json, -1) != MOIRE_OK) {
+    if (json_guard_load(parser, "moire.config", json, -1) != MOIRE_OK) {
         char *why = strdup(moire_last_error());
         status = moire_fail(MOIRE_ERROR_FORMAT, "%s; fix or remove the metadata",
                             why ? why : "moire.config is not valid JSON");

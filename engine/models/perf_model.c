@@ -55,8 +55,8 @@ static const moire_perf_device h100_sxm = {
     .host_sync_s = 15e-6,
 };
 
-moire_perf_shape moire_perf_shape_for_bench(const moire_bench_geometry *g, int resolution,
-                                            int batch)
+moire_perf_shape perf_shape_for_bench(const moire_bench_geometry *g, int resolution,
+                                      int batch)
 {
     moire_perf_shape s;
     memset(&s, 0, sizeof s);
@@ -72,7 +72,7 @@ moire_perf_shape moire_perf_shape_for_bench(const moire_bench_geometry *g, int r
     return s;
 }
 
-const moire_perf_device *moire_perf_h100_sxm(void)
+const moire_perf_device *perf_h100_sxm(void)
 {
     return &h100_sxm;
 }
@@ -274,7 +274,7 @@ static void attention_flash(builder *b, const moire_perf_shape *s, int64_t launc
     per_step(r);
 }
 
-int moire_perf_step_kernels(const moire_perf_shape *s, moire_perf_kernel *rows, int capacity)
+int perf_step_kernels(const moire_perf_shape *s, moire_perf_kernel *rows, int capacity)
 {
     builder b = {rows, capacity, 0};
     const double n = s->images, T = s->tokens, N = n * T, D = s->hidden;
@@ -358,7 +358,7 @@ int moire_perf_step_kernels(const moire_perf_shape *s, moire_perf_kernel *rows, 
     return b.count;
 }
 
-double moire_perf_kernel_seconds(const moire_perf_kernel *r, const moire_perf_device *d)
+double perf_kernel_seconds(const moire_perf_kernel *r, const moire_perf_device *d)
 {
     if (r->launches <= 0)
         return 0.0;
@@ -380,14 +380,14 @@ double moire_perf_kernel_seconds(const moire_perf_kernel *r, const moire_perf_de
     return n * t;
 }
 
-void moire_perf_step_time(const moire_perf_kernel *rows, int count,
-                          const moire_perf_device *d, moire_perf_step *out)
+void perf_step_time(const moire_perf_kernel *rows, int count,
+                    const moire_perf_device *d, moire_perf_step *out)
 {
     memset(out, 0, sizeof *out);
     double host = 0.0;
     for (int i = 0; i < count; i++) {
         const moire_perf_kernel *r = &rows[i];
-        const double t = moire_perf_kernel_seconds(r, d);
+        const double t = perf_kernel_seconds(r, d);
         out->device_s += t;
         out->hbm_bytes += r->hbm_bytes;
         out->flops += r->flops;

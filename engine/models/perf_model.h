@@ -70,20 +70,20 @@ typedef struct moire_perf_device {
  * patch 2, 4 latent channels) at resolution² pixels with batch images and CFG (2·batch
  * images per forward), bf16 weights. */
 struct moire_bench_geometry;
-moire_perf_shape moire_perf_shape_for_bench(const struct moire_bench_geometry *g,
-                                            int resolution, int batch);
+moire_perf_shape perf_shape_for_bench(const struct moire_bench_geometry *g,
+                                      int resolution, int batch);
 
 /* The H100 SXM figures the tables use (sources in perf_model.c). */
-const moire_perf_device *moire_perf_h100_sxm(void);
+const moire_perf_device *perf_h100_sxm(void);
 
 /* The step's kernels, in order of first appearance (per-block kernels once, launches ×
  * depth). Writes at most `capacity` rows; returns how many the step has. */
-int moire_perf_step_kernels(const moire_perf_shape *shape, moire_perf_kernel *rows,
-                            int capacity);
+int perf_step_kernels(const moire_perf_shape *shape, moire_perf_kernel *rows,
+                      int capacity);
 
 /* Seconds for all of a row's launches: launches × max(HBM, L2, arithmetic, shared-memory
  * time, the minimum kernel time), each term from the row's per-launch figures. */
-double moire_perf_kernel_seconds(const moire_perf_kernel *row, const moire_perf_device *device);
+double perf_kernel_seconds(const moire_perf_kernel *row, const moire_perf_device *device);
 
 typedef struct moire_perf_step {
     int64_t launches;     /* kernels + cuBLASLt calls                                     */
@@ -94,7 +94,7 @@ typedef struct moire_perf_step {
     double attention_s, experts_s, cublaslt_s, other_s; /* device_s by kind               */
 } moire_perf_step;
 
-void moire_perf_step_time(const moire_perf_kernel *rows, int count,
-                          const moire_perf_device *device, moire_perf_step *out);
+void perf_step_time(const moire_perf_kernel *rows, int count,
+                    const moire_perf_device *device, moire_perf_step *out);
 
 #endif /* MOIRE_PERF_MODEL_H */

@@ -53,7 +53,7 @@ moire_status ecdit_vocab_load(ecdit_vocab *vocab, const char *json, int expected
     JsonArray *array = NULL;
     moire_status status = MOIRE_OK;
     vocab_entry *entries = NULL;
-    if (moire_json_load(parser, path, json, -1) == MOIRE_OK) {
+    if (json_guard_load(parser, path, json, -1) == MOIRE_OK) {
         JsonNode *root = json_parser_get_root(parser);
         if (root && JSON_NODE_HOLDS_ARRAY(root))
             array = json_node_get_array(root);

@@ -504,7 +504,7 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
        nesting and duplicate keys before json-glib sees it (json_guard.h). */
     FILE *stream = NULL;
     uint64_t size = 0;
-    moire_status status = moire_fopen_input(config_path, "a VAE config.json", &stream, &size);
+    moire_status status = file_fopen_input(config_path, "a VAE config.json", &stream, &size);
     if (status != MOIRE_OK)
         return status;
     if (size > ((uint64_t)1 << 20)) {
@@ -523,7 +523,7 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
     }
     text[size] = '\0';
     JsonParser *parser = json_parser_new();
-    status = moire_json_load(parser, config_path, text, (long long)size);
+    status = json_guard_load(parser, config_path, text, (long long)size);
     free(text);
     if (status != MOIRE_OK) {
         moire_error_prefix("fix or remove the file");
@@ -667,7 +667,7 @@ moire_status moire_vae_load(const char *path, moire_vae **out_vae)
         status = bind_all(&loader);
     if (status == MOIRE_OK) {
         assign_slots(vae);
-        vae->serial = moire_next_serial();
+        vae->serial = model_next_serial();
     }
     weight_list_free(&loader.weights);
     free(weights);

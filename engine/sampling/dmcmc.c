@@ -9,7 +9,7 @@
  * f(σ) = E‖y − D(y;σ)‖²/(d σ²) is measured once, at burn-in, on the chains' own clean samples
  * (f → 1 for data on a low-dimensional manifold, σ²/(σ²+v) for Gaussian data of variance v);
  * reading D as a shrinkage denoiser with that f lets the true level be solved for even when
- * the assumed level s is off (moire_dmcmc_estimate_sigma). The estimate is propagated through
+ * the assumed level s is off (dmcmc_estimate_sigma). The estimate is propagated through
  * the Langevin step (which shrinks the old noise by (1 − a) and adds η of fresh variance),
  * damped in log σ and clamped to the model's range; a chain that leaves the guard band is
  * re-seeded.
@@ -157,8 +157,8 @@ int moire_dmcmc_nfe_per_sample(const moire_dmcmc_params *p)
 
 /* ---- Langevin step and level estimate -------------------------------------------------- */
 
-double moire_dmcmc_langevin_update(double *y, const double *denoised, const float *noise,
-                                   size_t count, double s, double eta)
+double dmcmc_langevin_update(double *y, const double *denoised, const float *noise,
+                             size_t count, double s, double eta)
 {
     /* The paper's step is absolute; near small s it would overshoot (a > 1 diverges), so the
      * contraction a = η/(2s²) is capped at ½. */
@@ -170,8 +170,8 @@ double moire_dmcmc_langevin_update(double *y, const double *denoised, const floa
     return a;
 }
 
-double moire_dmcmc_estimate_sigma(const double *y_before, const double *denoised, size_t count,
-                                  double s, double calibration, double a, double eta_eff)
+double dmcmc_estimate_sigma(const double *y_before, const double *denoised, size_t count,
+                            double s, double calibration, double a, double eta_eff)
 {
     double sum = 0.0;
     for (size_t j = 0; j < count; j++) {
@@ -425,10 +425,10 @@ static moire_status sweep(moire_dmcmc *m, double eta)
             /* The residual estimate reads the pre-step state, so compute it first. */
             const double eta_eff = fmin(eta, s * s);
             const double a_expected = eta_eff / (2.0 * s * s);
-            s_hat[c] = moire_dmcmc_estimate_sigma(yc, dc, m->chw, s, calibration_at(m, s),
-                                                  a_expected, eta_eff);
+            s_hat[c] = dmcmc_estimate_sigma(yc, dc, m->chw, s, calibration_at(m, s),
+                                            a_expected, eta_eff);
         }
-        moire_dmcmc_langevin_update(yc, dc, next_noise(m, c), m->chw, s, eta);
+        dmcmc_langevin_update(yc, dc, next_noise(m, c), m->chw, s, eta);
     }
     if (m->level) { /* the hook reads the post-step states */
         for (size_t j = 0; j < m->total; j++)
@@ -532,7 +532,7 @@ static moire_status seed_chains(moire_dmcmc *m, const bool *which, bool calibrat
     return status;
 }
 
-void moire_dmcmc_free(moire_dmcmc *m)
+void dmcmc_free(moire_dmcmc *m)
 {
     if (!m)
         return;
@@ -581,12 +581,12 @@ static moire_status check_params(const moire_dmcmc_params *p)
     return MOIRE_OK;
 }
 
-moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc_params *params,
-                             int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
-                             void *model_user_data, moire_dmcmc **out)
+moire_status dmcmc_new(const moire_model_config *config, const moire_dmcmc_params *params,
+                       int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
+                       void *model_user_data, moire_dmcmc **out)
 {
-    return moire_dmcmc_new_with_hooks(config, params, n, h, w, seeds, model, model_user_data,
-                                      NULL, out);
+    return dmcmc_new_with_hooks(config, params, n, h, w, seeds, model, model_user_data,
+                                NULL, out);
 }
 
 /* One-off model evaluations of seeding: the burn-in integrator (not for chains started from
@@ -605,7 +605,7 @@ static moire_status create_chains(const moire_model_config *config,
                                   moire_dmcmc **out)
 {
     if (!config || !params || !seeds || !model || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_dmcmc_new: a required pointer is NULL");
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "dmcmc_new: a required pointer is NULL");
     *out = NULL;
     moire_status status = check_params(params);
     if (status != MOIRE_OK)
@@ -648,7 +648,7 @@ static moire_status create_chains(const moire_model_config *config,
         !m->out || !m->noise || !m->den || !m->den_old || !m->work || !m->d1 || !m->best_y ||
         !m->best_s || !m->levels || !m->level_estimates || !m->previous || !m->last_distance ||
         (source && !m->source)) {
-        moire_dmcmc_free(m);
+        dmcmc_free(m);
         return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for %d DMCMC chains", n);
     }
     memcpy(m->seeds, seeds, (size_t)n * sizeof *seeds);
@@ -659,7 +659,7 @@ static moire_status create_chains(const moire_model_config *config,
         m->T = config->num_train_timesteps;
         m->log_sigmas = malloc((size_t)m->T * sizeof(double));
         if (!m->log_sigmas) {
-            moire_dmcmc_free(m);
+            dmcmc_free(m);
             return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
         }
         double prod = 1.0;
@@ -691,32 +691,32 @@ static moire_status create_chains(const moire_model_config *config,
     m->stats.nfe_burn_in = nfe;
     m->stats.nfe_per_sample = moire_dmcmc_nfe_per_sample(params);
     if (status != MOIRE_OK) {
-        moire_dmcmc_free(m);
+        dmcmc_free(m);
         return status;
     }
     *out = m;
     return MOIRE_OK;
 }
 
-moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
-                                        const moire_dmcmc_params *params, int n, int h, int w,
-                                        const uint64_t *seeds, moire_model_fn model,
-                                        void *model_user_data, const moire_dmcmc_hooks *hooks,
-                                        moire_dmcmc **out)
+moire_status dmcmc_new_with_hooks(const moire_model_config *config,
+                                  const moire_dmcmc_params *params, int n, int h, int w,
+                                  const uint64_t *seeds, moire_model_fn model,
+                                  void *model_user_data, const moire_dmcmc_hooks *hooks,
+                                  moire_dmcmc **out)
 {
     return create_chains(config, params, n, h, w, seeds, NULL, model, model_user_data, hooks,
                          out);
 }
 
-moire_status moire_dmcmc_new_from_states(const moire_model_config *config,
-                                         const moire_dmcmc_params *params, int n, int h, int w,
-                                         const uint64_t *seeds, const float *states,
-                                         moire_model_fn model, void *model_user_data,
-                                         const moire_dmcmc_hooks *hooks, moire_dmcmc **out)
+moire_status dmcmc_new_from_states(const moire_model_config *config,
+                                   const moire_dmcmc_params *params, int n, int h, int w,
+                                   const uint64_t *seeds, const float *states,
+                                   moire_model_fn model, void *model_user_data,
+                                   const moire_dmcmc_hooks *hooks, moire_dmcmc **out)
 {
     if (!states)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                          "moire_dmcmc_new_from_states: no pictures to start from");
+                          "dmcmc_new_from_states: no pictures to start from");
     return create_chains(config, params, n, h, w, seeds, states, model, model_user_data, hooks,
                          out);
 }
@@ -748,10 +748,10 @@ static void diversity_guard(moire_dmcmc *m, const double *out_y)
     memcpy(m->previous, out_y, m->total * sizeof(double));
 }
 
-moire_status moire_dmcmc_next(moire_dmcmc *m, float *out)
+moire_status dmcmc_next(moire_dmcmc *m, float *out)
 {
     if (!m || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_dmcmc_next: NULL argument");
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "dmcmc_next: NULL argument");
     const moire_dmcmc_params *p = &m->params;
     moire_status status = MOIRE_OK;
 
@@ -815,22 +815,22 @@ moire_status moire_dmcmc_next(moire_dmcmc *m, float *out)
     return MOIRE_OK;
 }
 
-const moire_dmcmc_stats *moire_dmcmc_get_stats(const moire_dmcmc *m)
+const moire_dmcmc_stats *dmcmc_get_stats(const moire_dmcmc *m)
 {
     return &m->stats;
 }
 
-double moire_dmcmc_chain_sigma(const moire_dmcmc *m, int c)
+double dmcmc_chain_sigma(const moire_dmcmc *m, int c)
 {
     return (c >= 0 && c < m->n) ? m->s[c] : NAN;
 }
 
-const double *moire_dmcmc_chain_state(const moire_dmcmc *m, int c)
+const double *dmcmc_chain_state(const moire_dmcmc *m, int c)
 {
     return (c >= 0 && c < m->n) ? m->y + (size_t)c * m->chw : NULL;
 }
 
-double moire_dmcmc_last_distance(const moire_dmcmc *m, int c)
+double dmcmc_last_distance(const moire_dmcmc *m, int c)
 {
     return (c >= 0 && c < m->n) ? m->last_distance[c] : NAN;
 }

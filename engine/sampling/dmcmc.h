@@ -33,9 +33,9 @@ typedef struct moire_dmcmc moire_dmcmc;
 
 /* Creates n chains of shape [C, h, w] (C = config->in_channels) with seeds[c], runs the
  * burn-in. The model function is called with batches of up to n images, each with its own t. */
-moire_status moire_dmcmc_new(const moire_model_config *config, const moire_dmcmc_params *params,
-                             int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
-                             void *model_user_data, moire_dmcmc **out);
+moire_status dmcmc_new(const moire_model_config *config, const moire_dmcmc_params *params,
+                       int n, int h, int w, const uint64_t *seeds, moire_model_fn model,
+                       void *model_user_data, moire_dmcmc **out);
 /* Called after every model evaluation with the evaluations done and expected for the current
  * phase (burn-in, or one emission); return false to cancel (→ MOIRE_ERROR_CANCELLED). */
 typedef bool (*moire_dmcmc_progress_fn)(void *user_data, int done, int total);
@@ -47,45 +47,45 @@ typedef struct moire_dmcmc_hooks {
     moire_dmcmc_progress_fn progress;  /* NULL = no progress, no cancel                     */
     void *progress_user_data;
     /* NULL = the training-free residual estimate, calibrated at burn-in
-       (moire_dmcmc_estimate_sigma); set, the level after each Langevin step is read from the
+       (dmcmc_estimate_sigma); set, the level after each Langevin step is read from the
        new state and the calibration's model evaluations are not spent. */
     moire_dmcmc_level_fn level;
     void *level_user_data;
 } moire_dmcmc_hooks;
-/* moire_dmcmc_new with hooks (NULL = none); they are in place before the burn-in. */
-moire_status moire_dmcmc_new_with_hooks(const moire_model_config *config,
-                                        const moire_dmcmc_params *params, int n, int h, int w,
-                                        const uint64_t *seeds, moire_model_fn model,
-                                        void *model_user_data, const moire_dmcmc_hooks *hooks,
-                                        moire_dmcmc **out);
+/* dmcmc_new with hooks (NULL = none); they are in place before the burn-in. */
+moire_status dmcmc_new_with_hooks(const moire_model_config *config,
+                                  const moire_dmcmc_params *params, int n, int h, int w,
+                                  const uint64_t *seeds, moire_model_fn model,
+                                  void *model_user_data, const moire_dmcmc_hooks *hooks,
+                                  moire_dmcmc **out);
 /* Chains that start from given pictures instead of from noise: states [n, C, h, w] (model
  * space, clean) re-noised to params->sigma_init, then params->burn_in sweeps; no burn-in
  * integrator. A chain that leaves the guard band restarts from its picture. The variations
  * stream (moire_stream_open) is this. */
-moire_status moire_dmcmc_new_from_states(const moire_model_config *config,
-                                         const moire_dmcmc_params *params, int n, int h, int w,
-                                         const uint64_t *seeds, const float *states,
-                                         moire_model_fn model, void *model_user_data,
-                                         const moire_dmcmc_hooks *hooks, moire_dmcmc **out);
+moire_status dmcmc_new_from_states(const moire_model_config *config,
+                                   const moire_dmcmc_params *params, int n, int h, int w,
+                                   const uint64_t *seeds, const float *states,
+                                   moire_model_fn model, void *model_user_data,
+                                   const moire_dmcmc_hooks *hooks, moire_dmcmc **out);
 /* Emits one new sample per chain into out[n, C, h, w]; then the diversity guard
  * (params.guard_distance) kicks chains whose sample is a near-copy of their previous one. */
-moire_status moire_dmcmc_next(moire_dmcmc *chains, float *out);
-const moire_dmcmc_stats *moire_dmcmc_get_stats(const moire_dmcmc *chains);
+moire_status dmcmc_next(moire_dmcmc *chains, float *out);
+const moire_dmcmc_stats *dmcmc_get_stats(const moire_dmcmc *chains);
 /* Current level of chain c (VE σ) and its state y_c [C, h, w] (VE form, double). */
-double moire_dmcmc_chain_sigma(const moire_dmcmc *chains, int c);
-const double *moire_dmcmc_chain_state(const moire_dmcmc *chains, int c);
+double dmcmc_chain_sigma(const moire_dmcmc *chains, int c);
+const double *dmcmc_chain_state(const moire_dmcmc *chains, int c);
 /* RMS distance (model space) of chain c's last emission from the one before; +inf after the
  * first emission. */
-double moire_dmcmc_last_distance(const moire_dmcmc *chains, int c);
-void moire_dmcmc_free(moire_dmcmc *chains);
+double dmcmc_last_distance(const moire_dmcmc *chains, int c);
+void dmcmc_free(moire_dmcmc *chains);
 
 /* ---- exposed for the unit tests --------------------------------------------------------- */
 
 /* One Langevin step on one chain: y ← y + ½·η_eff·(D − y)/s² + √η_eff·z, with
  * η_eff = min(η, s²) so the contraction a = η_eff/(2s²) never exceeds ½ (docs/DMCMC.md).
  * Returns the a used. */
-double moire_dmcmc_langevin_update(double *y, const double *denoised, const float *noise,
-                                   size_t count, double s, double eta);
+double dmcmc_langevin_update(double *y, const double *denoised, const float *noise,
+                             size_t count, double s, double eta);
 /* The training-free level estimate after that step. m = mean((y − D(y; s))²) is measured on
  * the pre-step state; with the calibration f(s) = E‖y − D(y;s)‖²/(d s²) read as a shrinkage
  * denoiser of effective data variance v = s²(1 − f)/f, the true pre-step level solves
@@ -93,7 +93,7 @@ double moire_dmcmc_langevin_update(double *y, const double *denoised, const floa
  * data on a low-dimensional manifold where f → 1); where v > 4s² that inversion amplifies
  * the measurement noise too much and the plain m/f is used. It is then propagated through the step:
  * s'² = (1 − a)²·σ̂² + η_eff. */
-double moire_dmcmc_estimate_sigma(const double *y_before, const double *denoised, size_t count,
-                                  double s, double calibration, double a, double eta_eff);
+double dmcmc_estimate_sigma(const double *y_before, const double *denoised, size_t count,
+                            double s, double calibration, double a, double eta_eff);
 
 #endif /* MOIRE_DMCMC_H */

@@ -61,8 +61,8 @@ static int scale_of(const moire_model *model)
     return model->config.space == MOIRE_SPACE_LATENT ? LATENT_DOWNSCALE : 1;
 }
 
-moire_status moire_resolve_params(const moire_model *model, const moire_generate_params *params,
-                                  moire_resolved_params *out)
+moire_status generate_resolve_params(const moire_model *model, const moire_generate_params *params,
+                                     moire_resolved_params *out)
 {
     const moire_model_config *cfg = &model->config;
     memset(out, 0, sizeof *out);
@@ -222,8 +222,8 @@ static moire_status guided_model_call(void *user_data, const float *x_in, const 
         return status;
     /* a NaN or an infinity here (damaged weights, or finite ones so large they overflow)
        would end as a garbage image with exit status 0: stop with the model's name instead */
-    status = moire_check_finite(g->out2, (size_t)batch * out_size, g->model->name,
-                                "the model's output");
+    status = numeric_check_finite(g->out2, (size_t)batch * out_size, g->model->name,
+                                  "the model's output");
     if (status != MOIRE_OK)
         return status;
 
@@ -373,8 +373,8 @@ static uint8_t to_byte(float v) /* v in [-1, 1] */
     return (uint8_t)(!(u >= 0.0f) ? 0.0f : (u > 255.0f ? 255.0f : u));
 }
 
-moire_image *moire_decode_to_image(const moire_model *model, const float *x, int model_h,
-                                   int model_w, int width, int height)
+moire_image *generate_decode_to_image(const moire_model *model, const float *x, int model_h,
+                                      int model_w, int width, int height)
 {
     const moire_model_config *cfg = &model->config;
     const size_t plane = (size_t)model_h * model_w;
@@ -415,19 +415,19 @@ moire_image *moire_decode_to_image(const moire_model *model, const float *x, int
 
 /* The final image of a sample: through the SD-VAE decoder when one is given for a latent
  * model (tiled above MOIRE_VAE_TILE latent pixels; resampled to width × height when the VAE's
- * downscale is not the model's 8), otherwise moire_decode_to_image. x: [C, model_h, model_w]. */
+ * downscale is not the model's 8), otherwise generate_decode_to_image. x: [C, model_h, model_w]. */
 static moire_status decode_result(moire_ctx *ctx, const moire_model *model, const moire_vae *vae,
                                   const float *x, const moire_resolved_params *resolved,
                                   moire_image **out)
 {
     const int h = resolved->model_h, w = resolved->model_w;
     *out = NULL;
-    moire_status finite = moire_check_finite(x, (size_t)model->config.in_channels * h * w,
-                                             model->name, "the sample");
+    moire_status finite = numeric_check_finite(x, (size_t)model->config.in_channels * h * w,
+                                               model->name, "the sample");
     if (finite != MOIRE_OK)
         return finite;
     if (!vae || model->config.space != MOIRE_SPACE_LATENT) {
-        *out = moire_decode_to_image(model, x, h, w, resolved->width, resolved->height);
+        *out = generate_decode_to_image(model, x, h, w, resolved->width, resolved->height);
         return *out ? MOIRE_OK
                     : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
     }
@@ -509,7 +509,7 @@ static bool on_step(void *user_data, int step, int step_count, int nfe, const fl
         .step = step,
         .step_count = step_count,
         .nfe = nfe,
-        .elapsed_s = moire_now_seconds() - r->started,
+        .elapsed_s = clock_now_seconds() - r->started,
         .remaining_s = -1.0,
     };
     const int done = r->steps_done_before + step;
@@ -517,9 +517,9 @@ static bool on_step(void *user_data, int step, int step_count, int nfe, const fl
         progress.remaining_s = progress.elapsed_s / done * (r->total_steps - done);
     if (cb->preview && cb->preview_interval > 0 &&
         (step % cb->preview_interval == 0 || step == step_count)) {
-        moire_image *img = moire_decode_to_image(r->model, x0, r->resolved->model_h,
-                                                 r->resolved->model_w, r->resolved->width,
-                                                 r->resolved->height);
+        moire_image *img = generate_decode_to_image(r->model, x0, r->resolved->model_h,
+                                                    r->resolved->model_w, r->resolved->width,
+                                                    r->resolved->height);
         if (img) {
             cb->preview(&progress, img, cb->user_data);
             moire_image_free(img);
@@ -588,9 +588,9 @@ static moire_status chunk_setup_init(moire_ctx *ctx, const moire_model *model,
             g->prompt_of[i] = i < count ? 0 : 1;
         g->text = &c->text;
         if (first == 0 && (c->text.unknown_words || c->text.dropped_words))
-            moire_ctx_log(ctx, MOIRE_LOG_WARNING,
-                          "%d word(s) of the prompts are not in the vocabulary of %s (they "
-                          "count as [UNK]) and %d are past its %d-token limit (dropped)",
+            ctx_log(ctx, MOIRE_LOG_WARNING,
+                    "%d word(s) of the prompts are not in the vocabulary of %s (they "
+                    "count as [UNK]) and %d are past its %d-token limit (dropped)",
                           c->text.unknown_words, model->name, c->text.dropped_words,
                           model->config.text_max_tokens);
     }
@@ -695,7 +695,7 @@ static bool stream_progress(void *user_data, int done, int total)
         .step = done,
         .step_count = total,
         .nfe = done,
-        .elapsed_s = moire_now_seconds() - st->started,
+        .elapsed_s = clock_now_seconds() - st->started,
         .remaining_s = -1.0,
     };
     if (!st->callbacks.progress(&progress, st->callbacks.user_data))
@@ -739,9 +739,9 @@ static moire_status choose_level_classifier(const moire_model *model,
     return MOIRE_OK;
 }
 
-moire_dmcmc_level moire_resolve_dmcmc_level(const moire_model *model,
-                                            const moire_dmcmc_params *params,
-                                            const moire_resolved_params *resolved)
+moire_dmcmc_level generate_resolve_dmcmc_level(const moire_model *model,
+                                               const moire_dmcmc_params *params,
+                                               const moire_resolved_params *resolved)
 {
     if (params->level != MOIRE_DMCMC_LEVEL_AUTO)
         return params->level;
@@ -779,7 +779,7 @@ static moire_status stream_open(moire_ctx *ctx, const moire_model *model,
     }
     st->first = first;
     st->count = count;
-    st->started = moire_now_seconds();
+    st->started = clock_now_seconds();
     const moire_model_config *cfg = &model->config;
     const size_t in_size = (size_t)cfg->in_channels * resolved->model_h * resolved->model_w;
     moire_status status = chunk_setup_init(ctx, model, &st->params, &st->resolved, first, count,
@@ -803,14 +803,14 @@ static moire_status stream_open(moire_ctx *ctx, const moire_model *model,
             /* estimate_sigma only reads the classifier: the cast drops no promise. */
             .level_user_data = (void *)levels,
         };
-        status = source ? moire_dmcmc_new_from_states(cfg, &st->dmcmc, count, resolved->model_h,
-                                                      resolved->model_w, st->setup.seeds, source,
-                                                      guided_model_call, &st->setup.g, &hooks,
-                                                      &st->chains)
-                        : moire_dmcmc_new_with_hooks(cfg, &st->dmcmc, count, resolved->model_h,
-                                                     resolved->model_w, st->setup.seeds,
-                                                     guided_model_call, &st->setup.g, &hooks,
-                                                     &st->chains);
+        status = source ? dmcmc_new_from_states(cfg, &st->dmcmc, count, resolved->model_h,
+                                                resolved->model_w, st->setup.seeds, source,
+                                                guided_model_call, &st->setup.g, &hooks,
+                                                &st->chains)
+                        : dmcmc_new_with_hooks(cfg, &st->dmcmc, count, resolved->model_h,
+                                               resolved->model_w, st->setup.seeds,
+                                               guided_model_call, &st->setup.g, &hooks,
+                                               &st->chains);
     }
     if (status != MOIRE_OK) {
         moire_stream_free(st);
@@ -824,7 +824,7 @@ static moire_status stream_open(moire_ctx *ctx, const moire_model *model,
 static moire_status stream_emit(moire_stream *st)
 {
     st->phase++;
-    return moire_dmcmc_next(st->chains, st->samples);
+    return dmcmc_next(st->chains, st->samples);
 }
 
 moire_status moire_stream_new(moire_ctx *ctx, const moire_model *model,
@@ -837,7 +837,7 @@ moire_status moire_stream_new(moire_ctx *ctx, const moire_model *model,
     moire_generate_params p = *params;
     p.sampler = MOIRE_SAMPLER_DMCMC;
     moire_resolved_params resolved;
-    moire_status status = moire_resolve_params(model, &p, &resolved);
+    moire_status status = generate_resolve_params(model, &p, &resolved);
     if (status == MOIRE_OK)
         status = check_vae(model, p.vae);
     if (status != MOIRE_OK)
@@ -930,7 +930,7 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
     moire_status status;
 
     if (sp.mode == MOIRE_STREAM_NEW_PICTURES) {
-        status = moire_resolve_params(model, &p, &resolved);
+        status = generate_resolve_params(model, &p, &resolved);
         if (status != MOIRE_OK)
             return status;
         if (resolved.sampler != MOIRE_SAMPLER_DMCMC) {
@@ -952,7 +952,7 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
                 st->has_callbacks = true;
             }
             st->count = p.batch_count;
-            st->started = moire_now_seconds();
+            st->started = clock_now_seconds();
             st->mode = sp.mode;
             *out_stream = st;
             return MOIRE_OK;
@@ -981,7 +981,7 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
     }
     p.sampler = MOIRE_SAMPLER_DMCMC;
     p.dmcmc = &dmcmc;
-    status = moire_resolve_params(model, &p, &resolved);
+    status = generate_resolve_params(model, &p, &resolved);
     if (status == MOIRE_OK)
         status = check_vae(model, p.vae);
     if (status != MOIRE_OK)
@@ -1038,8 +1038,8 @@ moire_status moire_stream_next(moire_stream *st, moire_image ***out_images, int 
     if (st->has_callbacks && st->callbacks.preview) {
         moire_progress progress = {.image_index = 0, .image_count = st->count,
                                    .step = 1, .step_count = 1,
-                                   .nfe = moire_dmcmc_get_stats(st->chains)->nfe_per_sample,
-                                   .elapsed_s = moire_now_seconds() - st->started,
+                                   .nfe = dmcmc_get_stats(st->chains)->nfe_per_sample,
+                                   .elapsed_s = clock_now_seconds() - st->started,
                                    .remaining_s = 0.0};
         st->callbacks.preview(&progress, images[0], st->callbacks.user_data);
     }
@@ -1059,7 +1059,7 @@ void moire_stream_get_info(const moire_stream *st, moire_stream_info *info)
     }
     if (!st)
         return;
-    const moire_dmcmc_stats *stats = moire_dmcmc_get_stats(st->chains);
+    const moire_dmcmc_stats *stats = dmcmc_get_stats(st->chains);
     info->emitted = stats->emitted;
     info->nfe_per_image = stats->nfe_per_sample;
     info->nfe_one_off = stats->nfe_burn_in;
@@ -1078,7 +1078,7 @@ void moire_stream_free(moire_stream *st)
 {
     if (!st)
         return;
-    moire_dmcmc_free(st->chains);
+    dmcmc_free(st->chains);
     chunk_setup_free(&st->setup);
     free(st->samples);
     free(st);
@@ -1112,7 +1112,7 @@ moire_status moire_generate_samples(moire_ctx *ctx, const moire_model *model,
     if (!ctx || !model || !params || !out)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "a required pointer is NULL");
     moire_resolved_params resolved;
-    moire_status status = moire_resolve_params(model, params, &resolved);
+    moire_status status = generate_resolve_params(model, params, &resolved);
     if (status != MOIRE_OK)
         return status;
     atomic_store(&ctx->cancel_requested, 0);
@@ -1121,7 +1121,7 @@ moire_status moire_generate_samples(moire_ctx *ctx, const moire_model *model,
     step_reporter reporter = {.ctx = ctx, .model = model, .callbacks = callbacks,
                               .resolved = &resolved, .first = first, .count = count,
                               .batch_count = count, .total_steps = resolved.steps,
-                              .started = moire_now_seconds()};
+                              .started = clock_now_seconds()};
     return run_chunk(ctx, model, params, &resolved, first, count, &reporter, out);
 }
 
@@ -1135,7 +1135,7 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
     *out_images = NULL;
     *out_count = 0;
     moire_resolved_params resolved;
-    moire_status status = moire_resolve_params(model, params, &resolved);
+    moire_status status = generate_resolve_params(model, params, &resolved);
     if (status != MOIRE_OK)
         return status;
     atomic_store(&ctx->cancel_requested, 0);
@@ -1143,19 +1143,19 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
     if (status != MOIRE_OK)
         return status;
     if (model->config.space == MOIRE_SPACE_LATENT && !params->vae)
-        moire_ctx_log(ctx, MOIRE_LOG_WARNING,
-                      "%s works in SD-VAE latent space; without the VAE decoder the image is an "
-                      "approximate colour preview of the latents",
-                      model->name);
+        ctx_log(ctx, MOIRE_LOG_WARNING,
+                "%s works in SD-VAE latent space; without the VAE decoder the image is an "
+                "approximate colour preview of the latents",
+                model->name);
 
     const moire_model_config *cfg = &model->config;
     const int batch = params->batch_count;
     const size_t in_size = (size_t)cfg->in_channels * resolved.model_h * resolved.model_w;
     const int chunk_max = batch < GENERATE_CHUNK ? batch : GENERATE_CHUNK;
     /* refuse a job that cannot fit before the first step (memory_estimate.c) */
-    status = moire_generate_check_memory(ctx, model, chunk_max, resolved.width, resolved.height,
-                                         resolved.model_h, resolved.model_w,
-                                         resolved.cfg_scale != 1.0f, params->vae != NULL);
+    status = memory_estimate_check(ctx, model, chunk_max, resolved.width, resolved.height,
+                                   resolved.model_h, resolved.model_w,
+                                   resolved.cfg_scale != 1.0f, params->vae != NULL);
     if (status != MOIRE_OK)
         return status;
     float *samples = moire_malloc_array(chunk_max * in_size, sizeof(float));
@@ -1167,7 +1167,7 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
     step_reporter reporter = {.ctx = ctx, .model = model, .callbacks = callbacks,
                               .resolved = &resolved, .batch_count = batch,
                               .total_steps = resolved.steps * ((batch + chunk_max - 1) / chunk_max),
-                              .started = moire_now_seconds()};
+                              .started = clock_now_seconds()};
     /* The routing map (moire.h, "Routing maps"): the forward passes report to the recorder
        while it hangs on the context. */
     routing_recorder *recorder = NULL;

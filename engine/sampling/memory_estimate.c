@@ -30,8 +30,8 @@ static int max_int(int a, int b)
     return a > b ? a : b;
 }
 
-double moire_generate_memory_bytes(const moire_model *model, int n, int width, int height,
-                                   int model_h, int model_w, bool guided, bool vae)
+double memory_estimate_bytes(const moire_model *model, int n, int width, int height,
+                             int model_h, int model_w, bool guided, bool vae)
 {
     const moire_model_config *c = &model->config;
     const double p = c->patch_size > 0 ? c->patch_size : 1;
@@ -101,16 +101,16 @@ static double device_available_bytes(const moire_ctx *ctx)
     return 0;
 }
 
-moire_status moire_generate_check_memory(const moire_ctx *ctx, const moire_model *model,
-                                         int n, int width, int height, int model_h,
-                                         int model_w, bool guided, bool vae)
+moire_status memory_estimate_check(const moire_ctx *ctx, const moire_model *model,
+                                   int n, int width, int height, int model_h,
+                                   int model_w, bool guided, bool vae)
 {
     const bool on_device = strcmp(ctx->ops.name, "cpu") != 0;
     double available = on_device ? device_available_bytes(ctx) : host_available_bytes();
     if (available <= 0)
         return MOIRE_OK; /* unknown: nothing to compare with */
-    const double need = moire_generate_memory_bytes(model, n, width, height, model_h,
-                                                    model_w, guided, vae);
+    const double need = memory_estimate_bytes(model, n, width, height, model_h,
+                                              model_w, guided, vae);
     if (need <= available)
         return MOIRE_OK;
     /* the largest size of the same shape that fits: both sides scaled down together, in
@@ -123,7 +123,7 @@ moire_status moire_generate_check_memory(const moire_ctx *ctx, const moire_model
         int h = (int)(height * f) / multiple * multiple;
         if (w < multiple || h < multiple)
             break;
-        if (moire_generate_memory_bytes(model, n, w, h, h / scale, w / scale, guided, vae) <=
+        if (memory_estimate_bytes(model, n, w, h, h / scale, w / scale, guided, vae) <=
             available) {
             fit_w = w;
             fit_h = h;

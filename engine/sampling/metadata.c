@@ -648,11 +648,11 @@ typedef struct resolved {
 } resolved;
 
 /* The settings a run used, by the one rule the generation itself applies
- * (moire_resolve_params); fails only for parameters no generation would have accepted. */
+ * (generate_resolve_params); fails only for parameters no generation would have accepted. */
 static bool resolve(const moire_model *model, const moire_generate_params *params,
                     int image_index, resolved *r)
 {
-    if (moire_resolve_params(model, params, &r->params) != MOIRE_OK)
+    if (generate_resolve_params(model, params, &r->params) != MOIRE_OK)
         return false;
     r->seed = params->seed + (uint64_t)(image_index > 0 ? image_index : 0);
     return true;
@@ -712,7 +712,7 @@ char *moire_format_parameters(const moire_model *model, const moire_generate_par
         snprintf(dmcmc_text, sizeof dmcmc_text, "eta %g, skip %d, %s %d steps%s, levels %s",
                  (double)d.eta, d.skip, moire_dmcmc_integrator_name(d.integrator),
                  d.integrator_steps, d.tweedie ? ", Tweedie" : "",
-                 moire_dmcmc_level_name(moire_resolve_dmcmc_level(model, &d, &r.params)));
+                 moire_dmcmc_level_name(generate_resolve_dmcmc_level(model, &d, &r.params)));
         snprintf(nfe_text, sizeof nfe_text, "%d", moire_dmcmc_nfe_per_sample(&d));
         p.steps = d.integrator_steps;
         p.extra_keys[0] = "DMCMC";
@@ -808,7 +808,7 @@ char *moire_format_settings_json(const moire_model *model, const moire_generate_
                   d.burn_in_steps, d.burn_in);
         sb_json_float(&sb, d.sigma_init);
         sb_printf(&sb, ", \"level\": \"%s\", \"nfe_per_image\": %d}",
-                  moire_dmcmc_level_name(moire_resolve_dmcmc_level(model, &d, &r.params)),
+                  moire_dmcmc_level_name(generate_resolve_dmcmc_level(model, &d, &r.params)),
                   moire_dmcmc_nfe_per_sample(&d));
     }
     sb_append(&sb, "}");

@@ -453,12 +453,12 @@ oom:
     return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "sampler: out of memory for %d steps", steps);
 }
 
-moire_status moire_sampler_levels(const moire_model_config *config, moire_sampler sampler,
-                                  moire_schedule schedule, int steps, double *levels,
-                                  double *model_times)
+moire_status sampler_levels(const moire_model_config *config, moire_sampler sampler,
+                            moire_schedule schedule, int steps, double *levels,
+                            double *model_times)
 {
     if (!levels)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_sampler_levels: levels is NULL");
+        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_levels: levels is NULL");
     plan p;
     moire_status st = build_plan(config, sampler, schedule, steps, &p);
     if (st != MOIRE_OK)

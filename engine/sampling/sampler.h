@@ -52,8 +52,8 @@ moire_status moire_sample(const moire_sample_request *request, float *out, int *
 /* The levels the sampler visits: levels[0..steps] (descending, levels[steps] = 0) in the
  * sampler's s units, and the model time for each of the first `steps` levels. Exposed for
  * tests and docs. Returns the number of steps actually produced (= steps). */
-moire_status moire_sampler_levels(const moire_model_config *config, moire_sampler sampler,
-                                  moire_schedule schedule, int steps, double *levels,
-                                  double *model_times);
+moire_status sampler_levels(const moire_model_config *config, moire_sampler sampler,
+                            moire_schedule schedule, int steps, double *levels,
+                            double *model_times);
 
 #endif /* MOIRE_SAMPLER_H */

@@ -86,9 +86,9 @@ static void check_geometry(moire_ctx *gpu, const moire_bench_geometry *g, int re
     int counted_n = cuda_emu_kernel_counters_get(counted, MAX_KERNELS);
     counted_n = counted_n < MAX_KERNELS ? counted_n : MAX_KERNELS;
 
-    const moire_perf_shape shape = moire_perf_shape_for_bench(g, resolution, 1);
+    const moire_perf_shape shape = perf_shape_for_bench(g, resolution, 1);
     moire_perf_kernel rows[MAX_KERNELS];
-    int rows_n = moire_perf_step_kernels(&shape, rows, MAX_KERNELS);
+    int rows_n = perf_step_kernels(&shape, rows, MAX_KERNELS);
     CHECK(rows_n <= MAX_KERNELS, "%s: %d model rows", g->name, rows_n);
     rows_n = rows_n < MAX_KERNELS ? rows_n : MAX_KERNELS;
     model_sum sums[MAX_KERNELS];
