@@ -8,6 +8,7 @@
  * happens. Every read is checked against the end of the input; every count against a cap.
  */
 #include "pickle.h"
+#include "pickle_machine.h"
 
 #include "internal.h"
 
@@ -84,80 +85,7 @@ static const struct {
 };
 #define ALLOW_COUNT ((int)(sizeof allow_list / sizeof allow_list[0]))
 
-/* ------------------------------------------------------------------------------------------
- * Objects
- * ---------------------------------------------------------------------------------------- */
-
-typedef enum pk_kind {
-    K_NONE,
-    K_BOOL,
-    K_INT,
-    K_FLOAT,
-    K_STRING,  /* str or bytes; points into the pickle                               */
-    K_TUPLE,
-    K_LIST,
-    K_DICT,
-    K_GLOBAL,
-    K_STORAGE,
-    K_TENSOR,
-    K_OBJECT,  /* an inert instance (argparse.Namespace); its state is ignored     */
-} pk_kind;
-
-typedef struct pk_obj pk_obj;
-
-struct pk_obj {
-    pk_kind kind;
-    union {
-        bool boolean;
-        int64_t integer;
-        struct {
-            const char *bytes;
-            size_t length;
-        } string;
-        struct {            /* tuple, list */
-            pk_obj **items;
-            size_t count, capacity;
-        } seq;
-        struct {
-            pk_obj **keys, **values;
-            size_t count, capacity;
-        } dict;
-        int global;         /* index into allow_list */
-        struct {
-            pk_storage_type type;
-            const uint8_t *data;
-            size_t nbytes;  /* declared numel · element size (≤ the entry's size) */
-            char key[24];
-        } storage;
-        struct {
-            const pk_obj *storage;
-            int64_t offset, numel;
-            int ndim;
-            int64_t shape[ST_MAX_DIMS];
-            bool contiguous;
-        } tensor;
-    } u;
-};
-
-typedef struct machine {
-    const char *path;
-    const uint8_t *in;
-    size_t size, pos;
-    pk_storage_fn storage_fn;
-    void *user_data;
-    pk_obj **objects;      /* arena: every object, freed at the end */
-    size_t object_count, object_capacity;
-    pk_obj **stack;
-    size_t stack_count, stack_capacity;
-    size_t *marks;
-    size_t mark_count, mark_capacity;
-    pk_obj **memo;
-    size_t memo_capacity;
-    size_t memo_used;       /* for MEMOIZE: memo[memo_used] */
-    size_t max_objects;     /* pk_object_budget(the file's size)                          */
-} machine;
-
-static moire_status out_of_memory(const machine *m)
+moire_status pk_out_of_memory(const machine *m)
 {
     return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory reading the pickle",
                       m->path);
@@ -204,7 +132,7 @@ static void free_obj(pk_obj *obj)
     free(obj);
 }
 
-static void machine_free(machine *m)
+void pk_machine_free(machine *m)
 {
     for (size_t i = 0; i < m->object_count; i++)
         free_obj(m->objects[i]);
@@ -215,7 +143,7 @@ static void machine_free(machine *m)
 }
 
 /* A printable rendering of file-supplied text for messages (non-ASCII bytes become '?'). */
-static void printable(char *out, size_t out_size, const char *text, size_t length)
+void pk_printable(char *out, size_t out_size, const char *text, size_t length)
 {
     size_t n = 0;
     for (size_t i = 0; i < length && n + 4 < out_size; i++) {
@@ -230,7 +158,7 @@ static void printable(char *out, size_t out_size, const char *text, size_t lengt
     out[n] = '\0';
 }
 
-static const char *kind_name(pk_kind kind)
+const char *pk_kind_name(pk_kind kind)
 {
     static const char *const names[] = {"None",  "bool", "int",    "float",  "str",
                                         "tuple", "list", "dict",   "global", "storage",
@@ -262,13 +190,13 @@ static moire_status push(machine *m, pk_obj *obj)
                                 "objects, more than a file of this size can hold (a "
                                 "state_dict needs about one per 16 bytes of the file); "
                                 "refusing it", m->path, m->max_objects)
-                   : out_of_memory(m);
+                   : pk_out_of_memory(m);
     if (m->stack_count >= PK_MAX_STACK)
         return moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle stack grows past %d entries; "
                           "refusing it (a state_dict needs far fewer)", m->path, PK_MAX_STACK);
     if (!grow_array((void **)&m->stack, &m->stack_capacity, m->stack_count + 1,
                     sizeof(pk_obj *)))
-        return out_of_memory(m);
+        return pk_out_of_memory(m);
     m->stack[m->stack_count++] = obj;
     return MOIRE_OK;
 }
@@ -344,7 +272,7 @@ static bool dict_set(pk_obj *dict, pk_obj *key, pk_obj *value)
     return true;
 }
 
-static bool string_is(const pk_obj *obj, const char *text)
+bool pk_string_is(const pk_obj *obj, const char *text)
 {
     return obj && obj->kind == K_STRING && obj->u.string.length == strlen(text) &&
            memcmp(obj->u.string.bytes, text, obj->u.string.length) == 0;
@@ -369,8 +297,8 @@ static moire_status resolve_global(machine *m, const char *module, size_t module
         }
     }
     char module_text[96], name_text[96];
-    printable(module_text, sizeof module_text, module, module_length);
-    printable(name_text, sizeof name_text, name, name_length);
+    pk_printable(module_text, sizeof module_text, module, module_length);
+    pk_printable(name_text, sizeof name_text, name, name_length);
     return moire_fail(MOIRE_ERROR_UNSUPPORTED,
                       "%s: the checkpoint calls %s.%s, which a state_dict never needs; "
                       "refusing to load it (nothing in the file was run). Moiré reads only "
@@ -390,7 +318,7 @@ static bool get_int(const pk_obj *obj, int64_t *out)
 static moire_status persistent_load(machine *m, size_t at, pk_obj *pid)
 {
     if (pid->kind != K_TUPLE || pid->u.seq.count != 5 ||
-        !string_is(pid->u.seq.items[0], "storage"))
+        !pk_string_is(pid->u.seq.items[0], "storage"))
         return corrupt(m, at, "a persistent id is not ('storage', type, key, location, "
                        "numel)");
     pk_obj **items = pid->u.seq.items;
@@ -500,7 +428,7 @@ static moire_status call_global(machine *m, size_t at, const pk_obj *callable,
     if (callable->kind != K_GLOBAL) {
         char what[64];
         snprintf(what, sizeof what, "%s calls a %s, not a class or function",
-                 newobj ? "NEWOBJ" : "REDUCE", kind_name(callable->kind));
+                 newobj ? "NEWOBJ" : "REDUCE", pk_kind_name(callable->kind));
         return corrupt(m, at, what);
     }
     if (args->kind != K_TUPLE)
@@ -564,7 +492,7 @@ static moire_status memo_put(machine *m, size_t at, uint64_t index)
                           PK_MAX_MEMO);
     size_t old_capacity = m->memo_capacity;
     if (!grow_array((void **)&m->memo, &m->memo_capacity, (size_t)index + 1, sizeof(pk_obj *)))
-        return out_of_memory(m);
+        return pk_out_of_memory(m);
     if (m->memo_capacity > old_capacity)
         memset(m->memo + old_capacity, 0, (m->memo_capacity - old_capacity) * sizeof(pk_obj *));
     if (!m->memo[index])
@@ -617,7 +545,7 @@ static moire_status read_line(machine *m, size_t at, const char **text, size_t *
     return MOIRE_OK;
 }
 
-static moire_status run(machine *m, pk_obj **result)
+moire_status pk_machine_run(machine *m, pk_obj **result)
 {
     moire_status status = MOIRE_OK;
     while (status == MOIRE_OK) {
@@ -649,7 +577,7 @@ static moire_status run(machine *m, pk_obj **result)
                                   "MARKs; refusing it", m->path, PK_MAX_MARKS);
             if (!grow_array((void **)&m->marks, &m->mark_capacity, m->mark_count + 1,
                             sizeof(size_t)))
-                return out_of_memory(m);
+                return pk_out_of_memory(m);
             m->marks[m->mark_count++] = m->stack_count;
             break;
         case '}': /* EMPTY_DICT */
@@ -769,7 +697,7 @@ static moire_status run(machine *m, pk_obj **result)
             if (a->kind != K_LIST)
                 return corrupt(m, at, "APPEND to something that is not a list");
             if (!list_append(a, b))
-                return out_of_memory(m);
+                return pk_out_of_memory(m);
             break;
         case 'e': /* APPENDS */
             if ((status = pop_mark(m, at, &items, &count)) != MOIRE_OK)
@@ -780,7 +708,7 @@ static moire_status run(machine *m, pk_obj **result)
                 return corrupt(m, at, "APPENDS to something that is not a list");
             for (size_t i = 0; i < count; i++)
                 if (!list_append(a, items[i]))
-                    return out_of_memory(m);
+                    return pk_out_of_memory(m);
             break;
         case 's': /* SETITEM */
             if (!(c = pop(m, at)) || !(b = pop(m, at)) || !(a = top(m, at)))
@@ -788,7 +716,7 @@ static moire_status run(machine *m, pk_obj **result)
             if (a->kind != K_DICT)
                 return corrupt(m, at, "SETITEM on something that is not a dict");
             if (!dict_set(a, b, c))
-                return out_of_memory(m);
+                return pk_out_of_memory(m);
             break;
         case 'u': /* SETITEMS */
             if ((status = pop_mark(m, at, &items, &count)) != MOIRE_OK)
@@ -800,7 +728,7 @@ static moire_status run(machine *m, pk_obj **result)
                                "number of items");
             for (size_t i = 0; i < count; i += 2)
                 if (!dict_set(a, items[i], items[i + 1]))
-                    return out_of_memory(m);
+                    return pk_out_of_memory(m);
             break;
         case 'c': /* GLOBAL */
         {
@@ -887,149 +815,3 @@ static moire_status run(machine *m, pk_obj **result)
     return status;
 }
 
-/* ------------------------------------------------------------------------------------------
- * Extracting the state dict
- * ---------------------------------------------------------------------------------------- */
-
-static const pk_obj *dict_lookup(const pk_obj *dict, const char *key)
-{
-    for (size_t i = dict->u.dict.count; i-- > 0;) /* the last assignment wins */
-        if (string_is(dict->u.dict.keys[i], key))
-            return dict->u.dict.values[i];
-    return NULL;
-}
-
-void pk_state_dict_clear(pk_state_dict *state_dict)
-{
-    for (int i = 0; i < state_dict->tensor_count; i++)
-        free(state_dict->tensors[i].name);
-    free(state_dict->tensors);
-    memset(state_dict, 0, sizeof *state_dict);
-}
-
-static bool dtype_of(pk_storage_type type, st_dtype *out)
-{
-    switch (type) {
-    case PK_STORAGE_FLOAT: *out = ST_F32; return true;
-    case PK_STORAGE_HALF: *out = ST_F16; return true;
-    case PK_STORAGE_BFLOAT16: *out = ST_BF16; return true;
-    case PK_STORAGE_LONG: *out = ST_I64; return true;
-    case PK_STORAGE_INT: *out = ST_I32; return true;
-    case PK_STORAGE_BYTE:
-    case PK_STORAGE_BOOL: *out = ST_U8; return true;
-    default: return false;
-    }
-}
-
-static moire_status extract(const machine *m, const pk_obj *root, pk_state_dict *out)
-{
-    static const char *const wrappers[] = {"ema", "model", "state_dict", "module"};
-    if (root->kind != K_DICT)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the checkpoint holds a %s, not a dict of "
-                          "tensors (a state_dict); save model.state_dict() instead", m->path,
-                          kind_name(root->kind));
-    for (int level = 0; level < 4; level++) {
-        const pk_obj *inner = NULL;
-        for (size_t w = 0; w < sizeof wrappers / sizeof wrappers[0] && !inner; w++) {
-            inner = dict_lookup(root, wrappers[w]);
-            if (inner && inner->kind != K_DICT)
-                inner = NULL;
-            else if (inner && !out->wrapper[0])
-                snprintf(out->wrapper, sizeof out->wrapper, "%s", wrappers[w]);
-        }
-        if (!inner)
-            break;
-        root = inner;
-    }
-    size_t count = root->u.dict.count;
-    out->tensors = moire_calloc_array(count ? count : 1, sizeof(st_tensor));
-    if (!out->tensors)
-        return out_of_memory(m);
-    for (size_t i = 0; i < count; i++) {
-        const pk_obj *key = root->u.dict.keys[i], *value = root->u.dict.values[i];
-        if (key->kind != K_STRING || value->kind != K_TENSOR) {
-            out->skipped_entries++;
-            continue;
-        }
-        const char *name = key->u.string.bytes;
-        size_t length = key->u.string.length;
-        for (bool again = true; again;) {
-            again = false;
-            static const char *const prefixes[] = {"module.", "_orig_mod."};
-            for (int p = 0; p < 2; p++) {
-                size_t n = strlen(prefixes[p]);
-                if (length > n && memcmp(name, prefixes[p], n) == 0) {
-                    name += n;
-                    length -= n;
-                    out->stripped_prefix = again = true;
-                }
-            }
-        }
-        char shown[96];
-        printable(shown, sizeof shown, name, length);
-        if (length == 0 || memchr(name, '\0', length) || !g_utf8_validate(name, (gssize)length, NULL))
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: state_dict key '%s' is empty or not "
-                              "valid UTF-8; the file is corrupt", m->path, shown);
-        const pk_obj *storage = value->u.tensor.storage;
-        st_tensor *tensor = &out->tensors[out->tensor_count];
-        if (!dtype_of(storage->u.storage.type, &tensor->dtype))
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: tensor '%s' is stored as %s, which "
-                              "Moiré does not load (F32, F16, BF16 and integer tensors are "
-                              "supported); convert the checkpoint to float32 or float16",
-                              m->path, shown, pk_storage_type_name(storage->u.storage.type));
-        if (!value->u.tensor.contiguous)
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: tensor '%s' is not contiguous (a "
-                              "strided view of its storage); save the state_dict with "
-                              "tensors made .contiguous()", m->path, shown);
-        tensor->name = malloc(length + 1);
-        if (!tensor->name)
-            return out_of_memory(m);
-        memcpy(tensor->name, name, length);
-        tensor->name[length] = '\0';
-        out->tensor_count++;
-        size_t element_size = pk_storage_element_size(storage->u.storage.type);
-        tensor->ndim = value->u.tensor.ndim;
-        memcpy(tensor->shape, value->u.tensor.shape, sizeof tensor->shape);
-        tensor->numel = value->u.tensor.numel;
-        tensor->nbytes = (size_t)tensor->numel * element_size;
-        tensor->data = storage->u.storage.data
-                           ? storage->u.storage.data + (size_t)value->u.tensor.offset * element_size
-                           : NULL;
-        if (tensor->numel == 0)
-            tensor->data = storage->u.storage.data;
-    }
-    if (out->tensor_count == 0)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the checkpoint holds no tensors (%d other "
-                          "entries); it is not a model state_dict", m->path,
-                          out->skipped_entries);
-    return MOIRE_OK;
-}
-
-size_t pk_object_budget(size_t file_size)
-{
-    size_t budget = PK_MIN_OBJECTS + file_size / 8;
-    return budget < PK_MAX_OBJECTS ? budget : PK_MAX_OBJECTS;
-}
-
-moire_status pk_load_state_dict(const char *path, const uint8_t *bytes, size_t size,
-                                pk_storage_fn storage_fn, void *user_data, pk_state_dict *out)
-{
-    return pk_load_state_dict_from_file(path, bytes, size, size, storage_fn, user_data, out);
-}
-
-moire_status pk_load_state_dict_from_file(const char *path, const uint8_t *bytes, size_t size,
-                                          size_t file_size, pk_storage_fn storage_fn,
-                                          void *user_data, pk_state_dict *out)
-{
-    memset(out, 0, sizeof *out);
-    machine m = {.path = path, .in = bytes, .size = size, .storage_fn = storage_fn,
-                 .user_data = user_data, .max_objects = pk_object_budget(file_size)};
-    pk_obj *root = NULL;
-    moire_status status = run(&m, &root);
-    if (status == MOIRE_OK)
-        status = extract(&m, root, out);
-    if (status != MOIRE_OK)
-        pk_state_dict_clear(out);
-    machine_free(&m);
-    return status;
-}
