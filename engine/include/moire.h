@@ -237,7 +237,7 @@ void             moire_ctx_set_debug_callback(moire_ctx *ctx, moire_debug_tensor
 /* How the CPU backend's OpenMP threads wait between operations, for logs and benchmarks:
  * "passive (set by libmoire)" — the library made them sleep instead of spin (it does so
  * before libgomp starts whenever neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set; see
- * engine/threads.c) — or what the environment chose. Never NULL. */
+ * engine/base/threads.c) — or what the environment chose. Never NULL. */
 const char      *moire_thread_wait_policy(void);
 
 /* One model evaluation. x: [n, C_in, h, w] (h, w multiples of the patch size), t: [n]

@@ -1,7 +1,7 @@
 /* perf_model.c — the performance model of one DiT-MoE sampling step on the CUDA backend
  * (perf_model.h; docs/PERFORMANCE.md has the tables and the assumptions in words).
  *
- * The step is the sequence engine/forward.c + engine/dit_common.c issue through
+ * The step is the sequence engine/models/forward.c + engine/models/dit_common.c issue through
  * kernels/ops_cuda.c with bf16 GEMM weights (the only precision modelled):
  *   embed:  linear(patches) · +pos · linear(freq) · SiLU · linear · gather(class) · + · SiLU
  *   depth × [ linear(adaLN) · LN·mod · linear(qkv) · attention · linear(proj) · gate·res

@@ -66,7 +66,7 @@ typedef struct moire_perf_device {
     double host_sync_s;           /* the result download's wait and the call overheads     */
 } moire_perf_device;
 
-/* The shape of `moire bench`'s model of geometry g (engine/bench.c: F = 4·D, S = 2·D,
+/* The shape of `moire bench`'s model of geometry g (engine/models/bench.c: F = 4·D, S = 2·D,
  * patch 2, 4 latent channels) at resolution² pixels with batch images and CFG (2·batch
  * images per forward), bf16 weights. */
 struct moire_bench_geometry;

@@ -284,7 +284,7 @@ static moire_status resolve_sampler(const moire_model_config *c, moire_sampler s
     if (sampler == MOIRE_SAMPLER_DMCMC)
         return moire_fail(MOIRE_ERROR_UNSUPPORTED,
                           "the dmcmc sampler runs persistent chains, not a schedule: it goes "
-                          "through moire_generate or moire_stream_new (engine/dmcmc.c)");
+                          "through moire_generate or moire_stream_new (engine/sampling/dmcmc.c)");
     if ((int)schedule < 0 || schedule >= MOIRE_SCHEDULE_COUNT_)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: unknown schedule id %d",
                           (int)schedule);
