@@ -9,7 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "json_guard.h"
+#include "moire-metadata.h"
 #include "moire-gen-settings.h"
 #include "moire-gui-util.h"
 

@@ -12,7 +12,7 @@
 
 #include <gio/gio.h>
 
-#include "metadata.h"
+#include "moire-metadata.h"
 #include "moire.h"
 #include "moire-seed.h"
 

@@ -1,60 +1,45 @@
-/* moire-model-locator.c — default model look-up. */
+/* moire-model-locator.c — default model look-up: the engine's (moire_data_dirs,
+ * moire_find_model_in_dir) with GLib strings and errors, and a missing $MOIRE_MODEL is an error. */
 #define G_LOG_DOMAIN "moire-gui"
 
 #include "config.h"
 
 #include <glib/gi18n-lib.h>
+#include <stdlib.h>
 
 #include "moire-gui-util.h"
+#include "moire.h"
 #include "moire-model-locator.h"
 
 GStrv
 moire_model_locator_get_search_dirs (void)
 {
   g_autoptr(GStrvBuilder) builder = g_strv_builder_new ();
-  const char *data_dir = g_getenv ("MOIRE_DATA_DIR");
+  const char *data_dirs[MOIRE_DATA_DIRS_MAX];
+  int count = moire_data_dirs (data_dirs);
 
-  g_autofree char *installed = g_build_filename (MOIRE_DATADIR, "models", NULL);
-  g_autofree char *source = g_build_filename (MOIRE_SOURCE_DATADIR, "models", NULL);
-
-  if (data_dir != NULL && *data_dir != '\0')
+  /* the engine's data folders (moire_data_dirs), each one's models/ */
+  for (int i = 0; i < count; i++)
     {
-      g_autofree char *dir = g_build_filename (data_dir, "models", NULL);
+      g_autofree char *dir = g_build_filename (data_dirs[i], "models", NULL);
 
       g_strv_builder_add (builder, dir);
     }
-  /* MOIRE_DATADIR / MOIRE_SOURCE_DATADIR come from engine/meson.build. */
-  g_strv_builder_add (builder, installed);
-  g_strv_builder_add (builder, source);
   return g_strv_builder_end (builder);
-}
-
-static int
-compare_names (gconstpointer a,
-               gconstpointer b)
-{
-  return g_strcmp0 (*(char * const *) a, *(char * const *) b);
 }
 
 char *
 moire_model_locator_find_in_dir (const char *dir)
 {
-  g_autoptr(GDir) d = NULL;
-  g_autoptr(GPtrArray) names = NULL;
-  const char *name;
+  char *found;
+  char *path;
 
   g_return_val_if_fail (dir != NULL, NULL);
-  d = g_dir_open (dir, 0, NULL);
-  if (d == NULL)
-    return NULL;
-  names = g_ptr_array_new_with_free_func (g_free);
-  while ((name = g_dir_read_name (d)) != NULL)
-    if (moire_is_model_file_name (name))
-      g_ptr_array_add (names, g_strdup (name));
-  if (names->len == 0)
-    return NULL;
-  g_ptr_array_sort (names, compare_names);
-  return g_build_filename (dir, g_ptr_array_index (names, 0), NULL);
+  /* the engine's rule (moire_find_model_in_dir), as a GLib string */
+  found = moire_find_model_in_dir (dir);
+  path = g_strdup (found);
+  free (found);
+  return path;
 }
 
 char *

@@ -3,7 +3,7 @@
  * so a whole step (CFG forward + guidance + update) stays on the device and can be captured
  * as one CUDA graph (docs/CUDA.md).
  *
- * The update's formulas are engine/sampler_math.h's, compiled here as device functions: the
+ * The update's formulas are engine/backend/sampler_math.h's, compiled here as device functions: the
  * same text as the CPU table, in double. The step's scalars are read from row *step of the
  * coefficient table in device memory, never passed by value, so a recorded graph replays
  * from step to step unchanged. Differences from the CPU come only from the math library
@@ -18,7 +18,7 @@
 #include <math.h>
 
 #define MOIRE_SAMPLER_FN static __device__ inline
-#include "../engine/sampler_math.h"
+#include "sampler_math.h"
 
 typedef struct sampler_kernel_args {
     int op, slot, n;

@@ -1,6 +1,6 @@
 #!/bin/bash
 # check_perf_table.sh — docs/PERFORMANCE.md's table of predicted ms per step must be what the
-# model prints today (`moire-perf-model --markdown`, engine/perf_model.c): a change to the
+# model prints today (`moire-perf-model --markdown`, engine/models/perf_model.c): a change to the
 # model or to its device figures fails here until the table is regenerated.
 # Usage: check_perf_table.sh MOIRE_PERF_MODEL DOCS_PERFORMANCE_MD
 set -u

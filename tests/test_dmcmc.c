@@ -85,7 +85,7 @@ static void test_langevin_arithmetic(void)
 {
     double y[3] = {1.0, -2.0, 0.5}, D[3] = {0.5, 0.0, 0.5};
     float z[3] = {1.0f, -1.0f, 0.0f};
-    double a = moire_dmcmc_langevin_update(y, D, z, 3, 0.5, 0.08);
+    double a = dmcmc_langevin_update(y, D, z, 3, 0.5, 0.08);
     CHECK(fabs(a - 0.16) < 1e-12, "a = %g, want 0.16", a);
     /* y' = 0.84·y + 0.16·D + √0.08·z */
     CHECK(fabs(y[0] - (0.84 + 0.08 + sqrt(0.08))) < 1e-12, "y0 = %.12f", y[0]);
@@ -94,7 +94,7 @@ static void test_langevin_arithmetic(void)
     /* small level: η is capped at s², so a = ½ */
     double y2[1] = {1.0}, D2[1] = {0.0};
     float z2[1] = {0.0f};
-    a = moire_dmcmc_langevin_update(y2, D2, z2, 1, 0.1, 0.08);
+    a = dmcmc_langevin_update(y2, D2, z2, 1, 0.1, 0.08);
     CHECK(fabs(a - 0.5) < 1e-12 && fabs(y2[0] - 0.5) < 1e-12, "capped step: a %g y %g", a, y2[0]);
 }
 
@@ -117,7 +117,7 @@ static void test_estimate_unbiased(void)
             D[j] = (SD * SD * y[j] + s * s * MU) / (SD * SD + s * s);
         }
         double f = s * s / (s * s + SD * SD);
-        double est = moire_dmcmc_estimate_sigma(y, D, count, s, f, 0.0, 0.0);
+        double est = dmcmc_estimate_sigma(y, D, count, s, f, 0.0, 0.0);
         double err = fabs(est / s - 1.0);
         worst = fmax(worst, err);
         /* Assumed level 30% low: the denoiser at that level still yields the true level. Not
@@ -133,7 +133,7 @@ static void test_estimate_unbiased(void)
         for (size_t j = 0; j < count; j++)
             D[j] = (v * y[j] + s_assumed * s_assumed * MU) / (v + s_assumed * s_assumed);
         double f_assumed = s_assumed * s_assumed / (s_assumed * s_assumed + v);
-        est = moire_dmcmc_estimate_sigma(y, D, count, s_assumed, f_assumed, 0.0, 0.0);
+        est = dmcmc_estimate_sigma(y, D, count, s_assumed, f_assumed, 0.0, 0.0);
         worst = fmax(worst, fabs(est / s - 1.0));
         free(x0n);
     }
@@ -163,12 +163,12 @@ static void test_chains(moire_objective objective, moire_dmcmc_integrator integr
     p.integrator = integrator;
     const uint64_t seeds[3] = {7, 8, 9};
     moire_dmcmc *chains = NULL;
-    moire_status status = moire_dmcmc_new(&a.config, &p, 3, HH, WW, seeds, analytic_model, &a,
-                                          &chains);
+    moire_status status = dmcmc_new(&a.config, &p, 3, HH, WW, seeds, analytic_model, &a,
+                                    &chains);
     CHECK(status == MOIRE_OK, "new: %s", moire_last_error());
     if (status != MOIRE_OK)
         return;
-    const moire_dmcmc_stats *st = moire_dmcmc_get_stats(chains);
+    const moire_dmcmc_stats *st = dmcmc_get_stats(chains);
     CHECK(st->nfe_burn_in == a.calls, "burn-in NFE %d, model calls %d", st->nfe_burn_in, a.calls);
 
     float *out = malloc(3 * CHW * sizeof(float)), *prev = calloc(3 * CHW, sizeof(float));
@@ -176,7 +176,7 @@ static void test_chains(moire_objective objective, moire_dmcmc_integrator integr
     int emissions = 12, n_track = 0;
     for (int e = 0; e < emissions; e++) {
         int before = a.calls;
-        status = moire_dmcmc_next(chains, out);
+        status = dmcmc_next(chains, out);
         CHECK(status == MOIRE_OK, "next: %s", moire_last_error());
         if (status != MOIRE_OK)
             break;
@@ -191,8 +191,8 @@ static void test_chains(moire_objective objective, moire_dmcmc_integrator integr
         }
         /* tracking: the chain's level against its state's true noise level */
         for (int c = 0; c < 3; c++) {
-            double truth = true_sigma(moire_dmcmc_chain_state(chains, c));
-            double est = moire_dmcmc_chain_sigma(chains, c);
+            double truth = true_sigma(dmcmc_chain_state(chains, c));
+            double est = dmcmc_chain_sigma(chains, c);
             track += fabs(log(est / truth));
             sigma_sum += est;
             n_track++;
@@ -219,18 +219,18 @@ static void test_chains(moire_objective objective, moire_dmcmc_integrator integr
     analytic c;
     analytic_init(&c, objective);
     float *o1 = malloc(3 * CHW * sizeof(float)), *o2 = malloc(3 * CHW * sizeof(float));
-    if (moire_dmcmc_new(&b.config, &p, 3, HH, WW, seeds, analytic_model, &b, &again) ==
+    if (dmcmc_new(&b.config, &p, 3, HH, WW, seeds, analytic_model, &b, &again) ==
             MOIRE_OK &&
-        moire_dmcmc_new(&c.config, &p, 3, HH, WW, seeds, analytic_model, &c, &first) ==
+        dmcmc_new(&c.config, &p, 3, HH, WW, seeds, analytic_model, &c, &first) ==
             MOIRE_OK &&
-        moire_dmcmc_next(again, o1) == MOIRE_OK && moire_dmcmc_next(first, o2) == MOIRE_OK)
+        dmcmc_next(again, o1) == MOIRE_OK && dmcmc_next(first, o2) == MOIRE_OK)
         CHECK(memcmp(o1, o2, 3 * CHW * sizeof(float)) == 0, "same seeds, different samples");
     else
         CHECK(0, "reproducibility run failed: %s", moire_last_error());
-    moire_dmcmc_free(again);
-    moire_dmcmc_free(first);
+    dmcmc_free(again);
+    dmcmc_free(first);
     free(o1), free(o2), free(out), free(prev);
-    moire_dmcmc_free(chains);
+    dmcmc_free(chains);
 }
 
 static void test_guard_and_arguments(void)
@@ -242,34 +242,34 @@ static void test_guard_and_arguments(void)
     p.sigma_high = 0.8f;
     const uint64_t seeds[3] = {1, 2, 3};
     moire_dmcmc *chains = NULL;
-    CHECK(moire_dmcmc_new(&a.config, &p, 3, HH, WW, seeds, analytic_model, &a, &chains) ==
+    CHECK(dmcmc_new(&a.config, &p, 3, HH, WW, seeds, analytic_model, &a, &chains) ==
               MOIRE_OK,
           "new: %s", moire_last_error());
     float *out = malloc(3 * CHW * sizeof(float));
     bool finite = true;
     for (int e = 0; e < 3 && chains; e++) {
-        CHECK(moire_dmcmc_next(chains, out) == MOIRE_OK, "next: %s", moire_last_error());
+        CHECK(dmcmc_next(chains, out) == MOIRE_OK, "next: %s", moire_last_error());
         for (int j = 0; j < 3 * CHW; j++)
             finite &= isfinite(out[j]);
     }
     if (chains) {
-        const moire_dmcmc_stats *st = moire_dmcmc_get_stats(chains);
+        const moire_dmcmc_stats *st = dmcmc_get_stats(chains);
         printf("guard: %d reseeds costing %d NFE\n", st->reseeds, st->nfe_reseed);
         CHECK(st->reseeds > 0 && st->nfe_reseed > 0, "no reseed with eta 3");
     }
     CHECK(finite, "non-finite output");
-    moire_dmcmc_free(chains);
+    dmcmc_free(chains);
     free(out);
 
     moire_dmcmc_params bad = moire_dmcmc_params_default();
     bad.skip = 0;
     chains = NULL;
-    CHECK(moire_dmcmc_new(&a.config, &bad, 3, HH, WW, seeds, analytic_model, &a, &chains) ==
+    CHECK(dmcmc_new(&a.config, &bad, 3, HH, WW, seeds, analytic_model, &a, &chains) ==
               MOIRE_ERROR_INVALID_ARGUMENT && !chains,
           "skip 0 accepted");
     bad = moire_dmcmc_params_default();
     bad.sigma_init = 10.0f;
-    CHECK(moire_dmcmc_new(&a.config, &bad, 3, HH, WW, seeds, analytic_model, &a, &chains) ==
+    CHECK(dmcmc_new(&a.config, &bad, 3, HH, WW, seeds, analytic_model, &a, &chains) ==
               MOIRE_ERROR_INVALID_ARGUMENT,
           "sigma_init above the band accepted");
     moire_dmcmc_integrator integ;
@@ -319,12 +319,12 @@ static void test_level_hook(void)
     memset(&o, 0, sizeof o);
     const moire_dmcmc_hooks hooks = {.level = oracle_level, .level_user_data = &o};
     moire_dmcmc *chains = NULL;
-    moire_status status = moire_dmcmc_new_with_hooks(&a.config, &p, 3, HH, WW, seeds,
-                                                     analytic_model, &a, &hooks, &chains);
+    moire_status status = dmcmc_new_with_hooks(&a.config, &p, 3, HH, WW, seeds,
+                                               analytic_model, &a, &hooks, &chains);
     CHECK(status == MOIRE_OK, "new with a level hook: %s", moire_last_error());
     if (status != MOIRE_OK)
         return;
-    const moire_dmcmc_stats *st = moire_dmcmc_get_stats(chains);
+    const moire_dmcmc_stats *st = dmcmc_get_stats(chains);
     /* No calibration: burn-in integrator + burn-in sweeps only, one hook call per sweep. */
     CHECK(st->nfe_burn_in == p.burn_in_steps + p.burn_in && a.calls == st->nfe_burn_in,
           "burn-in with a hook: %d NFE reported, %d model calls (want %d)", st->nfe_burn_in,
@@ -334,22 +334,22 @@ static void test_level_hook(void)
     double sum = 0, sumsq = 0, track = 0;
     const int emissions = 8;
     for (int e = 0; e < emissions && status == MOIRE_OK; e++) {
-        status = moire_dmcmc_next(chains, out);
+        status = dmcmc_next(chains, out);
         CHECK(status == MOIRE_OK, "next: %s", moire_last_error());
         for (int j = 0; j < 3 * CHW; j++) {
             sum += out[j];
             sumsq += (double)out[j] * out[j];
         }
         for (int c = 0; c < 3; c++) {
-            const double *state = moire_dmcmc_chain_state(chains, c);
-            track += fabs(log(moire_dmcmc_chain_sigma(chains, c) / true_sigma(state)));
+            const double *state = dmcmc_chain_state(chains, c);
+            track += fabs(log(dmcmc_chain_sigma(chains, c) / true_sigma(state)));
         }
     }
     CHECK(o.calls == p.burn_in + emissions * p.skip, "hook calls: %d", o.calls);
     /* The hook reads the states after the Langevin step: the chains' current states. */
     bool same = true;
     for (int c = 0; c < 3; c++) {
-        const double *state = moire_dmcmc_chain_state(chains, c);
+        const double *state = dmcmc_chain_state(chains, c);
         for (int j = 0; j < CHW; j++)
             same &= o.last[(size_t)c * CHW + j] == (float)state[j];
     }
@@ -364,7 +364,7 @@ static void test_level_hook(void)
     /* Damping lags the level by about one sweep's change: the oracle is tracked closely. */
     CHECK(track / (emissions * 3) < 0.1, "levels with the oracle hook: |log ratio| %.3f",
           track / (emissions * 3));
-    moire_dmcmc_free(chains);
+    dmcmc_free(chains);
     free(out);
 
     /* A failing hook fails the run with its own status and message. */
@@ -373,11 +373,11 @@ static void test_level_hook(void)
     memset(&o, 0, sizeof o);
     o.fail_after = 3;
     chains = NULL;
-    status = moire_dmcmc_new_with_hooks(&b.config, &p, 3, HH, WW, seeds, analytic_model, &b,
-                                        &hooks, &chains);
+    status = dmcmc_new_with_hooks(&b.config, &p, 3, HH, WW, seeds, analytic_model, &b,
+                                  &hooks, &chains);
     CHECK(status == MOIRE_ERROR_IO && !chains && strstr(moire_last_error(), "oracle"),
           "a failing hook: %s (%s)", moire_status_to_string(status), moire_last_error());
-    moire_dmcmc_free(chains);
+    dmcmc_free(chains);
 
     moire_dmcmc_level level;
     CHECK(moire_dmcmc_level_from_name("classifier", &level) == MOIRE_OK &&
@@ -389,7 +389,7 @@ static void test_level_hook(void)
     moire_dmcmc_params bad = moire_dmcmc_params_default();
     bad.level = (moire_dmcmc_level)7;
     chains = NULL;
-    CHECK(moire_dmcmc_new(&b.config, &bad, 3, HH, WW, seeds, analytic_model, &b, &chains) ==
+    CHECK(dmcmc_new(&b.config, &bad, 3, HH, WW, seeds, analytic_model, &b, &chains) ==
               MOIRE_ERROR_INVALID_ARGUMENT && !chains,
           "level 7 accepted");
 }

@@ -15,7 +15,7 @@
 #include "internal.h"
 #include "model.h"
 #include "json_guard.h"
-#include "metadata.h"
+#include "moire-metadata.h"
 #include "npy.h"
 #include "pickle.h"
 #include "safetensors.h"
@@ -454,8 +454,8 @@ static void test_non_finite(void)
         float *x = malloc(n * sizeof(float));
         for (size_t j = 0; j < n; j++)
             x[j] = NAN;
-        moire_image *image = moire_decode_to_image(model, x, c->input_size, c->input_size,
-                                                   c->input_size, c->input_size);
+        moire_image *image = generate_decode_to_image(model, x, c->input_size, c->input_size,
+                                                      c->input_size, c->input_size);
         CHECK(image != NULL, "decode");
         bool zeros = image != NULL;
         for (size_t j = 0; image && j < (size_t)image->width * image->height * image->channels;

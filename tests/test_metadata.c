@@ -1,7 +1,7 @@
 /* test_metadata.c — the A1111 "parameters" text: exact layout, quoting, float formatting,
  * parsing (ours and foreign texts) and format → parse round trips. When the tiny test model
  * exists, moire_format_parameters / moire_format_settings_json are checked on it too. */
-#include "metadata.h"
+#include "moire-metadata.h"
 #include "test_util.h"
 
 #include <math.h>

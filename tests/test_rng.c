@@ -12,7 +12,7 @@ static void check_philox(uint32_t k0, uint32_t k1, const uint32_t ctr[4], const 
 {
     const uint32_t key[2] = {k0, k1};
     uint32_t got[4];
-    moire_philox4x32(key, ctr, got);
+    rng_philox4x32(key, ctr, got);
     for (int i = 0; i < 4; i++)
         CHECK(got[i] == want[i], "philox key (%08x,%08x) word %d: got %08x want %08x", k0, k1,
               i, got[i], want[i]);

@@ -143,7 +143,7 @@ static void exact_ode(const moire_model_config *config, const moire_sample_reque
                       float *want)
 {
     double levels[10001];
-    moire_sampler_levels(config, q->sampler, q->schedule, q->steps, levels, NULL);
+    sampler_levels(config, q->sampler, q->schedule, q->steps, levels, NULL);
     double s0 = levels[0];
     for (int b = 0; b < q->n; b++) {
         float noise[PER_IMAGE];
@@ -240,8 +240,8 @@ static void test_levels(void)
                 const int counts[] = {1, 2, 7, 50, 250};
                 for (int c = 0; c < 5; c++) {
                     int steps = counts[c];
-                    moire_status st = moire_sampler_levels(&config, all_samplers[si],
-                                                           (moire_schedule)sch, steps, levels, times);
+                    moire_status st = sampler_levels(&config, all_samplers[si],
+                                                     (moire_schedule)sch, steps, levels, times);
                     CHECK(st == MOIRE_OK, "levels %s/%d: %s", moire_sampler_name(all_samplers[si]),
                           sch, moire_last_error());
                     bool ok = levels[steps] == 0.0;
@@ -258,27 +258,27 @@ static void test_levels(void)
     /* Spot values. */
     moire_model_config ddpm = make_config(MOIRE_OBJECTIVE_DDPM_EPS);
     moire_model_config rf = make_config(MOIRE_OBJECTIVE_RECTIFIED_FLOW);
-    moire_sampler_levels(&ddpm, MOIRE_SAMPLER_DDPM, MOIRE_SCHEDULE_UNIFORM, 250, levels, times);
+    sampler_levels(&ddpm, MOIRE_SAMPLER_DDPM, MOIRE_SCHEDULE_UNIFORM, 250, levels, times);
     CHECK(times[0] == 999.0 && times[249] == 0.0 && times[248] == 4.0 && times[1] == 995.0,
           "ddpm respacing: %g %g %g %g", times[0], times[1], times[248], times[249]);
     CHECK(fabs(levels[0] - 157.41) < 0.01, "ddpm sigma_max %g", levels[0]);
-    moire_sampler_levels(&ddpm, MOIRE_SAMPLER_EULER, MOIRE_SCHEDULE_KARRAS, 10, levels, times);
+    sampler_levels(&ddpm, MOIRE_SAMPLER_EULER, MOIRE_SCHEDULE_KARRAS, 10, levels, times);
     const double karras10[] = {157.4, 85.7, 44.0, 21.1, 9.27, 3.65, 1.25, 0.350, 0.074, 0.01};
     for (int i = 0; i < 10; i++)
         CHECK(fabs(levels[i] / karras10[i] - 1.0) < 0.01, "karras level %d: %g", i, levels[i]);
     CHECK(fabs(times[0] - 999.0) < 1e-9 && fabs(times[9]) < 1e-9, "karras times %g %g",
           times[0], times[9]);
-    moire_sampler_levels(&ddpm, MOIRE_SAMPLER_EULER, MOIRE_SCHEDULE_UNIFORM, 4, levels, times);
+    sampler_levels(&ddpm, MOIRE_SAMPLER_EULER, MOIRE_SCHEDULE_UNIFORM, 4, levels, times);
     CHECK(times[0] == 999.0 && times[1] == 666.0 && times[2] == 333.0 && times[3] == 0.0,
           "uniform times %g %g %g %g", times[0], times[1], times[2], times[3]);
-    moire_sampler_levels(&rf, MOIRE_SAMPLER_RF_EULER, MOIRE_SCHEDULE_UNIFORM, 50, levels, times);
+    sampler_levels(&rf, MOIRE_SAMPLER_RF_EULER, MOIRE_SCHEDULE_UNIFORM, 50, levels, times);
     CHECK(levels[0] == 1.0 && levels[1] == 0.98 && levels[49] == 0.02 && times[49] == 0.02,
           "rf levels %g %g %g", levels[0], levels[1], levels[49]);
-    moire_sampler_levels(&rf, MOIRE_SAMPLER_HEUN, MOIRE_SCHEDULE_KARRAS, 10, levels, times);
+    sampler_levels(&rf, MOIRE_SAMPLER_HEUN, MOIRE_SCHEDULE_KARRAS, 10, levels, times);
     CHECK(levels[0] == 1.0 && fabs(levels[9] - 1e-3) < 1e-12, "rf karras %g %g", levels[0],
           levels[9]);
-    CHECK(moire_sampler_levels(&ddpm, MOIRE_SAMPLER_DDPM, MOIRE_SCHEDULE_UNIFORM, 1001, levels,
-                               times) == MOIRE_ERROR_INVALID_ARGUMENT,
+    CHECK(sampler_levels(&ddpm, MOIRE_SAMPLER_DDPM, MOIRE_SCHEDULE_UNIFORM, 1001, levels,
+                         times) == MOIRE_ERROR_INVALID_ARGUMENT,
           "ddpm steps > T");
 }
 
@@ -423,7 +423,7 @@ static void test_img2img_mask_cancel(void)
             /* The first model input is the init noised to level 35 of 50 (IMG2IMG noise). */
             {
                 double levels[51], times[50];
-                moire_sampler_levels(&config, smp, MOIRE_SCHEDULE_UNIFORM, 50, levels, times);
+                sampler_levels(&config, smp, MOIRE_SCHEDULE_UNIFORM, 50, levels, times);
                 double lv = levels[35], want_t = times[35];
                 float noise[PER_IMAGE], want[TOTAL];
                 for (int b = 0; b < N_IMG; b++) {

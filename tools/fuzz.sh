@@ -38,8 +38,11 @@ build() {
     local cc=${CC_FUZZ:-clang}
     local flags=(-g -O1 -std=c11 -D_GNU_SOURCE -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
                  -fsanitize=address,undefined -fno-sanitize-recover=undefined
-                 -fno-omit-frame-pointer -I"$root/engine"
+                 -fno-omit-frame-pointer
                  -DMOIRE_DATADIR='""' -DMOIRE_SOURCE_DATADIR="\"$root/data\"")
+    # every layer of the engine (engine/meson.build's engine_inc)
+    local layer
+    for layer in include base io backend models sampling; do flags+=(-I"$root/engine/$layer"); done
     local pkg libs blas blas_libs
     pkg=$(pkg-config --cflags glib-2.0 json-glib-1.0 libpng)
     libs=$(pkg-config --libs glib-2.0 json-glib-1.0 libpng)
@@ -49,9 +52,9 @@ build() {
     # the whole engine, no OpenMP (the fuzzer runs single-threaded); objects are rebuilt only
     # when their source or a header is newer, two at a time
     local newest_header
-    newest_header=$(ls -t "$root"/engine/*.h | head -n 1)
+    newest_header=$(ls -t "$root"/engine/*/*.h | head -n 1)
     local objs=() pids=()
-    for src in "$root"/engine/*.c; do
+    for src in "$root"/engine/{base,io,backend,models,sampling}/*.c; do
         local obj="$out/obj/$(basename "${src%.c}").o"
         objs+=("$obj")
         if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ "$newest_header" -nt "$obj" ]; then

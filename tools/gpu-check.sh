@@ -91,7 +91,7 @@ write_summary() {
         done
         if [ -s "$OUT/perf-table.txt" ]; then
             echo
-            echo "## Predicted (engine/perf_model.c, H100 SXM) beside measured (moire bench)"
+            echo "## Predicted (engine/models/perf_model.c, H100 SXM) beside measured (moire bench)"
             echo
             echo '```'
             cat "$OUT/perf-table.txt"

@@ -1,5 +1,5 @@
 /* perf-model.c — `moire-perf-model`: the predicted milliseconds per sampling step of every
- * `moire bench` geometry on an H100 SXM (engine/perf_model.c), optionally beside the
+ * `moire bench` geometry on an H100 SXM (engine/models/perf_model.c), optionally beside the
  * measured column of a `moire bench` run (tools/gpu-check.sh passes its log).
  *
  *   moire-perf-model                         the table (bf16, CFG, batch 1; XL also at 512²
@@ -8,7 +8,7 @@
  *   moire-perf-model --kernels XL/2[@512]    one geometry kernel by kernel
  *   moire-perf-model --measured bench.log    a "measured" column from `moire bench` output
  */
-#include "bench.h"
+#include "moire.h"
 #include "perf_model.h"
 
 #include <stdio.h>
@@ -34,11 +34,11 @@ static moire_perf_step predict(moire_perf_shape s, moire_perf_kernel *rows, int 
     moire_perf_kernel local[MAX_ROWS];
     if (!rows)
         rows = local;
-    int n = moire_perf_step_kernels(&s, rows, MAX_ROWS);
+    int n = perf_step_kernels(&s, rows, MAX_ROWS);
     if (n > MAX_ROWS)
         n = MAX_ROWS;
     moire_perf_step step;
-    moire_perf_step_time(rows, n, moire_perf_h100_sxm(), &step);
+    perf_step_time(rows, n, perf_h100_sxm(), &step);
     if (count)
         *count = n;
     return step;
@@ -83,9 +83,9 @@ static void print_kernels(const char *spec)
                 spec);
         exit(2);
     }
-    const moire_perf_device *d = moire_perf_h100_sxm();
+    const moire_perf_device *d = perf_h100_sxm();
     for (int flash = 0; flash < 2; flash++) {
-        moire_perf_shape s = moire_perf_shape_for_bench(g, resolution, batch);
+        moire_perf_shape s = perf_shape_for_bench(g, resolution, batch);
         s.flash_attention = flash;
         moire_perf_kernel rows[MAX_ROWS];
         int n;
@@ -102,7 +102,7 @@ static void print_kernels(const char *spec)
             const moire_perf_kernel *r = &rows[i];
             printf("  %-38s %-36s %6lld %10.2f %10.2f %9.2f %9.1f%s\n", r->op, r->kernel,
                    (long long)r->launches, (r->bytes_read + r->bytes_written) / 1e6,
-                   r->hbm_bytes / 1e6, r->flops / 1e9, moire_perf_kernel_seconds(r, d) * 1e6,
+                   r->hbm_bytes / 1e6, r->flops / 1e9, perf_kernel_seconds(r, d) * 1e6,
                    r->expected ? "  (expected)" : "");
         }
         printf("\n");
@@ -127,14 +127,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    const moire_perf_device *d = moire_perf_h100_sxm();
+    const moire_perf_device *d = perf_h100_sxm();
     if (markdown) {
         printf("| model | res | batch | launches | today, eager | today, one graph | + flash "
                "attention *(expected)* | + bf16 activations *(expected)* | + 128-wide expert tiles "
                "*(expected)* | measured |\n");
         printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
-        printf("predicted ms per CFG step on the %s (engine/perf_model.c); measured from %s\n",
+        printf("predicted ms per CFG step on the %s (engine/models/perf_model.c); measured from %s\n",
                d->name, measured ? measured : "(none)");
         printf("%-14s %5s %5s %8s %9s %9s %9s %9s %9s %9s\n", "model", "res", "batch",
                "launches", "eager", "graph", "+flash", "+bf16act", "+wide", "measured");
@@ -142,7 +142,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof table_rows / sizeof *table_rows; i++) {
         const row_spec *rs = &table_rows[i];
         const moire_bench_geometry *g = moire_bench_geometry_find(rs->geometry);
-        moire_perf_shape s = moire_perf_shape_for_bench(g, rs->resolution, rs->batch);
+        moire_perf_shape s = perf_shape_for_bench(g, rs->resolution, rs->batch);
         const moire_perf_step today = predict(s, NULL, NULL);
         s.flash_attention = true;
         const moire_perf_step flash = predict(s, NULL, NULL);

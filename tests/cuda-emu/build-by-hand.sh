@@ -16,8 +16,8 @@ E=$R/tests/cuda-emu
 CXXF="-std=c++17 -O2 -g -Wall -Wextra -Wno-unused-parameter -I$E/include $X"
 # Kernel files: C++ with ThreadSanitizer's instrumentation only (no TSan runtime: the emulator
 # defines the hooks, counts the global-memory bytes and checks every device access).
-KF="-std=c++17 -O2 -g -ffp-contract=off -fno-thread-jumps -fsanitize=thread -Wall -Wno-unknown-pragmas -DMOIRE_CUDA_EMU -I$E/include -I$R/kernels"
-CF="-std=c11 -O2 -g -D_GNU_SOURCE -fopenmp -DMOIRE_HAVE_CUDA=1 -DMOIRE_CUDA_EMU -I$E/include -I$R/kernels -I$R/engine -I$B/engine -I$R/tests $(pkg-config --cflags glib-2.0 json-glib-1.0) $X"
+KF="-std=c++17 -O2 -g -ffp-contract=off -fno-thread-jumps -fsanitize=thread -Wall -Wno-unknown-pragmas -DMOIRE_CUDA_EMU -I$E/include -I$R/kernels -I$R/engine/backend"
+CF="-std=c11 -O2 -g -D_GNU_SOURCE -fopenmp -DMOIRE_HAVE_CUDA=1 -DMOIRE_CUDA_EMU -I$E/include -I$R/kernels $(for l in include base io backend models sampling; do printf -- " -I$R/engine/%s" $l; done) -I$B/engine -I$R/tests $(pkg-config --cflags glib-2.0 json-glib-1.0) $X"
 LIBS="$B/engine/libmoire.a -lopenblas $(pkg-config --libs glib-2.0 json-glib-1.0 libpng) -lm"
 cd "$O"
 for f in "$E"/src/*.cpp; do g++ $CXXF -c "$f" -o "emu_$(basename "$f" .cpp).o"; done
@@ -27,8 +27,8 @@ for f in "$R"/kernels/*.cu; do
     K="$K kernel_$(basename "$f" .cu).o"
 done
 gcc $CF -c "$R/kernels/ops_cuda.c" -o ops_cuda.o
-gcc $CF -DMOIRE_DATADIR='"/nonexistent"' -DMOIRE_SOURCE_DATADIR="\"$R/data\"" -c "$R/engine/context.c" -o context_cuda.o
-gcc $CF -c "$R/engine/bench.c" -o bench_cuda.o
+gcc $CF -DMOIRE_DATADIR='"/nonexistent"' -DMOIRE_SOURCE_DATADIR="\"$R/data\"" -c "$R/engine/models/context.c" -o context_cuda.o
+gcc $CF -c "$R/engine/models/bench.c" -o bench_cuda.o
 gcc $CF -DMOIRE_TEST_DATA="\"$R/tests\"" -c "$R/tests/test_util.c" -o test_util.o
 for t in ops golden kernels; do
     gcc $CF -DMOIRE_TEST_DATA="\"$R/tests\"" -c "$R/tests/gpu/test_cuda_$t.c" -o "test_cuda_$t.o"

@@ -3,7 +3,7 @@
  * and the A1111 "parameters" parser on the same bytes as text. Built by tools/fuzz.sh. */
 #include "fuzz_common.h"
 #include "internal.h"
-#include "metadata.h"
+#include "moire-metadata.h"
 #include "json_guard.h"
 #include "safetensors.h"
 
@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[160];
     moire_json_check((const char *)data, (long long)size, why, sizeof why);
     JsonParser *parser = json_parser_new();
-    moire_json_load(parser, "fuzz", (const char *)data, (long long)size);
+    json_guard_load(parser, "fuzz", (const char *)data, (long long)size);
     g_object_unref(parser);
 
     /* the bytes as a safetensors header (8-byte length + header) */

@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 #include "internal.h"
-#include "metadata.h"
+#include "moire-metadata.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -138,10 +138,10 @@ static void check_model(moire_ctx *cpu, moire_ctx *gpu, const char *name)
             moire_ctx_set_debug_callback(gpu, NULL, NULL);
             CHECK(st == MOIRE_OK, "cuda forward: %s", moire_last_error());
             /* a second call reuses the cached weights and buffers: same result */
-            double started = moire_now_seconds();
+            double started = clock_now_seconds();
             if (st == MOIRE_OK)
                 st = moire_forward(gpu, model, n, h, w, x, t, y, out_gpu);
-            const double took = moire_now_seconds() - started;
+            const double took = clock_now_seconds() - started;
             CHECK(moire_forward(cpu, model, n, h, w, x, t, y, out_cpu) == MOIRE_OK, "cpu: %s",
                   moire_last_error());
             char label[128];

@@ -1,4 +1,4 @@
-/* test_perf_model.c — engine/perf_model.c against the kernels it describes: one warmed-up
+/* test_perf_model.c — engine/models/perf_model.c against the kernels it describes: one warmed-up
  * CFG forward of small random-weight DiT-MoE models (bf16 weights, both attention layouts,
  * head sizes 32 / 64 / 72) on the CUDA emulator, whose per-kernel counters (launches, global
  * bytes read and written, tests/cuda-emu/include/cuda_emu.h) must match the model's rows
@@ -11,7 +11,7 @@
  * does not depend on the routing as long as no expert is left empty (true for these seeds).
  *
  * Needs the emulator's counters: elsewhere (a real device, the CPU build) it exits 77. */
-#include "bench.h"
+#include "moire.h"
 #include "context.h"
 #include "perf_model.h"
 #include "test_util.h"
@@ -86,9 +86,9 @@ static void check_geometry(moire_ctx *gpu, const moire_bench_geometry *g, int re
     int counted_n = cuda_emu_kernel_counters_get(counted, MAX_KERNELS);
     counted_n = counted_n < MAX_KERNELS ? counted_n : MAX_KERNELS;
 
-    const moire_perf_shape shape = moire_perf_shape_for_bench(g, resolution, 1);
+    const moire_perf_shape shape = perf_shape_for_bench(g, resolution, 1);
     moire_perf_kernel rows[MAX_KERNELS];
-    int rows_n = moire_perf_step_kernels(&shape, rows, MAX_KERNELS);
+    int rows_n = perf_step_kernels(&shape, rows, MAX_KERNELS);
     CHECK(rows_n <= MAX_KERNELS, "%s: %d model rows", g->name, rows_n);
     rows_n = rows_n < MAX_KERNELS ? rows_n : MAX_KERNELS;
     model_sum sums[MAX_KERNELS];
