@@ -10,7 +10,7 @@
  * own pthread pool run next to OpenMP teams made both spin against each other: on 2 cores a
  * tiny forward took 800 ms instead of 2 ms.
  */
-#include "dit_common.h"
+#include "dit_layout.h"
 #include "internal.h"
 #include "ops.h"
 #include "sampler_math.h"
