@@ -342,7 +342,10 @@ static void test_attention_mma(int n, int T, int H, int hd, bool qk_norm)
     float *qw = dev_rnd((size_t)hd, 132, 0.5f, 1.5f, &hqw), *qb = dev_rnd((size_t)hd, 133, -.2f, .2f, &hqb);
     float *kw = dev_rnd((size_t)hd, 134, 0.5f, 1.5f, &hkw), *kb = dev_rnd((size_t)hd, 135, -.2f, .2f, &hkb);
     float *out = dev_nan(out_count);
-    void *ws = dev_alloc(mk_attention_mma_workspace(n, T, T, H, hd));
+    /* workspace all-ones bits (bf16 NaN): padding the pack forgets to zero poisons the output */
+    const size_t ws_bytes = mk_attention_mma_workspace(n, T, T, H, hd);
+    void *ws = dev_alloc(ws_bytes);
+    CUDA_CHECK(cudaMemset(ws, 0xff, ws_bytes));
     float *want = malloc(out_count * sizeof(float));
     for (int i = 0; i < n; i++) {
         const float *base = hqkv + (size_t)i * T * 3 * D;
@@ -384,7 +387,9 @@ static void test_cross_attention_mma(int Tq, int Tk, int L, int H, int hd, bool 
     const float *k = packed ? q + D : kv, *v = packed ? q + 2 * D : kv + D;
     const size_t out_count = (size_t)Tq * D;
     float *out = dev_nan(out_count);
-    void *ws = dev_alloc(mk_attention_mma_workspace(1, Tq, Tk, H, hd));
+    const size_t ws_bytes = mk_attention_mma_workspace(1, Tq, Tk, H, hd);
+    void *ws = dev_alloc(ws_bytes);
+    CUDA_CHECK(cudaMemset(ws, 0xff, ws_bytes)); /* NaN: see test_attention_mma */
     float *want = malloc(out_count * sizeof(float));
     attention_ref(want, hq, ldq, hk, hv, ldkv, Tq, Tk, H, hd, NULL, NULL, NULL, NULL, 0.0f);
     LAUNCH_OK(mk_cross_attention_mma(out, q, (int)ldq, k, v, (int)ldkv, Tq, Tk, H, hd, ws, 0));
