@@ -122,7 +122,9 @@ cudaError_t mk_moe_down_mma_bf16(float *out, const uint16_t *act, const void *w_
 /* Unit test of kernels/mma.cuh (one warp): d[16,16] = a[16,16] · B + c[16,16] in bf16 with fp32
  * accumulation, B given twice: bt[n][k] (= Bᵀ, the weights' layout) and b[k][n]. mode 0: mma
  * with the fragments loaded by the PTX ISA's formulas; 1: ldmatrix.x4 of a and bt; 2:
- * ldmatrix.x4 of a, ldmatrix.x4.trans of b. */
+ * ldmatrix.x4 of a, ldmatrix.x4.trans of b; 3: chained, as flash attention does it:
+ * d = bf16(a · B) · B + c, the fp32 accumulators of a · B turned into the second product's A
+ * fragment by mma_accum_to_a_bf16. */
 cudaError_t mk_mma_fragment_test(float *d, const uint16_t *a, const uint16_t *bt,
                                  const uint16_t *b, const float *c, int mode,
                                  cudaStream_t stream);
@@ -142,6 +144,23 @@ cudaError_t mk_moe_combine(float *y, const float *base, const float *rows,
 cudaError_t mk_cross_attention(float *out, const float *q, int ldq, const float *k,
                                const float *v, int ldkv, int Tq, int Tk, int H, int hd,
                                cudaStream_t stream);
+
+/* The same two attentions on tensor cores (attention_mma.cu: flash-style, mma.sync bf16 with
+ * fp32 scores and softmax statistics, P rounded to bf16 for P·V), for 1 ≤ hd ≤ 128
+ * (mk_attention_mma_supported). q, k and v are first packed to bf16 (q and k LayerNormed once
+ * per token when the norms are given) in `workspace`, device memory of
+ * mk_attention_mma_workspace(n, Tq, Tk, H, hd) bytes (self-attention: Tq = Tk = T; cross: n =
+ * 1), which must stay untouched until the launches have run. Two launches for all n images.
+ * Unsupported hd, Tk ≤ 0 or no workspace: cudaErrorInvalidValue. */
+int mk_attention_mma_supported(int hd);
+size_t mk_attention_mma_workspace(int n, int Tq, int Tk, int H, int hd);
+cudaError_t mk_attention_n_mma(float *out, const float *qkv, int n, int T, int H, int hd,
+                               const float *q_norm_w, const float *q_norm_b,
+                               const float *k_norm_w, const float *k_norm_b, float eps,
+                               void *workspace, cudaStream_t stream);
+cudaError_t mk_cross_attention_mma(float *out, const float *q, int ldq, const float *k,
+                                   const float *v, int ldkv, int Tq, int Tk, int H, int hd,
+                                   void *workspace, cudaStream_t stream);
 
 /* ops.h router_expert_choice, as cpu_router_expert_choice: scores[n·T, E] = softmax over E of
  * h[n·T, D] · w[E, D]ᵀ (logits accumulated in double in d order, softmax in double: the

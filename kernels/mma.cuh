@@ -37,6 +37,9 @@
  *   copies at once (commit and wait are then nothing to do); visibility to the other
  *   threads comes from the __syncthreads the kernel needs on the device anyway.
  *
+ * mma_accum_to_a_bf16 (fp32 accumulators → the bf16 A fragment of the next mma, as flash
+ * attention feeds P into P·V) needs no second version: the two layouts coincide lane by lane.
+ *
  * All of mma_*, ldmatrix_* must be called by the 32 lanes of a warp together (.aligned), as
  * on the device. The unit test is mk_mma_fragment_test (moe_mma.cu), run by
  * tests/gpu/test_cuda_kernels.c against a plain matrix product.
@@ -124,6 +127,21 @@ static __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t
         d[i] = s;
     }
 #endif
+}
+
+/* The fp32 accumulators of two adjacent 16×8 tiles (c_lo: columns 0-7, c_hi: 8-15 of a 16×16
+ * block) → the bf16 A fragment of that block for the next mma (round to nearest even). The
+ * C layout puts (row group, cols 2·tig, 2·tig+1) in c0,c1 and row group + 8 in c2,c3; the A
+ * layout wants exactly those pairs in a0a1 / a2a3 (columns 0-7) and a4a5 / a6a7 (8-15), so
+ * no lane exchanges anything: the same code is right on the device and in the emulator.
+ * This is how attention feeds P = softmax(S) into P·V without shared memory. */
+static __device__ __forceinline__ void mma_accum_to_a_bf16(uint32_t a[4], const float c_lo[4],
+                                                           const float c_hi[4])
+{
+    a[0] = mma_pack_bf16(c_lo[0], c_lo[1]);
+    a[1] = mma_pack_bf16(c_lo[2], c_lo[3]);
+    a[2] = mma_pack_bf16(c_hi[0], c_hi[1]);
+    a[3] = mma_pack_bf16(c_hi[2], c_hi[3]);
 }
 
 /* Four 8×8 bf16 matrices from shared memory: lane l passes the address of row l % 8 of

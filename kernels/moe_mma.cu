@@ -346,12 +346,14 @@ extern "C" cudaError_t mk_moe_down_mma_bf16(float *out, const uint16_t *act, con
                                           max_tiles, stream);
 }
 
-/* ---- the fragment test: one warp, one 16×16×16 product, three ways ------------------- */
+/* ---- the fragment test: one warp, one 16×16×16 product, four ways -------------------- */
 
 /* d[16×16] = a[16×16] · b + c, b given as bt[n][k] (= W, "col") and as b[k][n]:
  *   mode 0: fragments read straight from global memory with the PTX ISA's formulas (tests
  *           mma alone); 1: ldmatrix.x4 of a and of bt; 2: ldmatrix.x4 of a, ldmatrix.x4.trans
- *           of b (row-major k×n). Both 8-column halves of d: two mma per mode. */
+ *           of b (row-major k×n); 3: as 2, then the product (fp32 accumulators, c not
+ *           added) becomes the A fragment of a second product with b (mma_accum_to_a_bf16):
+ *           d = bf16(a·B)·B + c. Both 8-column halves of d: two mma per mode (four in 3). */
 static __global__ void mma_fragment_test_kernel(float *d, const uint16_t *a, const uint16_t *bt,
                                                 const uint16_t *b, const float *c, int mode)
 {
@@ -379,10 +381,17 @@ static __global__ void mma_fragment_test_kernel(float *d, const uint16_t *a, con
         uint32_t m[4];
         if (mode == 1) { /* bt rows n: (n0-7,k0-7) (n0-7,k8-15) (n8-15,k0-7) (n8-15,k8-15) */
             ldmatrix_x4(m, &bt_s[(((lane >> 4) << 3) + (lane & 7)) * 16 + ((lane >> 3) & 1) * 8]);
-        } else { /* b rows k: (k0-7,n0-7) (k8-15,n0-7) (k0-7,n8-15) (k8-15,n8-15), transposed */
+        } else { /* b rows k: (k0-7,n0-7) (k8-15,n0-7) (k0-7,n8-15) (k8-15,n8-15), transposed
+                  * (modes 2 and 3) */
             ldmatrix_x4_trans(m, &b_s[(((lane >> 3) & 1) * 8 + (lane & 7)) * 16 + (lane >> 4) * 8]);
         }
         bf[0][0] = m[0], bf[0][1] = m[1], bf[1][0] = m[2], bf[1][1] = m[3];
+    }
+    if (mode == 3) { /* first a·B in fp32, then that 16×16 as the next A fragment */
+        float first[2][4] = {};
+        mma_bf16_16816(first[0], af, bf[0]);
+        mma_bf16_16816(first[1], af, bf[1]);
+        mma_accum_to_a_bf16(af, first[0], first[1]);
     }
     for (int h = 0; h < 2; h++) {
         float acc[4];
@@ -398,7 +407,7 @@ extern "C" cudaError_t mk_mma_fragment_test(float *d, const uint16_t *a, const u
                                             const uint16_t *b, const float *c, int mode,
                                             cudaStream_t stream)
 {
-    if (mode < 0 || mode > 2)
+    if (mode < 0 || mode > 3)
         return cudaErrorInvalidValue;
     MK_LAUNCH(1, 32, 0, stream, mma_fragment_test_kernel)(d, a, bt, b, c, mode);
     return cudaGetLastError();

@@ -609,6 +609,14 @@ static moire_status cuda_gate_residual(const moire_ops *ops, float *x, const flo
     return MOIRE_OK;
 }
 
+/* Attention in bf16 mode (--precision bf16) goes to the tensor cores (attention_mma.cu) for
+ * head sizes up to 128, with q, k, v packed to bf16 in arena scratch; fp32 mode and wider
+ * heads (the VAE's 512) keep the fp32 SIMT kernels of attention.cu. */
+static bool attention_on_tensor_cores(const moire_ops *ops, int hd)
+{
+    return backend_of(ops)->bf16 && mk_attention_mma_supported(hd);
+}
+
 static moire_status cuda_attention(const moire_ops *ops, float *out, const float *qkv, int n,
                                    int T, int H, int hd, const moire_tensor *qnw,
                                    const moire_tensor *qnb, const moire_tensor *knw,
@@ -618,8 +626,23 @@ static moire_status cuda_attention(const moire_ops *ops, float *out, const float
     if (qw && (!f32_of(qnb) || !f32_of(knw) || !f32_of(knb)))
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "CUDA attention: the qk-norm layout needs all four norm tensors");
-    CUDA_TRY(mk_attention_n(out, qkv, n, T, H, hd, qw, qw ? f32_of(qnb) : NULL,
-                            qw ? f32_of(knw) : NULL, qw ? f32_of(knb) : NULL, eps,
+    const float *qb = qw ? f32_of(qnb) : NULL, *kw = qw ? f32_of(knw) : NULL,
+                *kb = qw ? f32_of(knb) : NULL;
+    if (n > 0 && T > 0 && H > 0 && attention_on_tensor_cores(ops, hd)) {
+        const size_t mark = moire_arena_mark(ops->arena);
+        void *workspace = NULL; /* bf16 q, k, v: n·T·3·H·⌈hd/16⌉·16 values */
+        moire_status status =
+            scratch(ops, mk_attention_mma_workspace(n, T, T, H, hd), &workspace);
+        if (status == MOIRE_OK) {
+            cudaError_t err = mk_attention_n_mma(out, qkv, n, T, H, hd, qw, qb, kw, kb, eps,
+                                                 workspace, backend_of(ops)->stream);
+            if (err != cudaSuccess)
+                status = cuda_fail(err, "mk_attention_n_mma", __func__);
+        }
+        moire_arena_release(ops->arena, mark);
+        return status;
+    }
+    CUDA_TRY(mk_attention_n(out, qkv, n, T, H, hd, qw, qb, kw, kb, eps,
                             backend_of(ops)->stream));
     return MOIRE_OK;
 }
@@ -630,6 +653,20 @@ static moire_status cuda_cross_attention(const moire_ops *ops, float *out, const
 {
     if (Tq > 0 && Tk <= 0)
         return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "attention over no keys");
+    if (Tq > 0 && H > 0 && attention_on_tensor_cores(ops, hd)) {
+        const size_t mark = moire_arena_mark(ops->arena);
+        void *workspace = NULL; /* bf16 q [Tq], k and v [Tk], per head ⌈hd/16⌉·16 values */
+        moire_status status =
+            scratch(ops, mk_attention_mma_workspace(1, Tq, Tk, H, hd), &workspace);
+        if (status == MOIRE_OK) {
+            cudaError_t err = mk_cross_attention_mma(out, q, ldq, k, v, ldkv, Tq, Tk, H, hd,
+                                                     workspace, backend_of(ops)->stream);
+            if (err != cudaSuccess)
+                status = cuda_fail(err, "mk_cross_attention_mma", __func__);
+        }
+        moire_arena_release(ops->arena, mark);
+        return status;
+    }
     CUDA_TRY(mk_cross_attention(out, q, ldq, k, v, ldkv, Tq, Tk, H, hd,
                                 backend_of(ops)->stream));
     return MOIRE_OK;

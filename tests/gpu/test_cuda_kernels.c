@@ -15,8 +15,10 @@
  * runs every GPU thread on the CPU), where MOIRE_KERNELS_TEST_QUICK=0 brings them back.
  *
  * The tensor-core cases come first (mma.cuh fragment layouts; moe_mma.cu's GEMMs vs fp32, vs
- * the SIMT kernels and, for the bf16-act pair, bit for bit; under the emulator also the bytes
- * gate_up reads). MOIRE_KERNELS_TEST_ONLY=mma stops after them.
+ * the SIMT kernels and, for the bf16-act pair, bit for bit; attention_mma.cu's flash attention
+ * vs the double reference at tolerance 1e-2; under the emulator also the bytes gate_up and
+ * flash attention read and write). MOIRE_KERNELS_TEST_ONLY=mma stops after them;
+ * MOIRE_KERNELS_TEST_ONLY=flash runs only the fragment and attention ones.
  */
 /* By path, so that no build needs kernels/ on its include path for this one header (the gpu
  * suite and the emulator's gpu-emu suite both build this file). */
@@ -316,6 +318,115 @@ static void test_cross_attention(int Tq, int Tk, int L, int H, int hd, bool pack
     dev_free(q), dev_free(out);
 }
 
+/* ---- attention on tensor cores (attention_mma.cu) -------------------------------------- */
+
+/* Device memory filled with NaN: an output the kernel forgets to write fails the check. */
+static float *dev_nan(size_t count)
+{
+    float *h = malloc((count ? count : 1) * sizeof(float));
+    for (size_t i = 0; i < count; i++)
+        h[i] = NAN;
+    float *d = dev_copy(h, count * sizeof(float));
+    free(h);
+    return d;
+}
+
+/* mk_attention_n_mma against the double reference (bf16 tolerance 1e-2), then run again and
+ * compared bit for bit. */
+static void test_attention_mma(int n, int T, int H, int hd, bool qk_norm)
+{
+    const int D = H * hd;
+    const size_t qkv_count = (size_t)n * T * 3 * D, out_count = (size_t)n * T * D;
+    float *hqkv, *hqw, *hqb, *hkw, *hkb;
+    float *qkv = dev_rnd(qkv_count, 131, -1.5f, 1.5f, &hqkv);
+    float *qw = dev_rnd((size_t)hd, 132, 0.5f, 1.5f, &hqw), *qb = dev_rnd((size_t)hd, 133, -.2f, .2f, &hqb);
+    float *kw = dev_rnd((size_t)hd, 134, 0.5f, 1.5f, &hkw), *kb = dev_rnd((size_t)hd, 135, -.2f, .2f, &hkb);
+    float *out = dev_nan(out_count);
+    /* workspace all-ones bits (bf16 NaN): padding the pack forgets to zero poisons the output */
+    const size_t ws_bytes = mk_attention_mma_workspace(n, T, T, H, hd);
+    void *ws = dev_alloc(ws_bytes);
+    CUDA_CHECK(cudaMemset(ws, 0xff, ws_bytes));
+    float *want = malloc(out_count * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        const float *base = hqkv + (size_t)i * T * 3 * D;
+        attention_ref(want + (size_t)i * T * D, base, 3 * D, base + D, base + 2 * D, 3 * D, T, T,
+                      H, hd, qk_norm ? hqw : NULL, hqb, hkw, hkb, 1e-6f);
+    }
+    LAUNCH_OK(mk_attention_n_mma(out, qkv, n, T, H, hd, qk_norm ? qw : NULL, qb, kw, kb, 1e-6f,
+                                 ws, 0));
+    float *got = dev_back(out, out_count * sizeof(float));
+    char name[96];
+    snprintf(name, sizeof name, "attention_n_mma n%d T%d H%d hd%d%s", n, T, H, hd,
+             qk_norm ? " qk-norm" : "");
+    test_check_tensor(name, got, want, (int64_t)out_count, 1e-2);
+    LAUNCH_OK(mk_attention_n_mma(out, qkv, n, T, H, hd, qk_norm ? qw : NULL, qb, kw, kb, 1e-6f,
+                                 ws, 0));
+    float *again = dev_back(out, out_count * sizeof(float));
+    check_bits(name, got, again, out_count * sizeof(float));
+    free(hqkv), free(hqw), free(hqb), free(hkw), free(hkb), free(want), free(got), free(again);
+    dev_free(qkv), dev_free(qw), dev_free(qb), dev_free(kw), dev_free(kb), dev_free(out);
+    dev_free(ws);
+}
+
+/* mk_cross_attention_mma, the layouts of test_cross_attention (padding keys past Tk hold
+ * 1e4: a kernel that reads them fails). */
+static void test_cross_attention_mma(int Tq, int Tk, int L, int H, int hd, bool packed)
+{
+    const int D = H * hd;
+    const int64_t ldq = packed ? 3 * D : D + 5, ldkv = packed ? 3 * D : 2 * D + 3;
+    const int rows_q = packed ? L : Tq;
+    float *hq = rnd((size_t)rows_q * ldq, 141, -2, 2);
+    float *hkv = packed ? hq : rnd((size_t)L * ldkv, 142, -1, 1);
+    for (int j = Tk; j < L; j++)
+        for (int64_t c = 0; c < ldkv; c++)
+            if (!packed || c >= D)
+                hkv[(size_t)j * ldkv + c] = 1e4f;
+    const float *hk = packed ? hq + D : hkv, *hv = packed ? hq + 2 * D : hkv + D;
+    float *q = dev_copy(hq, (size_t)rows_q * ldq * sizeof(float));
+    float *kv = packed ? q : dev_copy(hkv, (size_t)L * ldkv * sizeof(float));
+    const float *k = packed ? q + D : kv, *v = packed ? q + 2 * D : kv + D;
+    const size_t out_count = (size_t)Tq * D;
+    float *out = dev_nan(out_count);
+    const size_t ws_bytes = mk_attention_mma_workspace(1, Tq, Tk, H, hd);
+    void *ws = dev_alloc(ws_bytes);
+    CUDA_CHECK(cudaMemset(ws, 0xff, ws_bytes)); /* NaN: see test_attention_mma */
+    float *want = malloc(out_count * sizeof(float));
+    attention_ref(want, hq, ldq, hk, hv, ldkv, Tq, Tk, H, hd, NULL, NULL, NULL, NULL, 0.0f);
+    LAUNCH_OK(mk_cross_attention_mma(out, q, (int)ldq, k, v, (int)ldkv, Tq, Tk, H, hd, ws, 0));
+    float *got = dev_back(out, out_count * sizeof(float));
+    char name[96];
+    snprintf(name, sizeof name, "cross_attention_mma Tq%d Tk%d/%d H%d hd%d%s", Tq, Tk, L, H, hd,
+             packed ? " packed" : "");
+    test_check_tensor(name, got, want, (int64_t)out_count, 1e-2);
+    free(hq), free(want), free(got);
+    if (!packed)
+        free(hkv), dev_free(kv);
+    dev_free(q), dev_free(out), dev_free(ws);
+}
+
+/* What the tensor-core path refuses: hd past 128, no keys, no workspace. */
+static void test_attention_mma_refusals(void)
+{
+    CHECK(mk_attention_mma_supported(72) && mk_attention_mma_supported(128) &&
+              mk_attention_mma_supported(1) && !mk_attention_mma_supported(129) &&
+              !mk_attention_mma_supported(512),
+          "mk_attention_mma_supported: 1 ≤ hd ≤ 128");
+    CHECK(mk_attention_mma_workspace(2, 256, 256, 16, 72) == (size_t)3 * 2 * 256 * 16 * 80 * 2,
+          "workspace: q, k, v in bf16, hd 72 padded to 80");
+    float dummy_ws[4];
+    CHECK(mk_cross_attention_mma(NULL, NULL, 8, NULL, NULL, 8, 3, 0, 1, 8, dummy_ws, 0) ==
+              cudaErrorInvalidValue,
+          "mma attention over no keys must fail");
+    CHECK(mk_attention_n_mma(NULL, NULL, 1, 4, 1, 200, NULL, NULL, NULL, NULL, 0, dummy_ws, 0) ==
+              cudaErrorInvalidValue,
+          "mma attention refuses hd 200");
+    CHECK(mk_attention_n_mma(NULL, NULL, 1, 4, 1, 64, NULL, NULL, NULL, NULL, 0, NULL, 0) ==
+              cudaErrorInvalidValue,
+          "mma attention needs a workspace");
+    LAUNCH_OK(mk_attention_n_mma(NULL, NULL, 0, 4, 1, 64, NULL, NULL, NULL, NULL, 0, NULL, 0));
+    (void)cudaGetLastError();
+}
+
 /* ---- expert-choice router ------------------------------------------------------------- */
 
 static int capacity_ref(int S, int E, float f)
@@ -577,27 +688,43 @@ static void test_mma_fragments(uint64_t seed)
     for (int k = 0; k < 16; k++)
         for (int n = 0; n < 16; n++)
             bt16[n * 16 + k] = b16[k * 16 + n];
-    float want[256];
+    float want[256], want_chained[256];
+    uint16_t p16[256]; /* bf16(a·B), the first product of mode 3, summed in fp32 */
+    for (int m = 0; m < 16; m++)
+        for (int n = 0; n < 16; n++) {
+            double s = hc[m * 16 + n];
+            float p = 0.0f;
+            for (int k = 0; k < 16; k++) {
+                s += (double)from_bf16(a16[m * 16 + k]) * from_bf16(b16[k * 16 + n]);
+                p += from_bf16(a16[m * 16 + k]) * from_bf16(b16[k * 16 + n]);
+            }
+            want[m * 16 + n] = (float)s;
+            p16[m * 16 + n] = to_bf16(p);
+        }
     for (int m = 0; m < 16; m++)
         for (int n = 0; n < 16; n++) {
             double s = hc[m * 16 + n];
             for (int k = 0; k < 16; k++)
-                s += (double)from_bf16(a16[m * 16 + k]) * from_bf16(b16[k * 16 + n]);
-            want[m * 16 + n] = (float)s;
+                s += (double)from_bf16(p16[m * 16 + k]) * from_bf16(b16[k * 16 + n]);
+            want_chained[m * 16 + n] = (float)s;
         }
     uint16_t *a = dev_copy(a16, sizeof a16), *b = dev_copy(b16, sizeof b16);
     uint16_t *bt = dev_copy(bt16, sizeof bt16);
     float *c = dev_copy(hc, 256 * sizeof(float));
     float *d = dev_alloc(256 * sizeof(float));
-    static const char *const what[3] = {"PTX formulas", "ldmatrix", "ldmatrix.trans"};
-    for (int mode = 0; mode < 3; mode++) {
+    static const char *const what[4] = {"PTX formulas", "ldmatrix", "ldmatrix.trans",
+                                        "accumulators as A, chained"};
+    for (int mode = 0; mode < 4; mode++) {
         CUDA_CHECK(cudaMemset(d, 0xff, 256 * sizeof(float))); /* NaN where nothing is written */
         LAUNCH_OK(mk_mma_fragment_test(d, a, bt, b, c, mode, 0));
         float *got = dev_back(d, 256 * sizeof(float));
         char name[96];
         snprintf(name, sizeof name, "mma m16n8k16 bf16 fragments (%s) seed %llu", what[mode],
                  (unsigned long long)seed);
-        test_check_tensor(name, got, want, 256, 1e-5);
+        /* mode 3: the first product's fp32 sum order is the hardware's; one bf16 ulp moved
+         * in one entry stays far below 2e-3, a wrong fragment layout is O(1) */
+        test_check_tensor(name, got, mode == 3 ? want_chained : want, 256,
+                          mode == 3 ? 2e-3 : 1e-5);
         free(got);
     }
     free(ha), free(hb), free(hc);
@@ -843,6 +970,66 @@ static void test_moe_mma_traffic(void)
     dev_free(h), dev_free(w), dev_free(top_ids), dev_free(top_w), dev_free(offsets);
     dev_free(tile_offsets), dev_free(sorted_token), dev_free(slot), dev_free(sorted_weight);
     dev_free(act);
+}
+#endif
+
+#ifdef MOIRE_CUDA_EMU
+static uint64_t emu_bytes_written(const char *kernel)
+{
+    cuda_emu_kernel_counters rows[256];
+    const int n = cuda_emu_kernel_counters_get(rows, 256);
+    uint64_t bytes = 0;
+    for (int i = 0; i < n && i < 256; i++)
+        if (strcmp(rows[i].name, kernel) == 0)
+            bytes += rows[i].bytes_written;
+    return bytes;
+}
+
+/* Flash attention's global traffic, counted by the emulator, at the XL/2 head (hd 72 → 80
+ * padded) for 2 images (CFG) of T 256, 2 heads (the per-head numbers scale with H):
+ *  - the pack writes exactly the bf16 workspace (q, k, v once, padded) and the flash kernel
+ *    exactly the output: no Tq×Tk matrix is written anywhere;
+ *  - the flash kernel reads Q once and K, V once per 64-row query block, in bf16:
+ *    n·H·HP·2·(T + ⌈T/64⌉·2·T) bytes, asserted exactly;
+ *  - beside it, what the fp32 SIMT kernel (attention.cu, 16-row query blocks, K LayerNormed
+ *    again per block) reads for the same call. */
+static void test_attention_mma_traffic(void)
+{
+    const int n = 2, T = 256, H = 2, hd = 72, HP = 80, D = H * hd;
+    float *qkv = dev_rnd((size_t)n * T * 3 * D, 151, -1, 1, NULL);
+    float *w = dev_rnd((size_t)hd, 152, 0.5f, 1.5f, NULL), *b = dev_rnd((size_t)hd, 153, -.2f, .2f, NULL);
+    float *out = dev_alloc((size_t)n * T * D * sizeof(float));
+    const size_t ws_bytes = mk_attention_mma_workspace(n, T, T, H, hd);
+    void *ws = dev_alloc(ws_bytes);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    cuda_emu_counters_reset();
+    LAUNCH_OK(mk_attention_n_mma(out, qkv, n, T, H, hd, w, b, w, b, 1e-6f, ws, 0));
+    LAUNCH_OK(mk_attention_n(out, qkv, n, T, H, hd, w, b, w, b, 1e-6f, 0));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const uint64_t blocks = (uint64_t)(T + 63) / 64;
+    const uint64_t want_read = (uint64_t)n * H * HP * 2 * (T + blocks * 2 * T);
+    const uint64_t out_bytes = (uint64_t)n * T * D * sizeof(float);
+    const uint64_t flash_read = emu_bytes_read("flash_attention_kernel<80>");
+    const uint64_t flash_written = emu_bytes_written("flash_attention_kernel<80>");
+    const uint64_t pack_read = emu_bytes_read("attention_pack_kernel");
+    const uint64_t pack_written = emu_bytes_written("attention_pack_kernel");
+    const uint64_t simt_read = emu_bytes_read("attention_small_kernel<3>");
+    CHECK(flash_read == want_read, "flash kernel read %llu bytes, expected %llu",
+          (unsigned long long)flash_read, (unsigned long long)want_read);
+    CHECK(flash_written == out_bytes && pack_written == ws_bytes,
+          "flash wrote %llu (output %llu), pack %llu (workspace %llu): nothing else may be "
+          "written",
+          (unsigned long long)flash_written, (unsigned long long)out_bytes,
+          (unsigned long long)pack_written, (unsigned long long)ws_bytes);
+    CHECK(simt_read > 0, "the SIMT kernel's reads were counted");
+    printf("OK     attention n%d T%d H%d hd%d, global bytes: pack read %llu, wrote %llu "
+           "(bf16 q,k,v); flash read %llu (Q once, K+V %llu times), wrote %llu (= output; "
+           "a T×T fp32 matrix would be %llu); SIMT fp32 kernel read %llu\n",
+           n, T, H, hd, (unsigned long long)pack_read, (unsigned long long)pack_written,
+           (unsigned long long)flash_read, (unsigned long long)blocks,
+           (unsigned long long)flash_written, (unsigned long long)n * H * T * T * 4,
+           (unsigned long long)simt_read);
+    dev_free(qkv), dev_free(w), dev_free(b), dev_free(out), dev_free(ws);
 }
 #endif
 
@@ -1174,6 +1361,7 @@ int main(void)
      * emulator, where the whole program takes minutes) */
     const char *only = getenv("MOIRE_KERNELS_TEST_ONLY");
     const bool only_mma = only && strcmp(only, "mma") == 0;
+    const bool only_flash = only && strcmp(only, "flash") == 0; /* the attention cases */
 
     /* tensor cores (mma.cuh, moe_mma.cu): fragment layouts, then the MoE GEMMs on awkward
      * shapes — F not a multiple of the 64-column tile, K (D for gate_up, F for down) not a
@@ -1181,19 +1369,45 @@ int main(void)
      * 520 rows (5 M-tiles), 1040 (token, expert) pairs, the dense (shared expert) form */
     test_mma_fragments(1);
     test_mma_fragments(2);
-    test_moe_mma_refusals();
-    test_moe_mma(40, 2, 4, 64, 72, MOE_RANDOM, false);
-    test_moe_mma(200, 2, 5, 40, 24, MOE_EDGES, false);
-    test_moe_mma(520, 2, 8, 40, 16, MOE_ALL_ON_ONE, false);
-    test_moe_mma(20, 2, 3, 1152, 40, MOE_RANDOM, false);
-    test_moe_mma(30, 2, 4, 1408, 104, MOE_EDGES, false);
-    test_moe_mma(150, 1, 1, 64, 48, MOE_RANDOM, true);
-    if (!quick)
-        test_moe_mma(256, 2, 8, 1152, 128, MOE_RANDOM, false);
+    if (!only_flash) {
+        test_moe_mma_refusals();
+        test_moe_mma(40, 2, 4, 64, 72, MOE_RANDOM, false);
+        test_moe_mma(200, 2, 5, 40, 24, MOE_EDGES, false);
+        test_moe_mma(520, 2, 8, 40, 16, MOE_ALL_ON_ONE, false);
+        test_moe_mma(20, 2, 3, 1152, 40, MOE_RANDOM, false);
+        test_moe_mma(30, 2, 4, 1408, 104, MOE_EDGES, false);
+        test_moe_mma(150, 1, 1, 64, 48, MOE_RANDOM, true);
+        if (!quick)
+            test_moe_mma(256, 2, 8, 1152, 128, MOE_RANDOM, false);
 #ifdef MOIRE_CUDA_EMU
-    test_moe_mma_traffic();
+        test_moe_mma_traffic();
 #endif
-    if (only_mma)
+    }
+
+    /* attention on tensor cores (attention_mma.cu): head sizes 64, 72, 88 (padded to 80, 96),
+     * 128 and an odd 18; token counts off the 64-row tile (1, 17, 63, 130, 257); several
+     * images; with and without qk-norm; cross-attention with a key mask and odd strides */
+    test_attention_mma_refusals();
+    test_attention_mma(2, 17, 3, 64, false);
+    test_attention_mma(2, 63, 2, 72, true);
+    test_attention_mma(3, 257, 2, 88, true);
+    test_attention_mma(2, 130, 2, 88, false);
+    test_attention_mma(1, 1, 4, 128, true);
+    test_attention_mma(2, 65, 2, 128, false);
+    test_attention_mma(2, 33, 2, 18, true);
+    if (!quick) {
+        test_attention_mma(2, 256, 16, 72, true); /* XL/2 at 256², CFG */
+        test_attention_mma(1, 1024, 2, 88, true);
+    }
+    test_cross_attention_mma(77, 12, 77, 4, 64, true);
+    test_cross_attention_mma(257, 30, 77, 3, 72, false);
+    test_cross_attention_mma(100, 77, 80, 2, 88, false);
+    test_cross_attention_mma(33, 50, 50, 2, 128, false);
+    test_cross_attention_mma(7, 1, 19, 1, 40, false);
+#ifdef MOIRE_CUDA_EMU
+    test_attention_mma_traffic();
+#endif
+    if (only_mma || only_flash)
         return test_finish("cuda_kernels");
 
     test_empty_launches();

@@ -4,7 +4,8 @@
  * tokens, experts receiving 0, 1, an odd number of and all tokens, more than 1024
  * (token, expert) pairs (the multi-chunk dispatch), expert choice with ties and with a
  * capacity larger than its group — and the image ops of the SD-VAE.
- * Both storage modes: fp32 (relative error ≤ 1e-4) and bf16 GEMM weights (≤ 1e-2).
+ * Both storage modes: fp32 (relative error ≤ 1e-4) and bf16 GEMM weights (≤ 1e-2); in bf16
+ * mode attention also runs on the tensor-core kernel (attention_mma.cu).
  * Exits 77 (skip) when no CUDA device is visible; under the emulator there always is one. */
 #include "model.h"
 #include "ops.h"
@@ -268,7 +269,7 @@ static void test_attention(const moire_ops *g, int n, int T, int H, int hd, bool
     char name[96];
     snprintf(name, sizeof name, "%s attention n=%d T=%d H=%d hd=%d%s", mode(g), n, T, H, hd,
              qk_norm ? " qk-norm" : "");
-    test_check_tensor(name, got, want, (int64_t)numel, 1e-4);
+    test_check_tensor(name, got, want, (int64_t)numel, tol(g));
     g->mem_free(g, dq), g->mem_free(g, dout);
     for (int i = 0; i < 4; i++)
         g->weight_free(g, &d[i]);
@@ -294,7 +295,7 @@ static void test_cross_attention(const moire_ops *g, int Tq, int Tk, int L, int 
     char name[96];
     snprintf(name, sizeof name, "%s cross_attention Tq=%d Tk=%d of %d H=%d hd=%d", mode(g), Tq,
              Tk, L, H, hd);
-    test_check_tensor(name, got, want, (int64_t)Tq * D, 1e-4);
+    test_check_tensor(name, got, want, (int64_t)Tq * D, tol(g));
     g->mem_free(g, dq), g->mem_free(g, dkv), g->mem_free(g, dout);
     free(q), free(kv), free(want), free(got);
 }
@@ -610,8 +611,19 @@ static void run_cases(const moire_ops *g)
     test_conv2d(g, 5, 9, 7, 6, 3, 1, 1, 1);
     test_conv2d(g, 8, 16, 12, 4, 3, 2, 0, 1); /* the encoder's downsampler */
     test_conv2d(g, 16, 6, 5, 9, 1, 1, 0, 0);  /* 1×1: the GEMM on the input itself */
-    if (g == &gpu_bf16)
+    if (g == &gpu_bf16) {
+        /* attention in bf16 mode: tensor cores for hd ≤ 128 (attention_mma.cu; hd 72 and 88
+         * padded to 80 and 96), token counts off the 64-row tile, qk-norm, a key mask; the
+         * VAE's hd 512 stays on the fp32 kernel */
+        test_attention(g, 2, 17, 3, 64, false);
+        test_attention(g, 2, 63, 2, 72, true);
+        test_attention(g, 1, 257, 2, 88, true);
+        test_attention(g, 1, 1, 2, 128, false);
+        test_cross_attention(g, 33, 77, 77, 2, 72);
+        test_cross_attention(g, 7, 1, 77, 3, 18);
+        test_cross_attention(g, 40, 40, 40, 1, 512);
         return; /* the rest keeps activations and non-GEMM weights in fp32 in both modes */
+    }
     test_layernorm_modulate(g, 1, 9, 1152, false);
     test_layernorm_modulate(g, 3, 17, 1408, true);
     test_layernorm_modulate(g, 2, 17, 72, false);
