@@ -20,6 +20,7 @@
  * moire_status with the statement text; out of device memory is MOIRE_ERROR_OUT_OF_MEMORY
  * with the sizes, never a crash.
  */
+#include "backend_module.h"
 #include "internal.h"
 #include "kernels.h"
 #include "ops.h"
@@ -1210,7 +1211,7 @@ static moire_status backend_start(cuda_backend *cb)
     return device_alloc(cb, &cb->lt_workspace, cb->lt_workspace_bytes, "cuBLASLt workspace");
 }
 
-moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16)
+moire_status moire_cuda_backend_init(moire_ops *ops, int n_threads, bool bf16)
 {
     cuda_backend *cb = calloc(1, sizeof *cb);
     if (!cb)
@@ -1271,8 +1272,8 @@ moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16)
     return MOIRE_OK;
 }
 
-moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
-                                  bool measure_bandwidth)
+moire_status moire_cuda_backend_stats(const moire_ops *ops, moire_ops_stats *stats,
+                                      bool measure_bandwidth)
 {
     memset(stats, 0, sizeof *stats);
     if (!ops->backend || ops->destroy != cuda_destroy)

@@ -6,9 +6,10 @@
 # Usage: tests/cli_hostile.sh path/to/moire
 # The hostile files are made by tests/hostile/make_hostile_files.py (python3, standard
 # library). `moire info --image` on each hostile PNG must take at most 1 CPU second
-# (ISSUE19_MAX_S) and peak at most 100 MB above `moire --version` (measured with
-# /usr/bin/time where installed; the CUDA libraries alone map ~220 MB in a CUDA build, so the
-# bound is on the growth).
+# (ISSUE19_MAX_S) and peak at most 100 MB of resident memory in all (measured with
+# /usr/bin/time where installed), in every build: a CUDA build maps its CUDA libraries only
+# at the first CUDA context (libmoire-cuda.so, docs/CUDA.md "Loading"), so `moire --help`
+# and `--version` are held to the same 100 MB.
 set -u
 
 MOIRE=${1:?usage: cli_hostile.sh path/to/moire}
@@ -61,12 +62,23 @@ expect_fail "a 2^64 dimension" "out of range \(negative, or 2\^63" \
     "$MOIRE" info --model "$H/shape_2_64.safetensors"
 
 # ---- 2, 3: every hostile PNG answers fast and small ------------------------------------
-# CPU seconds (user + system) are checked, not wall time: the CI machine is shared, and a
-# CUDA build spends ~0.3 s of wall time just mapping its libraries
+# CPU seconds (user + system) are checked, not wall time: the CI machine is shared
 baseline_kb=0
 if [ -x /usr/bin/time ]; then
     /usr/bin/time -f '%M' -o base.txt "$MOIRE" --version >/dev/null 2>&1
     baseline_kb=$(tail -n 1 base.txt)
+fi
+# the process baseline (the bound held ≈220 MB here when cuBLAS was linked into `moire`)
+if [ -x /usr/bin/time ] && [ "$CHECK_RSS" = 1 ]; then
+    for args in --help --version; do
+        /usr/bin/time -f '%M' -o start.txt "$MOIRE" $args >/dev/null 2>&1
+        start_kb=$(tail -n 1 start.txt)
+        if [ "$start_kb" -gt $((100 * 1024)) ]; then
+            fail "moire $args: peak RSS $((start_kb / 1024)) MB (at most 100 MB; CUDA libraries mapped at start?)"
+        else
+            pass "moire $args: peak RSS $((start_kb / 1024)) MB"
+        fi
+    done
 fi
 for png in "$H"/*.png; do
     name=$(basename "$png")
@@ -86,8 +98,8 @@ for png in "$H"/*.png; do
         fail "info --image $name: exit status $rc: $(head -c 300 stderr.txt)"
     elif awk -v s="$cpu" -v m="$MAX_S" 'BEGIN { exit !(s > m) }'; then
         fail "info --image $name: $cpu CPU seconds (at most $MAX_S; wall $wall s)"
-    elif [ "$CHECK_RSS" = 1 ] && [ "$growth_mb" -gt 100 ]; then
-        fail "info --image $name: peak RSS $((rss_kb / 1024)) MB, $growth_mb MB over --version"
+    elif [ "$CHECK_RSS" = 1 ] && [ "$rss_kb" -gt $((100 * 1024)) ]; then
+        fail "info --image $name: peak RSS $((rss_kb / 1024)) MB (at most 100 MB)"
     else
         pass "info --image $name: exit $rc, $cpu CPU s ($wall s wall), peak RSS $((rss_kb / 1024)) MB (+$growth_mb MB)"
     fi

@@ -363,10 +363,12 @@ moire_status moire_ops_cpu_init(moire_ops *ops, int n_threads);
  * another backend asserts that this does not move: no op fell back to the host. */
 uint64_t moire_ops_cpu_calls(void);
 
-/* The CUDA backend (kernels/; defined only in builds with MOIRE_HAVE_CUDA). Fills `ops` on
- * the first visible device, or fails (UNSUPPORTED: no driver or device; BACKEND: the
- * device would not start) with the reason in moire_last_error(). bf16 = store the GEMM
- * weights as bf16 (fp32 accumulation; fp32 activations); false = fp32 throughout. */
+/* The CUDA backend (kernels/; defined only in builds with MOIRE_HAVE_CUDA). The first call
+ * loads the backend's shared module libmoire-cuda.so (backend_loader.c). Fills `ops` on
+ * the first visible device, or fails (UNSUPPORTED: no module, CUDA runtime, driver or
+ * device; BACKEND: a module of another build, or the device would not start) with the
+ * reason in moire_last_error(). bf16 = store the GEMM weights as bf16 (fp32 accumulation;
+ * fp32 activations); false = fp32 throughout. */
 moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16);
 
 /* Backend figures for `moire bench` (kernels/ fills them for CUDA; bench.c for the CPU). */
@@ -379,7 +381,7 @@ typedef struct moire_ops_stats {
     uint64_t synchronizations;  /* host waits for the device since the backend started     */
 } moire_ops_stats;
 /* CUDA only: fills `stats` (measures the copy bandwidth on the first call when
- * measure_bandwidth). */
+ * measure_bandwidth); never loads the module (a CUDA table means it is loaded). */
 moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
                                   bool measure_bandwidth);
 

@@ -119,8 +119,13 @@ check "German decimal comma: \"1,2 Mio. Parameter\"" grep -q "[0-9],[0-9] Mio\. 
 #    settings are kept in memory. (Where dbus-launch exists GLib starts a bus by itself;
 #    then there is nothing to fall back from and only the generation is checked.)
 mkdir -p "$T/fresh-home"
+# The sanitizers' settings go through (a -Db_sanitize build: its suppressions and log path).
+sanitizer_env=()
+for v in ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; do
+    [ -n "${!v:-}" ] && sanitizer_env+=("$v=${!v}")
+done
 env -i PATH="$PATH" HOME="$T/fresh-home" LANGUAGE=en GTK_A11Y=none NO_AT_BRIDGE=1 \
-    GSK_RENDERER="$GSK_RENDERER" OMP_NUM_THREADS=2 \
+    GSK_RENDERER="$GSK_RENDERER" OMP_NUM_THREADS=2 "${sanitizer_env[@]}" \
     "${xvfb[@]}" "$studio" --self-test --model "$model" --prompt goldfish --steps 2 --timeout 40 \
     >"$T/nodbus.log" 2>&1
 rc=$?
