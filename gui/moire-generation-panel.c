@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "moire-generation-panel-private.h"
+#include "moire-size-fix.h"
 
 #include <glib/gi18n-lib.h>
 #include <math.h>
