@@ -6,18 +6,25 @@
  * bf16 → fp32 through the helpers of mma.cuh (inline PTX on sm_80+, a shuffle version from
  * the PTX ISA's fragment layouts under the CUDA emulator).
  *
- * Tiles. A block computes 128 rows (sorted (token, expert) pairs of one expert) × 64 output
- * columns; for gate‖up the 64 columns are taken from both halves (64 gate rows and the same
- * 64 up rows of W), so SiLU(g)·u is formed in registers in the epilogue. At the XL CFG
+ * Tiles. A block computes 128 rows (sorted (token, expert) pairs of one expert) × 128 output
+ * columns; for gate‖up the 128 columns are taken from both halves (128 gate rows and the
+ * same 128 up rows of W), so SiLU(g)·u is formed in registers in the epilogue. At the XL CFG
  * batch (2 × 256 tokens, top-2, 8 experts: ≈ 128 pairs per expert) one M-tile covers an
  * expert, so each weight byte is read from HBM once per step (a skewed expert with more
- * than 128 rows re-reads its tile, from L2). The M-tiles are 128 rows while mk_moe_route's
- * tile_offsets count 64-row tiles: each block finds its (expert, 128-row tile) from offsets
- * with a warp scan; the grid is bounded by ⌊(max_tiles + E) / 2⌋ (Σ⌈c/128⌉ ≤
- * Σ(⌈c/64⌉ + 1)/2).
+ * than 128 rows re-reads its tile, from L2). The A rows are read once per 128-column N-tile
+ * (they were read once per 64 columns: for gate‖up at XL that was as many bytes as the
+ * weights again; docs/PERFORMANCE.md). The M-tiles are 128 rows while mk_moe_route's
+ * tile_offsets count 64-row tiles: each warp finds the block's (expert, 128-row tile) from
+ * offsets with a scan of its own (no shared memory, no barrier); the grid is bounded by
+ * ⌊(max_tiles + E) / 2⌋ (Σ⌈c/128⌉ ≤ Σ(⌈c/64⌉ + 1)/2).
  *
- * 8 warps as 4 (M) × 2 (N), each 32 rows × 32 columns (× 2 for gate and up): per 16-deep
- * k step a warp issues 2 ldmatrix.x4 for A, 2 (4 with up) for B and 8 (16) mma.
+ * 8 warps as 4 (M) × 2 (N), each 32 rows × 64 columns (× 2 for gate and up): per 16-deep
+ * k step a warp issues 2 ldmatrix.x4 for A, 4 (8 with up) for B and 16 (32) mma. The
+ * accumulators are 64 (128 with up) fp32 registers a thread.
+ *
+ * Shared memory: two stages of A (128 × 32 bf16, 8 KB each) and W (128 or 256 × 32 bf16,
+ * 8 or 16 KB each): 48 KB for gate‖up, exactly the static limit, which is why the tile
+ * lookup and the row indices live in registers (shuffles) rather than in shared memory.
  *
  * Pipeline, K in steps of 32, two shared-memory stages: the weights go global → shared by
  * cp.async (16-byte chunks, zero-filled past N and K); the activations are fp32 (the
@@ -31,7 +38,7 @@
  * padding.
  *
  * Shapes: D and F multiples of 8 (16-byte rows for cp.async and the float4 A loads; tails
- * of N and K inside a tile are masked, so F need not be a multiple of 64 nor K of 32);
+ * of N and K inside a tile are masked, so F need not be a multiple of 128 nor K of 32);
  * mk_moe_mma_supported says so. The result differs from the SIMT kernel only by the bf16
  * rounding of the activations (the weights are bf16 in both) and the summation order.
  */
@@ -42,11 +49,12 @@
 #include <cuda_runtime.h>
 
 #define MMA_BM 128     /* rows (sorted pairs) per block                        */
-#define MMA_BN 64      /* output columns per block (gate‖up: 64 of each half)  */
+#define MMA_BN 128     /* output columns per block (gate‖up: 128 of each half) */
 #define MMA_BK 32      /* k per pipeline stage                                 */
 #define MMA_THREADS 256
-#define MMA_WARP_M 32 /* each warp: 32 rows × 32 columns                        */
-#define MMA_WARP_N 32
+#define MMA_WARP_M 32 /* each warp: 32 rows × 64 columns                        */
+#define MMA_WARP_N 64
+#define MMA_WARP_NJ (MMA_WARP_N / 8) /* n8 mma tiles per warp                        */
 
 /* bf16 element offset of (row, 8-element chunk) in a [rows][32] stage, swizzled (above). */
 static __device__ __forceinline__ int stage_offset(int row, int chunk)
@@ -55,58 +63,48 @@ static __device__ __forceinline__ int stage_offset(int row, int chunk)
 }
 
 /* Which rows this block owns: expert *e, rows [*row0, *row_end) of the sorted order (at most
- * MMA_BM). Computed by warp 0, shared through `info`; false (for the whole block) when the
- * block is past the last tile. */
-static __device__ bool find_mma_tile(int info[3], const int32_t *offsets, int dense_rows, int E,
-                                     int tile, int *e, int *row0, int *row_end)
+ * MMA_BM); false when the block is past the last tile. Every warp computes it on its own
+ * (the same answer, from the same offsets), so no shared memory and no barrier are needed;
+ * the result is uniform over the block, so a false return exits every thread. */
+static __device__ bool find_mma_tile(const int32_t *offsets, int dense_rows, int E, int tile,
+                                     int *e, int *row0, int *row_end)
 {
-    const int tid = threadIdx.x, lane = tid & 31;
-    if (tid < 32) {
-        if (!offsets) {
-            if (lane == 0) {
-                info[0] = tile * MMA_BM < dense_rows ? 0 : -1;
-                info[1] = tile * MMA_BM;
-                info[2] = min(dense_rows, (tile + 1) * MMA_BM);
-            }
-        } else {
-            int carry = 0; /* 128-row tiles of the experts before this chunk of 32 */
-            bool found = false;
-            for (int base = 0; base < E && !found; base += 32) {
-                const int x = base + lane;
-                const int first = x < E ? offsets[x] : 0;
-                const int count = x < E ? offsets[x + 1] - first : 0;
-                const int n = (count + MMA_BM - 1) / MMA_BM;
-                int incl = n; /* inclusive scan of n over the lanes */
-                for (int d = 1; d < 32; d <<= 1) {
-                    const int v = __shfl_up_sync(MMA_FULL_MASK, incl, d);
-                    if (lane >= d)
-                        incl += v;
-                }
-                const int excl = carry + incl - n;
-                const bool hit = x < E && tile >= excl && tile < carry + incl;
-                const unsigned who = __ballot_sync(MMA_FULL_MASK, hit);
-                if (hit) {
-                    info[0] = x;
-                    info[1] = first + (tile - excl) * MMA_BM;
-                    info[2] = min(first + count, info[1] + MMA_BM);
-                }
-                found = who != 0;
-                carry += __shfl_sync(MMA_FULL_MASK, incl, 31);
-            }
-            if (!found && lane == 0)
-                info[0] = -1;
-        }
+    const int lane = threadIdx.x & 31;
+    if (!offsets) {
+        *e = 0;
+        *row0 = tile * MMA_BM;
+        *row_end = min(dense_rows, (tile + 1) * MMA_BM);
+        return *row0 < dense_rows;
     }
-    __syncthreads();
-    if (info[0] < 0)
-        return false;
-    *e = info[0];
-    *row0 = info[1];
-    *row_end = info[2];
-    return true;
+    int carry = 0; /* 128-row tiles of the experts before this chunk of 32 */
+    for (int base = 0; base < E; base += 32) {
+        const int x = base + lane;
+        const int first = x < E ? offsets[x] : 0;
+        const int count = x < E ? offsets[x + 1] - first : 0;
+        const int n = (count + MMA_BM - 1) / MMA_BM;
+        int incl = n; /* inclusive scan of n over the lanes */
+        for (int d = 1; d < 32; d <<= 1) {
+            const int v = __shfl_up_sync(MMA_FULL_MASK, incl, d);
+            if (lane >= d)
+                incl += v;
+        }
+        const int excl = carry + incl - n;
+        const bool hit = x < E && tile >= excl && tile < carry + incl;
+        const unsigned who = __ballot_sync(MMA_FULL_MASK, hit);
+        if (who) { /* exactly one lane holds the tile: broadcast its expert and rows */
+            const int src = __ffs(who) - 1;
+            const int r0 = first + (tile - excl) * MMA_BM;
+            *e = __shfl_sync(MMA_FULL_MASK, x, src);
+            *row0 = __shfl_sync(MMA_FULL_MASK, r0, src);
+            *row_end = __shfl_sync(MMA_FULL_MASK, min(first + count, r0 + MMA_BM), src);
+            return true;
+        }
+        carry += __shfl_sync(MMA_FULL_MASK, incl, 31);
+    }
+    return false;
 }
 
-/* out[r, n] for the block's rows r and columns n0 ≤ n < n0 + 64:
+/* out[r, n] for the block's rows r and columns n0 ≤ n < n0 + MMA_BN:
  *   DUAL:  SiLU(A[src(r)] · W[e, n]) · (A[src(r)] · W[e, N + n])   (W[e] is [2N, K])
  *   else:  A[src(r)] · W[e, n]                                       (W[e] is [N, K])
  * A is [*, K], fp32 (rounded to bf16 on the way to shared memory) or, A_BF16, bf16 (copied
@@ -122,24 +120,28 @@ moe_mma_kernel(void *out_, const void *A_, const uint16_t *W, const int32_t *off
     constexpr int B_ROWS = DUAL ? 2 * MMA_BN : MMA_BN;
     __shared__ __align__(16) uint16_t As[2][MMA_BM * MMA_BK];
     __shared__ __align__(16) uint16_t Bs[2][B_ROWS * MMA_BK];
-    __shared__ int src_row[MMA_BM];
-    __shared__ int info[3];
 
     int e, row0, row_end;
-    if (!find_mma_tile(info, offsets, dense_rows, E, blockIdx.y, &e, &row0, &row_end))
+    if (!find_mma_tile(offsets, dense_rows, E, blockIdx.y, &e, &row0, &row_end))
         return;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int warp_m = warp & 3, warp_n = warp >> 2;
     const int n0 = blockIdx.x * MMA_BN;
     const int rows = row_end - row0;
-    const uint16_t *We = W + (size_t)e * B_ROWS / MMA_BN * N * K;
-    if (tid < MMA_BM)
-        src_row[tid] = tid < rows ? (sorted_token ? sorted_token[row0 + tid] : row0 + tid) : -1;
-    __syncthreads();
+    const uint16_t *We = W + (size_t)e * (DUAL ? 2 : 1) * N * K;
 
-    /* This thread's A chunks: rows a_row and a_row + 64, 8 floats at chunk a_chunk. */
+    /* This thread's A chunks: rows a_row and a_row + 64, 8 floats at chunk a_chunk. The
+     * four threads of a row are adjacent lanes: the first reads the row's source index
+     * (sorted_token, once per row per block) and hands it to the other three. */
     const int a_row = tid >> 2, a_chunk = tid & 3;
-    const int a_src[2] = {src_row[a_row], src_row[a_row + 64]};
+    int a_src[2];
+    for (int h = 0; h < 2; h++) {
+        const int r = a_row + 64 * h;
+        int src = -1;
+        if (a_chunk == 0 && r < rows)
+            src = sorted_token ? sorted_token[row0 + r] : row0 + r;
+        a_src[h] = __shfl_sync(MMA_FULL_MASK, src, lane & ~3);
+    }
     float4 a_regs[2][2];
 
     auto load_a = [&](int k0) { /* global fp32 → registers */
@@ -186,8 +188,8 @@ moe_mma_kernel(void *out_, const void *A_, const uint16_t *W, const int32_t *off
         cp_async_commit();
     };
 
-    float acc[2][4][4] = {};                          /* [m16 tile][n8 tile][c0..c3] */
-    float acc_up[DUAL ? 2 : 1][DUAL ? 4 : 1][4] = {}; /* the up half (DUAL)          */
+    float acc[2][MMA_WARP_NJ][4] = {};                          /* [m16][n8][c0..c3] */
+    float acc_up[DUAL ? 2 : 1][DUAL ? MMA_WARP_NJ : 1][4] = {}; /* the up half (DUAL) */
 
     const int k_steps = (K + MMA_BK - 1) / MMA_BK;
     load_b(0, 0);
@@ -217,9 +219,9 @@ moe_mma_kernel(void *out_, const void *A_, const uint16_t *W, const int32_t *off
             }
 #pragma unroll
             for (int half = 0; half < (DUAL ? 2 : 1); half++) {
-                uint32_t b_frag[4][2];
+                uint32_t b_frag[MMA_WARP_NJ][2];
 #pragma unroll
-                for (int q = 0; q < 2; q++) {
+                for (int q = 0; q < MMA_WARP_NJ / 2; q++) {
                     /* matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15) */
                     const int r = half * MMA_BN + warp_n * MMA_WARP_N + q * 16 +
                                   ((lane >> 4) << 3) + (lane & 7);
@@ -231,7 +233,7 @@ moe_mma_kernel(void *out_, const void *A_, const uint16_t *W, const int32_t *off
 #pragma unroll
                 for (int mi = 0; mi < 2; mi++)
 #pragma unroll
-                    for (int nj = 0; nj < 4; nj++) {
+                    for (int nj = 0; nj < MMA_WARP_NJ; nj++) {
                         if (half == 0)
                             mma_bf16_16816(acc[mi][nj], a_frag[mi], b_frag[nj]);
                         else
@@ -250,7 +252,7 @@ moe_mma_kernel(void *out_, const void *A_, const uint16_t *W, const int32_t *off
 #pragma unroll
     for (int mi = 0; mi < 2; mi++)
 #pragma unroll
-        for (int nj = 0; nj < 4; nj++) {
+        for (int nj = 0; nj < MMA_WARP_NJ; nj++) {
             const int n = n0 + warp_n * MMA_WARP_N + nj * 8 + 2 * tig;
             if (n >= N)
                 continue;

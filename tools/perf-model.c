@@ -130,14 +130,13 @@ int main(int argc, char **argv)
     const moire_perf_device *d = perf_h100_sxm();
     if (markdown) {
         printf("| model | res | batch | launches | today, eager | today, one graph | + flash "
-               "attention *(expected)* | + bf16 activations *(expected)* | + 128-wide expert tiles "
-               "*(expected)* | measured |\n");
-        printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+               "attention *(expected)* | + bf16 activations *(expected)* | measured |\n");
+        printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
         printf("predicted ms per CFG step on the %s (engine/models/perf_model.c); measured from %s\n",
                d->name, measured ? measured : "(none)");
-        printf("%-14s %5s %5s %8s %9s %9s %9s %9s %9s %9s\n", "model", "res", "batch",
-               "launches", "eager", "graph", "+flash", "+bf16act", "+wide", "measured");
+        printf("%-14s %5s %5s %8s %9s %9s %9s %9s %9s\n", "model", "res", "batch",
+               "launches", "eager", "graph", "+flash", "+bf16act", "measured");
     }
     for (size_t i = 0; i < sizeof table_rows / sizeof *table_rows; i++) {
         const row_spec *rs = &table_rows[i];
@@ -148,8 +147,6 @@ int main(int argc, char **argv)
         const moire_perf_step flash = predict(s, NULL, NULL);
         s.bf16_activations = true;
         const moire_perf_step act16 = predict(s, NULL, NULL);
-        s.expert_tile_n = 128;
-        const moire_perf_step wide = predict(s, NULL, NULL);
         const double ms = measured_ms(measured, rs->geometry, rs->resolution, rs->batch);
         char label[32], meas[32];
         snprintf(label, sizeof label, "%s-%dE%dA", g->name, g->experts, g->top_k);
@@ -158,15 +155,13 @@ int main(int argc, char **argv)
         else
             snprintf(meas, sizeof meas, markdown ? "" : "-");
         if (markdown)
-            printf("| %s | %d² | %d | %lld | %.2f | %.2f | %.2f | %.2f | %.2f | %s |\n", label,
+            printf("| %s | %d² | %d | %lld | %.2f | %.2f | %.2f | %.2f | %s |\n", label,
                    rs->resolution, rs->batch, (long long)today.launches, today.eager_s * 1e3,
-                   today.graph_s * 1e3, flash.graph_s * 1e3, act16.graph_s * 1e3,
-                   wide.graph_s * 1e3, meas);
+                   today.graph_s * 1e3, flash.graph_s * 1e3, act16.graph_s * 1e3, meas);
         else
-            printf("%-14s %5d %5d %8lld %9.2f %9.2f %9.2f %9.2f %9.2f %9s\n", label,
+            printf("%-14s %5d %5d %8lld %9.2f %9.2f %9.2f %9.2f %9s\n", label,
                    rs->resolution, rs->batch, (long long)today.launches, today.eager_s * 1e3,
-                   today.graph_s * 1e3, flash.graph_s * 1e3, act16.graph_s * 1e3,
-                   wide.graph_s * 1e3, meas);
+                   today.graph_s * 1e3, flash.graph_s * 1e3, act16.graph_s * 1e3, meas);
     }
     return 0;
 }

@@ -179,7 +179,8 @@ static double expert_rows(double P, int E, int e)
 }
 
 #define MMA_BM 128
-#define MMA_BN 64
+#define MMA_BN 128
+#define MMA_WARPS 8
 
 /* One moe_mma_kernel launch (kernels/moe_mma.cu), grouped (E experts, P pairs from
  * mk_moe_route) or dense (E = 1, offsets NULL, P rows). K, N as in the kernel (gate‖up:
@@ -189,8 +190,8 @@ static void moe_mma(builder *b, const moire_perf_shape *s, const char *op, const
                     double K, double N, double a_elem, double out_elem)
 {
     moire_perf_kernel *r = add(b, op, kernel, MOIRE_PERF_MMA, launches);
-    r->expected = expected || s->expert_tile_n > 0;
-    const double grid_x = ceil_div(N, s->expert_tile_n > 0 ? s->expert_tile_n : MMA_BN);
+    r->expected = expected;
+    const double grid_x = ceil_div(N, MMA_BN);
     double tiles = 0; /* 128-row tiles that do work */
     for (int e = 0; e < (grouped ? E : 1); e++)
         tiles += ceil_div(grouped ? expert_rows(P, E, e) : P, MMA_BM);
@@ -198,15 +199,16 @@ static void moe_mma(builder *b, const moire_perf_shape *s, const char *op, const
     double read = 0;
     if (grouped) {
         /* the grid: min(max_tiles, ⌊(max_tiles + E) / 2⌋), max_tiles = ⌈P/64⌉ + E; every
-           block's warp 0 scans offsets[x], offsets[x + 1] for the experts (E ≤ 32 here) */
+           block's 8 warps each scan offsets[x], offsets[x + 1] for the experts (E ≤ 32
+           here), so that the tile lookup needs no shared memory */
         const double max_tiles = ceil_div(P, 64) + E;
         const double half = (double)(((int64_t)max_tiles + E) / 2);
         const double grid_y = max_tiles < half ? max_tiles : half;
-        read += grid_x * grid_y * 8.0 * E;
+        read += grid_x * grid_y * MMA_WARPS * 8.0 * E;
         if (dual)
             read += grid_x * P * 4; /* sorted_token, one int per row per block */
     }
-    read += grid_x * P * K * a_elem;   /* A rows, once per N-tile               */
+    read += grid_x * P * K * a_elem;   /* A rows, once per 128-column N-tile    */
     read += tiles * w_rows * K * 2;    /* the weights, once per 128-row M-tile  */
     r->bytes_read = read;
     r->bytes_written = P * N * out_elem;

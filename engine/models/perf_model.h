@@ -36,7 +36,6 @@ typedef struct moire_perf_shape {
     bool flash_attention; /* tensor-core flash attention instead of attention_small_kernel */
     bool bf16_activations; /* h handed to the experts and to cuBLASLt in bf16: no f32→bf16
                               passes, the gate‖up A operand in bf16 (moe_mma A_BF16)      */
-    int expert_tile_n; /* output columns per moe_mma block: 0 = today's 64; 128 expected  */
 } moire_perf_shape;
 
 /* One row of the step: a kernel, how often it runs, and what one step of it costs. */

@@ -951,10 +951,12 @@ static void test_moe_mma_traffic(void)
                              max_tiles, 0));
     CUDA_CHECK(cudaDeviceSynchronize());
     const uint64_t weights = (uint64_t)E * 2 * F * D * 2;
-    const uint64_t a_rows = (uint64_t)P * D * 4 * ((F + 63) / 64); /* A once per N-tile */
-    /* dispatch reads per block: offsets (2 per expert by warp 0) and 128 sorted_token */
-    const uint64_t blocks = (uint64_t)((F + 63) / 64) * ((max_tiles + E) / 2);
-    const uint64_t index = blocks * (2 * E * 4 + 128 * 4);
+    /* A once per 128-column N-tile: F = 128 is one N-tile, so h is read exactly once */
+    const uint64_t a_rows = (uint64_t)P * D * 4 * ((F + 127) / 128);
+    /* dispatch reads per block: offsets (2 per expert by each of the 8 warps) and 128
+     * sorted_token */
+    const uint64_t blocks = (uint64_t)((F + 127) / 128) * ((max_tiles + E) / 2);
+    const uint64_t index = blocks * (8 * 2 * E * 4 + 128 * 4);
     const uint64_t mma = emu_bytes_read("moe_mma_kernel<true, false, false>");
     const uint64_t simt = emu_bytes_read("grouped_gemm_kernel<unsigned short, true>");
     CHECK(mma >= weights + a_rows && mma <= weights + a_rows + index,
@@ -1364,7 +1366,8 @@ int main(void)
     const bool only_flash = only && strcmp(only, "flash") == 0; /* the attention cases */
 
     /* tensor cores (mma.cuh, moe_mma.cu): fragment layouts, then the MoE GEMMs on awkward
-     * shapes — F not a multiple of the 64-column tile, K (D for gate_up, F for down) not a
+     * shapes — F not a multiple of the 128-column tile (F 200: a second N-tile with 72
+     * columns, D 136: a down N-tile of 8 columns), K (D for gate_up, F for down) not a
      * multiple of 32, hidden 1152 and 1408, experts with 0 / 1 / all tokens, one expert with
      * 520 rows (5 M-tiles), 1040 (token, expert) pairs, the dense (shared expert) form */
     test_mma_fragments(1);
@@ -1377,6 +1380,7 @@ int main(void)
         test_moe_mma(20, 2, 3, 1152, 40, MOE_RANDOM, false);
         test_moe_mma(30, 2, 4, 1408, 104, MOE_EDGES, false);
         test_moe_mma(150, 1, 1, 64, 48, MOE_RANDOM, true);
+        test_moe_mma(60, 2, 4, 136, 200, MOE_EDGES, false);
         if (!quick)
             test_moe_mma(256, 2, 8, 1152, 128, MOE_RANDOM, false);
 #ifdef MOIRE_CUDA_EMU
