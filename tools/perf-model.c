@@ -84,16 +84,16 @@ static void print_kernels(const char *spec)
         exit(2);
     }
     const moire_perf_device *d = perf_h100_sxm();
-    for (int flash = 0; flash < 2; flash++) {
+    for (int act16 = 0; act16 < 2; act16++) {
         moire_perf_shape s = perf_shape_for_bench(g, resolution, batch);
-        s.flash_attention = flash;
+        s.bf16_activations = act16;
         moire_perf_kernel rows[MAX_ROWS];
         int n;
         moire_perf_step step = predict(s, rows, &n);
         printf("%s-%dE%dA %d², %d images per forward (CFG), bf16 weights%s: %lld launches, %.2f ms device, "
                "%.2f ms eager, %.2f ms as one graph; %.2f GB HBM, %.3f TFLOP\n",
                g->name, g->experts, g->top_k, resolution, s.images,
-               flash ? ", flash attention (expected)" : "", (long long)step.launches,
+               act16 ? ", bf16 activations (expected)" : "", (long long)step.launches,
                step.device_s * 1e3, step.eager_s * 1e3, step.graph_s * 1e3, step.hbm_bytes / 1e9,
                step.flops / 1e12);
         printf("  %-38s %-36s %6s %10s %10s %9s %9s\n", "op", "kernel", "launch", "MB issued",
@@ -129,22 +129,20 @@ int main(int argc, char **argv)
     }
     const moire_perf_device *d = perf_h100_sxm();
     if (markdown) {
-        printf("| model | res | batch | launches | today, eager | today, one graph | + flash "
-               "attention *(expected)* | + bf16 activations *(expected)* | measured |\n");
-        printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        printf("| model | res | batch | launches | today, eager | today, one graph | + bf16 "
+               "activations *(expected)* | measured |\n");
+        printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
         printf("predicted ms per CFG step on the %s (engine/models/perf_model.c); measured from %s\n",
                d->name, measured ? measured : "(none)");
-        printf("%-14s %5s %5s %8s %9s %9s %9s %9s %9s\n", "model", "res", "batch",
-               "launches", "eager", "graph", "+flash", "+bf16act", "measured");
+        printf("%-14s %5s %5s %8s %9s %9s %9s %9s\n", "model", "res", "batch",
+               "launches", "eager", "graph", "+bf16act", "measured");
     }
     for (size_t i = 0; i < sizeof table_rows / sizeof *table_rows; i++) {
         const row_spec *rs = &table_rows[i];
         const moire_bench_geometry *g = moire_bench_geometry_find(rs->geometry);
         moire_perf_shape s = perf_shape_for_bench(g, rs->resolution, rs->batch);
         const moire_perf_step today = predict(s, NULL, NULL);
-        s.flash_attention = true;
-        const moire_perf_step flash = predict(s, NULL, NULL);
         s.bf16_activations = true;
         const moire_perf_step act16 = predict(s, NULL, NULL);
         const double ms = measured_ms(measured, rs->geometry, rs->resolution, rs->batch);
@@ -155,13 +153,13 @@ int main(int argc, char **argv)
         else
             snprintf(meas, sizeof meas, markdown ? "" : "-");
         if (markdown)
-            printf("| %s | %d² | %d | %lld | %.2f | %.2f | %.2f | %.2f | %s |\n", label,
+            printf("| %s | %d² | %d | %lld | %.2f | %.2f | %.2f | %s |\n", label,
                    rs->resolution, rs->batch, (long long)today.launches, today.eager_s * 1e3,
-                   today.graph_s * 1e3, flash.graph_s * 1e3, act16.graph_s * 1e3, meas);
+                   today.graph_s * 1e3, act16.graph_s * 1e3, meas);
         else
-            printf("%-14s %5d %5d %8lld %9.2f %9.2f %9.2f %9.2f %9s\n", label,
+            printf("%-14s %5d %5d %8lld %9.2f %9.2f %9.2f %9s\n", label,
                    rs->resolution, rs->batch, (long long)today.launches, today.eager_s * 1e3,
-                   today.graph_s * 1e3, flash.graph_s * 1e3, act16.graph_s * 1e3, meas);
+                   today.graph_s * 1e3, act16.graph_s * 1e3, meas);
     }
     return 0;
 }

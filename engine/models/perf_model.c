@@ -242,8 +242,8 @@ static void attention_simt(builder *b, const moire_perf_shape *s, int64_t launch
     per_step(r);
 }
 
-/* Expected: the tensor-core flash attention of the `flash` helper (branch flash, commit
- * a0fa87e, kernels/attention_mma.cu; not merged when this was written), two launches:
+/* The tensor-core flash attention (kernels/attention_mma.cu), which ops_cuda.c runs with bf16
+ * weights for head sizes up to 128; two launches:
  *  - attention_pack_kernel: each (token, head) row of q, k and v read once (q and k
  *    LayerNormed here, reading the norm weights again per row), written as bf16 [n, H, T, HP],
  *    HP = hd rounded up to 16;
@@ -255,9 +255,8 @@ static void attention_flash(builder *b, const moire_perf_shape *s, int64_t launc
     const double n = s->images, T = s->tokens, H = s->heads, hd = s->hidden / s->heads;
     const double in = s->bf16_activations ? 2 : 4;
     const double HP = ceil_div(hd, 16) * 16, norm = s->qk_norm ? 2 : 0;
-    moire_perf_kernel *r = add(b, "block: attention pack (expected)", "attention_pack_kernel",
+    moire_perf_kernel *r = add(b, "block: attention pack", "attention_pack_kernel",
                                MOIRE_PERF_SIMT, launches);
-    r->expected = true;
     r->bytes_read = n * T * H * (3 * hd * in + norm * 2 * hd * 4);
     r->bytes_written = 3 * n * T * H * HP * 2;
     r->hbm_bytes = n * T * H * 3 * hd * in + r->bytes_written;
@@ -266,8 +265,7 @@ static void attention_flash(builder *b, const moire_perf_shape *s, int64_t launc
 
     static char name[48];
     snprintf(name, sizeof name, "flash_attention_kernel<%d>", (int)HP);
-    r = add(b, "block: attention flash (expected)", name, MOIRE_PERF_MMA, launches);
-    r->expected = true;
+    r = add(b, "block: attention flash", name, MOIRE_PERF_MMA, launches);
     const double q_blocks = ceil_div(T, 64);
     r->bytes_read = n * H * (T * HP * 2 + q_blocks * T * HP * 2 * 2);
     r->bytes_written = n * T * H * hd * 4;
@@ -311,7 +309,7 @@ int perf_step_kernels(const moire_perf_shape *s, moire_perf_kernel *rows, int ca
     linear(&b, s, "block: adaLN linear", L, n, D, 6 * D);
     layernorm_modulate(&b, "block: LN·modulate (×2)", 2 * L, n, N, D);
     linear(&b, s, "block: qkv linear", L, N, D, 3 * D);
-    if (s->flash_attention)
+    if (s->bf16 && s->hidden / s->heads <= 128) /* ops_cuda.c's choice (cuda_attention) */
         attention_flash(&b, s, L);
     else
         attention_simt(&b, s, L);

@@ -33,7 +33,6 @@ typedef struct moire_perf_shape {
     bool qk_norm;                     /* XL/G layout: per-head LayerNorm of q and k      */
     bool bf16;                        /* bf16 GEMM weights (MOIRE_CUDA_PRECISION=bf16)   */
     /* Expected kernels, not written yet (rows marked `expected`): */
-    bool flash_attention; /* tensor-core flash attention instead of attention_small_kernel */
     bool bf16_activations; /* h handed to the experts and to cuBLASLt in bf16: no f32→bf16
                               passes, the gate‖up A operand in bf16 (moe_mma A_BF16)      */
 } moire_perf_shape;
