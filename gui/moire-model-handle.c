@@ -1,4 +1,4 @@
-/* moire-model-handle.c — a reference-counted, immutable loaded model. */
+/* moire-model-handle.c — a reference-counted, immutable loaded model (a MoireFileHandle). */
 #define G_LOG_DOMAIN "moire-gui"
 
 #include "config.h"
@@ -11,14 +11,13 @@
 
 struct _MoireModelHandle
 {
-  GObject      parent_instance;
+  MoireFileHandle parent_instance;
 
-  char        *path;
   moire_model *model;
   GStrv        suggestions;
 };
 
-G_DEFINE_FINAL_TYPE (MoireModelHandle, moire_model_handle, G_TYPE_OBJECT)
+G_DEFINE_FINAL_TYPE (MoireModelHandle, moire_model_handle, MOIRE_TYPE_FILE_HANDLE)
 
 static void
 moire_model_handle_finalize (GObject *object)
@@ -27,19 +26,7 @@ moire_model_handle_finalize (GObject *object)
 
   g_clear_pointer (&self->model, moire_model_free);
   g_clear_pointer (&self->suggestions, g_strfreev);
-  g_free (self->path);
   G_OBJECT_CLASS (moire_model_handle_parent_class)->finalize (object);
-}
-
-static void
-moire_model_handle_class_init (MoireModelHandleClass *klass)
-{
-  G_OBJECT_CLASS (klass)->finalize = moire_model_handle_finalize;
-}
-
-static void
-moire_model_handle_init (MoireModelHandle *self)
-{
 }
 
 /* Phrases that the project's own text models were trained with after the subject ("red
@@ -98,42 +85,40 @@ collect_suggestions (const moire_model *model)
   return g_strv_builder_end (builder);
 }
 
+static gboolean
+moire_model_handle_load_file (MoireFileHandle  *handle,
+                              const char       *path,
+                              GError          **error)
+{
+  MoireModelHandle *self = MOIRE_MODEL_HANDLE (handle);
+  moire_status status = moire_model_load (path, &self->model);
+
+  if (status != MOIRE_OK)
+    {
+      g_propagate_error (error, moire_gui_error_from_status (status, NULL));
+      return FALSE;
+    }
+  self->suggestions = collect_suggestions (self->model);
+  return TRUE;
+}
+
+static void
+moire_model_handle_class_init (MoireModelHandleClass *klass)
+{
+  G_OBJECT_CLASS (klass)->finalize = moire_model_handle_finalize;
+  MOIRE_FILE_HANDLE_CLASS (klass)->load_file = moire_model_handle_load_file;
+}
+
+static void
+moire_model_handle_init (MoireModelHandle *self)
+{
+}
+
 MoireModelHandle *
 moire_model_handle_load (const char  *path,
                          GError     **error)
 {
-  moire_model *model = NULL;
-  moire_status status;
-  MoireModelHandle *self;
-
-  g_return_val_if_fail (path != NULL, NULL);
-
-  status = moire_model_load (path, &model);
-  if (status != MOIRE_OK)
-    {
-      g_propagate_error (error, moire_gui_error_from_status (status, NULL));
-      return NULL;
-    }
-  self = g_object_new (MOIRE_TYPE_MODEL_HANDLE, NULL);
-  self->path = g_strdup (path);
-  self->model = model;
-  self->suggestions = collect_suggestions (model);
-  return self;
-}
-
-static void
-load_thread (GTask        *task,
-             gpointer      source_object,
-             gpointer      task_data,
-             GCancellable *cancellable)
-{
-  GError *error = NULL;
-  MoireModelHandle *handle = moire_model_handle_load (task_data, &error);
-
-  if (handle == NULL)
-    g_task_return_error (task, error);
-  else
-    g_task_return_pointer (task, handle, g_object_unref);
+  return MOIRE_MODEL_HANDLE (moire_file_handle_load (MOIRE_TYPE_MODEL_HANDLE, path, error));
 }
 
 void
@@ -142,31 +127,20 @@ moire_model_handle_load_async (const char          *path,
                                GAsyncReadyCallback  callback,
                                gpointer             user_data)
 {
-  g_autoptr(GTask) task = NULL;
-
-  g_return_if_fail (path != NULL);
-
-  task = g_task_new (NULL, cancellable, callback, user_data);
-  g_task_set_source_tag (task, moire_model_handle_load_async);
-  g_task_set_task_data (task, g_strdup (path), g_free);
-  /* A result that nobody waits for any more is dropped instead of delivered. */
-  g_task_set_return_on_cancel (task, TRUE);
-  g_task_run_in_thread (task, load_thread);
+  moire_file_handle_load_async (MOIRE_TYPE_MODEL_HANDLE, path, cancellable, callback, user_data);
 }
 
 MoireModelHandle *
 moire_model_handle_load_finish (GAsyncResult  *result,
                                 GError       **error)
 {
-  g_return_val_if_fail (g_task_is_valid (result, NULL), NULL);
-  return g_task_propagate_pointer (G_TASK (result), error);
+  return (MoireModelHandle *) moire_file_handle_load_finish (result, error);
 }
 
 const char *
 moire_model_handle_get_path (MoireModelHandle *self)
 {
-  g_return_val_if_fail (MOIRE_IS_MODEL_HANDLE (self), NULL);
-  return self->path;
+  return moire_file_handle_get_path (MOIRE_FILE_HANDLE (self));
 }
 
 const char *

@@ -5,15 +5,17 @@
 
 #include <gio/gio.h>
 
+#include "moire-file-handle.h"
 #include "moire.h"
 
 G_BEGIN_DECLS
 
 #define MOIRE_TYPE_MODEL_HANDLE (moire_model_handle_get_type ())
 
-G_DECLARE_FINAL_TYPE (MoireModelHandle, moire_model_handle, MOIRE, MODEL_HANDLE, GObject)
+G_DECLARE_FINAL_TYPE (MoireModelHandle, moire_model_handle, MOIRE, MODEL_HANDLE, MoireFileHandle)
 
-/* Loads synchronously (blocks: call from a worker thread, or in tests). */
+/* Typed forms of moire_file_handle_load*() and _get_path().
+ * Loads synchronously (blocks: call from a worker thread, or in tests). */
 MoireModelHandle   *moire_model_handle_load          (const char           *path,
                                                       GError              **error);
 /* Loads on a worker thread; the callback runs on the calling thread's main context. */

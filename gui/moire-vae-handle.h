@@ -5,15 +5,17 @@
 
 #include <gio/gio.h>
 
+#include "moire-file-handle.h"
 #include "moire.h"
 
 G_BEGIN_DECLS
 
 #define MOIRE_TYPE_VAE_HANDLE (moire_vae_handle_get_type ())
 
-G_DECLARE_FINAL_TYPE (MoireVaeHandle, moire_vae_handle, MOIRE, VAE_HANDLE, GObject)
+G_DECLARE_FINAL_TYPE (MoireVaeHandle, moire_vae_handle, MOIRE, VAE_HANDLE, MoireFileHandle)
 
-/* Loads synchronously (blocks: call from a worker thread, or in tests). */
+/* Typed forms of moire_file_handle_load*() and _get_path().
+ * Loads synchronously (blocks: call from a worker thread, or in tests). */
 MoireVaeHandle  *moire_vae_handle_load         (const char           *path,
                                                 GError              **error);
 /* Loads on a worker thread; the callback runs on the calling thread's main context. */
