@@ -354,18 +354,11 @@ void
 moire_generation_panel_bind_gsettings (MoireGenerationPanel *self,
                                        GSettings            *settings)
 {
-  g_auto(GStrv) recent = NULL;
-
   g_return_if_fail (MOIRE_IS_GENERATION_PANEL (self));
   g_return_if_fail (G_IS_SETTINGS (settings));
 
   g_set_object (&self->gsettings, settings);
-  recent = g_settings_get_strv (settings, "recent-models");
-  self->updating_model_dropdown = TRUE;
-  gtk_string_list_splice (self->recent_models, 0,
-                          g_list_model_get_n_items (G_LIST_MODEL (self->recent_models)),
-                          (const char * const *) recent);
-  self->updating_model_dropdown = FALSE;
+  moire_model_chooser_bind_gsettings (self->model_chooser, settings);
   g_settings_bind (settings, "live-preview", self, "live-preview", G_SETTINGS_BIND_DEFAULT);
   g_settings_bind (settings, "preview-interval", self, "preview-interval", G_SETTINGS_BIND_DEFAULT);
   g_settings_bind (settings, "dmcmc-stream", self, "stream", G_SETTINGS_BIND_DEFAULT);

@@ -10,6 +10,7 @@
 #include "moire-generation-panel.h"
 #include "moire-gui-util.h"
 #include "moire-job.h"
+#include "moire-model-chooser.h"
 #include "moire-seed.h"
 
 #define THUMBNAIL_SIZE 96
@@ -23,7 +24,6 @@ struct _MoireGenerationPanel
   MoireGenSettings     *settings;
   MoireHistory         *history;
   GSettings            *gsettings;
-  GtkStringList        *recent_models;
   GtkStringList        *sampler_labels;
   GtkEntryCompletion   *prompt_completion;
   GtkEntryCompletion   *negative_completion;
@@ -36,7 +36,6 @@ struct _MoireGenerationPanel
   GCancellable         *vae_cancellable;
   GCancellable         *model_cancellable;
   gboolean              apply_defaults_on_load;
-  gboolean              updating_model_dropdown;
 
   MoireJob             *job;
   GQueue                queue;             /* MoireJob waiting to run, oldest first */
@@ -72,7 +71,7 @@ struct _MoireGenerationPanel
   GtkEntry             *prompt_entry;
   GtkLabel             *prompt_hint;
   GtkEntry             *negative_entry;
-  GtkDropDown          *model_dropdown;
+  MoireModelChooser    *model_chooser;
   GtkLabel             *model_info;
   GtkWidget            *vae_box;
   GtkLabel             *vae_label;

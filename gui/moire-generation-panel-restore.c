@@ -12,26 +12,6 @@
 
 /* --- restore from a PNG -------------------------------------------------------------------- */
 
-static char *
-find_recent_model (MoireGenerationPanel *self,
-                   const char           *model_name)
-{
-  guint n = g_list_model_get_n_items (G_LIST_MODEL (self->recent_models));
-
-  for (guint i = 0; model_name != NULL && i < n; i++)
-    {
-      const char *path = gtk_string_list_get_string (self->recent_models, i);
-      g_autofree char *base = g_path_get_basename (path);
-      char *dot = strrchr (base, '.');
-
-      if (dot != NULL)
-        *dot = '\0';
-      if (g_strcmp0 (base, model_name) == 0)
-        return g_strdup (path);
-    }
-  return NULL;
-}
-
 gboolean
 moire_generation_panel_add_history_file (MoireGenerationPanel  *self,
                                          const char            *path,
@@ -124,7 +104,7 @@ moire_generation_panel_restore_from_file (MoireGenerationPanel  *self,
   moire_gen_settings_apply_parameters (self->settings, &parameters, &model_name, &partial);
   /* The DMCMC settings come from the "moire" JSON (the A1111 text only summarises them). */
   moire_gen_settings_apply_settings_json (self->settings, json, partial == NULL ? &partial : NULL);
-  model_path = find_recent_model (self, model_name);
+  model_path = moire_model_chooser_find_recent (self->model_chooser, model_name);
   if (model_path != NULL)
     moire_generation_panel_set_model_path (self, model_path, FALSE);
 

@@ -95,33 +95,6 @@ moire_generation_panel_show_error_with_action (MoireGenerationPanel *self,
 /* --- model --------------------------------------------------------------------------------- */
 
 static void
-add_recent_model (MoireGenerationPanel *self,
-                  const char           *path)
-{
-  g_autoptr(GStrvBuilder) builder = g_strv_builder_new ();
-  g_auto(GStrv) recent = NULL;
-  guint n = g_list_model_get_n_items (G_LIST_MODEL (self->recent_models));
-
-  g_strv_builder_add (builder, path);
-  for (guint i = 0; i < n && i < 9; i++)
-    {
-      const char *other = gtk_string_list_get_string (self->recent_models, i);
-
-      if (g_strcmp0 (other, path) != 0)
-        g_strv_builder_add (builder, other);
-    }
-  recent = g_strv_builder_end (builder);
-
-  self->updating_model_dropdown = TRUE;
-  gtk_string_list_splice (self->recent_models, 0, n, (const char * const *) recent);
-  gtk_drop_down_set_selected (self->model_dropdown, 0);
-  self->updating_model_dropdown = FALSE;
-
-  if (self->gsettings != NULL)
-    g_settings_set_strv (self->gsettings, "recent-models", (const char * const *) recent);
-}
-
-static void
 update_completion (MoireGenerationPanel *self)
 {
   const char * const *words = NULL;
@@ -198,7 +171,7 @@ model_loaded (GObject      *source,
       description = moire_model_handle_describe (handle);
       gtk_label_set_text (self->model_info, description);
       gtk_widget_set_tooltip_text (GTK_WIDGET (self->model_info), moire_model_handle_get_path (handle));
-      add_recent_model (self, moire_model_handle_get_path (handle));
+      moire_model_chooser_add_recent (self->model_chooser, moire_model_handle_get_path (handle));
       /* Refresh the "Default (…)" texts of the spin buttons. */
       gtk_spin_button_update (self->steps_spin);
       gtk_spin_button_update (self->cfg_spin);
@@ -251,25 +224,13 @@ moire_generation_panel_set_model_path (MoireGenerationPanel *self,
     moire_gen_settings_set_model_path (self->settings, path);
 }
 
+/* The user picked a recent model in the chooser. */
 static void
-on_model_dropdown_selected (MoireGenerationPanel *self)
+on_model_selected (MoireGenerationPanel *self,
+                   const char           *path)
 {
-  guint selected = gtk_drop_down_get_selected (self->model_dropdown);
-  const char *path;
-
-  if (self->updating_model_dropdown || selected == GTK_INVALID_LIST_POSITION)
-    return;
-  path = gtk_string_list_get_string (self->recent_models, selected);
-  if (path != NULL && g_strcmp0 (path, moire_gen_settings_get_model_path (self->settings)) != 0)
+  if (g_strcmp0 (path, moire_gen_settings_get_model_path (self->settings)) != 0)
     moire_generation_panel_set_model_path (self, path, TRUE);
-}
-
-static char *
-model_display_name (GtkStringObject *item)
-{
-  const char *path = item != NULL ? gtk_string_object_get_string (item) : NULL;
-
-  return path != NULL ? g_path_get_basename (path) : g_strdup ("");
 }
 
 /* --- VAE (latent models) -------------------------------------------------------------------- */
@@ -460,7 +421,6 @@ moire_generation_panel_finalize (GObject *object)
 
   g_clear_object (&self->settings);
   g_clear_object (&self->history);
-  g_clear_object (&self->recent_models);
   g_clear_object (&self->sampler_labels);
   g_clear_object (&self->suggestions);
   g_clear_pointer (&self->rand, g_rand_free);
@@ -610,6 +570,7 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
     g_signal_new ("paused", G_TYPE_FROM_CLASS (klass), G_SIGNAL_RUN_LAST, 0,
                   NULL, NULL, NULL, G_TYPE_NONE, 1, G_TYPE_INT);
 
+  g_type_ensure (MOIRE_TYPE_MODEL_CHOOSER);
   gtk_widget_class_set_template_from_resource (widget_class, "/io/github/moire/gui/moire-generation-panel.ui");
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, banner_revealer);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, banner);
@@ -618,7 +579,7 @@ moire_generation_panel_class_init (MoireGenerationPanelClass *klass)
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, banner_button);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, prompt_entry);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, negative_entry);
-  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, model_dropdown);
+  gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, model_chooser);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, model_info);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, sampler_dropdown);
   gtk_widget_class_bind_template_child (widget_class, MoireGenerationPanel, schedule_dropdown);
@@ -776,12 +737,10 @@ static void
 moire_generation_panel_init (MoireGenerationPanel *self)
 {
   g_autoptr(GtkListItemFactory) factory = NULL;
-  g_autoptr(GtkExpression) model_name = NULL;
   GtkSingleSelection *selection;
 
   self->settings = moire_gen_settings_new ();
   self->history = moire_history_new (200);
-  self->recent_models = gtk_string_list_new (NULL);
   self->suggestions = gtk_list_store_new (1, G_TYPE_STRING);
   self->rand = g_rand_new ();
   self->warnings_shown = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
@@ -809,13 +768,8 @@ moire_generation_panel_init (MoireGenerationPanel *self)
     gtk_drop_down_set_model (self->schedule_dropdown, G_LIST_MODEL (schedules));
   }
 
-  /* Recent models, shown by file name. */
-  model_name = gtk_cclosure_expression_new (G_TYPE_STRING, NULL, 0, NULL,
-                                            G_CALLBACK (model_display_name), NULL, NULL);
-  gtk_drop_down_set_expression (self->model_dropdown, model_name);
-  gtk_drop_down_set_model (self->model_dropdown, G_LIST_MODEL (self->recent_models));
-  g_signal_connect_swapped (self->model_dropdown, "notify::selected",
-                            G_CALLBACK (on_model_dropdown_selected), self);
+  g_signal_connect_swapped (self->model_chooser, "model-selected",
+                            G_CALLBACK (on_model_selected), self);
 
   /* Settings ↔ widgets */
   g_object_bind_property (self->settings, "prompt", self->prompt_entry, "text",
