@@ -20,8 +20,10 @@ struct _MoireGenSettings
   char          *model_path;
   char          *prompt;
   char          *negative_prompt;
-  char          *sampler;   /* engine name, "default" = the model's */
-  char          *schedule;  /* engine name, "default"                */
+  /* Sampler and schedule as the engine's enums: names (GSettings, the A1111 text, the
+   * "moire" JSON) are converted at those edges only, in the setters and getters below. */
+  moire_sampler  sampler;   /* MOIRE_SAMPLER_DEFAULT = the model's   */
+  moire_schedule schedule;  /* MOIRE_SCHEDULE_DEFAULT = the model's  */
   int            steps;     /* 0 = model default                     */
   double         cfg_scale; /* 0 = model default                     */
   guint64        seed;
@@ -106,8 +108,6 @@ moire_gen_settings_finalize (GObject *object)
   g_free (self->model_path);
   g_free (self->prompt);
   g_free (self->negative_prompt);
-  g_free (self->sampler);
-  g_free (self->schedule);
   G_OBJECT_CLASS (moire_gen_settings_parent_class)->finalize (object);
 }
 
@@ -124,8 +124,8 @@ moire_gen_settings_get_property (GObject    *object,
     case PROP_MODEL_PATH: g_value_set_string (value, self->model_path); break;
     case PROP_PROMPT: g_value_set_string (value, self->prompt); break;
     case PROP_NEGATIVE_PROMPT: g_value_set_string (value, self->negative_prompt); break;
-    case PROP_SAMPLER: g_value_set_string (value, self->sampler); break;
-    case PROP_SCHEDULE: g_value_set_string (value, self->schedule); break;
+    case PROP_SAMPLER: g_value_set_string (value, moire_gen_settings_get_sampler (self)); break;
+    case PROP_SCHEDULE: g_value_set_string (value, moire_gen_settings_get_schedule (self)); break;
     case PROP_STEPS: g_value_set_int (value, self->steps); break;
     case PROP_CFG_SCALE: g_value_set_double (value, self->cfg_scale); break;
     case PROP_SEED: g_value_set_uint64 (value, self->seed); break;
@@ -228,8 +228,8 @@ moire_gen_settings_init (MoireGenSettings *self)
   self->model_path = g_strdup ("");
   self->prompt = g_strdup ("");
   self->negative_prompt = g_strdup ("");
-  self->sampler = g_strdup ("default");
-  self->schedule = g_strdup ("default");
+  self->sampler = MOIRE_SAMPLER_DEFAULT;
+  self->schedule = MOIRE_SCHEDULE_DEFAULT;
   self->seed = 42;
   self->seed_mode = MOIRE_SEED_MODE_RANDOM;
   self->batch_count = 1;
@@ -254,8 +254,8 @@ moire_gen_settings_assign (MoireGenSettings *self,
   moire_gen_settings_set_model_path (self, src->model_path);
   moire_gen_settings_set_prompt (self, src->prompt);
   moire_gen_settings_set_negative_prompt (self, src->negative_prompt);
-  moire_gen_settings_set_sampler (self, src->sampler);
-  moire_gen_settings_set_schedule (self, src->schedule);
+  moire_gen_settings_set_sampler_id (self, src->sampler);
+  moire_gen_settings_set_schedule_id (self, src->schedule);
   moire_gen_settings_set_steps (self, src->steps);
   moire_gen_settings_set_cfg_scale (self, src->cfg_scale);
   moire_gen_settings_set_seed (self, src->seed);
@@ -330,7 +330,26 @@ const char *
 moire_gen_settings_get_sampler (MoireGenSettings *self)
 {
   g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), NULL);
+  return moire_gen_settings_sampler_at ((guint) self->sampler);
+}
+
+moire_sampler
+moire_gen_settings_get_sampler_id (MoireGenSettings *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), MOIRE_SAMPLER_DEFAULT);
   return self->sampler;
+}
+
+void
+moire_gen_settings_set_sampler_id (MoireGenSettings *self,
+                                   moire_sampler     sampler)
+{
+  g_return_if_fail (MOIRE_IS_GEN_SETTINGS (self));
+  g_return_if_fail ((guint) sampler < MOIRE_SAMPLER_COUNT_);
+  if (self->sampler == sampler)
+    return;
+  self->sampler = sampler;
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_SAMPLER]);
 }
 
 gboolean
@@ -344,7 +363,7 @@ moire_gen_settings_set_sampler (MoireGenSettings *self,
     name = "default";
   if (moire_sampler_from_name (name, &sampler) != MOIRE_OK)
     return FALSE;
-  set_string (self, &self->sampler, moire_sampler_name (sampler), PROP_SAMPLER);
+  moire_gen_settings_set_sampler_id (self, sampler);
   return TRUE;
 }
 
@@ -352,7 +371,26 @@ const char *
 moire_gen_settings_get_schedule (MoireGenSettings *self)
 {
   g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), NULL);
+  return moire_gen_settings_schedule_at ((guint) self->schedule);
+}
+
+moire_schedule
+moire_gen_settings_get_schedule_id (MoireGenSettings *self)
+{
+  g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), MOIRE_SCHEDULE_DEFAULT);
   return self->schedule;
+}
+
+void
+moire_gen_settings_set_schedule_id (MoireGenSettings *self,
+                                    moire_schedule    schedule)
+{
+  g_return_if_fail (MOIRE_IS_GEN_SETTINGS (self));
+  g_return_if_fail ((guint) schedule < MOIRE_SCHEDULE_COUNT_);
+  if (self->schedule == schedule)
+    return;
+  self->schedule = schedule;
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_SCHEDULE]);
 }
 
 gboolean
@@ -366,7 +404,7 @@ moire_gen_settings_set_schedule (MoireGenSettings *self,
     name = "default";
   if (moire_schedule_from_name (name, &schedule) != MOIRE_OK)
     return FALSE;
-  set_string (self, &self->schedule, moire_gen_settings_schedule_at (schedule), PROP_SCHEDULE);
+  moire_gen_settings_set_schedule_id (self, schedule);
   return TRUE;
 }
 
@@ -529,7 +567,7 @@ gboolean
 moire_gen_settings_get_dmcmc (MoireGenSettings *self)
 {
   g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), FALSE);
-  return g_strcmp0 (self->sampler, moire_sampler_name (MOIRE_SAMPLER_DMCMC)) == 0;
+  return self->sampler == MOIRE_SAMPLER_DMCMC;
 }
 
 double
@@ -658,12 +696,8 @@ moire_gen_settings_to_params (MoireGenSettings       *self,
   g_return_val_if_fail (MOIRE_IS_GEN_SETTINGS (self), FALSE);
   g_return_val_if_fail (params != NULL, FALSE);
 
-  if (moire_sampler_from_name (self->sampler, &p.sampler) != MOIRE_OK ||
-      moire_schedule_from_name (self->schedule, &p.schedule) != MOIRE_OK)
-    {
-      g_propagate_error (error, moire_gui_error_from_status (MOIRE_ERROR_INVALID_ARGUMENT, NULL));
-      return FALSE;
-    }
+  p.sampler = self->sampler;
+  p.schedule = self->schedule;
   p.prompt = self->prompt;
   p.class_id = -1;
   p.negative_prompt = self->negative_prompt;
@@ -864,8 +898,8 @@ moire_gen_settings_apply_model_defaults (MoireGenSettings  *self,
   g_object_freeze_notify (G_OBJECT (self));
   /* DMCMC is a mode the user switched on; it works with every model, so it stays on. */
   if (!moire_gen_settings_get_dmcmc (self))
-    moire_gen_settings_set_sampler (self, "default");
-  moire_gen_settings_set_schedule (self, "default");
+    moire_gen_settings_set_sampler_id (self, MOIRE_SAMPLER_DEFAULT);
+  moire_gen_settings_set_schedule_id (self, MOIRE_SCHEDULE_DEFAULT);
   moire_gen_settings_set_steps (self, steps);
   moire_gen_settings_set_cfg_scale (self, cfg);
   moire_gen_settings_set_size (self, size, size);

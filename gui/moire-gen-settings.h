@@ -5,8 +5,10 @@
  * here, away from any widget, so it is unit-tested without a display.
  *
  * Conventions: steps 0, cfg-scale 0, width/height 0 and sampler/schedule "default" mean
- * "the model's own value"; sampler and schedule hold the engine's names (moire_sampler_name),
- * so the lists grow with the engine.
+ * "the model's own value". Sampler and schedule are stored as the engine's enums (the _id
+ * accessors); their string forms (the "sampler"/"schedule" properties, GSettings, restoring
+ * from a PNG) are the engine's names (moire_sampler_name; the schedule's default is
+ * "default"), converted only there, so the lists grow with the engine.
  */
 #pragma once
 
@@ -48,9 +50,15 @@ const char       *moire_gen_settings_get_sampler        (MoireGenSettings       
  * Returns FALSE (and changes nothing) for an unknown sampler. */
 gboolean          moire_gen_settings_set_sampler        (MoireGenSettings        *self,
                                                          const char              *name);
+moire_sampler     moire_gen_settings_get_sampler_id     (MoireGenSettings        *self);
+void              moire_gen_settings_set_sampler_id     (MoireGenSettings        *self,
+                                                         moire_sampler            sampler);
 const char       *moire_gen_settings_get_schedule       (MoireGenSettings        *self);
 gboolean          moire_gen_settings_set_schedule       (MoireGenSettings        *self,
                                                          const char              *name);
+moire_schedule    moire_gen_settings_get_schedule_id    (MoireGenSettings        *self);
+void              moire_gen_settings_set_schedule_id    (MoireGenSettings        *self,
+                                                         moire_schedule           schedule);
 int               moire_gen_settings_get_steps          (MoireGenSettings        *self);
 void              moire_gen_settings_set_steps          (MoireGenSettings        *self,
                                                          int                      steps);
@@ -98,7 +106,8 @@ int               moire_gen_settings_get_dmcmc_nfe      (MoireGenSettings       
 
 /* Fills `params` for the engine with `seed` as the seed of image 0. Strings are borrowed from
  * `self` (keep it alive and unchanged while `params` is used: jobs use a copy). The init
- * image is left to the caller. Fails on an unknown sampler or schedule name. */
+ * image is left to the caller. Cannot fail today (the sampler and schedule are stored as
+ * enums, always valid); `error` stays for checks to come. */
 gboolean          moire_gen_settings_to_params          (MoireGenSettings        *self,
                                                          guint64                  seed,
                                                          moire_generate_params   *params,

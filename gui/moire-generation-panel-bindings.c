@@ -88,10 +88,7 @@ void
 panel_on_sampler_changed (MoireGenerationPanel *self)
 {
   if (!moire_gen_settings_get_dmcmc (self->settings))
-    {
-      g_free (self->sampler_before_dmcmc);
-      self->sampler_before_dmcmc = g_strdup (moire_gen_settings_get_sampler (self->settings));
-    }
+    self->sampler_before_dmcmc = moire_gen_settings_get_sampler_id (self->settings);
   panel_sync_dmcmc_widgets (self);
 }
 
@@ -102,11 +99,8 @@ panel_on_dmcmc_switch_active (MoireGenerationPanel *self)
 
   if (self->syncing_dmcmc || active == moire_gen_settings_get_dmcmc (self->settings))
     return;
-  if (active)
-    moire_gen_settings_set_sampler (self->settings, moire_sampler_name (MOIRE_SAMPLER_DMCMC));
-  else if (self->sampler_before_dmcmc == NULL ||
-           !moire_gen_settings_set_sampler (self->settings, self->sampler_before_dmcmc))
-    moire_gen_settings_set_sampler (self->settings, "default");
+  moire_gen_settings_set_sampler_id (self->settings,
+                                     active ? MOIRE_SAMPLER_DMCMC : self->sampler_before_dmcmc);
 }
 
 void

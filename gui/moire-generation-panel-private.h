@@ -57,7 +57,7 @@ struct _MoireGenerationPanel
   int                   stream_rounds;     /* test hook: 0 = until cancelled */
   int                   stream_round;      /* rounds of the running stream so far */
   int                   stream_nfe, stream_one_off;
-  char                 *sampler_before_dmcmc;
+  moire_sampler         sampler_before_dmcmc; /* zero-initialised: MOIRE_SAMPLER_DEFAULT */
   gboolean              syncing_dmcmc;
   gboolean              show_routing;
   GtkStringList        *integrator_names;

@@ -428,7 +428,6 @@ moire_generation_panel_finalize (GObject *object)
   g_clear_pointer (&self->init_image, moire_image_free);
   g_clear_pointer (&self->mask, moire_image_free);
   g_clear_object (&self->integrator_names);
-  g_free (self->sampler_before_dmcmc);
   G_OBJECT_CLASS (moire_generation_panel_parent_class)->finalize (object);
 }
 

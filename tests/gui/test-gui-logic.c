@@ -58,6 +58,20 @@ test_settings_to_params (void)
   g_assert_cmpstr (moire_gen_settings_get_sampler (s), ==, "dpm++2m");
   g_assert_true (moire_gen_settings_set_schedule (s, "Karras"));
   g_assert_cmpstr (moire_gen_settings_get_schedule (s), ==, "karras");
+  /* Stored as enums; the names (GSettings, PNG text) are the engine's, "default" kept. */
+  g_assert_cmpint (moire_gen_settings_get_sampler_id (s), ==, MOIRE_SAMPLER_DPMPP_2M);
+  g_assert_cmpint (moire_gen_settings_get_schedule_id (s), ==, MOIRE_SCHEDULE_KARRAS);
+  moire_gen_settings_set_schedule_id (s, MOIRE_SCHEDULE_DEFAULT);
+  g_assert_cmpstr (moire_gen_settings_get_schedule (s), ==, "default");
+  moire_gen_settings_set_schedule_id (s, MOIRE_SCHEDULE_UNIFORM);
+  g_assert_cmpstr (moire_gen_settings_get_schedule (s), ==, "uniform");
+  {
+    g_autofree char *through_property = NULL;
+
+    g_object_get (s, "schedule", &through_property, NULL);
+    g_assert_cmpstr (through_property, ==, "uniform");
+  }
+  g_assert_true (moire_gen_settings_set_schedule (s, "Karras"));
   moire_gen_settings_set_steps (s, 30);
   moire_gen_settings_set_cfg_scale (s, 5.5);
   moire_gen_settings_set_size (s, 128, 96);
