@@ -123,3 +123,27 @@ moire_file_handle_get_path (MoireFileHandle *self)
   priv = moire_file_handle_get_instance_private (self);
   return priv->path;
 }
+
+void
+moire_file_handle_cancel_load (GCancellable **pending)
+{
+  g_return_if_fail (pending != NULL);
+
+  if (*pending != NULL)
+    g_cancellable_cancel (*pending);
+  g_clear_object (pending);
+}
+
+void
+moire_file_handle_start_load (GType                 type,
+                              const char           *path,
+                              GCancellable        **pending,
+                              GAsyncReadyCallback   callback,
+                              gpointer              user_data)
+{
+  g_return_if_fail (pending != NULL);
+
+  moire_file_handle_cancel_load (pending);
+  *pending = g_cancellable_new ();
+  moire_file_handle_load_async (type, path, *pending, callback, user_data);
+}

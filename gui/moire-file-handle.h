@@ -40,4 +40,13 @@ MoireFileHandle *moire_file_handle_load_finish (GAsyncResult         *result,
 
 const char      *moire_file_handle_get_path    (MoireFileHandle      *self);
 
+/* The one pending load of a slot (the panel's model, its VAE): _cancel_load() cancels and
+ * clears *@pending; _start_load() does that, then loads @path with a new *@pending. */
+void             moire_file_handle_cancel_load (GCancellable        **pending);
+void             moire_file_handle_start_load  (GType                 type,
+                                                const char           *path,
+                                                GCancellable        **pending,
+                                                GAsyncReadyCallback   callback,
+                                                gpointer              user_data);
+
 G_END_DECLS

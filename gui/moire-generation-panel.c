@@ -188,11 +188,7 @@ on_model_path_changed (MoireGenerationPanel *self)
 {
   const char *path = moire_gen_settings_get_model_path (self->settings);
 
-  if (self->model_cancellable != NULL)
-    {
-      g_cancellable_cancel (self->model_cancellable);
-      g_clear_object (&self->model_cancellable);
-    }
+  moire_file_handle_cancel_load (&self->model_cancellable);
   if (self->model != NULL && g_strcmp0 (moire_model_handle_get_path (self->model), path) == 0)
     return;
   g_clear_object (&self->model);
@@ -205,8 +201,8 @@ on_model_path_changed (MoireGenerationPanel *self)
       return;
     }
   gtk_label_set_text (self->model_info, _("Loading…"));
-  self->model_cancellable = g_cancellable_new ();
-  moire_model_handle_load_async (path, self->model_cancellable, model_loaded, g_object_ref (self));
+  moire_file_handle_start_load (MOIRE_TYPE_MODEL_HANDLE, path, &self->model_cancellable,
+                                model_loaded, g_object_ref (self));
 }
 
 void
@@ -293,15 +289,11 @@ moire_generation_panel_set_vae_path (MoireGenerationPanel *self,
     return;
   g_free (self->vae_path);
   self->vae_path = g_strdup (path);
-  if (self->vae_cancellable != NULL)
-    g_cancellable_cancel (self->vae_cancellable);
-  g_clear_object (&self->vae_cancellable);
+  moire_file_handle_cancel_load (&self->vae_cancellable);
   g_clear_object (&self->vae);
   if (*path != '\0')
-    {
-      self->vae_cancellable = g_cancellable_new ();
-      moire_vae_handle_load_async (path, self->vae_cancellable, vae_loaded, g_object_ref (self));
-    }
+    moire_file_handle_start_load (MOIRE_TYPE_VAE_HANDLE, path, &self->vae_cancellable,
+                                  vae_loaded, g_object_ref (self));
   panel_update_vae_row (self);
   g_object_notify_by_pspec (G_OBJECT (self), panel_properties[PROP_VAE_PATH]);
 }
