@@ -14,7 +14,7 @@
  *    synchronising call. Staging is reused after each download (the stream is then idle) and
  *    grows only when a pass needs more; the blocks it outgrew are freed at that point.
  * Counters (allocations, synchronisations, bytes allocated and their peak) are kept for
- * moire_ops_cuda_stats and the tests.
+ * ops_cuda_stats and the tests.
  *
  * Errors. Every CUDA/cuBLAS call goes through CUDA_TRY/LT_TRY, which turn a failure into a
  * moire_status with the statement text; out of device memory is MOIRE_ERROR_OUT_OF_MEMORY
@@ -47,13 +47,13 @@ moire_status ops_cuda_fail(cudaError_t err, const char *what, const char *func)
     if (err == cudaErrorMemoryAllocation) {
         size_t free_bytes = 0, total = 0;
         cudaMemGetInfo(&free_bytes, &total);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "GPU out of memory (%s in %s; %.0f MB of %.0f MB free): use a smaller "
                           "size or batch, bf16 weights (MOIRE_CUDA_PRECISION=bf16), or "
                           "--device cpu",
                           what, func, free_bytes / 1e6, total / 1e6);
     }
-    return moire_fail(MOIRE_ERROR_BACKEND, "CUDA error %s (%s) in %s: %s", cudaGetErrorName(err),
+    return error_fail(MOIRE_ERROR_BACKEND, "CUDA error %s (%s) in %s: %s", cudaGetErrorName(err),
                       cudaGetErrorString(err), func, what);
 }
 
@@ -61,9 +61,9 @@ moire_status ops_cuda_fail(cudaError_t err, const char *what, const char *func)
 moire_status ops_cuda_lt_fail(cublasStatus_t st, const char *what, const char *func)
 {
     if (st == CUBLAS_STATUS_ALLOC_FAILED)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "GPU out of memory in cuBLASLt (%s in %s)",
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "GPU out of memory in cuBLASLt (%s in %s)",
                           what, func);
-    return moire_fail(MOIRE_ERROR_BACKEND, "cuBLASLt error %s in %s: %s",
+    return error_fail(MOIRE_ERROR_BACKEND, "cuBLASLt error %s in %s: %s",
                       cublasGetStatusString(st), func, what);
 }
 
@@ -83,7 +83,7 @@ static moire_status refuse_while_capturing(const cuda_backend *cb, const char *w
 {
     if (!cb->capturing)
         return MOIRE_OK;
-    return moire_fail(MOIRE_ERROR_BACKEND,
+    return error_fail(MOIRE_ERROR_BACKEND,
                       "%s while a sampling step is being recorded as a CUDA graph: the step "
                       "must not allocate, copy from the host or wait (an engine bug; "
                       "MOIRE_CUDA_GRAPH=0 runs steps without graphs)",
@@ -104,7 +104,7 @@ static moire_status device_alloc(cuda_backend *cb, void **ptr, size_t bytes, con
         *ptr = NULL;
         moire_status status = ops_cuda_fail(err, what, "cudaMalloc");
         if (status == MOIRE_ERROR_OUT_OF_MEMORY)
-            moire_error_prefix("%s (%.1f MB)", what, bytes / 1e6);
+            error_prefix("%s (%.1f MB)", what, bytes / 1e6);
         return status;
     }
     account(cb, bytes, true);
@@ -136,7 +136,7 @@ static void *cuda_mem_alloc(const moire_ops *ops, size_t bytes)
         const size_t cap = cb->live_cap ? 2 * cb->live_cap : 32;
         device_allocation *grown = realloc(cb->live, cap * sizeof *grown);
         if (!grown) {
-            moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+            error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
             return NULL;
         }
         cb->live = grown;
@@ -184,7 +184,7 @@ static moire_status stage_take(cuda_backend *cb, size_t bytes, char **out)
             const size_t cap = cb->stage_retired_cap ? 2 * cb->stage_retired_cap : 8;
             void **grown = realloc(cb->stage_retired, cap * sizeof *grown);
             if (!grown)
-                return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+                return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
             cb->stage_retired = grown;
             cb->stage_retired_cap = cap;
         }
@@ -317,13 +317,13 @@ static void cuda_weight_free(const moire_ops *ops, moire_tensor *t)
 
 const float *ops_cuda_f32_of(const moire_tensor *t)
 {
-    return moire_tensor_present(t) ? (const float *)t->data : NULL;
+    return tensor_present(t) ? (const float *)t->data : NULL;
 }
 
 /* Scratch for one op from the context's arena; the op releases it (LIFO) before returning. */
 moire_status ops_cuda_scratch(const moire_ops *ops, size_t bytes, void **out)
 {
-    *out = moire_arena_take(ops->arena, bytes);
+    *out = arena_take(ops->arena, bytes);
     return *out ? MOIRE_OK : MOIRE_ERROR_OUT_OF_MEMORY;
 }
 
@@ -412,7 +412,7 @@ static moire_status plan_make(cuda_backend *cb, lt_plan *p, const lt_key *key)
     cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         plan_destroy(p);
-        return moire_fail(MOIRE_ERROR_BACKEND,
+        return error_fail(MOIRE_ERROR_BACKEND,
                           "cuBLASLt has no algorithm for a %s GEMM %dx%dx%d%s (%s)",
                           key->bf16 ? "bf16" : "fp32", key->m, key->n, key->k,
                           key->bias ? " with bias" : "", cublasGetStatusString(st));
@@ -463,7 +463,7 @@ moire_status ops_cuda_lt_gemm(cuda_backend *cb, bool ta, bool tb, int m, int n, 
     moire_status status = plan_get(cb, &key, &p);
     bool epilogue = bias != NULL;
     if (status != MOIRE_OK && bias) { /* no bias epilogue for this shape: add it apart */
-        moire_error_clear();
+        error_clear();
         key.bias = 0;
         epilogue = false;
         status = plan_get(cb, &key, &p);
@@ -521,7 +521,7 @@ static moire_status cuda_graph_begin(const moire_ops *ops)
 {
     cuda_backend *cb = backend_of(ops);
     if (cb->capturing)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_begin: already recording");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_begin: already recording");
     CUDA_TRY(cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal));
     cb->capturing = true;
     return MOIRE_OK;
@@ -532,14 +532,14 @@ static moire_status cuda_graph_end(const moire_ops *ops, moire_graph **out)
     cuda_backend *cb = backend_of(ops);
     *out = NULL;
     if (!cb->capturing)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_end: not recording");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_end: not recording");
     cb->capturing = false;
     cudaGraph_t graph = NULL;
     CUDA_TRY(cudaStreamEndCapture(cb->stream, &graph));
     moire_graph *g = calloc(1, sizeof *g);
     if (!g) {
         cudaGraphDestroy(graph);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a CUDA graph");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a CUDA graph");
     }
     cudaError_t err = cudaGraphInstantiate(&g->exec, graph, 0);
     cudaGraphDestroy(graph);
@@ -560,7 +560,7 @@ static moire_status cuda_graph_end(const moire_ops *ops, moire_graph **out)
 static moire_status cuda_graph_launch(const moire_ops *ops, moire_graph *graph)
 {
     if (!graph)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_launch: no graph");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "graph_launch: no graph");
     const int slot = graph->next;
     if (graph->pending[slot]) {
         moire_status status = poll_event(graph->done[slot]);
@@ -622,21 +622,21 @@ static moire_status backend_start(cuda_backend *cb)
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess) {
         (void)cudaGetLastError();
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "no usable CUDA driver or GPU (%s)",
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "no usable CUDA driver or GPU (%s)",
                           cudaGetErrorString(err));
     }
     if (count == 0)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "the CUDA driver reports no GPU");
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "the CUDA driver reports no GPU");
     const char *env = getenv("MOIRE_CUDA_DEVICE");
     cb->device = env ? atoi(env) : 0;
     if (cb->device < 0 || cb->device >= count)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "MOIRE_CUDA_DEVICE=%s: there are %d CUDA devices (0..%d)", env, count,
                           count - 1);
     struct cudaDeviceProp prop;
     CUDA_TRY(cudaGetDeviceProperties(&prop, cb->device));
     if (prop.major < 8)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "GPU %s has compute capability %d.%d; the CUDA backend needs 8.0 or "
                           "newer (built for 9.0)",
                           prop.name, prop.major, prop.minor);
@@ -650,11 +650,11 @@ static moire_status backend_start(cuda_backend *cb)
     return device_alloc(cb, &cb->lt_workspace, cb->lt_workspace_bytes, "cuBLASLt workspace");
 }
 
-moire_status moire_cuda_backend_init(moire_ops *ops, int n_threads, bool bf16)
+moire_status cuda_backend_init(moire_ops *ops, int n_threads, bool bf16)
 {
     cuda_backend *cb = calloc(1, sizeof *cb);
     if (!cb)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
     cb->bf16 = bf16;
     moire_status status = backend_start(cb);
     if (status != MOIRE_OK) {
@@ -711,12 +711,12 @@ moire_status moire_cuda_backend_init(moire_ops *ops, int n_threads, bool bf16)
     return MOIRE_OK;
 }
 
-moire_status moire_cuda_backend_stats(const moire_ops *ops, moire_ops_stats *stats,
-                                      bool measure_bandwidth)
+moire_status cuda_backend_stats(const moire_ops *ops, moire_ops_stats *stats,
+                                bool measure_bandwidth)
 {
     memset(stats, 0, sizeof *stats);
     if (!ops->backend || ops->destroy != cuda_destroy)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "not a CUDA op table");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "not a CUDA op table");
     cuda_backend *cb = backend_of(ops);
     if (measure_bandwidth && cb->copy_bytes_per_s == 0.0) {
         const size_t saved_peak = cb->peak; /* the probe is not the workload's memory */
@@ -729,7 +729,7 @@ moire_status moire_cuda_backend_stats(const moire_ops *ops, moire_ops_stats *sta
             status = device_alloc(cb, &b, bytes, "the bandwidth probe");
         if (status == MOIRE_OK && (cudaEventCreate(&start) != cudaSuccess ||
                                    cudaEventCreate(&stop) != cudaSuccess))
-            status = moire_fail(MOIRE_ERROR_BACKEND, "cudaEventCreate failed");
+            status = error_fail(MOIRE_ERROR_BACKEND, "cudaEventCreate failed");
         float best_ms = 0.0f;
         for (int i = 0; status == MOIRE_OK && i < 6; i++) {
             cudaEventRecord(start, cb->stream);

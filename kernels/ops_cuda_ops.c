@@ -26,7 +26,7 @@ static moire_status linear_rows(const moire_ops *ops, float *y, const float *x,
     if (M <= 0 || N <= 0)
         return MOIRE_OK;
     const bool bf16 = w->dtype == MOIRE_DTYPE_BF16;
-    const size_t mark = moire_arena_mark(ops->arena);
+    const size_t mark = arena_mark(ops->arena);
     const void *x_in = x;
     if (bf16) {
         void *x16;
@@ -37,7 +37,7 @@ static moire_status linear_rows(const moire_ops *ops, float *y, const float *x,
         x_in = x16;
     }
     moire_status status = ops_cuda_lt_gemm(cb, true, false, N, M, K, w->data, K, x_in, K, bf16, y, N, b);
-    moire_arena_release(ops->arena, mark);
+    arena_release(ops->arena, mark);
     return status;
 }
 
@@ -92,12 +92,12 @@ moire_status ops_cuda_attention(const moire_ops *ops, float *out, const float *q
 {
     const float *qw = ops_cuda_f32_of(qnw);
     if (qw && (!ops_cuda_f32_of(qnb) || !ops_cuda_f32_of(knw) || !ops_cuda_f32_of(knb)))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "CUDA attention: the qk-norm layout needs all four norm tensors");
     const float *qb = qw ? ops_cuda_f32_of(qnb) : NULL, *kw = qw ? ops_cuda_f32_of(knw) : NULL,
                 *kb = qw ? ops_cuda_f32_of(knb) : NULL;
     if (n > 0 && T > 0 && H > 0 && attention_on_tensor_cores(ops, hd)) {
-        const size_t mark = moire_arena_mark(ops->arena);
+        const size_t mark = arena_mark(ops->arena);
         void *workspace = NULL; /* bf16 q, k, v: n·T·3·H·⌈hd/16⌉·16 values */
         moire_status status =
             ops_cuda_scratch(ops, mk_attention_mma_workspace(n, T, T, H, hd), &workspace);
@@ -107,7 +107,7 @@ moire_status ops_cuda_attention(const moire_ops *ops, float *out, const float *q
             if (err != cudaSuccess)
                 status = ops_cuda_fail(err, "mk_attention_n_mma", __func__);
         }
-        moire_arena_release(ops->arena, mark);
+        arena_release(ops->arena, mark);
         return status;
     }
     CUDA_TRY(mk_attention_n(out, qkv, n, T, H, hd, qw, qb, kw, kb, eps,
@@ -120,9 +120,9 @@ moire_status ops_cuda_cross_attention(const moire_ops *ops, float *out, const fl
                                       int Tq, int Tk, int H, int hd)
 {
     if (Tq > 0 && Tk <= 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "attention over no keys");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "attention over no keys");
     if (Tq > 0 && H > 0 && attention_on_tensor_cores(ops, hd)) {
-        const size_t mark = moire_arena_mark(ops->arena);
+        const size_t mark = arena_mark(ops->arena);
         void *workspace = NULL; /* bf16 q [Tq], k and v [Tk], per head ⌈hd/16⌉·16 values */
         moire_status status =
             ops_cuda_scratch(ops, mk_attention_mma_workspace(1, Tq, Tk, H, hd), &workspace);
@@ -132,7 +132,7 @@ moire_status ops_cuda_cross_attention(const moire_ops *ops, float *out, const fl
             if (err != cudaSuccess)
                 status = ops_cuda_fail(err, "mk_cross_attention_mma", __func__);
         }
-        moire_arena_release(ops->arena, mark);
+        arena_release(ops->arena, mark);
         return status;
     }
     CUDA_TRY(mk_cross_attention(out, q, ldq, k, v, ldkv, Tq, Tk, H, hd,
@@ -146,7 +146,7 @@ moire_status ops_cuda_router_topk(const moire_ops *ops, float *logits, int32_t *
 {
     cuda_backend *cb = backend_of(ops);
     if (E > MK_MOE_MAX_EXPERTS || k < 1 || k > E)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "CUDA router: %d experts, top-%d (supported: up to %d experts)", E, k,
                           MK_MOE_MAX_EXPERTS);
     moire_status status = linear_rows(ops, logits, h, w, NULL, T, D, E);
@@ -205,10 +205,10 @@ moire_status ops_cuda_moe_experts(const moire_ops *ops, float *y, const float *h
     if (T <= 0)
         return MOIRE_OK;
     if (E < 1 || E > MK_MOE_MAX_EXPERTS || k < 1 || k > E)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "CUDA MoE: %d experts, top-%d (supported: up to %d experts)", E, k,
                           MK_MOE_MAX_EXPERTS);
-    const int S = moire_swiglu_present(shared) ? shared->hidden : 0;
+    const int S = swiglu_present(shared) ? shared->hidden : 0;
 
     /* Scratch, carved from one arena block: the dispatch arrays, then the activations. */
     const int P = T * k;
@@ -222,7 +222,7 @@ moire_status ops_cuda_moe_experts(const moire_ops *ops, float *y, const float *h
     const size_t sz_sout = S > 0 ? align_up((size_t)T * D * sizeof(float)) : 0;
     const size_t total = 2 * sz_off + 2 * sz_pair_i + sz_pair_f + sz_act + sz_rows + sz_sact +
                          sz_sout;
-    const size_t mark = moire_arena_mark(ops->arena);
+    const size_t mark = arena_mark(ops->arena);
     char *base;
     moire_status status = ops_cuda_scratch(ops, total, (void **)&base);
     if (status != MOIRE_OK)
@@ -247,7 +247,7 @@ moire_status ops_cuda_moe_experts(const moire_ops *ops, float *y, const float *h
     if (err == cudaSuccess)
         err = mk_moe_combine(y, S > 0 ? shared_out : NULL, rows, slot_of_pair, top_weights, T,
                              D, k, cb->stream);
-    moire_arena_release(ops->arena, mark);
+    arena_release(ops->arena, mark);
     if (err != cudaSuccess)
         return ops_cuda_fail(err, "the MoE kernels", __func__);
     return MOIRE_OK;
@@ -259,7 +259,7 @@ moire_status ops_cuda_router_expert_choice(const moire_ops *ops, float *scores,
                                            int D, int E, float capacity_factor)
 {
     if (E < 1 || E > MK_MOE_MAX_EXPERTS)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "CUDA expert choice: %d experts (supported: up to %d)", E,
                           MK_MOE_MAX_EXPERTS);
     CUDA_TRY(mk_router_expert_choice(scores, tokens, gates, h, ops_cuda_f32_of(w), n, T, group, D, E,
@@ -273,11 +273,11 @@ moire_status ops_cuda_moe_expert_choice(const moire_ops *ops, float *y, const fl
                                         const int32_t *tokens, const float *gates)
 {
     const int E = experts->experts, F = experts->hidden;
-    const int S = moire_swiglu_present(shared) ? shared->hidden : 0;
+    const int S = swiglu_present(shared) ? shared->hidden : 0;
     if (S > 0 && is_bf16(shared) != is_bf16(experts))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "CUDA expert-choice MoE: shared and routed experts differ in dtype");
-    const size_t mark = moire_arena_mark(ops->arena);
+    const size_t mark = arena_mark(ops->arena);
     void *workspace;
     moire_status status =
         ops_cuda_scratch(ops, mk_moe_expert_choice_workspace(N, D, F, S, E, M), &workspace);
@@ -287,7 +287,7 @@ moire_status ops_cuda_moe_expert_choice(const moire_ops *ops, float *y, const fl
         y, h, N, D, experts->gate_up.data, experts->down.data, F,
         S > 0 ? shared->gate_up.data : NULL, S > 0 ? shared->down.data : NULL, S,
         is_bf16(experts), E, M, tokens, gates, workspace, backend_of(ops)->stream);
-    moire_arena_release(ops->arena, mark);
+    arena_release(ops->arena, mark);
     if (err != cudaSuccess)
         return ops_cuda_fail(err, "the expert-choice MoE kernels", __func__);
     return MOIRE_OK;
@@ -300,13 +300,13 @@ moire_status ops_cuda_swiglu(const moire_ops *ops, float *y, const float *h, int
     const int F = mlp->hidden;
     if (T <= 0)
         return MOIRE_OK;
-    const size_t mark = moire_arena_mark(ops->arena);
+    const size_t mark = arena_mark(ops->arena);
     void *act;
     moire_status status = ops_cuda_scratch(ops, (size_t)T * F * sizeof(float), &act);
     if (status != MOIRE_OK)
         return status;
     cudaError_t err = swiglu_gemms(cb, y, act, h, mlp, NULL, NULL, NULL, T, 1, D, 0);
-    moire_arena_release(ops->arena, mark);
+    arena_release(ops->arena, mark);
     if (err != cudaSuccess)
         return ops_cuda_fail(err, "the SwiGLU kernels", __func__);
     return MOIRE_OK;
@@ -422,7 +422,7 @@ moire_status ops_cuda_conv2d(const moire_ops *ops, float *y, const float *x,
     const int Ho = (H + pad_lo + pad_hi - k) / stride + 1;
     const int Wo = (W + pad_lo + pad_hi - k) / stride + 1;
     if (Ho <= 0 || Wo <= 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convolution of %dx%d with a %dx%d "
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convolution of %dx%d with a %dx%d "
                           "kernel has no output", W, H, k, k);
     const int K = ci * k * k;
     const int64_t plane = (int64_t)Ho * Wo;
@@ -430,7 +430,7 @@ moire_status ops_cuda_conv2d(const moire_ops *ops, float *y, const float *x,
     const bool direct = k == 1 && stride == 1 && pad_lo == 0 && pad_hi == 0;
     size_t band = direct ? (size_t)Ho : CONV_COL_BUDGET / ((size_t)K * Wo);
     band = band < 1 ? 1 : (band > (size_t)Ho ? (size_t)Ho : band);
-    const size_t mark = moire_arena_mark(ops->arena);
+    const size_t mark = arena_mark(ops->arena);
     float *col = NULL;
     uint16_t *col16 = NULL;
     moire_status status = MOIRE_OK;
@@ -468,12 +468,12 @@ moire_status ops_cuda_conv2d(const moire_ops *ops, float *y, const float *x,
             status = ops_cuda_lt_gemm(cb, false, false, (int)n, co, K, A, ld, w->data, K, bf16,
                                       y + (size_t)oy0 * Wo, plane, NULL);
     }
-    if (status == MOIRE_OK && moire_tensor_present(b)) {
+    if (status == MOIRE_OK && tensor_present(b)) {
         cudaError_t err = mk_add_channel_bias(y, ops_cuda_f32_of(b), co, plane, cb->stream);
         if (err != cudaSuccess)
             status = ops_cuda_fail(err, "conv bias", __func__);
     }
-    moire_arena_release(ops->arena, mark);
+    arena_release(ops->arena, mark);
     return status;
 }
 

@@ -38,7 +38,7 @@ static void *cpu_mem_alloc(const moire_ops *ops, size_t bytes)
     (void)ops;
     void *p = malloc(bytes ? bytes : 1);
     if (!p)
-        moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory (%.1f MB)", bytes / 1e6);
+        error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory (%.1f MB)", bytes / 1e6);
     return p;
 }
 
@@ -72,9 +72,9 @@ static moire_status cpu_weight_upload(const moire_ops *ops, moire_tensor *out,
     out->cols = cols;
     out->data = parts[0];
     if (count > 1) {
-        const float **copy = moire_malloc_array((size_t)count, sizeof *copy);
+        const float **copy = malloc_array((size_t)count, sizeof *copy);
         if (!copy)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding weights");
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding weights");
         memcpy(copy, parts, (size_t)count * sizeof *copy);
         out->parts = copy;
     }
@@ -201,14 +201,14 @@ static moire_status cpu_attention(const moire_ops *ops, float *out, const float 
     const float scale = 1.0f / sqrtf((float)hd);
     const float *q_norm_w = ops_cpu_host_of(qnw), *q_norm_b = ops_cpu_host_of(qnb);
     const float *k_norm_w = ops_cpu_host_of(knw), *k_norm_b = ops_cpu_host_of(knb);
-    float *q = moire_malloc_array((size_t)T * hd, sizeof(float));
-    float *k = moire_malloc_array((size_t)T * hd, sizeof(float));
-    float *v = moire_malloc_array((size_t)T * hd, sizeof(float));
-    float *o = moire_malloc_array((size_t)T * hd, sizeof(float));
-    float *scores = moire_malloc_array((size_t)T * T, sizeof(float));
+    float *q = malloc_array((size_t)T * hd, sizeof(float));
+    float *k = malloc_array((size_t)T * hd, sizeof(float));
+    float *v = malloc_array((size_t)T * hd, sizeof(float));
+    float *o = malloc_array((size_t)T * hd, sizeof(float));
+    float *scores = malloc_array((size_t)T * T, sizeof(float));
     if (!q || !k || !v || !o || !scores) {
         free(q), free(k), free(v), free(o), free(scores);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "attention over %d tokens needs %.1f MB of scratch memory; use a "
                           "smaller size",
                           T, ((double)T * T + 4.0 * T * hd) * 4 / 1e6);
@@ -254,7 +254,7 @@ static moire_status cpu_router_topk(const moire_ops *ops, float *logits, int32_t
 {
     COUNT_CALL();
     if (E > 1024 || k < 1 || k > E)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "router: %d experts, top-%d (up to 1024)",
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "router: %d experts, top-%d (up to 1024)",
                           E, k);
     ops_cpu_gemm(ops, true, T, E, D, 1.0f, h, D, ops_cpu_host_of(wt), D, logits, E);
 #pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * E > PARALLEL_MIN_WORK)
@@ -299,14 +299,14 @@ static moire_status cpu_moe_experts(const moire_ops *ops, float *y, const float 
     const int E = experts->experts;
     const int max_hidden = ops_cpu_widest(experts, shared);
     const size_t rows = (size_t)T;
-    int32_t *token_of = moire_malloc_array(rows, sizeof(int32_t));
-    float *weight_of = moire_malloc_array(rows, sizeof(float));
-    float *gathered = moire_malloc_array(rows * D, sizeof(float));
-    float *expert_out = moire_malloc_array(rows * D, sizeof(float));
-    float *scratch = moire_malloc_array(2 * rows * (size_t)max_hidden, sizeof(float));
+    int32_t *token_of = malloc_array(rows, sizeof(int32_t));
+    float *weight_of = malloc_array(rows, sizeof(float));
+    float *gathered = malloc_array(rows * D, sizeof(float));
+    float *expert_out = malloc_array(rows * D, sizeof(float));
+    float *scratch = malloc_array(2 * rows * (size_t)max_hidden, sizeof(float));
     if (!token_of || !weight_of || !gathered || !expert_out || !scratch) {
         free(token_of), free(weight_of), free(gathered), free(expert_out), free(scratch);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "MoE over %d tokens needs %.1f MB of scratch memory", T,
                           (2.0 * T * D + 2.0 * T * max_hidden) * 4 / 1e6);
     }
@@ -335,7 +335,7 @@ static moire_status cpu_moe_experts(const moire_ops *ops, float *y, const float 
                 dst[d] += weight_of[i] * src[d];
         }
     }
-    if (moire_swiglu_present(shared)) {
+    if (swiglu_present(shared)) {
         ops_cpu_swiglu_rows(ops, expert_out, h, T, D, shared, 0, scratch);
         const int64_t count = (int64_t)T * D;
 #pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
@@ -403,7 +403,7 @@ static moire_status cpu_gather_rows(const moire_ops *ops, float *y, const moire_
     const float *t = ops_cpu_host_of(table);
     for (int r = 0; r < rows; r++) {
         if (ids[r] < 0 || ids[r] >= table->rows)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "row %d of a table of %lld rows", ids[r], (long long)table->rows);
         memcpy(y + (size_t)r * D, t + (size_t)ids[r] * D, (size_t)D * sizeof(float));
     }
@@ -546,7 +546,7 @@ static moire_status cpu_sampler_op(const moire_ops *ops, const moire_sampler_arg
             a->x0[j] = (float)a->src[j];
         return MOIRE_OK;
     default:
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_op: unknown op %d",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_op: unknown op %d",
                           (int)a->op);
     }
 }
@@ -607,7 +607,7 @@ static moire_status cpu_graph_launch(const moire_ops *ops, moire_graph *graph)
 {
     (void)ops;
     (void)graph;
-    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+    return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "graph_launch: the CPU backend records no graphs (graph_end gave none)");
 }
 
@@ -632,7 +632,7 @@ static void cpu_destroy(moire_ops *ops)
 }
 
 /* Fills `ops` with the CPU backend; the table is owned by the caller (one per context). */
-moire_status moire_ops_cpu_init(moire_ops *ops, int n_threads)
+moire_status ops_cpu_init(moire_ops *ops, int n_threads)
 {
     static const moire_ops prototype = {
         .name = "cpu",

@@ -58,11 +58,11 @@ void ops_cpu_gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, 
     gemm(ops, b_transposed, M, N, K, alpha, A, lda, B, ldb, C, ldc);
 }
 
-/* Every op entry counts itself (moire_ops_cpu_calls): a model run on another backend must not
+/* Every op entry counts itself (ops_cpu_calls): a model run on another backend must not
  * move this counter, which is how the tests prove that nothing fell back to the host. */
 atomic_uint_fast64_t ops_cpu_call_count;
 
-uint64_t moire_ops_cpu_calls(void)
+uint64_t ops_cpu_calls(void)
 {
     return (uint64_t)atomic_load(&ops_cpu_call_count);
 }
@@ -70,7 +70,7 @@ uint64_t moire_ops_cpu_calls(void)
 
 const float *ops_cpu_host_of(const moire_tensor *t)
 {
-    return moire_tensor_present(t) ? (const float *)t->data : NULL;
+    return tensor_present(t) ? (const float *)t->data : NULL;
 }
 
 /* Each of the `rows` rows of scores[rows, cols] becomes its softmax, in place: the row's
@@ -102,18 +102,18 @@ void ops_cpu_swiglu_rows(const moire_ops *ops, float *out, const float *x, int m
 {
     const int F = mlp->hidden;
     float *gate = scratch, *up = scratch + (size_t)m * F;
-    gemm(ops, true, m, F, D, 1.0f, x, D, moire_tensor_part(&mlp->gate_up, 2 * e), D, gate, F);
-    gemm(ops, true, m, F, D, 1.0f, x, D, moire_tensor_part(&mlp->gate_up, 2 * e + 1), D, up, F);
+    gemm(ops, true, m, F, D, 1.0f, x, D, tensor_part(&mlp->gate_up, 2 * e), D, gate, F);
+    gemm(ops, true, m, F, D, 1.0f, x, D, tensor_part(&mlp->gate_up, 2 * e + 1), D, up, F);
     const int64_t count = (int64_t)m * F;
 #pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
     for (int64_t i = 0; i < count; i++)
         gate[i] = silu(gate[i]) * up[i];
-    gemm(ops, true, m, D, F, 1.0f, gate, F, moire_tensor_part(&mlp->down, e), F, out, D);
+    gemm(ops, true, m, D, F, 1.0f, gate, F, tensor_part(&mlp->down, e), F, out, D);
 }
 
 int ops_cpu_widest(const moire_swiglu *a, const moire_swiglu *b)
 {
-    const int wa = moire_swiglu_present(a) ? a->hidden : 0;
-    const int wb = moire_swiglu_present(b) ? b->hidden : 0;
+    const int wa = swiglu_present(a) ? a->hidden : 0;
+    const int wb = swiglu_present(b) ? b->hidden : 0;
     return wa > wb ? wa : wb;
 }

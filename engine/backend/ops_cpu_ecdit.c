@@ -34,16 +34,16 @@ moire_status ops_cpu_cross_attention(const moire_ops *ops, float *out, const flo
     if (Tq <= 0)
         return MOIRE_OK;
     if (Tk <= 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "attention over no keys");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "attention over no keys");
     const int rows_max = Tq < CROSS_ROWS ? Tq : CROSS_ROWS;
-    float *qh = moire_malloc_array((size_t)rows_max * hd, sizeof(float));
-    float *kh = moire_malloc_array((size_t)Tk * hd, sizeof(float));
-    float *vh = moire_malloc_array((size_t)Tk * hd, sizeof(float));
-    float *oh = moire_malloc_array((size_t)rows_max * hd, sizeof(float));
-    float *scores = moire_malloc_array((size_t)rows_max * Tk, sizeof(float));
+    float *qh = malloc_array((size_t)rows_max * hd, sizeof(float));
+    float *kh = malloc_array((size_t)Tk * hd, sizeof(float));
+    float *vh = malloc_array((size_t)Tk * hd, sizeof(float));
+    float *oh = malloc_array((size_t)rows_max * hd, sizeof(float));
+    float *scores = malloc_array((size_t)rows_max * Tk, sizeof(float));
     if (!qh || !kh || !vh || !oh || !scores) {
         free(qh), free(kh), free(vh), free(oh), free(scores);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "attention of %d over %d tokens needs %.1f MB of scratch memory; use "
                           "a smaller size",
                           Tq, Tk, ((double)rows_max * Tk + 2.0 * (rows_max + Tk) * hd) * 4 / 1e6);
@@ -97,7 +97,7 @@ moire_status ops_cpu_router_expert_choice(const moire_ops *ops, float *scores,
 {
     COUNT_CALL();
     if (E < 1 || E > 1024)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "expert choice: %d experts (up to 1024)",
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "expert choice: %d experts (up to 1024)",
                           E);
     const float *w = ops_cpu_host_of(wt);
     const int64_t N = (int64_t)n * T;
@@ -140,7 +140,7 @@ moire_status ops_cpu_router_expert_choice(const moire_ops *ops, float *scores,
         int offset = image * slots; /* slots of the earlier groups of this image */
         for (int jj = 0; jj < j; jj++)
             offset += moire_ec_capacity(G, E, capacity_factor);
-        ec_candidate *cand = moire_malloc_array((size_t)S, sizeof *cand);
+        ec_candidate *cand = malloc_array((size_t)S, sizeof *cand);
         if (!cand) {
 #pragma omp atomic write
             failed = 1;
@@ -159,7 +159,7 @@ moire_status ops_cpu_router_expert_choice(const moire_ops *ops, float *scores,
         free(cand);
     }
     if (failed)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory selecting expert tokens");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory selecting expert tokens");
     return MOIRE_OK;
 }
 
@@ -175,12 +175,12 @@ moire_status ops_cpu_moe_expert_choice(const moire_ops *ops, float *y, const flo
     const int E = experts->experts;
     const int max_hidden = ops_cpu_widest(experts, shared);
     const size_t rows = (size_t)(M > N ? M : N);
-    float *gathered = moire_malloc_array((size_t)M * D + 1, sizeof(float));
-    float *expert_out = moire_malloc_array(rows * D + 1, sizeof(float));
-    float *scratch = moire_malloc_array(2 * rows * (size_t)max_hidden + 1, sizeof(float));
+    float *gathered = malloc_array((size_t)M * D + 1, sizeof(float));
+    float *expert_out = malloc_array(rows * D + 1, sizeof(float));
+    float *scratch = malloc_array(2 * rows * (size_t)max_hidden + 1, sizeof(float));
     if (!gathered || !expert_out || !scratch) {
         free(gathered), free(expert_out), free(scratch);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "expert-choice MoE over %d tokens needs %.1f MB of scratch memory", N,
                           ((double)M * D + rows * D + 2.0 * rows * max_hidden) * 4 / 1e6);
     }
@@ -200,7 +200,7 @@ moire_status ops_cpu_moe_expert_choice(const moire_ops *ops, float *y, const flo
                 dst[d] += gate[i] * src[d];
         }
     }
-    if (moire_swiglu_present(shared)) {
+    if (swiglu_present(shared)) {
         ops_cpu_swiglu_rows(ops, expert_out, h, N, D, shared, 0, scratch);
         const int64_t count = (int64_t)N * D;
 #pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
@@ -215,9 +215,9 @@ moire_status ops_cpu_swiglu(const moire_ops *ops, float *y, const float *h, int 
                             const moire_swiglu *mlp)
 {
     COUNT_CALL();
-    float *scratch = moire_malloc_array(2 * (size_t)T * mlp->hidden + 1, sizeof(float));
+    float *scratch = malloc_array(2 * (size_t)T * mlp->hidden + 1, sizeof(float));
     if (!scratch)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "an MLP over %d tokens needs %.1f MB of scratch memory", T,
                           2.0 * T * mlp->hidden * 4 / 1e6);
     ops_cpu_swiglu_rows(ops, y, h, T, D, mlp, 0, scratch);

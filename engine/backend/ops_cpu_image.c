@@ -33,7 +33,7 @@ moire_status ops_cpu_conv2d(const moire_ops *ops, float *y, const float *x,
     const int Ho = (H + pad_lo + pad_hi - k) / stride + 1;
     const int Wo = (W + pad_lo + pad_hi - k) / stride + 1;
     if (Ho <= 0 || Wo <= 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convolution of %dx%d with a %dx%d "
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convolution of %dx%d with a %dx%d "
                           "kernel has no output", W, H, k, k);
     const size_t plane_in = (size_t)H * W, plane_out = (size_t)Ho * Wo;
     const int K = ci * k * k;
@@ -43,9 +43,9 @@ moire_status ops_cpu_conv2d(const moire_ops *ops, float *y, const float *x,
     } else {
         size_t band = CONV_COL_BUDGET / ((size_t)K * Wo);
         band = band < 1 ? 1 : (band > (size_t)Ho ? (size_t)Ho : band);
-        float *col = moire_malloc_array((size_t)K * band * Wo, sizeof(float));
+        float *col = malloc_array((size_t)K * band * Wo, sizeof(float));
         if (!col)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                               "a convolution needs %.1f MB of scratch memory; use a smaller "
                               "size",
                               (double)K * band * Wo * 4 / 1e6);

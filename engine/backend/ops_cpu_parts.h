@@ -21,7 +21,7 @@ static inline float silu(float x)
     return x / (1.0f + expf(-x));
 }
 
-/* Every op entry counts itself (moire_ops_cpu_calls): a model run on another backend must not
+/* Every op entry counts itself (ops_cpu_calls): a model run on another backend must not
  * move this counter, which is how the tests prove that nothing fell back to the host. */
 extern atomic_uint_fast64_t ops_cpu_call_count;
 #define COUNT_CALL() atomic_fetch_add_explicit(&ops_cpu_call_count, 1, memory_order_relaxed)

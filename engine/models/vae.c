@@ -78,7 +78,7 @@ static float *alloc_floats(const vae_run *r, size_t count, moire_status *status)
                    ? r->ops->mem_alloc(r->ops, count * sizeof(float))
                    : NULL;
     if (!p)
-        *status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        *status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                              "the VAE needs %.1f MB more memory; decode a smaller image (or "
                              "let it tile: moire_vae_decode tiles above %d latent pixels)",
                              (double)count * sizeof(float) / 1e6, MOIRE_VAE_TILE);
@@ -94,7 +94,7 @@ static void release(const vae_run *r, float *p)
 static moire_status check_cancel(const vae_run *r)
 {
     if (atomic_load(&r->ctx->cancel_requested))
-        return moire_fail(MOIRE_ERROR_CANCELLED, "VAE cancelled");
+        return error_fail(MOIRE_ERROR_CANCELLED, "VAE cancelled");
     return MOIRE_OK;
 }
 
@@ -452,7 +452,7 @@ static moire_status tiles_pass(vae_run *r, const moire_vae *vae, int h, int w, c
                 if (status == VAE_GATHERED)
                     status = MOIRE_OK;
                 else if (status == MOIRE_OK) /* cannot happen: the up path has the target */
-                    status = moire_fail(MOIRE_ERROR_BACKEND, "tiled VAE: GroupNorm %d not met",
+                    status = error_fail(MOIRE_ERROR_BACKEND, "tiled VAE: GroupNorm %d not met",
                                         t->target);
                 continue;
             }
@@ -512,13 +512,13 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
     tile_cuts(ys, ny, th, h, cut_y);
     tile_cuts(xs, nx, tw, w, cut_x);
     vae_tiled_norms t = {.tile_h = th, .tile_w = tw};
-    t.known = moire_malloc_array((size_t)2 * r.groups * norms, sizeof(float));
-    t.partial = moire_malloc_array((size_t)3 * r.groups, sizeof(double));
-    t.host_stats = moire_malloc_array((size_t)2 * r.groups, sizeof(float));
-    float *tile_rgb = moire_malloc_array((size_t)vae->info.image_channels * f * th * f * tw,
-                                         sizeof(float));
+    t.known = malloc_array((size_t)2 * r.groups * norms, sizeof(float));
+    t.partial = malloc_array((size_t)3 * r.groups, sizeof(double));
+    t.host_stats = malloc_array((size_t)2 * r.groups, sizeof(float));
+    float *tile_rgb = malloc_array((size_t)vae->info.image_channels * f * th * f * tw,
+                                   sizeof(float));
     if (!t.known || !t.partial || !t.host_stats || !tile_rgb)
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the VAE tiles");
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the VAE tiles");
     r.tiled = &t;
     for (int target = 0; target <= norms && status == MOIRE_OK; target++) {
         t.target = target < norms ? target : -1;
@@ -539,7 +539,7 @@ moire_status vae_encode_image(moire_ctx *ctx, const moire_vae *vae, int height, 
 {
     const moire_vae_info *info = &vae->info;
     if (!info->has_encoder)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "%s holds only the VAE decoder; encoding an image (img2img) needs "
                           "the full VAE: use the complete diffusion_pytorch_model.safetensors "
                           "of sd-vae-ft-mse", vae->path);
@@ -592,15 +592,15 @@ moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n,
                                     int tile, int overlap, const float *latents, float *rgb)
 {
     if (!ctx || !vae || !latents || !rgb)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_decode: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_decode: a required pointer is NULL");
     if (n < 1 || n > 4096)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
     if (h < 1 || w < 1 || h > VAE_MAX_SIDE || w > VAE_MAX_SIDE)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "latent size %dx%d is out of range (1..%d per side)", w, h,
                           VAE_MAX_SIDE);
     if (tile < 0 || (tile > 0 && (overlap < 0 || overlap >= tile)))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "VAE tile %d with overlap %d: use tile > overlap >= 0 (tile 0 = no "
                           "tiling)", tile, overlap);
     atomic_store(&ctx->cancel_requested, 0);
@@ -627,13 +627,13 @@ moire_status moire_vae_encode(moire_ctx *ctx, const moire_vae *vae, int n, int h
                               const float *rgb, float *latents)
 {
     if (!ctx || !vae || !rgb || !latents)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_encode: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_encode: a required pointer is NULL");
     const int f = vae->info.downscale;
     if (n < 1 || n > 4096)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
     if (height < f || width < f || height > f * VAE_MAX_SIDE || width > f * VAE_MAX_SIDE ||
         height % f || width % f)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "image size %dx%d cannot be encoded: use multiples of %d up to %d "
                           "pixels per side", width, height, f, f * VAE_MAX_SIDE);
     atomic_store(&ctx->cancel_requested, 0);

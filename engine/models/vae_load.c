@@ -205,7 +205,7 @@ static moire_status check_unbound(const char *name, void *user_data)
             return MOIRE_OK;
     char structure[160];
     format_structure(structure, sizeof structure, &l->vae->info);
-    return moire_fail(MOIRE_ERROR_FORMAT,
+    return error_fail(MOIRE_ERROR_FORMAT,
                       "%s: tensor '%s' does not fit an SD-VAE with %s (inferred from the "
                       "decoder); the file has a different structure", l->path, name, structure);
 }
@@ -229,7 +229,7 @@ static moire_status infer_structure(vae_loader *l)
         conv_in = find_key(l, "decoder.conv_in.weight");
     }
     if (!conv_in)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: not an SD-VAE: there is no 'decoder.conv_in.weight' (diffusers "
                           "AutoencoderKL) or 'first_stage_model.decoder.conv_in.weight' (a "
                           "Stable Diffusion checkpoint); give the VAE's "
@@ -240,7 +240,7 @@ static moire_status infer_structure(vae_loader *l)
     } else if (find_key(l, "decoder.mid.block_1.conv1.weight")) {
         l->ldm = true;
     } else {
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: the decoder has no mid block ('%sdecoder.mid_block.resnets.0.*' "
                           "or '%sdecoder.mid.block_1.*'); the file is not a complete SD-VAE",
                           l->path, l->prefix, l->prefix);
@@ -253,7 +253,7 @@ static moire_status infer_structure(vae_loader *l)
                    : find_key(l, "decoder.up_blocks.%d.resnets.0.conv1.weight", levels)))
         levels++;
     if (levels < 1 || levels > MOIRE_VAE_MAX_LEVELS)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: the decoder has %d up levels; an SD-VAE has 1..%d (KL-f8: 4)",
                           l->path, levels, MOIRE_VAE_MAX_LEVELS);
     info->levels = levels;
@@ -265,7 +265,7 @@ static moire_status infer_structure(vae_loader *l)
                                             levels - 1 - i);
         info->block_out_channels[i] = dim_of(t, 0);
         if (info->block_out_channels[i] < 1)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "%s: decoder level %d has a malformed conv1 weight", l->path, i);
     }
     int resnets = 0;
@@ -274,21 +274,21 @@ static moire_status infer_structure(vae_loader *l)
                    : find_key(l, "decoder.up_blocks.0.resnets.%d.conv1.weight", resnets)))
         resnets++;
     if (resnets < 2 || resnets > VAE_MAX_RESNETS)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: the decoder's first up level has %d resnets; an SD-VAE has "
                           "layers_per_block + 1 = 2..%d (KL-f8: 3)", l->path, resnets,
                           VAE_MAX_RESNETS);
     info->layers_per_block = resnets - 1;
     info->latent_channels = dim_of(conv_in, 1);
     if (conv_in->ndim != 4 || info->latent_channels < 1 || info->latent_channels > 64)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: '%sdecoder.conv_in.weight' has an unexpected shape; expected "
                           "[C, z, 3, 3] with z ≤ 64 latent channels", l->path, l->prefix);
     /* RGB (the SD VAEs) or RGBA (Moiré's own 128-px emoji VAE, tools/train/train_vae128.py) */
     const st_tensor *conv_out = find_key(l, "decoder.conv_out.weight");
     info->image_channels = conv_out && conv_out->ndim == 4 ? dim_of(conv_out, 0) : 0;
     if (info->image_channels != 3 && info->image_channels != 4)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: '%sdecoder.conv_out.weight' %s; expected [3 or 4, C, 3, 3] "
                           "(RGB or RGBA)", l->path, l->prefix,
                           conv_out ? "has an unexpected shape" : "is missing");
@@ -302,7 +302,7 @@ static moire_status check_groups(const moire_vae *vae)
     const moire_vae_info *info = &vae->info;
     for (int i = 0; i < info->levels; i++)
         if (info->block_out_channels[i] % info->norm_num_groups)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "%s: level %d has %d channels, not a multiple of the %d GroupNorm "
                               "groups; set norm_num_groups in config.json", vae->path, i,
                               info->block_out_channels[i], info->norm_num_groups);
@@ -442,7 +442,7 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
         return status;
     if (size > ((uint64_t)1 << 20)) {
         fclose(stream);
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: %llu bytes is too large for a VAE config "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: %llu bytes is too large for a VAE config "
                           "(at most 1 MB); fix or remove the file", config_path,
                           (unsigned long long)size);
     }
@@ -451,7 +451,7 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
     fclose(stream);
     if (!text || got != size) {
         free(text);
-        return moire_fail(MOIRE_ERROR_IO, "%s: could not be read; fix or remove the file",
+        return error_fail(MOIRE_ERROR_IO, "%s: could not be read; fix or remove the file",
                           config_path);
     }
     text[size] = '\0';
@@ -459,7 +459,7 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
     status = json_guard_load(parser, config_path, text, (long long)size);
     free(text);
     if (status != MOIRE_OK) {
-        moire_error_prefix("fix or remove the file");
+        error_prefix("fix or remove the file");
         g_object_unref(parser);
         return status;
     }
@@ -470,7 +470,7 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
                                  : NULL;
     if (!o || (class_name && strcmp(class_name, "AutoencoderKL") != 0)) {
         if (required)
-            status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
+            status = error_fail(MOIRE_ERROR_UNSUPPORTED,
                                 "%s: _class_name is %s, not AutoencoderKL; Moiré decodes with "
                                 "the SD KL-f8 VAE (sd-vae-ft-mse)", config_path,
                                 class_name ? class_name : "missing");
@@ -481,32 +481,32 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
     if (json_object_has_member(o, "scaling_factor")) {
         double s = json_object_get_double_member(o, "scaling_factor");
         if (!(s > 0.0 && s < 1e3))
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: scaling_factor %g must be positive",
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: scaling_factor %g must be positive",
                                 config_path, s);
         info->scaling_factor = (float)s;
     }
     JsonNode *shift = json_object_get_member(o, "shift_factor");
     if (status == MOIRE_OK && shift && !JSON_NODE_HOLDS_NULL(shift))
-        status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        status = error_fail(MOIRE_ERROR_UNSUPPORTED,
                             "%s: shift_factor is set: this is not the SD 1.x/2.x KL-f8 VAE "
                             "DiT-MoE was trained with; use sd-vae-ft-mse", config_path);
     if (status == MOIRE_OK && json_object_has_member(o, "norm_num_groups")) {
         int64_t g = json_object_get_int_member(o, "norm_num_groups");
         if (g < 1 || g > 1024)
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: norm_num_groups %lld is out of range",
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: norm_num_groups %lld is out of range",
                                 config_path, (long long)g);
         info->norm_num_groups = (int)g;
     }
     if (status == MOIRE_OK && json_object_has_member(o, "layers_per_block") &&
         json_object_get_int_member(o, "layers_per_block") != info->layers_per_block)
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: layers_per_block %lld does not match the weights (%d); the "
                             "config and the weights are from different VAEs", config_path,
                             (long long)json_object_get_int_member(o, "layers_per_block"),
                             info->layers_per_block);
     if (status == MOIRE_OK && json_object_has_member(o, "latent_channels") &&
         json_object_get_int_member(o, "latent_channels") != info->latent_channels)
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: latent_channels %lld does not match the weights (%d); the "
                             "config and the weights are from different VAEs", config_path,
                             (long long)json_object_get_int_member(o, "latent_channels"),
@@ -515,7 +515,7 @@ static moire_status read_config_json(moire_vae *vae, const char *config_path, bo
     for (int i = 0; i < 2 && status == MOIRE_OK; i++)
         if (json_object_has_member(o, channel_keys[i]) &&
             json_object_get_int_member(o, channel_keys[i]) != info->image_channels)
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: %s %lld does not match the weights (%d image channels); "
                                 "the config and the weights are from different VAEs",
                                 config_path, channel_keys[i],
@@ -561,7 +561,7 @@ static moire_status resolve_paths(const char *path, char **weights, char **confi
             g_free(candidate);
         }
         if (!*weights)
-            return moire_fail(MOIRE_ERROR_IO,
+            return error_fail(MOIRE_ERROR_IO,
                               "%s: a directory without diffusion_pytorch_model.safetensors (or "
                               "vae/diffusion_pytorch_model.safetensors); download the VAE as "
                               "safetensors (docs/VAE.md)", path);
@@ -580,17 +580,17 @@ static moire_status resolve_paths(const char *path, char **weights, char **confi
 moire_status moire_vae_load(const char *path, moire_vae **out_vae)
 {
     if (!out_vae)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_load: out_vae is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_load: out_vae is NULL");
     *out_vae = NULL;
     if (!path || !*path)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_vae_load: no path given; pass a VAE directory or .safetensors");
     char *weights = NULL, *config = NULL;
     bool config_required = false;
     moire_status status = resolve_paths(path, &weights, &config, &config_required);
     moire_vae *vae = status == MOIRE_OK ? calloc(1, sizeof *vae) : NULL;
     if (status == MOIRE_OK && !vae)
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (status == MOIRE_OK) {
         vae->path = weights;
         weights = NULL;
@@ -651,9 +651,9 @@ moire_status vae_bind(moire_ctx *ctx, const moire_vae *vae, const moire_tensor *
         *out = slot->bound;
         return MOIRE_OK;
     }
-    moire_tensor *tensors = moire_calloc_array((size_t)2 * vae->slot_count, sizeof *tensors);
+    moire_tensor *tensors = calloc_array((size_t)2 * vae->slot_count, sizeof *tensors);
     if (!tensors)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding the VAE");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding the VAE");
     slot = binding_claim(ctx, BINDING_VAE, vae->serial);
     slot->bound = tensors;
     slot->free_bound = vae_free_bound;
@@ -661,7 +661,7 @@ moire_status vae_bind(moire_ctx *ctx, const moire_vae *vae, const moire_tensor *
     walk_vae(&sb.base, (moire_vae *)vae); /* walks only; nothing in the VAE changes */
     const moire_status status = slot->tensors.status;
     if (status != MOIRE_OK) {
-        moire_error_prefix("the VAE on the %s backend", ctx->ops.name);
+        error_prefix("the VAE on the %s backend", ctx->ops.name);
         binding_drop(ctx, slot);
         return status;
     }

@@ -70,14 +70,14 @@ moire_status generate_resolve_params(const moire_model *model, const moire_gener
     moire_model_get_defaults(model, &default_sampler, &default_steps, &default_cfg);
     out->sampler = params->sampler == MOIRE_SAMPLER_DEFAULT ? default_sampler : params->sampler;
     if ((int)out->sampler < 0 || out->sampler >= MOIRE_SAMPLER_COUNT_)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown sampler %d", (int)out->sampler);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown sampler %d", (int)out->sampler);
     out->schedule = params->schedule == MOIRE_SCHEDULE_DEFAULT ? MOIRE_SCHEDULE_UNIFORM
                                                                : params->schedule;
     if ((int)out->schedule < 0 || out->schedule >= MOIRE_SCHEDULE_COUNT_)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown schedule %d", (int)out->schedule);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown schedule %d", (int)out->schedule);
     out->steps = params->steps > 0 ? params->steps : default_steps;
     if (params->steps < 0 || out->steps > 10000)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "steps %d is out of range: use 1..10000 (0 = the model default, %d)",
                           params->steps, default_steps);
     if (out->sampler == MOIRE_SAMPLER_DMCMC) /* its steps are the integrator's */
@@ -85,7 +85,7 @@ moire_status generate_resolve_params(const moire_model *model, const moire_gener
                                    : moire_dmcmc_params_default().integrator_steps;
     out->cfg_scale = params->cfg_scale < 0.0f ? default_cfg : params->cfg_scale;
     if (!isfinite(params->cfg_scale) || out->cfg_scale > 100.0f)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "CFG scale %g is out of range: use 0..100 (1 = no guidance)",
                           (double)params->cfg_scale);
 
@@ -94,7 +94,7 @@ moire_status generate_resolve_params(const moire_model *model, const moire_gener
         out->cfg_mode = cfg->objective == MOIRE_OBJECTIVE_DDPM_EPS ? MOIRE_CFG_FIRST_THREE
                                                                    : MOIRE_CFG_ALL_CHANNELS;
     if (out->cfg_mode != MOIRE_CFG_FIRST_THREE && out->cfg_mode != MOIRE_CFG_ALL_CHANNELS)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown CFG mode %d", (int)params->cfg_mode);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown CFG mode %d", (int)params->cfg_mode);
     out->guided_channels = out->cfg_mode == MOIRE_CFG_FIRST_THREE && cfg->in_channels > 3
                                ? 3
                                : cfg->in_channels;
@@ -104,12 +104,12 @@ moire_status generate_resolve_params(const moire_model *model, const moire_gener
        resolve them to class ids. */
     if (model->family == MOIRE_FAMILY_EC_DIT) {
         if (params->class_id >= 0)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "model %s is text-conditioned: give a prompt, not a class number",
                               model->name);
     } else if (params->class_id >= 0) {
         if (params->class_id >= cfg->num_classes)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "class %d is out of range: this model has classes 0..%d",
                               params->class_id, cfg->num_classes - 1);
         out->class_id = params->class_id;
@@ -118,7 +118,7 @@ moire_status generate_resolve_params(const moire_model *model, const moire_gener
         if (status != MOIRE_OK)
             return status;
     } else {
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "no prompt: give a prompt (a class name of this model) or a class "
                           "number");
     }
@@ -128,7 +128,7 @@ moire_status generate_resolve_params(const moire_model *model, const moire_gener
         moire_status status =
             moire_model_resolve_class(model, params->negative_prompt, &out->uncond_class_id);
         if (status != MOIRE_OK) {
-            moire_error_prefix("negative prompt");
+            error_prefix("negative prompt");
             return status;
         }
     }
@@ -140,11 +140,11 @@ moire_status generate_resolve_params(const moire_model *model, const moire_gener
     const int multiple = cfg->patch_size * scale;
     if (params->width < 0 || params->height < 0 || out->width > GENERATE_MAX_SIDE ||
         out->height > GENERATE_MAX_SIDE)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "size %dx%d is out of range: use 1..%d pixels per side", params->width,
                           params->height, GENERATE_MAX_SIDE);
     if (out->width % multiple || out->height % multiple)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "size %dx%d is not a multiple of %d: this model needs width and height "
                           "divisible by %d (e.g. %dx%d)",
                           out->width, out->height, multiple, multiple,
@@ -154,19 +154,19 @@ moire_status generate_resolve_params(const moire_model *model, const moire_gener
     out->model_h = out->height / scale;
 
     if (params->batch_count < 1 || params->batch_count > GENERATE_MAX_BATCH)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch count %d is out of range (1..%d)",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch count %d is out of range (1..%d)",
                           params->batch_count, GENERATE_MAX_BATCH);
     if (params->mask && !params->init_image)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "a mask needs an init image (inpainting keeps the unmasked part of it)");
     if (params->init_image) {
         if (!(params->strength > 0.0f && params->strength <= 1.0f))
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "strength %g is out of range: use a value in (0, 1]",
                               (double)params->strength);
     }
     if (!(params->eta >= 0.0f && params->eta <= 1.0f))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "eta %g is out of range (0..1)",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "eta %g is out of range (0..1)",
                           (double)params->eta);
     return MOIRE_OK;
 }
@@ -379,14 +379,14 @@ static moire_status chunk_setup_init(moire_ctx *ctx, const moire_model *model,
     guided_model *g = &c->g;
     *g = (guided_model){.ctx = ctx, .model = model, .resolved = resolved, .n = count, .h = h,
                         .w = w};
-    g->x2 = moire_malloc_array(batch * in_size, sizeof(float));
-    g->t2 = moire_malloc_array(batch, sizeof(float));
-    g->y2 = moire_malloc_array(batch, sizeof(int32_t));
-    g->out2 = moire_malloc_array(batch * out_size, sizeof(float));
-    c->seeds = moire_malloc_array(count, sizeof(uint64_t));
+    g->x2 = malloc_array(batch * in_size, sizeof(float));
+    g->t2 = malloc_array(batch, sizeof(float));
+    g->y2 = malloc_array(batch, sizeof(int32_t));
+    g->out2 = malloc_array(batch * out_size, sizeof(float));
+    c->seeds = malloc_array(count, sizeof(uint64_t));
     if (!g->x2 || !g->t2 || !g->y2 || !g->out2 || !c->seeds) {
         chunk_setup_free(c);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "out of memory for %d image(s) of %dx%d; use a smaller batch or size",
                           count, resolved->width, resolved->height);
     }
@@ -396,9 +396,9 @@ static moire_status chunk_setup_init(moire_ctx *ctx, const moire_model *model,
         /* the text does not change between steps: encode the two prompts once */
         const char *texts[2] = {params->prompt ? params->prompt : "",
                                 params->negative_prompt ? params->negative_prompt : ""};
-        g->prompt_of = moire_malloc_array(batch, sizeof(int));
+        g->prompt_of = malloc_array(batch, sizeof(int));
         moire_status status = g->prompt_of ? ecdit_text_encode(ctx, model, 2, texts, &c->text)
-                                           : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+                                           : error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
         if (status != MOIRE_OK) {
             chunk_setup_free(c);
             return status;
@@ -430,10 +430,10 @@ static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
     moire_status status = chunk_setup_init(ctx, model, params, resolved, first, count, &setup);
     if (status != MOIRE_OK)
         return status;
-    float *init = params->init_image ? moire_malloc_array(count * in_size, sizeof(float)) : NULL;
-    float *mask = params->mask ? moire_malloc_array((size_t)h * w, sizeof(float)) : NULL;
+    float *init = params->init_image ? malloc_array(count * in_size, sizeof(float)) : NULL;
+    float *mask = params->mask ? malloc_array((size_t)h * w, sizeof(float)) : NULL;
     if ((params->init_image && !init) || (params->mask && !mask)) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the init image");
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the init image");
         goto done;
     }
     if (init) {
@@ -482,7 +482,7 @@ static moire_status run_chunk(moire_ctx *ctx, const moire_model *model,
         request.ops = &ctx->ops;
         request.device_model = guided_model_call_on_backend;
     }
-    status = moire_sample(&request, out, NULL);
+    status = sampler_run(&request, out, NULL);
 done:
     free(init), free(mask);
     chunk_setup_free(&setup);
@@ -532,13 +532,13 @@ static moire_status choose_level_classifier(const moire_model *model,
     const bool fits = levels && resolved->model_h == size && resolved->model_w == size;
     if (params->level == MOIRE_DMCMC_LEVEL_CLASSIFIER) {
         if (!levels)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "the model %s has no noise-level classifier (MODEL-levels"
                               ".safetensors beside it): use the residual level estimate, or "
                               "train one with tools/train/train_level_classifier.py",
                               model->name);
         if (!fits)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "the noise-level classifier of %s reads %d×%d states but this "
                               "run's are %d×%d: generate at the model's size, or use the "
                               "residual level estimate", model->name, size, size,
@@ -571,12 +571,12 @@ moire_status generate_stream_open(moire_ctx *ctx, const moire_model *model,
 {
     *out = NULL;
     if (params->init_image || params->mask)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "the dmcmc sampler makes new images from its chains; img2img and "
                           "inpainting need one of the other samplers (e.g. euler)");
     moire_stream *st = calloc(1, sizeof *st);
     if (!st)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a DMCMC stream");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a DMCMC stream");
     st->ctx = ctx;
     st->model = model;
     st->params = *params;
@@ -599,9 +599,9 @@ moire_status generate_stream_open(moire_ctx *ctx, const moire_model *model,
         return status;
     }
     st->setup.g.resolved = &st->resolved; /* the stream's own copy outlives the caller's */
-    st->samples = moire_malloc_array(count * in_size, sizeof(float));
+    st->samples = malloc_array(count * in_size, sizeof(float));
     if (!st->samples)
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a DMCMC stream");
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a DMCMC stream");
     const moire_classifier *levels = NULL;
     if (status == MOIRE_OK)
         status = choose_level_classifier(model, &st->dmcmc, resolved, &levels);
@@ -668,12 +668,12 @@ static moire_status run_chunk_dmcmc(moire_ctx *ctx, const moire_model *model,
     return status;
 }
 
-moire_status moire_generate_samples(moire_ctx *ctx, const moire_model *model,
-                                    const moire_generate_params *params, int first, int count,
-                                    const moire_callbacks *callbacks, float *out)
+moire_status generate_samples(moire_ctx *ctx, const moire_model *model,
+                              const moire_generate_params *params, int first, int count,
+                              const moire_callbacks *callbacks, float *out)
 {
     if (!ctx || !model || !params || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "a required pointer is NULL");
     moire_resolved_params resolved;
     moire_status status = generate_resolve_params(model, params, &resolved);
     if (status != MOIRE_OK)
@@ -694,7 +694,7 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
                             int *out_count)
 {
     if (!ctx || !model || !params || !out_images || !out_count)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_generate: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_generate: a required pointer is NULL");
     *out_images = NULL;
     *out_count = 0;
     moire_resolved_params resolved;
@@ -721,11 +721,11 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
                                    resolved.cfg_scale != 1.0f, params->vae != NULL);
     if (status != MOIRE_OK)
         return status;
-    float *samples = moire_malloc_array(chunk_max * in_size, sizeof(float));
+    float *samples = malloc_array(chunk_max * in_size, sizeof(float));
     moire_image **images = calloc((size_t)batch, sizeof *images);
     if (!samples || !images) {
         free(samples), free(images);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a batch of %d", batch);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a batch of %d", batch);
     }
     step_reporter reporter = {.ctx = ctx, .model = model, .callbacks = callbacks,
                               .resolved = &resolved, .batch_count = batch,
@@ -740,7 +740,7 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
                                         resolved.model_w / cfg->patch_size);
         if (!recorder) {
             free(samples), free(images);
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the routing map");
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the routing map");
         }
     }
     ctx->routing = recorder;
@@ -762,7 +762,7 @@ moire_status moire_generate(moire_ctx *ctx, const moire_model *model,
     if (recorder && status == MOIRE_OK) {
         *params->routing_map = routing_recorder_finish(recorder);
         if (!*params->routing_map)
-            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the routing map");
+            status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the routing map");
     } else {
         routing_recorder_free(recorder);
     }

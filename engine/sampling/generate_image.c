@@ -84,9 +84,9 @@ moire_status generate_encode_image(moire_ctx *ctx, const moire_model *model, con
         const moire_vae_info *info = moire_vae_get_info(vae);
         const int f = info->downscale, H = f * h, W = f * w, C = info->image_channels;
         const bool rgba = C == 4, img_alpha = img->channels == 4 || img->channels == 2;
-        float *rgb = moire_malloc_array((size_t)C * H * W, sizeof(float));
+        float *rgb = malloc_array((size_t)C * H * W, sizeof(float));
         if (!rgb)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the init image");
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the init image");
         for (int c = 0; c < C; c++) /* an RGBA VAE gets straight alpha (opaque without one) */
             for (int gy = 0; gy < H; gy++)
                 for (int gx = 0; gx < W; gx++)
@@ -98,7 +98,7 @@ moire_status generate_encode_image(moire_ctx *ctx, const moire_model *model, con
         moire_status status = vae_encode_image(ctx, vae, H, W, rgb, x);
         free(rgb);
         if (status != MOIRE_OK)
-            moire_error_prefix("init image");
+            error_prefix("init image");
         return status;
     }
     if (cfg->space == MOIRE_SPACE_PIXEL) {
@@ -213,15 +213,15 @@ moire_status generate_decode_result(moire_ctx *ctx, const moire_model *model, co
     if (!vae || model->config.space != MOIRE_SPACE_LATENT) {
         *out = generate_decode_to_image(model, x, h, w, resolved->width, resolved->height);
         return *out ? MOIRE_OK
-                    : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
+                    : error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
     }
     const moire_vae_info *info = moire_vae_get_info(vae);
     const int f = info->downscale, H = f * h, W = f * w, C = info->image_channels;
     const size_t plane = (size_t)H * W;
-    float *rgb = moire_malloc_array(C * plane, sizeof(float)); /* RGB or RGBA (straight) */
+    float *rgb = malloc_array(C * plane, sizeof(float)); /* RGB or RGBA (straight) */
     moire_image *img = moire_image_new(W, H, C);
     moire_status status = rgb && img ? MOIRE_OK
-                                     : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                                     : error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                                                   "out of memory for the VAE decode of %dx%d", W, H);
     if (status == MOIRE_OK)
         status = vae_decode_image(ctx, vae, h, w, x, rgb, MOIRE_VAE_TILE, MOIRE_VAE_TILE_OVERLAP);
@@ -233,7 +233,7 @@ moire_status generate_decode_result(moire_ctx *ctx, const moire_model *model, co
     if (status == MOIRE_OK && (W != resolved->width || H != resolved->height)) {
         moire_image *sized = moire_image_new(resolved->width, resolved->height, C);
         if (!sized)
-            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
+            status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the result image");
         for (int y = 0; sized && y < sized->height; y++)
             for (int xx = 0; xx < sized->width; xx++)
                 for (int c = 0; c < C; c++) {
@@ -260,7 +260,7 @@ moire_status generate_check_vae(const moire_model *model, const moire_vae *vae)
         return MOIRE_OK;
     const moire_vae_info *info = moire_vae_get_info(vae);
     if (info->latent_channels != model->config.in_channels)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "the VAE has %d latent channels but %s works on %d; use the SD KL-f8 "
                           "VAE (sd-vae-ft-mse) the model was trained with",
                           info->latent_channels, model->name, model->config.in_channels);

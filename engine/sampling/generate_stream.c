@@ -18,7 +18,7 @@ moire_status moire_stream_new(moire_ctx *ctx, const moire_model *model,
                               const moire_callbacks *callbacks, moire_stream **out_stream)
 {
     if (!ctx || !model || !params || !out_stream)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_stream_new: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_stream_new: a required pointer is NULL");
     *out_stream = NULL;
     moire_generate_params p = *params;
     p.sampler = MOIRE_SAMPLER_DMCMC;
@@ -95,20 +95,20 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
                                const moire_callbacks *callbacks, moire_stream **out_stream)
 {
     if (!ctx || !model || !params || !out_stream)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_stream_open: a required pointer is NULL");
     *out_stream = NULL;
     const moire_stream_params sp = stream_params ? *stream_params : moire_stream_params_default();
     if (sp.mode == MOIRE_STREAM_CHAINS)
         return moire_stream_new(ctx, model, params, callbacks, out_stream);
     if (sp.mode != MOIRE_STREAM_NEW_PICTURES && sp.mode != MOIRE_STREAM_VARIATIONS)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown stream mode %d", (int)sp.mode);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown stream mode %d", (int)sp.mode);
     if (params->init_image || params->mask)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "a stream makes new pictures: leave out the init image and mask (for "
                           "variations of a picture, give it as the stream's source)");
     if (!(sp.guard_distance <= 10.0f)) /* NaN too */
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "stream guard distance %g is out of range: use 0 (off) .. 10, or < 0 "
                           "for the default", (double)sp.guard_distance);
     moire_generate_params p = *params;
@@ -125,7 +125,7 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
                 return status;
             moire_stream *st = calloc(1, sizeof *st);
             if (!st)
-                return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a stream");
+                return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a stream");
             st->ctx = ctx;
             st->model = model;
             st->params = p;
@@ -144,10 +144,10 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
             return MOIRE_OK;
         }
     } else if (!sp.source) {
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "a variations stream needs the picture to vary (its source)");
     } else if (!(sp.variation_strength >= 0.0f && sp.variation_strength <= 1.0f)) {
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "variation strength %g is out of range: use 0..1",
                           (double)sp.variation_strength);
     }
@@ -177,9 +177,9 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
     if (sp.mode == MOIRE_STREAM_VARIATIONS) {
         const size_t in_size =
             (size_t)model->config.in_channels * resolved.model_h * resolved.model_w;
-        source = moire_malloc_array((size_t)p.batch_count * in_size, sizeof(float));
+        source = malloc_array((size_t)p.batch_count * in_size, sizeof(float));
         if (!source)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the source picture");
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the source picture");
         status = generate_encode_image(ctx, model, p.vae, sp.source, source, resolved.model_h,
                                        resolved.model_w);
         for (int i = 1; status == MOIRE_OK && i < p.batch_count; i++)
@@ -200,7 +200,7 @@ moire_status moire_stream_open(moire_ctx *ctx, const moire_model *model,
 moire_status moire_stream_next(moire_stream *st, moire_image ***out_images, int *out_count)
 {
     if (!st || !out_images || !out_count)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_stream_next: NULL argument");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_stream_next: NULL argument");
     *out_images = NULL;
     *out_count = 0;
     if (!st->chains)
@@ -211,7 +211,7 @@ moire_status moire_stream_next(moire_stream *st, moire_image ***out_images, int 
         return status;
     moire_image **images = calloc((size_t)st->count, sizeof *images);
     if (!images)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
     const size_t in_size = (size_t)st->model->config.in_channels * st->resolved.model_h *
                            st->resolved.model_w;
     for (int i = 0; i < st->count && status == MOIRE_OK; i++)

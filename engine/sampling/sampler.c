@@ -7,7 +7,7 @@
  *   1. names and labels of samplers and schedules (sampler_plan.c);
  *   2. the plan: the levels (sampler s units), the model time of each level, and for the
  *      official DDPM sampler the respaced coefficient tables (sampler_plan.c);
- *   3. moire_sample (this file): argument checks, start state (txt2img or img2img), one loop over the
+ *   3. sampler_run (this file): argument checks, start state (txt2img or img2img), one loop over the
  *      steps that dispatches to the sampler's update, inpainting blend, progress callback.
  *
  * State and arithmetic are double; the model sees float inputs (x_in and t rounded once) and
@@ -89,7 +89,7 @@ static void run_free(run *r)
 /* Image b's noise of `stream` (count C·h·w, offset 0, its own seed) into `dst`. */
 static void draw_noise_into(const run *r, int b, uint64_t stream, float *dst)
 {
-    moire_rng_normal(r->req->seeds[b], stream, 0, dst, (int64_t)r->chw);
+    rng_normal(r->req->seeds[b], stream, 0, dst, (int64_t)r->chw);
 }
 
 /* The sampler_op arguments every piece shares. */
@@ -318,7 +318,7 @@ static moire_status issue_step(run *r, int i)
             st = sampler_op(r, &a);
         break;
     default:
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_sample: unknown sampler %d",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_run: unknown sampler %d",
                           (int)p->sampler);
     }
     a = step_args(r, MOIRE_SAMPLER_OP_ADVANCE);
@@ -341,34 +341,34 @@ static moire_status fetch_float(run *r, const double *src)
 static moire_status check_request(const moire_sample_request *q, float *out)
 {
     if (!q || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_sample: request or out is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_run: request or out is NULL");
     if (!q->model)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_sample: no model function");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_run: no model function");
     if (q->n < 1 || q->h < 1 || q->w < 1)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                          "moire_sample: n = %d images of %d×%d; all must be ≥ 1", q->n, q->h,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "sampler_run: n = %d images of %d×%d; all must be ≥ 1", q->n, q->h,
                           q->w);
     if (!q->seeds)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_sample: seeds is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_run: seeds is NULL");
     if (q->steps < 1 || q->steps > STEPS_MAX)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                          "moire_sample: steps %d is out of range [1, %d]", q->steps, STEPS_MAX);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "sampler_run: steps %d is out of range [1, %d]", q->steps, STEPS_MAX);
     if (!(q->eta >= 0.0f && q->eta <= 1.0f))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                          "moire_sample: DDIM eta %g is out of range [0, 1]", (double)q->eta);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "sampler_run: DDIM eta %g is out of range [0, 1]", (double)q->eta);
     if (q->init && !(q->strength > 0.0f && q->strength <= 1.0f))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                          "moire_sample: img2img strength %g is out of range (0, 1]",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "sampler_run: img2img strength %g is out of range (0, 1]",
                           (double)q->strength);
     if (q->mask && !q->init)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                          "moire_sample: a mask needs an init image (inpainting keeps the init "
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                          "sampler_run: a mask needs an init image (inpainting keeps the init "
                           "where the mask is 0)");
     if (q->mask)
         for (size_t j = 0; j < (size_t)q->h * (size_t)q->w; j++)
             if (!(q->mask[j] >= 0.0f && q->mask[j] <= 1.0f))
-                return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                                  "moire_sample: mask value %g at pixel %zu is outside [0, 1]",
+                return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                                  "sampler_run: mask value %g at pixel %zu is outside [0, 1]",
                                   (double)q->mask[j], j);
     return MOIRE_OK;
 }
@@ -416,7 +416,7 @@ static moire_status choose_backend(run *r, int first)
         r->on_device = true;
         return MOIRE_OK;
     }
-    moire_status st = moire_ops_cpu_init(&r->cpu_ops, 1);
+    moire_status st = ops_cpu_init(&r->cpu_ops, 1);
     r->ops = &r->cpu_ops;
     r->model = q->model;
     return st;
@@ -452,12 +452,12 @@ static moire_status upload_tables(run *r, int first)
     const plan *p = &r->p;
     const int steps = p->steps;
     /* one row past the last step: the counter ends there, and the final TO_FLOAT reads it */
-    double *coef = moire_calloc_array((size_t)(steps + 1) * MOIRE_SAMPLER_COEFS, sizeof(double));
-    int *noise_row = moire_malloc_array((size_t)steps, sizeof(int));
+    double *coef = calloc_array((size_t)(steps + 1) * MOIRE_SAMPLER_COEFS, sizeof(double));
+    int *noise_row = malloc_array((size_t)steps, sizeof(int));
     if (!coef || !noise_row) {
         free(coef);
         free(noise_row);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "moire_sample: out of memory");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "sampler_run: out of memory");
     }
     int rows = 0;
     for (int i = first; i < steps; i++) {
@@ -476,9 +476,9 @@ static moire_status upload_tables(run *r, int first)
         st = r->ops->upload(r->ops, r->step, &step, sizeof step);
     if (st == MOIRE_OK && rows > 0) {
         r->noise = run_alloc(r, (size_t)rows * r->total, sizeof(float));
-        float *host = r->noise ? moire_malloc_array((size_t)rows * r->total, sizeof(float)) : NULL;
+        float *host = r->noise ? malloc_array((size_t)rows * r->total, sizeof(float)) : NULL;
         if (!host) {
-            st = r->noise ? moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "moire_sample: out of memory")
+            st = r->noise ? error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "sampler_run: out of memory")
                           : MOIRE_ERROR_OUT_OF_MEMORY;
         } else {
             for (int i = first; i < steps; i++) {
@@ -512,13 +512,13 @@ static moire_status settle_arena(const moire_ops *ops)
 {
     if (!ops->arena)
         return MOIRE_OK;
-    moire_status st = moire_arena_begin(ops->arena);
+    moire_status st = arena_begin(ops->arena);
     if (st == MOIRE_OK)
-        moire_arena_end(ops->arena);
+        arena_end(ops->arena);
     return st;
 }
 
-moire_status moire_sample(const moire_sample_request *request, float *out, int *out_nfe)
+moire_status sampler_run(const moire_sample_request *request, float *out, int *out_nfe)
 {
     moire_status st = check_request(request, out);
     if (st != MOIRE_OK)
@@ -561,14 +561,14 @@ moire_status moire_sample(const moire_sample_request *request, float *out, int *
     r.x0 = run_alloc(&r, r.total, sizeof(float));
     r.coef = run_alloc(&r, (size_t)(steps + 1) * MOIRE_SAMPLER_COEFS, sizeof(double));
     r.step = run_alloc(&r, 1, sizeof(int32_t));
-    r.y_host = moire_calloc_array(r.total, sizeof(double));
-    r.noise_host = moire_malloc_array(r.chw, sizeof(float));
-    r.x0_host = moire_malloc_array(r.total, sizeof(float));
+    r.y_host = calloc_array(r.total, sizeof(double));
+    r.noise_host = malloc_array(r.chw, sizeof(float));
+    r.x0_host = malloc_array(r.total, sizeof(float));
     if (!r.y || !r.den || !r.old || !r.y2 || !r.x_in || !r.t_in || !r.out || !r.x0 ||
         !r.coef || !r.step || !r.y_host || !r.noise_host || !r.x0_host) {
         run_free(&r);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                          "moire_sample: out of memory for %d images of %d×%d×%d", q->n, r.C,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                          "sampler_run: out of memory for %d images of %d×%d×%d", q->n, r.C,
                           q->h, q->w);
     }
 
@@ -623,7 +623,7 @@ moire_status moire_sample(const moire_sample_request *request, float *out, int *
                 st = fetch_float(&r, r.den);
             if (st == MOIRE_OK &&
                 !q->on_step(q->on_step_user_data, step, count, r.nfe, wants ? r.x0_host : NULL))
-                st = moire_fail(MOIRE_ERROR_CANCELLED, "sampling cancelled at step %d of %d",
+                st = error_fail(MOIRE_ERROR_CANCELLED, "sampling cancelled at step %d of %d",
                                 step, count);
         }
     }

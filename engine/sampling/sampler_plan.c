@@ -66,7 +66,7 @@ static bool same_name(const char *a, const char *b)
 moire_status moire_sampler_from_name(const char *name, moire_sampler *out)
 {
     if (!out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_sampler_from_name: out is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_sampler_from_name: out is NULL");
     for (int s = 0; s < MOIRE_SAMPLER_COUNT_; s++) {
         const sampler_names *e = &sampler_table[s];
         if (same_name(name, e->name) || same_name(name, e->label) || same_name(name, e->comfy)) {
@@ -74,7 +74,7 @@ moire_status moire_sampler_from_name(const char *name, moire_sampler *out)
             return MOIRE_OK;
         }
     }
-    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+    return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "unknown sampler \"%s\"; valid samplers: default, ddpm, rf-euler, ddim, "
                       "euler, euler-a, heun, dpm++2m, dmcmc (A1111 labels such as \"Euler a\" and "
                       "\"DPM++ 2M\" and ComfyUI names such as euler_ancestral and dpmpp_2m are "
@@ -99,7 +99,7 @@ const char *moire_sampler_label(moire_sampler sampler)
 moire_status moire_schedule_from_name(const char *name, moire_schedule *out)
 {
     if (!out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_schedule_from_name: out is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_schedule_from_name: out is NULL");
     if (same_name(name, "default")) {
         *out = MOIRE_SCHEDULE_DEFAULT;
         return MOIRE_OK;
@@ -113,7 +113,7 @@ moire_status moire_schedule_from_name(const char *name, moire_schedule *out)
         *out = MOIRE_SCHEDULE_KARRAS;
         return MOIRE_OK;
     }
-    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+    return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "unknown schedule \"%s\"; valid schedules: default, uniform (alias "
                       "normal), karras",
                       name ? name : "(null)");
@@ -213,29 +213,29 @@ void sampler_plan_level_alpha_sigma(const plan *p, double s, double *alpha, doub
 static moire_status check_config(const moire_model_config *c)
 {
     if (!c)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: the model config is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: the model config is NULL");
     if (c->in_channels < 1 || c->out_channels < c->in_channels)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "sampler: the model has %d input and %d output channels; it must "
                           "predict at least as many channels as it reads",
                           c->in_channels, c->out_channels);
     if (c->objective == MOIRE_OBJECTIVE_DDPM_EPS) {
         if (c->num_train_timesteps < 2 || c->num_train_timesteps > 100000)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "sampler: num_train_timesteps %d is out of range [2, 100000]",
                               c->num_train_timesteps);
         if (!(c->beta_start > 0.0f) || !(c->beta_end >= c->beta_start) || !(c->beta_end < 1.0f))
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "sampler: DDPM betas %g..%g are invalid; need 0 < beta_start ≤ "
                               "beta_end < 1",
                               (double)c->beta_start, (double)c->beta_end);
         if (c->learn_sigma && c->out_channels < 2 * c->in_channels)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "sampler: learn_sigma is set but the model has %d output channels "
                               "for %d input channels (need %d)",
                               c->out_channels, c->in_channels, 2 * c->in_channels);
     } else if (c->objective != MOIRE_OBJECTIVE_RECTIFIED_FLOW) {
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "sampler: unknown objective %d",
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "sampler: unknown objective %d",
                           (int)c->objective);
     }
     return MOIRE_OK;
@@ -249,26 +249,26 @@ static moire_status resolve_sampler(const moire_model_config *c, moire_sampler s
     if (sampler == MOIRE_SAMPLER_DEFAULT)
         sampler = ddpm_model ? MOIRE_SAMPLER_DDPM : MOIRE_SAMPLER_RF_EULER;
     if ((int)sampler < 0 || sampler >= MOIRE_SAMPLER_COUNT_)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: unknown sampler id %d",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: unknown sampler id %d",
                           (int)sampler);
     if (sampler == MOIRE_SAMPLER_DMCMC)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "the dmcmc sampler runs persistent chains, not a schedule: it goes "
                           "through moire_generate or moire_stream_new (engine/sampling/dmcmc.c)");
     if ((int)schedule < 0 || schedule >= MOIRE_SCHEDULE_COUNT_)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: unknown schedule id %d",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: unknown schedule id %d",
                           (int)schedule);
     if (sampler == MOIRE_SAMPLER_DDPM && !ddpm_model)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "the ddpm sampler needs a DDPM-ε model and this one is rectified "
                           "flow; use rf-euler (official) or euler, euler-a, heun, dpm++2m, ddim");
     if (sampler == MOIRE_SAMPLER_RF_EULER && ddpm_model)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "the rf-euler sampler needs a rectified-flow model and this one is "
                           "DDPM-ε; use ddpm (official) or euler, euler-a, heun, dpm++2m, ddim");
     if (schedule == MOIRE_SCHEDULE_KARRAS &&
         (sampler == MOIRE_SAMPLER_DDPM || sampler == MOIRE_SAMPLER_RF_EULER))
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "the %s sampler runs the official uniform schedule only; for Karras "
                           "levels use euler (the same integrator%s) with the karras schedule",
                           moire_sampler_name(sampler),
@@ -288,21 +288,21 @@ moire_status sampler_plan_build(const moire_model_config *c, moire_sampler sampl
     if (st != MOIRE_OK)
         return st;
     if (steps < 1 || steps > STEPS_MAX)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: steps %d is out of range [1, %d]",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler: steps %d is out of range [1, %d]",
                           steps, STEPS_MAX);
     p->objective = c->objective;
     p->steps = steps;
     if (p->sampler == MOIRE_SAMPLER_DDPM && steps > c->num_train_timesteps)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "sampler: ddpm respaces the %d training timesteps, so steps (%d) must "
                           "be at most %d",
                           c->num_train_timesteps, steps, c->num_train_timesteps);
 
     size_t n_levels = (size_t)steps + 1;
-    p->levels = moire_malloc_array(n_levels, sizeof *p->levels);
-    p->model_times = moire_malloc_array(n_levels, sizeof *p->model_times);
-    p->state_a = moire_malloc_array(n_levels, sizeof *p->state_a);
-    p->state_b = moire_malloc_array(n_levels, sizeof *p->state_b);
+    p->levels = malloc_array(n_levels, sizeof *p->levels);
+    p->model_times = malloc_array(n_levels, sizeof *p->model_times);
+    p->state_a = malloc_array(n_levels, sizeof *p->state_a);
+    p->state_b = malloc_array(n_levels, sizeof *p->state_b);
     if (!p->levels || !p->model_times || !p->state_a || !p->state_b)
         goto oom;
 
@@ -323,8 +323,8 @@ moire_status sampler_plan_build(const moire_model_config *c, moire_sampler sampl
     } else {
         int T = c->num_train_timesteps;
         p->T = T;
-        p->alphas_cumprod = moire_malloc_array((size_t)T, sizeof *p->alphas_cumprod);
-        p->log_sigmas = moire_malloc_array((size_t)T, sizeof *p->log_sigmas);
+        p->alphas_cumprod = malloc_array((size_t)T, sizeof *p->alphas_cumprod);
+        p->log_sigmas = malloc_array((size_t)T, sizeof *p->log_sigmas);
         if (!p->alphas_cumprod || !p->log_sigmas)
             goto oom;
         /* β = linspace(beta_start, beta_end, T) in double (NumPy's formula). */
@@ -338,15 +338,15 @@ moire_status sampler_plan_build(const moire_model_config *c, moire_sampler sampl
         }
         if (p->sampler == MOIRE_SAMPLER_DDPM) {
             size_t K = (size_t)steps;
-            p->timesteps = moire_malloc_array(K, sizeof *p->timesteps);
-            p->sqrt_recip_ab = moire_malloc_array(K, sizeof(double));
-            p->sqrt_recipm1_ab = moire_malloc_array(K, sizeof(double));
-            p->coef1 = moire_malloc_array(K, sizeof(double));
-            p->coef2 = moire_malloc_array(K, sizeof(double));
-            p->log_beta = moire_malloc_array(K, sizeof(double));
-            p->log_post_var = moire_malloc_array(K, sizeof(double));
-            double *ab = moire_malloc_array(K, sizeof(double));
-            double *post_var = moire_malloc_array(K, sizeof(double));
+            p->timesteps = malloc_array(K, sizeof *p->timesteps);
+            p->sqrt_recip_ab = malloc_array(K, sizeof(double));
+            p->sqrt_recipm1_ab = malloc_array(K, sizeof(double));
+            p->coef1 = malloc_array(K, sizeof(double));
+            p->coef2 = malloc_array(K, sizeof(double));
+            p->log_beta = malloc_array(K, sizeof(double));
+            p->log_post_var = malloc_array(K, sizeof(double));
+            double *ab = malloc_array(K, sizeof(double));
+            double *post_var = malloc_array(K, sizeof(double));
             if (!p->timesteps || !p->sqrt_recip_ab || !p->sqrt_recipm1_ab || !p->coef1 ||
                 !p->coef2 || !p->log_beta || !p->log_post_var || !ab || !post_var) {
                 free(ab);
@@ -420,7 +420,7 @@ moire_status sampler_plan_build(const moire_model_config *c, moire_sampler sampl
     return MOIRE_OK;
 oom:
     sampler_plan_free(p);
-    return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "sampler: out of memory for %d steps", steps);
+    return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "sampler: out of memory for %d steps", steps);
 }
 
 moire_status sampler_levels(const moire_model_config *config, moire_sampler sampler,
@@ -428,7 +428,7 @@ moire_status sampler_levels(const moire_model_config *config, moire_sampler samp
                             double *model_times)
 {
     if (!levels)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_levels: levels is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_levels: levels is NULL");
     plan p;
     moire_status st = sampler_plan_build(config, sampler, schedule, steps, &p);
     if (st != MOIRE_OK)
