@@ -5,7 +5,7 @@
  *
  * The module is compiled with hidden visibility: only moire_cuda_module_entry is exported,
  * so the forwarders below bind inside the module and can never interpose on (or be
- * interposed by) libmoire's own moire_fail & co. in the executable. Not part of the CUDA
+ * interposed by) libmoire's own error_fail & co. in the executable. Not part of the CUDA
  * emulator's build, which links ops_cuda.c into the engine directly.
  */
 #include "backend_module.h"
@@ -17,7 +17,7 @@
 /* Set once by the entry point, before libmoire calls anything else in the module. */
 static const moire_backend_host *host;
 
-moire_status moire_fail(moire_status status, const char *fmt, ...)
+moire_status error_fail(moire_status status, const char *fmt, ...)
 {
     va_list args;
     va_start(args, fmt);
@@ -26,7 +26,7 @@ moire_status moire_fail(moire_status status, const char *fmt, ...)
     return status;
 }
 
-void moire_error_prefix(const char *fmt, ...)
+void error_prefix(const char *fmt, ...)
 {
     va_list args;
     va_start(args, fmt);
@@ -34,17 +34,17 @@ void moire_error_prefix(const char *fmt, ...)
     va_end(args);
 }
 
-void moire_error_clear(void)
+void error_clear(void)
 {
     host->error_clear();
 }
 
-void *moire_arena_take(moire_arena *arena, size_t bytes)
+void *arena_take(moire_arena *arena, size_t bytes)
 {
     return host->arena_take(arena, bytes);
 }
 
-void moire_arena_release(moire_arena *arena, size_t mark)
+void arena_release(moire_arena *arena, size_t mark)
 {
     host->arena_release(arena, mark);
 }
@@ -56,8 +56,8 @@ const moire_backend_module *moire_cuda_module_entry(const moire_backend_host *ca
 {
     static const moire_backend_module module = {
         MOIRE_BACKEND_MODULE_LAYOUT,
-        .init = moire_cuda_backend_init,
-        .stats = moire_cuda_backend_stats,
+        .init = cuda_backend_init,
+        .stats = cuda_backend_stats,
     };
     /* A host of another ABI cannot be called safely; the loader refuses the module when it
      * sees this table's abi differ from its own, before calling anything. */

@@ -138,7 +138,7 @@ static int broken_module(const char *mode)
           "%s: the message names the variable and the fix: \"%s\"", mode, message);
     printf("       cuda, module %s: %s\n", mode, message);
     moire_ctx_free(ctx);
-    CHECK(!moire_cuda_module_loaded(), "%s: no module counts as loaded", mode);
+    CHECK(!cuda_module_loaded(), "%s: no module counts as loaded", mode);
     CHECK(!mapped("libcublas"), "%s: cuBLAS was mapped", mode);
     return test_finish(mode);
 }
@@ -177,14 +177,14 @@ int main(int argc, char **argv)
     if (cpu)
         check_forward(cpu, "cpu");
     moire_ctx_free(cpu);
-    CHECK(!moire_cuda_module_loaded() && !mapped("libcublas"),
+    CHECK(!cuda_module_loaded() && !mapped("libcublas"),
           "a CPU context loaded the CUDA module");
 
     /* auto: loads the module; a GPU is used, or the CPU with one info line. */
     memset(&log, 0, sizeof log);
     moire_ctx *ctx = make(MOIRE_DEVICE_AUTO, &log, &status);
     CHECK(ctx && status == MOIRE_OK, "auto: %s", moire_last_error());
-    CHECK(moire_cuda_module_loaded() && mapped(MOIRE_CUDA_MODULE_NAME),
+    CHECK(cuda_module_loaded() && mapped(MOIRE_CUDA_MODULE_NAME),
           "auto did not load the module (%s)", moire_last_error());
     const bool gpu = ctx && strcmp(moire_ctx_backend_name(ctx), "cuda") == 0;
     if (ctx && !gpu) {

@@ -297,7 +297,7 @@ static moire_status oracle_level(void *user_data, const float *states, int n, do
 {
     oracle *o = user_data;
     if (o->fail_after > 0 && o->calls >= o->fail_after)
-        return moire_fail(MOIRE_ERROR_IO, "oracle: gave up");
+        return error_fail(MOIRE_ERROR_IO, "oracle: gave up");
     o->calls++;
     memcpy(o->last, states, (size_t)n * CHW * sizeof(float));
     for (int c = 0; c < n; c++) {

@@ -7,8 +7,8 @@
  *           attention, MoE and block outputs, final output) and the model output;
  *   case b: a non-square grid (positions recomputed);
  *   sampler runs: every sampler for the model's objective, 5 steps with CFG, through
- *           moire_generate_samples (resolution of defaults + batched CFG + sampler); the
- *           img2img case through moire_sample with a CFG wrapper written here.
+ *           generate_samples (resolution of defaults + batched CFG + sampler); the
+ *           img2img case through sampler_run with a CFG wrapper written here.
  * Tolerance: relative error ≤ 1e-4 (fp32 engine vs float64 reference); top-k ids exact.
  */
 #include "context.h"
@@ -179,12 +179,12 @@ static void check_sampler_cases(moire_ctx *ctx, const moire_model *model, const 
                 .model = cfg_wrapper_call, .model_user_data = &wrapper,
             };
             int nfe = 0;
-            status = moire_sample(&request, got, &nfe);
+            status = sampler_run(&request, got, &nfe);
             CHECK(nfe == (int)json_object_get_int_member(c, "nfe"), "%s img2img: nfe %d, reference %d",
                   sampler_name, nfe, (int)json_object_get_int_member(c, "nfe"));
             free(init), free(mask);
         } else {
-            status = moire_generate_samples(ctx, model, &params, 0, n, NULL, got);
+            status = generate_samples(ctx, model, &params, 0, n, NULL, got);
         }
         CHECK(status == MOIRE_OK, "%s/%s failed: %s", sampler_name, schedule_name,
               moire_last_error());

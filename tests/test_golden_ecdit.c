@@ -12,7 +12,7 @@
  *   case b: a non-square grid;
  *   routing (op level): exact ties (the lower token index wins, a token no expert takes),
  *           C clamped to the group size, a small capacity;
- *   sampler runs through moire_generate_samples with prompt, negative prompt and CFG.
+ *   sampler runs through generate_samples with prompt, negative prompt and CFG.
  * Tolerance: relative error ≤ 1e-4 (fp32 engine vs float64 reference); indices exact.
  */
 #include "context.h"
@@ -203,7 +203,7 @@ static void check_sampler_cases(moire_ctx *ctx, const moire_model *model, const 
         params.prompt = json_object_get_string_member(c, "prompt");
         params.negative_prompt = json_object_get_string_member(c, "negative");
         params.batch_count = n;
-        moire_status status = moire_generate_samples(ctx, model, &params, 0, n, NULL, got);
+        moire_status status = generate_samples(ctx, model, &params, 0, n, NULL, got);
         CHECK(status == MOIRE_OK, "%s/%s failed: %s", sampler, schedule, moire_last_error());
         char label[160];
         snprintf(label, sizeof label, "%s %s/%s cfg=%g eta=%g \"%s\" neg \"%s\"",

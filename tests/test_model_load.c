@@ -496,7 +496,7 @@ static void expect_load_failure(const char *what, const tiny_model *m, moire_sta
     snprintf(file_name, sizeof file_name, "bad_%d.safetensors", test_checks);
     const char *path = build_model(m, file_name, NULL);
     moire_model *model = (moire_model *)&model; /* must be reset to NULL */
-    moire_error_clear();
+    error_clear();
     moire_status status = moire_model_load(path, &model);
     const char *message = moire_last_error();
     CHECK(status == want, "%s: status %s, want %s (%s)", what, moire_status_to_string(status),

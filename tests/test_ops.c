@@ -604,7 +604,7 @@ static void test_group_norm_pool(int C, int H, int W, int G)
 
 int main(void)
 {
-    moire_ops_cpu_init(&ops, 2);
+    ops_cpu_init(&ops, 2);
     test_linear(37, 96, 288);
     test_linear(5, 1152, 64);
     test_linear(1, 1408, 33);

@@ -58,7 +58,7 @@ int main(void)
     for (size_t c = 0; c < sizeof normal_cases / sizeof normal_cases[0]; c++) {
         const normal_case *nc = &normal_cases[c];
         float got[8];
-        moire_rng_normal(nc->seed, nc->stream, nc->offset, got, nc->count);
+        rng_normal(nc->seed, nc->stream, nc->offset, got, nc->count);
         for (int i = 0; i < nc->count; i++)
             CHECK(fabsf(got[i] - nc->want[i]) <= 2.5e-7f * fmaxf(1.0f, fabsf(nc->want[i])),
                   "case %zu element %d: got %.9g want %.9g", c, i, got[i], nc->want[i]);
@@ -66,10 +66,10 @@ int main(void)
 
     /* Offset consistency: any window equals the same elements of a draw from 0. */
     float full[64], part[64];
-    moire_rng_normal(1234, MOIRE_RNG_STREAM_STEP + 3, 0, full, 64);
+    rng_normal(1234, MOIRE_RNG_STREAM_STEP + 3, 0, full, 64);
     for (uint64_t off = 0; off < 9; off++) {
         for (int count = 0; count <= 13; count++) {
-            moire_rng_normal(1234, MOIRE_RNG_STREAM_STEP + 3, off, part, count);
+            rng_normal(1234, MOIRE_RNG_STREAM_STEP + 3, off, part, count);
             int bad = 0;
             for (int i = 0; i < count; i++)
                 bad += part[i] != full[off + (uint64_t)i];
@@ -77,7 +77,7 @@ int main(void)
                   count, bad);
         }
     }
-    moire_rng_normal(1234, MOIRE_RNG_STREAM_STEP + 3, 7, part, 10);
+    rng_normal(1234, MOIRE_RNG_STREAM_STEP + 3, 7, part, 10);
     int same = 1;
     for (int i = 0; i < 10; i++)
         same &= part[i] == full[7 + i];
@@ -85,10 +85,10 @@ int main(void)
 
     /* Different seeds and streams give different noise. */
     float a[8], b[8];
-    moire_rng_normal(1, 0, 0, a, 8);
-    moire_rng_normal(2, 0, 0, b, 8);
+    rng_normal(1, 0, 0, a, 8);
+    rng_normal(2, 0, 0, b, 8);
     CHECK(test_max_abs_diff(a, b, 8) > 0.1, "seeds 1 and 2 give the same noise");
-    moire_rng_normal(1, MOIRE_RNG_STREAM_IMG2IMG, 0, b, 8);
+    rng_normal(1, MOIRE_RNG_STREAM_IMG2IMG, 0, b, 8);
     CHECK(test_max_abs_diff(a, b, 8) > 0.1, "streams 0 and 2^32 give the same noise");
 
     /* Moments over 10^6 samples (and a speed figure). */
@@ -98,7 +98,7 @@ int main(void)
     if (big) {
         struct timespec t0, t1;
         timespec_get(&t0, TIME_UTC);
-        moire_rng_normal(99, MOIRE_RNG_STREAM_INIT, 3, big, count);
+        rng_normal(99, MOIRE_RNG_STREAM_INIT, 3, big, count);
         timespec_get(&t1, TIME_UTC);
         double seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
         double sum = 0.0, sum2 = 0.0, sum4 = 0.0;

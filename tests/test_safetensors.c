@@ -195,7 +195,7 @@ static void expect_failure(const char *what, const char *path, moire_status want
                            const char *want_word)
 {
     st_file *file = NULL;
-    moire_error_clear();
+    error_clear();
     moire_status status = st_open(path, &file);
     const char *message = moire_last_error();
     CHECK(status == want_status, "%s: status %s, want %s (%s)", what,

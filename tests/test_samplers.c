@@ -147,7 +147,7 @@ static void exact_ode(const moire_model_config *config, const moire_sample_reque
     double s0 = levels[0];
     for (int b = 0; b < q->n; b++) {
         float noise[PER_IMAGE];
-        moire_rng_normal(q->seeds[b], MOIRE_RNG_STREAM_INIT, 0, noise, PER_IMAGE);
+        rng_normal(q->seeds[b], MOIRE_RNG_STREAM_INIT, 0, noise, PER_IMAGE);
         for (int j = 0; j < PER_IMAGE; j++) {
             double y0, alpha, sigma;
             if (config->objective == MOIRE_OBJECTIVE_DDPM_EPS) {
@@ -299,7 +299,7 @@ static void test_distribution_and_ode(void)
                 moire_sample_request q =
                     make_request(&config, &a, smp, (moire_schedule)sch, 50, N_IMG, seeds);
                 int nfe = -1;
-                moire_status st = moire_sample(&q, out, &nfe);
+                moire_status st = sampler_run(&q, out, &nfe);
                 CHECK(st == MOIRE_OK, "%s obj %d sch %d: %s", name, o, sch, moire_last_error());
                 CHECK(nfe == expected_nfe(smp, 50) && a.calls == nfe, "%s NFE %d (calls %d)",
                       name, nfe, a.calls);
@@ -317,7 +317,7 @@ static void test_distribution_and_ode(void)
 
                 /* Same seed → bit-identical. */
                 a.calls = 0;
-                st = moire_sample(&q, out2, NULL);
+                st = sampler_run(&q, out2, NULL);
                 CHECK(st == MOIRE_OK && memcmp(out, out2, sizeof out) == 0,
                       "%s obj %d sch %d not deterministic", name, o, sch);
 
@@ -325,7 +325,7 @@ static void test_distribution_and_ode(void)
                     if (sch != MOIRE_SCHEDULE_UNIFORM)
                         continue;
                     q.steps = 500;
-                    st = moire_sample(&q, out2, NULL);
+                    st = sampler_run(&q, out2, NULL);
                     stats(out2, TOTAL, &mean, &std);
                     printf("         500 steps: mean %.4f std %.4f\n", mean, std);
                     CHECK(st == MOIRE_OK && fabs(mean - DATA_MEAN) < 0.06 &&
@@ -338,7 +338,7 @@ static void test_distribution_and_ode(void)
                 exact_ode(&config, &q, want);
                 double err50 = test_rel_error(out, want, TOTAL);
                 q.steps = 25;
-                st = moire_sample(&q, out2, NULL);
+                st = sampler_run(&q, out2, NULL);
                 exact_ode(&config, &q, want);
                 double err25 = test_rel_error(out2, want, TOTAL);
                 printf("         ODE error 25 steps %.2e, 50 steps %.2e\n", err25, err50);
@@ -366,11 +366,11 @@ static void test_batch_independence(void)
         analytic_init(&a, &config, 3);
         moire_sample_request q =
             make_request(&config, &a, cases[c].sampler, MOIRE_SCHEDULE_DEFAULT, 20, 3, seeds);
-        CHECK(moire_sample(&q, batch, NULL) == MOIRE_OK, "batch run: %s", moire_last_error());
+        CHECK(sampler_run(&q, batch, NULL) == MOIRE_OK, "batch run: %s", moire_last_error());
         for (int i = 0; i < 3; i++) {
             analytic_init(&a, &config, 1);
             q = make_request(&config, &a, cases[c].sampler, MOIRE_SCHEDULE_DEFAULT, 20, 1, &seeds[i]);
-            CHECK(moire_sample(&q, single, NULL) == MOIRE_OK, "single run");
+            CHECK(sampler_run(&q, single, NULL) == MOIRE_OK, "single run");
             CHECK(memcmp(single, batch + (size_t)i * PER_IMAGE, sizeof single) == 0,
                   "%s: image %d of a batch of 3 differs from a single run with its seed",
                   moire_sampler_name(cases[c].sampler), i);
@@ -398,7 +398,7 @@ static void test_img2img_mask_cancel(void)
     static float init[TOTAL], out[TOTAL], ref[TOTAL], mask[H * W];
     const uint64_t seeds[N_IMG] = {5, 6};
     /* An init from the data distribution, with noise the samplers never use. */
-    moire_rng_normal(31337, 77, 0, init, TOTAL);
+    rng_normal(31337, 77, 0, init, TOTAL);
     for (int j = 0; j < TOTAL; j++)
         init[j] = (float)(DATA_MEAN + DATA_STD * init[j]);
     for (int o = 0; o < 2; o++) {
@@ -419,7 +419,7 @@ static void test_img2img_mask_cancel(void)
             q.on_step = on_step;
             q.on_step_user_data = &log;
             int nfe = 0;
-            CHECK(moire_sample(&q, out, &nfe) == MOIRE_OK, "img2img: %s", moire_last_error());
+            CHECK(sampler_run(&q, out, &nfe) == MOIRE_OK, "img2img: %s", moire_last_error());
             /* The first model input is the init noised to level 35 of 50 (IMG2IMG noise). */
             {
                 double levels[51], times[50];
@@ -427,7 +427,7 @@ static void test_img2img_mask_cancel(void)
                 double lv = levels[35], want_t = times[35];
                 float noise[PER_IMAGE], want[TOTAL];
                 for (int b = 0; b < N_IMG; b++) {
-                    moire_rng_normal(seeds[b], MOIRE_RNG_STREAM_IMG2IMG, 0, noise, PER_IMAGE);
+                    rng_normal(seeds[b], MOIRE_RNG_STREAM_IMG2IMG, 0, noise, PER_IMAGE);
                     for (int j = 0; j < PER_IMAGE; j++) {
                         double x0 = init[b * PER_IMAGE + j], x;
                         if (o == 1) /* RF: (1−t)·init + t·n */
@@ -453,7 +453,7 @@ static void test_img2img_mask_cancel(void)
             moire_sample_request fresh =
                 make_request(&config, &a, smp, MOIRE_SCHEDULE_UNIFORM, 50, N_IMG, seeds);
             fresh.eta = 0.5f;
-            CHECK(moire_sample(&fresh, ref, NULL) == MOIRE_OK, "txt2img");
+            CHECK(sampler_run(&fresh, ref, NULL) == MOIRE_OK, "txt2img");
             double moved = test_rel_error(out, init, TOTAL), fresh_dist = test_rel_error(ref, init, TOTAL);
             CHECK(moved < 0.85 * fresh_dist, "%s obj %d strength 0.3 moved the init by %g (a fresh "
                   "sample is %g away)", moire_sampler_name(smp), o, moved, fresh_dist);
@@ -463,7 +463,7 @@ static void test_img2img_mask_cancel(void)
                 mask[j] = 0.0f;
             q.mask = mask;
             q.on_step = NULL;
-            CHECK(moire_sample(&q, out, NULL) == MOIRE_OK, "mask 0: %s", moire_last_error());
+            CHECK(sampler_run(&q, out, NULL) == MOIRE_OK, "mask 0: %s", moire_last_error());
             CHECK(memcmp(out, init, sizeof out) == 0, "%s obj %d: mask 0 does not return the init",
                   moire_sampler_name(smp), o);
 
@@ -471,12 +471,12 @@ static void test_img2img_mask_cancel(void)
             for (int j = 0; j < H * W; j++)
                 mask[j] = 1.0f;
             q.strength = 1.0f;
-            CHECK(moire_sample(&q, out, &nfe) == MOIRE_OK && nfe == expected_nfe(smp, 50),
+            CHECK(sampler_run(&q, out, &nfe) == MOIRE_OK && nfe == expected_nfe(smp, 50),
                   "mask 1");
             moire_sample_request plain =
                 make_request(&config, &a, smp, MOIRE_SCHEDULE_UNIFORM, 50, N_IMG, seeds);
             plain.eta = 0.5f;
-            CHECK(moire_sample(&plain, ref, NULL) == MOIRE_OK &&
+            CHECK(sampler_run(&plain, ref, NULL) == MOIRE_OK &&
                       memcmp(out, ref, sizeof out) == 0,
                   "%s obj %d: mask 1 + strength 1 differs from txt2img", moire_sampler_name(smp), o);
 
@@ -484,7 +484,7 @@ static void test_img2img_mask_cancel(void)
             for (int j = 0; j < H * W; j++)
                 mask[j] = j < H * W / 2 ? 0.0f : 1.0f;
             q.strength = 0.6f;
-            CHECK(moire_sample(&q, out, NULL) == MOIRE_OK, "half mask");
+            CHECK(sampler_run(&q, out, NULL) == MOIRE_OK, "half mask");
             bool kept = true;
             for (int j = 0; j < TOTAL; j++)
                 if (j % (H * W) < H * W / 2)
@@ -502,7 +502,7 @@ static void test_img2img_mask_cancel(void)
         q.on_step_user_data = &log;
         for (int j = 0; j < TOTAL; j++)
             out[j] = 123.0f;
-        CHECK(moire_sample(&q, out, NULL) == MOIRE_ERROR_CANCELLED && log.calls == 3,
+        CHECK(sampler_run(&q, out, NULL) == MOIRE_ERROR_CANCELLED && log.calls == 3,
               "cancel: %d calls", log.calls);
         bool untouched = true;
         for (int j = 0; j < TOTAL; j++)
@@ -513,7 +513,7 @@ static void test_img2img_mask_cancel(void)
         analytic_init(&a, &config, N_IMG);
         a.fail_at = 4;
         q.on_step = NULL;
-        CHECK(moire_sample(&q, out, NULL) == MOIRE_ERROR_BACKEND && a.calls == 4,
+        CHECK(sampler_run(&q, out, NULL) == MOIRE_ERROR_BACKEND && a.calls == 4,
               "model failure not propagated");
     }
 }
@@ -532,7 +532,7 @@ static void test_bad_arguments(void)
 
 #define EXPECT(status, what)                                                                 \
     do {                                                                                     \
-        moire_status st_ = moire_sample(&q, out, NULL);                                      \
+        moire_status st_ = sampler_run(&q, out, NULL);                                      \
         CHECK(st_ == (status), "%s: got %s (%s)", what, moire_status_to_string(st_),         \
               moire_last_error());                                                           \
         CHECK(moire_last_error()[0] != '\0', "%s: no message", what);                        \
@@ -562,7 +562,7 @@ static void test_bad_arguments(void)
     moire_model_config broken = ddpm;
     broken.out_channels = 6;
     q = base; q.config = &broken; EXPECT(MOIRE_ERROR_INVALID_ARGUMENT, "learn_sigma with 6 channels");
-    CHECK(moire_sample(NULL, out, NULL) == MOIRE_ERROR_INVALID_ARGUMENT, "NULL request");
+    CHECK(sampler_run(NULL, out, NULL) == MOIRE_ERROR_INVALID_ARGUMENT, "NULL request");
 #undef EXPECT
 }
 

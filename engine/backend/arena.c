@@ -19,7 +19,7 @@ static size_t align_up(size_t bytes, size_t to)
     return (bytes + to - 1) / to * to;
 }
 
-void moire_arena_init(moire_arena *arena, const moire_ops *ops)
+void arena_init(moire_arena *arena, const moire_ops *ops)
 {
     memset(arena, 0, sizeof *arena);
     arena->ops = ops;
@@ -32,7 +32,7 @@ static void free_overflow(moire_arena *arena)
     arena->overflow_count = 0;
 }
 
-void moire_arena_destroy(moire_arena *arena)
+void arena_destroy(moire_arena *arena)
 {
     if (!arena->ops)
         return;
@@ -43,7 +43,7 @@ void moire_arena_destroy(moire_arena *arena)
     memset(arena, 0, sizeof *arena);
 }
 
-moire_status moire_arena_begin(moire_arena *arena)
+moire_status arena_begin(moire_arena *arena)
 {
     if (arena->open) /* a pass inside a pass (a VAE decode from a callback) shares it */
         return MOIRE_OK;
@@ -66,13 +66,13 @@ moire_status moire_arena_begin(moire_arena *arena)
     return MOIRE_OK;
 }
 
-void moire_arena_end(moire_arena *arena)
+void arena_end(moire_arena *arena)
 {
     arena->used = 0;
     arena->open = false;
 }
 
-void *moire_arena_take(moire_arena *arena, size_t bytes)
+void *arena_take(moire_arena *arena, size_t bytes)
 {
     bytes = align_up(bytes ? bytes : 1, ARENA_ALIGN);
     void *p;
@@ -83,7 +83,7 @@ void *moire_arena_take(moire_arena *arena, size_t bytes)
             const size_t cap = arena->overflow_cap ? 2 * arena->overflow_cap : 16;
             void **grown = realloc(arena->overflow, cap * sizeof *grown);
             if (!grown) {
-                moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+                error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
                 return NULL;
             }
             arena->overflow = grown;
@@ -101,7 +101,7 @@ void *moire_arena_take(moire_arena *arena, size_t bytes)
     return p;
 }
 
-void moire_arena_release(moire_arena *arena, size_t mark)
+void arena_release(moire_arena *arena, size_t mark)
 {
     if (mark < arena->used)
         arena->used = mark;

@@ -1,4 +1,4 @@
-/* backend_loader.c — moire_ops_cuda_init / moire_ops_cuda_stats (ops.h) for builds with the
+/* backend_loader.c — ops_cuda_init / ops_cuda_stats (ops.h) for builds with the
  * CUDA backend: the backend lives in the shared module libmoire-cuda.so (kernels/), loaded
  * with dlopen() the first time a CUDA context is asked for (engine/backend/backend_module.h says why;
  * docs/CUDA.md, "Loading", for users).
@@ -41,7 +41,7 @@
 /* ---- loading ------------------------------------------------------------------------- */
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
-/* NULL until a module is loaded and checked; atomic because moire_ops_cuda_stats reads it
+/* NULL until a module is loaded and checked; atomic because ops_cuda_stats reads it
  * without going through pthread_once. */
 static _Atomic(const moire_backend_module *) loaded;
 static moire_status load_status = MOIRE_ERROR_UNSUPPORTED;
@@ -53,8 +53,8 @@ static void load_module(void)
 {
     static const moire_backend_module linked = {
         MOIRE_BACKEND_MODULE_LAYOUT,
-        .init = moire_cuda_backend_init,
-        .stats = moire_cuda_backend_stats,
+        .init = cuda_backend_init,
+        .stats = cuda_backend_stats,
     };
     atomic_store(&loaded, &linked);
 }
@@ -67,23 +67,23 @@ static moire_status host_fail_v(moire_status status, const char *fmt, va_list ar
 {
     char message[2048];
     vsnprintf(message, sizeof message, fmt, args);
-    return moire_fail(status, "%s", message);
+    return error_fail(status, "%s", message);
 }
 
 static void host_error_prefix_v(const char *fmt, va_list args)
 {
     char prefix[2048];
     vsnprintf(prefix, sizeof prefix, fmt, args);
-    moire_error_prefix("%s", prefix);
+    error_prefix("%s", prefix);
 }
 
 static const moire_backend_host host_table = {
     .abi = MOIRE_BACKEND_MODULE_ABI,
     .fail_v = host_fail_v,
     .error_prefix_v = host_error_prefix_v,
-    .error_clear = moire_error_clear,
-    .arena_take = moire_arena_take,
-    .arena_release = moire_arena_release,
+    .error_clear = error_clear,
+    .arena_take = arena_take,
+    .arena_release = arena_release,
 };
 
 static void load_failed(moire_status status, const char *fmt, ...) MOIRE_PRINTF(2, 3);
@@ -229,35 +229,35 @@ static void load_module(void)
 
 #endif /* MOIRE_CUDA_EMU */
 
-/* The module, loading it on the first call; NULL with moire_fail set when there is none. */
+/* The module, loading it on the first call; NULL with error_fail set when there is none. */
 static const moire_backend_module *cuda_module(void)
 {
     pthread_once(&load_once, load_module);
     const moire_backend_module *module = atomic_load(&loaded);
     if (!module)
-        moire_fail(load_status, "%s", load_message);
+        error_fail(load_status, "%s", load_message);
     return module;
 }
 
-moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16)
+moire_status ops_cuda_init(moire_ops *ops, int n_threads, bool bf16)
 {
     const moire_backend_module *module = cuda_module();
     return module ? module->init(ops, n_threads, bf16) : load_status;
 }
 
-moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
-                                  bool measure_bandwidth)
+moire_status ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
+                            bool measure_bandwidth)
 {
     /* A CUDA op table exists only once the module is loaded: never load it here. */
     const moire_backend_module *module = atomic_load(&loaded);
     if (!module) {
         memset(stats, 0, sizeof *stats);
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "not a CUDA op table");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "not a CUDA op table");
     }
     return module->stats(ops, stats, measure_bandwidth);
 }
 
-bool moire_cuda_module_loaded(void)
+bool cuda_module_loaded(void)
 {
     return atomic_load(&loaded) != NULL;
 }

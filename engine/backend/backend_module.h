@@ -36,18 +36,18 @@
 /* libmoire's services the module calls (filled by backend_loader.c). */
 typedef struct moire_backend_host {
     uint32_t abi; /* MOIRE_BACKEND_MODULE_ABI of libmoire's build */
-    /* moire_fail / moire_error_prefix / moire_error_clear (error.c, thread-local message) */
+    /* error_fail / error_prefix / error_clear (error.c, thread-local message) */
     moire_status (*fail_v)(moire_status status, const char *fmt, va_list args);
     void (*error_prefix_v)(const char *fmt, va_list args);
     void (*error_clear)(void);
-    /* moire_arena_take / moire_arena_release (arena.c) on the context's arena */
+    /* arena_take / arena_release (arena.c) on the context's arena */
     void *(*arena_take)(moire_arena *arena, size_t bytes);
     void (*arena_release)(moire_arena *arena, size_t mark);
 } moire_backend_host;
 
 /* What the module hands back: its build's ABI and struct layouts (checked by the loader
  * before anything is called) and the backend's two entry points (ops.h:
- * moire_ops_cuda_init, moire_ops_cuda_stats). */
+ * ops_cuda_init, ops_cuda_stats). */
 typedef struct moire_backend_module {
     uint32_t abi;
     uint32_t sizeof_ops, sizeof_arena, sizeof_tensor, sizeof_stats;
@@ -71,13 +71,13 @@ typedef const moire_backend_module *(*moire_backend_module_entry_fn)(
 /* The CUDA backend's implementation (kernels/ops_cuda.c). libmoire calls these only through
  * the module's table; the CUDA emulator's build (tests/cuda-emu/), which links ops_cuda.c into
  * the engine statically, calls them directly. */
-moire_status moire_cuda_backend_init(moire_ops *ops, int n_threads, bool bf16);
-moire_status moire_cuda_backend_stats(const moire_ops *ops, moire_ops_stats *stats,
-                                      bool measure_bandwidth);
+moire_status cuda_backend_init(moire_ops *ops, int n_threads, bool bf16);
+moire_status cuda_backend_stats(const moire_ops *ops, moire_ops_stats *stats,
+                                bool measure_bandwidth);
 
 /* Whether this process has loaded the CUDA module (backend_loader.c; always true in the
  * emulator's build once a CUDA context was asked for). For tests: commands that never touch
  * a device must not load it. */
-bool moire_cuda_module_loaded(void);
+bool cuda_module_loaded(void);
 
 #endif /* MOIRE_BACKEND_MODULE_H */

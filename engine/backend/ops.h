@@ -55,13 +55,13 @@ typedef struct moire_tensor {
     int64_t rows, cols;
 } moire_tensor;
 
-static inline bool moire_tensor_present(const moire_tensor *t)
+static inline bool tensor_present(const moire_tensor *t)
 {
     return t && t->data;
 }
 
 /* Part i as a host fp32 pointer (CPU backend only). */
-static inline const float *moire_tensor_part(const moire_tensor *t, int i)
+static inline const float *tensor_part(const moire_tensor *t, int i)
 {
     return t->parts ? t->parts[i] : (const float *)t->data + (size_t)i * t->rows * t->cols;
 }
@@ -76,7 +76,7 @@ typedef struct moire_swiglu {
     int experts, hidden;
 } moire_swiglu;
 
-static inline bool moire_swiglu_present(const moire_swiglu *s)
+static inline bool swiglu_present(const moire_swiglu *s)
 {
     return s && s->experts > 0 && s->hidden > 0;
 }
@@ -117,7 +117,7 @@ struct moire_ops {
     /* ---- memory ---- */
 
     /* Persistent backend memory (not for use inside a forward: use the arena). NULL +
-     * moire_fail when out of memory. */
+     * error_fail when out of memory. */
     void *(*mem_alloc)(const moire_ops *ops, size_t bytes);
     void (*mem_free)(const moire_ops *ops, void *ptr);
     /* Host → backend, ordered with the queued work; `src` may be reused once it returns. */
@@ -295,9 +295,9 @@ struct moire_ops {
 
 /* ---- the activation arena (arena.c) ----
  * One per context. A pass (a forward, a text encode, a VAE decode) runs between
- * moire_arena_begin and moire_arena_end; inside it, moire_arena_take hands out aligned blocks
- * from one backend allocation, and moire_arena_release(mark) gives back everything taken
- * since moire_arena_mark (ops free their scratch that way, LIFO). A request past the block
+ * arena_begin and arena_end; inside it, arena_take hands out aligned blocks
+ * from one backend allocation, and arena_release(mark) gives back everything taken
+ * since arena_mark (ops free their scratch that way, LIFO). A request past the block
  * gets an overflow allocation of its own (counted in `overflows`); the next begin replaces
  * the block with one of the high-water size, so from the second pass of a size on, a pass
  * allocates nothing. Backend memory: kernels may still be reading a released block, which is
@@ -313,17 +313,17 @@ struct moire_arena {
     bool open;
 };
 
-void moire_arena_init(moire_arena *arena, const moire_ops *ops);
-void moire_arena_destroy(moire_arena *arena);
-moire_status moire_arena_begin(moire_arena *arena);
-void moire_arena_end(moire_arena *arena);
-/* NULL + moire_fail on out of memory. */
-void *moire_arena_take(moire_arena *arena, size_t bytes);
-static inline size_t moire_arena_mark(const moire_arena *arena)
+void arena_init(moire_arena *arena, const moire_ops *ops);
+void arena_destroy(moire_arena *arena);
+moire_status arena_begin(moire_arena *arena);
+void arena_end(moire_arena *arena);
+/* NULL + error_fail on out of memory. */
+void *arena_take(moire_arena *arena, size_t bytes);
+static inline size_t arena_mark(const moire_arena *arena)
 {
     return arena->used;
 }
-void moire_arena_release(moire_arena *arena, size_t mark);
+void arena_release(moire_arena *arena, size_t mark);
 
 /* ---- expert choice: capacities (shared by both backends and the model code) ---- */
 
@@ -357,11 +357,11 @@ static inline int moire_ec_slots_per_image(int T, int group, int E, float capaci
 
 /* Fills `ops` with the CPU reference backend (OpenBLAS GEMMs, OpenMP loops).
  * n_threads 0 = all cores. Fails only when out of memory. */
-moire_status moire_ops_cpu_init(moire_ops *ops, int n_threads);
+moire_status ops_cpu_init(moire_ops *ops, int n_threads);
 
 /* Calls of CPU ops since the process started (all threads). A test that runs a model on
  * another backend asserts that this does not move: no op fell back to the host. */
-uint64_t moire_ops_cpu_calls(void);
+uint64_t ops_cpu_calls(void);
 
 /* The CUDA backend (kernels/; defined only in builds with MOIRE_HAVE_CUDA). The first call
  * loads the backend's shared module libmoire-cuda.so (backend_loader.c). Fills `ops` on
@@ -369,7 +369,7 @@ uint64_t moire_ops_cpu_calls(void);
  * device; BACKEND: a module of another build, or the device would not start) with the
  * reason in moire_last_error(). bf16 = store the GEMM weights as bf16 (fp32 accumulation;
  * fp32 activations); false = fp32 throughout. */
-moire_status moire_ops_cuda_init(moire_ops *ops, int n_threads, bool bf16);
+moire_status ops_cuda_init(moire_ops *ops, int n_threads, bool bf16);
 
 /* Backend figures for `moire bench` (kernels/ fills them for CUDA; bench.c for the CPU). */
 typedef struct moire_ops_stats {
@@ -382,8 +382,8 @@ typedef struct moire_ops_stats {
 } moire_ops_stats;
 /* CUDA only: fills `stats` (measures the copy bandwidth on the first call when
  * measure_bandwidth); never loads the module (a CUDA table means it is loaded). */
-moire_status moire_ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
-                                  bool measure_bandwidth);
+moire_status ops_cuda_stats(const moire_ops *ops, moire_ops_stats *stats,
+                            bool measure_bandwidth);
 
 /* The CPU backend's GEMM, for host code that is not a model forward (the classifier):
  * C[M,N] = alpha · A[M,K] · op(B), op(B) = Bᵀ for B [N,K] (b_transposed) or B for B [K,N].

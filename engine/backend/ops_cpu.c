@@ -9,10 +9,15 @@
  * runs single-threaded inside each block (context.c sets it to 1 thread). Letting OpenBLAS's
  * own pthread pool run next to OpenMP teams made both spin against each other: on 2 cores a
  * tiny forward took 800 ms instead of 2 ms.
+ *
+ * Split by job: this file holds the memory, dense transformer, elementwise and sampling-step
+ * ops and the op table; ops_cpu_ecdit.c the EC-DiT ops, ops_cpu_image.c the image ops,
+ * ops_cpu_common.c the GEMM and helpers they all use (ops_cpu_parts.h).
  */
 #include "dit_layout.h"
 #include "internal.h"
 #include "ops.h"
+#include "ops_cpu_parts.h"
 #include "sampler_math.h"
 
 #include <cblas.h>
@@ -25,71 +30,6 @@
 #include <omp.h>
 #endif
 
-/* Below this many elements a loop runs on the calling thread: a parallel region costs
- * microseconds even when idle threads are ready, far more when they have to be woken. */
-#define PARALLEL_MIN_WORK 32768
-
-static float silu(float x)
-{
-    return x / (1.0f + expf(-x));
-}
-
-/* C[M,N] = alpha · A[M,K] · op(B), op(B) = Bᵀ for B [N,K] (b_transposed) or B for B [K,N].
- * Split across the op table's threads by rows of C, or by columns when M is too small to
- * split. Each element's K-reduction is done by one single-threaded sgemm, so for a given
- * thread count results are deterministic. */
-static void gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, float alpha,
-                 const float *A, int lda, const float *B, int ldb, float *C, int ldc)
-{
-    const CBLAS_TRANSPOSE tb = b_transposed ? CblasTrans : CblasNoTrans;
-    const int threads = ops->n_threads;
-    if (threads <= 1 || 2.0 * M * N * K < 4e6) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, 0.0f, C,
-                    ldc);
-        return;
-    }
-    if (M >= 8 * threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int part = 0; part < threads; part++) {
-            const int m0 = (int)((int64_t)M * part / threads);
-            const int m1 = (int)((int64_t)M * (part + 1) / threads);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, m1 - m0, N, K, alpha,
-                        A + (size_t)m0 * lda, lda, B, ldb, 0.0f, C + (size_t)m0 * ldc, ldc);
-        }
-    } else {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int part = 0; part < threads; part++) {
-            const int n0 = (int)((int64_t)N * part / threads);
-            const int n1 = (int)((int64_t)N * (part + 1) / threads);
-            const float *b_part = b_transposed ? B + (size_t)n0 * ldb : B + n0;
-            if (n1 > n0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, n1 - n0, K, alpha, A, lda,
-                            b_part, ldb, 0.0f, C + n0, ldc);
-        }
-    }
-}
-
-void ops_cpu_gemm(const moire_ops *ops, bool b_transposed, int M, int N, int K, float alpha,
-                  const float *A, int lda, const float *B, int ldb, float *C, int ldc)
-{
-    gemm(ops, b_transposed, M, N, K, alpha, A, lda, B, ldb, C, ldc);
-}
-
-/* Every op entry counts itself (moire_ops_cpu_calls): a model run on another backend must not
- * move this counter, which is how the tests prove that nothing fell back to the host. */
-static atomic_uint_fast64_t cpu_calls;
-
-uint64_t moire_ops_cpu_calls(void)
-{
-    return (uint64_t)atomic_load(&cpu_calls);
-}
-
-#define COUNT_CALL() atomic_fetch_add_explicit(&cpu_calls, 1, memory_order_relaxed)
-
-static const float *host_of(const moire_tensor *t)
-{
-    return moire_tensor_present(t) ? (const float *)t->data : NULL;
-}
 
 /* ---- memory: host memory, weights by reference -------------------------------------- */
 
@@ -98,7 +38,7 @@ static void *cpu_mem_alloc(const moire_ops *ops, size_t bytes)
     (void)ops;
     void *p = malloc(bytes ? bytes : 1);
     if (!p)
-        moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory (%.1f MB)", bytes / 1e6);
+        error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory (%.1f MB)", bytes / 1e6);
     return p;
 }
 
@@ -132,9 +72,9 @@ static moire_status cpu_weight_upload(const moire_ops *ops, moire_tensor *out,
     out->cols = cols;
     out->data = parts[0];
     if (count > 1) {
-        const float **copy = moire_malloc_array((size_t)count, sizeof *copy);
+        const float **copy = malloc_array((size_t)count, sizeof *copy);
         if (!copy)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding weights");
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding weights");
         memcpy(copy, parts, (size_t)count * sizeof *copy);
         out->parts = copy;
     }
@@ -158,8 +98,8 @@ static moire_status cpu_linear(const moire_ops *ops, float *y, const float *x,
     COUNT_CALL();
     if (M <= 0 || N <= 0)
         return MOIRE_OK;
-    const float *w = host_of(wt), *b = host_of(bt);
-    gemm(ops, true, M, N, K, 1.0f, x, K, w, K, y, N);
+    const float *w = ops_cpu_host_of(wt), *b = ops_cpu_host_of(bt);
+    ops_cpu_gemm(ops, true, M, N, K, 1.0f, x, K, w, K, y, N);
     if (b) {
 #pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)M * N > PARALLEL_MIN_WORK)
         for (int m = 0; m < M; m++) {
@@ -213,7 +153,7 @@ static moire_status cpu_layernorm_affine(const moire_ops *ops, float *y, const f
                                          int D, float eps)
 {
     COUNT_CALL();
-    const float *w = host_of(wt), *b = host_of(bt);
+    const float *w = ops_cpu_host_of(wt), *b = ops_cpu_host_of(bt);
 #pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * D > PARALLEL_MIN_WORK)
     for (int t = 0; t < T; t++) {
         float *out = y + (size_t)t * D;
@@ -248,28 +188,6 @@ static moire_status cpu_gate_residual(const moire_ops *ops, float *x, const floa
     return MOIRE_OK;
 }
 
-/* Each of the `rows` rows of scores[rows, cols] becomes its softmax, in place: the row's
- * maximum subtracted before exp (no overflow), the sum in double. The attention ops' middle
- * step; parallel over rows when the work is large. */
-static void softmax_rows(const moire_ops *ops, float *scores, int rows, int cols)
-{
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)rows * cols > PARALLEL_MIN_WORK)
-    for (int t = 0; t < rows; t++) {
-        float *row = scores + (size_t)t * cols;
-        float max = -FLT_MAX;
-        for (int j = 0; j < cols; j++)
-            max = fmaxf(max, row[j]);
-        double sum = 0.0;
-        for (int j = 0; j < cols; j++) {
-            row[j] = expf(row[j] - max);
-            sum += row[j];
-        }
-        float inv = (float)(1.0 / sum);
-        for (int j = 0; j < cols; j++)
-            row[j] *= inv;
-    }
-}
-
 /* Per image and head: gather q, k, v into contiguous [T, hd] (LayerNormed for the qk-norm
  * layout), S = q·kᵀ/√hd as one GEMM, row softmax, o = S·v as another GEMM. The [T, T] score
  * matrix is materialised one head at a time: fine for a reference (4096 tokens → 64 MB). */
@@ -281,16 +199,16 @@ static moire_status cpu_attention(const moire_ops *ops, float *out, const float 
     COUNT_CALL();
     const int D = H * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    const float *q_norm_w = host_of(qnw), *q_norm_b = host_of(qnb);
-    const float *k_norm_w = host_of(knw), *k_norm_b = host_of(knb);
-    float *q = moire_malloc_array((size_t)T * hd, sizeof(float));
-    float *k = moire_malloc_array((size_t)T * hd, sizeof(float));
-    float *v = moire_malloc_array((size_t)T * hd, sizeof(float));
-    float *o = moire_malloc_array((size_t)T * hd, sizeof(float));
-    float *scores = moire_malloc_array((size_t)T * T, sizeof(float));
+    const float *q_norm_w = ops_cpu_host_of(qnw), *q_norm_b = ops_cpu_host_of(qnb);
+    const float *k_norm_w = ops_cpu_host_of(knw), *k_norm_b = ops_cpu_host_of(knb);
+    float *q = malloc_array((size_t)T * hd, sizeof(float));
+    float *k = malloc_array((size_t)T * hd, sizeof(float));
+    float *v = malloc_array((size_t)T * hd, sizeof(float));
+    float *o = malloc_array((size_t)T * hd, sizeof(float));
+    float *scores = malloc_array((size_t)T * T, sizeof(float));
     if (!q || !k || !v || !o || !scores) {
         free(q), free(k), free(v), free(o), free(scores);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "attention over %d tokens needs %.1f MB of scratch memory; use a "
                           "smaller size",
                           T, ((double)T * T + 4.0 * T * hd) * 4 / 1e6);
@@ -316,9 +234,9 @@ static moire_status cpu_attention(const moire_ops *ops, float *out, const float 
                     }
                 }
             }
-            gemm(ops, true, T, T, hd, scale, q, hd, k, hd, scores, T);
-            softmax_rows(ops, scores, T, T);
-            gemm(ops, false, T, hd, T, 1.0f, scores, T, v, hd, o, hd);
+            ops_cpu_gemm(ops, true, T, T, hd, scale, q, hd, k, hd, scores, T);
+            ops_cpu_softmax_rows(ops, scores, T, T);
+            ops_cpu_gemm(ops, false, T, hd, T, 1.0f, scores, T, v, hd, o, hd);
 #pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * hd > PARALLEL_MIN_WORK)
             for (int t = 0; t < T; t++)
                 memcpy(out_i + (size_t)t * D + h * hd, o + (size_t)t * hd, hd * sizeof(float));
@@ -336,9 +254,9 @@ static moire_status cpu_router_topk(const moire_ops *ops, float *logits, int32_t
 {
     COUNT_CALL();
     if (E > 1024 || k < 1 || k > E)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "router: %d experts, top-%d (up to 1024)",
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "router: %d experts, top-%d (up to 1024)",
                           E, k);
-    gemm(ops, true, T, E, D, 1.0f, h, D, host_of(wt), D, logits, E);
+    ops_cpu_gemm(ops, true, T, E, D, 1.0f, h, D, ops_cpu_host_of(wt), D, logits, E);
 #pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)T * E > PARALLEL_MIN_WORK)
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * E;
@@ -369,29 +287,6 @@ static moire_status cpu_router_topk(const moire_ops *ops, float *logits, int32_t
     return MOIRE_OK;
 }
 
-/* Expert e of a stack on m gathered rows: out[m,D] = down(SiLU(gate(x)) ⊙ up(x)).
- * scratch holds 2·m·F floats. */
-static void swiglu_rows(const moire_ops *ops, float *out, const float *x, int m, int D,
-                        const moire_swiglu *mlp, int e, float *scratch)
-{
-    const int F = mlp->hidden;
-    float *gate = scratch, *up = scratch + (size_t)m * F;
-    gemm(ops, true, m, F, D, 1.0f, x, D, moire_tensor_part(&mlp->gate_up, 2 * e), D, gate, F);
-    gemm(ops, true, m, F, D, 1.0f, x, D, moire_tensor_part(&mlp->gate_up, 2 * e + 1), D, up, F);
-    const int64_t count = (int64_t)m * F;
-#pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
-    for (int64_t i = 0; i < count; i++)
-        gate[i] = silu(gate[i]) * up[i];
-    gemm(ops, true, m, D, F, 1.0f, gate, F, moire_tensor_part(&mlp->down, e), F, out, D);
-}
-
-static int widest(const moire_swiglu *a, const moire_swiglu *b)
-{
-    const int wa = moire_swiglu_present(a) ? a->hidden : 0;
-    const int wb = moire_swiglu_present(b) ? b->hidden : 0;
-    return wa > wb ? wa : wb;
-}
-
 /* Routed experts then the shared one. Tokens are grouped per expert (in token order), each
  * expert runs as dense GEMMs on its gathered rows, and its weighted output is added back.
  * Experts are visited in id order so the summation order is fixed. */
@@ -402,16 +297,16 @@ static moire_status cpu_moe_experts(const moire_ops *ops, float *y, const float 
 {
     COUNT_CALL();
     const int E = experts->experts;
-    const int max_hidden = widest(experts, shared);
+    const int max_hidden = ops_cpu_widest(experts, shared);
     const size_t rows = (size_t)T;
-    int32_t *token_of = moire_malloc_array(rows, sizeof(int32_t));
-    float *weight_of = moire_malloc_array(rows, sizeof(float));
-    float *gathered = moire_malloc_array(rows * D, sizeof(float));
-    float *expert_out = moire_malloc_array(rows * D, sizeof(float));
-    float *scratch = moire_malloc_array(2 * rows * (size_t)max_hidden, sizeof(float));
+    int32_t *token_of = malloc_array(rows, sizeof(int32_t));
+    float *weight_of = malloc_array(rows, sizeof(float));
+    float *gathered = malloc_array(rows * D, sizeof(float));
+    float *expert_out = malloc_array(rows * D, sizeof(float));
+    float *scratch = malloc_array(2 * rows * (size_t)max_hidden, sizeof(float));
     if (!token_of || !weight_of || !gathered || !expert_out || !scratch) {
         free(token_of), free(weight_of), free(gathered), free(expert_out), free(scratch);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "MoE over %d tokens needs %.1f MB of scratch memory", T,
                           (2.0 * T * D + 2.0 * T * max_hidden) * 4 / 1e6);
     }
@@ -430,7 +325,7 @@ static moire_status cpu_moe_experts(const moire_ops *ops, float *y, const float 
 #pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)m * D > PARALLEL_MIN_WORK)
         for (int i = 0; i < m; i++)
             memcpy(gathered + (size_t)i * D, h + (size_t)token_of[i] * D, D * sizeof(float));
-        swiglu_rows(ops, expert_out, gathered, m, D, experts, e, scratch);
+        ops_cpu_swiglu_rows(ops, expert_out, gathered, m, D, experts, e, scratch);
         /* A token appears at most once per expert, so rows never collide. */
 #pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)m * D > PARALLEL_MIN_WORK)
         for (int i = 0; i < m; i++) {
@@ -440,222 +335,14 @@ static moire_status cpu_moe_experts(const moire_ops *ops, float *y, const float 
                 dst[d] += weight_of[i] * src[d];
         }
     }
-    if (moire_swiglu_present(shared)) {
-        swiglu_rows(ops, expert_out, h, T, D, shared, 0, scratch);
+    if (swiglu_present(shared)) {
+        ops_cpu_swiglu_rows(ops, expert_out, h, T, D, shared, 0, scratch);
         const int64_t count = (int64_t)T * D;
 #pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
         for (int64_t i = 0; i < count; i++)
             y[i] += expert_out[i];
     }
     free(token_of), free(weight_of), free(gathered), free(expert_out), free(scratch);
-    return MOIRE_OK;
-}
-
-/* ---- EC-DiT ops ------------------------------------------------------------------------ */
-
-/* Attention of Tq query rows over the first Tk key rows, one head at a time, like
- * cpu_attention but with separate (strided) q, k and v and no qk-norm. The scores are formed
- * CROSS_ROWS query rows at a time, so the VAE's attention over 16384 positions needs 64 MB,
- * not 1 GB. */
-#define CROSS_ROWS 1024
-static moire_status cpu_cross_attention(const moire_ops *ops, float *out, const float *q,
-                                        int ldq, const float *k, const float *v, int ldkv,
-                                        int Tq, int Tk, int H, int hd)
-{
-    COUNT_CALL();
-    const int D = H * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    if (Tq <= 0)
-        return MOIRE_OK;
-    if (Tk <= 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "attention over no keys");
-    const int rows_max = Tq < CROSS_ROWS ? Tq : CROSS_ROWS;
-    float *qh = moire_malloc_array((size_t)rows_max * hd, sizeof(float));
-    float *kh = moire_malloc_array((size_t)Tk * hd, sizeof(float));
-    float *vh = moire_malloc_array((size_t)Tk * hd, sizeof(float));
-    float *oh = moire_malloc_array((size_t)rows_max * hd, sizeof(float));
-    float *scores = moire_malloc_array((size_t)rows_max * Tk, sizeof(float));
-    if (!qh || !kh || !vh || !oh || !scores) {
-        free(qh), free(kh), free(vh), free(oh), free(scores);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                          "attention of %d over %d tokens needs %.1f MB of scratch memory; use "
-                          "a smaller size",
-                          Tq, Tk, ((double)rows_max * Tk + 2.0 * (rows_max + Tk) * hd) * 4 / 1e6);
-    }
-    for (int h = 0; h < H; h++) {
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)Tk * hd > PARALLEL_MIN_WORK)
-        for (int t = 0; t < Tk; t++) {
-            memcpy(kh + (size_t)t * hd, k + (size_t)t * ldkv + h * hd, hd * sizeof(float));
-            memcpy(vh + (size_t)t * hd, v + (size_t)t * ldkv + h * hd, hd * sizeof(float));
-        }
-        for (int t0 = 0; t0 < Tq; t0 += rows_max) {
-            const int rows = Tq - t0 < rows_max ? Tq - t0 : rows_max;
-            for (int t = 0; t < rows; t++)
-                memcpy(qh + (size_t)t * hd, q + (size_t)(t0 + t) * ldq + h * hd,
-                       hd * sizeof(float));
-            gemm(ops, true, rows, Tk, hd, scale, qh, hd, kh, hd, scores, Tk);
-            softmax_rows(ops, scores, rows, Tk);
-            gemm(ops, false, rows, hd, Tk, 1.0f, scores, Tk, vh, hd, oh, hd);
-            for (int t = 0; t < rows; t++)
-                memcpy(out + (size_t)(t0 + t) * D + h * hd, oh + (size_t)t * hd,
-                       hd * sizeof(float));
-        }
-    }
-    free(qh), free(kh), free(vh), free(oh), free(scores);
-    return MOIRE_OK;
-}
-
-typedef struct ec_candidate {
-    float score;
-    int32_t token;
-} ec_candidate;
-
-/* Descending score, then ascending token: the documented tie rule, and a total order, so
- * qsort's instability cannot show. */
-static int compare_candidates(const void *a, const void *b)
-{
-    const ec_candidate *x = a, *y = b;
-    if (x->score != y->score)
-        return x->score > y->score ? -1 : 1;
-    return (x->token > y->token) - (x->token < y->token);
-}
-
-/* 1. scores per token (double dot products and softmax, parallel over tokens);
- * 2. per (group, expert) pair: sort the group's tokens by the expert's score, keep the top C.
- *    This is the synchronisation point of expert choice: a whole group's scores are needed
- *    before any expert can start. */
-static moire_status cpu_router_expert_choice(const moire_ops *ops, float *scores,
-                                             int32_t *tokens, float *gates, const float *h,
-                                             const moire_tensor *wt, int n, int T, int group,
-                                             int D, int E, float capacity_factor)
-{
-    COUNT_CALL();
-    if (E < 1 || E > 1024)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "expert choice: %d experts (up to 1024)",
-                          E);
-    const float *w = host_of(wt);
-    const int64_t N = (int64_t)n * T;
-#pragma omp parallel for num_threads(ops->n_threads) if (N * E * D > PARALLEL_MIN_WORK)
-    for (int64_t t = 0; t < N; t++) {
-        const float *row = h + t * D;
-        double logits[1024];
-        double max = -DBL_MAX;
-        for (int e = 0; e < E; e++) {
-            const float *we = w + (size_t)e * D;
-            double acc = 0.0;
-            for (int d = 0; d < D; d++)
-                acc += (double)row[d] * we[d];
-            logits[e] = acc;
-            max = acc > max ? acc : max;
-        }
-        double sum = 0.0;
-        for (int e = 0; e < E; e++) {
-            logits[e] = exp(logits[e] - max);
-            sum += logits[e];
-        }
-        for (int e = 0; e < E; e++)
-            scores[t * E + e] = (float)(logits[e] / sum);
-    }
-
-    const int G = moire_ec_group_size(T, group);
-    const int groups_per_image = (T + G - 1) / G;
-    const int slots = moire_ec_slots_per_image(T, group, E, capacity_factor);
-    const int64_t M = (int64_t)n * slots;
-    const int64_t pairs = (int64_t)n * groups_per_image * E;
-    int failed = 0;
-#pragma omp parallel for num_threads(ops->n_threads) schedule(dynamic, 1) \
-    if (N * E > PARALLEL_MIN_WORK / 8)
-    for (int64_t pair = 0; pair < pairs; pair++) {
-        const int e = (int)(pair % E);
-        const int64_t g = pair / E;
-        const int image = (int)(g / groups_per_image), j = (int)(g % groups_per_image);
-        const int start = j * G, S = T - start < G ? T - start : G;
-        const int C = moire_ec_capacity(S, E, capacity_factor);
-        int offset = image * slots; /* slots of the earlier groups of this image */
-        for (int jj = 0; jj < j; jj++)
-            offset += moire_ec_capacity(G, E, capacity_factor);
-        ec_candidate *cand = moire_malloc_array((size_t)S, sizeof *cand);
-        if (!cand) {
-#pragma omp atomic write
-            failed = 1;
-            continue;
-        }
-        const int64_t first = (int64_t)image * T + start;
-        for (int s = 0; s < S; s++) {
-            cand[s].score = scores[(first + s) * E + e];
-            cand[s].token = (int32_t)(first + s);
-        }
-        qsort(cand, (size_t)S, sizeof *cand, compare_candidates);
-        for (int c = 0; c < C; c++) {
-            tokens[e * M + offset + c] = cand[c].token;
-            gates[e * M + offset + c] = cand[c].score;
-        }
-        free(cand);
-    }
-    if (failed)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory selecting expert tokens");
-    return MOIRE_OK;
-}
-
-/* Expert by expert in id order (a fixed summation order): gather the expert's M tokens, one
- * dense SwiGLU on them, weighted scatter-add back. Every expert has exactly M rows, the
- * static shape that makes expert choice friendly to batched GEMMs. */
-static moire_status cpu_moe_expert_choice(const moire_ops *ops, float *y, const float *h,
-                                          int N, int D, const moire_swiglu *experts,
-                                          const moire_swiglu *shared, int M,
-                                          const int32_t *tokens, const float *gates)
-{
-    COUNT_CALL();
-    const int E = experts->experts;
-    const int max_hidden = widest(experts, shared);
-    const size_t rows = (size_t)(M > N ? M : N);
-    float *gathered = moire_malloc_array((size_t)M * D + 1, sizeof(float));
-    float *expert_out = moire_malloc_array(rows * D + 1, sizeof(float));
-    float *scratch = moire_malloc_array(2 * rows * (size_t)max_hidden + 1, sizeof(float));
-    if (!gathered || !expert_out || !scratch) {
-        free(gathered), free(expert_out), free(scratch);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                          "expert-choice MoE over %d tokens needs %.1f MB of scratch memory", N,
-                          ((double)M * D + rows * D + 2.0 * rows * max_hidden) * 4 / 1e6);
-    }
-    memset(y, 0, (size_t)N * D * sizeof(float));
-    for (int e = 0; e < E && M > 0; e++) {
-        const int32_t *tok = tokens + (size_t)e * M;
-        const float *gate = gates + (size_t)e * M;
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)M * D > PARALLEL_MIN_WORK)
-        for (int i = 0; i < M; i++)
-            memcpy(gathered + (size_t)i * D, h + (size_t)tok[i] * D, D * sizeof(float));
-        swiglu_rows(ops, expert_out, gathered, M, D, experts, e, scratch);
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)M * D > PARALLEL_MIN_WORK)
-        for (int i = 0; i < M; i++) {
-            float *dst = y + (size_t)tok[i] * D;
-            const float *src = expert_out + (size_t)i * D;
-            for (int d = 0; d < D; d++)
-                dst[d] += gate[i] * src[d];
-        }
-    }
-    if (moire_swiglu_present(shared)) {
-        swiglu_rows(ops, expert_out, h, N, D, shared, 0, scratch);
-        const int64_t count = (int64_t)N * D;
-#pragma omp parallel for num_threads(ops->n_threads) if (count > PARALLEL_MIN_WORK)
-        for (int64_t i = 0; i < count; i++)
-            y[i] += expert_out[i];
-    }
-    free(gathered), free(expert_out), free(scratch);
-    return MOIRE_OK;
-}
-
-static moire_status cpu_swiglu(const moire_ops *ops, float *y, const float *h, int T, int D,
-                               const moire_swiglu *mlp)
-{
-    COUNT_CALL();
-    float *scratch = moire_malloc_array(2 * (size_t)T * mlp->hidden + 1, sizeof(float));
-    if (!scratch)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                          "an MLP over %d tokens needs %.1f MB of scratch memory", T,
-                          2.0 * T * mlp->hidden * 4 / 1e6);
-    swiglu_rows(ops, y, h, T, D, mlp, 0, scratch);
-    free(scratch);
     return MOIRE_OK;
 }
 
@@ -713,10 +400,10 @@ static moire_status cpu_gather_rows(const moire_ops *ops, float *y, const moire_
 {
     COUNT_CALL();
     (void)ops;
-    const float *t = host_of(table);
+    const float *t = ops_cpu_host_of(table);
     for (int r = 0; r < rows; r++) {
         if (ids[r] < 0 || ids[r] >= table->rows)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "row %d of a table of %lld rows", ids[r], (long long)table->rows);
         memcpy(y + (size_t)r * D, t + (size_t)ids[r] * D, (size_t)D * sizeof(float));
     }
@@ -758,171 +445,6 @@ static moire_status cpu_copy_2d(const moire_ops *ops, float *dst, int64_t dst_ld
     (void)ops;
     for (int r = 0; r < rows; r++)
         memmove(dst + (size_t)r * dst_ld, src + (size_t)r * src_ld, (size_t)cols * sizeof(float));
-    return MOIRE_OK;
-}
-
-/* ---- image ops ------------------------------------------------------------------------- */
-
-/* im2col is built in bands of output rows so its scratch stays near this many floats. */
-#define CONV_COL_BUDGET ((size_t)4 << 20)
-
-/* y[co, Ho, Wo] = w[co, K] · col[K, Ho·Wo] + b with K = ci·k·k (a 1×1 stride-1 conv is the
- * GEMM on x itself). */
-static moire_status cpu_conv2d(const moire_ops *ops, float *y, const float *x,
-                               const moire_tensor *wt, const moire_tensor *bt, int ci, int H,
-                               int W, int co, int k, int stride, int pad_lo, int pad_hi)
-{
-    COUNT_CALL();
-    const float *w = host_of(wt), *b = host_of(bt);
-    const int Ho = (H + pad_lo + pad_hi - k) / stride + 1;
-    const int Wo = (W + pad_lo + pad_hi - k) / stride + 1;
-    if (Ho <= 0 || Wo <= 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convolution of %dx%d with a %dx%d "
-                          "kernel has no output", W, H, k, k);
-    const size_t plane_in = (size_t)H * W, plane_out = (size_t)Ho * Wo;
-    const int K = ci * k * k;
-    if (k == 1 && stride == 1 && pad_lo == 0 && pad_hi == 0) {
-        gemm(ops, false, co, (int)plane_out, ci, 1.0f, w, ci, x, (int)plane_in, y,
-             (int)plane_out);
-    } else {
-        size_t band = CONV_COL_BUDGET / ((size_t)K * Wo);
-        band = band < 1 ? 1 : (band > (size_t)Ho ? (size_t)Ho : band);
-        float *col = moire_malloc_array((size_t)K * band * Wo, sizeof(float));
-        if (!col)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
-                              "a convolution needs %.1f MB of scratch memory; use a smaller "
-                              "size",
-                              (double)K * band * Wo * 4 / 1e6);
-        for (int oy0 = 0; oy0 < Ho; oy0 += (int)band) {
-            const int rows = Ho - oy0 < (int)band ? Ho - oy0 : (int)band;
-            const size_t n = (size_t)rows * Wo;
-            /* col[(c·k + ky)·k + kx][row·Wo + ox] = x[c][oy·s − pad + ky][ox·s − pad + kx] */
-#pragma omp parallel for num_threads(ops->n_threads) if ((size_t)K * n > PARALLEL_MIN_WORK)
-            for (int kk = 0; kk < K; kk++) {
-                const int c = kk / (k * k), ky = kk / k % k, kx = kk % k;
-                const float *src = x + (size_t)c * plane_in;
-                float *dst = col + (size_t)kk * n;
-                /* output columns whose input column is inside the image */
-                int lo = 0, hi = Wo;
-                while (lo < Wo && lo * stride - pad_lo + kx < 0)
-                    lo++;
-                while (hi > lo && (hi - 1) * stride - pad_lo + kx >= W)
-                    hi--;
-                for (int row = 0; row < rows; row++) {
-                    const int iy = (oy0 + row) * stride - pad_lo + ky;
-                    float *d = dst + (size_t)row * Wo;
-                    if (iy < 0 || iy >= H) {
-                        memset(d, 0, (size_t)Wo * sizeof(float));
-                        continue;
-                    }
-                    const float *s = src + (size_t)iy * W - pad_lo + kx;
-                    for (int ox = 0; ox < lo; ox++)
-                        d[ox] = 0.0f;
-                    if (stride == 1)
-                        memcpy(d + lo, s + lo, (size_t)(hi - lo) * sizeof(float));
-                    else
-                        for (int ox = lo; ox < hi; ox++)
-                            d[ox] = s[(size_t)ox * stride];
-                    for (int ox = hi; ox < Wo; ox++)
-                        d[ox] = 0.0f;
-                }
-            }
-            gemm(ops, false, co, (int)n, K, 1.0f, w, K, col, (int)n, y + (size_t)oy0 * Wo,
-                 (int)plane_out);
-        }
-        free(col);
-    }
-    if (b) {
-#pragma omp parallel for num_threads(ops->n_threads) if ((size_t)co * plane_out > PARALLEL_MIN_WORK)
-        for (int o = 0; o < co; o++) {
-            float *row = y + (size_t)o * plane_out;
-            const float bias = b[o];
-            for (size_t j = 0; j < plane_out; j++)
-                row[j] += bias;
-        }
-    }
-    return MOIRE_OK;
-}
-
-/* Two passes in double per group: the mean, then the squared deviations. */
-static moire_status cpu_group_norm_stats(const moire_ops *ops, float *stats, const float *x,
-                                         int C, int64_t HW, int G, float eps)
-{
-    COUNT_CALL();
-    const int per = C / G;
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)C * HW > PARALLEL_MIN_WORK)
-    for (int g = 0; g < G; g++) {
-        const float *xg = x + (size_t)g * per * HW;
-        const size_t count = (size_t)per * HW;
-        double sum = 0.0;
-        for (size_t i = 0; i < count; i++)
-            sum += xg[i];
-        const double mean = sum / count;
-        double sq = 0.0;
-        for (size_t i = 0; i < count; i++) {
-            const double d = xg[i] - mean;
-            sq += d * d;
-        }
-        stats[2 * g] = (float)mean;
-        stats[2 * g + 1] = (float)(1.0 / sqrt(sq / count + eps));
-    }
-    return MOIRE_OK;
-}
-
-static moire_status cpu_group_norm_apply(const moire_ops *ops, float *y, const float *x,
-                                         const float *stats, const moire_tensor *wt,
-                                         const moire_tensor *bt, int C, int64_t HW, int G,
-                                         bool with_silu)
-{
-    COUNT_CALL();
-    const float *w = host_of(wt), *b = host_of(bt);
-    const int per = C / G;
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)C * HW > PARALLEL_MIN_WORK)
-    for (int c = 0; c < C; c++) {
-        const double mean = stats[2 * (c / per)], inv = stats[2 * (c / per) + 1];
-        const float a = (float)(inv * w[c]);
-        const float shift = (float)(b[c] - mean * inv * w[c]);
-        const float *xc = x + (size_t)c * HW;
-        float *yc = y + (size_t)c * HW;
-        if (with_silu)
-            for (int64_t i = 0; i < HW; i++)
-                yc[i] = silu(xc[i] * a + shift);
-        else
-            for (int64_t i = 0; i < HW; i++)
-                yc[i] = xc[i] * a + shift;
-    }
-    return MOIRE_OK;
-}
-
-static moire_status cpu_upsample_nearest2x(const moire_ops *ops, float *y, const float *x,
-                                           int C, int H, int W)
-{
-    COUNT_CALL();
-    const int W2 = 2 * W;
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)C * H * W > PARALLEL_MIN_WORK)
-    for (int c = 0; c < C; c++)
-        for (int yy = 0; yy < H; yy++) {
-            const float *src = x + ((size_t)c * H + yy) * W;
-            float *dst = y + ((size_t)c * 2 * H + 2 * yy) * W2;
-            for (int xx = 0; xx < W; xx++)
-                dst[2 * xx] = dst[2 * xx + 1] = src[xx];
-            memcpy(dst + W2, dst, (size_t)W2 * sizeof(float));
-        }
-    return MOIRE_OK;
-}
-
-static moire_status cpu_avgpool2(const moire_ops *ops, float *y, const float *x, int C, int H,
-                                 int W)
-{
-    COUNT_CALL();
-    const int Ho = H / 2, Wo = W / 2;
-#pragma omp parallel for num_threads(ops->n_threads) if ((int64_t)C * H * W > PARALLEL_MIN_WORK)
-    for (int c = 0; c < C; c++)
-        for (int oy = 0; oy < Ho; oy++)
-            for (int ox = 0; ox < Wo; ox++) {
-                const float *p = x + ((size_t)c * H + 2 * oy) * W + 2 * ox;
-                y[((size_t)c * Ho + oy) * Wo + ox] = 0.25f * (p[0] + p[1] + p[W] + p[W + 1]);
-            }
     return MOIRE_OK;
 }
 
@@ -1024,7 +546,7 @@ static moire_status cpu_sampler_op(const moire_ops *ops, const moire_sampler_arg
             a->x0[j] = (float)a->src[j];
         return MOIRE_OK;
     default:
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_op: unknown op %d",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "sampler_op: unknown op %d",
                           (int)a->op);
     }
 }
@@ -1085,7 +607,7 @@ static moire_status cpu_graph_launch(const moire_ops *ops, moire_graph *graph)
 {
     (void)ops;
     (void)graph;
-    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+    return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "graph_launch: the CPU backend records no graphs (graph_end gave none)");
 }
 
@@ -1110,7 +632,7 @@ static void cpu_destroy(moire_ops *ops)
 }
 
 /* Fills `ops` with the CPU backend; the table is owned by the caller (one per context). */
-moire_status moire_ops_cpu_init(moire_ops *ops, int n_threads)
+moire_status ops_cpu_init(moire_ops *ops, int n_threads)
 {
     static const moire_ops prototype = {
         .name = "cpu",
@@ -1125,12 +647,12 @@ moire_status moire_ops_cpu_init(moire_ops *ops, int n_threads)
         .layernorm_affine = cpu_layernorm_affine,
         .gate_residual = cpu_gate_residual,
         .attention = cpu_attention,
-        .cross_attention = cpu_cross_attention,
+        .cross_attention = ops_cpu_cross_attention,
         .router_topk = cpu_router_topk,
         .moe_experts = cpu_moe_experts,
-        .router_expert_choice = cpu_router_expert_choice,
-        .moe_expert_choice = cpu_moe_expert_choice,
-        .swiglu = cpu_swiglu,
+        .router_expert_choice = ops_cpu_router_expert_choice,
+        .moe_expert_choice = ops_cpu_moe_expert_choice,
+        .swiglu = ops_cpu_swiglu,
         .silu = cpu_silu,
         .gelu = cpu_gelu,
         .relu = cpu_relu,
@@ -1140,11 +662,11 @@ moire_status moire_ops_cpu_init(moire_ops *ops, int n_threads)
         .masked_mean_rows = cpu_masked_mean_rows,
         .transpose = cpu_transpose,
         .copy_2d = cpu_copy_2d,
-        .conv2d = cpu_conv2d,
-        .group_norm_stats = cpu_group_norm_stats,
-        .group_norm_apply = cpu_group_norm_apply,
-        .upsample_nearest2x = cpu_upsample_nearest2x,
-        .avgpool2 = cpu_avgpool2,
+        .conv2d = ops_cpu_conv2d,
+        .group_norm_stats = ops_cpu_group_norm_stats,
+        .group_norm_apply = ops_cpu_group_norm_apply,
+        .upsample_nearest2x = ops_cpu_upsample_nearest2x,
+        .avgpool2 = ops_cpu_avgpool2,
         .sampler_op = cpu_sampler_op,
         .guidance_combine = cpu_guidance_combine,
         .patchify = cpu_patchify,

@@ -33,7 +33,7 @@ const char *moire_last_error(void)
     return error_message;
 }
 
-moire_status moire_fail(moire_status status, const char *fmt, ...)
+moire_status error_fail(moire_status status, const char *fmt, ...)
 {
     va_list args;
     va_start(args, fmt);
@@ -43,7 +43,7 @@ moire_status moire_fail(moire_status status, const char *fmt, ...)
     return status;
 }
 
-void moire_error_set_fitting_size(int width, int height)
+void error_set_fitting_size(int width, int height)
 {
     fitting_width = width;
     fitting_height = height;
@@ -60,7 +60,7 @@ bool moire_last_error_fitting_size(int *width, int *height)
     return true;
 }
 
-void moire_error_prefix(const char *fmt, ...)
+void error_prefix(const char *fmt, ...)
 {
     char prefix[ERROR_MESSAGE_MAX];
     va_list args;
@@ -75,13 +75,13 @@ void moire_error_prefix(const char *fmt, ...)
     error_message[length] = '\0';
 }
 
-void moire_error_clear(void)
+void error_clear(void)
 {
     error_message[0] = '\0';
     fitting_width = fitting_height = 0;
 }
 
-void *moire_malloc_array(size_t count, size_t size)
+void *malloc_array(size_t count, size_t size)
 {
     if (size != 0 && count > SIZE_MAX / size)
         return NULL;
@@ -89,7 +89,7 @@ void *moire_malloc_array(size_t count, size_t size)
     return malloc(bytes ? bytes : 1);
 }
 
-void *moire_calloc_array(size_t count, size_t size)
+void *calloc_array(size_t count, size_t size)
 {
     return calloc(count ? count : 1, size ? size : 1);
 }

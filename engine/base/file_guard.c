@@ -34,13 +34,13 @@ moire_status file_open_input(const char *path, const char *what, int *out_fd,
 {
     *out_fd = -1;
     if (!path || !path[0])
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "no file name given for %s", what);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "no file name given for %s", what);
     /* O_NONBLOCK: open() of a FIFO with no writer would block here forever; O_NOCTTY: a
        terminal device must not become our controlling terminal */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         int err = errno;
-        return moire_fail(MOIRE_ERROR_IO,
+        return error_fail(MOIRE_ERROR_IO,
                           "%s: cannot open: %s; check the path and permissions", path,
                           strerror(err));
     }
@@ -48,12 +48,12 @@ moire_status file_open_input(const char *path, const char *what, int *out_fd,
     if (fstat(fd, &info) != 0) {
         int err = errno;
         close(fd);
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot read its status: %s", path,
+        return error_fail(MOIRE_ERROR_IO, "%s: cannot read its status: %s", path,
                           strerror(err));
     }
     if (!S_ISREG(info.st_mode)) {
         close(fd);
-        return moire_fail(MOIRE_ERROR_IO, "%s is %s, not a regular file; pass %s", path,
+        return error_fail(MOIRE_ERROR_IO, "%s is %s, not a regular file; pass %s", path,
                           file_kind_name(info.st_mode), what);
     }
     int flags = fcntl(fd, F_GETFL);
@@ -76,7 +76,7 @@ moire_status file_fopen_input(const char *path, const char *what, FILE **out_str
     FILE *stream = fdopen(fd, "rb");
     if (!stream) {
         close(fd);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     *out_stream = stream;
     return MOIRE_OK;
@@ -111,7 +111,7 @@ const char *file_output_hint(const char *path, int err)
 moire_status moire_check_output_path(const char *path)
 {
     if (!path || !path[0])
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "no output path given");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "no output path given");
     struct stat info;
     if (lstat(path, &info) != 0) {
         if (errno == ENOENT)
@@ -122,10 +122,10 @@ moire_status moire_check_output_path(const char *path)
     if (S_ISREG(info.st_mode))
         return MOIRE_OK;
     if (S_ISLNK(info.st_mode))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "%s is a symbolic link; outputs never replace or follow links: give "
                           "the path it points to, or another name", path);
-    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+    return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "%s is %s; an output replaces only a regular file: choose another "
                       "output path", path, file_kind_name(info.st_mode));
 }
@@ -137,10 +137,10 @@ moire_status moire_output_replace(const char *tmp_path, const char *path)
         return status;
     if (rename(tmp_path, path) != 0) {
         int err = errno;
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot replace the file: %s%s", path,
+        return error_fail(MOIRE_ERROR_IO, "%s: cannot replace the file: %s%s", path,
                           strerror(err),
                           err == EACCES || err == EPERM || err == EROFS
-                              ? "; choose a directory you can write to" : "");
+                          ? "; choose a directory you can write to" : "");
     }
     return MOIRE_OK;
 }

@@ -1,8 +1,8 @@
 /* internal.h — helpers shared by libmoire's sources (not installed).
  *
- * Error reporting: a failing function calls moire_fail(status, fmt, …), which records the
+ * Error reporting: a failing function calls error_fail(status, fmt, …), which records the
  * message in a thread-local buffer (read back by moire_last_error()) and returns the status,
- * so the idiom is `return moire_fail(MOIRE_ERROR_FORMAT, "%s: header length %llu is past the
+ * so the idiom is `return error_fail(MOIRE_ERROR_FORMAT, "%s: header length %llu is past the
  * end of the file (%llu bytes); the file is truncated: download it again", path, …);`.
  */
 #ifndef MOIRE_INTERNAL_H
@@ -20,16 +20,16 @@
 #endif
 
 /* Records the message for moire_last_error() and returns `status`. */
-moire_status moire_fail(moire_status status, const char *fmt, ...) MOIRE_PRINTF(2, 3);
+moire_status error_fail(moire_status status, const char *fmt, ...) MOIRE_PRINTF(2, 3);
 /* Prepends "context: " to the current thread's error message (for call chains). */
-void moire_error_prefix(const char *fmt, ...) MOIRE_PRINTF(1, 2);
-void moire_error_clear(void);
+void error_prefix(const char *fmt, ...) MOIRE_PRINTF(1, 2);
+void error_clear(void);
 /* Attaches the largest size that fits to the failure just recorded (memory_estimate.c). */
-void moire_error_set_fitting_size(int width, int height);
+void error_set_fitting_size(int width, int height);
 
 /* Checked allocation helpers: NULL on overflow or failure (callers report OUT_OF_MEMORY). */
-void *moire_malloc_array(size_t count, size_t size);
-void *moire_calloc_array(size_t count, size_t size);
+void *malloc_array(size_t count, size_t size);
+void *calloc_array(size_t count, size_t size);
 
 /* A number never returned before in this process (from 1): identifies a loaded model or VAE
  * for the backends' weight bindings, which must never match a freed object's successor. */

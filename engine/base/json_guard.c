@@ -208,13 +208,13 @@ moire_status json_guard_load(JsonParser *parser, const char *what, const char *t
                              long long length)
 {
     if (!text)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: no JSON text", what);
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: no JSON text", what);
     char why[160];
     if (!moire_json_check(text, length, why, sizeof why))
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: %s", what, why);
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: %s", what, why);
     GError *error = NULL;
     if (!json_parser_load_from_data(parser, text, length < 0 ? -1 : (gssize)length, &error)) {
-        moire_status status = moire_fail(MOIRE_ERROR_FORMAT, "%s: not valid JSON (%s)", what,
+        moire_status status = error_fail(MOIRE_ERROR_FORMAT, "%s: not valid JSON (%s)", what,
                                          error ? error->message : "parse error");
         g_clear_error(&error);
         return status;

@@ -11,7 +11,7 @@ moire_status numeric_check_finite(const float *values, size_t count, const char 
     for (size_t i = 0; i < count; i++) {
         if (isfinite(values[i]))
             continue;
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: %s holds %s (value %zu of %zu); the weights are damaged or out "
                           "of range (finite but so large that the arithmetic overflows): "
                           "download or re-export the model", model_name ? model_name : "model",

@@ -62,8 +62,8 @@ static void normal_block(const uint32_t key[2], uint64_t block, uint64_t stream,
     }
 }
 
-void moire_rng_normal(uint64_t seed, uint64_t stream, uint64_t offset, float *out,
-                      int64_t count)
+void rng_normal(uint64_t seed, uint64_t stream, uint64_t offset, float *out,
+                int64_t count)
 {
     if (count <= 0)
         return;

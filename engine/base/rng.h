@@ -33,7 +33,7 @@
 void rng_philox4x32(const uint32_t key[2], const uint32_t counter[4], uint32_t out[4]);
 
 /* out[j] = normal sample number (offset + j) of (seed, stream), j < count. */
-void moire_rng_normal(uint64_t seed, uint64_t stream, uint64_t offset, float *out,
-                      int64_t count);
+void rng_normal(uint64_t seed, uint64_t stream, uint64_t offset, float *out,
+                int64_t count);
 
 #endif /* MOIRE_RNG_H */

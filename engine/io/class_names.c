@@ -31,7 +31,7 @@ static char **read_names(const char *path, int count)
     FILE *stream = fopen(path, "r");
     if (!stream)
         return NULL;
-    char **names = moire_calloc_array((size_t)count, sizeof(char *));
+    char **names = calloc_array((size_t)count, sizeof(char *));
     char *line = NULL;
     size_t capacity = 0, total = 0;
     ssize_t length;

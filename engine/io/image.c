@@ -30,22 +30,22 @@ moire_image *moire_image_new(int width, int height, int channels)
 {
     if (width <= 0 || height <= 0 || width > IMAGE_MAX_SIDE || height > IMAGE_MAX_SIDE ||
         (int64_t)width * height > IMAGE_MAX_PIXELS) {
-        moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                    "image size %dx%d is out of range (1..%d a side, at most %lld pixels)",
                    width, height, IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
         return NULL;
     }
     if (channels != 1 && channels != 3 && channels != 4) {
-        moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                    "an image has 1, 3 or 4 channels, not %d", channels);
         return NULL;
     }
     moire_image *image = calloc(1, sizeof *image);
     if (image)
-        image->pixels = moire_calloc_array((size_t)width * (size_t)height, (size_t)channels);
+        image->pixels = calloc_array((size_t)width * (size_t)height, (size_t)channels);
     if (!image || !image->pixels) {
         free(image);
-        moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a %dx%d image", width,
+        error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for a %dx%d image", width,
                    height);
         return NULL;
     }
@@ -170,7 +170,7 @@ static int open_temporary(const char *path, char *tmp_path, size_t tmp_size)
 
 static moire_status io_failure(const char *path, int err, const char *what)
 {
-    return moire_fail(MOIRE_ERROR_IO, "%s: cannot %s: %s%s", path, what, strerror(err),
+    return error_fail(MOIRE_ERROR_IO, "%s: cannot %s: %s%s", path, what, strerror(err),
                       file_output_hint(path, err));
 }
 
@@ -178,13 +178,13 @@ moire_status moire_png_save(const char *path, const moire_image *image,
                             const char *parameters, const char *moire_json)
 {
     if (!path || !path[0])
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_png_save: no path given");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_png_save: no path given");
     if (!image || !image->pixels || image->width <= 0 || image->height <= 0 ||
         image->width > IMAGE_MAX_SIDE || image->height > IMAGE_MAX_SIDE)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "%s: no image or an empty image to save",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "%s: no image or an empty image to save",
                           path);
     if (image->channels != 1 && image->channels != 3 && image->channels != 4)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "%s: cannot save an image with %d channels (1, 3 or 4)", path,
                           image->channels);
 
@@ -198,7 +198,7 @@ moire_status moire_png_save(const char *path, const moire_image *image,
         if (!texts[i])
             continue;
         if (!g_utf8_validate(texts[i], -1, NULL))
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "%s: the \"%s\" text is not valid UTF-8", path, keys[i]);
         png_text *text = &writer.texts[writer.text_count++];
         text->compression = PNG_ITXT_COMPRESSION_NONE;
@@ -209,9 +209,9 @@ moire_status moire_png_save(const char *path, const moire_image *image,
         text->lang_key = empty;
     }
 
-    writer.rows = moire_malloc_array((size_t)image->height, sizeof *writer.rows);
+    writer.rows = malloc_array((size_t)image->height, sizeof *writer.rows);
     if (!writer.rows)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     size_t stride = (size_t)image->width * (size_t)image->channels;
     for (int y = 0; y < image->height; y++)
         writer.rows[y] = image->pixels + (size_t)y * stride;
@@ -237,12 +237,12 @@ moire_status moire_png_save(const char *path, const moire_image *image,
                                               png_error_cb, png_warning_cb);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory (libpng)", path);
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory (libpng)", path);
     } else if (png_write_inner(png, info, &writer) != 0) {
         if (writer.errors.os_errno)
             status = io_failure(path, writer.errors.os_errno, "write the file");
         else
-            status = moire_fail(MOIRE_ERROR_IO, "%s: cannot write the PNG: %s", path,
+            status = error_fail(MOIRE_ERROR_IO, "%s: cannot write the PNG: %s", path,
                                 writer.errors.message);
     }
     png_destroy_write_struct(png ? &png : NULL, info ? &info : NULL);
@@ -318,7 +318,7 @@ static int png_read_inner(png_structp png, png_infop info, png_reader *reader)
         png_error(png, "unexpected row size after conversion");
 
     reader->image = moire_image_new((int)width, (int)height, channels);
-    reader->rows = moire_malloc_array(height, sizeof *reader->rows);
+    reader->rows = malloc_array(height, sizeof *reader->rows);
     if (!reader->image || !reader->rows)
         png_error(png, "out of memory");
     for (png_uint_32 y = 0; y < height; y++)
@@ -338,7 +338,7 @@ moire_status moire_png_load(const char *path, moire_image **out_image, char **ou
     if (out_moire_json)
         *out_moire_json = NULL;
     if (!path || !out_image)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_png_load: path and out_image are required");
 
     png_reader reader;
@@ -350,7 +350,7 @@ moire_status moire_png_load(const char *path, moire_image **out_image, char **ou
     size_t got = fread(signature, 1, sizeof signature, reader.file);
     if (got != sizeof signature || png_sig_cmp(signature, 0, sizeof signature) != 0) {
         fclose(reader.file);
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: not a PNG file (the PNG signature is missing); convert the "
                           "image to PNG first",
                           path);
@@ -361,28 +361,28 @@ moire_status moire_png_load(const char *path, moire_image **out_image, char **ou
                                              png_error_cb, png_warning_cb);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory (libpng)", path);
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory (libpng)", path);
     } else if (png_read_inner(png, info, &reader) != 0) {
         if (reader.too_large)
-            status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
+            status = error_fail(MOIRE_ERROR_UNSUPPORTED,
                                 "%s: the image is %ux%u pixels; at most %d a side and %lld "
                                 "pixels in all are supported: scale it down first",
                                 path, (unsigned)reader.width, (unsigned)reader.height,
                                 IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
         else if (strcmp(reader.errors.message, "out of memory") == 0)
-            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for a %ux%u "
+            status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for a %ux%u "
                                 "image", path, (unsigned)reader.width,
                                 (unsigned)reader.height);
         else if (strcmp(reader.errors.message, "Read Error") == 0)
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: the PNG is truncated (the file ends early); save or "
                                 "download it again",
                                 path);
         else
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: the PNG is corrupt (%s); save or download it again", path,
                                 reader.errors.message[0] ? reader.errors.message
-                                                         : "unknown libpng error");
+                                : "unknown libpng error");
     }
 
     if (status == MOIRE_OK && (out_parameters || out_moire_json)) {

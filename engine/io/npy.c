@@ -136,7 +136,7 @@ static moire_status parse_header(const char *path, const char *text, size_t leng
         if (strcmp(key, "descr") == 0) {
             skip_space(&c);
             if (c.p < c.end && *c.p == '[')
-                return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+                return error_fail(MOIRE_ERROR_UNSUPPORTED,
                                   "%s: structured arrays (record dtypes) are not supported; "
                                   "save a plain float32 array",
                                   path);
@@ -162,16 +162,16 @@ static moire_status parse_header(const char *path, const char *text, size_t leng
         }
     }
     if (!h->descr[0] || h->fortran_order < 0 || h->ndim < 0)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: the .npy header lacks 'descr', 'fortran_order' or 'shape'; "
                           "write the file with numpy.save",
                           path);
     if (h->ndim > NPY_MAX_DIMS)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: more than %d dimensions", path,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: more than %d dimensions", path,
                           NPY_MAX_DIMS);
     return MOIRE_OK;
 bad:
-    return moire_fail(MOIRE_ERROR_FORMAT,
+    return error_fail(MOIRE_ERROR_FORMAT,
                       "%s: the .npy header is not a valid dict at offset %d (\"%.*s\"); "
                       "write the file with numpy.save",
                       path, (int)(c.p - text), (int)(length < 60 ? length : 60), text);
@@ -191,7 +191,7 @@ static moire_status parse_descr(const char *path, const char *descr, npy_dtype *
     if (order == '<' || order == '>' || order == '=' || order == '|')
         type++;
     if (strcmp(type, "O") == 0)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "%s: object arrays (dtype '%s') cannot be read; save a float32 "
                           "array",
                           path, descr);
@@ -199,7 +199,7 @@ static moire_status parse_descr(const char *path, const char *descr, npy_dtype *
         if (strcmp(type, known[i].name) != 0)
             continue;
         if (order == '>')
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+            return error_fail(MOIRE_ERROR_UNSUPPORTED,
                               "%s: big-endian dtype '%s' is not supported; save with "
                               "arr.astype('<f4')",
                               path, descr);
@@ -209,7 +209,7 @@ static moire_status parse_descr(const char *path, const char *descr, npy_dtype *
         *itemsize = known[i].size;
         return MOIRE_OK;
     }
-    return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+    return error_fail(MOIRE_ERROR_UNSUPPORTED,
                       "%s: dtype '%s' is not supported (use float32 '<f4'; '<f8', '<f2', '<i4' "
                       "and '<i8' are converted)",
                       path, descr);
@@ -273,7 +273,7 @@ static void convert(const unsigned char *src, npy_dtype dtype, int64_t n, float 
 moire_status moire_npy_load(const char *path, moire_npy *out)
 {
     if (!path || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_npy_load: NULL argument");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_npy_load: NULL argument");
     memset(out, 0, sizeof *out);
 
     FILE *file = NULL;
@@ -284,24 +284,24 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
     unsigned char *bytes = NULL;
     size_t file_size = (size_t)size_on_disk;
     if (file_size < NPY_MAGIC_LEN + 4) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: %zu bytes is too short for a .npy file (truncated?)", path,
                             file_size);
         goto done;
     }
     bytes = malloc(file_size);
     if (!bytes) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory (%zu bytes)", path,
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory (%zu bytes)", path,
                             file_size);
         goto done;
     }
     if (fread(bytes, 1, file_size, file) != file_size) {
-        status = moire_fail(MOIRE_ERROR_IO, "%s: read error: %s", path,
+        status = error_fail(MOIRE_ERROR_IO, "%s: read error: %s", path,
                             ferror(file) ? strerror(errno) : "the file shrank while reading");
         goto done;
     }
     if (memcmp(bytes, NPY_MAGIC, NPY_MAGIC_LEN) != 0) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: not a .npy file (the \\x93NUMPY magic is missing); write it "
                             "with numpy.save",
                             path);
@@ -314,20 +314,20 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
         header_start = 10;
     } else if (major == 2 || major == 3) {
         if (file_size < 12) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: truncated .npy header", path);
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: truncated .npy header", path);
             goto done;
         }
         header_len = (size_t)bytes[8] | (size_t)bytes[9] << 8 | (size_t)bytes[10] << 16 |
                      (size_t)bytes[11] << 24;
         header_start = 12;
     } else {
-        status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        status = error_fail(MOIRE_ERROR_UNSUPPORTED,
                             "%s: .npy format version %d.%d is not supported (1.0-3.0)", path,
                             major, bytes[7]);
         goto done;
     }
     if (header_len > file_size - header_start) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: the header length %zu is past the end of the file (%zu "
                             "bytes); the file is truncated",
                             path, header_len, file_size);
@@ -343,7 +343,7 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
     if (status != MOIRE_OK)
         goto done;
     if (header.fortran_order == 1) {
-        status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        status = error_fail(MOIRE_ERROR_UNSUPPORTED,
                             "%s: Fortran-order arrays are not supported; save "
                             "numpy.ascontiguousarray(arr)",
                             path);
@@ -352,7 +352,7 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
     int64_t numel = 1;
     for (int i = 0; i < header.ndim; i++) {
         if (header.shape[i] != 0 && numel > INT64_MAX / 8 / header.shape[i]) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: the shape is absurdly large", path);
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: the shape is absurdly large", path);
             goto done;
         }
         numel *= header.shape[i];
@@ -360,15 +360,15 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
     size_t data_start = header_start + header_len;
     size_t available = file_size - data_start;
     if ((uint64_t)numel > available / itemsize) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: the shape needs %lld bytes of data but the file has %zu "
                             "after the header; the file is truncated",
                             path, (long long)numel * (long long)itemsize, available);
         goto done;
     }
-    out->data = moire_malloc_array((size_t)numel, sizeof(float));
+    out->data = malloc_array((size_t)numel, sizeof(float));
     if (!out->data) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for %lld values",
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for %lld values",
                             path, (long long)numel);
         goto done;
     }
@@ -377,7 +377,7 @@ moire_status moire_npy_load(const char *path, moire_npy *out)
        would come out as a silently wrong result */
     for (int64_t i = 0; i < numel; i++) {
         if (!isfinite(out->data[i])) {
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: value %lld is %s; .npy inputs must be finite: fix the "
                                 "array (numpy.nan_to_num) and save it again", path,
                                 (long long)i, isnan(out->data[i]) ? "NaN" : "infinite");
@@ -450,19 +450,19 @@ moire_status moire_npy_save(const char *path, int ndim, const int64_t *shape,
                             const float *data)
 {
     if (!path || ndim < 0 || ndim > NPY_MAX_DIMS || (ndim > 0 && !shape))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_npy_save: bad arguments (ndim %d, at most %d)", ndim,
                           NPY_MAX_DIMS);
     int64_t numel = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || (shape[i] > 0 && numel > INT64_MAX / 4 / shape[i]))
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "%s: dimension %d of size %lld is out of range", path, i,
                               (long long)shape[i]);
         numel *= shape[i];
     }
     if (numel > 0 && !data)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "%s: no data to save", path);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "%s: no data to save", path);
 
     char dict[512];
     int len = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
@@ -488,7 +488,7 @@ moire_status moire_npy_save(const char *path, int ndim, const int64_t *shape,
     int fd = open_temporary(path, tmp_path, sizeof tmp_path);
     if (fd < 0) {
         int err = errno;
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot create the file: %s%s", path,
+        return error_fail(MOIRE_ERROR_IO, "%s: cannot create the file: %s%s", path,
                           strerror(err), file_output_hint(path, err));
     }
     bool ok = write_all(fd, header, padded) &&
@@ -500,7 +500,7 @@ moire_status moire_npy_save(const char *path, int ndim, const int64_t *shape,
     }
     if (!ok) {
         unlink(tmp_path);
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot write the file: %s%s", path,
+        return error_fail(MOIRE_ERROR_IO, "%s: cannot write the file: %s%s", path,
                           strerror(err), file_output_hint(path, err));
     }
     moire_status status = moire_output_replace(tmp_path, path);

@@ -87,7 +87,7 @@ static const struct {
 
 moire_status pk_out_of_memory(const machine *m)
 {
-    return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory reading the pickle",
+    return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory reading the pickle",
                       m->path);
 }
 
@@ -177,7 +177,7 @@ static size_t frame_base(const machine *m)
 
 static moire_status corrupt(const machine *m, size_t at, const char *what)
 {
-    return moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle (data.pkl) is corrupt at byte %zu: "
+    return error_fail(MOIRE_ERROR_FORMAT, "%s: the pickle (data.pkl) is corrupt at byte %zu: "
                       "%s; the file is damaged or not a PyTorch checkpoint: download it again",
                       m->path, at, what);
 }
@@ -186,13 +186,13 @@ static moire_status push(machine *m, pk_obj *obj)
 {
     if (!obj)
         return m->object_count >= m->max_objects
-                   ? moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle creates more than %zu "
+                   ? error_fail(MOIRE_ERROR_FORMAT, "%s: the pickle creates more than %zu "
                                 "objects, more than a file of this size can hold (a "
                                 "state_dict needs about one per 16 bytes of the file); "
                                 "refusing it", m->path, m->max_objects)
                    : pk_out_of_memory(m);
     if (m->stack_count >= PK_MAX_STACK)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle stack grows past %d entries; "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the pickle stack grows past %d entries; "
                           "refusing it (a state_dict needs far fewer)", m->path, PK_MAX_STACK);
     if (!grow_array((void **)&m->stack, &m->stack_capacity, m->stack_count + 1,
                     sizeof(pk_obj *)))
@@ -238,7 +238,7 @@ static pk_obj *new_seq(machine *m, pk_kind kind, pk_obj **items, size_t count)
     if (!obj)
         return NULL;
     if (count > 0) {
-        obj->u.seq.items = moire_malloc_array(count, sizeof(pk_obj *));
+        obj->u.seq.items = malloc_array(count, sizeof(pk_obj *));
         if (!obj->u.seq.items)
             return NULL;
         memcpy(obj->u.seq.items, items, count * sizeof(pk_obj *));
@@ -299,7 +299,7 @@ static moire_status resolve_global(machine *m, const char *module, size_t module
     char module_text[96], name_text[96];
     pk_printable(module_text, sizeof module_text, module, module_length);
     pk_printable(name_text, sizeof name_text, name, name_length);
-    return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+    return error_fail(MOIRE_ERROR_UNSUPPORTED,
                       "%s: the checkpoint calls %s.%s, which a state_dict never needs; "
                       "refusing to load it (nothing in the file was run). Moiré reads only "
                       "tensors and plain containers from a .pt file. " PK_CONVERT_HINT,
@@ -347,7 +347,7 @@ static moire_status persistent_load(machine *m, size_t at, pk_obj *pid)
     if (status != MOIRE_OK)
         return status;
     if ((uint64_t)numel > size / element_size)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: storage '%s' declares %lld elements of %zu "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: storage '%s' declares %lld elements of %zu "
                           "bytes but holds %zu bytes: past the end of its data; the file is "
                           "truncated or hostile: download it again", m->path,
                           storage->u.storage.key, (long long)numel, element_size, size);
@@ -381,14 +381,14 @@ static moire_status rebuild_tensor(machine *m, size_t at, const pk_obj *args)
         return corrupt(m, at, "a tensor's storage offset is not a non-negative integer");
     if (!int_tuple(args->u.seq.items[2], shape, &ndim) ||
         !int_tuple(args->u.seq.items[3], stride, &stride_count) || stride_count != ndim)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: a tensor in storage '%s' has a size or "
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: a tensor in storage '%s' has a size or "
                           "stride that is not a tuple of at most %d integers; the file is "
                           "corrupt or not supported", m->path, storage->u.storage.key,
                           ST_MAX_DIMS);
     int64_t numel = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0 || (shape[d] != 0 && numel > (INT64_MAX / 8) / shape[d]))
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: a tensor in storage '%s' declares an "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: a tensor in storage '%s' declares an "
                               "impossible size (dimension %d is %lld); the file is corrupt or "
                               "hostile", m->path, storage->u.storage.key, d,
                               (long long)shape[d]);
@@ -397,7 +397,7 @@ static moire_status rebuild_tensor(machine *m, size_t at, const pk_obj *args)
     size_t element_size = pk_storage_element_size(storage->u.storage.type);
     uint64_t capacity = storage->u.storage.nbytes / element_size;
     if (numel > 0 && ((uint64_t)offset > capacity || (uint64_t)numel > capacity - (uint64_t)offset))
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: a tensor of %lld elements at offset %lld "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: a tensor of %lld elements at offset %lld "
                           "reaches past the end of its storage '%s' (%llu elements); the file "
                           "is truncated or hostile: download it again", m->path,
                           (long long)numel, (long long)offset, storage->u.storage.key,
@@ -437,7 +437,7 @@ static moire_status call_global(machine *m, size_t at, const pk_obj *callable,
     switch (allow_list[index].kind) {
     case G_ORDERED_DICT:
         if (args->u.seq.count != 0)
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: OrderedDict is built with "
+            return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: OrderedDict is built with "
                               "arguments; only the empty form torch.save writes is supported",
                               m->path);
         return push(m, new_obj(m, K_DICT));
@@ -457,7 +457,7 @@ static moire_status call_global(machine *m, size_t at, const pk_obj *callable,
     case G_STORAGE:
         break;
     }
-    return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+    return error_fail(MOIRE_ERROR_UNSUPPORTED,
                       "%s: the checkpoint calls %s.%s in a way a state_dict never does "
                       "(%s); refusing to load it (nothing in the file was run). " PK_CONVERT_HINT,
                       m->path, allow_list[index].module, allow_list[index].name,
@@ -487,7 +487,7 @@ static moire_status memo_put(machine *m, size_t at, uint64_t index)
     if (!obj)
         return MOIRE_ERROR_FORMAT;
     if (index >= PK_MAX_MEMO)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle memo index %llu is over the "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the pickle memo index %llu is over the "
                           "%d limit; refusing it", m->path, (unsigned long long)index,
                           PK_MAX_MEMO);
     size_t old_capacity = m->memo_capacity;
@@ -551,7 +551,7 @@ moire_status pk_machine_run(machine *m, pk_obj **result)
     while (status == MOIRE_OK) {
         size_t at = m->pos;
         if (!need(m, 1))
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle (data.pkl) ends without a "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: the pickle (data.pkl) ends without a "
                               "STOP opcode; the file is truncated: download it again", m->path);
         uint8_t op = m->in[m->pos++];
         pk_obj *a, *b, *c, **items;
@@ -573,7 +573,7 @@ moire_status pk_machine_run(machine *m, pk_obj **result)
             return MOIRE_OK;
         case '(': /* MARK */
             if (m->mark_count >= PK_MAX_MARKS)
-                return moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle nests more than %d "
+                return error_fail(MOIRE_ERROR_FORMAT, "%s: the pickle nests more than %d "
                                   "MARKs; refusing it", m->path, PK_MAX_MARKS);
             if (!grow_array((void **)&m->marks, &m->mark_capacity, m->mark_count + 1,
                             sizeof(size_t)))
@@ -653,7 +653,7 @@ moire_status pk_machine_run(machine *m, pk_obj **result)
             uint64_t length = read_le(m->in + m->pos, width);
             m->pos += (size_t)width;
             if (length > 8)
-                return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: the pickle holds an integer "
+                return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: the pickle holds an integer "
                                   "of %llu bytes (at byte %zu); a state_dict never needs more "
                                   "than 64 bits", m->path, (unsigned long long)length, at);
             if (!need(m, (size_t)length))
@@ -807,7 +807,7 @@ moire_status pk_machine_run(machine *m, pk_obj **result)
             status = push(m, a);
             break;
         default:
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: the pickle uses opcode 0x%02x at "
+            return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: the pickle uses opcode 0x%02x at "
                               "byte %zu, which torch.save does not write for a state_dict; "
                               "refusing it. " PK_CONVERT_HINT, m->path, op, at);
         }

@@ -49,7 +49,7 @@ typedef enum pk_storage_type {
 size_t      pk_storage_element_size(pk_storage_type type);
 const char *pk_storage_type_name(pk_storage_type type); /* "FloatStorage", … */
 
-/* Maps a storage key ("0", "17", …) to its bytes; fails with a message (moire_fail) when
+/* Maps a storage key ("0", "17", …) to its bytes; fails with a message (error_fail) when
  * there is no such storage. */
 typedef moire_status (*pk_storage_fn)(void *user_data, const char *key, const uint8_t **data,
                                       size_t *size);

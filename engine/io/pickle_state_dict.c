@@ -47,7 +47,7 @@ static moire_status extract(const machine *m, const pk_obj *root, pk_state_dict 
 {
     static const char *const wrappers[] = {"ema", "model", "state_dict", "module"};
     if (root->kind != K_DICT)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the checkpoint holds a %s, not a dict of "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the checkpoint holds a %s, not a dict of "
                           "tensors (a state_dict); save model.state_dict() instead", m->path,
                           pk_kind_name(root->kind));
     for (int level = 0; level < 4; level++) {
@@ -64,7 +64,7 @@ static moire_status extract(const machine *m, const pk_obj *root, pk_state_dict 
         root = inner;
     }
     size_t count = root->u.dict.count;
-    out->tensors = moire_calloc_array(count ? count : 1, sizeof(st_tensor));
+    out->tensors = calloc_array(count ? count : 1, sizeof(st_tensor));
     if (!out->tensors)
         return pk_out_of_memory(m);
     for (size_t i = 0; i < count; i++) {
@@ -90,17 +90,17 @@ static moire_status extract(const machine *m, const pk_obj *root, pk_state_dict 
         char shown[96];
         pk_printable(shown, sizeof shown, name, length);
         if (length == 0 || memchr(name, '\0', length) || !g_utf8_validate(name, (gssize)length, NULL))
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: state_dict key '%s' is empty or not "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: state_dict key '%s' is empty or not "
                               "valid UTF-8; the file is corrupt", m->path, shown);
         const pk_obj *storage = value->u.tensor.storage;
         st_tensor *tensor = &out->tensors[out->tensor_count];
         if (!dtype_of(storage->u.storage.type, &tensor->dtype))
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: tensor '%s' is stored as %s, which "
+            return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: tensor '%s' is stored as %s, which "
                               "Moiré does not load (F32, F16, BF16 and integer tensors are "
                               "supported); convert the checkpoint to float32 or float16",
                               m->path, shown, pk_storage_type_name(storage->u.storage.type));
         if (!value->u.tensor.contiguous)
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: tensor '%s' is not contiguous (a "
+            return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: tensor '%s' is not contiguous (a "
                               "strided view of its storage); save the state_dict with "
                               "tensors made .contiguous()", m->path, shown);
         tensor->name = malloc(length + 1);
@@ -121,7 +121,7 @@ static moire_status extract(const machine *m, const pk_obj *root, pk_state_dict 
             tensor->data = storage->u.storage.data;
     }
     if (out->tensor_count == 0)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the checkpoint holds no tensors (%d other "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the checkpoint holds no tensors (%d other "
                           "entries); it is not a model state_dict", m->path,
                           out->skipped_entries);
     return MOIRE_OK;

@@ -148,7 +148,7 @@ void moire_png_info_clear(moire_png_info *info)
 moire_status moire_png_read_info(const char *path, moire_png_info *out)
 {
     if (!out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_png_read_info: no output");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_png_read_info: no output");
     memset(out, 0, sizeof *out);
     FILE *stream = NULL;
     uint64_t file_size = 0;
@@ -160,7 +160,7 @@ moire_status moire_png_read_info(const char *path, moire_png_info *out)
     uint8_t head[8];
     if (fread(head, 1, 8, stream) != 8 || memcmp(head, signature, 8) != 0) {
         fclose(stream);
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: not a PNG file (the PNG signature is "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: not a PNG file (the PNG signature is "
                           "missing); convert the image to PNG first", path);
     }
     uint64_t offset = 8;
@@ -175,7 +175,7 @@ moire_status moire_png_read_info(const char *path, moire_png_info *out)
         const uint8_t *type = header + 4;
         offset += 8;
         if (length > 0x7FFFFFFFu || length > file_size - offset) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is truncated or corrupt (a "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is truncated or corrupt (a "
                                 "%.4s chunk of %u bytes at byte %llu runs past the end); save "
                                 "or download it again", path, (const char *)type,
                                 (unsigned)length, (unsigned long long)offset - 8);
@@ -185,7 +185,7 @@ moire_status moire_png_read_info(const char *path, moire_png_info *out)
                        memcmp(type, "iTXt", 4) == 0;
         bool is_ihdr = memcmp(type, "IHDR", 4) == 0;
         if (!seen_ihdr && !is_ihdr) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is corrupt (it does not "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is corrupt (it does not "
                                 "start with IHDR); save or download it again", path);
             break;
         }
@@ -194,7 +194,7 @@ moire_status moire_png_read_info(const char *path, moire_png_info *out)
             chunk = malloc((size_t)length + 4);
             uint8_t crc_bytes[4];
             if (!chunk) {
-                status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+                status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
                 break;
             }
             memcpy(chunk, type, 4);
@@ -205,14 +205,14 @@ moire_status moire_png_read_info(const char *path, moire_png_info *out)
             bool crc_ok = zip_crc32(chunk, (size_t)length + 4) == be32(crc_bytes);
             if (is_ihdr) {
                 if (seen_ihdr || length != 13 || !crc_ok) {
-                    status = moire_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is corrupt (a bad "
+                    status = error_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is corrupt (a bad "
                                         "IHDR chunk); save or download it again", path);
                     break;
                 }
                 seen_ihdr = true;
                 uint32_t width = be32(chunk + 4), height = be32(chunk + 8);
                 if (width == 0 || height == 0 || width > 0x7FFFFFFFu || height > 0x7FFFFFFFu) {
-                    status = moire_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is corrupt (size "
+                    status = error_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is corrupt (size "
                                         "%ux%u); save or download it again", path,
                                         (unsigned)width, (unsigned)height);
                     break;
@@ -228,13 +228,13 @@ moire_status moire_png_read_info(const char *path, moire_png_info *out)
             char *text = NULL;
             text_result result = decode_text_chunk(type, chunk + 4, length, keyword, &text);
             if (result == TEXT_BOMB) {
-                status = moire_fail(MOIRE_ERROR_FORMAT, "%s: a %.4s text chunk inflates past "
+                status = error_fail(MOIRE_ERROR_FORMAT, "%s: a %.4s text chunk inflates past "
                                     "%u bytes; refusing it (a decompression bomb?)", path,
                                     (const char *)type, PNG_TEXT_MAX_BYTES);
                 break;
             }
             if (result == TEXT_OOM) {
-                status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+                status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
                 break;
             }
             if (result != TEXT_OK)
@@ -259,7 +259,7 @@ moire_status moire_png_read_info(const char *path, moire_png_info *out)
     free(chunk);
     fclose(stream);
     if (status == MOIRE_OK && !seen_iend)
-        status = moire_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is truncated (the file ends "
+        status = error_fail(MOIRE_ERROR_FORMAT, "%s: the PNG is truncated (the file ends "
                             "early); save or download it again", path);
     if (status != MOIRE_OK) {
         moire_png_info_clear(out);

@@ -36,11 +36,11 @@ static moire_status find_storage(void *user_data, const char *key, const uint8_t
     snprintf(lookup->name, lookup->name_size, "%sdata/%s", lookup->prefix, key);
     const zip_entry *entry = zip_find(lookup->archive, lookup->name);
     if (!entry)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the pickle refers to storage '%s' but the "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the pickle refers to storage '%s' but the "
                           "archive has no entry '%s'; the file is truncated or corrupt: "
                           "download it again", lookup->archive->path, key, lookup->name);
     if (entry->method != 0)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: storage '%s' is compressed in the "
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: storage '%s' is compressed in the "
                           "zip; torch.save stores storages uncompressed, and Moiré maps them "
                           "directly: re-save the checkpoint with torch.save (do not re-zip it)",
                           lookup->archive->path, lookup->name);
@@ -64,18 +64,18 @@ static moire_status find_pickle(const zip_archive *archive, const zip_entry **ou
                                   memchr(name, '/', prefix_length - 1)))
             continue;
         if (*out)
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: the archive holds two pickles ('%s' "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: the archive holds two pickles ('%s' "
                               "and '%s'); it is not one PyTorch checkpoint", archive->path,
                               (*out)->name, name);
         if (prefix_length + 1 > prefix_size)
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: the archive folder name is too long",
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: the archive folder name is too long",
                               archive->path);
         memcpy(prefix, name, prefix_length);
         prefix[prefix_length] = '\0';
         *out = &archive->entries[i];
     }
     if (!*out)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: a zip archive without a data.pkl; it is not "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: a zip archive without a data.pkl; it is not "
                           "a PyTorch checkpoint (torch.save writes <name>/data.pkl)",
                           archive->path);
     return MOIRE_OK;
@@ -98,7 +98,7 @@ static moire_status open_mapped(const char *path, const uint8_t *map, size_t map
     lookup.name_size = strlen(prefix) + 64;
     lookup.name = malloc(lookup.name_size);
     if (status == MOIRE_OK && !lookup.name)
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
 
     /* byteorder (PyTorch ≥ 2.1): storages are little-endian unless it says otherwise */
     if (status == MOIRE_OK) {
@@ -110,7 +110,7 @@ static moire_status open_mapped(const char *path, const uint8_t *map, size_t map
         if (entry && (status = zip_entry_read(archive, entry, 64, &text, &length, &owned)) ==
                          MOIRE_OK) {
             if (!(length == 6 && memcmp(text, "little", 6) == 0))
-                status = moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: the checkpoint was saved on "
+                status = error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: the checkpoint was saved on "
                                     "a big-endian machine (byteorder '%.*s'); re-save it on a "
                                     "little-endian one", path, (int)(length < 16 ? length : 16),
                                     (const char *)text);
@@ -165,7 +165,7 @@ moire_status pt_open(const char *path, st_file **out, pt_info *info)
 {
     *out = NULL;
     if (!path)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "pt_open: path is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "pt_open: path is NULL");
     int fd;
     uint64_t size_on_disk = 0;
     moire_status open_status = file_open_input(path, "a .pt checkpoint", &fd, &size_on_disk);
@@ -174,7 +174,7 @@ moire_status pt_open(const char *path, st_file **out, pt_info *info)
     size_t size = (size_t)size_on_disk;
     if (size < 22) {
         close(fd);
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: %zu bytes is too short for a PyTorch "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: %zu bytes is too short for a PyTorch "
                           "checkpoint; the file is truncated: download it again", path, size);
     }
     /* as st_open: no MAP_POPULATE (a 33 GB file), read-ahead advice instead */
@@ -182,7 +182,7 @@ moire_status pt_open(const char *path, st_file **out, pt_info *info)
     int map_errno = errno;
     close(fd);
     if (map == MAP_FAILED)
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot map the file (%zu bytes): %s", path, size,
+        return error_fail(MOIRE_ERROR_IO, "%s: cannot map the file (%zu bytes): %s", path, size,
                           strerror(map_errno));
     madvise(map, size, MADV_SEQUENTIAL);
     madvise(map, size, MADV_WILLNEED);
@@ -203,7 +203,7 @@ moire_status model_file_open(const char *path, st_file **out)
     /* torch.save before 1.6 (or _use_new_zipfile_serialization=False): a bare pickle
        stream starting with PROTO 2 and LONG1 (the magic number) */
     if (got >= 3 && magic[0] == 0x80 && magic[1] <= 5 && magic[2] == 0x8a)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "%s: a PyTorch checkpoint in the old (pre-1.6) serialization format, "
                           "which Moiré does not read; re-save it in a trusted Python with "
                           "torch.save(torch.load(path), path2) (PyTorch ≥ 1.6 writes the zip "

@@ -257,7 +257,7 @@ static bool json_node_is_integer(JsonNode *node)
 static moire_status parse_metadata(st_file *file, JsonNode *node)
 {
     if (!JSON_NODE_HOLDS_OBJECT(node))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: \"__metadata__\" is not a JSON object of strings; the file was "
                           "written by a broken exporter: export it again",
                           file->path);
@@ -265,11 +265,11 @@ static moire_status parse_metadata(st_file *file, JsonNode *node)
     GList *members = json_object_get_members(object);
     members = g_list_sort(members, (GCompareFunc)strcmp);
     guint count = g_list_length(members);
-    file->metadata_keys = moire_calloc_array(count, sizeof(char *));
-    file->metadata_values = moire_calloc_array(count, sizeof(char *));
+    file->metadata_keys = calloc_array(count, sizeof(char *));
+    file->metadata_values = calloc_array(count, sizeof(char *));
     if (!file->metadata_keys || !file->metadata_values) {
         g_list_free(members);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory reading metadata",
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory reading metadata",
                           file->path);
     }
     for (GList *it = members; it; it = it->next) {
@@ -277,7 +277,7 @@ static moire_status parse_metadata(st_file *file, JsonNode *node)
         JsonNode *value = json_object_get_member(object, key);
         if (!JSON_NODE_HOLDS_VALUE(value) || json_node_get_value_type(value) != G_TYPE_STRING) {
             g_list_free(members);
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "%s: metadata value for key \"%s\" is not a string (safetensors "
                               "metadata maps strings to strings); export the file again with "
                               "string values",
@@ -289,7 +289,7 @@ static moire_status parse_metadata(st_file *file, JsonNode *node)
         file->metadata_count++;
         if (!file->metadata_keys[slot] || !file->metadata_values[slot]) {
             g_list_free(members);
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory reading metadata",
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory reading metadata",
                               file->path);
         }
     }
@@ -304,7 +304,7 @@ static moire_status parse_tensor_entry(const st_file *file, const char *name, Js
 {
     const char *path = file->path;
     if (!JSON_NODE_HOLDS_OBJECT(node))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: header entry for tensor '%s' is not a JSON object with dtype, "
                           "shape and data_offsets; the file is corrupt: export it again",
                           path, name);
@@ -315,18 +315,18 @@ static moire_status parse_tensor_entry(const st_file *file, const char *name, Js
     const char *missing = !dtype_node ? "dtype" : !shape_node ? "shape"
                         : !offsets_node ? "data_offsets" : NULL;
     if (missing)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' has no \"%s\" in the header; the file is corrupt: "
                           "export it again",
                           path, name, missing);
 
     /* dtype */
     if (!JSON_NODE_HOLDS_VALUE(dtype_node) || json_node_get_value_type(dtype_node) != G_TYPE_STRING)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': \"dtype\" is not a string; the "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': \"dtype\" is not a string; the "
                           "file is corrupt: export it again", path, name);
     const char *dtype_name = json_node_get_string(dtype_node);
     if (!dtype_from_name(dtype_name, &tensor->dtype))
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "%s: tensor '%s' has dtype \"%s\", which is not supported (supported "
                           "dtypes: F32, F16, BF16, I32, I64, U8); convert the checkpoint to "
                           "F32, F16 or BF16",
@@ -335,12 +335,12 @@ static moire_status parse_tensor_entry(const st_file *file, const char *name, Js
 
     /* shape: up to ST_MAX_DIMS non-negative integers whose product fits int64 and size_t */
     if (!JSON_NODE_HOLDS_ARRAY(shape_node))
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': \"shape\" is not an array; the "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': \"shape\" is not an array; the "
                           "file is corrupt: export it again", path, name);
     JsonArray *shape = json_node_get_array(shape_node);
     guint ndim = json_array_get_length(shape);
     if (ndim > ST_MAX_DIMS)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "%s: tensor '%s' has %u dimensions; at most %d are supported", path,
                           name, ndim, ST_MAX_DIMS);
     tensor->ndim = (int)ndim;
@@ -349,13 +349,13 @@ static moire_status parse_tensor_entry(const st_file *file, const char *name, Js
     for (guint d = 0; d < ndim; d++) {
         JsonNode *dim_node = json_array_get_element(shape, d);
         if (!json_node_is_integer(dim_node))
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': shape entry %u is not an "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': shape entry %u is not an "
                               "integer; the file is corrupt: export it again", path, name, d);
         int64_t dim = json_node_get_int(dim_node);
         if (dim < 0)
             /* json-glib wraps integers of 2^63 and more (2^64 - 1 reads as -1), so a
                negative value here may have been a huge one in the file */
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': shape entry %u is out of "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': shape entry %u is out of "
                               "range (negative, or 2^63 or more; read as %lld); the file is "
                               "corrupt or hostile: export it again", path, name, d,
                               (long long)dim);
@@ -368,7 +368,7 @@ static moire_status parse_tensor_entry(const st_file *file, const char *name, Js
     /* a zero dimension makes the product 0 even after an "overflowing" partial product,
        but such a shape is still nonsense; reject it either way */
     if (overflow || (uint64_t)numel > SIZE_MAX / element_size)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': the element count of its shape "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': the element count of its shape "
                           "overflows; the header is corrupt or hostile: do not use this file",
                           path, name);
     tensor->numel = numel;
@@ -377,29 +377,29 @@ static moire_status parse_tensor_entry(const st_file *file, const char *name, Js
     /* data_offsets: [begin, end] within the data section, matching dtype · shape */
     if (!JSON_NODE_HOLDS_ARRAY(offsets_node) ||
         json_array_get_length(json_node_get_array(offsets_node)) != 2)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': \"data_offsets\" is not an array "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': \"data_offsets\" is not an array "
                           "of 2 integers; the file is corrupt: export it again", path, name);
     JsonArray *offsets = json_node_get_array(offsets_node);
     JsonNode *begin_node = json_array_get_element(offsets, 0);
     JsonNode *end_node = json_array_get_element(offsets, 1);
     if (!json_node_is_integer(begin_node) || !json_node_is_integer(end_node) ||
         json_node_get_int(begin_node) < 0 || json_node_get_int(end_node) < 0)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': \"data_offsets\" must be 2 "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': \"data_offsets\" must be 2 "
                           "non-negative integers; the file is corrupt: export it again",
                           path, name);
     uint64_t begin = (uint64_t)json_node_get_int(begin_node);
     uint64_t end = (uint64_t)json_node_get_int(end_node);
     if (begin > end)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': data_offsets begin %llu is after "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': data_offsets begin %llu is after "
                           "end %llu; the file is corrupt: export it again", path, name,
                           (unsigned long long)begin, (unsigned long long)end);
     if (end > file->data_size)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': data_offsets end %llu is past the "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': data_offsets end %llu is past the "
                           "end of the data section (%zu bytes); the file is truncated: download "
                           "or export it again", path, name, (unsigned long long)end,
                           file->data_size);
     if (end - begin != tensor->nbytes)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': data_offsets span %llu bytes but "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s': data_offsets span %llu bytes but "
                           "dtype %s and its shape need %zu; the file is corrupt: export it again",
                           path, name, (unsigned long long)(end - begin), dtype_name,
                           tensor->nbytes);
@@ -418,10 +418,10 @@ static int compare_tensor_offsets(const void *a, const void *b)
  * never produced by a correct writer. Empty tensors occupy nothing and cannot overlap. */
 static moire_status check_no_overlap(const st_file *file)
 {
-    const st_tensor **by_offset = moire_malloc_array((size_t)file->tensor_count,
-                                                     sizeof *by_offset);
+    const st_tensor **by_offset = malloc_array((size_t)file->tensor_count,
+                                               sizeof *by_offset);
     if (!by_offset)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", file->path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", file->path);
     int count = 0;
     for (int i = 0; i < file->tensor_count; i++)
         if (file->tensors[i].nbytes > 0)
@@ -430,13 +430,13 @@ static moire_status check_no_overlap(const st_file *file)
     for (int i = 1; i < count; i++) {
         const st_tensor *previous = by_offset[i - 1], *current = by_offset[i];
         if ((const uint8_t *)previous->data + previous->nbytes > (const uint8_t *)current->data) {
-            moire_status status = moire_fail(
-                MOIRE_ERROR_FORMAT,
-                "%s: tensors '%s' and '%s' overlap in the data section (bytes %zu and %zu); "
-                "the file is corrupt or hostile: export it again",
-                file->path, previous->name, current->name,
-                (size_t)((const uint8_t *)previous->data - file->data),
-                (size_t)((const uint8_t *)current->data - file->data));
+            moire_status status = error_fail(
+                                             MOIRE_ERROR_FORMAT,
+                                             "%s: tensors '%s' and '%s' overlap in the data section (bytes %zu and %zu); "
+                                             "the file is corrupt or hostile: export it again",
+                                             file->path, previous->name, current->name,
+                                             (size_t)((const uint8_t *)previous->data - file->data),
+                                             (size_t)((const uint8_t *)current->data - file->data));
             free(by_offset);
             return status;
         }
@@ -452,7 +452,7 @@ static moire_status parse_header(st_file *file, const char *header, size_t heade
     moire_status status = MOIRE_OK;
     if (json_guard_load(parser, "header", header, (long long)header_size) != MOIRE_OK) {
         char *why = strdup(moire_last_error());
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: the %s; the file is truncated, damaged or not a safetensors "
                             "file: download or export it again", path, why ? why : "header");
         free(why);
@@ -462,16 +462,16 @@ static moire_status parse_header(st_file *file, const char *header, size_t heade
     JsonNode *root = json_parser_get_root(parser);
     if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
         g_object_unref(parser);
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: the header is JSON but not an object; this is not a safetensors "
                           "file", path);
     }
     JsonObject *object = json_node_get_object(root);
     GList *members = json_object_get_members(object);
     guint member_count = g_list_length(members);
-    file->tensors = moire_calloc_array(member_count, sizeof(st_tensor));
+    file->tensors = calloc_array(member_count, sizeof(st_tensor));
     if (!file->tensors) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for %u tensors",
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for %u tensors",
                             path, member_count);
         goto done;
     }
@@ -485,7 +485,7 @@ static moire_status parse_header(st_file *file, const char *header, size_t heade
             tensor->name = strdup(name);
             file->tensor_count++;
             if (!tensor->name)
-                status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+                status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
             else
                 status = parse_tensor_entry(file, name, node, tensor);
         }
@@ -496,7 +496,7 @@ static moire_status parse_header(st_file *file, const char *header, size_t heade
     /* json-glib keeps one member per name, but stay safe if a parser ever does not */
     for (int i = 1; i < file->tensor_count; i++) {
         if (strcmp(file->tensors[i - 1].name, file->tensors[i].name) == 0) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' appears twice in the "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' appears twice in the "
                                 "header; the file is corrupt: export it again", path,
                                 file->tensors[i].name);
             goto done;
@@ -513,7 +513,7 @@ moire_status st_open(const char *path, st_file **out)
 {
     *out = NULL;
     if (!path)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "st_open: path is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "st_open: path is NULL");
     int fd;
     uint64_t size_on_disk = 0;
     moire_status open_status = file_open_input(path, "a .safetensors file", &fd, &size_on_disk);
@@ -522,7 +522,7 @@ moire_status st_open(const char *path, st_file **out)
     size_t file_size = (size_t)size_on_disk;
     if (file_size < 8) {
         close(fd);
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: the file is %zu bytes, shorter than the 8-byte header length; "
                           "it is truncated or not a safetensors file: download or export it "
                           "again", path, file_size);
@@ -534,7 +534,7 @@ moire_status st_open(const char *path, st_file **out)
     int map_errno = errno;
     close(fd); /* the mapping keeps the file alive */
     if (map == MAP_FAILED)
-        return moire_fail(MOIRE_ERROR_IO, "%s: cannot map the file (%zu bytes): %s", path,
+        return error_fail(MOIRE_ERROR_IO, "%s: cannot map the file (%zu bytes): %s", path,
                           file_size, strerror(map_errno));
     madvise(map, file_size, MADV_SEQUENTIAL);
     madvise(map, file_size, MADV_WILLNEED);
@@ -545,7 +545,7 @@ moire_status st_open(const char *path, st_file **out)
         free(file);
         free(path_copy);
         munmap(map, file_size);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     file->path = path_copy;
     file->map = map;
@@ -556,17 +556,17 @@ moire_status st_open(const char *path, st_file **out)
         header_size = (header_size << 8) | file->map[i];
     moire_status status = MOIRE_OK;
     if (header_size == 0) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: header length 0 (a safetensors header is at least \"{}\"); "
                             "the file is truncated or not a safetensors file: download or "
                             "export it again", path);
     } else if (header_size > file_size - 8) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: header length %llu is past the end of the file (%zu bytes); "
                             "the file is truncated or not a safetensors file: download or "
                             "export it again", path, (unsigned long long)header_size, file_size);
     } else if (header_size > ST_HEADER_MAX_BYTES) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: header length %llu is over the %llu-byte limit; the file is "
                             "corrupt or not a safetensors file",
                             path, (unsigned long long)header_size, ST_HEADER_MAX_BYTES);
@@ -597,7 +597,7 @@ moire_status st_file_from_index(const char *path, const void *map, size_t map_si
         free(tensors);
         if (map)
             munmap((void *)map, map_size);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     file->path = path_copy;
     file->map = map;
@@ -615,14 +615,14 @@ moire_status st_file_from_index(const char *path, const void *map, size_t map_si
         if (!begin || begin < base || (size_t)(begin - base) > map_size ||
             tensor->nbytes > map_size - (size_t)(begin - base) ||
             tensor->nbytes != (size_t)tensor->numel * st_dtype_size(tensor->dtype))
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' lies outside the file; "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' lies outside the file; "
                                 "the file is corrupt", path, tensor->name);
     }
     if (status == MOIRE_OK && tensor_count > 0)
         qsort(file->tensors, (size_t)tensor_count, sizeof(st_tensor), compare_tensor_names);
     for (int i = 1; i < tensor_count && status == MOIRE_OK; i++)
         if (strcmp(file->tensors[i - 1].name, file->tensors[i].name) == 0)
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' appears twice (after "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' appears twice (after "
                                 "removing a 'module.' prefix, if any); the file is corrupt",
                                 path, file->tensors[i].name);
     if (status != MOIRE_OK) {
@@ -723,37 +723,37 @@ moire_status st_writer_add_f32(st_writer *writer, const char *name, st_dtype sto
                                int ndim, const int64_t *shape, const float *data)
 {
     if (!name || !*name || strcmp(name, "__metadata__") == 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "st_writer_add_f32: tensor name \"%s\" is empty or reserved",
                           name ? name : "(null)");
     if (stored_dtype != ST_F32 && stored_dtype != ST_F16 && stored_dtype != ST_BF16)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "st_writer_add_f32: '%s': stored dtype %s is not F32, F16 or BF16",
                           name, st_dtype_name(stored_dtype));
     if (ndim < 0 || ndim > ST_MAX_DIMS || (ndim > 0 && !shape))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "st_writer_add_f32: '%s': %d dimensions (0..%d allowed)", name, ndim,
                           ST_MAX_DIMS);
     int64_t numel = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0 || (shape[d] != 0 && numel > INT64_MAX / 4 / shape[d]))
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "st_writer_add_f32: '%s': dimension %d (%lld) is negative or "
                               "the shape is too large", name, d, (long long)shape[d]);
         numel *= shape[d];
     }
     if (numel > 0 && !data)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "st_writer_add_f32: '%s': data is NULL",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "st_writer_add_f32: '%s': data is NULL",
                           name);
     for (int i = 0; i < writer->tensor_count; i++)
         if (strcmp(writer->tensors[i].name, name) == 0)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "st_writer_add_f32: tensor '%s' was already added", name);
     char *name_copy = strdup(name);
     if (!name_copy || !grow((void **)&writer->tensors, &writer->tensor_capacity,
                             writer->tensor_count, sizeof(writer_tensor))) {
         free(name_copy);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "st_writer_add_f32: out of memory");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "st_writer_add_f32: out of memory");
     }
     writer_tensor *tensor = &writer->tensors[writer->tensor_count++];
     *tensor = (writer_tensor){.name = name_copy, .dtype = stored_dtype, .ndim = ndim,
@@ -767,7 +767,7 @@ moire_status st_writer_add_raw(st_writer *writer, const char *name, st_dtype dty
                                int ndim, const int64_t *shape, const void *bytes)
 {
     if (st_dtype_size(dtype) == 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "st_writer_add_raw: '%s': unknown dtype %d", name ? name : "(null)",
                           (int)dtype);
     /* the F32 path checks the name, shape and duplicates; then the entry becomes raw */
@@ -881,7 +881,7 @@ static bool write_tensor_data(FILE *stream, const writer_tensor *tensor)
 moire_status st_writer_save(st_writer *writer, const char *path)
 {
     if (writer->out_of_memory)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "%s: out of memory while collecting metadata", path);
     if (writer->tensor_count > 0) /* the arrays are NULL until the first add */
         qsort(writer->tensors, (size_t)writer->tensor_count, sizeof(writer_tensor),
@@ -894,7 +894,7 @@ moire_status st_writer_save(st_writer *writer, const char *path)
     char *temp_path = g_strdup_printf("%s.tmp.XXXXXX", path);
     int fd = mkstemp(temp_path);
     if (fd < 0) {
-        moire_status status = moire_fail(MOIRE_ERROR_IO,
+        moire_status status = error_fail(MOIRE_ERROR_IO,
                                          "%s: cannot create a temporary file next to it: %s; "
                                          "check that the directory exists and is writable",
                                          path, strerror(errno));
@@ -923,7 +923,7 @@ moire_status st_writer_save(st_writer *writer, const char *path)
     }
     moire_status status = MOIRE_OK;
     if (!ok)
-        status = moire_fail(MOIRE_ERROR_IO, "%s: writing failed: %s; check free disk space and "
+        status = error_fail(MOIRE_ERROR_IO, "%s: writing failed: %s; check free disk space and "
                             "permissions", path, strerror(write_errno));
     else
         status = moire_output_replace(temp_path, path);

@@ -78,12 +78,12 @@ static moire_status check_binding(weight_binding *binding, const st_file *file, 
             if (status != MOIRE_OK)
                 return status;
         }
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' is missing; the file is not a complete %s %s", path,
                           binding->key, kind->name, kind->missing_fix);
     }
     if (tensor->dtype != ST_F32 && tensor->dtype != ST_F16 && tensor->dtype != ST_BF16)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16: "
                           "export the %s again", path, binding->key,
                           st_dtype_name(tensor->dtype), kind->name);
@@ -91,7 +91,7 @@ static moire_status check_binding(weight_binding *binding, const st_file *file, 
         char expected[96], found[160];
         weight_format_shape(expected, sizeof expected, binding->ndim, binding->shape);
         weight_format_shape(found, sizeof found, tensor->ndim, tensor->shape);
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' has shape %s but %s needs %s; %s",
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: tensor '%s' has shape %s but %s needs %s; %s",
                           path, binding->key, found, kind->shape_source, expected,
                           kind->shape_fix);
     }
@@ -149,7 +149,7 @@ moire_status weight_list_bind(weight_list *list, const st_file *file, const char
 {
     memset(result, 0, sizeof *result);
     if (list->out_of_memory)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
 
     /* 1. find and check every tensor; size the arena for those that need converting */
     moire_status status = MOIRE_OK;
@@ -180,7 +180,7 @@ moire_status weight_list_bind(weight_list *list, const st_file *file, const char
     if (result->arena_floats > 0) {
         result->arena = arena_alloc(result->arena_floats);
         if (!result->arena)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                               "%s: cannot allocate %zu bytes to convert the weights to fp32; "
                               "free memory or use an F32 file", path,
                               result->arena_floats * sizeof(float));
@@ -207,7 +207,7 @@ moire_status weight_list_bind(weight_list *list, const st_file *file, const char
         const weight_binding *binding = &list->items[i];
         if (binding->first_nonfinite >= 0) {
             int64_t index = binding->first_nonfinite;
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: tensor '%s' holds a non-finite value (%g) at index %lld; %s",
                                 path, binding->key, (double)(*binding->field)[index],
                                 (long long)index, kind->corrupt_fix);

@@ -419,7 +419,7 @@ static moire_status read_zip64_extra(const zip_archive *archive, const uint8_t *
     if (!need_size && !need_compressed && !need_offset && !need_disk)
         return MOIRE_OK;
 short_field:
-    return moire_fail(MOIRE_ERROR_FORMAT,
+    return error_fail(MOIRE_ERROR_FORMAT,
                       "%s: zip entry '%s' needs a ZIP64 extra field that is missing or too "
                       "short; " TRUNCATED_HINT, archive->path, entry->name);
 }
@@ -430,33 +430,33 @@ static moire_status read_central_entry(zip_archive *archive, const uint8_t *reco
 {
     const char *path = archive->path;
     if (record_room < 46 || rd32(record) != SIG_CENTRAL)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the zip central directory is damaged "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the zip central directory is damaged "
                           "(entry %d has no valid header); " TRUNCATED_HINT, path,
                           archive->entry_count);
     uint16_t flags = rd16(record + 8), method = rd16(record + 10);
     size_t name_size = rd16(record + 28), extra_size = rd16(record + 30);
     size_t comment_size = rd16(record + 32);
     if (46 + name_size + extra_size + comment_size > record_room)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip central directory entry %d runs past "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: zip central directory entry %d runs past "
                           "the directory; " TRUNCATED_HINT, path, archive->entry_count);
     *record_size = 46 + name_size + extra_size + comment_size;
     const char *name = (const char *)record + 46;
     if (memchr(name, '\0', name_size))
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: a zip entry name contains a NUL byte; the "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: a zip entry name contains a NUL byte; the "
                           "file is corrupt or hostile", path);
     entry->name = malloc(name_size + 1);
     if (!entry->name)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     memcpy(entry->name, name, name_size);
     entry->name[name_size] = '\0';
     archive->entry_count++; /* owns the name from here on */
 
     if (flags & 0x41u)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: zip entry '%s' is encrypted; a "
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: zip entry '%s' is encrypted; a "
                           "PyTorch checkpoint never is: use an unencrypted file", path,
                           entry->name);
     if (method != 0 && method != 8)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: zip entry '%s' uses compression "
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: zip entry '%s' uses compression "
                           "method %u; only stored (0) and deflate (8) are supported, and "
                           "torch.save writes stored entries", path, entry->name, method);
     entry->method = method;
@@ -472,40 +472,40 @@ static moire_status read_central_entry(zip_archive *archive, const uint8_t *reco
     if (status != MOIRE_OK)
         return status;
     if (disk != 0)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: zip entry '%s' is on disk %u of a "
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: zip entry '%s' is on disk %u of a "
                           "multi-disk archive, which is not supported; join the parts first",
                           path, entry->name, (unsigned)disk);
     if (method == 0 && entry->compressed_size != entry->size)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: stored zip entry '%s' has compressed size "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: stored zip entry '%s' has compressed size "
                           "%llu but size %llu; " TRUNCATED_HINT, path, entry->name,
                           (unsigned long long)entry->compressed_size,
                           (unsigned long long)entry->size);
 
     /* the local header: only its name and extra lengths matter (they place the data) */
     if (entry->local_offset > cd_offset || cd_offset - entry->local_offset < 30)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' has its local header at "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' has its local header at "
                           "offset %llu, outside the entry area (before the central directory "
                           "at %llu); the file is corrupt or hostile", path, entry->name,
                           (unsigned long long)entry->local_offset,
                           (unsigned long long)cd_offset);
     const uint8_t *local = archive->map + entry->local_offset;
     if (rd32(local) != SIG_LOCAL)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s': no local file header at "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s': no local file header at "
                           "offset %llu; " TRUNCATED_HINT, path, entry->name,
                           (unsigned long long)entry->local_offset);
     if (rd16(local + 6) & 0x41u)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: zip entry '%s' is encrypted; a "
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: zip entry '%s' is encrypted; a "
                           "PyTorch checkpoint never is: use an unencrypted file", path,
                           entry->name);
     uint64_t local_name = rd16(local + 26), local_extra = rd16(local + 28);
     uint64_t data_start = entry->local_offset + 30 + local_name + local_extra;
     if (local_name != name_size || data_start > cd_offset ||
         memcmp(local + 30, entry->name, name_size) != 0)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s': the local header does not "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s': the local header does not "
                           "match the central directory; the file is corrupt or hostile", path,
                           entry->name);
     if (entry->compressed_size > cd_offset - data_start)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' (%llu bytes at offset %llu) "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' (%llu bytes at offset %llu) "
                           "runs past the end of the entry area (%llu); " TRUNCATED_HINT, path,
                           entry->name, (unsigned long long)entry->compressed_size,
                           (unsigned long long)data_start, (unsigned long long)cd_offset);
@@ -518,9 +518,9 @@ static moire_status read_central_entry(zip_archive *archive, const uint8_t *reco
 static moire_status check_entry_overlap(const zip_archive *archive)
 {
     int count = archive->entry_count;
-    const zip_entry **by_offset = moire_malloc_array((size_t)count, sizeof *by_offset);
+    const zip_entry **by_offset = malloc_array((size_t)count, sizeof *by_offset);
     if (!by_offset)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", archive->path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", archive->path);
     for (int i = 0; i < count; i++)
         by_offset[i] = &archive->entries[i];
     qsort(by_offset, (size_t)count, sizeof *by_offset, compare_entry_offsets);
@@ -530,7 +530,7 @@ static moire_status check_entry_overlap(const zip_archive *archive)
         uint64_t previous_end = (uint64_t)(previous->data - archive->map) +
                                 previous->compressed_size;
         if (previous_end > current->local_offset) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entries '%s' and '%s' overlap "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: zip entries '%s' and '%s' overlap "
                                 "(offsets %llu and %llu); the file is corrupt or hostile",
                                 archive->path, previous->name, current->name,
                                 (unsigned long long)previous->local_offset,
@@ -547,7 +547,7 @@ moire_status zip_open(const char *path, const uint8_t *map, size_t map_size,
 {
     *out = NULL;
     if (map_size < 22)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: %zu bytes is too short for a zip archive "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: %zu bytes is too short for a zip archive "
                           "(PyTorch checkpoint); " TRUNCATED_HINT, path, map_size);
     /* the EOCD record: 22 bytes + a comment of at most 65535, so search that window */
     size_t lowest = map_size > 22 + 65535 ? map_size - 22 - 65535 : 0;
@@ -559,7 +559,7 @@ moire_status zip_open(const char *path, const uint8_t *map, size_t map_size,
         }
     }
     if (eocd == SIZE_MAX)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: no zip end-of-central-directory record; "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: no zip end-of-central-directory record; "
                           "the file is truncated (an interrupted download?) or not a PyTorch "
                           "checkpoint: download it again", path);
     const uint8_t *record = map + eocd;
@@ -571,10 +571,10 @@ moire_status zip_open(const char *path, const uint8_t *map, size_t map_size,
         const uint8_t *locator = map + eocd - 20;
         uint64_t z64 = rd64(locator + 8);
         if (rd32(locator + 4) != 0 || rd32(locator + 16) > 1)
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: multi-disk (split) zip archives "
+            return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: multi-disk (split) zip archives "
                               "are not supported; join the parts first", path);
         if (z64 > eocd - 20 || eocd - 20 - z64 < 56 || rd32(map + z64) != SIG_ZIP64_EOCD)
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: the ZIP64 end record is missing or out "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: the ZIP64 end record is missing or out "
                               "of range; " TRUNCATED_HINT, path);
         const uint8_t *z = map + z64;
         disk = rd32(z + 16);
@@ -586,32 +586,32 @@ moire_status zip_open(const char *path, const uint8_t *map, size_t map_size,
         area_end = z64;
     }
     if (disk != 0 || cd_disk != 0 || disk_entries != entries)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: multi-disk (split) zip archives are "
+        return error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: multi-disk (split) zip archives are "
                           "not supported; join the parts first", path);
     if (cd_offset > area_end || cd_size > area_end - cd_offset)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the zip central directory (%llu bytes at "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the zip central directory (%llu bytes at "
                           "offset %llu) lies outside the file (%zu bytes); " TRUNCATED_HINT,
                           path, (unsigned long long)cd_size, (unsigned long long)cd_offset,
                           map_size);
     if (entries == 0)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the zip archive is empty; it is not a "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the zip archive is empty; it is not a "
                           "PyTorch checkpoint", path);
     if (entries > ZIP_MAX_ENTRIES || entries > cd_size / 46)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: the zip archive claims %llu entries, more "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: the zip archive claims %llu entries, more "
                           "than its central directory (%llu bytes) can hold; the file is "
                           "corrupt or hostile", path, (unsigned long long)entries,
                           (unsigned long long)cd_size);
 
     zip_archive *archive = calloc(1, sizeof *archive);
     if (!archive)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     archive->path = path;
     archive->map = map;
     archive->map_size = map_size;
-    archive->entries = moire_calloc_array((size_t)entries, sizeof(zip_entry));
+    archive->entries = calloc_array((size_t)entries, sizeof(zip_entry));
     moire_status status = MOIRE_OK;
     if (!archive->entries)
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for %llu zip "
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for %llu zip "
                             "entries", path, (unsigned long long)entries);
     size_t pos = (size_t)cd_offset, end = (size_t)(cd_offset + cd_size);
     for (uint64_t i = 0; i < entries && status == MOIRE_OK; i++) {
@@ -625,7 +625,7 @@ moire_status zip_open(const char *path, const uint8_t *map, size_t map_size,
               compare_entry_names);
         for (int i = 1; i < archive->entry_count && status == MOIRE_OK; i++)
             if (strcmp(archive->entries[i - 1].name, archive->entries[i].name) == 0)
-                status = moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' appears twice; "
+                status = error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' appears twice; "
                                     "the file is corrupt or hostile", path,
                                     archive->entries[i].name);
     }
@@ -647,7 +647,7 @@ moire_status zip_entry_read(const zip_archive *archive, const zip_entry *entry,
     *size = 0;
     *owned = NULL;
     if (entry->size > max_size)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' is %llu bytes uncompressed, "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' is %llu bytes uncompressed, "
                           "over the %zu-byte limit for it; the file is corrupt or a zip bomb",
                           archive->path, entry->name, (unsigned long long)entry->size,
                           max_size);
@@ -655,7 +655,7 @@ moire_status zip_entry_read(const zip_archive *archive, const zip_entry *entry,
        more than that is refused before its buffer is allocated, so a kilobyte cannot cost
        the 64 MB of the largest allowed pickle */
     if (entry->method == 8 && entry->size / 1032 > entry->compressed_size + 64)
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' declares %llu bytes from "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' declares %llu bytes from "
                           "%llu compressed, more than DEFLATE can produce; the file is corrupt "
                           "or a zip bomb", archive->path, entry->name,
                           (unsigned long long)entry->size,
@@ -665,20 +665,20 @@ moire_status zip_entry_read(const zip_archive *archive, const zip_entry *entry,
     if (entry->method == 8) {
         buffer = malloc(entry->size ? (size_t)entry->size : 1);
         if (!buffer)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory inflating '%s'",
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory inflating '%s'",
                               archive->path, entry->name);
         size_t written = 0;
         zip_inflate_result result = zip_inflate(entry->data, (size_t)entry->compressed_size,
                                                 buffer, (size_t)entry->size, &written);
         if (result == ZIP_INFLATE_TOO_LARGE) {
             free(buffer);
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' inflates to more than "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' inflates to more than "
                               "its declared %llu bytes; refusing it (a zip bomb?)",
                               archive->path, entry->name, (unsigned long long)entry->size);
         }
         if (result != ZIP_INFLATE_OK || written != entry->size) {
             free(buffer);
-            return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' is not a valid deflate "
+            return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' is not a valid deflate "
                               "stream of %llu bytes; " TRUNCATED_HINT, archive->path,
                               entry->name, (unsigned long long)entry->size);
         }
@@ -687,7 +687,7 @@ moire_status zip_entry_read(const zip_archive *archive, const zip_entry *entry,
 #ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION /* let the fuzzer reach the pickle */
     if (zip_crc32(bytes, (size_t)entry->size) != entry->crc32) {
         free(buffer);
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' fails its CRC-32 check; "
+        return error_fail(MOIRE_ERROR_FORMAT, "%s: zip entry '%s' fails its CRC-32 check; "
                           TRUNCATED_HINT, archive->path, entry->name);
     }
 #endif

@@ -46,11 +46,11 @@ moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution
 {
     *out_model = NULL;
     if (resolution < 16 || resolution % 16)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "bench resolution %d: use a multiple of 16 (256, 512, …)", resolution);
     moire_model *m = calloc(1, sizeof *m);
     if (!m)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
     m->serial = model_next_serial();
     moire_model_config *c = &m->config;
     const int D = g->hidden;
@@ -88,7 +88,7 @@ moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution
     m->weights.blocks = calloc((size_t)g->depth, sizeof *m->weights.blocks);
     if (!m->name || !m->arena || !m->weights.blocks) {
         moire_model_free(m);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory building a bench model");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory building a bench model");
     }
     /* Uniform ±1/√D from a 64-bit LCG: reproducible and fast. */
     uint64_t state = 0x9E3779B97F4A7C15ull;
@@ -127,7 +127,7 @@ moire_status moire_bench_model_new(const moire_bench_geometry *g, int resolution
         B->experts = calloc((size_t)g->experts, sizeof *B->experts);
         if (!B->experts) {
             moire_model_free(m);
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory building a bench model");
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory building a bench model");
         }
         for (int e = 0; e < g->experts; e++) {
             B->experts[e].gate_proj_weight = W((size_t)F * D);
@@ -157,7 +157,7 @@ moire_status moire_bench_stats_get(const moire_ctx *ctx, moire_bench_stats *stat
 #ifdef MOIRE_HAVE_CUDA
     if (strcmp(ctx->ops.name, "cuda") == 0) {
         moire_ops_stats s;
-        moire_status status = moire_ops_cuda_stats(&ctx->ops, &s, true);
+        moire_status status = ops_cuda_stats(&ctx->ops, &s, true);
         if (status != MOIRE_OK)
             return status;
         snprintf(stats->device_name, sizeof stats->device_name, "%s", s.device_name);

@@ -21,7 +21,7 @@ static void remember(binder *b, moire_tensor *t)
         moire_tensor **grown = realloc(b->made, cap * sizeof *grown);
         if (!grown) {
             b->ops->weight_free(b->ops, t);
-            b->status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding weights");
+            b->status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding weights");
             return;
         }
         b->made = grown;
@@ -56,14 +56,14 @@ void binder_swiglu(binder *b, moire_swiglu *out, const struct dit_swiglu_weights
     const int F = experts[0].hidden;
     for (int e = 1; e < count; e++)
         if (experts[e].hidden != F) {
-            b->status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
+            b->status = error_fail(MOIRE_ERROR_UNSUPPORTED,
                                    "experts of different widths (%d and %d) are not supported",
                                    F, experts[e].hidden);
             return;
         }
-    const float **parts = moire_malloc_array((size_t)2 * count, sizeof *parts);
+    const float **parts = malloc_array((size_t)2 * count, sizeof *parts);
     if (!parts) {
-        b->status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding weights");
+        b->status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding weights");
         return;
     }
     for (int e = 0; e < count; e++) {
@@ -279,7 +279,7 @@ moire_status bind_model(moire_ctx *ctx, const moire_model *model, const model_bo
 {
     *out = NULL;
     if (!model->serial)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "model %s has no serial number (not made by moire_model_load)",
                           model->name ? model->name : "?");
     bind_slot *slot = binding_find(ctx, BINDING_MODEL, model->serial);
@@ -292,16 +292,16 @@ moire_status bind_model(moire_ctx *ctx, const moire_model *model, const model_bo
     const bool ec = model->family == MOIRE_FAMILY_EC_DIT;
     if (mb) {
         if (ec) {
-            mb->ec_blocks = moire_calloc_array((size_t)c->depth, sizeof *mb->ec_blocks);
-            mb->text_layers = moire_calloc_array((size_t)c->text_layers + 1,
-                                                 sizeof *mb->text_layers);
+            mb->ec_blocks = calloc_array((size_t)c->depth, sizeof *mb->ec_blocks);
+            mb->text_layers = calloc_array((size_t)c->text_layers + 1,
+                                           sizeof *mb->text_layers);
         } else {
-            mb->blocks = moire_calloc_array((size_t)c->depth, sizeof *mb->blocks);
+            mb->blocks = calloc_array((size_t)c->depth, sizeof *mb->blocks);
         }
     }
     if (!mb || (ec ? !mb->ec_blocks || !mb->text_layers : !mb->blocks)) {
         free_model_bound(mb);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding %s", model->name);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding %s", model->name);
     }
     slot = binding_claim(ctx, BINDING_MODEL, model->serial);
     slot->bound = mb;
@@ -312,7 +312,7 @@ moire_status bind_model(moire_ctx *ctx, const moire_model *model, const model_bo
         bind_dit(&slot->tensors, mb, model);
     const moire_status status = slot->tensors.status;
     if (status != MOIRE_OK) {
-        moire_error_prefix("%s on the %s backend", model->name, ctx->ops.name);
+        error_prefix("%s on the %s backend", model->name, ctx->ops.name);
         binding_drop(ctx, slot);
         return status;
     }

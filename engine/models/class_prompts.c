@@ -155,9 +155,9 @@ static moire_status fail_with_suggestions(const moire_model *model, text_span pr
                                           const char *lead, const int *only, int only_count)
 {
     int classes = model->config.num_classes;
-    class_suggestion *ranked = moire_malloc_array((size_t)classes, sizeof *ranked);
+    class_suggestion *ranked = malloc_array((size_t)classes, sizeof *ranked);
     if (!ranked)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory resolving a class");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory resolving a class");
     int count = 0;
     for (int k = 0; k < classes; k++) {
         if (only) {
@@ -187,7 +187,7 @@ static moire_status fail_with_suggestions(const moire_model *model, text_span pr
                                  (int)ranked[i].synonym.length, ranked[i].synonym.start,
                                  ranked[i].class_id);
     free(ranked);
-    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "%s; did you mean: %s%s", lead, list,
+    return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "%s; did you mean: %s%s", lead, list,
                       count > 5 ? ", …" : "");
 }
 
@@ -218,18 +218,18 @@ moire_status moire_model_resolve_class(const moire_model *model, const char *pro
     text_span prompt = trim_span(prompt_text ? prompt_text : "",
                                  prompt_text ? strlen(prompt_text) : 0);
     if (prompt.length == 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "empty class prompt; give a class name or a number 0..%d",
                           classes - 1);
     if (classes == 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "model %s is unconditional (0 classes); it takes no class prompt",
                           model->name);
 
     long long number;
     if (parse_class_number(prompt, &number)) {
         if (number < 0 || number >= classes)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "class %.*s is out of range: model %s has classes 0..%d",
                               (int)prompt.length, prompt.start, model->name, classes - 1);
         *out_class_id = (int)number;
@@ -239,7 +239,7 @@ moire_status moire_model_resolve_class(const moire_model *model, const char *pro
         char where[512] = "";
         if (classes == CLASS_NAMES_IMAGENET_COUNT)
             class_names_describe_search(where, sizeof where);
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "model %s ships no class names, so \"%.*s\" cannot be looked up; use "
                           "a class number 0..%d (--class N)%s%s", model->name,
                           (int)prompt.length, prompt.start, classes - 1, where[0] ? "; " : "",
@@ -263,9 +263,9 @@ moire_status moire_model_resolve_class(const moire_model *model, const char *pro
     }
 
     /* 2. whole words of a synonym ("retriever"): accepted only when one class has them */
-    int *matches = moire_malloc_array((size_t)classes, sizeof(int));
+    int *matches = malloc_array((size_t)classes, sizeof(int));
     if (!matches)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory resolving a class");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory resolving a class");
     int match_count = 0;
     for (int k = 0; k < classes; k++) {
         const char *cursor = model->class_names[k];

@@ -97,16 +97,16 @@ static moire_status meta_int(const char *path, JsonObject *object, const char *k
 {
     JsonNode *node = json_object_get_member(object, key);
     if (!node)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"%s\" has no \"%s\"; " CLASSIFIER_FIX, path,
                           CLASSIFIER_METADATA_KEY, key);
     if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_INT64)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"%s\": \"%s\" is not a whole number; " CLASSIFIER_FIX,
                           path, CLASSIFIER_METADATA_KEY, key);
     const gint64 value = json_node_get_int(node);
     if (value < low || value > high)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"%s\": \"%s\" is %lld, outside %d..%d; " CLASSIFIER_FIX,
                           path, CLASSIFIER_METADATA_KEY, key, (long long)value, low, high);
     *out = (int)value;
@@ -118,7 +118,7 @@ static moire_status meta_array(const char *path, JsonObject *object, const char 
 {
     JsonNode *node = json_object_get_member(object, key);
     if (!node || !JSON_NODE_HOLDS_ARRAY(node))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"%s\": \"%s\" is missing or not a list; " CLASSIFIER_FIX,
                           path, CLASSIFIER_METADATA_KEY, key);
     *out = json_node_get_array(node);
@@ -130,13 +130,13 @@ static moire_status parse_levels(const char *path, JsonArray *levels, classifier
 {
     const guint count = json_array_get_length(levels);
     if (count < 2 || count > CLASSIFIER_MAX_LEVELS)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"%s\": \"levels\" lists %u bins; a noise-level "
                           "classifier needs 2..%d", path, CLASSIFIER_METADATA_KEY, count,
                           CLASSIFIER_MAX_LEVELS);
-    meta->levels = moire_malloc_array(count, sizeof(double));
+    meta->levels = malloc_array(count, sizeof(double));
     if (!meta->levels)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     meta->class_count = (int)count;
     for (guint i = 0; i < count; i++) {
         JsonNode *node = json_array_get_element(levels, i);
@@ -148,7 +148,7 @@ static moire_status parse_levels(const char *path, JsonArray *levels, classifier
         /* u = ln(σ/rms) is ≤ 0 in theory; a little above is harmless, far above is not a
            level file. */
         if (!isfinite(value) || value < -50.0 || value > 5.0)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "%s: metadata \"%s\": levels[%u] is not a number in [-50, 5] "
                               "(a bin centre of ln(sigma / rms)); re-export it with "
                               "tools/train/train_level_classifier.py", path,
@@ -176,7 +176,7 @@ static moire_status parse_meta_object(const char *path, JsonObject *object, clas
                                ? json_node_get_string(task)
                                : NULL;
         if (!name || (strcmp(name, "prompt") != 0 && strcmp(name, "noise-level") != 0))
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "%s: metadata \"%s\": \"task\" must be \"prompt\" or "
                               "\"noise-level\"; " CLASSIFIER_FIX, path, CLASSIFIER_METADATA_KEY);
         meta->noise_level = strcmp(name, "noise-level") == 0;
@@ -189,7 +189,7 @@ static moire_status parse_meta_object(const char *path, JsonObject *object, clas
         return status;
     const guint width_count = json_array_get_length(widths);
     if (width_count < 1 || width_count > CLASSIFIER_MAX_STAGES)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"%s\": \"widths\" lists %u stages; 1..%d are supported",
                           path, CLASSIFIER_METADATA_KEY, width_count, CLASSIFIER_MAX_STAGES);
     meta->width_count = (int)width_count;
@@ -199,7 +199,7 @@ static moire_status parse_meta_object(const char *path, JsonObject *object, clas
                             json_node_get_value_type(node) == G_TYPE_INT64;
         const gint64 value = is_int ? json_node_get_int(node) : 0;
         if (!is_int || value < 1 || value > CLASSIFIER_MAX_WIDTH)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "%s: metadata \"%s\": widths[%u] is not a channel count in 1..%d; "
                               CLASSIFIER_FIX, path, CLASSIFIER_METADATA_KEY, k,
                               CLASSIFIER_MAX_WIDTH);
@@ -210,13 +210,13 @@ static moire_status parse_meta_object(const char *path, JsonObject *object, clas
     if (meta->noise_level)
         return parse_levels(path, classes, meta);
     if (class_count < 1 || class_count > CLASSIFIER_MAX_CLASSES)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"%s\": \"classes\" lists %u names; a classifier needs "
                           "1..%d", path, CLASSIFIER_METADATA_KEY, class_count,
                           CLASSIFIER_MAX_CLASSES);
-    meta->class_names = moire_calloc_array(class_count, sizeof(char *));
+    meta->class_names = calloc_array(class_count, sizeof(char *));
     if (!meta->class_names)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for %u class names",
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for %u class names",
                           path, class_count);
     meta->class_count = (int)class_count;
     for (guint i = 0; i < class_count; i++) {
@@ -226,13 +226,13 @@ static moire_status parse_meta_object(const char *path, JsonObject *object, clas
                                ? json_node_get_string(node)
                                : NULL;
         if (!name || !name[0])
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "%s: metadata \"%s\": classes[%u] is not a non-empty string (the "
                               "class's prompt); " CLASSIFIER_FIX, path, CLASSIFIER_METADATA_KEY,
                               i);
         meta->class_names[i] = strdup(name);
         if (!meta->class_names[i])
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     return MOIRE_OK;
 }
@@ -241,7 +241,7 @@ static moire_status parse_meta(const char *path, const st_file *file, classifier
 {
     const char *json = st_metadata_get(file, CLASSIFIER_METADATA_KEY);
     if (!json)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s has no \"%s\" metadata: it is not a Moiré image classifier (those "
                           "are written by tools/train/train_classifier.py)",
                           path, CLASSIFIER_METADATA_KEY);
@@ -250,14 +250,14 @@ static moire_status parse_meta(const char *path, const st_file *file, classifier
     if (json_guard_load(parser, "metadata \"" CLASSIFIER_METADATA_KEY "\"", json, -1) !=
         MOIRE_OK) {
         char *why = strdup(moire_last_error());
-        status = moire_fail(MOIRE_ERROR_FORMAT, "%s: %s; " CLASSIFIER_FIX, path,
+        status = error_fail(MOIRE_ERROR_FORMAT, "%s: %s; " CLASSIFIER_FIX, path,
                             why ? why : "bad metadata");
         free(why);
     } else {
         JsonNode *root = json_parser_get_root(parser);
         status = root && JSON_NODE_HOLDS_OBJECT(root)
                      ? parse_meta_object(path, json_node_get_object(root), meta)
-                     : moire_fail(MOIRE_ERROR_FORMAT,
+                     : error_fail(MOIRE_ERROR_FORMAT,
                                   "%s: metadata \"%s\" is not a JSON object; " CLASSIFIER_FIX,
                                   path, CLASSIFIER_METADATA_KEY);
     }
@@ -279,11 +279,11 @@ static moire_status find_tensor(const char *path, const st_file *file, const cha
     char want[128], have[128];
     weight_format_shape(want, sizeof want, ndim, shape);
     if (!t)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor %s %s is missing (%s); " CLASSIFIER_FIX, path, name, want,
                           why);
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "%s: tensor %s is %s; classifier tensors must be F32, F16 or BF16",
                           path, name, st_dtype_name(t->dtype));
     bool same = t->ndim == ndim;
@@ -291,7 +291,7 @@ static moire_status find_tensor(const char *path, const st_file *file, const cha
         same = t->shape[i] == shape[i];
     if (!same) {
         weight_format_shape(have, sizeof have, t->ndim, t->shape);
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor %s has shape %s but %s needs %s; " CLASSIFIER_FIX, path,
                           name, have, why, want);
     }
@@ -316,10 +316,10 @@ static moire_status count_conv_stages(const char *path, const st_file *file, int
         }
     }
     if (count == 0)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s has no conv1.weight: not a classifier file; " CLASSIFIER_FIX, path);
     if (highest != count || count > CLASSIFIER_MAX_STAGES)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: the convolution stages must be conv1 … convN (N <= %d), found %d "
                           "convK.weight tensors up to conv%d; " CLASSIFIER_FIX, path,
                           CLASSIFIER_MAX_STAGES, count, highest);
@@ -365,7 +365,7 @@ typedef struct weight_slot {
 moire_status moire_classifier_load(const char *path, moire_classifier **out_classifier)
 {
     if (!path || !out_classifier)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_classifier_load: path and out_classifier are required");
     *out_classifier = NULL;
     st_file *file = NULL;
@@ -376,21 +376,21 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
     moire_classifier *c = calloc(1, sizeof *c);
     weight_slot *slots = NULL;
     if (!c || !(c->path = strdup(path))) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
         goto done;
     }
     if ((status = parse_meta(path, file, &meta)) != MOIRE_OK ||
         (status = count_conv_stages(path, file, &c->stages)) != MOIRE_OK)
         goto done;
     if (c->stages != meta.width_count) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: the file has %d convolution stages (conv1..conv%d.weight) but "
                             "metadata \"%s\" lists %d widths; " CLASSIFIER_FIX, path, c->stages,
                             c->stages, CLASSIFIER_METADATA_KEY, meta.width_count);
         goto done;
     }
     if (meta.input_size % (1 << c->stages) != 0) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: input_size %d is not divisible by 2^%d (one 2×2 pooling per "
                             "stage); " CLASSIFIER_FIX, path, meta.input_size, c->stages);
         goto done;
@@ -402,7 +402,7 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
     c->side = meta.input_size >> c->stages;
     const int64_t flat = (int64_t)c->widths[c->stages - 1] * c->side * c->side;
     if (flat > INT32_MAX / 4) {
-        status = moire_fail(MOIRE_ERROR_UNSUPPORTED, "%s: fc1 takes %lld inputs; too large",
+        status = error_fail(MOIRE_ERROR_UNSUPPORTED, "%s: fc1 takes %lld inputs; too large",
                             path, (long long)flat);
         goto done;
     }
@@ -412,7 +412,7 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
     const int slot_count = 2 * c->stages + 4;
     slots = calloc((size_t)slot_count, sizeof *slots);
     if (!slots) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
         goto done;
     }
     const int D = c->feature_dim, K = meta.class_count;
@@ -465,13 +465,13 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
 
     /* 2. One fp32 arena for the weights, the statistics in double; all finite. */
     const size_t stat_count = fid ? (size_t)D * (size_t)D : 1;
-    c->arena = moire_malloc_array(arena_floats, sizeof(float));
-    c->fid_mu = fid ? moire_malloc_array((size_t)D, sizeof(double)) : NULL;
-    c->fid_sigma = fid ? moire_malloc_array(stat_count, sizeof(double)) : NULL;
-    float *stats = moire_malloc_array(stat_count, sizeof(float));
+    c->arena = malloc_array(arena_floats, sizeof(float));
+    c->fid_mu = fid ? malloc_array((size_t)D, sizeof(double)) : NULL;
+    c->fid_sigma = fid ? malloc_array(stat_count, sizeof(double)) : NULL;
+    float *stats = malloc_array(stat_count, sizeof(float));
     if (!c->arena || (fid && (!c->fid_mu || !c->fid_sigma)) || !stats) {
         free(stats);
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for the weights",
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory for the weights",
                             path);
         goto done;
     }
@@ -483,7 +483,7 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
         const long long bad = first_nonfinite(dst, (size_t)t->numel);
         if (bad >= 0) {
             free(stats);
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: tensor %s holds a non-finite value (element %lld); the "
                                 "training diverged or the file is damaged", path, t->name, bad);
             goto done;
@@ -499,7 +499,7 @@ moire_status moire_classifier_load(const char *path, moire_classifier **out_clas
         const long long bad = first_nonfinite(stats, (size_t)t->numel);
         if (bad >= 0) {
             free(stats);
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: tensor %s holds a non-finite value (element %lld); "
                                 "recompute the reference statistics", path, t->name, bad);
             goto done;
@@ -750,7 +750,7 @@ static bool run_items(const moire_classifier *c, int count, size_t extra_floats,
 #pragma omp parallel if (count > 1)
 #endif
     {
-        float *scratch = moire_malloc_array(c->scratch_floats + extra_floats, sizeof(float));
+        float *scratch = malloc_array(c->scratch_floats + extra_floats, sizeof(float));
         if (!scratch) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -786,11 +786,11 @@ moire_status moire_classifier_run(const moire_classifier *c, const moire_image *
                                   int count, float *features, float *logits)
 {
     if (!c || (count > 0 && !images) || count < 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_classifier_run: a classifier and %d images are required",
                           count);
     if (c->noise_level)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "%s is a noise-level classifier (the dmcmc sampler's), not an image "
                           "classifier: use MODEL-features.safetensors (tools/train/"
                           "train_classifier.py) to measure images", c->path);
@@ -798,15 +798,15 @@ moire_status moire_classifier_run(const moire_classifier *c, const moire_image *
     for (int i = 0; i < count; i++) {
         const moire_image *image = images[i];
         if (!image || !image->pixels)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "moire_classifier_run: image %d is NULL", i);
         if (image->width != c->input_size || image->height != c->input_size)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "image %d is %dx%d but the classifier %s takes %dx%d images; "
                               "resize them first", i, image->width, image->height, c->path,
                               c->input_size, c->input_size);
         if (image->channels != 3 && image->channels != 4)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "image %d has %d channel(s); the classifier takes RGB or RGBA "
                               "images", i, image->channels);
     }
@@ -814,7 +814,7 @@ moire_status moire_classifier_run(const moire_classifier *c, const moire_image *
         return MOIRE_OK;
     classify_batch batch = {.images = images, .features = features, .logits = logits};
     if (!run_items(c, count, 0, classify_item, &batch))
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "out of memory for the classifier's activations (%zu bytes a thread)",
                           c->scratch_floats * sizeof(float));
     return MOIRE_OK;
@@ -824,18 +824,18 @@ moire_status moire_classifier_fid(const moire_classifier *c, const float *featur
                                   double *out_fid)
 {
     if (!c || !features || !out_fid)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_classifier_fid: classifier, features and out_fid are required");
     if (!c->fid_mu)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "%s is a noise-level classifier and has no FID statistics; use "
                           "MODEL-features.safetensors", c->path);
     const size_t D = (size_t)c->feature_dim;
-    double *mean = moire_malloc_array(D, sizeof(double));
-    double *covariance = moire_malloc_array(D * D, sizeof(double));
+    double *mean = malloc_array(D, sizeof(double));
+    double *covariance = malloc_array(D * D, sizeof(double));
     moire_status status = mean && covariance
                               ? fid_statistics(features, count, c->feature_dim, mean, covariance)
-                              : moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+                              : error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                                            "out of memory for the FID statistics");
     if (status == MOIRE_OK)
         status = fid_frechet_distance(mean, covariance, c->fid_mu, c->fid_sigma, c->feature_dim,
@@ -877,17 +877,17 @@ moire_status moire_classifier_estimate_sigma(const moire_classifier *c, const fl
                                              int count, double *out_sigma)
 {
     if (!c || count < 0 || (count > 0 && (!states || !out_sigma)))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_classifier_estimate_sigma: a classifier, %d states and the "
                           "output are required", count);
     if (!c->noise_level)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "%s is an image classifier, not a noise-level one: use "
                           "MODEL-levels.safetensors (tools/train/train_level_classifier.py)",
                           c->path);
     level_batch batch = {.states = states, .sigma = out_sigma};
     if (!run_items(c, count, (size_t)c->class_count, level_item, &batch))
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "out of memory for the noise-level classifier's activations");
     return MOIRE_OK;
 }

@@ -38,7 +38,7 @@ void ctx_log(const moire_ctx *ctx, moire_log_level level, const char *fmt, ...)
 /* The context's arena and binding cache live beside the op table (ops.h, bind.h). */
 static void ctx_attach(moire_ctx *ctx)
 {
-    moire_arena_init(&ctx->arena, &ctx->ops);
+    arena_init(&ctx->arena, &ctx->ops);
     ctx->ops.arena = &ctx->arena;
 }
 
@@ -46,7 +46,7 @@ static void ctx_attach(moire_ctx *ctx)
 static void ctx_detach(moire_ctx *ctx)
 {
     bindings_free_all(ctx);
-    moire_arena_destroy(&ctx->arena);
+    arena_destroy(&ctx->arena);
     if (ctx->ops.destroy)
         ctx->ops.destroy(&ctx->ops);
     memset(&ctx->ops, 0, sizeof ctx->ops);
@@ -85,7 +85,7 @@ static moire_status cuda_known_answer_run(moire_ctx *cuda_ctx, bool bf16)
     if (status == MOIRE_OK) {
         status = moire_forward(cuda_ctx, model, N, SIDE, SIDE, x, t, classes, got);
         if (status != MOIRE_OK)
-            moire_error_prefix("the GPU failed a self-check forward");
+            error_prefix("the GPU failed a self-check forward");
     }
     if (status == MOIRE_OK) {
         double err = 0.0, ref = 0.0;
@@ -98,7 +98,7 @@ static moire_status cuda_known_answer_run(moire_ctx *cuda_ctx, bool bf16)
         const double rel = sqrt(err / (ref > 0.0 ? ref : 1.0));
         const double limit = bf16 ? 3e-2 : 1e-3;
         if (!finite || !(rel <= limit))
-            status = moire_fail(MOIRE_ERROR_BACKEND,
+            status = error_fail(MOIRE_ERROR_BACKEND,
                                 "the GPU gave wrong results in a self-check (relative error "
                                 "%.2g, allowed %.0g): its driver or CUDA installation may be "
                                 "broken; update the NVIDIA driver, or use --device cpu",
@@ -122,7 +122,7 @@ static moire_status cuda_known_answer(moire_ctx *ctx, bool bf16)
     if (v == 1)
         return MOIRE_OK;
     if (v == 2)
-        return moire_fail(MOIRE_ERROR_BACKEND, "%s", message[bf16]);
+        return error_fail(MOIRE_ERROR_BACKEND, "%s", message[bf16]);
     moire_status status = cuda_known_answer_run(ctx, bf16);
     if (status == MOIRE_OK) {
         atomic_store(&verdict[bf16], 1);
@@ -137,16 +137,16 @@ static moire_status cuda_known_answer(moire_ctx *ctx, bool bf16)
 moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
 {
     if (!out_ctx)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_ctx_new: out_ctx is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_ctx_new: out_ctx is NULL");
     *out_ctx = NULL;
     moire_ctx_params p = params ? *params : moire_ctx_params_default();
     if (p.n_threads < 0 || p.n_threads > 1024)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "thread count %d is out of range (0 = all cores, up to 1024)",
                           p.n_threads);
     if (p.device != MOIRE_DEVICE_AUTO && p.device != MOIRE_DEVICE_CPU &&
         p.device != MOIRE_DEVICE_CUDA)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown device %d", (int)p.device);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown device %d", (int)p.device);
     /* MOIRE_DEVICE=cpu|cuda in the environment decides for `auto` (the CPU test suites set
      * cpu: they check the reference backend, the gpu suite asks for CUDA explicitly). */
     const char *env_device = getenv("MOIRE_DEVICE");
@@ -158,7 +158,7 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
     }
 #ifndef MOIRE_HAVE_CUDA
     if (p.device == MOIRE_DEVICE_CUDA)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "this build of Moiré has no CUDA backend; rebuild with "
                           "`meson setup -Dcuda=enabled` on a machine with the CUDA toolkit, "
                           "or use the CPU (--device cpu)");
@@ -166,7 +166,7 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
 
     moire_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory creating a context");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory creating a context");
     ctx->params = p;
     atomic_init(&ctx->cancel_requested, 0);
 #ifdef OPENBLAS_VERSION
@@ -178,7 +178,7 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
         /* MOIRE_CUDA_PRECISION=bf16 stores the GEMM weights as bf16 (docs/CUDA.md). */
         const char *precision = getenv("MOIRE_CUDA_PRECISION");
         const bool bf16 = precision && strcmp(precision, "bf16") == 0;
-        moire_status status = moire_ops_cuda_init(&ctx->ops, p.n_threads, bf16);
+        moire_status status = ops_cuda_init(&ctx->ops, p.n_threads, bf16);
         if (status == MOIRE_OK) {
             ctx_attach(ctx);
             status = cuda_known_answer(ctx, bf16);
@@ -200,10 +200,10 @@ moire_status moire_ctx_new(const moire_ctx_params *params, moire_ctx **out_ctx)
             ctx_log(ctx, status == MOIRE_ERROR_UNSUPPORTED ? MOIRE_LOG_INFO
                                                                   : MOIRE_LOG_WARNING,
                           "using the CPU backend: %s", moire_last_error());
-        moire_error_clear();
+        error_clear();
     }
 #endif
-    moire_ops_cpu_init(&ctx->ops, p.n_threads);
+    ops_cpu_init(&ctx->ops, p.n_threads);
     ctx_attach(ctx);
 #ifndef MOIRE_HAVE_CUDA
     if (p.device == MOIRE_DEVICE_AUTO)
@@ -252,18 +252,18 @@ static moire_status check_forward_input(const moire_model *model, int n, int h, 
 {
     const moire_model_config *cfg = &model->config;
     if (n < 1 || n > 4096)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
     if (h < 1 || w < 1 || h > FORWARD_MAX_SIDE || w > FORWARD_MAX_SIDE)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "input size %dx%d is out of range (1..%d per side)", w, h,
                           FORWARD_MAX_SIDE);
     if (h % cfg->patch_size || w % cfg->patch_size)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "input size %dx%d is not a multiple of the patch size %d", w, h,
                           cfg->patch_size);
     for (int i = 0; i < n; i++)
         if (!isfinite(t[i]))
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "timestep %d is not finite", i);
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "timestep %d is not finite", i);
     return MOIRE_OK;
 }
 
@@ -272,10 +272,10 @@ moire_status moire_forward(moire_ctx *ctx, const moire_model *model, int n, int 
                            float *out)
 {
     if (!ctx || !model || !x || !t || !class_ids || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_forward: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_forward: a required pointer is NULL");
     const moire_model_config *cfg = &model->config;
     if (model->family == MOIRE_FAMILY_EC_DIT)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "model %s is text-conditioned (EC-DiT): give prompts "
                           "(moire_forward_text), not class ids", model->name);
     moire_status status = check_forward_input(model, n, h, w, t);
@@ -283,7 +283,7 @@ moire_status moire_forward(moire_ctx *ctx, const moire_model *model, int n, int 
         return status;
     for (int i = 0; i < n; i++) {
         if (class_ids[i] < 0 || class_ids[i] > cfg->num_classes)
-            return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+            return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                               "class id %d is out of range: this model has classes 0..%d and "
                               "the null class %d",
                               (int)class_ids[i], cfg->num_classes - 1, cfg->num_classes);
@@ -297,19 +297,19 @@ moire_status moire_forward_text(moire_ctx *ctx, const moire_model *model, int n,
                                 float *out)
 {
     if (!ctx || !model || !x || !t || !prompts || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_forward_text: a required pointer is NULL");
     if (model->family != MOIRE_FAMILY_EC_DIT)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "model %s is class-conditional: give class ids (moire_forward)",
                           model->name);
     moire_status status = check_forward_input(model, n, h, w, t);
     if (status != MOIRE_OK)
         return status;
     atomic_store(&ctx->cancel_requested, 0);
-    int *prompt_of = moire_malloc_array((size_t)n, sizeof(int));
+    int *prompt_of = malloc_array((size_t)n, sizeof(int));
     if (!prompt_of)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; i < n; i++)
         prompt_of[i] = i;
     ecdit_text_cond text;

@@ -47,11 +47,11 @@ void *dit_take(moire_arena *arena, size_t count, size_t size, moire_status *stat
     if (*status != MOIRE_OK)
         return NULL;
     if (count && size > SIZE_MAX / count) {
-        *status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "a buffer of %zu × %zu bytes is too "
+        *status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "a buffer of %zu × %zu bytes is too "
                              "large; use a smaller size or batch", count, size);
         return NULL;
     }
-    void *p = moire_arena_take(arena, count * size);
+    void *p = arena_take(arena, count * size);
     if (!p)
         *status = MOIRE_ERROR_OUT_OF_MEMORY; /* the backend said how much */
     return p;
@@ -69,7 +69,7 @@ void *dit_download_copy(const moire_ops *ops, const void *src, size_t bytes,
 {
     void *host = malloc(bytes ? bytes : 1);
     if (!host) {
-        *status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory copying a result back");
+        *status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory copying a result back");
         return NULL;
     }
     *status = ops->download(ops, host, src, bytes);
@@ -105,7 +105,7 @@ void dit_emit_ids(const moire_ctx *ctx, const char *name, int layer, const int32
     const int64_t numel = ndim == 1 ? d0 : d0 * d1;
     moire_status status;
     int32_t *view = dit_download_copy(&ctx->ops, ids, (size_t)numel * sizeof(int32_t), &status);
-    float *as_float = view ? moire_malloc_array((size_t)numel + 1, sizeof(float)) : NULL;
+    float *as_float = view ? malloc_array((size_t)numel + 1, sizeof(float)) : NULL;
     if (as_float) {
         for (int64_t i = 0; i < numel; i++)
             as_float[i] = (float)view[i];
@@ -126,7 +126,7 @@ static moire_status embed_on_backend(const moire_ops *ops, const moire_model_con
     const int D = cfg->hidden_size, C = cfg->in_channels, p = cfg->patch_size;
     const int T = (h / p) * (w / p), N = n * T, patch_dim = C * p * p;
     moire_arena *arena = ops->arena;
-    const size_t mark = moire_arena_mark(arena);
+    const size_t mark = arena_mark(arena);
     moire_status status = MOIRE_OK;
     float *patches = dit_take(arena, (size_t)N * patch_dim, sizeof(float), &status);
     float *freq = dit_take(arena, (size_t)n * DIT_TIMESTEP_FREQ_DIM, sizeof(float), &status);
@@ -153,7 +153,7 @@ static moire_status embed_on_backend(const moire_ops *ops, const moire_model_con
                              &mb->t_embedder_mlp2_bias, n, D, D);
     if (status == MOIRE_OK && debug_ctx)
         dit_emit(debug_ctx, "t_emb", -1, cond, 2, n, D, 0);
-    moire_arena_release(arena, mark);
+    arena_release(arena, mark);
     return status;
 }
 
@@ -161,9 +161,9 @@ float *dit_positions_on_backend(const moire_ops *ops, const moire_model_config *
                                 const float *pos_embed_host, int h, int w)
 {
     const int D = cfg->hidden_size, p = cfg->patch_size, gh = h / p, gw = w / p;
-    float *host = moire_malloc_array((size_t)gh * gw * D, sizeof(float));
+    float *host = malloc_array((size_t)gh * gw * D, sizeof(float));
     if (!host) {
-        moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the position table");
+        error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the position table");
         return NULL;
     }
     dit_positions(host, pos_embed_host, cfg->input_size / p, gh, gw, D);
@@ -187,14 +187,14 @@ moire_status dit_embed(const moire_ops *ops, const moire_model_config *cfg,
     const int D = cfg->hidden_size, C = cfg->in_channels, p = cfg->patch_size;
     const int gh = h / p, gw = w / p, T = gh * gw, N = n * T, patch_dim = C * p * p;
     moire_arena *arena = ops->arena;
-    const size_t mark = moire_arena_mark(arena);
+    const size_t mark = arena_mark(arena);
     moire_status status = MOIRE_OK;
     /* Host-side glue, built in host memory and uploaded (no host copy on the CPU). */
-    float *patches_host = moire_malloc_array((size_t)N * patch_dim, sizeof(float));
-    float *pos_host = moire_malloc_array((size_t)T * D, sizeof(float));
-    float *freq_host = moire_malloc_array((size_t)n * DIT_TIMESTEP_FREQ_DIM, sizeof(float));
+    float *patches_host = malloc_array((size_t)N * patch_dim, sizeof(float));
+    float *pos_host = malloc_array((size_t)T * D, sizeof(float));
+    float *freq_host = malloc_array((size_t)n * DIT_TIMESTEP_FREQ_DIM, sizeof(float));
     if (!patches_host || !pos_host || !freq_host)
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory preparing the input");
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory preparing the input");
     float *patches = dit_take(arena, (size_t)N * patch_dim, sizeof(float), &status);
     float *pos = dit_take(arena, (size_t)T * D, sizeof(float), &status);
     float *freq = dit_take(arena, (size_t)n * DIT_TIMESTEP_FREQ_DIM, sizeof(float), &status);
@@ -230,7 +230,7 @@ moire_status dit_embed(const moire_ops *ops, const moire_model_config *cfg,
                              &mb->t_embedder_mlp2_bias, n, D, D);
     if (status == MOIRE_OK && debug_ctx)
         dit_emit(debug_ctx, "t_emb", -1, cond, 2, n, D, 0);
-    moire_arena_release(arena, mark);
+    arena_release(arena, mark);
     return status;
 }
 

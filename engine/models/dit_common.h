@@ -47,7 +47,7 @@ moire_status dit_embed(const moire_ops *ops, const moire_model_config *cfg,
                        float *tokens, float *cond, float *t_hidden, moire_ctx *debug_ctx);
 
 /* The positions [T, D] of an h × w input in backend memory (ops->mem_free it), for
- * dit_embed's backend form; NULL + moire_fail on failure. */
+ * dit_embed's backend form; NULL + error_fail on failure. */
 float *dit_positions_on_backend(const moire_ops *ops, const moire_model_config *cfg,
                                 const float *pos_embed_host, int h, int w);
 

@@ -62,8 +62,8 @@ static moire_status take_buffers(ec_buffers *b, moire_arena *arena,
     b->cond_act = dit_take(arena, (size_t)n * D, sizeof(float), &s);
     b->modulation = dit_take(arena, (size_t)n * 9 * D, sizeof(float), &s);
     if (s != MOIRE_OK)
-        moire_error_prefix("an EC-DiT forward pass over %d image(s) of %d tokens (about %.0f "
-                           "MB)", n, T, (double)N * D * 8 * 4 / 1e6);
+        error_prefix("an EC-DiT forward pass over %d image(s) of %d tokens (about %.0f "
+                     "MB)", n, T, (double)N * D * 8 * 4 / 1e6);
     return s;
 }
 
@@ -81,8 +81,8 @@ static moire_status report_selection(moire_ctx *ctx, int layer, const int32_t *s
     if (!selected)
         return status;
     if (ctx->debug_fn) {
-        float *as_float = moire_malloc_array((size_t)E * M + 1, sizeof(float));
-        float *count = moire_calloc_array((size_t)N, sizeof(float));
+        float *as_float = malloc_array((size_t)E * M + 1, sizeof(float));
+        float *count = calloc_array((size_t)N, sizeof(float));
         if (as_float && count) {
             for (int64_t i = 0; i < (int64_t)E * M; i++) {
                 as_float[i] = (float)selected[i];
@@ -117,14 +117,14 @@ static moire_status forward(moire_ctx *ctx, const moire_model *model, int n, int
     const int64_t mod = 9 * (int64_t)D; /* one image's modulation row */
     const float eps = cfg->layernorm_eps;
     if (text->ops != ops)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "the text conditioning was encoded by another context's backend");
 
     const model_bound *mb;
     moire_status status = bind_model(ctx, model, &mb);
     if (status != MOIRE_OK)
         return status;
-    status = moire_arena_begin(&ctx->arena);
+    status = arena_begin(&ctx->arena);
     if (status != MOIRE_OK)
         return status;
     ec_buffers buf;
@@ -150,7 +150,7 @@ static moire_status forward(moire_ctx *ctx, const moire_model *model, int n, int
 
     for (int layer = 0; layer < cfg->depth && status == MOIRE_OK; layer++) {
         if (atomic_load(&ctx->cancel_requested)) {
-            status = moire_fail(MOIRE_ERROR_CANCELLED, "cancelled");
+            status = error_fail(MOIRE_ERROR_CANCELLED, "cancelled");
             break;
         }
         const ecdit_bound_block *B = &mb->ec_blocks[layer];
@@ -231,7 +231,7 @@ static moire_status forward(moire_ctx *ctx, const moire_model *model, int n, int
                             device_positions != NULL);
     }
 #undef TRY
-    moire_arena_end(&ctx->arena);
+    arena_end(&ctx->arena);
     return status;
 }
 
@@ -248,7 +248,7 @@ moire_status ecdit_forward_on_backend(moire_ctx *ctx, const moire_model *model, 
                                       const float *positions, float *out)
 {
     if (!positions)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "ecdit_forward_on_backend: no position table (dit_positions_on_backend)");
     return forward(ctx, model, n, h, w, x, t, text, prompt_of, positions, out);
 }

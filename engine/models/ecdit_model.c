@@ -51,7 +51,7 @@ moire_status ecdit_config_from_json(moire_model_config *config, const char *json
     }
     if (!object) {
         g_object_unref(parser);
-        return moire_fail(MOIRE_ERROR_FORMAT, "moire.config is not a JSON object");
+        return error_fail(MOIRE_ERROR_FORMAT, "moire.config is not a JSON object");
     }
     /* family defaults for keys the file leaves out (model.c parsed the shared keys over the
        DiT-MoE defaults) */
@@ -74,13 +74,13 @@ moire_status ecdit_config_from_json(moire_model_config *config, const char *json
         } else if (!field->is_float && type == G_TYPE_INT64) {
             int64_t value = json_node_get_int(node);
             if (value < INT_MIN || value > INT_MAX)
-                status = moire_fail(MOIRE_ERROR_FORMAT,
+                status = error_fail(MOIRE_ERROR_FORMAT,
                                     "moire.config: \"%s\" = %lld is out of range; fix the "
                                     "metadata", field->key, (long long)value);
             else
                 *(int *)slot = (int)value;
         } else {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "moire.config: \"%s\" must be %s; fix the "
+            status = error_fail(MOIRE_ERROR_FORMAT, "moire.config: \"%s\" must be %s; fix the "
                                 "metadata", field->key, field->is_float ? "a number" : "an integer");
         }
     }
@@ -92,7 +92,7 @@ static moire_status range(const char *field, int value, int low, int high)
 {
     if (value >= low && value <= high)
         return MOIRE_OK;
-    return moire_fail(MOIRE_ERROR_FORMAT,
+    return error_fail(MOIRE_ERROR_FORMAT,
                       "model config: %s = %d is out of range (%d..%d); fix moire.config", field,
                       value, low, high);
 }
@@ -122,22 +122,22 @@ moire_status ecdit_config_validate(const moire_model_config *c)
         (status = range("text_max_tokens", c->text_max_tokens, 2, 4096)))
         return status;
     if (c->hidden_size % c->num_heads || c->text_hidden % c->text_heads)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: num_heads = %d must divide hidden_size = %d and "
                           "text_heads = %d must divide text_hidden = %d; fix moire.config",
                           c->num_heads, c->hidden_size, c->text_heads, c->text_hidden);
     if (c->input_size % c->patch_size)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: input_size = %d is not a multiple of patch_size = %d; "
                           "fix moire.config", c->input_size, c->patch_size);
     if (c->learn_sigma ? c->out_channels != 2 * c->in_channels
                        : c->out_channels != c->in_channels)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: out_channels = %d must be %s in_channels = %d; fix "
                           "moire.config", c->out_channels, c->learn_sigma ? "twice" : "equal to",
                           c->in_channels);
     if (!(c->capacity_factor > 0.0f && c->capacity_factor <= 1024.0f))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: capacity_factor = %g must be in (0, 1024]; 2 is the "
                           "paper's value; fix moire.config", (double)c->capacity_factor);
     return model_config_check_common(c);
@@ -267,29 +267,29 @@ static moire_status check_unbound(const char *name, void *user_data)
     const char *rest;
     int block = block_index(name, &rest);
     if (strncmp(name, "text_encoder.layers.", 20) == 0 && atoi(name + 20) >= c->text_layers)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' belongs to text layer %d but the model config has "
                           "text_layers %d; fix moire.config", model->path, name, atoi(name + 20),
                           c->text_layers);
     if (block < 0)
         return MOIRE_OK;
     if (block >= c->depth)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' belongs to block %d but the model config has depth "
                           "%d; fix depth in moire.config", model->path, name, block, c->depth);
     bool moe = ecdit_block_is_moe(c, block);
     if ((strncmp(rest, "moe.", 4) == 0 && !moe) || (strncmp(rest, "mlp.", 4) == 0 && moe))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' says block %d is %s, but moe_every = %d makes it "
                           "%s; fix moe_every in moire.config", model->path, name, block,
                           moe ? "dense" : "MoE", c->moe_every, moe ? "MoE" : "dense");
     if (strncmp(rest, "moe.experts.", 12) == 0 && atoi(rest + 12) >= c->num_experts)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' belongs to expert %d but the model config has "
                           "num_experts %d; fix moire.config", model->path, name, atoi(rest + 12),
                           c->num_experts);
     if (strncmp(rest, "moe.shared_experts.", 19) == 0 && c->shared_expert_hidden == 0)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' is a shared expert but the model config has "
                           "shared_expert_hidden 0; fix moire.config", model->path, name);
     return MOIRE_OK;
@@ -299,19 +299,19 @@ static moire_status allocate_structure(moire_model *model, struct ecdit_model *e
 {
     const moire_model_config *c = &model->config;
     ecdit_weights *w = &ec->weights;
-    w->blocks = moire_calloc_array((size_t)c->depth, sizeof *w->blocks);
-    w->text.layers = moire_calloc_array((size_t)c->text_layers + 1, sizeof *w->text.layers);
+    w->blocks = calloc_array((size_t)c->depth, sizeof *w->blocks);
+    w->text.layers = calloc_array((size_t)c->text_layers + 1, sizeof *w->text.layers);
     if (!w->blocks || !w->text.layers)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
     for (int i = 0; i < c->depth; i++) {
         ecdit_block_weights *block = &w->blocks[i];
         block->is_moe = ecdit_block_is_moe(c, i);
         block->mlp.hidden = c->dense_hidden;
         if (!block->is_moe)
             continue;
-        block->experts = moire_calloc_array((size_t)c->num_experts, sizeof *block->experts);
+        block->experts = calloc_array((size_t)c->num_experts, sizeof *block->experts);
         if (!block->experts)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
         for (int e = 0; e < c->num_experts; e++)
             block->experts[e].hidden = c->expert_hidden;
         block->shared_experts.hidden = c->shared_expert_hidden;
@@ -323,7 +323,7 @@ moire_status ecdit_model_bind(moire_model *model)
 {
     struct ecdit_model *ec = calloc(1, sizeof *ec);
     if (!ec)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
     model->ecdit = ec;
     moire_status status = allocate_structure(model, ec);
     if (status != MOIRE_OK)

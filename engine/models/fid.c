@@ -33,17 +33,17 @@ moire_status fid_statistics(const float *features, int count, int dim, double *m
                             double *covariance)
 {
     if (!features || !mean || !covariance || dim < 1)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "fid_statistics: features, mean and covariance are required and dim "
                           "must be positive (got %d)", dim);
     if (count < 2)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "FID statistics need at least 2 feature vectors for a covariance "
                           "(got %d); evaluate more images", count);
     const size_t rows = (size_t)count, cols = (size_t)dim;
-    double *centered = moire_malloc_array(rows * cols, sizeof(double)); /* [count, dim] */
+    double *centered = malloc_array(rows * cols, sizeof(double)); /* [count, dim] */
     if (!centered)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                           "out of memory for the statistics of %d features of size %d", count,
                           dim);
     for (size_t j = 0; j < cols; j++)
@@ -53,7 +53,7 @@ moire_status fid_statistics(const float *features, int count, int dim, double *m
             const float value = features[i * cols + j];
             if (!isfinite(value)) {
                 free(centered);
-                return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                                   "feature %zu of image %zu is not finite (%g); the classifier "
                                   "or its input is broken", j, i, (double)value);
             }
@@ -239,25 +239,25 @@ moire_status fid_symmetric_eigen(const double *a_in, int n, double *eigenvalues,
                                  double *eigenvectors)
 {
     if (!a_in || !eigenvalues || n < 1)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "fid_symmetric_eigen: a matrix and eigenvalues are required and n "
                           "must be positive (got %d)", n);
     const size_t size = (size_t)n;
     const bool blocked = n > 2 * JACOBI_BLOCK;
     const int sub_max = 2 * JACOBI_BLOCK;
-    double *a = moire_malloc_array(size * size, sizeof(double)); /* [n, n] working copy */
+    double *a = malloc_array(size * size, sizeof(double)); /* [n, n] working copy */
     jacobi_scratch scratch = {0};
     if (blocked) {
-        scratch.sub = moire_malloc_array((size_t)sub_max * sub_max, sizeof(double));
-        scratch.sub_qt = moire_malloc_array((size_t)sub_max * sub_max, sizeof(double));
-        scratch.gathered = moire_malloc_array((size_t)sub_max * size, sizeof(double));
-        scratch.rotated = moire_malloc_array((size_t)sub_max * size, sizeof(double));
-        scratch.index = moire_malloc_array((size_t)sub_max, sizeof(int));
+        scratch.sub = malloc_array((size_t)sub_max * sub_max, sizeof(double));
+        scratch.sub_qt = malloc_array((size_t)sub_max * sub_max, sizeof(double));
+        scratch.gathered = malloc_array((size_t)sub_max * size, sizeof(double));
+        scratch.rotated = malloc_array((size_t)sub_max * size, sizeof(double));
+        scratch.index = malloc_array((size_t)sub_max, sizeof(int));
     }
     moire_status status = MOIRE_OK;
     if (!a || (blocked && (!scratch.sub || !scratch.sub_qt || !scratch.gathered ||
                            !scratch.rotated || !scratch.index))) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                             "out of memory for the eigendecomposition of a %d×%d matrix", n, n);
         goto done;
     }
@@ -267,7 +267,7 @@ moire_status fid_symmetric_eigen(const double *a_in, int n, double *eigenvalues,
         for (size_t j = i; j < size; j++) {
             const double value = a_in[i * size + j];
             if (!isfinite(value)) {
-                status = moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+                status = error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                                     "eigendecomposition: element (%zu, %zu) of the %d×%d "
                                     "matrix is not finite (%g)", i, j, n, n, value);
                 goto done;
@@ -296,7 +296,7 @@ moire_status fid_symmetric_eigen(const double *a_in, int n, double *eigenvalues,
         converged = rotations == 0;
     }
     if (!converged) {
-        status = moire_fail(MOIRE_ERROR_BACKEND,
+        status = error_fail(MOIRE_ERROR_BACKEND,
                             "the Jacobi eigensolver did not converge in %d sweeps on a %d×%d "
                             "matrix; the statistics are probably badly scaled",
                             JACOBI_MAX_SWEEPS, n, n);
@@ -334,18 +334,18 @@ moire_status fid_frechet_distance(const double *mu1, const double *sigma1, const
                                   const double *sigma2, int dim, double *out_distance)
 {
     if (!mu1 || !sigma1 || !mu2 || !sigma2 || !out_distance || dim < 1)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "fid_frechet_distance: every argument is required and dim must be "
                           "positive (got %d)", dim);
     const size_t n = (size_t)dim;
-    double *eigenvalues = moire_malloc_array(n, sizeof(double));
-    double *vectors = moire_malloc_array(n * n, sizeof(double)); /* [dim, dim] rows v_i  */
-    double *root = moire_malloc_array(n * n, sizeof(double));    /* [dim, dim] S1^½      */
-    double *product = moire_malloc_array(n * n, sizeof(double)); /* [dim, dim] S1^½ S2   */
-    double *inner = moire_malloc_array(n * n, sizeof(double));   /* [dim, dim] S1^½ S2 S1^½ */
+    double *eigenvalues = malloc_array(n, sizeof(double));
+    double *vectors = malloc_array(n * n, sizeof(double)); /* [dim, dim] rows v_i  */
+    double *root = malloc_array(n * n, sizeof(double));    /* [dim, dim] S1^½      */
+    double *product = malloc_array(n * n, sizeof(double)); /* [dim, dim] S1^½ S2   */
+    double *inner = malloc_array(n * n, sizeof(double));   /* [dim, dim] S1^½ S2 S1^½ */
     moire_status status = MOIRE_OK;
     if (!eigenvalues || !vectors || !root || !product || !inner) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                             "out of memory for the Fréchet distance of %d-dimensional features",
                             dim);
         goto done;
@@ -384,7 +384,7 @@ moire_status fid_frechet_distance(const double *mu1, const double *sigma1, const
     }
     const double distance = mean_term + trace1 + trace2 - 2.0 * trace_sqrt;
     if (!isfinite(distance)) {
-        status = moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        status = error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                             "the Fréchet distance is not finite (%g): the means or covariances "
                             "hold non-finite values", distance);
         goto done;

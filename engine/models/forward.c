@@ -62,8 +62,8 @@ static moire_status take_buffers(forward_buffers *b, moire_arena *arena,
     b->modulation = dit_take(arena, (size_t)n * 6 * D, sizeof(float), &s);
     b->class_ids = dit_take(arena, (size_t)n, sizeof(int32_t), &s);
     if (s != MOIRE_OK)
-        moire_error_prefix("a forward pass over %d image(s) of %d tokens (about %.0f MB)", n, T,
-                           (double)N * D * 8 * 4 / 1e6);
+        error_prefix("a forward pass over %d image(s) of %d tokens (about %.0f MB)", n, T,
+                     (double)N * D * 8 * 4 / 1e6);
     return s;
 }
 
@@ -86,7 +86,7 @@ static moire_status run_blocks(moire_ctx *ctx, const moire_model *model, const m
 
     for (int layer = 0; layer < cfg->depth; layer++) {
         if (atomic_load(&ctx->cancel_requested))
-            return moire_fail(MOIRE_ERROR_CANCELLED, "cancelled");
+            return error_fail(MOIRE_ERROR_CANCELLED, "cancelled");
         const dit_bound_block *B = &mb->blocks[layer];
         /* modulation[n, 6D] = shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp */
         TRY(ops->linear(ops, buf->modulation, buf->cond_act, &B->adaLN_modulation_weight,
@@ -157,7 +157,7 @@ static moire_status forward(moire_ctx *ctx, const moire_model *model, int n, int
     moire_status status = bind_model(ctx, model, &mb);
     if (status != MOIRE_OK)
         return status;
-    status = moire_arena_begin(&ctx->arena);
+    status = arena_begin(&ctx->arena);
     if (status != MOIRE_OK)
         return status;
     forward_buffers buf;
@@ -184,7 +184,7 @@ static moire_status forward(moire_ctx *ctx, const moire_model *model, int n, int
     if (status == MOIRE_OK)
         status = dit_output(ctx, buf.head, n, cfg->out_channels, h, w, p, out,
                             device_positions != NULL);
-    moire_arena_end(&ctx->arena);
+    arena_end(&ctx->arena);
     return status;
 }
 
@@ -200,7 +200,7 @@ moire_status dit_forward_on_backend(moire_ctx *ctx, const moire_model *model, in
                                     float *out)
 {
     if (!positions)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "dit_forward_on_backend: no position table (dit_positions_on_backend)");
     return forward(ctx, model, n, h, w, x, t, class_ids, positions, out);
 }

@@ -53,20 +53,20 @@ static moire_status load_config(moire_model *model)
         if (status == MOIRE_OK)
             status = dit_config_check_required(&model->config);
         if (status != MOIRE_OK) {
-            moire_error_prefix("%s", model->path);
+            error_prefix("%s", model->path);
             return status;
         }
     } else {
         status = dit_config_infer(&model->config, model->file);
         if (status != MOIRE_OK) {
-            moire_error_prefix("%s", model->path);
+            error_prefix("%s", model->path);
             return status;
         }
     }
     status = model->family == MOIRE_FAMILY_EC_DIT ? ecdit_config_validate(&model->config)
                                                   : dit_config_validate(&model->config);
     if (status != MOIRE_OK)
-        moire_error_prefix("%s", model->path);
+        error_prefix("%s", model->path);
     return status;
 }
 
@@ -90,34 +90,34 @@ static moire_status load_class_names(moire_model *model)
             array = json_node_get_array(root);
     }
     if (!array) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: metadata \"%s\" is not a JSON array of strings; fix or remove "
                             "it", model->path, METADATA_CLASS_NAMES_KEY);
         goto done;
     }
     if ((int)json_array_get_length(array) != expected) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: metadata \"%s\" has %u names but the model has %d classes; "
                             "fix the metadata", model->path, METADATA_CLASS_NAMES_KEY,
                             json_array_get_length(array), expected);
         goto done;
     }
-    model->class_names = moire_calloc_array((size_t)expected, sizeof(char *));
+    model->class_names = calloc_array((size_t)expected, sizeof(char *));
     if (!model->class_names) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
         goto done;
     }
     for (int i = 0; i < expected; i++) {
         JsonNode *node = json_array_get_element(array, (guint)i);
         if (!json_value_is(node, G_TYPE_STRING) || !*json_node_get_string(node)) {
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: metadata \"%s\": entry %d is not a non-empty string; fix "
                                 "the metadata", model->path, METADATA_CLASS_NAMES_KEY, i);
             goto done;
         }
         model->class_names[i] = strdup(json_node_get_string(node));
         if (!model->class_names[i]) {
-            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
+            status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
             goto done;
         }
     }
@@ -151,7 +151,7 @@ static moire_status load_defaults(moire_model *model)
             object = json_node_get_object(root);
     }
     if (!object) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: metadata \"%s\" is not a JSON object; fix or remove it",
                             model->path, METADATA_DEFAULTS_KEY);
         goto done;
@@ -161,13 +161,13 @@ static moire_status load_defaults(moire_model *model)
     JsonNode *cfg = json_object_get_member(object, "cfg");
     if (sampler) {
         if (!json_value_is(sampler, G_TYPE_STRING)) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: metadata \"%s\": \"sampler\" must be "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: metadata \"%s\": \"sampler\" must be "
                                 "a string; fix the metadata", model->path, METADATA_DEFAULTS_KEY);
             goto done;
         }
         status = moire_sampler_from_name(json_node_get_string(sampler), &model->default_sampler);
         if (status != MOIRE_OK) {
-            moire_error_prefix("%s: metadata \"%s\"", model->path, METADATA_DEFAULTS_KEY);
+            error_prefix("%s: metadata \"%s\"", model->path, METADATA_DEFAULTS_KEY);
             status = MOIRE_ERROR_FORMAT;
             goto done;
         }
@@ -175,7 +175,7 @@ static moire_status load_defaults(moire_model *model)
     if (steps) {
         int64_t value = json_value_is(steps, G_TYPE_INT64) ? json_node_get_int(steps) : -1;
         if (value < 1 || value > 10000) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: metadata \"%s\": \"steps\" must be an "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: metadata \"%s\": \"steps\" must be an "
                                 "integer in 1..10000; fix the metadata", model->path,
                                 METADATA_DEFAULTS_KEY);
             goto done;
@@ -186,7 +186,7 @@ static moire_status load_defaults(moire_model *model)
         double value = json_value_is(cfg, G_TYPE_DOUBLE) || json_value_is(cfg, G_TYPE_INT64)
                            ? json_node_get_double(cfg) : -1.0;
         if (!(value >= 0.0 && value <= 100.0)) {
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: metadata \"%s\": \"cfg\" must be a "
+            status = error_fail(MOIRE_ERROR_FORMAT, "%s: metadata \"%s\": \"cfg\" must be a "
                                 "number in 0..100; fix the metadata", model->path,
                                 METADATA_DEFAULTS_KEY);
             goto done;
@@ -218,7 +218,7 @@ static moire_status load_level_classifier(moire_model *model)
         return MOIRE_OK; /* .pt checkpoints ship none */
     char *companion = moire_model_companion_path(path, MOIRE_LEVELS_SUFFIX);
     if (!companion)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     if (!g_file_test(companion, G_FILE_TEST_EXISTS)) {
         free(companion);
         return MOIRE_OK;
@@ -227,20 +227,20 @@ static moire_status load_level_classifier(moire_model *model)
     moire_status status = moire_classifier_load(companion, &classifier);
     if (status != MOIRE_OK) {
         char *why = strdup(moire_last_error());
-        status = moire_fail(status,
+        status = error_fail(status,
                             "the noise-level classifier beside the model does not load: %s. "
                             "Re-export it with tools/train/train_level_classifier.py, or remove "
                             "it (the dmcmc sampler then estimates levels from the model)",
                             why ? why : "out of memory");
         free(why);
     } else if (!moire_classifier_is_noise_level(classifier)) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s is named as the model's noise-level classifier but is an image "
                             "classifier; rename it (image classifiers are MODEL-features"
                             ".safetensors)", companion);
     } else if (moire_classifier_in_channels(classifier) != model->config.in_channels ||
                moire_classifier_input_size(classifier) != model->config.input_size) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s takes %d×%d states of %d channels but the model %s works on "
                             "%d×%d of %d; it belongs to another model: remove it or train one "
                             "for this model (tools/train/train_level_classifier.py)", companion,
@@ -267,14 +267,14 @@ const moire_classifier *moire_model_level_classifier(const moire_model *model)
 moire_status moire_model_load(const char *path, moire_model **out_model)
 {
     if (!out_model)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_model_load: out_model is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_model_load: out_model is NULL");
     *out_model = NULL;
     if (!path || !*path)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "moire_model_load: no path given; pass a .safetensors file");
     moire_model *model = calloc(1, sizeof *model);
     if (!model)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     model->serial = model_next_serial();
     /* by content: a zip is a torch.save checkpoint (pt_reader.h), else safetensors */
     moire_status status = model_file_open(path, &model->file);
@@ -283,7 +283,7 @@ moire_status moire_model_load(const char *path, moire_model **out_model)
         model->path = strdup(path);
         model->name = strdup(slash ? slash + 1 : path);
         if (!model->path || !model->name)
-            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+            status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     if (status == MOIRE_OK)
         status = load_config(model);

@@ -115,11 +115,11 @@ static moire_status parse_config_field(moire_model_config *config,
     switch (field->kind) {
     case FIELD_INT: {
         if (!json_value_is(node, G_TYPE_INT64))
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "moire.config: \"%s\" must be an integer; fix the metadata", key);
         int64_t value = json_node_get_int(node);
         if (value < INT_MIN || value > INT_MAX)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "moire.config: \"%s\" = %lld is out of range; fix the metadata",
                               key, (long long)value);
         *(int *)slot = (int)value;
@@ -127,13 +127,13 @@ static moire_status parse_config_field(moire_model_config *config,
     }
     case FIELD_FLOAT:
         if (!json_value_is(node, G_TYPE_DOUBLE) && !json_value_is(node, G_TYPE_INT64))
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "moire.config: \"%s\" must be a number; fix the metadata", key);
         *(float *)slot = (float)json_node_get_double(node);
         return MOIRE_OK;
     case FIELD_BOOL:
         if (!json_value_is(node, G_TYPE_BOOLEAN))
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "moire.config: \"%s\" must be true or false; fix the metadata",
                               key);
         *(bool *)slot = json_node_get_boolean(node);
@@ -144,12 +144,12 @@ static moire_status parse_config_field(moire_model_config *config,
 
     /* the remaining kinds are strings */
     if (!json_value_is(node, G_TYPE_STRING))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "moire.config: \"%s\" must be a string; fix the metadata", key);
     const char *text = json_node_get_string(node);
     if (field->kind == FIELD_FAMILY) {
         if (strlen(text) >= MOIRE_FAMILY_MAX)
-            return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+            return error_fail(MOIRE_ERROR_UNSUPPORTED,
                               "moire.config: family \"%.40s…\" is not supported (supported: "
                               "dit-moe)", text);
         snprintf(config->family, sizeof config->family, "%s", text);
@@ -159,7 +159,7 @@ static moire_status parse_config_field(moire_model_config *config,
                              : field->kind == FIELD_OBJECTIVE ? objective_names : space_names;
     int value = enum_from_name(names, 2, text);
     if (value < 0)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "moire.config: %s \"%s\" is not supported (use \"%s\" or \"%s\")",
                           key, text, names[0], names[1]);
     if (field->kind == FIELD_LAYOUT)
@@ -177,7 +177,7 @@ moire_status dit_config_from_json(moire_model_config *config, const char *json)
     moire_status status = MOIRE_OK;
     if (json_guard_load(parser, "moire.config", json, -1) != MOIRE_OK) {
         char *why = strdup(moire_last_error());
-        status = moire_fail(MOIRE_ERROR_FORMAT, "%s; fix or remove the metadata",
+        status = error_fail(MOIRE_ERROR_FORMAT, "%s; fix or remove the metadata",
                             why ? why : "moire.config is not valid JSON");
         free(why);
         g_object_unref(parser);
@@ -186,7 +186,7 @@ moire_status dit_config_from_json(moire_model_config *config, const char *json)
     JsonNode *root = json_parser_get_root(parser);
     if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
         g_object_unref(parser);
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "moire.config is not a JSON object; fix or remove the metadata");
     }
     JsonObject *object = json_node_get_object(root);
@@ -268,7 +268,7 @@ static moire_status check_range(const char *field, int value, int low, int high)
 {
     if (value >= low && value <= high)
         return MOIRE_OK;
-    return moire_fail(MOIRE_ERROR_FORMAT,
+    return error_fail(MOIRE_ERROR_FORMAT,
                       "model config: %s = %d is out of range (%d..%d); fix moire.config", field,
                       value, low, high);
 }
@@ -277,7 +277,7 @@ static moire_status check_family(const moire_model_config *config)
 {
     if (strcmp(config->family, "dit-moe") == 0 || strcmp(config->family, "ec-dit") == 0)
         return MOIRE_OK;
-    return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+    return error_fail(MOIRE_ERROR_UNSUPPORTED,
                       "model config: family \"%s\" is not supported (supported: dit-moe, "
                       "ec-dit)", config->family);
 }
@@ -298,7 +298,7 @@ moire_status dit_config_check_required(const moire_model_config *config)
     for (int i = 0; i < CONFIG_FIELD_COUNT; i++) {
         const struct config_field *field = &config_fields[i];
         if (field->required && *(const int *)((const char *)config + field->offset) == 0)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "moire.config has no \"%s\" (or it is 0); add it "
                               "(docs/MODEL_FORMAT.md)", field->key);
     }
@@ -312,17 +312,17 @@ moire_status model_config_check_common(const moire_model_config *c)
     if ((unsigned)c->attention_layout > MOIRE_ATTENTION_QK_NORM ||
         (unsigned)c->objective > MOIRE_OBJECTIVE_RECTIFIED_FLOW ||
         (unsigned)c->space > MOIRE_SPACE_PIXEL)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "model config: attention_layout, objective or space has an unknown "
                           "value");
     /* written as negations so that NaN fails too */
     if (!(c->beta_start > 0.0f && c->beta_start < c->beta_end && c->beta_end < 1.0f))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: beta_start = %g and beta_end = %g must satisfy "
                           "0 < beta_start < beta_end < 1; fix moire.config",
                           (double)c->beta_start, (double)c->beta_end);
     if (!(c->layernorm_eps > 0.0f) || !isfinite(c->layernorm_eps))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: layernorm_eps = %g must be positive; fix moire.config",
                           (double)c->layernorm_eps);
     return MOIRE_OK;
@@ -349,15 +349,15 @@ moire_status dit_config_validate(const moire_model_config *config)
         (status = check_range("num_train_timesteps", c->num_train_timesteps, 2, 1000000)))
         return status;
     if (c->hidden_size % c->num_heads != 0)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: num_heads = %d does not divide hidden_size = %d; fix "
                           "moire.config", c->num_heads, c->hidden_size);
     if (c->input_size % c->patch_size != 0)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: input_size = %d is not a multiple of patch_size = %d; "
                           "fix moire.config", c->input_size, c->patch_size);
     if (c->learn_sigma && c->out_channels != 2 * c->in_channels)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "model config: learn_sigma is true but out_channels = %d is not twice "
                           "in_channels = %d; fix moire.config", c->out_channels, c->in_channels);
     return model_config_check_common(c);
@@ -372,11 +372,11 @@ static moire_status require_tensor(const st_file *file, const char *name, int nd
 {
     const st_tensor *tensor = st_find(file, name);
     if (!tensor)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "tensor '%s' is missing; the file is not a complete DiT-MoE "
                           "checkpoint", name);
     if (tensor->ndim != ndim)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "tensor '%s' has %d dimensions, expected %d; the file is not a DiT-MoE "
                           "checkpoint", name, tensor->ndim, ndim);
     *out = tensor;
@@ -438,7 +438,7 @@ moire_status dit_config_infer(moire_model_config *config, const st_file *file)
     else if (st_find(file, "blocks.0.attn.qkv.weight"))
         config->attention_layout = MOIRE_ATTENTION_QKV;
     else
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "the file has neither 'blocks.0.attn.qkv.weight' nor "
                           "'blocks.0.attn.Wqkv.weight' and no moire.config metadata; it is not "
                           "a DiT-MoE checkpoint");
@@ -451,7 +451,7 @@ moire_status dit_config_infer(moire_model_config *config, const st_file *file)
         return status;
     if (tensor->shape[2] != tensor->shape[3] || !dim_fits_int(tensor->shape[0]) ||
         !dim_fits_int(tensor->shape[1]) || !dim_fits_int(tensor->shape[2]))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "tensor 'x_embedder.proj.weight' has shape [%lld, %lld, %lld, %lld], "
                           "not [D, C, p, p]; the file is not a DiT-MoE checkpoint",
                           (long long)tensor->shape[0], (long long)tensor->shape[1],
@@ -484,7 +484,7 @@ moire_status dit_config_infer(moire_model_config *config, const st_file *file)
             return status;
         int64_t head_dim = tensor->shape[0];
         if (head_dim <= 0 || hidden % head_dim != 0)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "tensor 'blocks.0.attn.q_norm.weight' has %lld entries, which do "
                               "not divide hidden_size %d into heads; the file is not a DiT-MoE "
                               "checkpoint", (long long)head_dim, hidden);
@@ -494,7 +494,7 @@ moire_status dit_config_infer(moire_model_config *config, const st_file *file)
            Every DiT (and DiT-MoE S/B) uses head_dim 64, so assume it; files with other
            geometry must carry moire.config metadata. */
         if (hidden % 64 != 0)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "cannot infer the number of attention heads: hidden_size %d is "
                               "not a multiple of the DiT head_dim 64; add moire.config metadata "
                               "(docs/MODEL_FORMAT.md) with num_heads", hidden);
@@ -512,7 +512,7 @@ moire_status dit_config_infer(moire_model_config *config, const st_file *file)
     int64_t patch_area = (int64_t)patch * patch;
     if (patch_area == 0 || tensor->shape[0] % patch_area != 0 ||
         !dim_fits_int(tensor->shape[0] / patch_area))
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "tensor 'final_layer.linear.weight' has %lld rows, not a multiple of "
                           "patch² = %lld; the file is not a DiT-MoE checkpoint",
                           (long long)tensor->shape[0], (long long)patch_area);
@@ -525,7 +525,7 @@ moire_status dit_config_infer(moire_model_config *config, const st_file *file)
         int64_t tokens = tensor->shape[1];
         int64_t side = (int64_t)llround(sqrt((double)tokens));
         if (side * side != tokens || side * patch > INT_MAX)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "tensor 'pos_embed' has %lld tokens, not a square grid; the file "
                               "is not a DiT-MoE checkpoint", (long long)tokens);
         config->input_size = (int)(side * patch);

@@ -219,7 +219,7 @@ static moire_status explain_missing_tensor(const weight_binding *binding, const 
     const char *other = qkv ? "blocks.0.attn.Wqkv.weight" : "blocks.0.attn.qkv.weight";
     if (!st_find(file, other))
         return MOIRE_OK;
-    return moire_fail(MOIRE_ERROR_FORMAT,
+    return error_fail(MOIRE_ERROR_FORMAT,
                       "%s: tensor '%s' is missing: the config says attention_layout \"%s\" but "
                       "the file has '%s' (layout \"%s\"); fix attention_layout in moire.config",
                       path, binding->key, qkv ? "qkv" : "qk_norm", other,
@@ -238,19 +238,19 @@ static moire_status check_unbound_tensor(const char *name, void *user_data)
     if (block < 0)
         return MOIRE_OK;
     if (block >= c->depth)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' belongs to block %d but the model config has depth "
                           "%d; fix depth in moire.config", model->path, name, block, c->depth);
     if (strncmp(rest, "moe.experts.", 12) == 0) {
         int expert = atoi(rest + 12);
         if (expert >= c->num_experts)
-            return moire_fail(MOIRE_ERROR_FORMAT,
+            return error_fail(MOIRE_ERROR_FORMAT,
                               "%s: tensor '%s' belongs to expert %d but the model config has "
                               "num_experts %d; fix num_experts in moire.config", model->path,
                               name, expert, c->num_experts);
     }
     if (strncmp(rest, "moe.shared_experts.", 19) == 0 && c->shared_expert_hidden == 0)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: tensor '%s' is a shared expert but the model config has "
                           "shared_expert_hidden 0; fix moire.config", model->path, name);
     return MOIRE_OK;
@@ -261,14 +261,14 @@ moire_status dit_model_bind(moire_model *model)
     const moire_model_config *c = &model->config;
     dit_weights *weights = &model->weights;
 
-    weights->blocks = moire_calloc_array((size_t)c->depth, sizeof(dit_block_weights));
+    weights->blocks = calloc_array((size_t)c->depth, sizeof(dit_block_weights));
     if (!weights->blocks)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
     for (int b = 0; b < c->depth; b++) {
         dit_block_weights *block = &weights->blocks[b];
-        block->experts = moire_calloc_array((size_t)c->num_experts, sizeof(dit_swiglu_weights));
+        block->experts = calloc_array((size_t)c->num_experts, sizeof(dit_swiglu_weights));
         if (!block->experts)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", model->path);
         for (int e = 0; e < c->num_experts; e++)
             block->experts[e].hidden = c->expert_hidden;
         block->shared_experts.hidden = c->shared_expert_hidden;

@@ -50,10 +50,10 @@ moire_status pt_convert(const char *in_path, const char *out_path, pt_convert_re
         report = &local;
     memset(report, 0, sizeof *report);
     if (!in_path || !out_path)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convert: an input and an output "
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convert: an input and an output "
                           "path are needed");
     if (same_file(in_path, out_path))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convert: %s is both the input and "
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "convert: %s is both the input and "
                           "the output; choose another output path", out_path);
     st_file *file = NULL;
     moire_status status = pt_file_is_zip(in_path) ? pt_open(in_path, &file, &report->info)
@@ -70,7 +70,7 @@ moire_status pt_convert(const char *in_path, const char *out_path, pt_convert_re
     if (status == MOIRE_OK)
         status = dit_config_validate(config);
     if (status != MOIRE_OK) {
-        moire_error_prefix("%s", in_path);
+        error_prefix("%s", in_path);
         st_close(file);
         return status;
     }
@@ -78,7 +78,7 @@ moire_status pt_convert(const char *in_path, const char *out_path, pt_convert_re
     st_writer *writer = st_writer_new();
     if (!writer) {
         st_close(file);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "convert: out of memory");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "convert: out of memory");
     }
     for (int i = 0; i < st_metadata_count(file); i++) {
         const char *key = st_metadata_key_at(file, i);

@@ -58,9 +58,9 @@ routing_recorder *routing_recorder_new(const moire_model *model, int images, int
     map->grid_w = grid_w;
     map->num_experts = c->num_experts;
     map->expert_choice = model->family == MOIRE_FAMILY_EC_DIT;
-    r->layer_of_block = moire_malloc_array((size_t)c->depth, sizeof(int));
-    map->layers = moire_malloc_array((size_t)c->depth, sizeof(int));
-    r->evaluations = moire_calloc_array((size_t)images, sizeof(int));
+    r->layer_of_block = malloc_array((size_t)c->depth, sizeof(int));
+    map->layers = malloc_array((size_t)c->depth, sizeof(int));
+    r->evaluations = calloc_array((size_t)images, sizeof(int));
     if (!r->layer_of_block || !map->layers || !r->evaluations) {
         routing_recorder_free(r);
         return NULL;
@@ -72,9 +72,9 @@ routing_recorder *routing_recorder_new(const moire_model *model, int images, int
             map->layers[map->layer_count++] = b;
     }
     const size_t cells = (size_t)map->layer_count * images * grid_h * grid_w * map->num_experts;
-    map->token_experts = moire_calloc_array(cells ? cells : 1, sizeof(float));
-    map->expert_load = moire_calloc_array((size_t)map->layer_count * map->num_experts + 1,
-                                          sizeof(float));
+    map->token_experts = calloc_array(cells ? cells : 1, sizeof(float));
+    map->expert_load = calloc_array((size_t)map->layer_count * map->num_experts + 1,
+                                    sizeof(float));
     if (!map->token_experts || !map->expert_load) {
         routing_recorder_free(r);
         return NULL;
@@ -159,13 +159,13 @@ moire_status moire_routing_map_token_counts(const moire_routing_map *map, int im
                                             float *out)
 {
     if (!map || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "routing map: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "routing map: a required pointer is NULL");
     if (image < 0 || image >= map->image_count)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "routing map: image %d is out of range (0..%d)", image,
                           map->image_count - 1);
     if (layer < MOIRE_ROUTING_LAYER_MEAN || layer >= map->layer_count)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "routing map: layer %d is out of range (-1 = mean, 0..%d)", layer,
                           map->layer_count - 1);
     const int T = map->grid_h * map->grid_w, E = map->num_experts;
@@ -247,26 +247,26 @@ moire_status moire_routing_map_render(const moire_routing_map *map, int image, i
                                       moire_image **out_image)
 {
     if (!map || !out_image)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "routing map: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "routing map: a required pointer is NULL");
     *out_image = NULL;
     if (tile_width < 1 || tile_height < 1 || tile_width > 16384 || tile_height > 16384)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "routing map: tile size %dx%d is out of range (1..16384)", tile_width,
                           tile_height);
     if (layer < MOIRE_ROUTING_LAYER_TILED || layer >= map->layer_count)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "routing map: layer %d is out of range (-2 = tiled, -1 = mean, 0..%d)",
                           layer, map->layer_count - 1);
     if (image < 0 || image >= map->image_count)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "routing map: image %d is out of range (0..%d)", image,
                           map->image_count - 1);
     if (map->layer_count == 0)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "routing map: the model has no MoE layer");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "routing map: the model has no MoE layer");
     if (view == MOIRE_ROUTING_VIEW_DEFAULT)
         view = map->expert_choice ? MOIRE_ROUTING_VIEW_COUNT : MOIRE_ROUTING_VIEW_EXPERTS;
     if (view != MOIRE_ROUTING_VIEW_COUNT && view != MOIRE_ROUTING_VIEW_EXPERTS)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "routing map: unknown view %d", (int)view);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "routing map: unknown view %d", (int)view);
 
     /* tiles: the mean, then each layer (only the mean when there is one layer) */
     const bool tiled = layer == MOIRE_ROUTING_LAYER_TILED;
@@ -276,15 +276,15 @@ moire_status moire_routing_map_render(const moire_routing_map *map, int image, i
     const int64_t width = (int64_t)cols * tile_width + (int64_t)(cols - 1) * gap;
     const int64_t height = (int64_t)rows * tile_height + (int64_t)(rows - 1) * gap;
     if (width > 32768 || height > 32768)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "routing map: %lldx%lld pixels is too large; use smaller tiles",
                           (long long)width, (long long)height);
     const int T = map->grid_h * map->grid_w;
     moire_image *img = moire_image_new((int)width, (int)height, 3);
-    float *counts = moire_malloc_array((size_t)T, sizeof(float));
+    float *counts = malloc_array((size_t)T, sizeof(float));
     if (!img || !counts) {
         moire_image_free(img), free(counts);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory rendering a routing map");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory rendering a routing map");
     }
     memset(img->pixels, 32, (size_t)width * height * 3); /* the gaps: dark grey */
     /* COUNT scale: 0..E for expert choice; 0..2k for token choice (k in the middle) */

@@ -45,9 +45,9 @@ moire_status ecdit_text_encode(moire_ctx *ctx, const moire_model *model, int pro
     out->ops = ops;
     out->prompts = prompts;
     out->max_tokens = L;
-    out->ids = moire_malloc_array((size_t)rows, sizeof(int32_t));
-    out->lengths = moire_malloc_array((size_t)prompts, sizeof(int));
-    int32_t *lengths32 = moire_malloc_array((size_t)prompts, sizeof(int32_t));
+    out->ids = malloc_array((size_t)rows, sizeof(int32_t));
+    out->lengths = malloc_array((size_t)prompts, sizeof(int));
+    int32_t *lengths32 = malloc_array((size_t)prompts, sizeof(int32_t));
     /* The result outlives this pass (every step of the generation reads it): backend memory
      * of its own, not the arena. */
     out->tokens = ops->mem_alloc(ops, (size_t)rows * Dt * sizeof(float));
@@ -55,7 +55,7 @@ moire_status ecdit_text_encode(moire_ctx *ctx, const moire_model *model, int pro
     if (!out->ids || !out->lengths || !lengths32 || !out->tokens || !out->pooled) {
         free(lengths32);
         ecdit_text_cond_free(out);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory encoding %d prompts",
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory encoding %d prompts",
                           prompts);
     }
 
@@ -68,7 +68,7 @@ moire_status ecdit_text_encode(moire_ctx *ctx, const moire_model *model, int pro
         out->unknown_words += info.unknown_words;
         out->dropped_words += info.dropped_words;
     }
-    status = moire_arena_begin(&ctx->arena);
+    status = arena_begin(&ctx->arena);
     if (status != MOIRE_OK) {
         free(lengths32);
         ecdit_text_cond_free(out);
@@ -139,7 +139,7 @@ moire_status ecdit_text_encode(moire_ctx *ctx, const moire_model *model, int pro
                              &mb->pooled_proj_bias, prompts, Dt, D);
     if (status == MOIRE_OK)
         dit_emit(ctx, "text_pooled", -1, out->pooled, 2, prompts, D, 0);
-    moire_arena_end(arena);
+    arena_end(arena);
     if (status != MOIRE_OK)
         ecdit_text_cond_free(out);
     return status;

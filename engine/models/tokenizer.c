@@ -46,7 +46,7 @@ moire_status ecdit_vocab_load(ecdit_vocab *vocab, const char *json, int expected
 {
     memset(vocab, 0, sizeof *vocab);
     if (!json)
-        return moire_fail(MOIRE_ERROR_FORMAT,
+        return error_fail(MOIRE_ERROR_FORMAT,
                           "%s: metadata \"moire.vocab\" is missing; an EC-DiT file must ship "
                           "its vocabulary (export it with tools/golden/ecdit_ref.py)", path);
     JsonParser *parser = json_parser_new();
@@ -59,24 +59,24 @@ moire_status ecdit_vocab_load(ecdit_vocab *vocab, const char *json, int expected
             array = json_node_get_array(root);
     }
     if (!array) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: metadata \"moire.vocab\" is not a JSON array of strings; fix "
                             "the metadata", path);
         goto done;
     }
     if ((int)json_array_get_length(array) != expected) {
-        status = moire_fail(MOIRE_ERROR_FORMAT,
+        status = error_fail(MOIRE_ERROR_FORMAT,
                             "%s: metadata \"moire.vocab\" has %u words but text_vocab_size is "
                             "%d; fix the metadata", path, json_array_get_length(array),
                             expected);
         goto done;
     }
     vocab->size = expected;
-    vocab->words = moire_calloc_array((size_t)expected, sizeof(char *));
-    vocab->sorted = moire_malloc_array((size_t)expected, sizeof(int32_t));
-    entries = moire_malloc_array((size_t)expected, sizeof *entries);
+    vocab->words = calloc_array((size_t)expected, sizeof(char *));
+    vocab->sorted = malloc_array((size_t)expected, sizeof(int32_t));
+    entries = malloc_array((size_t)expected, sizeof *entries);
     if (!vocab->words || !vocab->sorted || !entries) {
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
         goto done;
     }
     for (int i = 0; i < expected; i++) {
@@ -85,20 +85,20 @@ moire_status ecdit_vocab_load(ecdit_vocab *vocab, const char *json, int expected
                                    json_node_get_value_type(node) == G_TYPE_STRING
                                ? json_node_get_string(node) : NULL;
         if (!word || !word[0]) {
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: metadata \"moire.vocab\": entry %d is not a non-empty "
                                 "string; fix the metadata", path, i);
             goto done;
         }
         if (i < 4 && strcmp(word, special_tokens[i]) != 0) {
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: metadata \"moire.vocab\": entry %d is \"%s\" but must be "
                                 "%s (the vocabulary starts [PAD] [BOS] [EOS] [UNK])", path, i,
                                 word, special_tokens[i]);
             goto done;
         }
         if (!(vocab->words[i] = strdup(word))) {
-            status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+            status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
             goto done;
         }
         entries[i] = (vocab_entry){vocab->words[i], i};
@@ -106,7 +106,7 @@ moire_status ecdit_vocab_load(ecdit_vocab *vocab, const char *json, int expected
     qsort(entries, (size_t)expected, sizeof *entries, compare_entries);
     for (int i = 0; i < expected; i++) {
         if (i > 0 && strcmp(entries[i - 1].word, entries[i].word) == 0) {
-            status = moire_fail(MOIRE_ERROR_FORMAT,
+            status = error_fail(MOIRE_ERROR_FORMAT,
                                 "%s: metadata \"moire.vocab\" lists \"%s\" twice; fix the "
                                 "metadata", path, entries[i].word);
             goto done;

@@ -12,6 +12,8 @@
  * point into the mmapped file, F16/BF16 ones are converted once into an owned arena.
  *
  * Layout of one image's activations: planar [C, H, W], row-major.
+ *
+ * Loading and binding the weights is vae_load.c; vae_parts.h holds what the two share.
  */
 #include "bind.h"
 #include "context.h"
@@ -22,6 +24,7 @@
 #include "ops.h"
 #include "safetensors.h"
 #include "vae.h"
+#include "vae_parts.h"
 #include "weight_binding.h"
 
 #include <json-glib/json-glib.h>
@@ -30,688 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-#define VAE_MAX_RESNETS (8 + 1)     /* layers_per_block ≤ 8; the decoder has one more     */
-#define VAE_GN_EPS 1e-6             /* GroupNorm ε of the KL-f8 autoencoder               */
-#define VAE_MAX_SIDE 1024           /* latent pixels per side (8192 image pixels at f8)    */
-#define VAE_MAX_CHANNELS 8192
-
-/* ------------------------------------------------------------------------------------------
- * Weights
- * ---------------------------------------------------------------------------------------- */
-
-typedef struct vae_conv {
-    const float *weight; /* [co, ci, k, k]  (attention projections: [C, C] or [C, C, 1, 1]) */
-    const float *bias;   /* [co]                                                            */
-    int co, ci, k;
-    int slot;            /* its weight and bias in a backend binding: tensors 2·slot, 2·slot+1 */
-} vae_conv;
-
-typedef struct vae_norm {
-    const float *weight; /* [C] */
-    const float *bias;   /* [C] */
-    int channels;        /* C */
-    int slot;            /* as vae_conv */
-} vae_norm;
-
-typedef struct vae_resnet {
-    vae_norm norm1;      /* over ci                                                   */
-    vae_conv conv1;      /* 3×3, ci → co                                              */
-    vae_norm norm2;      /* over co                                                   */
-    vae_conv conv2;      /* 3×3, co → co                                              */
-    vae_conv shortcut;   /* 1×1 ci → co when ci ≠ co (conv_shortcut | nin_shortcut)    */
-} vae_resnet;
-
-typedef struct vae_attention {
-    vae_norm norm;          /* group_norm | norm                                       */
-    vae_conv q, k, v, proj; /* to_q … to_out.0 | query … proj_attn | q … proj_out       */
-} vae_attention;
-
-typedef struct vae_mid {
-    vae_resnet resnet1, resnet2; /* mid_block.resnets.0/1 | mid.block_1/2 */
-    vae_attention attn;          /* mid_block.attentions.0 | mid.attn_1   */
-} vae_mid;
-
-/* One resolution level, in execution order: encoder levels[0] is full resolution, decoder
- * levels[0] the lowest (diffusers up_blocks.0; LDM up.{levels−1}). */
-typedef struct vae_level {
-    vae_resnet resnets[VAE_MAX_RESNETS];
-    int resnet_count;
-    vae_conv resample; /* downsamplers.0.conv / upsamplers.0.conv; weight NULL at the last level */
-} vae_level;
-
-typedef struct vae_coder {
-    vae_conv conv_in;
-    vae_level levels[MOIRE_VAE_MAX_LEVELS];
-    vae_mid mid;
-    vae_norm norm_out; /* conv_norm_out | norm_out */
-    vae_conv conv_out;
-} vae_coder;
-
-struct moire_vae {
-    moire_vae_info info;
-    vae_conv quant_conv;      /* 1×1, 2z → 2z (encoder side)  */
-    vae_conv post_quant_conv; /* 1×1, z → z (decoder side)    */
-    vae_coder encoder, decoder;
-    st_file *file;
-    float *arena;             /* converted F16/BF16 weights   */
-    char *path;
-    uint64_t serial;          /* the key of its bindings (bind.h) */
-    int slot_count;           /* convolutions and norms, numbered by assign_slots */
-};
-
-/* ------------------------------------------------------------------------------------------
- * Loading: key names, structure inference, binding and checks
- * ---------------------------------------------------------------------------------------- */
-
-typedef struct vae_loader {
-    moire_vae *vae;
-    const st_file *file;
-    const char *path;
-    const char *prefix;     /* "" or "first_stage_model." */
-    bool ldm;
-    bool old_attention;     /* diffusers query/key/value/proj_attn */
-    weight_list weights;
-} vae_loader;
-
-static const st_tensor *find_key(const vae_loader *l, const char *fmt, ...) MOIRE_PRINTF(2, 3);
-static const st_tensor *find_key(const vae_loader *l, const char *fmt, ...)
-{
-    char key[192];
-    int used = snprintf(key, sizeof key, "%s", l->prefix);
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(key + used, sizeof key - (size_t)used, fmt, args);
-    va_end(args);
-    return st_find(l->file, key);
-}
-
-/* One weight "<prefix><base>.<leaf>"; `linear`: an attention projection, [C, C] in diffusers
- * files and a [C, C, 1, 1] convolution in LDM ones. */
-static void want(vae_loader *l, const float **field, const char *base, const char *leaf,
-                 bool linear, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
-{
-    weight_binding *b =
-        weight_list_add(&l->weights, field, ndim, d0, d1, d2, d3, "%s%s.%s", l->prefix, base, leaf);
-    if (b)
-        b->also_1x1_conv = linear;
-}
-
-static void want_conv(vae_loader *l, vae_conv *c, const char *base, int co, int ci, int k)
-{
-    c->co = co, c->ci = ci, c->k = k;
-    want(l, &c->weight, base, "weight", false, 4, co, ci, k, k);
-    want(l, &c->bias, base, "bias", false, 1, co, 0, 0, 0);
-}
-
-static void want_linear(vae_loader *l, vae_conv *c, const char *base, int channels)
-{
-    c->co = c->ci = channels, c->k = 1;
-    want(l, &c->weight, base, "weight", true, 2, channels, channels, 0, 0);
-    want(l, &c->bias, base, "bias", false, 1, channels, 0, 0, 0);
-}
-
-static void want_norm(vae_loader *l, vae_norm *n, const char *base, int channels)
-{
-    want(l, &n->weight, base, "weight", false, 1, channels, 0, 0, 0);
-    want(l, &n->bias, base, "bias", false, 1, channels, 0, 0, 0);
-    n->channels = channels;
-}
-
-static void want_resnet(vae_loader *l, vae_resnet *r, const char *base, int ci, int co)
-{
-    char name[160];
-    snprintf(name, sizeof name, "%s.norm1", base);
-    want_norm(l, &r->norm1, name, ci);
-    snprintf(name, sizeof name, "%s.conv1", base);
-    want_conv(l, &r->conv1, name, co, ci, 3);
-    snprintf(name, sizeof name, "%s.norm2", base);
-    want_norm(l, &r->norm2, name, co);
-    snprintf(name, sizeof name, "%s.conv2", base);
-    want_conv(l, &r->conv2, name, co, co, 3);
-    if (ci != co) {
-        snprintf(name, sizeof name, "%s.%s", base, l->ldm ? "nin_shortcut" : "conv_shortcut");
-        want_conv(l, &r->shortcut, name, co, ci, 1);
-    }
-}
-
-static void want_mid(vae_loader *l, vae_mid *m, const char *part, int channels)
-{
-    char base[160], name[192];
-    snprintf(base, sizeof base, l->ldm ? "%s.mid.block_1" : "%s.mid_block.resnets.0", part);
-    want_resnet(l, &m->resnet1, base, channels, channels);
-    snprintf(base, sizeof base, l->ldm ? "%s.mid.block_2" : "%s.mid_block.resnets.1", part);
-    want_resnet(l, &m->resnet2, base, channels, channels);
-    /* norm, q, k, v, out under each naming */
-    static const char *const names[3][5] = {
-        {"group_norm", "to_q", "to_k", "to_v", "to_out.0"},  /* diffusers           */
-        {"group_norm", "query", "key", "value", "proj_attn"}, /* diffusers before 0.15 */
-        {"norm", "q", "k", "v", "proj_out"},                  /* LDM (1×1 convs)     */
-    };
-    const char *const *n = names[l->ldm ? 2 : l->old_attention ? 1 : 0];
-    snprintf(base, sizeof base, l->ldm ? "%s.mid.attn_1" : "%s.mid_block.attentions.0", part);
-    snprintf(name, sizeof name, "%s.%s", base, n[0]);
-    want_norm(l, &m->attn.norm, name, channels);
-    vae_conv *proj[4] = {&m->attn.q, &m->attn.k, &m->attn.v, &m->attn.proj};
-    for (int i = 0; i < 4; i++) {
-        snprintf(name, sizeof name, "%s.%s", base, n[i + 1]);
-        want_linear(l, proj[i], name, channels);
-    }
-}
-
-/* Key base of a level: encoder down level i, or decoder up level i in execution order. */
-static void level_base(const vae_loader *l, char *buf, size_t size, bool up, int i)
-{
-    const int levels = l->vae->info.levels;
-    if (l->ldm)
-        snprintf(buf, size, up ? "decoder.up.%d" : "encoder.down.%d", up ? levels - 1 - i : i);
-    else
-        snprintf(buf, size, up ? "decoder.up_blocks.%d" : "encoder.down_blocks.%d", i);
-}
-
-static void want_coder(vae_loader *l, bool decoder)
-{
-    moire_vae *vae = l->vae;
-    const moire_vae_info *info = &vae->info;
-    const int L = info->levels, z = info->latent_channels, top = info->block_out_channels[L - 1];
-    vae_coder *c = decoder ? &vae->decoder : &vae->encoder;
-    const char *part = decoder ? "decoder" : "encoder";
-    char base[160], name[192];
-
-    snprintf(name, sizeof name, "%s.conv_in", part);
-    want_conv(l, &c->conv_in, name, decoder ? top : info->block_out_channels[0],
-              decoder ? z : info->image_channels, 3);
-    int channels = decoder ? top : info->block_out_channels[0];
-    if (decoder)
-        want_mid(l, &c->mid, part, top);
-    for (int i = 0; i < L; i++) {
-        vae_level *level = &c->levels[i];
-        const int out = info->block_out_channels[decoder ? L - 1 - i : i];
-        level_base(l, base, sizeof base, decoder, i);
-        level->resnet_count = info->layers_per_block + (decoder ? 1 : 0);
-        for (int j = 0; j < level->resnet_count; j++) {
-            snprintf(name, sizeof name, l->ldm ? "%s.block.%d" : "%s.resnets.%d", base, j);
-            want_resnet(l, &level->resnets[j], name, channels, out);
-            channels = out;
-        }
-        if (i < L - 1) {
-            if (l->ldm)
-                snprintf(name, sizeof name, "%s.%s.conv", base, decoder ? "upsample" : "downsample");
-            else
-                snprintf(name, sizeof name, "%s.%s.0.conv", base,
-                         decoder ? "upsamplers" : "downsamplers");
-            want_conv(l, &level->resample, name, out, out, 3);
-        }
-    }
-    if (!decoder)
-        want_mid(l, &c->mid, part, top);
-    snprintf(name, sizeof name, "%s.%s", part, l->ldm ? "norm_out" : "conv_norm_out");
-    want_norm(l, &c->norm_out, name, channels);
-    snprintf(name, sizeof name, "%s.conv_out", part);
-    want_conv(l, &c->conv_out, name, decoder ? info->image_channels : 2 * z, channels, 3);
-}
-
-static void format_structure(char *buffer, size_t size, const moire_vae_info *info)
-{
-    size_t used = (size_t)snprintf(buffer, size, "block_out_channels (");
-    for (int i = 0; i < info->levels && used < size; i++)
-        used += (size_t)snprintf(buffer + used, size - used, "%s%d", i ? ", " : "",
-                                 info->block_out_channels[i]);
-    if (used < size)
-        snprintf(buffer + used, size - used, "), layers_per_block %d, %d latent channels",
-                 info->layers_per_block, info->latent_channels);
-}
-
-/* Tensors under encoder./decoder. that nothing binds mean the inferred structure is wrong
- * (a level or resnet the inference did not see), which would silently drop layers. */
-static moire_status check_unbound(const char *name, void *user_data)
-{
-    const vae_loader *l = user_data;
-    const size_t plen = strlen(l->prefix);
-    if (strncmp(name, l->prefix, plen) != 0)
-        return MOIRE_OK;
-    const char *rest = name + plen;
-    bool decoder = strncmp(rest, "decoder.", 8) == 0;
-    bool encoder = strncmp(rest, "encoder.", 8) == 0;
-    if ((!decoder && !encoder) || (encoder && !l->vae->info.has_encoder))
-        return MOIRE_OK;
-    for (int b = 0; b < l->weights.count; b++)
-        if (strcmp(l->weights.items[b].key, name) == 0)
-            return MOIRE_OK;
-    char structure[160];
-    format_structure(structure, sizeof structure, &l->vae->info);
-    return moire_fail(MOIRE_ERROR_FORMAT,
-                      "%s: tensor '%s' does not fit an SD-VAE with %s (inferred from the "
-                      "decoder); the file has a different structure", l->path, name, structure);
-}
-
-static int dim_of(const st_tensor *t, int d)
-{
-    return t && t->ndim > d && t->shape[d] > 0 && t->shape[d] <= VAE_MAX_CHANNELS
-               ? (int)t->shape[d]
-               : -1;
-}
-
-/* Finds the key layout and prefix, then levels, channels, layers_per_block and latent
- * channels from the decoder's shapes. */
-static moire_status infer_structure(vae_loader *l)
-{
-    moire_vae_info *info = &l->vae->info;
-    static const char *const prefixes[] = {"", "first_stage_model."};
-    const st_tensor *conv_in = NULL;
-    for (size_t p = 0; p < sizeof prefixes / sizeof *prefixes && !conv_in; p++) {
-        l->prefix = prefixes[p];
-        conv_in = find_key(l, "decoder.conv_in.weight");
-    }
-    if (!conv_in)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: not an SD-VAE: there is no 'decoder.conv_in.weight' (diffusers "
-                          "AutoencoderKL) or 'first_stage_model.decoder.conv_in.weight' (a "
-                          "Stable Diffusion checkpoint); give the VAE's "
-                          "diffusion_pytorch_model.safetensors or its directory", l->path);
-    if (find_key(l, "decoder.mid_block.resnets.0.conv1.weight")) {
-        l->ldm = false;
-        l->old_attention = find_key(l, "decoder.mid_block.attentions.0.query.weight") != NULL;
-    } else if (find_key(l, "decoder.mid.block_1.conv1.weight")) {
-        l->ldm = true;
-    } else {
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: the decoder has no mid block ('%sdecoder.mid_block.resnets.0.*' "
-                          "or '%sdecoder.mid.block_1.*'); the file is not a complete SD-VAE",
-                          l->path, l->prefix, l->prefix);
-    }
-    info->layout = l->ldm ? "ldm" : "diffusers";
-
-    int levels = 0;
-    while (levels < MOIRE_VAE_MAX_LEVELS + 1 &&
-           (l->ldm ? find_key(l, "decoder.up.%d.block.0.conv1.weight", levels)
-                   : find_key(l, "decoder.up_blocks.%d.resnets.0.conv1.weight", levels)))
-        levels++;
-    if (levels < 1 || levels > MOIRE_VAE_MAX_LEVELS)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: the decoder has %d up levels; an SD-VAE has 1..%d (KL-f8: 4)",
-                          l->path, levels, MOIRE_VAE_MAX_LEVELS);
-    info->levels = levels;
-    for (int i = 0; i < levels; i++) {
-        /* channel index c: LDM up.{c}, diffusers up_blocks.{levels−1−c} */
-        const st_tensor *t = l->ldm
-                                 ? find_key(l, "decoder.up.%d.block.0.conv1.weight", i)
-                                 : find_key(l, "decoder.up_blocks.%d.resnets.0.conv1.weight",
-                                            levels - 1 - i);
-        info->block_out_channels[i] = dim_of(t, 0);
-        if (info->block_out_channels[i] < 1)
-            return moire_fail(MOIRE_ERROR_FORMAT,
-                              "%s: decoder level %d has a malformed conv1 weight", l->path, i);
-    }
-    int resnets = 0;
-    while (resnets < VAE_MAX_RESNETS + 1 &&
-           (l->ldm ? find_key(l, "decoder.up.%d.block.%d.conv1.weight", levels - 1, resnets)
-                   : find_key(l, "decoder.up_blocks.0.resnets.%d.conv1.weight", resnets)))
-        resnets++;
-    if (resnets < 2 || resnets > VAE_MAX_RESNETS)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: the decoder's first up level has %d resnets; an SD-VAE has "
-                          "layers_per_block + 1 = 2..%d (KL-f8: 3)", l->path, resnets,
-                          VAE_MAX_RESNETS);
-    info->layers_per_block = resnets - 1;
-    info->latent_channels = dim_of(conv_in, 1);
-    if (conv_in->ndim != 4 || info->latent_channels < 1 || info->latent_channels > 64)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: '%sdecoder.conv_in.weight' has an unexpected shape; expected "
-                          "[C, z, 3, 3] with z ≤ 64 latent channels", l->path, l->prefix);
-    /* RGB (the SD VAEs) or RGBA (Moiré's own 128-px emoji VAE, tools/train/train_vae128.py) */
-    const st_tensor *conv_out = find_key(l, "decoder.conv_out.weight");
-    info->image_channels = conv_out && conv_out->ndim == 4 ? dim_of(conv_out, 0) : 0;
-    if (info->image_channels != 3 && info->image_channels != 4)
-        return moire_fail(MOIRE_ERROR_FORMAT,
-                          "%s: '%sdecoder.conv_out.weight' %s; expected [3 or 4, C, 3, 3] "
-                          "(RGB or RGBA)", l->path, l->prefix,
-                          conv_out ? "has an unexpected shape" : "is missing");
-    info->downscale = 1 << (levels - 1);
-    info->has_encoder = find_key(l, "encoder.conv_in.weight") != NULL;
-    return MOIRE_OK;
-}
-
-static moire_status check_groups(const moire_vae *vae)
-{
-    const moire_vae_info *info = &vae->info;
-    for (int i = 0; i < info->levels; i++)
-        if (info->block_out_channels[i] % info->norm_num_groups)
-            return moire_fail(MOIRE_ERROR_FORMAT,
-                              "%s: level %d has %d channels, not a multiple of the %d GroupNorm "
-                              "groups; set norm_num_groups in config.json", vae->path, i,
-                              info->block_out_channels[i], info->norm_num_groups);
-    return MOIRE_OK;
-}
-
-static moire_status bind_all(vae_loader *l)
-{
-    moire_vae *vae = l->vae;
-    const int z = vae->info.latent_channels;
-    want_conv(l, &vae->post_quant_conv, "post_quant_conv", z, z, 1);
-    want_coder(l, true);
-    if (vae->info.has_encoder) {
-        want_conv(l, &vae->quant_conv, "quant_conv", 2 * z, 2 * z, 1);
-        want_coder(l, false);
-    }
-    char structure[160], missing_fix[256], shape_source[224];
-    format_structure(structure, sizeof structure, &vae->info);
-    snprintf(missing_fix, sizeof missing_fix, "(%s layout, %s): download the VAE again",
-             vae->info.layout, structure);
-    snprintf(shape_source, sizeof shape_source, "an SD-VAE with %s (inferred from the decoder)",
-             structure);
-    const weight_file_kind kind = {
-        .name = "SD-VAE",
-        .missing_fix = missing_fix,
-        .shape_source = shape_source,
-        .shape_fix = "the file is damaged or not a KL-f8 autoencoder",
-        .corrupt_fix = "the VAE file is corrupt: download it again",
-        .check_unbound = check_unbound,
-        .user_data = l,
-    };
-    weight_bind_result bound;
-    moire_status status = weight_list_bind(&l->weights, l->file, l->path, &kind, &bound);
-    vae->arena = bound.arena;
-    return status;
-}
-
-
-/* ---- every parameterised layer, for numbering and binding ---- */
-
-typedef struct vae_walker {
-    void (*conv)(struct vae_walker *w, vae_conv *c);
-    void (*norm)(struct vae_walker *w, vae_norm *n);
-} vae_walker;
-
-static void walk_resnet(vae_walker *w, vae_resnet *r)
-{
-    w->norm(w, &r->norm1), w->conv(w, &r->conv1), w->norm(w, &r->norm2);
-    w->conv(w, &r->conv2);
-    if (r->shortcut.weight)
-        w->conv(w, &r->shortcut);
-}
-
-static void walk_coder(vae_walker *w, vae_coder *c, int levels)
-{
-    w->conv(w, &c->conv_in);
-    for (int i = 0; i < levels; i++) {
-        for (int j = 0; j < c->levels[i].resnet_count; j++)
-            walk_resnet(w, &c->levels[i].resnets[j]);
-        if (c->levels[i].resample.weight)
-            w->conv(w, &c->levels[i].resample);
-    }
-    walk_resnet(w, &c->mid.resnet1);
-    w->norm(w, &c->mid.attn.norm);
-    w->conv(w, &c->mid.attn.q), w->conv(w, &c->mid.attn.k), w->conv(w, &c->mid.attn.v);
-    w->conv(w, &c->mid.attn.proj);
-    walk_resnet(w, &c->mid.resnet2);
-    w->norm(w, &c->norm_out);
-    w->conv(w, &c->conv_out);
-}
-
-static void walk_vae(vae_walker *w, moire_vae *vae)
-{
-    w->conv(w, &vae->post_quant_conv);
-    walk_coder(w, &vae->decoder, vae->info.levels);
-    if (vae->info.has_encoder) {
-        w->conv(w, &vae->quant_conv);
-        walk_coder(w, &vae->encoder, vae->info.levels);
-    }
-}
-
-typedef struct slot_counter {
-    vae_walker base;
-    int next;
-} slot_counter;
-
-static void number_conv(vae_walker *w, vae_conv *c)
-{
-    c->slot = ((slot_counter *)w)->next++;
-}
-
-static void number_norm(vae_walker *w, vae_norm *n)
-{
-    n->slot = ((slot_counter *)w)->next++;
-}
-
-static void assign_slots(moire_vae *vae)
-{
-    slot_counter counter = {{number_conv, number_norm}, 0};
-    walk_vae(&counter.base, vae);
-    vae->slot_count = counter.next;
-}
-
-typedef struct slot_binder {
-    vae_walker base;
-    binder *b;
-    moire_tensor *tensors;
-} slot_binder;
-
-static void bind_conv(vae_walker *w, vae_conv *c)
-{
-    slot_binder *sb = (slot_binder *)w;
-    binder_tensor(sb->b, &sb->tensors[2 * c->slot], c->weight, c->co,
-                  (int64_t)c->ci * c->k * c->k, MOIRE_WEIGHT_GEMM);
-    binder_tensor(sb->b, &sb->tensors[2 * c->slot + 1], c->bias, 1, c->co, MOIRE_WEIGHT_EXACT);
-}
-
-static void bind_norm(vae_walker *w, vae_norm *n)
-{
-    slot_binder *sb = (slot_binder *)w;
-    binder_tensor(sb->b, &sb->tensors[2 * n->slot], n->weight, 1, n->channels,
-                  MOIRE_WEIGHT_EXACT);
-    binder_tensor(sb->b, &sb->tensors[2 * n->slot + 1], n->bias, 1, n->channels,
-                  MOIRE_WEIGHT_EXACT);
-}
-
-/* diffusers config.json: scaling_factor and norm_num_groups. Other AutoencoderKL fields are
- * checked against the weights so that a mismatched pair is reported, not silently used. */
-static moire_status read_config_json(moire_vae *vae, const char *config_path, bool required)
-{
-    /* An untrusted file like every other input: a regular file of sane size, checked for
-       nesting and duplicate keys before json-glib sees it (json_guard.h). */
-    FILE *stream = NULL;
-    uint64_t size = 0;
-    moire_status status = file_fopen_input(config_path, "a VAE config.json", &stream, &size);
-    if (status != MOIRE_OK)
-        return status;
-    if (size > ((uint64_t)1 << 20)) {
-        fclose(stream);
-        return moire_fail(MOIRE_ERROR_FORMAT, "%s: %llu bytes is too large for a VAE config "
-                          "(at most 1 MB); fix or remove the file", config_path,
-                          (unsigned long long)size);
-    }
-    char *text = malloc((size_t)size + 1);
-    const size_t got = text ? fread(text, 1, (size_t)size, stream) : 0;
-    fclose(stream);
-    if (!text || got != size) {
-        free(text);
-        return moire_fail(MOIRE_ERROR_IO, "%s: could not be read; fix or remove the file",
-                          config_path);
-    }
-    text[size] = '\0';
-    JsonParser *parser = json_parser_new();
-    status = json_guard_load(parser, config_path, text, (long long)size);
-    free(text);
-    if (status != MOIRE_OK) {
-        moire_error_prefix("fix or remove the file");
-        g_object_unref(parser);
-        return status;
-    }
-    JsonNode *root = json_parser_get_root(parser);
-    JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-    const char *class_name = o && json_object_has_member(o, "_class_name")
-                                 ? json_object_get_string_member(o, "_class_name")
-                                 : NULL;
-    if (!o || (class_name && strcmp(class_name, "AutoencoderKL") != 0)) {
-        if (required)
-            status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
-                                "%s: _class_name is %s, not AutoencoderKL; Moiré decodes with "
-                                "the SD KL-f8 VAE (sd-vae-ft-mse)", config_path,
-                                class_name ? class_name : "missing");
-        g_object_unref(parser);
-        return status; /* a sibling config.json of something else: not ours */
-    }
-    moire_vae_info *info = &vae->info;
-    if (json_object_has_member(o, "scaling_factor")) {
-        double s = json_object_get_double_member(o, "scaling_factor");
-        if (!(s > 0.0 && s < 1e3))
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: scaling_factor %g must be positive",
-                                config_path, s);
-        info->scaling_factor = (float)s;
-    }
-    JsonNode *shift = json_object_get_member(o, "shift_factor");
-    if (status == MOIRE_OK && shift && !JSON_NODE_HOLDS_NULL(shift))
-        status = moire_fail(MOIRE_ERROR_UNSUPPORTED,
-                            "%s: shift_factor is set: this is not the SD 1.x/2.x KL-f8 VAE "
-                            "DiT-MoE was trained with; use sd-vae-ft-mse", config_path);
-    if (status == MOIRE_OK && json_object_has_member(o, "norm_num_groups")) {
-        int64_t g = json_object_get_int_member(o, "norm_num_groups");
-        if (g < 1 || g > 1024)
-            status = moire_fail(MOIRE_ERROR_FORMAT, "%s: norm_num_groups %lld is out of range",
-                                config_path, (long long)g);
-        info->norm_num_groups = (int)g;
-    }
-    if (status == MOIRE_OK && json_object_has_member(o, "layers_per_block") &&
-        json_object_get_int_member(o, "layers_per_block") != info->layers_per_block)
-        status = moire_fail(MOIRE_ERROR_FORMAT,
-                            "%s: layers_per_block %lld does not match the weights (%d); the "
-                            "config and the weights are from different VAEs", config_path,
-                            (long long)json_object_get_int_member(o, "layers_per_block"),
-                            info->layers_per_block);
-    if (status == MOIRE_OK && json_object_has_member(o, "latent_channels") &&
-        json_object_get_int_member(o, "latent_channels") != info->latent_channels)
-        status = moire_fail(MOIRE_ERROR_FORMAT,
-                            "%s: latent_channels %lld does not match the weights (%d); the "
-                            "config and the weights are from different VAEs", config_path,
-                            (long long)json_object_get_int_member(o, "latent_channels"),
-                            info->latent_channels);
-    static const char *const channel_keys[] = {"in_channels", "out_channels"};
-    for (int i = 0; i < 2 && status == MOIRE_OK; i++)
-        if (json_object_has_member(o, channel_keys[i]) &&
-            json_object_get_int_member(o, channel_keys[i]) != info->image_channels)
-            status = moire_fail(MOIRE_ERROR_FORMAT,
-                                "%s: %s %lld does not match the weights (%d image channels); "
-                                "the config and the weights are from different VAEs",
-                                config_path, channel_keys[i],
-                                (long long)json_object_get_int_member(o, channel_keys[i]),
-                                info->image_channels);
-    g_object_unref(parser);
-    return status;
-}
-
-static bool is_directory(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static bool is_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* DIR → DIR/diffusion_pytorch_model.safetensors (or DIR/vae/…); the config.json beside the
- * weights file is read when it exists. `required` says it was found through a directory. */
-static moire_status resolve_paths(const char *path, char **weights, char **config,
-                                  bool *config_required)
-{
-    *weights = *config = NULL;
-    *config_required = false;
-    if (is_directory(path)) {
-        static const char *const subdirs[] = {"", "/vae"};
-        for (size_t i = 0; i < 2 && !*weights; i++) {
-            char *candidate = g_strdup_printf("%s%s/diffusion_pytorch_model.safetensors", path,
-                                              subdirs[i]);
-            if (is_file(candidate)) {
-                *weights = strdup(candidate);
-                char *cfg = g_strdup_printf("%s%s/config.json", path, subdirs[i]);
-                if (is_file(cfg)) {
-                    *config = strdup(cfg);
-                    *config_required = true;
-                }
-                g_free(cfg);
-            }
-            g_free(candidate);
-        }
-        if (!*weights)
-            return moire_fail(MOIRE_ERROR_IO,
-                              "%s: a directory without diffusion_pytorch_model.safetensors (or "
-                              "vae/diffusion_pytorch_model.safetensors); download the VAE as "
-                              "safetensors (docs/VAE.md)", path);
-        return MOIRE_OK;
-    }
-    *weights = strdup(path);
-    char *dir = g_path_get_dirname(path);
-    char *cfg = g_build_filename(dir, "config.json", NULL);
-    if (is_file(cfg))
-        *config = strdup(cfg);
-    g_free(cfg);
-    g_free(dir);
-    return MOIRE_OK;
-}
-
-moire_status moire_vae_load(const char *path, moire_vae **out_vae)
-{
-    if (!out_vae)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_load: out_vae is NULL");
-    *out_vae = NULL;
-    if (!path || !*path)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
-                          "moire_vae_load: no path given; pass a VAE directory or .safetensors");
-    char *weights = NULL, *config = NULL;
-    bool config_required = false;
-    moire_status status = resolve_paths(path, &weights, &config, &config_required);
-    moire_vae *vae = status == MOIRE_OK ? calloc(1, sizeof *vae) : NULL;
-    if (status == MOIRE_OK && !vae)
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
-    if (status == MOIRE_OK) {
-        vae->path = weights;
-        weights = NULL;
-        vae->info.scaling_factor = MOIRE_VAE_SCALING_FACTOR;
-        vae->info.norm_num_groups = 32;
-        status = st_open(vae->path, &vae->file);
-    }
-    vae_loader loader = {.vae = vae, .file = vae ? vae->file : NULL,
-                         .path = vae ? vae->path : NULL};
-    if (status == MOIRE_OK)
-        status = infer_structure(&loader);
-    if (status == MOIRE_OK && config)
-        status = read_config_json(vae, config, config_required);
-    if (status == MOIRE_OK)
-        status = check_groups(vae);
-    if (status == MOIRE_OK)
-        status = bind_all(&loader);
-    if (status == MOIRE_OK) {
-        assign_slots(vae);
-        vae->serial = model_next_serial();
-    }
-    weight_list_free(&loader.weights);
-    free(weights);
-    free(config);
-    if (status != MOIRE_OK) {
-        moire_vae_free(vae);
-        return status;
-    }
-    *out_vae = vae;
-    return MOIRE_OK;
-}
-
-void moire_vae_free(moire_vae *vae)
-{
-    if (!vae)
-        return;
-    free(vae->arena);
-    st_close(vae->file);
-    free(vae->path);
-    free(vae);
-}
-
-const moire_vae_info *moire_vae_get_info(const moire_vae *vae)
-{
-    return vae ? &vae->info : NULL;
-}
 
 /* ------------------------------------------------------------------------------------------
  * Compute: a straight sequence of op calls (ops.h) on the context's backend. Activations are
@@ -749,37 +70,6 @@ typedef struct vae_run {
     vae_tiled_norms *tiled;    /* set while the up path runs on a tile                  */
 } vae_run;
 
-static void vae_free_bound(void *p)
-{
-    free(p);
-}
-
-/* The VAE's weights on the context's backend, uploaded on first use (bind.h). */
-static moire_status vae_bind(moire_ctx *ctx, const moire_vae *vae, const moire_tensor **out)
-{
-    bind_slot *slot = binding_find(ctx, BINDING_VAE, vae->serial);
-    if (slot) {
-        *out = slot->bound;
-        return MOIRE_OK;
-    }
-    moire_tensor *tensors = moire_calloc_array((size_t)2 * vae->slot_count, sizeof *tensors);
-    if (!tensors)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory binding the VAE");
-    slot = binding_claim(ctx, BINDING_VAE, vae->serial);
-    slot->bound = tensors;
-    slot->free_bound = vae_free_bound;
-    slot_binder sb = {{bind_conv, bind_norm}, &slot->tensors, tensors};
-    walk_vae(&sb.base, (moire_vae *)vae); /* walks only; nothing in the VAE changes */
-    const moire_status status = slot->tensors.status;
-    if (status != MOIRE_OK) {
-        moire_error_prefix("the VAE on the %s backend", ctx->ops.name);
-        binding_drop(ctx, slot);
-        return status;
-    }
-    *out = tensors;
-    return MOIRE_OK;
-}
-
 static float *alloc_floats(const vae_run *r, size_t count, moire_status *status)
 {
     if (*status != MOIRE_OK)
@@ -788,7 +78,7 @@ static float *alloc_floats(const vae_run *r, size_t count, moire_status *status)
                    ? r->ops->mem_alloc(r->ops, count * sizeof(float))
                    : NULL;
     if (!p)
-        *status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        *status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                              "the VAE needs %.1f MB more memory; decode a smaller image (or "
                              "let it tile: moire_vae_decode tiles above %d latent pixels)",
                              (double)count * sizeof(float) / 1e6, MOIRE_VAE_TILE);
@@ -804,7 +94,7 @@ static void release(const vae_run *r, float *p)
 static moire_status check_cancel(const vae_run *r)
 {
     if (atomic_load(&r->ctx->cancel_requested))
-        return moire_fail(MOIRE_ERROR_CANCELLED, "VAE cancelled");
+        return error_fail(MOIRE_ERROR_CANCELLED, "VAE cancelled");
     return MOIRE_OK;
 }
 
@@ -1162,7 +452,7 @@ static moire_status tiles_pass(vae_run *r, const moire_vae *vae, int h, int w, c
                 if (status == VAE_GATHERED)
                     status = MOIRE_OK;
                 else if (status == MOIRE_OK) /* cannot happen: the up path has the target */
-                    status = moire_fail(MOIRE_ERROR_BACKEND, "tiled VAE: GroupNorm %d not met",
+                    status = error_fail(MOIRE_ERROR_BACKEND, "tiled VAE: GroupNorm %d not met",
                                         t->target);
                 continue;
             }
@@ -1222,13 +512,13 @@ moire_status vae_decode_image(moire_ctx *ctx, const moire_vae *vae, int h, int w
     tile_cuts(ys, ny, th, h, cut_y);
     tile_cuts(xs, nx, tw, w, cut_x);
     vae_tiled_norms t = {.tile_h = th, .tile_w = tw};
-    t.known = moire_malloc_array((size_t)2 * r.groups * norms, sizeof(float));
-    t.partial = moire_malloc_array((size_t)3 * r.groups, sizeof(double));
-    t.host_stats = moire_malloc_array((size_t)2 * r.groups, sizeof(float));
-    float *tile_rgb = moire_malloc_array((size_t)vae->info.image_channels * f * th * f * tw,
-                                         sizeof(float));
+    t.known = malloc_array((size_t)2 * r.groups * norms, sizeof(float));
+    t.partial = malloc_array((size_t)3 * r.groups, sizeof(double));
+    t.host_stats = malloc_array((size_t)2 * r.groups, sizeof(float));
+    float *tile_rgb = malloc_array((size_t)vae->info.image_channels * f * th * f * tw,
+                                   sizeof(float));
     if (!t.known || !t.partial || !t.host_stats || !tile_rgb)
-        status = moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the VAE tiles");
+        status = error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for the VAE tiles");
     r.tiled = &t;
     for (int target = 0; target <= norms && status == MOIRE_OK; target++) {
         t.target = target < norms ? target : -1;
@@ -1249,7 +539,7 @@ moire_status vae_encode_image(moire_ctx *ctx, const moire_vae *vae, int height, 
 {
     const moire_vae_info *info = &vae->info;
     if (!info->has_encoder)
-        return moire_fail(MOIRE_ERROR_UNSUPPORTED,
+        return error_fail(MOIRE_ERROR_UNSUPPORTED,
                           "%s holds only the VAE decoder; encoding an image (img2img) needs "
                           "the full VAE: use the complete diffusion_pytorch_model.safetensors "
                           "of sd-vae-ft-mse", vae->path);
@@ -1302,15 +592,15 @@ moire_status moire_vae_decode_tiled(moire_ctx *ctx, const moire_vae *vae, int n,
                                     int tile, int overlap, const float *latents, float *rgb)
 {
     if (!ctx || !vae || !latents || !rgb)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_decode: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_decode: a required pointer is NULL");
     if (n < 1 || n > 4096)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
     if (h < 1 || w < 1 || h > VAE_MAX_SIDE || w > VAE_MAX_SIDE)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "latent size %dx%d is out of range (1..%d per side)", w, h,
                           VAE_MAX_SIDE);
     if (tile < 0 || (tile > 0 && (overlap < 0 || overlap >= tile)))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "VAE tile %d with overlap %d: use tile > overlap >= 0 (tile 0 = no "
                           "tiling)", tile, overlap);
     atomic_store(&ctx->cancel_requested, 0);
@@ -1337,13 +627,13 @@ moire_status moire_vae_encode(moire_ctx *ctx, const moire_vae *vae, int n, int h
                               const float *rgb, float *latents)
 {
     if (!ctx || !vae || !rgb || !latents)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_encode: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_vae_encode: a required pointer is NULL");
     const int f = vae->info.downscale;
     if (n < 1 || n > 4096)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "batch size %d is out of range (1..4096)", n);
     if (height < f || width < f || height > f * VAE_MAX_SIDE || width > f * VAE_MAX_SIDE ||
         height % f || width % f)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "image size %dx%d cannot be encoded: use multiples of %d up to %d "
                           "pixels per side", width, height, f, f * VAE_MAX_SIDE);
     atomic_store(&ctx->cancel_requested, 0);

@@ -117,7 +117,7 @@ moire_status moire_dmcmc_integrator_from_name(const char *name, moire_dmcmc_inte
             *out = (moire_dmcmc_integrator)i;
             return MOIRE_OK;
         }
-    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+    return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "unknown DMCMC integrator \"%s\": use euler, heun, stochastic-heun, ddim "
                       "or dpm++2m", name ? name : "(null)");
 }
@@ -138,7 +138,7 @@ moire_status moire_dmcmc_level_from_name(const char *name, moire_dmcmc_level *ou
             *out = (moire_dmcmc_level)i;
             return MOIRE_OK;
         }
-    return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+    return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                       "unknown DMCMC level estimate \"%s\": use auto, classifier or residual",
                       name ? name : "(null)");
 }
@@ -232,7 +232,7 @@ static moire_status denoise(moire_dmcmc *m, const double *y, const double *level
         return status;
     m->phase_done++;
     if (m->progress && !m->progress(m->progress_user_data, m->phase_done, m->phase_total))
-        return moire_fail(MOIRE_ERROR_CANCELLED, "cancelled");
+        return error_fail(MOIRE_ERROR_CANCELLED, "cancelled");
     const size_t out_per_image = (size_t)m->config.out_channels * m->h * m->w;
     for (int b = 0; b < m->n; b++) {
         const double s = levels[b];
@@ -254,8 +254,8 @@ static moire_status denoise(moire_dmcmc *m, const double *y, const double *level
 /* Chain c's next noise vector (chw normals) into m->noise. */
 static const float *next_noise(moire_dmcmc *m, int c)
 {
-    moire_rng_normal(m->seeds[c], DMCMC_STREAM_BASE + m->draws[c]++, 0, m->noise,
-                     (int64_t)m->chw);
+    rng_normal(m->seeds[c], DMCMC_STREAM_BASE + m->draws[c]++, 0, m->noise,
+               (int64_t)m->chw);
     return m->noise;
 }
 
@@ -309,7 +309,7 @@ static moire_status integrate(moire_dmcmc *m, double *y, moire_dmcmc_integrator 
     double *old_lambda = malloc((size_t)m->n * sizeof(double));
     if (!cur || !nxt || !old_lambda) {
         free(cur), free(nxt), free(old_lambda);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory in the DMCMC integrator");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory in the DMCMC integrator");
     }
     moire_status status = MOIRE_OK;
     for (int i = 0; i < N && status == MOIRE_OK; i++) {
@@ -398,7 +398,7 @@ static moire_status integrate(moire_dmcmc *m, double *y, moire_dmcmc_integrator 
             memcpy(m->den_old, m->den, m->total * sizeof(double));
             break;
         default:
-            status = moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown DMCMC integrator %d",
+            status = error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown DMCMC integrator %d",
                                 (int)integrator);
         }
     }
@@ -462,7 +462,7 @@ static moire_status seed_chains(moire_dmcmc *m, const bool *which, bool calibrat
     double *starts = malloc((size_t)m->n * sizeof(double));
     if (!saved_y || !saved_s || !clean || !starts) {
         free(saved_y), free(saved_s), free(clean), free(starts);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory seeding DMCMC chains");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory seeding DMCMC chains");
     }
     memcpy(saved_y, m->y, m->total * sizeof(double));
     memcpy(saved_s, m->s, (size_t)m->n * sizeof(double));
@@ -547,34 +547,34 @@ void dmcmc_free(moire_dmcmc *m)
 static moire_status check_params(const moire_dmcmc_params *p)
 {
     if (!(p->eta > 0.0f && p->eta <= 10.0f))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "DMCMC eta %g is out of range (0, 10]",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "DMCMC eta %g is out of range (0, 10]",
                           (double)p->eta);
     if (p->skip < 1 || p->skip > 1000)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "DMCMC skip %d is out of range 1..1000",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "DMCMC skip %d is out of range 1..1000",
                           p->skip);
     if ((unsigned)p->integrator >= MOIRE_DMCMC_INTEGRATOR_COUNT_)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown DMCMC integrator %d",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown DMCMC integrator %d",
                           (int)p->integrator);
     if (p->integrator_steps < 1 || p->integrator_steps > 1000 || p->burn_in_steps < 1 ||
         p->burn_in_steps > 1000 || p->burn_in < 0 || p->burn_in > 10000)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "DMCMC steps out of range: integrator steps and burn-in steps 1..1000, "
                           "burn-in sweeps 0..10000");
     if (!(p->sigma_low > 0.0f && p->sigma_low < p->sigma_init && p->sigma_init < p->sigma_high))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "DMCMC levels must satisfy 0 < sigma_low < sigma_init < sigma_high "
                           "(got %g, %g, %g)",
                           (double)p->sigma_low, (double)p->sigma_init, (double)p->sigma_high);
     if ((unsigned)p->level >= MOIRE_DMCMC_LEVEL_COUNT_)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown DMCMC level estimate %d",
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "unknown DMCMC level estimate %d",
                           (int)p->level);
     if (!(p->damping >= 0.0f && p->damping < 1.0f) || !(p->tweedie_sigma > 0.0f) ||
         !(p->churn >= 0.0f))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "DMCMC damping must be in [0, 1), tweedie sigma > 0, churn ≥ 0");
     if (!(p->guard_distance >= 0.0f && p->guard_distance <= 10.0f) ||
         !(p->kick_sigma > 0.0f && p->kick_sigma <= 100.0f))
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "DMCMC guard distance must be in [0, 10] (0 = off) and the kick level "
                           "in (0, 100] (got %g, %g)",
                           (double)p->guard_distance, (double)p->kick_sigma);
@@ -605,16 +605,16 @@ static moire_status create_chains(const moire_model_config *config,
                                   moire_dmcmc **out)
 {
     if (!config || !params || !seeds || !model || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "dmcmc_new: a required pointer is NULL");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "dmcmc_new: a required pointer is NULL");
     *out = NULL;
     moire_status status = check_params(params);
     if (status != MOIRE_OK)
         return status;
     if (n < 1 || h < 1 || w < 1)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "DMCMC needs at least one chain");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "DMCMC needs at least one chain");
     moire_dmcmc *m = calloc(1, sizeof *m);
     if (!m)
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory creating DMCMC chains");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory creating DMCMC chains");
     m->config = *config;
     m->params = *params;
     m->n = n, m->C = config->in_channels, m->h = h, m->w = w;
@@ -649,7 +649,7 @@ static moire_status create_chains(const moire_model_config *config,
         !m->best_s || !m->levels || !m->level_estimates || !m->previous || !m->last_distance ||
         (source && !m->source)) {
         dmcmc_free(m);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for %d DMCMC chains", n);
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory for %d DMCMC chains", n);
     }
     memcpy(m->seeds, seeds, (size_t)n * sizeof *seeds);
     for (size_t j = 0; source && j < m->total; j++)
@@ -660,7 +660,7 @@ static moire_status create_chains(const moire_model_config *config,
         m->log_sigmas = malloc((size_t)m->T * sizeof(double));
         if (!m->log_sigmas) {
             dmcmc_free(m);
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
         }
         double prod = 1.0;
         for (int i = 0; i < m->T; i++) {
@@ -715,7 +715,7 @@ moire_status dmcmc_new_from_states(const moire_model_config *config,
                                    const moire_dmcmc_hooks *hooks, moire_dmcmc **out)
 {
     if (!states)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT,
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT,
                           "dmcmc_new_from_states: no pictures to start from");
     return create_chains(config, params, n, h, w, seeds, states, model, model_user_data, hooks,
                          out);
@@ -751,7 +751,7 @@ static void diversity_guard(moire_dmcmc *m, const double *out_y)
 moire_status dmcmc_next(moire_dmcmc *m, float *out)
 {
     if (!m || !out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "dmcmc_next: NULL argument");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "dmcmc_next: NULL argument");
     const moire_dmcmc_params *p = &m->params;
     moire_status status = MOIRE_OK;
 
@@ -764,7 +764,7 @@ moire_status dmcmc_next(moire_dmcmc *m, float *out)
     if (any) {
         bool *which = malloc((size_t)m->n * sizeof(bool));
         if (!which)
-            return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
+            return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory");
         for (int c = 0; c < m->n; c++)
             if ((which[c] = m->reseed[c]))
                 m->stats.reseeds++;

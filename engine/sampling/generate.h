@@ -30,9 +30,9 @@ moire_dmcmc_level generate_resolve_dmcmc_level(const moire_model *model,
 
 /* Runs the sampler for images [first, first + count) of the batch and returns the final
  * model-space samples out[count, C, model_h, model_w]. */
-moire_status moire_generate_samples(moire_ctx *ctx, const moire_model *model,
-                                    const moire_generate_params *params, int first, int count,
-                                    const moire_callbacks *callbacks, float *out);
+moire_status generate_samples(moire_ctx *ctx, const moire_model *model,
+                              const moire_generate_params *params, int first, int count,
+                              const moire_callbacks *callbacks, float *out);
 
 /* Model space → 8-bit image (pixel models: [-1,1] → 0..255; latent models: the approximate
  * linear latent→RGB map, upsampled to width×height). x: [C, model_h, model_w]. */

@@ -91,7 +91,7 @@ static double device_available_bytes(const moire_ctx *ctx)
     if (strcmp(ctx->ops.name, "cuda") == 0) {
         moire_ops_stats stats;
         memset(&stats, 0, sizeof stats);
-        if (moire_ops_cuda_stats(&ctx->ops, &stats, false) == MOIRE_OK &&
+        if (ops_cuda_stats(&ctx->ops, &stats, false) == MOIRE_OK &&
             stats.memory_total_bytes > stats.memory_peak_bytes)
             return stats.memory_total_bytes - stats.memory_peak_bytes;
     }
@@ -132,14 +132,14 @@ moire_status memory_estimate_check(const moire_ctx *ctx, const moire_model *mode
     }
     const char *where = on_device ? "device memory" : "memory";
     if (fit_w > 0) {
-        moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+        error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                    "%dx%d with %s needs about %.0f MB of %s but %.0f MB are available; at most "
                    "about %dx%d fits (or make fewer images at once)",
                    width, height, model->name, need / 1e6, where, available / 1e6, fit_w, fit_h);
-        moire_error_set_fitting_size(fit_w, fit_h); /* moire_last_error_fitting_size */
+        error_set_fitting_size(fit_w, fit_h); /* moire_last_error_fitting_size */
         return MOIRE_ERROR_OUT_OF_MEMORY;
     }
-    return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY,
+    return error_fail(MOIRE_ERROR_OUT_OF_MEMORY,
                       "%dx%d with %s needs about %.0f MB of %s but %.0f MB are available; free "
                       "some memory", width, height, model->name, need / 1e6, where,
                       available / 1e6);

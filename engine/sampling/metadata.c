@@ -568,10 +568,10 @@ static void append_line(strbuf *sb, const char *s, size_t n)
 moire_status moire_parse_parameters(const char *text, moire_parameters *out)
 {
     if (!out)
-        return moire_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_parse_parameters: no output");
+        return error_fail(MOIRE_ERROR_INVALID_ARGUMENT, "moire_parse_parameters: no output");
     *out = moire_parameters_init();
     if (!text)
-        return moire_fail(MOIRE_ERROR_FORMAT, "no parameters text");
+        return error_fail(MOIRE_ERROR_FORMAT, "no parameters text");
 
     const char *begin = text, *end = text + strlen(text);
     while (begin < end && is_py_space(*begin))
@@ -633,7 +633,7 @@ moire_status moire_parse_parameters(const char *text, moire_parameters *out)
     }
     if (oom) {
         moire_parameters_clear(out);
-        return moire_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory parsing parameters");
+        return error_fail(MOIRE_ERROR_OUT_OF_MEMORY, "out of memory parsing parameters");
     }
     return MOIRE_OK;
 }
@@ -736,9 +736,9 @@ static int resolve_class_quietly(const moire_model *model, const char *prompt)
     if (moire_model_resolve_class(model, prompt, &class_id) != MOIRE_OK)
         class_id = -1;
     if (saved[0])
-        moire_fail(MOIRE_OK, "%s", saved);
+        error_fail(MOIRE_OK, "%s", saved);
     else
-        moire_error_clear();
+        error_clear();
     return class_id;
 }
 

@@ -58,7 +58,7 @@ typedef struct moire_sample_request {
 
 /* Runs the sampler; out[n, C, h, w] receives the final sample (x̂0 at level 0).
  * *out_nfe (may be NULL) receives the number of model evaluations. */
-moire_status moire_sample(const moire_sample_request *request, float *out, int *out_nfe);
+moire_status sampler_run(const moire_sample_request *request, float *out, int *out_nfe);
 
 /* The levels the sampler visits: levels[0..steps] (descending, levels[steps] = 0) in the
  * sampler's s units, and the model time for each of the first `steps` levels. Exposed for

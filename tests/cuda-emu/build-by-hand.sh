@@ -27,6 +27,7 @@ for f in "$R"/kernels/*.cu; do
     K="$K kernel_$(basename "$f" .cu).o"
 done
 gcc $CF -c "$R/kernels/ops_cuda.c" -o ops_cuda.o
+gcc $CF -c "$R/kernels/ops_cuda_ops.c" -o ops_cuda_ops.o
 gcc $CF -DMOIRE_DATADIR='"/nonexistent"' -DMOIRE_SOURCE_DATADIR="\"$R/data\"" -c "$R/engine/models/context.c" -o context_cuda.o
 gcc $CF -c "$R/engine/models/bench.c" -o bench_cuda.o
 gcc $CF -c "$R/engine/backend/backend_loader.c" -o backend_loader_cuda.o
@@ -34,6 +35,6 @@ gcc $CF -DMOIRE_TEST_DATA="\"$R/tests\"" -c "$R/tests/test_util.c" -o test_util.
 for t in ops golden kernels; do
     gcc $CF -DMOIRE_TEST_DATA="\"$R/tests\"" -c "$R/tests/gpu/test_cuda_$t.c" -o "test_cuda_$t.o"
     g++ -fopenmp $X -o "test_cuda_$t" "test_cuda_$t.o" test_util.o context_cuda.o bench_cuda.o \
-        backend_loader_cuda.o ops_cuda.o $K emu_*.o $LIBS
+        backend_loader_cuda.o ops_cuda.o ops_cuda_ops.o $K emu_*.o $LIBS
 done
 echo "built $O/test_cuda_ops $O/test_cuda_golden $O/test_cuda_kernels"

@@ -46,7 +46,7 @@ static moire_status fixed_storage(void *user_data, const char *key, const uint8_
                                   size_t *size)
 {
     if (key[0] == 'x') /* a missing storage */
-        return moire_fail(MOIRE_ERROR_FORMAT, "no storage '%s'", key);
+        return error_fail(MOIRE_ERROR_FORMAT, "no storage '%s'", key);
     *out = storage_bytes;
     *size = sizeof storage_bytes;
     return MOIRE_OK;

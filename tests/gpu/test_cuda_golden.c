@@ -45,22 +45,22 @@ static void check_step_costs(moire_ctx *gpu, const char *label, forward_fn run, 
 {
     CHECK(run(gpu, user_data) == MOIRE_OK, "%s warm-up: %s", label, moire_last_error());
     moire_ops_stats before, after;
-    moire_ops_cuda_stats(&gpu->ops, &before, false);
+    ops_cuda_stats(&gpu->ops, &before, false);
 #ifdef MOIRE_CUDA_EMU
     cuda_emu_counters emu_before, emu_after;
     cuda_emu_counters_get(&emu_before);
 #endif
-    const uint64_t cpu_calls = moire_ops_cpu_calls();
+    const uint64_t cpu_calls = ops_cpu_calls();
     CHECK(run(gpu, user_data) == MOIRE_OK, "%s: %s", label, moire_last_error());
-    moire_ops_cuda_stats(&gpu->ops, &after, false);
+    ops_cuda_stats(&gpu->ops, &after, false);
     const uint64_t allocations = after.allocations - before.allocations;
     const uint64_t syncs = after.synchronizations - before.synchronizations;
     CHECK(allocations == 0, "%s: %llu device allocations in a warmed-up forward", label,
           (unsigned long long)allocations);
     CHECK(syncs == 1, "%s: %llu host synchronisations in a forward (1 expected: the result)",
           label, (unsigned long long)syncs);
-    CHECK(moire_ops_cpu_calls() == cpu_calls, "%s: %llu ops fell back to the CPU", label,
-          (unsigned long long)(moire_ops_cpu_calls() - cpu_calls));
+    CHECK(ops_cpu_calls() == cpu_calls, "%s: %llu ops fell back to the CPU", label,
+          (unsigned long long)(ops_cpu_calls() - cpu_calls));
 #ifdef MOIRE_CUDA_EMU
     cuda_emu_counters_get(&emu_after);
     const uint64_t emu_allocs = emu_after.device_allocs - emu_before.device_allocs;
@@ -167,9 +167,9 @@ static void check_model(moire_ctx *cpu, moire_ctx *gpu, const char *name)
     const moire_model_config *cfg = moire_model_get_config(model);
     const size_t numel = (size_t)2 * cfg->in_channels * cfg->input_size * cfg->input_size;
     float *a = calloc(numel, 4), *b = calloc(numel, 4);
-    CHECK(moire_generate_samples(cpu, model, &params, 0, 2, NULL, a) == MOIRE_OK, "cpu: %s",
+    CHECK(generate_samples(cpu, model, &params, 0, 2, NULL, a) == MOIRE_OK, "cpu: %s",
           moire_last_error());
-    CHECK(moire_generate_samples(gpu, model, &params, 0, 2, NULL, b) == MOIRE_OK, "cuda: %s",
+    CHECK(generate_samples(gpu, model, &params, 0, 2, NULL, b) == MOIRE_OK, "cuda: %s",
           moire_last_error());
     char label[128];
     snprintf(label, sizeof label, "%s sampler %d steps CFG: cuda vs cpu", name, params.steps);
@@ -228,11 +228,11 @@ static void check_ecdit(moire_ctx *cpu, moire_ctx *gpu, const char *file, const 
     const char *prompts[2] = {prompt, ""};
     CHECK(moire_forward_text(cpu, model, 2, side, side, x, t, prompts, a) == MOIRE_OK, "cpu: %s",
           moire_last_error());
-    const uint64_t cpu_calls = moire_ops_cpu_calls();
+    const uint64_t cpu_calls = ops_cpu_calls();
     CHECK(moire_forward_text(gpu, model, 2, side, side, x, t, prompts, b) == MOIRE_OK,
           "cuda: %s", moire_last_error());
-    CHECK(moire_ops_cpu_calls() == cpu_calls, "%s: %llu ops ran on the CPU in a CUDA context",
-          file, (unsigned long long)(moire_ops_cpu_calls() - cpu_calls));
+    CHECK(ops_cpu_calls() == cpu_calls, "%s: %llu ops ran on the CPU in a CUDA context",
+          file, (unsigned long long)(ops_cpu_calls() - cpu_calls));
     char label[256];
     const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
     snprintf(label, sizeof label, "%s forward (text encoder, expert choice): cuda vs cpu", base);
@@ -255,13 +255,13 @@ static void check_ecdit(moire_ctx *cpu, moire_ctx *gpu, const char *file, const 
     params.steps = steps;
     params.seed = 3;
     float *ga = calloc(per, 4), *gb = calloc(per, 4);
-    CHECK(moire_generate_samples(cpu, model, &params, 0, 1, NULL, ga) == MOIRE_OK, "cpu: %s",
+    CHECK(generate_samples(cpu, model, &params, 0, 1, NULL, ga) == MOIRE_OK, "cpu: %s",
           moire_last_error());
-    const uint64_t before = moire_ops_cpu_calls();
-    CHECK(moire_generate_samples(gpu, model, &params, 0, 1, NULL, gb) == MOIRE_OK, "cuda: %s",
+    const uint64_t before = ops_cpu_calls();
+    CHECK(generate_samples(gpu, model, &params, 0, 1, NULL, gb) == MOIRE_OK, "cuda: %s",
           moire_last_error());
-    CHECK(moire_ops_cpu_calls() == before, "%s: a generation ran %llu ops on the CPU", base,
-          (unsigned long long)(moire_ops_cpu_calls() - before));
+    CHECK(ops_cpu_calls() == before, "%s: a generation ran %llu ops on the CPU", base,
+          (unsigned long long)(ops_cpu_calls() - before));
     snprintf(label, sizeof label, "%s \"%s\" %d steps: cuda vs cpu", base, prompt, steps);
     test_check_tensor(label, gb, ga, (int64_t)per, 1e-3);
     free(x), free(a), free(b), free(ga), free(gb);
@@ -290,11 +290,11 @@ static void check_vae(moire_ctx *cpu, moire_ctx *gpu, const char *name)
         const int tile = tiled ? 4 : 0, overlap = tiled ? 2 : 0;
         CHECK(moire_vae_decode_tiled(cpu, vae, 1, h, w, tile, overlap, lat, ra) == MOIRE_OK,
               "cpu decode: %s", moire_last_error());
-        const uint64_t calls = moire_ops_cpu_calls();
+        const uint64_t calls = ops_cpu_calls();
         CHECK(moire_vae_decode_tiled(gpu, vae, 1, h, w, tile, overlap, lat, rb) == MOIRE_OK,
               "cuda decode: %s", moire_last_error());
-        CHECK(moire_ops_cpu_calls() == calls, "the VAE ran %llu ops on the CPU",
-              (unsigned long long)(moire_ops_cpu_calls() - calls));
+        CHECK(ops_cpu_calls() == calls, "the VAE ran %llu ops on the CPU",
+              (unsigned long long)(ops_cpu_calls() - calls));
         snprintf(label, sizeof label, "%s decode 8x6%s: cuda vs cpu", name,
                  tiled ? " in 4x4 tiles" : "");
         test_check_tensor(label, rb, ra, (int64_t)nr, TOLERANCE);

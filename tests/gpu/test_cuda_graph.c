@@ -152,7 +152,7 @@ static void arrays_read(const moire_ops *ops, op_arrays *a, op_result *r)
 static void check_sampler_ops(const moire_ops *gpu)
 {
     moire_ops cpu;
-    CHECK(moire_ops_cpu_init(&cpu, 1) == MOIRE_OK, "cpu table");
+    CHECK(ops_cpu_init(&cpu, 1) == MOIRE_OK, "cpu table");
     op_inputs *in = calloc(1, sizeof *in);
     op_result *want = calloc(1, sizeof *want), *got = calloc(1, sizeof *got);
     fill_doubles(in->y, TOTAL, 1, -2, 2);
@@ -300,7 +300,7 @@ static void costs_record(step_costs *c)
     if (c->steps >= MAX_STEPS)
         return;
     moire_ops_stats stats;
-    moire_ops_cuda_stats(&c->ctx->ops, &stats, false);
+    ops_cuda_stats(&c->ctx->ops, &stats, false);
     c->allocations[c->steps] = stats.allocations;
     c->synchronizations[c->steps] = stats.synchronizations;
 #ifdef MOIRE_CUDA_EMU
@@ -336,16 +336,16 @@ static void check_generation(moire_ctx *cpu, moire_ctx *gpu, const moire_model *
     snprintf(label, sizeof label, "%s, cfg %.1f, %d steps", moire_sampler_name(sampler),
              (double)cfg, STEPS);
 
-    CHECK(moire_generate_samples(cpu, model, &params, 0, count, NULL, a) == MOIRE_OK,
+    CHECK(generate_samples(cpu, model, &params, 0, count, NULL, a) == MOIRE_OK,
           "cpu %s: %s", label, moire_last_error());
     step_costs costs = {.ctx = gpu};
     moire_callbacks callbacks = {.progress = on_progress, .user_data = &costs};
     costs_record(&costs); /* before the run */
-    const uint64_t cpu_calls = moire_ops_cpu_calls();
-    CHECK(moire_generate_samples(gpu, model, &params, 0, count, &callbacks, b) == MOIRE_OK,
+    const uint64_t cpu_calls = ops_cpu_calls();
+    CHECK(generate_samples(gpu, model, &params, 0, count, &callbacks, b) == MOIRE_OK,
           "cuda %s: %s", label, moire_last_error());
-    CHECK(moire_ops_cpu_calls() == cpu_calls, "%s: %llu ops ran on the CPU", label,
-          (unsigned long long)(moire_ops_cpu_calls() - cpu_calls));
+    CHECK(ops_cpu_calls() == cpu_calls, "%s: %llu ops ran on the CPU", label,
+          (unsigned long long)(ops_cpu_calls() - cpu_calls));
     char what[200];
     snprintf(what, sizeof what, "generation %s: cuda vs cpu", label);
     test_check_tensor(what, b, a, (int64_t)numel, 1e-3);
@@ -387,7 +387,7 @@ static void check_generation(moire_ctx *cpu, moire_ctx *gpu, const moire_model *
 
     /* the replayed run is bit-identical to every step issued directly */
     setenv("MOIRE_CUDA_GRAPH", "0", 1);
-    CHECK(moire_generate_samples(gpu, model, &params, 0, count, NULL, c) == MOIRE_OK,
+    CHECK(generate_samples(gpu, model, &params, 0, count, NULL, c) == MOIRE_OK,
           "cuda %s without graphs: %s", label, moire_last_error());
     unsetenv("MOIRE_CUDA_GRAPH");
     CHECK(memcmp(b, c, numel * 4) == 0, "%s: the replayed run differs from the direct one",

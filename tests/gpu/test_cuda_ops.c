@@ -1,5 +1,5 @@
 /* test_cuda_ops.c — every op of the CUDA backend's table against the CPU reference op
- * (moire_ops_cpu_init) on fresh random inputs (never zeros): the cases of tests/test_ops.c
+ * (ops_cpu_init) on fresh random inputs (never zeros): the cases of tests/test_ops.c
  * plus production shapes — hidden 1152 and 1408, head_dim 64/72/88/128 and 18, up to 4096
  * tokens, experts receiving 0, 1, an odd number of and all tokens, more than 1024
  * (token, expert) pairs (the multi-chunk dispatch), expert choice with ties and with a
@@ -573,16 +573,16 @@ static void test_arena(const moire_ops *g)
     moire_arena *a = g->arena;
     for (int pass = 0; pass < 3; pass++) {
         const uint64_t before = a->overflows;
-        CHECK(moire_arena_begin(a) == MOIRE_OK, "arena begin: %s", moire_last_error());
-        void *p = moire_arena_take(a, 3 << 20);
-        const size_t mark = moire_arena_mark(a);
-        void *q = moire_arena_take(a, 5 << 20);
-        moire_arena_release(a, mark);
-        void *r = moire_arena_take(a, 1 << 20);
+        CHECK(arena_begin(a) == MOIRE_OK, "arena begin: %s", moire_last_error());
+        void *p = arena_take(a, 3 << 20);
+        const size_t mark = arena_mark(a);
+        void *q = arena_take(a, 5 << 20);
+        arena_release(a, mark);
+        void *r = arena_take(a, 1 << 20);
         CHECK(p && q && r, "arena take: %s", moire_last_error());
         if (pass > 0) /* the first pass has no block yet: everything is an overflow */
             CHECK(r == q, "a released block is handed out again (LIFO)");
-        moire_arena_end(a);
+        arena_end(a);
         if (pass > 0)
             CHECK(a->overflows == before, "pass %d of the same size allocated (%llu overflows)",
                   pass, (unsigned long long)(a->overflows - before));
@@ -657,28 +657,28 @@ static void run_cases(const moire_ops *g)
 
 int main(void)
 {
-    moire_ops_cpu_init(&cpu, 2);
-    moire_arena_init(&arena_cpu, &cpu);
+    ops_cpu_init(&cpu, 2);
+    arena_init(&arena_cpu, &cpu);
     cpu.arena = &arena_cpu;
-    if (moire_ops_cuda_init(&gpu_f32, 2, false) != MOIRE_OK) {
+    if (ops_cuda_init(&gpu_f32, 2, false) != MOIRE_OK) {
         printf("SKIP: no CUDA device (%s)\n", moire_last_error());
         return 77;
     }
-    if (moire_ops_cuda_init(&gpu_bf16, 2, true) != MOIRE_OK) {
+    if (ops_cuda_init(&gpu_bf16, 2, true) != MOIRE_OK) {
         fprintf(stderr, "second CUDA table: %s\n", moire_last_error());
         return 1;
     }
-    moire_arena_init(&arena_f32, &gpu_f32);
+    arena_init(&arena_f32, &gpu_f32);
     gpu_f32.arena = &arena_f32;
-    moire_arena_init(&arena_bf16, &gpu_bf16);
+    arena_init(&arena_bf16, &gpu_bf16);
     gpu_bf16.arena = &arena_bf16;
     moire_ops_stats stats;
-    if (moire_ops_cuda_stats(&gpu_f32, &stats, false) == MOIRE_OK)
+    if (ops_cuda_stats(&gpu_f32, &stats, false) == MOIRE_OK)
         printf("device: %s, %.1f GB\n", stats.device_name, stats.memory_total_bytes / 1e9);
     run_cases(&gpu_f32);
     run_cases(&gpu_bf16);
-    moire_arena_destroy(&arena_f32), moire_arena_destroy(&arena_bf16);
-    moire_arena_destroy(&arena_cpu);
+    arena_destroy(&arena_f32), arena_destroy(&arena_bf16);
+    arena_destroy(&arena_cpu);
     gpu_f32.destroy(&gpu_f32);
     gpu_bf16.destroy(&gpu_bf16);
     return test_finish("cuda_ops");

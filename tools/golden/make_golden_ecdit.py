@@ -199,7 +199,7 @@ def build(outdir, mi, name, cfg, seed, samplers_ref):
             if mi == 0:
                 routing_cases(ref, golden, gen)
 
-            # sampler runs through moire_generate_samples: prompt, negative prompt, CFG
+            # sampler runs through generate_samples: prompt, negative prompt, CFG
             cases = []
             seeds = [11, 12]
             runs = [dict(sampler="rf-euler", schedule="uniform", steps=5, cfg=3.0),
